@@ -1,0 +1,23 @@
+//! raftkv-proto: Rust types and tonic services generated from `proto/`.
+//!
+//! - [`etcdserverpb`] — the etcd v3 KV, Cluster and Maintenance services and their messages,
+//!   wire-compatible with etcd 3.4 (same package, names and field numbers).
+//! - [`mvccpb`] — `KeyValue` and `Event`.
+//!
+//! Clients use the `*_client` modules, servers implement the traits in the `*_server` ones.
+
+#![allow(
+    missing_docs,
+    clippy::doc_lazy_continuation,
+    clippy::large_enum_variant
+)]
+
+/// etcd's `mvccpb` package: stored key-value records.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// etcd's `etcdserverpb` package: the KV, Cluster and Maintenance services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
