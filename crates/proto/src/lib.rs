@@ -3,6 +3,7 @@
 //! - [`etcdserverpb`] — the etcd v3 KV, Cluster and Maintenance services and their messages,
 //!   wire-compatible with etcd 3.4 (same package, names and field numbers).
 //! - [`mvccpb`] — `KeyValue` and `Event`.
+//! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries.
 //!
 //! Clients use the `*_client` modules, servers implement the traits in the `*_server` ones.
 
@@ -20,4 +21,9 @@ pub mod mvccpb {
 /// etcd's `etcdserverpb` package: the KV, Cluster and Maintenance services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// raftkv's own messages, not part of the etcd API.
+pub mod raftkvpb {
+    tonic::include_proto!("raftkvpb");
 }

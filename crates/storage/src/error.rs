@@ -1,0 +1,107 @@
+//! Errors of the storage layer.
+//!
+//! [`MvccError`]'s `Display` is etcd's exact message for every case a client can see, so the
+//! server maps it to a gRPC status without rewording (see [`MvccError::code`]).
+
+use std::io;
+
+/// Which gRPC status code etcd uses for an error, without depending on a gRPC library here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// `InvalidArgument`
+    InvalidArgument,
+    /// `OutOfRange`
+    OutOfRange,
+    /// `NotFound`
+    NotFound,
+    /// `Internal`
+    Internal,
+}
+
+/// An etcd request that the MVCC store refuses, or a storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    /// A read or compaction below the compacted revision.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A read or compaction above the current revision.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// An empty key.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// `ignore_value` / `ignore_lease` on a key that does not exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A lease id that does not exist (raftkv has no leases yet, so any non-zero id).
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A txn with more operations than `--max-txn-ops` allows.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A txn that writes one key twice (or puts a key it also deletes).
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// `ignore_value` with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// sled failed.
+    #[error("storage failure: {0}")]
+    Sled(#[from] sled::Error),
+    /// Bytes on disk that do not decode: the store is damaged.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+impl MvccError {
+    /// The gRPC code etcd answers this error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Compacted | Self::FutureRevision => ErrorCode::OutOfRange,
+            Self::LeaseNotFound => ErrorCode::NotFound,
+            Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,
+            _ => ErrorCode::InvalidArgument,
+        }
+    }
+
+    /// Whether this is a refusal of the request (deterministic on every member) rather than
+    /// a failure of this member's storage.
+    pub fn is_request_error(&self) -> bool {
+        !matches!(self, Self::Sled(_) | Self::Corrupt(_))
+    }
+}
+
+/// A snapshot file that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing the file failed.
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The file is not a raftkv snapshot (e.g. an etcd bbolt snapshot).
+    #[error("not a raftkv snapshot file (bad magic)")]
+    NotASnapshot,
+    /// A format version this build does not read.
+    #[error("unsupported snapshot format version {0}")]
+    UnsupportedVersion(u32),
+    /// The SHA-256 trailer does not match the file.
+    #[error("snapshot checksum mismatch: the file is damaged or incomplete")]
+    ChecksumMismatch,
+    /// The file's structure is inconsistent.
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+    /// A body block failed to decode.
+    #[error("corrupt snapshot block: {0}")]
+    Block(#[from] raftkv_codec::DecodeError),
+    /// Reading the store or writing into it failed.
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+}
+
+impl From<sled::Error> for SnapshotError {
+    fn from(e: sled::Error) -> Self {
+        Self::Mvcc(MvccError::Sled(e))
+    }
+}

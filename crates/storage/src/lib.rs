@@ -1,0 +1,22 @@
+//! raftkv-storage: everything raftkv keeps on disk, with no dependency on openraft (the
+//! raft crate adapts these types to openraft's storage traits).
+//!
+//! - [`mvcc`] — etcd's multi-version key-value model on sled: revisions, tombstones,
+//!   history until compaction, Range / Put / DeleteRange / Txn / Compact with etcd's
+//!   semantics and errors, and the applied Raft log id stored atomically with the data.
+//! - [`log`] — the Raft log and vote: a write-ahead log (the `raft-log` crate) whose
+//!   appends are on disk (fdatasync) before they are reported flushed, with group commit.
+//! - [`snapshot`] — point-in-time snapshot files of the MVCC state: header, blocks encoded
+//!   with `raftkv-codec`, SHA-256 trailer (the layout `etcdctl snapshot save` accepts).
+//! - [`error`] — error types; `MvccError` displays etcd's exact messages.
+
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod log;
+pub mod mvcc;
+/// (placeholder)
+pub mod snapshot {}
+
+pub use error::{ErrorCode, MvccError, SnapshotError};
+pub use mvcc::{AppliedState, MvccConfig, MvccStore};

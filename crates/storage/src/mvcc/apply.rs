@@ -1,0 +1,366 @@
+//! Writes: Put, DeleteRange, Txn and Compact, applied as the Raft state machine applies a
+//! log entry — each in one atomic sled batch together with the Raft layer's applied state.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use raftkv_proto::etcdserverpb::request_op::Request;
+use raftkv_proto::etcdserverpb::response_op::Response;
+use raftkv_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, ResponseOp, TxnRequest, TxnResponse,
+};
+use raftkv_proto::mvccpb::KeyValue;
+use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
+
+use super::encoding::{META_COMPACTED, META_REVISION, Record, record_key, split_record_key};
+use super::range::Overlay;
+use super::{AppliedState, MvccStore, write_applied};
+use crate::error::MvccError;
+
+/// Deletions per sled batch during physical compaction.
+const COMPACTION_BATCH: usize = 10_000;
+
+impl MvccStore {
+    /// Applies one command and records `applied` in the same atomic batch.
+    ///
+    /// A refused request (key not found, compacted revision …) still records `applied`,
+    /// since the entry was applied — with no effect — and returns the refusal. Any other
+    /// error is a storage failure.
+    pub fn apply(
+        &self,
+        cmd: &Command,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(command::Op::Compaction(req)) = &cmd.op {
+            return self.compact(req, applied);
+        }
+        let read_rev = self.revision();
+        let mut txn = WriteTxn {
+            store: self,
+            read_rev,
+            changes: Overlay::new(),
+        };
+        let result = match &cmd.op {
+            Some(command::Op::Put(req)) => txn.put(req).map(command_response::Op::Put),
+            Some(command::Op::DeleteRange(req)) => {
+                txn.delete_range(req).map(command_response::Op::DeleteRange)
+            }
+            Some(command::Op::Txn(req)) => {
+                let mut path = Vec::new();
+                txn.compare_path(req, &mut path)?;
+                txn.txn(req, &mut path.into_iter())
+                    .map(command_response::Op::Txn)
+            }
+            Some(command::Op::Compaction(_)) => unreachable!("handled above"),
+            None => Err(MvccError::Corrupt("command without an operation".into())),
+        };
+        let mut batch = sled::Batch::default();
+        write_applied(&mut batch, applied);
+        let mut response = match result {
+            Ok(op) => op,
+            Err(e) if e.is_request_error() => {
+                self.tree().apply_batch(batch)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let new_rev = if txn.changes.is_empty() {
+            read_rev
+        } else {
+            read_rev + 1
+        };
+        for (key, change) in &txn.changes {
+            let record = match change {
+                Some(kv) => Record::Put {
+                    create_revision: kv.create_revision,
+                    version: kv.version,
+                    lease: kv.lease,
+                    value: kv.value.to_vec(),
+                },
+                None => Record::Tombstone,
+            };
+            batch.insert(record_key(key, new_rev), record.encode());
+        }
+        if new_rev != read_rev {
+            batch.insert(META_REVISION, &new_rev.to_be_bytes());
+        }
+        self.tree().apply_batch(batch)?;
+        self.revision.store(new_rev, Ordering::Release);
+        set_header_revisions(&mut response, new_rev);
+        Ok(CommandResponse { op: Some(response) })
+    }
+
+    fn compact(
+        &self,
+        req: &CompactionRequest,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let current = self.revision();
+        let mut batch = sled::Batch::default();
+        write_applied(&mut batch, applied);
+        let refusal = if req.revision <= self.compacted_revision() {
+            Some(MvccError::Compacted)
+        } else if req.revision > current {
+            Some(MvccError::FutureRevision)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.tree().apply_batch(batch)?;
+            return Err(refusal);
+        }
+        batch.insert(META_COMPACTED, &req.revision.to_be_bytes());
+        self.tree().apply_batch(batch)?;
+        self.compacted.store(req.revision, Ordering::Release);
+        self.remove_compacted_versions(req.revision)?;
+        Ok(CommandResponse {
+            op: Some(command_response::Op::Compaction(CompactionResponse {
+                header: Self::header(current),
+            })),
+        })
+    }
+
+    /// Deletes every version that no read at or above `rev` can see: for each key, all
+    /// versions older than its newest version at or below `rev`, and that version too if it
+    /// is a tombstone. Idempotent, so a crash half-way only leaves work for the next one.
+    fn remove_compacted_versions(&self, rev: i64) -> Result<(), MvccError> {
+        let _gate = self
+            .compaction_gate
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        let mut settled: Vec<u8> = Vec::new();
+        for item in self
+            .tree()
+            .range(super::encoding::lower_bound(b"")..vec![super::encoding::META_SPACE])
+        {
+            let (raw_key, raw_value) = item?;
+            let (prefix, version_rev) = split_record_key(&raw_key)?;
+            if !settled.is_empty() && settled == prefix {
+                batch.remove(raw_key.as_ref());
+                pending += 1;
+            } else if version_rev <= rev {
+                // The newest version at or below rev: it stays unless it is a tombstone.
+                settled.clear();
+                settled.extend_from_slice(prefix);
+                if Record::decode(&raw_value, false)? == Record::Tombstone {
+                    batch.remove(raw_key.as_ref());
+                    pending += 1;
+                }
+            }
+            if pending >= COMPACTION_BATCH {
+                self.tree().apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.tree().apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+/// One write transaction: reads see the store at `read_rev` plus its own pending changes.
+struct WriteTxn<'a> {
+    store: &'a MvccStore,
+    read_rev: i64,
+    changes: Overlay,
+}
+
+impl WriteTxn<'_> {
+    fn write_rev(&self) -> i64 {
+        self.read_rev + 1
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        match self.changes.get(key) {
+            Some(change) => Ok(change.clone()),
+            None => self.store.get_at(key, self.read_rev),
+        }
+    }
+
+    fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        if req.lease != 0 {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let prev = self.latest(&req.key)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        let value = match (&prev, req.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => req.lease,
+        };
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev
+                .as_ref()
+                .map_or(self.write_rev(), |p| p.create_revision),
+            mod_revision: self.write_rev(),
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        self.changes.insert(req.key.to_vec(), Some(kv));
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
+        let range = RangeRequest {
+            key: req.key.clone(),
+            range_end: req.range_end.clone(),
+            keys_only: !req.prev_kv,
+            ..Default::default()
+        };
+        let found = self
+            .store
+            .range_with(&range, self.read_rev, Some(&self.changes))?;
+        for kv in &found.kvs {
+            self.changes.insert(kv.key.to_vec(), None);
+        }
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: found.kvs.len() as i64,
+            prev_kvs: if req.prev_kv { found.kvs } else { Vec::new() },
+        })
+    }
+
+    /// Evaluates every compare of `req` and of the txns nested on its chosen branch, all
+    /// against the state before the transaction (as etcd does), in execution order.
+    fn compare_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), MvccError> {
+        let mut succeeded = true;
+        for cmp in &req.compare {
+            if !self.compare(cmp)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            if let Some(Request::RequestTxn(nested)) = &op.request {
+                self.compare_path(nested, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compare(&self, cmp: &Compare) -> Result<bool, MvccError> {
+        let range = RangeRequest {
+            key: cmp.key.clone(),
+            range_end: cmp.range_end.clone(),
+            ..Default::default()
+        };
+        let kvs = self.store.range_with(&range, self.read_rev, None)?.kvs;
+        let target = CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version);
+        if kvs.is_empty() {
+            // A value compare on a missing key is always false; others compare with zero.
+            return Ok(
+                target != CompareTarget::Value && compare_kv(cmp, target, &KeyValue::default())
+            );
+        }
+        Ok(kvs.iter().all(|kv| compare_kv(cmp, target, kv)))
+    }
+
+    fn txn(
+        &mut self,
+        req: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<TxnResponse, MvccError> {
+        let succeeded = path.next().unwrap_or(false);
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => Response::ResponseRange(self.store.range_with(
+                    r,
+                    self.read_rev,
+                    Some(&self.changes),
+                )?),
+                Some(Request::RequestPut(r)) => Response::ResponsePut(self.put(r)?),
+                Some(Request::RequestDeleteRange(r)) => {
+                    Response::ResponseDeleteRange(self.delete_range(r)?)
+                }
+                Some(Request::RequestTxn(r)) => Response::ResponseTxn(self.txn(r, path)?),
+                None => continue,
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+}
+
+fn compare_kv(cmp: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let int = |v: i64| match &cmp.target_union {
+        Some(TargetUnion::Version(x))
+        | Some(TargetUnion::CreateRevision(x))
+        | Some(TargetUnion::ModRevision(x))
+        | Some(TargetUnion::Lease(x)) => v.cmp(x),
+        _ => v.cmp(&0),
+    };
+    let ordering = match target {
+        CompareTarget::Version => int(kv.version),
+        CompareTarget::Create => int(kv.create_revision),
+        CompareTarget::Mod => int(kv.mod_revision),
+        CompareTarget::Lease => int(kv.lease),
+        CompareTarget::Value => {
+            let empty = Bytes::new();
+            let want = match &cmp.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &empty,
+            };
+            kv.value.as_ref().cmp(want.as_ref())
+        }
+    };
+    match CompareResult::try_from(cmp.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering.is_eq(),
+        CompareResult::NotEqual => ordering.is_ne(),
+        CompareResult::Greater => ordering.is_gt(),
+        CompareResult::Less => ordering.is_lt(),
+    }
+}
+
+/// Every response in a write carries the revision the write produced, as etcd's do.
+fn set_header_revisions(op: &mut command_response::Op, rev: i64) {
+    fn txn(resp: &mut TxnResponse, rev: i64) {
+        resp.header = MvccStore::header(rev);
+        for op in &mut resp.responses {
+            match &mut op.response {
+                Some(Response::ResponseRange(r)) => r.header = MvccStore::header(rev),
+                Some(Response::ResponsePut(r)) => r.header = MvccStore::header(rev),
+                Some(Response::ResponseDeleteRange(r)) => r.header = MvccStore::header(rev),
+                Some(Response::ResponseTxn(r)) => txn(r, rev),
+                None => {}
+            }
+        }
+    }
+    match op {
+        command_response::Op::Put(r) => r.header = MvccStore::header(rev),
+        command_response::Op::DeleteRange(r) => r.header = MvccStore::header(rev),
+        command_response::Op::Txn(r) => txn(r, rev),
+        command_response::Op::Compaction(r) => r.header = MvccStore::header(rev),
+    }
+}

@@ -1,0 +1,819 @@
+//! MVCC rules, one test per rule. Expected values were checked against a real etcd 3.4.23
+//! (Debian `etcd-server`) where noted "etcd:", with the etcdctl session that shows them.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use raftkv_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use raftkv_proto::etcdserverpb::request_op::Request;
+use raftkv_proto::etcdserverpb::response_op::Response;
+use raftkv_proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
+};
+use raftkv_proto::mvccpb::KeyValue;
+use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
+
+use super::validate::{DEFAULT_MAX_TXN_OPS, check_put, check_txn};
+use super::*;
+
+struct Fixture {
+    store: MvccStore,
+    _dir: tempfile::TempDir,
+}
+
+fn open() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    Fixture { store, _dir: dir }
+}
+
+fn cmd(op: command::Op) -> Command {
+    Command { op: Some(op) }
+}
+
+impl Fixture {
+    fn apply(&self, op: command::Op) -> Result<command_response::Op, MvccError> {
+        let r: CommandResponse = self.store.apply(&cmd(op), &AppliedState::default())?;
+        Ok(r.op.unwrap())
+    }
+
+    fn put(&self, key: &str, value: &str) -> i64 {
+        match self.apply(command::Op::Put(put_req(key, value))).unwrap() {
+            command_response::Op::Put(r) => r.header.unwrap().revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn put_with(
+        &self,
+        req: PutRequest,
+    ) -> Result<raftkv_proto::etcdserverpb::PutResponse, MvccError> {
+        match self.apply(command::Op::Put(req))? {
+            command_response::Op::Put(r) => Ok(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn del(
+        &self,
+        key: &str,
+        end: &[u8],
+        prev_kv: bool,
+    ) -> raftkv_proto::etcdserverpb::DeleteRangeResponse {
+        let req = DeleteRangeRequest {
+            key: b(key),
+            range_end: Bytes::copy_from_slice(end),
+            prev_kv,
+        };
+        match self.apply(command::Op::DeleteRange(req)).unwrap() {
+            command_response::Op::DeleteRange(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn txn(&self, req: TxnRequest) -> TxnResponse {
+        match self.apply(command::Op::Txn(req)).unwrap() {
+            command_response::Op::Txn(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn compact(&self, rev: i64) -> Result<(), MvccError> {
+        self.apply(command::Op::Compaction(CompactionRequest {
+            revision: rev,
+            physical: true,
+        }))
+        .map(|_| ())
+    }
+
+    fn range(&self, req: RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.store.range(&req)
+    }
+
+    fn get(&self, key: &str) -> Option<KeyValue> {
+        self.range(RangeRequest {
+            key: b(key),
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
+        .pop()
+    }
+
+    fn keys(&self, req: RangeRequest) -> Vec<String> {
+        self.range(req)
+            .unwrap()
+            .kvs
+            .iter()
+            .map(|kv| s(&kv.key))
+            .collect()
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn put_req(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: b(key),
+        value: b(value),
+        ..Default::default()
+    }
+}
+
+fn prefix_end(key: &str) -> Bytes {
+    let mut end = key.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    Bytes::from_static(&[0])
+}
+
+fn op_put(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestPut(put_req(key, value))),
+    }
+}
+
+fn op_get(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            key: b(key),
+            ..Default::default()
+        })),
+    }
+}
+
+fn op_del(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+            key: b(key),
+            range_end: b(end),
+            prev_kv: false,
+        })),
+    }
+}
+
+fn op_txn(t: TxnRequest) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestTxn(t)),
+    }
+}
+
+fn cmp_value(key: &str, result: CompareResult, value: &str) -> Compare {
+    Compare {
+        result: result as i32,
+        target: CompareTarget::Value as i32,
+        key: b(key),
+        target_union: Some(TargetUnion::Value(b(value))),
+        range_end: Bytes::new(),
+    }
+}
+
+fn cmp_int(key: &str, target: CompareTarget, result: CompareResult, v: i64) -> Compare {
+    let target_union = match target {
+        CompareTarget::Version => TargetUnion::Version(v),
+        CompareTarget::Create => TargetUnion::CreateRevision(v),
+        CompareTarget::Mod => TargetUnion::ModRevision(v),
+        CompareTarget::Lease => TargetUnion::Lease(v),
+        CompareTarget::Value => unreachable!(),
+    };
+    Compare {
+        result: result as i32,
+        target: target as i32,
+        key: b(key),
+        target_union: Some(target_union),
+        range_end: Bytes::new(),
+    }
+}
+
+#[test]
+fn revisions_start_at_one_and_bump_once_per_write() {
+    let f = open();
+    assert_eq!(f.store.revision(), 1);
+    assert_eq!(f.put("a", "1"), 2);
+    assert_eq!(f.put("b", "2"), 3);
+    // A delete that matches nothing changes nothing: no bump, header shows the current one.
+    let r = f.del("nothing", b"", false);
+    assert_eq!((r.deleted, r.header.unwrap().revision), (0, 3));
+    assert_eq!(f.store.revision(), 3);
+    // A multi-key write is one revision.
+    let r = f.del("a", b"c", false);
+    assert_eq!((r.deleted, r.header.unwrap().revision), (2, 4));
+}
+
+#[test]
+fn create_mod_version_follow_etcd() {
+    let f = open();
+    f.put("k", "v1"); // rev 2
+    f.put("k", "v2"); // rev 3
+    let kv = f.get("k").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    f.del("k", b"", false); // rev 4
+    assert!(f.get("k").is_none());
+    f.put("k", "v3"); // rev 5: a new life, version restarts
+    let kv = f.get("k").unwrap();
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (5, 5, 1));
+    assert_eq!(kv.value, b("v3"));
+}
+
+#[test]
+fn reads_at_old_revisions_see_history() {
+    let f = open();
+    f.put("k", "v1"); // 2
+    f.put("k", "v2"); // 3
+    f.del("k", b"", false); // 4
+    f.put("k", "v3"); // 5
+    let at = |rev| {
+        f.range(RangeRequest {
+            key: b("k"),
+            revision: rev,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    assert!(at(1).kvs.is_empty());
+    assert_eq!(at(2).kvs[0].value, b("v1"));
+    assert_eq!(at(3).kvs[0].value, b("v2"));
+    assert!(at(4).kvs.is_empty());
+    assert_eq!(at(5).kvs[0].value, b("v3"));
+    // etcd: header.revision is the current revision, even for a read at an older one.
+    assert_eq!(at(2).header.unwrap().revision, 5);
+    // etcd: `get k --rev 100` -> "etcdserver: mvcc: required revision is a future revision"
+    let err = f.range(RangeRequest {
+        key: b("k"),
+        revision: 6,
+        ..Default::default()
+    });
+    assert!(matches!(err, Err(MvccError::FutureRevision)));
+}
+
+#[test]
+fn range_end_conventions() {
+    let f = open();
+    for k in ["a", "ab", "abc", "b", "b\u{0}", "c"] {
+        f.put(k, "x");
+    }
+    let r = |key: &str, end: &[u8]| {
+        f.keys(RangeRequest {
+            key: b(key),
+            range_end: Bytes::copy_from_slice(end),
+            ..Default::default()
+        })
+    };
+    assert_eq!(r("ab", b""), ["ab"]); // empty end: the key alone
+    assert_eq!(r("ab", b"b"), ["ab", "abc"]); // [key, end)
+    assert_eq!(r("b", b"\0"), ["b", "b\u{0}", "c"]); // "\0": every key >= key
+    assert_eq!(r("\0", b"\0"), ["a", "ab", "abc", "b", "b\u{0}", "c"]); // everything
+    assert_eq!(r("a", &prefix_end("a")), ["a", "ab", "abc"]); // --prefix
+    assert!(r("c", b"a").is_empty()); // end before key: nothing
+}
+
+#[test]
+fn prefix_with_0xff_bytes() {
+    // etcd's prefix end drops trailing 0xff bytes before incrementing: "a\xff" -> "b".
+    let f = open();
+    let keys: [&[u8]; 5] = [b"a", b"a\xff", b"a\xff\xff", b"a\xff\x00", b"b"];
+    for k in keys {
+        f.store
+            .apply(
+                &cmd(command::Op::Put(PutRequest {
+                    key: Bytes::copy_from_slice(k),
+                    ..Default::default()
+                })),
+                &AppliedState::default(),
+            )
+            .unwrap();
+    }
+    let got = |key: &[u8], end: &[u8]| -> Vec<Vec<u8>> {
+        f.range(RangeRequest {
+            key: Bytes::copy_from_slice(key),
+            range_end: Bytes::copy_from_slice(end),
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
+        .iter()
+        .map(|kv| kv.key.to_vec())
+        .collect()
+    };
+    // --prefix "a\xff": end "b"
+    assert_eq!(
+        got(b"a\xff", b"b"),
+        [&b"a\xff"[..], b"a\xff\x00", b"a\xff\xff"]
+    );
+    // --prefix "\xff": end "\0" (every key >= "\xff")
+    assert!(got(b"\xff", b"\0").is_empty());
+    assert_eq!(got(b"a\xff\xff", b"\0"), [&b"a\xff\xff"[..], b"b"]);
+}
+
+#[test]
+fn limit_count_more_keys_only_count_only() {
+    let f = open();
+    for k in ["k1", "k2", "k3", "k4"] {
+        f.put(k, "v");
+    }
+    let all = |extra: RangeRequest| {
+        f.range(RangeRequest {
+            key: b("k"),
+            range_end: prefix_end("k"),
+            ..extra
+        })
+        .unwrap()
+    };
+    let r = all(RangeRequest {
+        limit: 2,
+        ..Default::default()
+    });
+    assert_eq!((r.kvs.len(), r.count, r.more), (2, 4, true));
+    let r = all(RangeRequest {
+        limit: 4,
+        ..Default::default()
+    });
+    assert_eq!((r.kvs.len(), r.count, r.more), (4, 4, false));
+    let r = all(RangeRequest {
+        keys_only: true,
+        ..Default::default()
+    });
+    assert!(
+        r.kvs
+            .iter()
+            .all(|kv| kv.value.is_empty() && kv.version == 1)
+    );
+    let r = all(RangeRequest {
+        count_only: true,
+        ..Default::default()
+    });
+    assert_eq!((r.kvs.len(), r.count), (0, 4));
+}
+
+#[test]
+fn sorting_and_revision_filters() {
+    let f = open();
+    f.put("a", "3"); // 2
+    f.put("b", "1"); // 3
+    f.put("c", "2"); // 4
+    f.put("a", "4"); // 5: a is now version 2, mod 5
+    let sorted = |order: SortOrder, target: SortTarget, limit: i64| {
+        f.keys(RangeRequest {
+            key: b("\0"),
+            range_end: Bytes::from_static(b"\0"),
+            sort_order: order as i32,
+            sort_target: target as i32,
+            limit,
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Key, 0),
+        ["c", "b", "a"]
+    );
+    assert_eq!(
+        sorted(SortOrder::Ascend, SortTarget::Value, 0),
+        ["b", "c", "a"]
+    );
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Mod, 0),
+        ["a", "c", "b"]
+    );
+    assert_eq!(
+        sorted(SortOrder::Descend, SortTarget::Create, 0),
+        ["c", "b", "a"]
+    );
+    // Ties keep key order: versions are (a:2, b:1, c:1).
+    assert_eq!(
+        sorted(SortOrder::Ascend, SortTarget::Version, 0),
+        ["b", "c", "a"]
+    );
+    // Target other than KEY with order NONE sorts ascending (etcd: `--sort-by=MODIFY`).
+    assert_eq!(sorted(SortOrder::None, SortTarget::Mod, 0), ["b", "c", "a"]);
+    // Sort happens before the limit.
+    assert_eq!(sorted(SortOrder::Descend, SortTarget::Key, 1), ["c"]);
+    let filtered = f.range(RangeRequest {
+        key: b("\0"),
+        range_end: Bytes::from_static(b"\0"),
+        min_mod_revision: 3,
+        max_create_revision: 3,
+        ..Default::default()
+    });
+    let r = filtered.unwrap();
+    assert_eq!(
+        r.kvs.iter().map(|kv| s(&kv.key)).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // etcd: count is taken before the revision filters.
+    assert_eq!(r.count, 3);
+}
+
+#[test]
+fn put_options() {
+    let f = open();
+    // ignore_value / ignore_lease on a missing key: "etcdserver: key not found".
+    let missing = PutRequest {
+        key: b("k"),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert!(matches!(f.put_with(missing), Err(MvccError::KeyNotFound)));
+    assert_eq!(f.store.revision(), 1, "a refused put changes nothing");
+    f.put("k", "v1");
+    let r = f
+        .put_with(PutRequest {
+            key: b("k"),
+            ignore_value: true,
+            prev_kv: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.prev_kv.unwrap().value, b("v1"));
+    let kv = f.get("k").unwrap();
+    assert_eq!((kv.value, kv.version), (b("v1"), 2));
+    // Leases do not exist in raftkv yet: any lease id is "requested lease not found".
+    let leased = PutRequest {
+        key: b("k"),
+        value: b("v"),
+        lease: 7,
+        ..Default::default()
+    };
+    assert!(matches!(f.put_with(leased), Err(MvccError::LeaseNotFound)));
+    // Validation before proposing.
+    assert!(matches!(
+        check_put(&put_req("", "v")),
+        Err(MvccError::EmptyKey)
+    ));
+    let both = PutRequest {
+        key: b("k"),
+        value: b("v"),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert!(matches!(check_put(&both), Err(MvccError::ValueProvided)));
+}
+
+#[test]
+fn delete_range_prev_kvs() {
+    let f = open();
+    f.put("p/1", "a");
+    f.put("p/2", "b");
+    f.put("q", "c");
+    let r = f.del("p/", &prefix_end("p/"), true);
+    assert_eq!(r.deleted, 2);
+    assert_eq!(
+        r.prev_kvs.iter().map(|kv| s(&kv.value)).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(
+        f.keys(RangeRequest {
+            key: b("\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        }),
+        ["q"]
+    );
+}
+
+#[test]
+fn txn_reads_its_own_writes_and_stamps_every_header() {
+    // etcd: `put a 1; put b 2`, then txn `value("a") = "1"` success: put a 3; get a; del b;
+    // get zz  -> succeeded, every inner header {"revision":4}, the get shows mod_revision 4.
+    let f = open();
+    f.put("a", "1");
+    f.put("b", "2");
+    let r = f.txn(TxnRequest {
+        compare: vec![cmp_value("a", CompareResult::Equal, "1")],
+        success: vec![op_put("a", "3"), op_get("a"), op_del("b", ""), op_get("zz")],
+        failure: vec![op_put("x", "1")],
+    });
+    assert!(r.succeeded);
+    assert_eq!(r.header.unwrap().revision, 4);
+    let Some(Response::ResponseRange(get_a)) = &r.responses[1].response else {
+        panic!()
+    };
+    assert_eq!(
+        (get_a.kvs[0].mod_revision, get_a.kvs[0].version, get_a.count),
+        (4, 2, 1)
+    );
+    assert_eq!(get_a.kvs[0].value, b("3"));
+    for op in &r.responses {
+        let rev = match op.response.as_ref().unwrap() {
+            Response::ResponseRange(x) => x.header.unwrap().revision,
+            Response::ResponsePut(x) => x.header.unwrap().revision,
+            Response::ResponseDeleteRange(x) => x.header.unwrap().revision,
+            Response::ResponseTxn(x) => x.header.unwrap().revision,
+        };
+        assert_eq!(rev, 4);
+    }
+    assert!(f.get("b").is_none());
+    assert!(f.get("x").is_none());
+}
+
+#[test]
+fn txn_failure_branch_and_read_only_txn() {
+    let f = open();
+    f.put("a", "1");
+    // etcd: failed compare with an empty failure branch -> header only, no bump.
+    let r = f.txn(TxnRequest {
+        compare: vec![cmp_value("a", CompareResult::Equal, "2")],
+        success: vec![op_put("a", "x")],
+        failure: vec![],
+    });
+    assert!(!r.succeeded && r.responses.is_empty());
+    assert_eq!((r.header.unwrap().revision, f.store.revision()), (2, 2));
+    let r = f.txn(TxnRequest {
+        compare: vec![],
+        success: vec![op_get("a")],
+        failure: vec![],
+    });
+    assert!(r.succeeded);
+    assert_eq!(f.store.revision(), 2, "read-only txn does not bump");
+}
+
+#[test]
+fn compares_on_missing_keys_and_ranges() {
+    let f = open();
+    f.put("r/1", "x"); // 2
+    f.put("r/2", "y"); // 3
+    let succeeded = |cmp: Compare| {
+        f.txn(TxnRequest {
+            compare: vec![cmp],
+            ..Default::default()
+        })
+        .succeeded
+    };
+    // Value compares on a missing key are always false, even NOT_EQUAL.
+    assert!(!succeeded(cmp_value(
+        "missing",
+        CompareResult::NotEqual,
+        "x"
+    )));
+    // Other targets compare against zero.
+    assert!(succeeded(cmp_int(
+        "missing",
+        CompareTarget::Version,
+        CompareResult::Equal,
+        0
+    )));
+    assert!(succeeded(cmp_int(
+        "missing",
+        CompareTarget::Create,
+        CompareResult::Less,
+        1
+    )));
+    assert!(succeeded(cmp_int(
+        "r/1",
+        CompareTarget::Mod,
+        CompareResult::Equal,
+        2
+    )));
+    assert!(succeeded(cmp_int(
+        "r/1",
+        CompareTarget::Lease,
+        CompareResult::Equal,
+        0
+    )));
+    // Over a range every key must pass.
+    let mut over_range = cmp_int("r/", CompareTarget::Create, CompareResult::Greater, 1);
+    over_range.range_end = prefix_end("r/");
+    assert!(succeeded(over_range.clone()));
+    over_range.target_union = Some(TargetUnion::CreateRevision(2));
+    assert!(!succeeded(over_range));
+}
+
+#[test]
+fn nested_txn_compares_see_the_state_before_the_txn() {
+    let f = open();
+    f.put("a", "1");
+    let inner = TxnRequest {
+        // Sees a = "1" although the outer txn put "2" first.
+        compare: vec![cmp_value("a", CompareResult::Equal, "1")],
+        success: vec![op_put("inner", "then")],
+        failure: vec![op_put("inner", "else")],
+    };
+    let r = f.txn(TxnRequest {
+        compare: vec![],
+        success: vec![op_put("a", "2"), op_txn(inner)],
+        failure: vec![],
+    });
+    assert!(r.succeeded);
+    assert_eq!(f.get("inner").unwrap().value, b("then"));
+}
+
+#[test]
+fn txn_validation() {
+    // etcd: `txn` with 129 puts -> "etcdserver: too many operations in txn request".
+    let many = TxnRequest {
+        success: (0..129).map(|i| op_put(&format!("k{i}"), "v")).collect(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&many, DEFAULT_MAX_TXN_OPS),
+        Err(MvccError::TooManyOps)
+    ));
+    let dup = TxnRequest {
+        success: vec![op_put("k", "1"), op_put("k", "2")],
+        ..Default::default()
+    };
+    assert!(matches!(check_txn(&dup, 128), Err(MvccError::DuplicateKey)));
+    let put_and_delete = TxnRequest {
+        success: vec![op_put("k/1", "1"), op_del("k/", "k0")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&put_and_delete, 128),
+        Err(MvccError::DuplicateKey)
+    ));
+    // The same key on both branches is fine, and so is the same key in both branches of a
+    // nested txn.
+    let branches = TxnRequest {
+        success: vec![op_put("k", "1")],
+        failure: vec![op_put("k", "2")],
+        ..Default::default()
+    };
+    check_txn(&branches, 128).unwrap();
+    let nested = TxnRequest {
+        success: vec![op_put("k", "1")],
+        failure: vec![op_put("k", "2")],
+        ..Default::default()
+    };
+    check_txn(
+        &TxnRequest {
+            success: vec![op_txn(nested.clone())],
+            ..Default::default()
+        },
+        128,
+    )
+    .unwrap();
+    // But not a put beside a nested txn that puts the same key.
+    let clash = TxnRequest {
+        success: vec![op_put("k", "0"), op_txn(nested)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&clash, 128),
+        Err(MvccError::DuplicateKey)
+    ));
+    let empty_compare = TxnRequest {
+        compare: vec![cmp_value("", CompareResult::Equal, "")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&empty_compare, 128),
+        Err(MvccError::EmptyKey)
+    ));
+}
+
+#[test]
+fn compaction_rules() {
+    let f = open();
+    f.put("k", "v1"); // 2
+    f.put("k", "v2"); // 3
+    f.put("gone", "x"); // 4
+    f.del("gone", b"", false); // 5
+    f.put("k", "v3"); // 6
+    // etcd: compact beyond the current revision -> future revision.
+    assert!(matches!(f.compact(7), Err(MvccError::FutureRevision)));
+    f.compact(5).unwrap();
+    // etcd: compacting again at or below -> "required revision has been compacted".
+    assert!(matches!(f.compact(5), Err(MvccError::Compacted)));
+    assert!(matches!(f.compact(3), Err(MvccError::Compacted)));
+    let at = |rev| {
+        f.range(RangeRequest {
+            key: b("\0"),
+            range_end: Bytes::from_static(b"\0"),
+            revision: rev,
+            ..Default::default()
+        })
+    };
+    assert!(matches!(at(4), Err(MvccError::Compacted)));
+    // At the compacted revision itself the view is intact: k = v2 (rev 3), gone deleted.
+    let r = at(5).unwrap();
+    assert_eq!(
+        r.kvs
+            .iter()
+            .map(|kv| (s(&kv.key), s(&kv.value)))
+            .collect::<Vec<_>>(),
+        [("k".into(), "v2".into())]
+    );
+    assert_eq!(f.get("k").unwrap().value, b("v3"));
+    // Physically: versions 2 of k and the tombstoned key are gone, 3 and 6 of k remain.
+    let records = f
+        .store
+        .tree()
+        .scan_prefix([super::encoding::RECORD_SPACE])
+        .count();
+    assert_eq!(records, 2);
+    assert_eq!(f.store.compacted_revision(), 5);
+}
+
+#[test]
+fn state_survives_reopen_with_applied_state() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        let applied = AppliedState {
+            applied: Some(b"log-7".to_vec()),
+            membership: Some(b"m".to_vec()),
+        };
+        store
+            .apply(&cmd(command::Op::Put(put_req("k", "v"))), &applied)
+            .unwrap();
+        store
+            .apply(
+                &cmd(command::Op::Compaction(CompactionRequest {
+                    revision: 2,
+                    physical: true,
+                })),
+                &applied,
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!((store.revision(), store.compacted_revision()), (2, 2));
+    let state = store.applied_state().unwrap();
+    assert_eq!(state.applied.as_deref(), Some(&b"log-7"[..]));
+    assert_eq!(
+        store
+            .range(&RangeRequest {
+                key: b("k"),
+                ..Default::default()
+            })
+            .unwrap()
+            .kvs[0]
+            .value,
+        b("v")
+    );
+}
+
+#[test]
+fn many_versions_of_one_key_are_skipped_efficiently_and_correctly() {
+    let f = open();
+    for i in 0..100 {
+        f.put("hot", &i.to_string());
+        f.put(&format!("cold{i:03}"), "x");
+    }
+    assert_eq!(f.get("hot").unwrap().value, b("99"));
+    let r = f
+        .range(RangeRequest {
+            key: b("\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.count, 101);
+    let r = f
+        .range(RangeRequest {
+            key: b("hot"),
+            revision: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.kvs[0].value, b("24"));
+}
+
+/// A model of etcd's semantics for the property test: key -> (create, mod, version, value).
+type Model = std::collections::BTreeMap<String, (i64, i64, i64, String)>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Random puts and deletes against a plain model: every read at every past revision
+    /// matches the model's state at that revision.
+    #[test]
+    fn matches_a_model_at_every_revision(ops in proptest::collection::vec((0u8..3, 0u8..6, 0u8..4), 1..40)) {
+        let f = open();
+        let mut model = Model::new();
+        let mut history = vec![model.clone(), model.clone()]; // revisions 0 and 1
+        let mut rev = 1;
+        for (kind, key, value) in ops {
+            let key = format!("k{key}");
+            let value = format!("v{value}");
+            if kind < 2 {
+                rev += 1;
+                prop_assert_eq!(f.put(&key, &value), rev);
+                let entry = model.get(&key).map_or((rev, rev, 1, value.clone()), |e| (e.0, rev, e.2 + 1, value.clone()));
+                model.insert(key, entry);
+            } else {
+                let deleted = f.del(&key, b"", false).deleted;
+                let existed = model.remove(&key).is_some();
+                prop_assert_eq!(deleted, existed as i64);
+                if existed { rev += 1; }
+            }
+            while history.len() <= rev as usize { history.push(model.clone()); }
+        }
+        for (r, expected) in history.iter().enumerate().skip(1) {
+            let got = f.range(RangeRequest { key: b("\0"), range_end: Bytes::from_static(b"\0"), revision: r as i64, ..Default::default() }).unwrap();
+            let got: Model = got.kvs.iter().map(|kv| (s(&kv.key), (kv.create_revision, kv.mod_revision, kv.version, s(&kv.value)))).collect();
+            prop_assert_eq!(&got, expected, "at revision {}", r);
+        }
+    }
+}
