@@ -15,8 +15,7 @@
 pub mod error;
 pub mod log;
 pub mod mvcc;
-/// (placeholder)
-pub mod snapshot {}
+pub mod snapshot;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};
 pub use mvcc::{AppliedState, MvccConfig, MvccStore};

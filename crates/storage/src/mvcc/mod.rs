@@ -64,7 +64,8 @@ pub struct AppliedState {
 /// An etcd-semantics multi-version key-value store.
 pub struct MvccStore {
     db: sled::Db,
-    tree: sled::Tree,
+    /// The tree holding records and metadata; a restore swaps in a new one.
+    tree: RwLock<sled::Tree>,
     /// Current revision: the revision of the last write, or 1 for an empty store.
     revision: AtomicI64,
     /// Compacted revision (0 if never compacted).
@@ -83,7 +84,11 @@ impl MvccStore {
             .cache_capacity(config.cache_capacity)
             .flush_every_ms(config.flush_every_ms)
             .open()?;
-        let tree = db.open_tree("mvcc")?;
+        let name = match db.get(ACTIVE_TREE)? {
+            Some(name) => name.to_vec(),
+            None => b"mvcc".to_vec(),
+        };
+        let tree = db.open_tree(name)?;
         let revision = match tree.get(META_REVISION)? {
             Some(raw) => decode_i64(&raw)?,
             None => 1,
@@ -94,7 +99,7 @@ impl MvccStore {
         };
         Ok(Self {
             db,
-            tree,
+            tree: RwLock::new(tree),
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
             writer: Mutex::new(()),
@@ -114,9 +119,10 @@ impl MvccStore {
 
     /// The applied log id and membership last stored with the data.
     pub fn applied_state(&self) -> Result<AppliedState, MvccError> {
+        let tree = self.tree();
         Ok(AppliedState {
-            applied: self.tree.get(META_APPLIED)?.map(|v| v.to_vec()),
-            membership: self.tree.get(META_MEMBERSHIP)?.map(|v| v.to_vec()),
+            applied: tree.get(META_APPLIED)?.map(|v| v.to_vec()),
+            membership: tree.get(META_MEMBERSHIP)?.map(|v| v.to_vec()),
         })
     }
 
@@ -126,8 +132,14 @@ impl MvccStore {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
         write_applied(&mut batch, state);
-        self.tree.apply_batch(batch)?;
+        self.tree().apply_batch(batch)?;
         Ok(())
+    }
+
+    /// The revision and applied state of the same instant (no write in between).
+    pub fn snapshot_point(&self) -> Result<(i64, AppliedState), MvccError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((self.revision(), self.applied_state()?))
     }
 
     /// Writes everything to disk with an fsync (sled's own flush; used when a snapshot or
@@ -150,8 +162,9 @@ impl MvccStore {
         })
     }
 
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// The active tree (a cheap handle; a restore may swap it).
+    pub(crate) fn tree(&self) -> sled::Tree {
+        self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Holds off compaction's physical deletes while a snapshot reads old versions.
@@ -161,27 +174,94 @@ impl MvccStore {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets revision counters after a restore wrote the tree directly.
-    pub(crate) fn reload_counters(&self) -> Result<(), MvccError> {
-        let revision = match self.tree.get(META_REVISION)? {
-            Some(raw) => decode_i64(&raw)?,
-            None => 1,
-        };
-        let compacted = match self.tree.get(META_COMPACTED)? {
-            Some(raw) => decode_i64(&raw)?,
-            None => 0,
-        };
-        self.revision.store(revision, Ordering::Release);
-        self.compacted.store(compacted, Ordering::Release);
+    /// Starts replacing the whole contents with a snapshot's: rows go into a fresh tree,
+    /// which [`Restore::finish`] swaps in atomically. Writers wait until then.
+    pub(crate) fn begin_restore(&self) -> Result<Restore<'_>, MvccError> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let name = format!("mvcc-{}", self.db.generate_id()?);
+        let tree = self.db.open_tree(&name)?;
+        tree.clear()?;
+        Ok(Restore {
+            store: self,
+            _writer: writer,
+            tree,
+            name,
+            batch: sled::Batch::default(),
+            pending: 0,
+        })
+    }
+}
+
+/// Name of the active tree, kept in sled's default tree.
+const ACTIVE_TREE: &[u8] = b"active-tree";
+/// Inserts per sled batch while restoring.
+const RESTORE_BATCH: usize = 10_000;
+
+/// A snapshot being loaded into a fresh tree (see [`MvccStore::begin_restore`]).
+pub(crate) struct Restore<'a> {
+    store: &'a MvccStore,
+    _writer: std::sync::MutexGuard<'a, ()>,
+    tree: sled::Tree,
+    name: String,
+    batch: sled::Batch,
+    pending: usize,
+}
+
+impl Restore<'_> {
+    /// Adds versions, in store order.
+    pub(crate) fn add(&mut self, rows: &[crate::snapshot::Row]) -> Result<(), MvccError> {
+        for row in rows {
+            self.batch.insert(
+                encoding::record_key(&row.key, row.revision),
+                row.record.encode(),
+            );
+            self.pending += 1;
+            if self.pending >= RESTORE_BATCH {
+                self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+                self.pending = 0;
+            }
+        }
         Ok(())
     }
 
-    /// Removes every record and metadata entry (before installing a snapshot).
-    pub(crate) fn clear(&self) -> Result<(), MvccError> {
-        self.tree.clear()?;
-        self.revision.store(1, Ordering::Release);
-        self.compacted.store(0, Ordering::Release);
+    /// Writes the snapshot's metadata, makes the new tree durable and active, and drops
+    /// the old one.
+    pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.insert(META_REVISION, &meta.revision.to_be_bytes());
+        batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
+        write_applied(
+            &mut batch,
+            &AppliedState {
+                applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
+                membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
+            },
+        );
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        let db = &self.store.db;
+        db.insert(ACTIVE_TREE, self.name.as_bytes())?;
+        db.flush()?;
+        let old = std::mem::replace(
+            &mut *self.store.tree.write().unwrap_or_else(|e| e.into_inner()),
+            self.tree.clone(),
+        );
+        self.store.revision.store(meta.revision, Ordering::Release);
+        self.store
+            .compacted
+            .store(meta.compact_revision, Ordering::Release);
+        db.drop_tree(old.name())?;
+        self.name.clear(); // committed: nothing for Drop to undo
         Ok(())
+    }
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if !self.name.is_empty() {
+            // Abandoned (an error part-way): the half-written tree is not needed.
+            let _ = self.store.db.drop_tree(self.name.as_bytes());
+        }
     }
 }
 

@@ -1,0 +1,220 @@
+//! Verifying, describing and restoring snapshot files.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::columns::{self, Row};
+use super::{
+    FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_FRAME, MAX_HEADER_BODY, SnapshotInfo,
+    SnapshotMeta, TRAILER_LEN,
+};
+use crate::error::SnapshotError;
+use crate::mvcc::MvccStore;
+use crate::mvcc::encoding::Record;
+
+/// Reads and fully verifies a snapshot file (checksums, structure, every block) and returns
+/// its status. A file that is not a raftkv snapshot, or is damaged, is an error.
+pub fn read_info(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    walk(path, &mut |_| Ok(()))
+}
+
+/// Replaces the contents of `store` with the snapshot at `path` (verified in full before
+/// anything is written) and returns its status.
+pub fn restore(path: &Path, store: &MvccStore) -> Result<SnapshotInfo, SnapshotError> {
+    verify_trailer(path)?;
+    let mut load = store.begin_restore()?;
+    let info = walk_verified(path, &mut |rows| {
+        load.add(rows).map_err(SnapshotError::from)
+    })?;
+    load.finish(&info.meta)?;
+    Ok(info)
+}
+
+fn walk(
+    path: &Path,
+    on_rows: &mut dyn FnMut(&[Row]) -> Result<(), SnapshotError>,
+) -> Result<SnapshotInfo, SnapshotError> {
+    verify_trailer(path)?;
+    walk_verified(path, on_rows)
+}
+
+/// Checks the magic, the size (32 mod 512) and the SHA-256 trailer.
+fn verify_trailer(path: &Path) -> Result<(), SnapshotError> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut magic = [0u8; 8];
+    if len < 8 || file.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    if len % 512 != 32 || len < (MAGIC.len() + FOOTER_LEN + TRAILER_LEN) as u64 {
+        return Err(SnapshotError::ChecksumMismatch);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut sha = Sha256::new();
+    let mut remaining = len - TRAILER_LEN as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let n = remaining.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n])?;
+        sha.update(&buf[..n]);
+        remaining -= n as u64;
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact(&mut trailer)?;
+    if sha.finalize().as_slice() != trailer {
+        return Err(SnapshotError::ChecksumMismatch);
+    }
+    Ok(())
+}
+
+fn walk_verified(
+    path: &Path,
+    on_rows: &mut dyn FnMut(&[Row]) -> Result<(), SnapshotError>,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let corrupt = |what: &str| SnapshotError::Corrupt(what.to_string());
+    let file = File::open(path)?;
+    let total_size = file.metadata()?.len();
+    let mut r = Counting {
+        inner: BufReader::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        read: 0,
+    };
+
+    let mut fixed = [0u8; 16];
+    r.read_exact(&mut fixed)?;
+    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    let body_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
+    if body_len > MAX_HEADER_BODY {
+        return Err(corrupt("header too large"));
+    }
+    let mut body = vec![0u8; body_len];
+    r.read_exact(&mut body)?;
+    let mut stored_crc = [0u8; 4];
+    let mut header_crc = crc32fast::Hasher::new();
+    header_crc.update(&fixed);
+    header_crc.update(&body);
+    r.read_exact(&mut stored_crc)?;
+    if header_crc.finalize() != u32::from_le_bytes(stored_crc) {
+        return Err(corrupt("header checksum mismatch"));
+    }
+    let meta = parse_header(&body).ok_or_else(|| corrupt("malformed header"))?;
+
+    let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
+    let mut last: Option<(Vec<u8>, i64)> = None;
+    loop {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len == 0 {
+            break;
+        }
+        if len > MAX_FRAME || r.read + len as u64 > total_size {
+            return Err(corrupt("block length past the end of the file"));
+        }
+        let mut frame = vec![0u8; len];
+        r.read_exact(&mut frame)?;
+        let raw = raftkv_codec::decompress(&frame)?;
+        let rows = columns::decode(&raw).ok_or_else(|| corrupt("malformed block"))?;
+        for row in &rows {
+            // Versions must come in store order: key ascending, revision descending.
+            let new_key = match &last {
+                Some((k, rev)) if *k == row.key => {
+                    if row.revision >= *rev {
+                        return Err(corrupt("versions out of order"));
+                    }
+                    false
+                }
+                Some((k, _)) if *k > row.key => return Err(corrupt("keys out of order")),
+                _ => true,
+            };
+            if row.revision > meta.revision || row.revision < 1 {
+                return Err(corrupt("version beyond the snapshot revision"));
+            }
+            if new_key && matches!(row.record, Record::Put { .. }) {
+                keys += 1;
+            }
+            last = Some((row.key.clone(), row.revision));
+        }
+        records += rows.len() as u64;
+        raw_size += raw.len() as u64;
+        blocks += 1;
+        on_rows(&rows)?;
+    }
+    let hash_before_padding = r.read;
+    let footer_at = total_size - (TRAILER_LEN + FOOTER_LEN) as u64;
+    if hash_before_padding > footer_at {
+        return Err(corrupt("blocks overlap the footer"));
+    }
+    let mut pad = vec![0u8; (footer_at - hash_before_padding) as usize];
+    r.read_exact(&mut pad)?;
+    if pad.iter().any(|&b| b != 0) {
+        return Err(corrupt("non-zero padding"));
+    }
+    let mut footer = [0u8; FOOTER_LEN];
+    r.read_exact(&mut footer)?;
+    let hash = r.crc.clone().finalize();
+    let (body, crc) = footer.split_at(FOOTER_LEN - 4);
+    if &body[..8] != FOOTER_MAGIC
+        || crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+    {
+        return Err(corrupt("bad footer"));
+    }
+    let field =
+        |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes"));
+    if [field(0), field(1), field(2), field(3)] != [records, keys, raw_size, blocks] {
+        return Err(corrupt("footer counts do not match the blocks"));
+    }
+    Ok(SnapshotInfo {
+        meta,
+        key_count: keys,
+        record_count: records,
+        raw_size,
+        total_size,
+        hash,
+    })
+}
+
+fn parse_header(body: &[u8]) -> Option<SnapshotMeta> {
+    let revision = i64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let compact_revision = i64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    let mut pos = 16;
+    let mut blob = || -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(body.get(pos..pos + 4)?.try_into().ok()?) as usize;
+        let out = body.get(pos + 4..(pos + 4).checked_add(len)?)?.to_vec();
+        pos += 4 + len;
+        Some(out)
+    };
+    let applied = blob()?;
+    let membership = blob()?;
+    if pos != body.len() || revision < 1 || compact_revision < 0 || compact_revision > revision {
+        return None;
+    }
+    Some(SnapshotMeta {
+        revision,
+        compact_revision,
+        applied,
+        membership,
+    })
+}
+
+/// A reader that keeps the CRC-32 of and counts what it has read.
+struct Counting<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+    read: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,164 @@
+//! Building a snapshot file from a live store.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::columns::{self, Row};
+use super::{BLOCK_RECORDS, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, SnapshotInfo, SnapshotMeta};
+use crate::error::SnapshotError;
+use crate::mvcc::MvccStore;
+use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, split_record_key};
+
+/// Writes a snapshot of `store` at its current revision to `path` and returns its status.
+///
+/// Writes may continue meanwhile: the snapshot takes the revision and applied state
+/// together, then reads only versions at or below that revision (compaction's deletes wait
+/// until it is done). The file is written beside `path`, fsynced, then renamed into place.
+pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    let (revision, applied) = store.snapshot_point()?;
+    let _no_compaction = store.compaction_read_guard();
+    let meta = SnapshotMeta {
+        revision,
+        compact_revision: store.compacted_revision(),
+        applied: applied.applied.unwrap_or_default(),
+        membership: applied.membership.unwrap_or_default(),
+    };
+    let tmp = path.with_extension("part");
+    let file = File::create(&tmp)?;
+    let mut out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+
+    write_header(&mut out, &meta)?;
+    let mut rows: Vec<Row> = Vec::with_capacity(BLOCK_RECORDS);
+    let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
+    // The key being visited, encoded and decoded.
+    let (mut cur_prefix, mut cur_key): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    for item in store.tree().range(lower_bound(b"")..vec![META_SPACE]) {
+        let (raw_key, raw_value) = item.map_err(crate::error::MvccError::from)?;
+        let (prefix, version_rev) = split_record_key(&raw_key)?;
+        if version_rev > revision {
+            continue; // written after the snapshot point
+        }
+        let record = Record::decode(&raw_value, true)?;
+        if cur_prefix != prefix {
+            // The newest version at or below the revision decides whether the key is live.
+            cur_prefix.clear();
+            cur_prefix.extend_from_slice(prefix);
+            cur_key = decode_prefix(prefix)?;
+            if matches!(record, Record::Put { .. }) {
+                keys += 1;
+            }
+        }
+        rows.push(Row {
+            key: cur_key.clone(),
+            revision: version_rev,
+            record,
+        });
+        records += 1;
+        if rows.len() == BLOCK_RECORDS {
+            raw_size += write_block(&mut out, &rows)?;
+            blocks += 1;
+            rows.clear();
+        }
+    }
+    if !rows.is_empty() {
+        raw_size += write_block(&mut out, &rows)?;
+        blocks += 1;
+    }
+    out.write_all(&0u32.to_le_bytes())?;
+
+    // Pad so that padding + footer + trailer brings the size to 32 mod 512.
+    let before_pad = out.len + super::FOOTER_LEN as u64;
+    let pad = (512 - before_pad % 512) % 512;
+    out.write_all(&vec![0u8; pad as usize])?;
+    let mut footer = Vec::with_capacity(super::FOOTER_LEN);
+    footer.extend_from_slice(FOOTER_MAGIC);
+    for n in [records, keys, raw_size, blocks] {
+        footer.extend_from_slice(&n.to_le_bytes());
+    }
+    footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+    out.write_all(&footer)?;
+
+    let hash = out.crc.clone().finalize();
+    let digest = out.sha.clone().finalize();
+    let mut inner = out.inner;
+    inner.write_all(&digest)?;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    let total_size = fs::metadata(path)?.len();
+    Ok(SnapshotInfo {
+        meta,
+        key_count: keys,
+        record_count: records,
+        raw_size,
+        total_size,
+        hash,
+    })
+}
+
+fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&meta.revision.to_le_bytes());
+    body.extend_from_slice(&meta.compact_revision.to_le_bytes());
+    for blob in [&meta.applied, &meta.membership] {
+        body.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+        body.extend_from_slice(blob);
+    }
+    let mut header = Vec::with_capacity(body.len() + 20);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    header.extend_from_slice(&body);
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    out.write_all(&header)
+}
+
+/// Writes one block; returns its raw (uncompressed) size.
+fn write_block(out: &mut impl Write, rows: &[Row]) -> io::Result<u64> {
+    let raw = columns::encode(rows);
+    let frame = raftkv_codec::compress(&raw);
+    out.write_all(&(frame.len() as u32).to_le_bytes())?;
+    out.write_all(&frame)?;
+    Ok(raw.len() as u64)
+}
+
+/// A writer that hashes (SHA-256 and CRC-32) and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            sha: Sha256::new(),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,280 @@
+//! Snapshot files: round trips through restore, the etcdctl-compatible trailer, snapshots
+//! taken while writes continue, and damaged or foreign files.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use raftkv_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest};
+use raftkv_proto::mvccpb::KeyValue;
+use raftkv_proto::raftkvpb::{Command, command};
+use raftkv_storage::snapshot::{self, SnapshotInfo};
+use raftkv_storage::{AppliedState, MvccConfig, MvccStore, SnapshotError};
+use sha2::{Digest, Sha256};
+
+fn open(dir: &Path) -> MvccStore {
+    MvccStore::open(dir, &MvccConfig::default()).unwrap()
+}
+
+fn apply(store: &MvccStore, op: command::Op) {
+    let applied = AppliedState {
+        applied: Some(b"applied-id".to_vec()),
+        membership: Some(b"members".to_vec()),
+    };
+    store.apply(&Command { op: Some(op) }, &applied).unwrap();
+}
+
+fn put(store: &MvccStore, key: &str, value: &str) {
+    apply(
+        store,
+        command::Op::Put(PutRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+            ..Default::default()
+        }),
+    );
+}
+
+fn all_at(store: &MvccStore, revision: i64) -> Vec<KeyValue> {
+    store
+        .range(&RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            revision,
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
+}
+
+/// A store with history: overwrites, deletes, a compaction, binary keys.
+fn loaded(dir: &Path) -> MvccStore {
+    let store = open(dir);
+    for i in 0..3000 {
+        put(
+            &store,
+            &format!("/registry/pods/ns-{:02}/pod-{i:05}", i % 7),
+            &format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 40)),
+        );
+    }
+    for i in (0..3000).step_by(3) {
+        put(
+            &store,
+            &format!("/registry/pods/ns-{:02}/pod-{i:05}", i % 7),
+            "updated",
+        );
+    }
+    apply(
+        &store,
+        command::Op::DeleteRange(DeleteRangeRequest {
+            key: Bytes::from_static(b"/registry/pods/ns-03/"),
+            range_end: Bytes::from_static(b"/registry/pods/ns-030"),
+            prev_kv: false,
+        }),
+    );
+    apply(
+        &store,
+        command::Op::Compaction(CompactionRequest {
+            revision: 2500,
+            physical: true,
+        }),
+    );
+    apply(
+        &store,
+        command::Op::Put(PutRequest {
+            key: Bytes::from_static(b"\x00\xff\x00"),
+            value: Bytes::from_static(b"\x00"),
+            ..Default::default()
+        }),
+    );
+    put(&store, "last", "one");
+    store
+}
+
+#[test]
+fn round_trip_keeps_every_revision_and_the_applied_state() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let store = loaded(src_dir.path());
+    let file = src_dir.path().join("snap.db");
+    let info = snapshot::build(&store, &file).unwrap();
+    assert_eq!(info.meta.revision, store.revision());
+    assert_eq!(info.meta.compact_revision, 2500);
+    assert_eq!(info.meta.applied, b"applied-id");
+    assert_eq!(info.key_count, all_at(&store, 0).len() as u64);
+    assert_eq!(snapshot::read_info(&file).unwrap(), info);
+
+    let dst_dir = tempfile::tempdir().unwrap();
+    let restored = open(dst_dir.path());
+    put(&restored, "stale", "key from before the restore");
+    let restored_info = snapshot::restore(&file, &restored).unwrap();
+    assert_eq!(restored_info, info);
+    assert_eq!(
+        (restored.revision(), restored.compacted_revision()),
+        (store.revision(), 2500)
+    );
+    for rev in [0, 2500, 3000, 4000, store.revision()] {
+        assert_eq!(
+            all_at(&restored, rev),
+            all_at(&store, rev),
+            "at revision {rev}"
+        );
+    }
+    assert_eq!(
+        restored.applied_state().unwrap().membership.as_deref(),
+        Some(&b"members"[..])
+    );
+    // The restored contents are what a reopen finds.
+    drop(restored);
+    let reopened = open(dst_dir.path());
+    assert_eq!(all_at(&reopened, 0), all_at(&store, 0));
+    assert_eq!(reopened.revision(), store.revision());
+}
+
+#[test]
+fn file_ends_with_the_sha256_that_etcdctl_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = loaded(dir.path());
+    let file = dir.path().join("snap.db");
+    let info = snapshot::build(&store, &file).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    // etcdctl snapshot save: size % 512 == 32, last 32 bytes = SHA-256 of the rest.
+    assert_eq!(bytes.len() % 512, 32);
+    let (body, trailer) = bytes.split_at(bytes.len() - 32);
+    assert_eq!(Sha256::digest(body).as_slice(), trailer);
+    assert_eq!(info.total_size, bytes.len() as u64);
+    assert_eq!(info.hash, crc32fast::hash(body));
+    // The codec pays off on this layout.
+    assert!(
+        info.total_size < info.raw_size,
+        "{} >= {}",
+        info.total_size,
+        info.raw_size
+    );
+}
+
+#[test]
+fn empty_store_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let file = dir.path().join("empty.db");
+    let info = snapshot::build(&store, &file).unwrap();
+    assert_eq!(
+        (info.meta.revision, info.key_count, info.record_count),
+        (1, 0, 0)
+    );
+    let other = tempfile::tempdir().unwrap();
+    let restored = open(other.path());
+    snapshot::restore(&file, &restored).unwrap();
+    assert!(all_at(&restored, 0).is_empty());
+}
+
+#[test]
+fn snapshot_while_writes_continue_is_a_consistent_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(loaded(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                put(
+                    &store,
+                    &format!("/registry/pods/ns-{:02}/pod-{:05}", i % 7, i % 3000),
+                    &format!("during-{i}"),
+                );
+                i += 1;
+            }
+            i
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let file = dir.path().join("live.db");
+    let info: SnapshotInfo = snapshot::build(&store, &file).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.join().unwrap();
+    assert!(
+        writes > 0 && store.revision() > info.meta.revision,
+        "writes went on during the build"
+    );
+    let other = tempfile::tempdir().unwrap();
+    let restored = open(other.path());
+    snapshot::restore(&file, &restored).unwrap();
+    assert_eq!(all_at(&restored, 0), all_at(&store, info.meta.revision));
+}
+
+fn build_sample() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..200 {
+        put(&store, &format!("k{i:04}"), &format!("value {i}"));
+    }
+    let file = dir.path().join("s.db");
+    snapshot::build(&store, &file).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    (dir, file, bytes)
+}
+
+#[test]
+fn damaged_and_foreign_files_are_refused() {
+    let (dir, file, clean) = build_sample();
+    // Every single-byte flip is caught (SHA-256, then the structure).
+    for at in (0..clean.len()).step_by(7) {
+        let mut bad = clean.clone();
+        bad[at] ^= 0x01;
+        std::fs::write(&file, &bad).unwrap();
+        assert!(snapshot::read_info(&file).is_err(), "flip at {at}");
+    }
+    // Truncated.
+    std::fs::write(&file, &clean[..clean.len() - 100]).unwrap();
+    assert!(matches!(
+        snapshot::read_info(&file),
+        Err(SnapshotError::ChecksumMismatch)
+    ));
+    // Not ours: an etcd (bbolt) snapshot starts with a bbolt page, not our magic.
+    let mut bbolt = vec![0u8; 4096 * 4 + 32];
+    bbolt[16..20].copy_from_slice(&0xED0CDAEDu32.to_le_bytes());
+    std::fs::write(&file, &bbolt).unwrap();
+    assert!(matches!(
+        snapshot::read_info(&file),
+        Err(SnapshotError::NotASnapshot)
+    ));
+    std::fs::write(&file, b"").unwrap();
+    assert!(matches!(
+        snapshot::read_info(&file),
+        Err(SnapshotError::NotASnapshot)
+    ));
+    // A failed restore leaves the store as it was.
+    std::fs::write(&file, &clean[..clean.len() - 1]).unwrap();
+    let target = open(&dir.path().join("target"));
+    put(&target, "keep", "me");
+    assert!(snapshot::restore(&file, &target).is_err());
+    assert_eq!(all_at(&target, 0).len(), 1);
+}
+
+/// Re-seals a damaged body with a correct SHA-256, so the structural checks must catch it.
+fn reseal(bytes: &mut [u8]) {
+    let n = bytes.len() - 32;
+    let digest = Sha256::digest(&bytes[..n]);
+    bytes[n..].copy_from_slice(&digest);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn resealed_damage_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let (dir, file, mut bytes) = build_sample();
+        for (at, value) in edits {
+            let n = bytes.len() - 32;
+            bytes[at % n] = value;
+        }
+        reseal(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        let _ = snapshot::read_info(&file);
+        let target = open(&dir.path().join("t"));
+        let _ = snapshot::restore(&file, &target);
+    }
+}
