@@ -6,7 +6,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded at this point; prost-build reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["etcd/kv.proto", "etcd/rpc.proto", "raftkv/command.proto"].map(|f| root.join(f));
+    let files = [
+        "etcd/kv.proto",
+        "etcd/rpc.proto",
+        "raftkv/command.proto",
+        "raftkv/peer.proto",
+    ]
+    .map(|f| root.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -3,7 +3,8 @@
 //! - [`etcdserverpb`] — the etcd v3 KV, Cluster and Maintenance services and their messages,
 //!   wire-compatible with etcd 3.4 (same package, names and field numbers).
 //! - [`mvccpb`] — `KeyValue` and `Event`.
-//! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries.
+//! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries, and the
+//!   member-to-member `Peer` service (Raft RPCs, write forwarding, read index).
 //!
 //! Clients use the `*_client` modules, servers implement the traits in the `*_server` ones.
 

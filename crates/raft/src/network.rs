@@ -1,0 +1,291 @@
+//! The Raft network: openraft's `RaftNetworkV2` over the tonic `Peer` service.
+//!
+//! One gRPC channel per peer, created lazily and reused by every RPC to it (HTTP/2
+//! multiplexes them). Appends are pipelined on a bidirectional `StreamAppend` call; a full
+//! snapshot streams the file in chunks while the call is in flight. Every unary RPC carries
+//! openraft's soft TTL as its gRPC deadline.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, base::BoxFuture, base::BoxStream};
+use raftkv_proto::raftkvpb::peer_client::PeerClient;
+use raftkv_proto::raftkvpb::{RaftMessage, SnapshotChunk};
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::state_machine::{Snapshot, SnapshotFile};
+use crate::types::{Member, TypeConfig, Vote, decode, encode_unbounded};
+
+/// Bytes of snapshot file per chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Channels to peers, shared by the Raft network and the node's own peer calls.
+#[derive(Clone, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+}
+
+impl Channels {
+    /// A channel cache whose connections give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `url`, created on first use (connecting lazily).
+    pub fn get(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = map.get(url) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        map.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A `Peer` client for a member, through its first peer URL.
+    pub fn peer(&self, member: &Member) -> Result<PeerClient<Channel>, io::Error> {
+        let url = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member has no peer URL"))?;
+        let channel = self
+            .get(url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
+    }
+}
+
+/// Creates a [`PeerNetwork`] per target member.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    channels: Channels,
+}
+
+impl NetworkFactory {
+    /// A factory over shared channels.
+    pub fn new(channels: Channels) -> Self {
+        Self { channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> PeerNetwork {
+        PeerNetwork {
+            target,
+            client: self.channels.peer(node),
+        }
+    }
+}
+
+/// The Raft RPCs to one member.
+pub struct PeerNetwork {
+    target: u64,
+    client: Result<PeerClient<Channel>, io::Error>,
+}
+
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+/// Transport failures: a refused or lost connection means "back off"; anything else (a
+/// deadline, a reset stream) is worth retrying at once.
+fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => unreachable(&status),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerNetwork {
+    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+        self.client
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(|e| unreachable(&io::Error::new(e.kind(), e.to_string())))
+    }
+
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let mut request = tonic::Request::new(RaftMessage {
+            data: encode_unbounded(req).into(),
+        });
+        request.set_timeout(option.soft_ttl());
+        let reply = call(self.client()?, request).await.map_err(status_error)?;
+        decode::<Result<Resp, String>>(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+            .map_err(|remote| {
+                unreachable(&io::Error::other(format!(
+                    "member {}: {remote}",
+                    self.target
+                )))
+            })
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let outbound = input.map(|req| RaftMessage {
+                data: encode_unbounded(&req).into(),
+            });
+            let inbound = client
+                .stream_append(outbound)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let results = inbound.map(|item| {
+                let msg = item.map_err(status_error)?;
+                decode::<Result<StreamAppendResult<TypeConfig>, String>>(&msg.data)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
+                    .map_err(|remote| unreachable(&io::Error::other(remote)))
+            });
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&req, &option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client.as_ref().map(Clone::clone).map_err(|e| {
+            StreamingError::Unreachable(Unreachable::new(&io::Error::new(e.kind(), e.to_string())))
+        })?;
+        let file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let header = encode_unbounded(&(vote, snapshot.meta.clone()));
+        // The first chunk carries the header; then the file, read as the call sends.
+        let chunks =
+            futures_util::stream::unfold((Some(header), file), |(header, mut file)| async move {
+                if let Some(header) = header {
+                    return Some((
+                        SnapshotChunk {
+                            header: header.into(),
+                            data: Default::default(),
+                        },
+                        (None, file),
+                    ));
+                }
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => None, // a short file fails the receiver's checksum
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((
+                            SnapshotChunk {
+                                header: Default::default(),
+                                data: buf.into(),
+                            },
+                            (None, file),
+                        ))
+                    }
+                }
+            });
+        let call = client.install_snapshot(chunks);
+        let reply = tokio::select! {
+            reply = call => reply.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        decode::<Result<SnapshotResponse<TypeConfig>, String>>(&reply.into_inner().data)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+            .map_err(|remote| {
+                StreamingError::Unreachable(Unreachable::new(&io::Error::other(remote)))
+            })
+    }
+}

@@ -1,0 +1,882 @@
+//! A running member: storage opened, Raft started, the peer service listening, and the API
+//! the etcd services call — writes (forwarded to the leader from followers), linearizable
+//! read barriers (a read index from the leader), membership changes and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::rt::WatchReceiver;
+use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use raftkv_proto::etcdserverpb::Member as PbMember;
+use raftkv_proto::raftkvpb::{
+    ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, Command, CommandResponse,
+    MemberInfo, ReadIndexRequest, change_members_request,
+};
+use raftkv_storage::log::{LogConfig, RaftLogStore};
+use raftkv_storage::{MvccConfig, MvccStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{ClusterState, NodeConfig, cluster_id, member_id};
+use crate::error::NodeError;
+use crate::log_store::LogStore;
+use crate::network::{Channels, NetworkFactory};
+use crate::peer_service::PeerService;
+use crate::state_machine::StateMachine;
+use crate::types::{Member, Raft, Request};
+
+/// Status of one member, for `Maintenance/Status`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    /// The leader this member knows (0 if none).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Committed log index.
+    pub commit_index: u64,
+    /// Applied log index.
+    pub applied_index: u64,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
+}
+
+/// A running member.
+pub struct RaftNode {
+    id: u64,
+    cluster_id: u64,
+    config: NodeConfig,
+    raft: Raft,
+    store: Arc<MvccStore>,
+    channels: Channels,
+    stop_peer: watch::Sender<bool>,
+    peer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The file in `<data-dir>/member` that records who this member is.
+const IDENTITY_FILE: &str = "identity";
+
+impl RaftNode {
+    /// Starts a member: opens (or creates) its data, starts Raft, serves the peer service on
+    /// `peer_listener`, and bootstraps or joins the cluster if the data dir is new. A data
+    /// dir that already holds a member ignores the bootstrap settings, as etcd does.
+    pub async fn start(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+    ) -> Result<Arc<Self>, NodeError> {
+        let member_dir = config.data_dir.join("member");
+        std::fs::create_dir_all(&member_dir).map_err(internal)?;
+        let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
+        let identity = read_identity(&member_dir.join(IDENTITY_FILE))?;
+        let (id, cluster_id, bootstrap) = match identity {
+            Some((id, cluster_id)) => (id, cluster_id, None),
+            None => match config.initial_cluster_state {
+                ClusterState::New => {
+                    let members = initial_members(&config)?;
+                    let cid = cluster_id(members.keys().copied());
+                    (config.member_id(), cid, Some(members))
+                }
+                ClusterState::Existing => {
+                    let (id, cid) = join_info(&config, &channels).await?;
+                    (id, cid, None)
+                }
+            },
+        };
+
+        let store = Arc::new(
+            MvccStore::open(&member_dir.join("db"), &MvccConfig::default()).map_err(internal)?,
+        );
+        let wal = Arc::new(
+            RaftLogStore::open(&member_dir.join("wal"), &LogConfig::default()).map_err(internal)?,
+        );
+        let sm = StateMachine::open(store.clone(), &member_dir.join("snap")).map_err(internal)?;
+        let raft_config = openraft::Config {
+            cluster_name: format!("{cluster_id:016x}"),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout),
+            election_timeout_max: millis(config.election_timeout) * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: 0,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Internal(format!("invalid raft config: {e}")))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            NetworkFactory::new(channels.clone()),
+            LogStore::new(wal),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+
+        if let Some(members) = bootstrap {
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    info!(member = %hex(id), cluster = %hex(cluster_id), "bootstrapped a new cluster")
+                }
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(NodeError::Internal(format!("bootstrap failed: {e}"))),
+            }
+        }
+        write_identity(&member_dir.join(IDENTITY_FILE), id, cluster_id)?;
+
+        let (stop_peer, stop_rx) = watch::channel(false);
+        let node = Arc::new(Self {
+            id,
+            cluster_id,
+            config,
+            raft: raft.clone(),
+            store,
+            channels,
+            stop_peer,
+            peer_task: tokio::sync::Mutex::new(None),
+        });
+        let service = PeerService::new(Arc::downgrade(&node), raft, sm);
+        let task = tokio::spawn(service.serve(peer_listener, stop_rx));
+        *node.peer_task.lock().await = Some(task);
+        tokio::spawn(publish_self(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The member's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The MVCC store (reads go to it directly once a barrier allows).
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// The Raft handle (metrics, tests).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// Status for `Maintenance/Status`.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        NodeStatus {
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index: m
+                .cluster_committed
+                .as_ref()
+                .or(m.local_committed.as_ref())
+                .map_or(0, |c| c.index),
+            applied_index: m.last_applied.as_ref().map_or(0, |a| a.index),
+            is_learner: m.state == ServerState::Learner,
+        }
+    }
+
+    /// The members, as etcd lists them.
+    pub fn members(&self) -> Vec<PbMember> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        members_of(m.membership_config.membership())
+    }
+
+    /// Waits until a leader is known, or the deadline passes.
+    async fn leader(&self, deadline: Instant) -> Result<u64, NodeError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(leader) = rx.borrow_watched().current_leader {
+                return Ok(leader);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(NodeError::NoLeader);
+            }
+            // A closed channel means Raft stopped; the next borrow shows the last state.
+            if *self.stop_peer.borrow() {
+                return Err(NodeError::Stopped);
+            }
+        }
+    }
+
+    fn member(&self, id: u64) -> Option<Member> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// Applies a write through Raft and returns etcd's response. From a follower the write is
+    /// forwarded to the leader. A write whose outcome is unknown fails with "request timed
+    /// out" or "leader changed" — never with an error that claims it was not applied.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let leader = self.leader(deadline).await?;
+            if leader == self.id {
+                match tokio::time::timeout_at(
+                    deadline,
+                    self.raft.client_write(Request(cmd.clone())),
+                )
+                .await
+                {
+                    Err(_) => return Err(NodeError::Timeout),
+                    Ok(Ok(resp)) => return resp.data.0.map_err(NodeError::Refused),
+                    // Not proposed: safe to send again to whoever leads now.
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        pause_before_retry(deadline).await?;
+                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                        return Err(NodeError::LeaderChanged);
+                    }
+                    Ok(Err(RaftError::APIError(e))) => {
+                        return Err(NodeError::Internal(e.to_string()));
+                    }
+                    Ok(Err(RaftError::Fatal(_))) => return Err(NodeError::Stopped),
+                }
+                continue;
+            }
+            let Some(target) = self.member(leader) else {
+                pause_before_retry(deadline).await?;
+                continue;
+            };
+            let mut client = self.channels.peer(&target).map_err(internal)?;
+            let mut request = tonic::Request::new(cmd.clone());
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout_at(deadline, client.forward(request)).await {
+                Err(_) => return Err(NodeError::Timeout),
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) if retryable(&status) => pause_before_retry(deadline).await?,
+                Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                    return Err(NodeError::Timeout);
+                }
+                Ok(Err(status)) if is_transport_error(&status) => return Err(NodeError::Timeout),
+                Ok(Err(status)) => return Err(NodeError::Remote(status)),
+            }
+        }
+    }
+
+    /// Applies a write on this member, which must be the leader (the peer service's Forward).
+    pub(crate) async fn write_as_leader(
+        &self,
+        cmd: Command,
+    ) -> Result<CommandResponse, tonic::Status> {
+        if self.raft.current_leader().await != Some(self.id) {
+            return Err(not_leader());
+        }
+        let timeout = self.config.request_timeout;
+        match tokio::time::timeout(timeout, self.raft.client_write(Request(cmd))).await {
+            Err(_) => Err(NodeError::Timeout.into()),
+            Ok(Ok(resp)) => resp.data.0.map_err(|r| NodeError::Refused(r).into()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(not_leader()),
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                Err(NodeError::LeaderChanged.into())
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::Internal(e.to_string()).into()),
+            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped.into()),
+        }
+    }
+
+    /// Waits until a read on this member's store is linearizable: the leader confirms it
+    /// still leads (ReadIndex) and this member has applied up to the read index.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let leader = self.leader(deadline).await?;
+            let index = if leader == self.id {
+                match tokio::time::timeout_at(
+                    deadline,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                {
+                    Err(_) => return Err(NodeError::Timeout),
+                    Ok(Ok(_)) => return Ok(()), // applied up to the read index already
+                    Ok(Err(RaftError::APIError(_))) => {
+                        pause_before_retry(deadline).await?;
+                        continue;
+                    }
+                    Ok(Err(RaftError::Fatal(_))) => return Err(NodeError::Stopped),
+                }
+            } else {
+                let Some(target) = self.member(leader) else {
+                    pause_before_retry(deadline).await?;
+                    continue;
+                };
+                let mut client = self.channels.peer(&target).map_err(internal)?;
+                let mut request = tonic::Request::new(ReadIndexRequest {});
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match client.read_index(request).await {
+                    Ok(resp) => resp.into_inner().index,
+                    Err(status) if retryable(&status) || is_transport_error(&status) => {
+                        pause_before_retry(deadline).await?;
+                        continue;
+                    }
+                    Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                        return Err(NodeError::Timeout);
+                    }
+                    Err(status) => return Err(NodeError::Remote(status)),
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            return match self
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "read index")
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(_) => Err(NodeError::Timeout),
+            };
+        }
+    }
+
+    /// The read index, on the leader (the peer service's ReadIndex).
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, tonic::Status> {
+        match tokio::time::timeout(
+            self.config.request_timeout,
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+        )
+        .await
+        {
+            Err(_) => Err(NodeError::Timeout.into()),
+            Ok(Ok(read)) => Ok(read.index()),
+            Ok(Err(RaftError::APIError(_))) => Err(not_leader()),
+            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped.into()),
+        }
+    }
+
+    /// Adds, removes or promotes a member (forwarded to the leader from followers).
+    pub async fn change_members(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> Result<ChangeMembersResponse, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout * 2;
+        loop {
+            let leader = self.leader(deadline).await?;
+            if leader == self.id {
+                return match self.change_members_as_leader(req.clone()).await {
+                    Err(status) if retryable(&status) => {
+                        pause_before_retry(deadline).await?;
+                        continue;
+                    }
+                    other => other.map_err(NodeError::Remote),
+                };
+            }
+            let Some(target) = self.member(leader) else {
+                pause_before_retry(deadline).await?;
+                continue;
+            };
+            let mut client = self.channels.peer(&target).map_err(internal)?;
+            match client.change_members(req.clone()).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if retryable(&status) => pause_before_retry(deadline).await?,
+                Err(status) => return Err(NodeError::Remote(status)),
+            }
+        }
+    }
+
+    pub(crate) async fn change_members_as_leader(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> Result<ChangeMembersResponse, tonic::Status> {
+        if self.raft.current_leader().await != Some(self.id) {
+            return Err(not_leader());
+        }
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let membership_error = |code, message: &str| NodeError::Membership {
+            code,
+            message: message.into(),
+        };
+        let mut added = None;
+        let change = match req.op {
+            Some(change_members_request::Op::Add(add)) => {
+                let urls = add.peer_ur_ls.clone();
+                if urls.is_empty() {
+                    return Err(membership_error(
+                        tonic::Code::InvalidArgument,
+                        "etcdserver: no peer URLs given",
+                    )
+                    .into());
+                }
+                if membership
+                    .nodes()
+                    .any(|(_, m)| m.peer_urls.iter().any(|u| urls.contains(u)))
+                {
+                    return Err(membership_error(
+                        tonic::Code::FailedPrecondition,
+                        "etcdserver: Peer URLs already exists",
+                    )
+                    .into());
+                }
+                let id = member_id(&urls, &self.config.initial_cluster_token);
+                let member = Member {
+                    name: String::new(),
+                    peer_urls: urls,
+                    client_urls: vec![],
+                };
+                added = Some(pb_member(id, &member, add.is_learner));
+                if add.is_learner {
+                    ChangeMembers::AddNodes(BTreeMap::from([(id, member)]))
+                } else {
+                    ChangeMembers::AddVoters(BTreeMap::from([(id, member)]))
+                }
+            }
+            Some(change_members_request::Op::Remove(remove)) => {
+                if membership.get_node(&remove.id).is_none() {
+                    return Err(membership_error(
+                        tonic::Code::NotFound,
+                        "etcdserver: member not found",
+                    )
+                    .into());
+                }
+                if voters.contains(&remove.id) {
+                    if voters.len() == 1 {
+                        return Err(membership_error(
+                            tonic::Code::FailedPrecondition,
+                            "etcdserver: re-configuration failed due to not enough started members",
+                        )
+                        .into());
+                    }
+                    ChangeMembers::Batch(vec![
+                        ChangeMembers::RemoveVoters(BTreeSet::from([remove.id])),
+                        ChangeMembers::RemoveNodes(BTreeSet::from([remove.id])),
+                    ])
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([remove.id]))
+                }
+            }
+            Some(change_members_request::Op::Promote(promote)) => {
+                if membership.get_node(&promote.id).is_none() {
+                    return Err(membership_error(
+                        tonic::Code::NotFound,
+                        "etcdserver: member not found",
+                    )
+                    .into());
+                }
+                if voters.contains(&promote.id) {
+                    return Err(membership_error(
+                        tonic::Code::FailedPrecondition,
+                        "etcdserver: can only promote a learner member",
+                    )
+                    .into());
+                }
+                if !self.learner_in_sync(promote.id) {
+                    return Err(membership_error(
+                        tonic::Code::FailedPrecondition,
+                        "etcdserver: can only promote a learner member which is in sync with leader",
+                    )
+                    .into());
+                }
+                ChangeMembers::AddVoterIds(BTreeSet::from([promote.id]))
+            }
+            None => return Err(tonic::Status::invalid_argument("empty membership request")),
+        };
+        self.apply_membership(change).await?;
+        Ok(ChangeMembersResponse {
+            member: added,
+            members: self.members(),
+        })
+    }
+
+    /// Whether a learner's log is within a few entries of the leader's.
+    fn learner_in_sync(&self, id: u64) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned())
+            .flatten()
+            .map_or(0, |log_id| log_id.index);
+        last.saturating_sub(matched) <= 100
+    }
+
+    async fn apply_membership(
+        &self,
+        change: ChangeMembers<u64, Member>,
+    ) -> Result<(), tonic::Status> {
+        match tokio::time::timeout(
+            self.config.request_timeout * 2,
+            self.raft.change_membership(change, false),
+        )
+        .await
+        {
+            Err(_) => Err(NodeError::Timeout.into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(not_leader()),
+            Ok(Err(RaftError::APIError(e))) => Err(tonic::Status::failed_precondition(format!(
+                "etcdserver: {e}"
+            ))),
+            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped.into()),
+        }
+    }
+
+    /// Records a member's name and client URLs in the membership (on the leader).
+    pub(crate) async fn publish_as_leader(
+        &self,
+        info: MemberInfo,
+    ) -> Result<ChangeMembersResponse, tonic::Status> {
+        if self.raft.current_leader().await != Some(self.id) {
+            return Err(not_leader());
+        }
+        let Some(current) = self.member(info.id) else {
+            return Err(NodeError::Membership {
+                code: tonic::Code::NotFound,
+                message: "etcdserver: member not found".into(),
+            }
+            .into());
+        };
+        let updated = Member {
+            name: info.name,
+            peer_urls: current.peer_urls.clone(),
+            client_urls: info.client_urls,
+        };
+        if updated != current {
+            self.apply_membership(ChangeMembers::SetNodes(BTreeMap::from([(
+                info.id, updated,
+            )])))
+            .await?;
+        }
+        Ok(ChangeMembersResponse {
+            member: None,
+            members: self.members(),
+        })
+    }
+
+    /// Answers a joining member: the cluster id, and its id if the cluster knows its URLs.
+    pub(crate) fn cluster_info(
+        &self,
+        req: &ClusterInfoRequest,
+    ) -> Result<(u64, u64), tonic::Status> {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .clone();
+        let found = membership
+            .nodes()
+            .find(|(_, m)| {
+                !m.peer_urls.is_empty() && m.peer_urls.iter().all(|u| req.peer_urls.contains(u))
+            })
+            .map(|(id, _)| *id);
+        match found {
+            Some(id) => Ok((self.cluster_id, id)),
+            None => Err(tonic::Status::not_found("etcdserver: member not found")),
+        }
+    }
+
+    /// Hands leadership to another voter if this member leads, then waits (briefly) for it.
+    pub async fn transfer_leadership(&self) {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.id) {
+            return;
+        }
+        let Some(target) = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .find(|v| *v != self.id)
+        else {
+            return;
+        };
+        if self.raft.trigger().transfer_leader(target).await.is_ok() {
+            let _ = self
+                .raft
+                .wait(Some(self.config.election_timeout * 2))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|l| l != self.id),
+                    "leadership handed over",
+                )
+                .await;
+        }
+    }
+
+    /// Moves leadership to `target` (etcdctl move-leader); only the leader can.
+    pub async fn move_leader(&self, target: u64) -> Result<(), NodeError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.id) {
+            return Err(NodeError::Membership {
+                code: tonic::Code::FailedPrecondition,
+                message: "etcdserver: not leader".into(),
+            });
+        }
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == target)
+        {
+            return Err(NodeError::Membership {
+                code: tonic::Code::NotFound,
+                message: "etcdserver: bad leader transferee".into(),
+            });
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .current_leader(target, "move leader")
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::Timeout)
+    }
+
+    /// Stops Raft and the peer service and makes the store durable.
+    pub async fn shutdown(&self) {
+        let _ = self.stop_peer.send(true);
+        let _ = self.raft.shutdown().await;
+        if let Some(task) = self.peer_task.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        if let Err(e) = self.store.flush() {
+            warn!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+}
+
+/// The status a leader-only handler answers on another member: the caller may retry with
+/// the current leader, since nothing was proposed.
+fn not_leader() -> tonic::Status {
+    tonic::Status::failed_precondition("raftkv: not the leader")
+}
+
+fn retryable(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message() == "raftkv: not the leader"
+}
+
+/// A transport failure (as opposed to an answer from the peer). Whether the request reached
+/// the peer is unknown unless the connection was refused.
+fn is_transport_error(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    ) && !status.message().starts_with("etcdserver:")
+}
+
+async fn pause_before_retry(deadline: Instant) -> Result<(), NodeError> {
+    let wake = Instant::now() + Duration::from_millis(20);
+    if wake >= deadline {
+        return Err(NodeError::Timeout);
+    }
+    tokio::time::sleep_until(wake).await;
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+fn internal(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(e.to_string())
+}
+
+/// 16 hex digits, as etcd shows member ids.
+pub fn hex(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// A member in etcd's form.
+pub fn pb_member(id: u64, m: &Member, is_learner: bool) -> PbMember {
+    PbMember {
+        id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.clone(),
+        client_ur_ls: m.client_urls.clone(),
+        is_learner,
+    }
+}
+
+fn members_of(membership: &openraft::Membership<u64, Member>) -> Vec<PbMember> {
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, m)| pb_member(*id, m, !voters.contains(id)))
+        .collect()
+}
+
+/// The initial members from `--initial-cluster`, checked against this member's own URLs.
+fn initial_members(config: &NodeConfig) -> Result<BTreeMap<u64, Member>, NodeError> {
+    let bad = |message: String| NodeError::Internal(message);
+    let own = config.initial_cluster.get(&config.name).ok_or_else(|| {
+        bad(format!(
+            "--initial-cluster has no member named {:?} (--name)",
+            config.name
+        ))
+    })?;
+    let mut own_sorted = own.clone();
+    own_sorted.sort();
+    let mut advertised = config.peer_urls.clone();
+    advertised.sort();
+    if own_sorted != advertised {
+        return Err(bad(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            config.name,
+            own.join(","),
+            config.peer_urls.join(",")
+        )));
+    }
+    let mut members = BTreeMap::new();
+    for (name, urls) in &config.initial_cluster {
+        let id = member_id(urls, &config.initial_cluster_token);
+        let client_urls = if name == &config.name {
+            config.client_urls.clone()
+        } else {
+            vec![]
+        };
+        let member = Member {
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls,
+        };
+        if members.insert(id, member).is_some() {
+            return Err(bad(format!(
+                "--initial-cluster lists the peer URLs of {name} twice"
+            )));
+        }
+    }
+    Ok(members)
+}
+
+/// Asks the members named in `--initial-cluster` for the cluster id and this member's id.
+async fn join_info(config: &NodeConfig, channels: &Channels) -> Result<(u64, u64), NodeError> {
+    let deadline = Instant::now() + config.request_timeout * 3;
+    loop {
+        for (name, urls) in &config.initial_cluster {
+            if name == &config.name {
+                continue;
+            }
+            let peer = Member {
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: vec![],
+            };
+            let Ok(mut client) = channels.peer(&peer) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(ClusterInfoRequest {
+                peer_urls: config.peer_urls.clone(),
+            });
+            req.set_timeout(Duration::from_secs(2));
+            if let Ok(resp) = client.cluster_info(req).await {
+                let resp = resp.into_inner();
+                return Ok((resp.member_id, resp.cluster_id));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(NodeError::Internal(
+                "could not join: no member of --initial-cluster knows this member's peer URLs (add it with `member add` first)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Keeps telling the leader this member's name and client URLs until the membership shows
+/// them (etcd's "publish"), so `member list` can show every member's client URLs.
+async fn publish_self(node: std::sync::Weak<RaftNode>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(node) = node.upgrade() else { return };
+        if *node.stop_peer.borrow() {
+            return;
+        }
+        let wanted = (node.config.name.clone(), node.config.client_urls.clone());
+        match node.member(node.id) {
+            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted => return,
+            None => continue, // not (yet) a member: nothing to publish
+            Some(_) => {}
+        }
+        let info = MemberInfo {
+            id: node.id,
+            name: wanted.0,
+            peer_urls: node.config.peer_urls.clone(),
+            client_urls: wanted.1,
+        };
+        let Some(leader) = node.raft.metrics().borrow_watched().current_leader else {
+            continue;
+        };
+        let result = if leader == node.id {
+            node.publish_as_leader(info).await.map(|_| ())
+        } else {
+            match node.member(leader).map(|m| node.channels.peer(&m)) {
+                Some(Ok(mut client)) => client.publish(info).await.map(|_| ()),
+                _ => continue,
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "publishing member info failed; will retry");
+        }
+    }
+}
+
+fn read_identity(path: &Path) -> Result<Option<(u64, u64)>, NodeError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(internal(e)),
+    };
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    match (text.lines().next(), field("member "), field("cluster ")) {
+        (Some("raftkv member v1"), Some(id), Some(cluster)) => Ok(Some((id, cluster))),
+        _ => Err(NodeError::Internal(format!(
+            "{} is damaged",
+            path.display()
+        ))),
+    }
+}
+
+fn write_identity(path: &Path, id: u64, cluster: u64) -> Result<(), NodeError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp: PathBuf = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("raftkv member v1\nmember {id:016x}\ncluster {cluster:016x}\n"),
+    )
+    .map_err(internal)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(internal)?;
+    std::fs::rename(&tmp, path).map_err(internal)?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! openraft's `RaftStateMachine` over the MVCC store, and snapshots as files.
+//!
+//! Every entry is applied in one sled batch together with its log id (and, for membership
+//! entries, the membership), so after a crash the store knows exactly where to resume.
+//! Snapshots are raftkv-storage snapshot files in `<data>/snap`; the newest one is kept, the
+//! rest deleted once a newer one is durable.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use raftkv_proto::raftkvpb::CommandResponse;
+use raftkv_storage::snapshot;
+use raftkv_storage::{AppliedState, MvccStore};
+use tracing::{info, warn};
+
+use crate::types::{
+    LogId, Refusal, Response, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
+};
+
+/// A snapshot file on disk, as openraft's snapshot data.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    /// Path of the file.
+    pub path: PathBuf,
+}
+
+/// A built snapshot: the file plus openraft's metadata for it.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+
+/// The state machine: the MVCC store and the snapshot directory.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<MvccStore>,
+    snap_dir: PathBuf,
+    /// The newest durable snapshot.
+    current: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl StateMachine {
+    /// Wraps `store`, keeping snapshots in `snap_dir` (created if needed); picks up the
+    /// newest valid snapshot file already there.
+    pub fn open(store: Arc<MvccStore>, snap_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(snap_dir)?;
+        let mut newest: Option<Snapshot> = None;
+        for entry in std::fs::read_dir(snap_dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                // Leftovers of interrupted builds or transfers.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match snapshot::read_info(&path)
+                .map_err(io::Error::other)
+                .and_then(|info| meta_of(&info.meta))
+            {
+                Ok(meta)
+                    if newest
+                        .as_ref()
+                        .is_none_or(|n| n.meta.last_log_id < meta.last_log_id) =>
+                {
+                    newest = Some(Snapshot {
+                        meta,
+                        snapshot: SnapshotFile { path },
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => warn!(path = %path.display(), error = %e, "ignoring unreadable snapshot"),
+            }
+        }
+        Ok(Self {
+            store,
+            snap_dir: snap_dir.to_path_buf(),
+            current: Arc::new(Mutex::new(newest)),
+        })
+    }
+
+    /// The MVCC store this state machine applies to.
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// Where a received snapshot is written before it is installed.
+    pub fn incoming_path(&self) -> PathBuf {
+        self.snap_dir
+            .join(format!("incoming-{}.part", std::process::id()))
+    }
+
+    fn set_current(&self, snap: Snapshot) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = current.replace(snap.clone())
+            && old.snapshot.path != snap.snapshot.path
+        {
+            let _ = std::fs::remove_file(&old.snapshot.path);
+        }
+    }
+
+    fn file_name(meta: &SnapshotMeta) -> String {
+        match &meta.last_log_id {
+            Some(id) => format!("{:016x}-{:016x}.snap", id.leader_id.term, id.index),
+            None => "0000000000000000-0000000000000000.snap".into(),
+        }
+    }
+}
+
+/// openraft's view of a snapshot file's header.
+fn meta_of(meta: &snapshot::SnapshotMeta) -> io::Result<SnapshotMeta> {
+    let last_log_id: Option<LogId> = if meta.applied.is_empty() {
+        None
+    } else {
+        decode(&meta.applied)?
+    };
+    let last_membership: StoredMembership = if meta.membership.is_empty() {
+        StoredMembership::default()
+    } else {
+        decode(&meta.membership)?
+    };
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership,
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let store = self.store.clone();
+        let tmp = self.snap_dir.join("building.part");
+        let info = tokio::task::spawn_blocking(move || {
+            snapshot::build(&store, &tmp).map(|info| (info, tmp))
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+        let (info, tmp) = info;
+        let meta = meta_of(&info.meta)?;
+        let path = self.snap_dir.join(Self::file_name(&meta));
+        std::fs::rename(&tmp, &path)?;
+        info!(
+            revision = info.meta.revision,
+            keys = info.key_count,
+            bytes = info.total_size,
+            "snapshot built"
+        );
+        let snap = Snapshot {
+            meta,
+            snapshot: SnapshotFile { path },
+        };
+        self.set_current(snap.clone());
+        Ok(snap)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.store.applied_state().map_err(io::Error::other)?;
+        let applied: Option<LogId> = match &state.applied {
+            Some(bytes) => decode(bytes)?,
+            None => None,
+        };
+        let membership = match &state.membership {
+            Some(bytes) => decode(bytes)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + openraft::OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id;
+            let applied = Some(encode(&Some(log_id))?);
+            let response = match &entry.payload {
+                EntryPayload::Blank => {
+                    let state = AppliedState {
+                        applied,
+                        membership: None,
+                    };
+                    self.store
+                        .set_applied_state(&state)
+                        .map_err(io::Error::other)?;
+                    Response(Ok(CommandResponse::default()))
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(log_id), m.clone());
+                    let state = AppliedState {
+                        applied,
+                        membership: Some(encode(&stored)?),
+                    };
+                    self.store
+                        .set_applied_state(&state)
+                        .map_err(io::Error::other)?;
+                    Response(Ok(CommandResponse::default()))
+                }
+                EntryPayload::Normal(request) => {
+                    let state = AppliedState {
+                        applied,
+                        membership: None,
+                    };
+                    match self.store.apply(&request.0, &state) {
+                        Ok(resp) => Response(Ok(resp)),
+                        Err(e) if e.is_request_error() => Response(Err(Refusal {
+                            code: e.code().into(),
+                            message: e.to_string(),
+                        })),
+                        Err(e) => return Err(io::Error::other(e)),
+                    }
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        file: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let store = self.store.clone();
+        let path = file.path.clone();
+        let info = tokio::task::spawn_blocking(move || snapshot::restore(&path, &store))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        if meta_of(&info.meta)?.last_log_id != meta.last_log_id {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot file does not match its meta",
+            ));
+        }
+        let dest = self.snap_dir.join(Self::file_name(meta));
+        std::fs::rename(&file.path, &dest)?;
+        info!(
+            revision = info.meta.revision,
+            keys = info.key_count,
+            "snapshot installed"
+        );
+        self.set_current(Snapshot {
+            meta: meta.clone(),
+            snapshot: SnapshotFile { path: dest },
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+}
