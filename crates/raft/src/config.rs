@@ -48,11 +48,11 @@ impl NodeConfig {
         Self {
             name: name.to_string(),
             data_dir,
-            peer_urls: vec!["http://localhost:2380".into()],
-            client_urls: vec!["http://localhost:2379".into()],
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+            client_urls: vec!["http://127.0.0.1:2379".into()],
             initial_cluster: BTreeMap::from([(
                 name.to_string(),
-                vec!["http://localhost:2380".into()],
+                vec!["http://127.0.0.1:2380".into()],
             )]),
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: "etcd-cluster".into(),

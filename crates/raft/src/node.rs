@@ -98,8 +98,12 @@ impl RaftNode {
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
             heartbeat_interval: millis(config.heartbeat_interval),
-            election_timeout_min: millis(config.election_timeout),
-            election_timeout_max: millis(config.election_timeout) * 2,
+            // A follower campaigns once it has heard nothing for openraft's leader lease
+            // (election_timeout_max) plus a random election timeout in [min, max]: with these
+            // it waits between 1.0 and 1.2 times --election-timeout, as an etcd follower
+            // waits between 1 and 2 times it.
+            election_timeout_min: millis(config.election_timeout) * 2 / 5,
+            election_timeout_max: millis(config.election_timeout) * 3 / 5,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: 0,
             enable_pre_vote: Some(true),
@@ -753,15 +757,12 @@ fn initial_members(config: &NodeConfig) -> Result<BTreeMap<u64, Member>, NodeErr
     let mut members = BTreeMap::new();
     for (name, urls) in &config.initial_cluster {
         let id = member_id(urls, &config.initial_cluster_token);
-        let client_urls = if name == &config.name {
-            config.client_urls.clone()
-        } else {
-            vec![]
-        };
+        // Every member must bootstrap with the very same membership entry, so client URLs
+        // (known only to each member itself) are left out and published after start.
         let member = Member {
             name: name.clone(),
             peer_urls: urls.clone(),
-            client_urls,
+            client_urls: vec![],
         };
         if members.insert(id, member).is_some() {
             return Err(bad(format!(

@@ -93,6 +93,31 @@ impl MvccStore {
         Ok(CommandResponse { op: Some(response) })
     }
 
+    /// Runs a transaction that only reads (every branch holds ranges only) at the current
+    /// revision, without going through the log. A write in it is refused.
+    pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let read_rev = self.revision();
+        let mut txn = WriteTxn {
+            store: self,
+            read_rev,
+            changes: Overlay::new(),
+        };
+        let mut path = Vec::new();
+        txn.compare_path(req, &mut path)?;
+        let resp = txn.txn(req, &mut path.into_iter())?;
+        if !txn.changes.is_empty() {
+            return Err(MvccError::Corrupt(
+                "txn_read_only given a txn that writes".into(),
+            ));
+        }
+        let mut op = command_response::Op::Txn(resp);
+        set_header_revisions(&mut op, read_rev);
+        match op {
+            command_response::Op::Txn(resp) => Ok(resp),
+            _ => unreachable!("built as a txn response above"),
+        }
+    }
+
     fn compact(
         &self,
         req: &CompactionRequest,

@@ -139,3 +139,28 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
     }
     Ok((puts, dels))
 }
+
+/// Whether a txn only reads, in every branch at every level (etcd serves those without the
+/// log).
+pub fn is_read_only(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) | None => true,
+            Some(Request::RequestTxn(t)) => is_read_only(t),
+            _ => false,
+        })
+}
+
+/// Whether every range in a read-only txn asks for a serializable read.
+pub fn is_serializable(req: &TxnRequest) -> bool {
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.serializable,
+            Some(Request::RequestTxn(t)) => is_serializable(t),
+            _ => true,
+        })
+}

@@ -1,0 +1,205 @@
+//! The etcd v3 API's logic, independent of transport: the gRPC services call it, and so does
+//! an embedding program through [`crate::Server::api`] (no network in between).
+
+use std::sync::Arc;
+
+use prost::Message;
+use raftkv_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
+    TxnRequest, TxnResponse,
+};
+use raftkv_proto::raftkvpb::{
+    ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
+};
+use raftkv_raft::{NodeError, RaftNode};
+use raftkv_storage::mvcc::validate;
+use raftkv_storage::{ErrorCode, MvccError};
+
+/// The version reported by `Maintenance/Status`: the etcd API level served, with raftkv's
+/// own version as build metadata (ignored by semver comparisons).
+pub const VERSION: &str = concat!("3.4.23+raftkv.", env!("CARGO_PKG_VERSION"));
+
+/// The etcd API of one member.
+#[derive(Clone)]
+pub struct EtcdApi {
+    node: Arc<RaftNode>,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+}
+
+fn refused(e: MvccError) -> NodeError {
+    NodeError::from(e)
+}
+
+fn too_large() -> NodeError {
+    NodeError::Refused(raftkv_raft::types::Refusal {
+        code: ErrorCode::InvalidArgument.into(),
+        message: "etcdserver: request is too large".into(),
+    })
+}
+
+fn learner_refusal() -> NodeError {
+    NodeError::Remote(tonic::Status::unavailable(
+        "etcdserver: rpc not supported for learner",
+    ))
+}
+
+impl EtcdApi {
+    /// The API over a running member.
+    pub fn new(node: Arc<RaftNode>, max_request_bytes: usize, max_txn_ops: usize) -> Self {
+        Self {
+            node,
+            max_request_bytes,
+            max_txn_ops,
+        }
+    }
+
+    /// The member underneath.
+    pub fn node(&self) -> &Arc<RaftNode> {
+        &self.node
+    }
+
+    /// A full header around `revision`.
+    pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.node.cluster_id(),
+            member_id: self.node.id(),
+            revision,
+            raft_term: self.node.term(),
+        })
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header
+            .as_ref()
+            .map_or_else(|| self.node.store().revision(), |h| h.revision);
+        *header = self.header(revision);
+    }
+
+    async fn propose(&self, op: command::Op) -> Result<command_response::Op, NodeError> {
+        if self.node.status().is_learner {
+            return Err(learner_refusal());
+        }
+        let cmd = Command { op: Some(op) };
+        if cmd.encoded_len() > self.max_request_bytes {
+            return Err(too_large());
+        }
+        let resp = self.node.write(cmd).await?;
+        resp.op
+            .ok_or_else(|| NodeError::Internal("empty response from the state machine".into()))
+    }
+
+    /// KV/Range.
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, NodeError> {
+        validate::check_range(&req).map_err(refused)?;
+        if !req.serializable {
+            if self.node.status().is_learner {
+                return Err(learner_refusal());
+            }
+            self.node.read_barrier().await?;
+        }
+        let mut resp = self.node.store().range(&req).map_err(refused)?;
+        self.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    /// KV/Put.
+    pub async fn put(&self, req: PutRequest) -> Result<PutResponse, NodeError> {
+        validate::check_put(&req).map_err(refused)?;
+        match self.propose(command::Op::Put(req)).await? {
+            command_response::Op::Put(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// KV/DeleteRange.
+    pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, NodeError> {
+        validate::check_delete(&req).map_err(refused)?;
+        match self.propose(command::Op::DeleteRange(req)).await? {
+            command_response::Op::DeleteRange(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// KV/Txn. A txn that only reads is served locally (after a read barrier unless every
+    /// range in it is serializable), as etcd does.
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
+        validate::check_txn(&req, self.max_txn_ops).map_err(refused)?;
+        if validate::is_read_only(&req) {
+            if !validate::is_serializable(&req) {
+                if self.node.status().is_learner {
+                    return Err(learner_refusal());
+                }
+                self.node.read_barrier().await?;
+            }
+            let mut resp = self.node.store().txn_read_only(&req).map_err(refused)?;
+            self.fill(&mut resp.header);
+            return Ok(resp);
+        }
+        match self.propose(command::Op::Txn(req)).await? {
+            command_response::Op::Txn(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// KV/Compact.
+    pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, NodeError> {
+        match self.propose(command::Op::Compaction(req)).await? {
+            command_response::Op::Compaction(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Maintenance/Status.
+    pub fn status(&self) -> StatusResponse {
+        let s = self.node.status();
+        let size = self.node.store().size_on_disk() as i64;
+        StatusResponse {
+            header: self.header(self.node.store().revision()),
+            version: VERSION.into(),
+            db_size: size,
+            leader: s.leader,
+            raft_index: s.commit_index,
+            raft_term: s.term,
+            raft_applied_index: s.applied_index,
+            errors: vec![],
+            db_size_in_use: size,
+            is_learner: s.is_learner,
+        }
+    }
+
+    /// Cluster/MemberList.
+    pub fn members(&self) -> Vec<Member> {
+        self.node.members()
+    }
+
+    /// Cluster/MemberAdd, MemberRemove, MemberPromote.
+    pub async fn change_members(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> Result<ChangeMembersResponse, NodeError> {
+        self.node.change_members(req).await
+    }
+}
+
+fn mismatch(op: &command_response::Op) -> NodeError {
+    NodeError::Internal(format!(
+        "state machine answered with the wrong response kind: {op:?}"
+    ))
+}

@@ -1,0 +1,158 @@
+//! raftkv-server: a raftkv member as an etcd v3 gRPC server, and the `raftkv` binary.
+//!
+//! - [`config`] — the member's flags (etcd's names and defaults) and [`ServerConfig`].
+//! - [`api`] — the etcd API's logic over a running member ([`EtcdApi`]), shared by the gRPC
+//!   services and by embedding programs.
+//! - `services` — the KV, Maintenance and Cluster gRPC services.
+//! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
+//! - [`logging`] — tracing setup (`--log-level`, `--log-format`).
+//!
+//! [`Server::start`] runs a member; [`run`] runs one until a shutdown future resolves, the way
+//! the binary does with SIGTERM / Ctrl-C.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod local;
+pub mod logging;
+mod services;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
+use raftkv_proto::etcdserverpb::kv_server::KvServer;
+use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_raft::RaftNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+pub use api::EtcdApi;
+pub use config::ServerConfig;
+
+/// gRPC framing allowance on top of `--max-request-bytes`, as etcd adds.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// A running member: Raft, the peer service and the client (etcd API) service.
+pub struct Server {
+    api: EtcdApi,
+    stop_clients: watch::Sender<bool>,
+    client_tasks: Vec<tokio::task::JoinHandle<()>>,
+    client_addrs: Vec<std::net::SocketAddr>,
+}
+
+impl Server {
+    /// Binds the listen URLs, starts the member and serves the etcd API.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        let peer_addr = config::resolve(&config.listen_peer).await?;
+        let peer_listener = TcpListener::bind(peer_addr)
+            .await
+            .with_context(|| format!("listening for peers on {}", config.listen_peer))?;
+        let mut client_listeners = Vec::new();
+        for url in &config.listen_client {
+            let addr = config::resolve(url).await?;
+            client_listeners.push(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for clients on {url}"))?,
+            );
+        }
+        let node = RaftNode::start(config.node.clone(), peer_listener)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting member: {e}"))?;
+        info!(
+            member = %raftkv_raft::node::hex(node.id()),
+            cluster = %raftkv_raft::node::hex(node.cluster_id()),
+            name = %config.node.name,
+            "member started"
+        );
+        let api = EtcdApi::new(node, config.max_request_bytes, config.max_txn_ops);
+        let (stop_clients, stop_rx) = watch::channel(false);
+        let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let mut client_tasks = Vec::new();
+        let mut client_addrs = Vec::new();
+        for listener in client_listeners {
+            client_addrs.push(listener.local_addr()?);
+            let api = api.clone();
+            let mut stop = stop_rx.clone();
+            client_tasks.push(tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let result = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
+                    .add_service(
+                        MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
+                    )
+                    .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "client service stopped");
+                }
+            }));
+        }
+        Ok(Self {
+            api,
+            stop_clients,
+            client_tasks,
+            client_addrs,
+        })
+    }
+
+    /// The etcd API of this member, for calls without the network.
+    pub fn api(&self) -> &EtcdApi {
+        &self.api
+    }
+
+    /// The member underneath.
+    pub fn node(&self) -> &Arc<RaftNode> {
+        self.api.node()
+    }
+
+    /// The addresses the client service is bound to.
+    pub fn client_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.client_addrs
+    }
+
+    /// Graceful stop: stop accepting clients and let in-flight requests finish, hand
+    /// leadership to another member if this one leads, then stop Raft and flush.
+    pub async fn shutdown(self) {
+        let _ = self.stop_clients.send(true);
+        for task in self.client_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        self.api.node().transfer_leadership().await;
+        self.api.node().shutdown().await;
+        info!("member stopped");
+    }
+}
+
+/// Runs a member until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    shutdown.await;
+    info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

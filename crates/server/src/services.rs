@@ -1,0 +1,234 @@
+//! The etcd v3 gRPC services (KV, Maintenance, Cluster) over [`EtcdApi`]. Errors become
+//! gRPC statuses in one place: `From<NodeError> for tonic::Status` (raftkv-raft's `error`).
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use raftkv_proto::etcdserverpb::cluster_server::Cluster;
+use raftkv_proto::etcdserverpb::kv_server::Kv;
+use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
+use raftkv_proto::etcdserverpb::*;
+use raftkv_proto::raftkvpb::{ChangeMembersRequest, change_members_request};
+use tokio::io::AsyncReadExt;
+use tonic::{Request, Response, Status};
+
+use crate::api::EtcdApi;
+
+/// Bytes per `Maintenance/Snapshot` message, as etcd sends them.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+
+#[tonic::async_trait]
+impl Kv for EtcdApi {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        Ok(Response::new(EtcdApi::range(self, req.into_inner()).await?))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        Ok(Response::new(EtcdApi::put(self, req.into_inner()).await?))
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::delete_range(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        Ok(Response::new(EtcdApi::txn(self, req.into_inner()).await?))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::compact(self, req.into_inner()).await?,
+        ))
+    }
+}
+
+type SnapshotStream =
+    Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Maintenance for EtcdApi {
+    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // raftkv raises no alarms (no space quota yet): the answer is always "none".
+        Ok(Response::new(AlarmResponse {
+            header: self.header(self.node().store().revision()),
+            alarms: vec![],
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(EtcdApi::status(self)))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // sled reclaims space by itself; there is nothing to defragment.
+        Ok(Response::new(DefragmentResponse {
+            header: self.header(self.node().store().revision()),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented("raftkv: Hash is not implemented"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented("raftkv: HashKV is not implemented"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let node = self.node().clone();
+        let dir = node.config().data_dir.join("member").join("snap");
+        let path = dir.join(format!("client-{}-{}.part", std::process::id(), unique()));
+        let build_path = path.clone();
+        let store = node.store().clone();
+        let info = tokio::task::spawn_blocking(move || {
+            raftkv_storage::snapshot::build(&store, &build_path)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("building snapshot: {e}")))?;
+        let header = self.header(info.meta.revision);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // The file is already renamed into place; unlinking now frees it once streamed.
+        let _ = std::fs::remove_file(&path);
+        let total = info.total_size;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
+        tokio::spawn(async move {
+            // The body in 32 KiB pieces, then the 32-byte SHA-256 on its own, as etcd does.
+            let body = total.saturating_sub(32);
+            let mut sent = 0u64;
+            let mut first = true;
+            while sent < total {
+                let want = if sent < body {
+                    (body - sent).min(SNAPSHOT_CHUNK as u64)
+                } else {
+                    total - sent
+                };
+                let mut buf = vec![0u8; want as usize];
+                if let Err(e) = file.read_exact(&mut buf).await {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("reading snapshot: {e}"))))
+                        .await;
+                    return;
+                }
+                sent += want;
+                let msg = SnapshotResponse {
+                    header: if first { header } else { None },
+                    remaining_bytes: total - sent,
+                    blob: buf.into(),
+                };
+                first = false;
+                if tx.send(Ok(msg)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.node().move_leader(req.into_inner().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: self.header(self.node().store().revision()),
+        }))
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tonic::async_trait]
+impl Cluster for EtcdApi {
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let change = ChangeMembersRequest {
+            op: Some(change_members_request::Op::Add(req.into_inner())),
+        };
+        let resp = self.change_members(change).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(self.node().store().revision()),
+            member: resp.member,
+            members: resp.members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let change = ChangeMembersRequest {
+            op: Some(change_members_request::Op::Remove(req.into_inner())),
+        };
+        let resp = self.change_members(change).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(self.node().store().revision()),
+            members: resp.members,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftkv: MemberUpdate is not implemented (remove and re-add the member)",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(MemberListResponse {
+            header: self.header(self.node().store().revision()),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let change = ChangeMembersRequest {
+            op: Some(change_members_request::Op::Promote(req.into_inner())),
+        };
+        let resp = self.change_members(change).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(self.node().store().revision()),
+            members: resp.members,
+        }))
+    }
+}
