@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::rt::WatchReceiver;
-use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, ReadPolicy, SnapshotPolicy};
 use raftkv_proto::etcdserverpb::Member as PbMember;
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, Command, CommandResponse,
@@ -192,7 +192,11 @@ impl RaftNode {
                 .or(m.local_committed.as_ref())
                 .map_or(0, |c| c.index),
             applied_index: m.last_applied.as_ref().map_or(0, |a| a.index),
-            is_learner: m.state == ServerState::Learner,
+            is_learner: !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id),
         }
     }
 
@@ -471,10 +475,9 @@ impl RaftNode {
                         )
                         .into());
                     }
-                    ChangeMembers::Batch(vec![
-                        ChangeMembers::RemoveVoters(BTreeSet::from([remove.id])),
-                        ChangeMembers::RemoveNodes(BTreeSet::from([remove.id])),
-                    ])
+                    // With retain = false (apply_membership), a removed voter leaves the
+                    // node list too.
+                    ChangeMembers::RemoveVoters(BTreeSet::from([remove.id]))
                 } else {
                     ChangeMembers::RemoveNodes(BTreeSet::from([remove.id]))
                 }

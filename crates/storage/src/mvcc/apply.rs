@@ -199,6 +199,15 @@ impl WriteTxn<'_> {
         self.read_rev + 1
     }
 
+    /// The revision reads see now: the new one once the txn has written something.
+    fn current_rev(&self) -> i64 {
+        if self.changes.is_empty() {
+            self.read_rev
+        } else {
+            self.write_rev()
+        }
+    }
+
     fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
         match self.changes.get(key) {
             Some(change) => Ok(change.clone()),
@@ -313,17 +322,32 @@ impl WriteTxn<'_> {
         };
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
+            // Each response's header carries the revision the txn was at when that op ran,
+            // as etcd's do: reads before the first write see the old revision, everything
+            // from the first write on the new one; nested txns carry an empty header.
             let response = match &op.request {
-                Some(Request::RequestRange(r)) => Response::ResponseRange(self.store.range_with(
-                    r,
-                    self.read_rev,
-                    Some(&self.changes),
-                )?),
-                Some(Request::RequestPut(r)) => Response::ResponsePut(self.put(r)?),
-                Some(Request::RequestDeleteRange(r)) => {
-                    Response::ResponseDeleteRange(self.delete_range(r)?)
+                Some(Request::RequestRange(r)) => {
+                    let mut resp = self
+                        .store
+                        .range_with(r, self.read_rev, Some(&self.changes))?;
+                    resp.header = MvccStore::header(self.current_rev());
+                    Response::ResponseRange(resp)
                 }
-                Some(Request::RequestTxn(r)) => Response::ResponseTxn(self.txn(r, path)?),
+                Some(Request::RequestPut(r)) => {
+                    let mut resp = self.put(r)?;
+                    resp.header = MvccStore::header(self.write_rev());
+                    Response::ResponsePut(resp)
+                }
+                Some(Request::RequestDeleteRange(r)) => {
+                    let mut resp = self.delete_range(r)?;
+                    resp.header = MvccStore::header(self.current_rev());
+                    Response::ResponseDeleteRange(resp)
+                }
+                Some(Request::RequestTxn(r)) => {
+                    let mut resp = self.txn(r, path)?;
+                    resp.header = Some(Default::default());
+                    Response::ResponseTxn(resp)
+                }
                 None => continue,
             };
             responses.push(ResponseOp {
@@ -368,24 +392,13 @@ fn compare_kv(cmp: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
-/// Every response in a write carries the revision the write produced, as etcd's do.
+/// The top-level header carries the revision the write produced (inner txn responses got
+/// theirs as they ran).
 fn set_header_revisions(op: &mut command_response::Op, rev: i64) {
-    fn txn(resp: &mut TxnResponse, rev: i64) {
-        resp.header = MvccStore::header(rev);
-        for op in &mut resp.responses {
-            match &mut op.response {
-                Some(Response::ResponseRange(r)) => r.header = MvccStore::header(rev),
-                Some(Response::ResponsePut(r)) => r.header = MvccStore::header(rev),
-                Some(Response::ResponseDeleteRange(r)) => r.header = MvccStore::header(rev),
-                Some(Response::ResponseTxn(r)) => txn(r, rev),
-                None => {}
-            }
-        }
-    }
     match op {
         command_response::Op::Put(r) => r.header = MvccStore::header(rev),
         command_response::Op::DeleteRange(r) => r.header = MvccStore::header(rev),
-        command_response::Op::Txn(r) => txn(r, rev),
+        command_response::Op::Txn(r) => r.header = MvccStore::header(rev),
         command_response::Op::Compaction(r) => r.header = MvccStore::header(rev),
     }
 }

@@ -517,6 +517,37 @@ fn txn_reads_its_own_writes_and_stamps_every_header() {
 }
 
 #[test]
+fn txn_inner_headers_follow_the_revision_as_each_op_ran() {
+    // etcd: txn with failure branch `get foo2; put y 3` at revision 12 -> the range's header
+    // says 12, the put's 13, the txn's 13; a nested txn's header is empty.
+    let f = open();
+    f.put("a", "1"); // 2
+    let r = f.txn(TxnRequest {
+        compare: vec![],
+        success: vec![
+            op_get("a"),
+            op_del("none", ""),
+            op_put("b", "2"),
+            op_get("a"),
+            op_txn(TxnRequest::default()),
+        ],
+        failure: vec![],
+    });
+    let revs: Vec<i64> = r
+        .responses
+        .iter()
+        .map(|op| match op.response.as_ref().unwrap() {
+            Response::ResponseRange(x) => x.header.unwrap().revision,
+            Response::ResponsePut(x) => x.header.unwrap().revision,
+            Response::ResponseDeleteRange(x) => x.header.unwrap().revision,
+            Response::ResponseTxn(x) => x.header.unwrap().revision,
+        })
+        .collect();
+    assert_eq!(revs, [2, 2, 3, 3, 0]);
+    assert_eq!(r.header.unwrap().revision, 3);
+}
+
+#[test]
 fn txn_failure_branch_and_read_only_txn() {
     let f = open();
     f.put("a", "1");

@@ -1,0 +1,417 @@
+//! The shared cluster fixture: N member processes on fresh loopback ports, started with
+//! etcd's flags — so the same fixture runs raftkv or the real etcd 3.4 — plus SIGKILL,
+//! SIGTERM, SIGSTOP/SIGCONT, restart, and the real etcdctl.
+//!
+//! Clusters run one at a time (a global lock): the machine has two cores, and fault timings
+//! mean nothing when several clusters compete for them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use raftkv_proto::etcdserverpb::StatusRequest;
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+
+/// Which server a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// This repository's `raftkv` binary.
+    Raftkv,
+    /// Debian's `etcd` 3.4.
+    Etcd,
+}
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The `raftkv` binary, built on first use (a no-op when it is up to date).
+pub fn raftkv_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "raftkv-server", "--bin", "raftkv"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for the raftkv binary");
+        assert!(status.success(), "building the raftkv binary failed");
+        // target/<profile>/deps/cluster-xxxx -> target/<profile>/raftkv
+        let exe = std::env::current_exe().expect("test binary path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join("raftkv")
+    })
+}
+
+/// A free port on 127.0.0.1 (bound and released; the kernel does not hand it out again
+/// right away).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One member process.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    server: Server,
+    log: PathBuf,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    fn spawn(&mut self) {
+        let program: &Path = match self.server {
+            Server::Raftkv => raftkv_bin(),
+            Server::Etcd => Path::new("etcd"),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("member log");
+        let child = Command::new(program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", program));
+        self.child = Some(child);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The member's log so far (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+/// Options for starting a cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub snapshot_count: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_ms: 1000,
+            snapshot_count: None,
+        }
+    }
+}
+
+/// A running cluster; every process it started is killed when it is dropped.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub server: Server,
+    pub token: String,
+    opts: Options,
+    dir: tempfile::TempDir,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `n` members of `server` and waits until they agree on a leader.
+    pub async fn start(server: Server, n: usize, opts: Options) -> Cluster {
+        let guard = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let token = format!("test-{}", free_port());
+        let mut members: Vec<Member> = (1..=n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                child: None,
+                args: vec![],
+                server,
+                log: dir.path().join(format!("m{i}.log")),
+            })
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        for m in &mut members {
+            m.args = member_args(m, &initial.join(","), "new", &token, &opts);
+        }
+        for m in &mut members {
+            m.spawn();
+        }
+        let cluster = Cluster {
+            members,
+            server,
+            token,
+            opts,
+            dir,
+            _one_at_a_time: guard,
+        };
+        cluster.wait_healthy(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// All client endpoints, comma-separated (etcdctl's --endpoints).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Endpoints of the members currently running.
+    pub fn live_endpoints(&self) -> String {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(Member::endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit; returns the exit code.
+    pub fn stop(&mut self, i: usize) -> Option<i32> {
+        self.members[i].signal(libc::SIGTERM);
+        let mut child = self.members[i].child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn pause(&self, i: usize) {
+        self.members[i].signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.members[i].signal(libc::SIGCONT);
+    }
+
+    /// Starts a stopped or killed member again with its data.
+    pub fn restart(&mut self, i: usize) {
+        assert!(!self.members[i].is_running(), "member {i} is running");
+        self.members[i].spawn();
+    }
+
+    /// Adds a member process that joins with `--initial-cluster-state existing` (after
+    /// `member add`); returns its index.
+    pub fn spawn_joining(&mut self, name: &str, client_port: u16, peer_port: u16) -> usize {
+        let mut m = Member {
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            data_dir: self.dir.path().join(name),
+            child: None,
+            args: vec![],
+            server: self.server,
+            log: self.dir.path().join(format!("{name}.log")),
+        };
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        initial.push(format!("{name}={}", m.peer_url()));
+        m.args = member_args(&m, &initial.join(","), "existing", &self.token, &self.opts);
+        m.spawn();
+        self.members.push(m);
+        self.members.len() - 1
+    }
+
+    /// Status of member `i`, if it answers within a second.
+    pub async fn status(&self, i: usize) -> Option<raftkv_proto::etcdserverpb::StatusResponse> {
+        let url = format!("http://{}", self.members[i].endpoint());
+        let fut = async {
+            let mut client = MaintenanceClient::connect(url).await.ok()?;
+            client
+                .status(StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        };
+        tokio::time::timeout(Duration::from_secs(1), fut)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The index of the member that every running member names as leader.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut leader_id = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() {
+                continue;
+            }
+            let status = self.status(i).await?;
+            if status.leader == 0 || leader_id.is_some_and(|l| l != status.leader) {
+                return None;
+            }
+            leader_id = Some(status.leader);
+        }
+        let leader_id = leader_id?;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.is_running()
+                && self
+                    .status(i)
+                    .await
+                    .and_then(|s| s.header)
+                    .is_some_and(|h| h.member_id == leader_id)
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits until every running member names the same leader.
+    pub async fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.leader().await.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("--- {}:\n{}", m.name, m.log_tail()))
+            .collect();
+        panic!(
+            "cluster did not become healthy in {limit:?}\n{}",
+            logs.join("\n")
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
+
+fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Options) -> Vec<String> {
+    let mut args = vec![
+        "--name".into(),
+        m.name.clone(),
+        "--data-dir".into(),
+        m.data_dir.display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://127.0.0.1:{}", m.client_port),
+        "--advertise-client-urls".into(),
+        format!("http://127.0.0.1:{}", m.client_port),
+        "--listen-peer-urls".into(),
+        m.peer_url(),
+        "--initial-advertise-peer-urls".into(),
+        m.peer_url(),
+        "--initial-cluster".into(),
+        initial.to_string(),
+        "--initial-cluster-state".into(),
+        state.into(),
+        "--initial-cluster-token".into(),
+        token.into(),
+        "--heartbeat-interval".into(),
+        opts.heartbeat_ms.to_string(),
+        "--election-timeout".into(),
+        opts.election_ms.to_string(),
+    ];
+    if let Some(n) = opts.snapshot_count {
+        args.extend(["--snapshot-count".into(), n.to_string()]);
+    }
+    args
+}
+
+/// Runs the real etcdctl (v3 API) with `args`, feeding `stdin` if given.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("etcdctl is installed (scripts/setup)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input.as_bytes())
+            .expect("writing to etcdctl");
+    }
+    child.wait_with_output().expect("etcdctl ran")
+}
+
+/// etcdctl's stdout, asserting success.
+pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoints, args, None);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
