@@ -192,11 +192,11 @@ impl RaftNode {
                 .or(m.local_committed.as_ref())
                 .map_or(0, |c| c.index),
             applied_index: m.last_applied.as_ref().map_or(0, |a| a.index),
-            is_learner: !m
+            is_learner: m
                 .membership_config
                 .membership()
-                .voter_ids()
-                .any(|v| v == self.id),
+                .learner_ids()
+                .any(|l| l == self.id),
         }
     }
 

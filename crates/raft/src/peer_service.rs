@@ -41,7 +41,16 @@ impl PeerService {
 
     /// Serves on `listener` until `stop` turns true.
     pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // serve_with_incoming does not apply the builder's tcp_nodelay: set it per stream,
+        // or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                conn.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            },
+        );
         let svc = PeerServer::new(self)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);

@@ -82,6 +82,18 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// A config around consensus settings, listening where `node` advertises, with etcd's
+    /// default request limits (for embedding; the binary uses [`ServerConfig::from_flags`]).
+    pub fn new(node: NodeConfig) -> Self {
+        Self {
+            listen_client: node.client_urls.clone(),
+            listen_peer: node.peer_urls.first().cloned().unwrap_or_default(),
+            node,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: 128,
+        }
+    }
+
     /// A config from flags, checked.
     pub fn from_flags(flags: &MemberFlags) -> anyhow::Result<Self> {
         let data_dir = flags

@@ -80,7 +80,16 @@ impl Server {
             let api = api.clone();
             let mut stop = stop_rx.clone();
             client_tasks.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                // serve_with_incoming does not apply the builder's tcp_nodelay: set it per stream,
+                // or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |conn| {
+                        conn.inspect(|s| {
+                            let _ = s.set_nodelay(true);
+                        })
+                    },
+                );
                 let result = tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))

@@ -1,0 +1,61 @@
+//! The embedding API: a member inside this test's tokio runtime, read and written through
+//! the in-process handle, and visible to the real etcdctl over the network.
+
+use std::process::Command;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_member_serves_both_in_process_and_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let mut node = raftkv::NodeConfig::new("embedded", dir.path().join("data"));
+    node.client_urls = vec![format!("http://127.0.0.1:{client}")];
+    node.peer_urls = vec![format!("http://127.0.0.1:{peer}")];
+    node.initial_cluster = [("embedded".to_string(), node.peer_urls.clone())].into();
+    let member = raftkv::Member::start(raftkv::ServerConfig::new(node.clone()))
+        .await
+        .unwrap();
+    let kv = member.kv();
+    let put = kv.put("greeting", "hello").await.unwrap();
+    assert_eq!(put.header.unwrap().revision, 2);
+    assert_eq!(
+        kv.get("greeting").await.unwrap().unwrap().value,
+        "hello".as_bytes()
+    );
+    // etcd's errors, in-process too.
+    let err = kv.put("", "x").await.unwrap_err();
+    assert_eq!(err.to_string(), "etcdserver: key is not provided");
+
+    // The same member over the network, with the real etcdctl.
+    let out = Command::new("etcdctl")
+        .args([
+            format!("--endpoints=127.0.0.1:{client}"),
+            "get".into(),
+            "greeting".into(),
+            "--print-value-only".into(),
+        ])
+        .output()
+        .expect("etcdctl (scripts/setup installs it)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+
+    assert_eq!(kv.delete("greeting").await.unwrap(), 1);
+    drop(kv); // handles keep the store open
+    member.shutdown().await;
+
+    // Restarting from the same data dir resumes where it stopped.
+    let member = raftkv::Member::start(raftkv::ServerConfig::new(node))
+        .await
+        .unwrap();
+    let kv = member.kv();
+    assert!(kv.get("greeting").await.unwrap().is_none());
+    let put = kv.put("again", "x").await.unwrap();
+    assert_eq!(put.header.unwrap().revision, 4);
+    member.shutdown().await;
+}
