@@ -45,13 +45,56 @@ pub fn raftkv_bin() -> &'static Path {
     })
 }
 
-/// A free port on 127.0.0.1 (bound and released; the kernel does not hand it out again
-/// right away).
+/// The `raftkvctl` binary, built on first use.
+pub fn raftkvctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "raftkv-client",
+                "--bin",
+                "raftkvctl",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for raftkvctl");
+        assert!(status.success(), "building raftkvctl failed");
+        raftkv_bin().with_file_name("raftkvctl")
+    })
+}
+
+/// Runs raftkvctl with `args`.
+pub fn raftkvctl(args: &[&str]) -> Output {
+    Command::new(raftkvctl_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("raftkvctl ran")
+}
+
+/// A port on 127.0.0.1 that is free now and was not handed out before in this process.
+/// Ports come from 10000..30000, below Linux's ephemeral range (32768..60999), so outgoing
+/// connections (etcdctl's, the members' own) never hold one of them.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        10_000 + (std::process::id() % 2_000) * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 10_000 + (port - 10_000) % 20_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 /// One member process.
@@ -87,6 +130,7 @@ impl Member {
             .expect("member log");
         let child = Command::new(program)
             .args(&self.args)
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -144,6 +188,17 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members of `server` and waits until they agree on a leader.
     pub async fn start(server: Server, n: usize, opts: Options) -> Cluster {
+        Self::start_prepared(server, n, opts, |_, _, _| {}).await
+    }
+
+    /// Like [`Cluster::start`], but first calls `prepare(member, initial_cluster, token)` for
+    /// every member (to restore a snapshot into its data dir, say).
+    pub async fn start_prepared(
+        server: Server,
+        n: usize,
+        opts: Options,
+        prepare: impl Fn(&Member, &str, &str),
+    ) -> Cluster {
         let guard = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -167,6 +222,7 @@ impl Cluster {
             .collect();
         for m in &mut members {
             m.args = member_args(m, &initial.join(","), "new", &token, &opts);
+            prepare(m, &initial.join(","), &token);
         }
         for m in &mut members {
             m.spawn();

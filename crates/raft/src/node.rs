@@ -17,7 +17,7 @@ use raftkv_proto::raftkvpb::{
     MemberInfo, ReadIndexRequest, change_members_request,
 };
 use raftkv_storage::log::{LogConfig, RaftLogStore};
-use raftkv_storage::{MvccConfig, MvccStore};
+use raftkv_storage::{MvccConfig, MvccStore, layout};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -58,9 +58,6 @@ pub struct RaftNode {
     peer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The file in `<data-dir>/member` that records who this member is.
-const IDENTITY_FILE: &str = "identity";
-
 impl RaftNode {
     /// Starts a member: opens (or creates) its data, starts Raft, serves the peer service on
     /// `peer_listener`, and bootstraps or joins the cluster if the data dir is new. A data
@@ -69,10 +66,10 @@ impl RaftNode {
         config: NodeConfig,
         peer_listener: TcpListener,
     ) -> Result<Arc<Self>, NodeError> {
-        let member_dir = config.data_dir.join("member");
+        let member_dir = layout::member_dir(&config.data_dir);
         std::fs::create_dir_all(&member_dir).map_err(internal)?;
         let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
-        let identity = read_identity(&member_dir.join(IDENTITY_FILE))?;
+        let identity = read_identity(&layout::identity_file(&config.data_dir))?;
         let (id, cluster_id, bootstrap) = match identity {
             Some((id, cluster_id)) => (id, cluster_id, None),
             None => match config.initial_cluster_state {
@@ -89,12 +86,15 @@ impl RaftNode {
         };
 
         let store = Arc::new(
-            MvccStore::open(&member_dir.join("db"), &MvccConfig::default()).map_err(internal)?,
+            MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
+                .map_err(internal)?,
         );
         let wal = Arc::new(
-            RaftLogStore::open(&member_dir.join("wal"), &LogConfig::default()).map_err(internal)?,
+            RaftLogStore::open(&layout::wal_dir(&config.data_dir), &LogConfig::default())
+                .map_err(internal)?,
         );
-        let sm = StateMachine::open(store.clone(), &member_dir.join("snap")).map_err(internal)?;
+        let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
+            .map_err(internal)?;
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -130,7 +130,7 @@ impl RaftNode {
                 Err(e) => return Err(NodeError::Internal(format!("bootstrap failed: {e}"))),
             }
         }
-        write_identity(&member_dir.join(IDENTITY_FILE), id, cluster_id)?;
+        write_identity(&layout::identity_file(&config.data_dir), id, cluster_id)?;
 
         let (stop_peer, stop_rx) = watch::channel(false);
         let node = Arc::new(Self {

@@ -98,7 +98,7 @@ impl Maintenance for EtcdApi {
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let node = self.node().clone();
-        let dir = node.config().data_dir.join("member").join("snap");
+        let dir = raftkv_storage::layout::snap_dir(&node.config().data_dir);
         let path = dir.join(format!("client-{}-{}.part", std::process::id(), unique()));
         let build_path = path.clone();
         let store = node.store().clone();

@@ -25,7 +25,7 @@ mod writer;
 
 pub(crate) use columns::Row;
 
-pub use reader::{read_info, restore};
+pub use reader::{RestoreOptions, read_info, restore, restore_with};
 pub use writer::build;
 
 /// First bytes of every snapshot file.

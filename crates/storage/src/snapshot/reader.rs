@@ -22,15 +22,57 @@ pub fn read_info(path: &Path) -> Result<SnapshotInfo, SnapshotError> {
 }
 
 /// Replaces the contents of `store` with the snapshot at `path` (verified in full before
-/// anything is written) and returns its status.
+/// anything is written) and returns its status. The Raft state (applied log id,
+/// membership) comes along: this is how a member installs a snapshot from its leader.
 pub fn restore(path: &Path, store: &MvccStore) -> Result<SnapshotInfo, SnapshotError> {
-    verify_trailer(path)?;
+    let options = RestoreOptions {
+        keep_raft_state: true,
+        skip_hash_check: false,
+    };
+    restore_with(path, store, &options)
+}
+
+/// How [`restore_with`] treats the file.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreOptions {
+    /// Keep the snapshot's applied log id and membership. `false` for a backup restored into
+    /// a *new* cluster, which starts its own log and membership (`snapshot restore`).
+    pub keep_raft_state: bool,
+    /// Do not require the SHA-256 trailer (a file copied out of a data dir rather than saved
+    /// through `snapshot save`); the header, block and footer checks still apply.
+    pub skip_hash_check: bool,
+}
+
+/// [`restore`] with options.
+pub fn restore_with(
+    path: &Path,
+    store: &MvccStore,
+    options: &RestoreOptions,
+) -> Result<SnapshotInfo, SnapshotError> {
+    if options.skip_hash_check {
+        check_magic(path)?;
+    } else {
+        verify_trailer(path)?;
+    }
     let mut load = store.begin_restore()?;
-    let info = walk_verified(path, &mut |rows| {
+    let mut info = walk_verified(path, &mut |rows| {
         load.add(rows).map_err(SnapshotError::from)
     })?;
+    if !options.keep_raft_state {
+        info.meta.applied.clear();
+        info.meta.membership.clear();
+    }
     load.finish(&info.meta)?;
     Ok(info)
+}
+
+fn check_magic(path: &Path) -> Result<(), SnapshotError> {
+    let mut magic = [0u8; 8];
+    let mut file = File::open(path)?;
+    if file.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    Ok(())
 }
 
 fn walk(

@@ -1,0 +1,73 @@
+//! raftkv-client: a Rust client for the etcd v3 API (raftkv or etcd), and `raftkvctl`.
+//!
+//! - [`Client`] — connects to the first reachable endpoint of a list.
+//! - [`snapshot`] — `snapshot save | status | restore` for raftkv's snapshot format (the
+//!   real etcdctl can save one, but its status and restore read only etcd's bbolt files).
+//! - [`output`] — etcdctl's output conventions (sizes, tables).
+//!
+//! `raftkvctl` is growing toward every etcdctl 3.4 command; today it has `snapshot save`,
+//! `snapshot status`, `snapshot restore` and `version` (see the README's status table).
+
+#![deny(missing_docs)]
+
+pub mod output;
+pub mod snapshot;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// A connection to one member, chosen from a list of endpoints.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    endpoint: String,
+}
+
+impl Client {
+    /// Connects to the first of `endpoints` (`host:port` or URLs) that answers within
+    /// `dial_timeout`, as clientv3 tries the endpoints it is given.
+    pub async fn connect(endpoints: &[String], dial_timeout: Duration) -> anyhow::Result<Self> {
+        let mut last_error = None;
+        for endpoint in endpoints {
+            let url = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let target = Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid endpoint {endpoint:?}"))?
+                .connect_timeout(dial_timeout)
+                .tcp_nodelay(true);
+            let attempt = target.connect();
+            match tokio::time::timeout(dial_timeout, attempt).await {
+                Ok(Ok(channel)) => {
+                    return Ok(Self {
+                        channel,
+                        endpoint: endpoint.clone(),
+                    });
+                }
+                Ok(Err(e)) => last_error = Some(anyhow::anyhow!("{endpoint}: {e}")),
+                Err(_) => {
+                    last_error = Some(anyhow::anyhow!("{endpoint}: context deadline exceeded"))
+                }
+            }
+        }
+        match last_error {
+            Some(e) => Err(e),
+            None => bail!("no endpoints given"),
+        }
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The Maintenance service.
+    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+}
