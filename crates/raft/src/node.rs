@@ -461,11 +461,7 @@ impl RaftNode {
             }
             Some(change_members_request::Op::Remove(remove)) => {
                 if membership.get_node(&remove.id).is_none() {
-                    return Err(membership_error(
-                        tonic::Code::NotFound,
-                        "etcdserver: member not found",
-                    )
-                    .into());
+                    return Err(member_not_found());
                 }
                 if voters.contains(&remove.id) {
                     if voters.len() == 1 {
@@ -484,11 +480,7 @@ impl RaftNode {
             }
             Some(change_members_request::Op::Promote(promote)) => {
                 if membership.get_node(&promote.id).is_none() {
-                    return Err(membership_error(
-                        tonic::Code::NotFound,
-                        "etcdserver: member not found",
-                    )
-                    .into());
+                    return Err(member_not_found());
                 }
                 if voters.contains(&promote.id) {
                     return Err(membership_error(
@@ -557,11 +549,7 @@ impl RaftNode {
             return Err(not_leader());
         }
         let Some(current) = self.member(info.id) else {
-            return Err(NodeError::Membership {
-                code: tonic::Code::NotFound,
-                message: "etcdserver: member not found".into(),
-            }
-            .into());
+            return Err(member_not_found());
         };
         let updated = Member {
             name: info.name,
@@ -674,6 +662,15 @@ impl RaftNode {
             warn!(error = %e, "flushing the store at shutdown failed");
         }
     }
+}
+
+/// etcd's answer for a member id the cluster does not have.
+fn member_not_found() -> tonic::Status {
+    NodeError::Membership {
+        code: tonic::Code::NotFound,
+        message: "etcdserver: member not found".into(),
+    }
+    .into()
 }
 
 /// The status a leader-only handler answers on another member: the caller may retry with

@@ -85,12 +85,9 @@ fn walk(
 
 /// Checks the magic, the size (32 mod 512) and the SHA-256 trailer.
 fn verify_trailer(path: &Path) -> Result<(), SnapshotError> {
+    check_magic(path)?;
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
-    let mut magic = [0u8; 8];
-    if len < 8 || file.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Err(SnapshotError::NotASnapshot);
-    }
     if len % 512 != 32 || len < (MAGIC.len() + FOOTER_LEN + TRAILER_LEN) as u64 {
         return Err(SnapshotError::ChecksumMismatch);
     }
