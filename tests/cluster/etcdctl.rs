@@ -62,7 +62,7 @@ const SESSION: &[Step] = &[
 
 /// Hides what legitimately differs between two clusters: ids, terms, ports, timings, and
 /// etcdctl's client-side warning logs.
-fn mask(text: &str) -> String {
+pub(crate) fn mask(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         if line.starts_with("{\"level\"") {

@@ -7,3 +7,4 @@ mod etcdctl;
 mod faults;
 mod fixture;
 mod membership;
+mod raftkvctl;

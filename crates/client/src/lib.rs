@@ -3,19 +3,22 @@
 //! - [`Client`] — connects to the first reachable endpoint of a list.
 //! - [`snapshot`] — `snapshot save | status | restore` for raftkv's snapshot format (the
 //!   real etcdctl can save one, but its status and restore read only etcd's bbolt files).
+//! - [`kv`] — `put`, `get`, `del`: requests from etcdctl's flags, and its printers.
 //! - [`output`] — etcdctl's output conventions (sizes, tables).
 //!
-//! `raftkvctl` is growing toward every etcdctl 3.4 command; today it has `snapshot save`,
-//! `snapshot status`, `snapshot restore` and `version` (see the README's status table).
+//! `raftkvctl` is growing toward every etcdctl 3.4 command; today it has `put`, `get`,
+//! `del`, `snapshot save | status | restore` and `version` (see the README's status table).
 
 #![deny(missing_docs)]
 
+pub mod kv;
 pub mod output;
 pub mod snapshot;
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -64,6 +67,11 @@ impl Client {
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The KV service.
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
     }
 
     /// The Maintenance service.

@@ -1,11 +1,12 @@
 //! `raftkvctl`: etcdctl's commands, flags and output, for raftkv (and etcd). Today:
-//! `snapshot save | status | restore` and `version`.
+//! `put`, `get`, `del`, `snapshot save | status | restore` and `version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use raftkv_client::kv::{self, GetFlags, Printer};
 use raftkv_client::{Client, snapshot};
 
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
@@ -34,12 +35,76 @@ struct Cli {
         default_value = "simple"
     )]
     write_out: String,
+    /// Print byte strings as hex encoded strings.
+    #[arg(long, global = true)]
+    hex: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Puts the given key into the store.
+    Put {
+        key: String,
+        /// The value (read from standard input when omitted).
+        value: Option<String>,
+        /// Return the previous key-value pair before modification.
+        #[arg(long)]
+        prev_kv: bool,
+        /// Updates the key using its current value.
+        #[arg(long)]
+        ignore_value: bool,
+        /// Updates the key using its current lease.
+        #[arg(long)]
+        ignore_lease: bool,
+    },
+    /// Gets the key or a range of keys.
+    Get {
+        key: String,
+        range_end: Option<String>,
+        /// Get keys with matching prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Get keys that are greater than or equal to the given key using byte compare.
+        #[arg(long)]
+        from_key: bool,
+        /// Maximum number of results.
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Specify the kv revision.
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION.
+        #[arg(long, default_value = "")]
+        sort_by: String,
+        /// Order of results; ASCEND or DESCEND (ASCEND by default).
+        #[arg(long, default_value = "")]
+        order: String,
+        /// Get only the keys.
+        #[arg(long)]
+        keys_only: bool,
+        /// Only write values when using the "simple" output format.
+        #[arg(long)]
+        print_value_only: bool,
+        /// Linearizable(l) or Serializable(s).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+    },
+    /// Removes the specified key or range of keys [key, range_end).
+    Del {
+        key: String,
+        range_end: Option<String>,
+        /// Delete keys with matching prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Delete keys that are greater than or equal to the given key using byte compare.
+        #[arg(long)]
+        from_key: bool,
+        /// Return deleted key-value pairs.
+        #[arg(long)]
+        prev_kv: bool,
+    },
     /// Manages raftkv node snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -98,6 +163,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// An error with etcdctl's exit code for its kind (ExitBadFeature = 4, ExitBadArgs = 128;
+/// everything else ExitError = 1).
+#[derive(Debug)]
+struct Exit(u8, String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn bad_feature(e: anyhow::Error) -> anyhow::Error {
+    Exit(4, format!("{e:#}")).into()
+}
+
+fn bad_args(e: anyhow::Error) -> anyhow::Error {
+    Exit(128, format!("{e:#}")).into()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -114,13 +200,111 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<Exit>() {
+                Some(Exit(code, _)) => ExitCode::from(*code),
+                None => ExitCode::FAILURE,
+            }
         }
+    }
+}
+
+/// Runs one request with the command timeout, turning a gRPC status into its message (etcd's
+/// errors are what etcdctl prints after "Error: ").
+async fn call<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => anyhow::bail!("context deadline exceeded"),
+        Ok(Err(status)) => anyhow::bail!("{}", status.message()),
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Put {
+            key,
+            value,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+        } => {
+            let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
+            if ignore_value && value.is_some() {
+                return Err(bad_args(anyhow::anyhow!(
+                    "put command needs only 1 argument when 'ignore-value' is set"
+                )));
+            }
+            let value = match value {
+                Some(v) => v,
+                None if ignore_value => String::new(),
+                None => {
+                    let mut input = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+                    if input.is_empty() {
+                        return Err(bad_args(anyhow::anyhow!(
+                            "put command needs 1 argument and input from stdin or 2 arguments"
+                        )));
+                    }
+                    input
+                }
+            };
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let req = raftkv_proto::etcdserverpb::PutRequest {
+                key: key.into_bytes().into(),
+                value: value.into_bytes().into(),
+                prev_kv,
+                ignore_value,
+                ignore_lease,
+                ..Default::default()
+            };
+            let resp = call(cli.command_timeout, client.kv().put(req)).await?;
+            print!("{}", printer.put(&resp));
+        }
+        Command::Get {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            limit,
+            rev,
+            sort_by,
+            order,
+            keys_only,
+            print_value_only,
+            consistency,
+        } => {
+            let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
+            let flags = GetFlags {
+                prefix,
+                from_key,
+                limit,
+                rev,
+                sort_by,
+                order,
+                keys_only,
+                consistency,
+            };
+            let req = kv::get_request(&key, range_end.as_deref(), &flags).map_err(bad_args)?;
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let resp = call(cli.command_timeout, client.kv().range(req)).await?;
+            print!("{}", printer.get(&resp, print_value_only));
+        }
+        Command::Del {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            prev_kv,
+        } => {
+            let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
+            let req = kv::del_request(&key, range_end.as_deref(), prefix, from_key, prev_kv)
+                .map_err(bad_args)?;
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let resp = call(cli.command_timeout, client.kv().delete_range(req)).await?;
+            print!("{}", printer.del(&resp));
+        }
         Command::Version => {
             println!("raftkvctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
