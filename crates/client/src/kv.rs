@@ -188,7 +188,7 @@ impl Printer {
     pub fn put(&self, resp: &PutResponse) -> String {
         match self.format.as_str() {
             "json" => {
-                let mut fields = vec![json_header(&resp.header)];
+                let mut fields = vec![json_header_field(&resp.header)];
                 if let Some(kv) = &resp.prev_kv {
                     fields.push(format!("\"prev_kv\":{}", json_kv(kv)));
                 }
@@ -215,7 +215,7 @@ impl Printer {
     pub fn get(&self, resp: &RangeResponse, value_only: bool) -> String {
         match self.format.as_str() {
             "json" => {
-                let mut fields = vec![json_header(&resp.header)];
+                let mut fields = vec![json_header_field(&resp.header)];
                 if !resp.kvs.is_empty() {
                     let kvs: Vec<String> = resp.kvs.iter().map(json_kv).collect();
                     fields.push(format!("\"kvs\":[{}]", kvs.join(",")));
@@ -253,7 +253,7 @@ impl Printer {
     pub fn del(&self, resp: &DeleteRangeResponse) -> String {
         match self.format.as_str() {
             "json" => {
-                let mut fields = vec![json_header(&resp.header)];
+                let mut fields = vec![json_header_field(&resp.header)];
                 if resp.deleted != 0 {
                     fields.push(format!("\"deleted\":{}", resp.deleted));
                 }
@@ -283,7 +283,7 @@ impl Printer {
 }
 
 /// Go's encoding/json of a header: zero fields left out.
-fn json_header(h: &Option<ResponseHeader>) -> String {
+pub fn json_header_field(h: &Option<ResponseHeader>) -> String {
     let h = h.unwrap_or_default();
     let mut fields = Vec::new();
     if h.cluster_id != 0 {

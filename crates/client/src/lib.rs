@@ -4,13 +4,16 @@
 //! - [`snapshot`] — `snapshot save | status | restore` for raftkv's snapshot format (the
 //!   real etcdctl can save one, but its status and restore read only etcd's bbolt files).
 //! - [`kv`] — `put`, `get`, `del`: requests from etcdctl's flags, and its printers.
+//! - [`cluster`] — `member list`, `endpoint status | health`.
 //! - [`output`] — etcdctl's output conventions (sizes, tables).
 //!
 //! `raftkvctl` is growing toward every etcdctl 3.4 command; today it has `put`, `get`,
-//! `del`, `snapshot save | status | restore` and `version` (see the README's status table).
+//! `del`, `compaction`, `member list`, `endpoint status | health`, `snapshot save | status |
+//! restore` and `version` (see the README's status table).
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod kv;
 pub mod output;
 pub mod snapshot;
@@ -67,6 +70,11 @@ impl Client {
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The underlying channel (for services without a helper here).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The KV service.

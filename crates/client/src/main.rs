@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use raftkv_client::kv::{self, GetFlags, Printer};
-use raftkv_client::{Client, snapshot};
+use raftkv_client::{Client, cluster, snapshot};
 
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
 #[derive(Parser)]
@@ -105,11 +105,46 @@ enum Command {
         #[arg(long)]
         prev_kv: bool,
     },
+    /// Compacts the event history in the store.
+    Compaction {
+        revision: i64,
+        /// Wait for the compaction to be physically applied.
+        #[arg(long)]
+        physical: bool,
+    },
+    /// Membership commands.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Endpoint related commands.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Manages raftkv node snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Prints the version of raftkvctl.
     Version,
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Lists all members in the cluster.
+    List,
+}
+
+#[derive(Subcommand)]
+enum EndpointCommand {
+    /// Prints out the status of endpoints specified in `--endpoints` flag.
+    Status {
+        /// Use all endpoints from the cluster member list.
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health {
+        /// Use all endpoints from the cluster member list.
+        #[arg(long)]
+        cluster: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +241,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The endpoints an endpoint command covers: `--endpoints`, or with `--cluster` every
+/// member's client URLs.
+async fn endpoints_for(cli: &Cli, all: bool) -> anyhow::Result<Vec<String>> {
+    if !all {
+        return Ok(cli.endpoints.clone());
+    }
+    let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+    cluster::cluster_endpoints(&client).await
 }
 
 /// Runs one request with the command timeout, turning a gRPC status into its message (etcd's
@@ -308,6 +353,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => {
             println!("raftkvctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
+        }
+        Command::Compaction { revision, physical } => {
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };
+            call(cli.command_timeout, client.kv().compact(req)).await?;
+            println!("compacted revision {revision}");
+        }
+        Command::Member(MemberCommand::List) => {
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let resp = tokio::time::timeout(cli.command_timeout, cluster::member_list(&client))
+                .await
+                .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
+            print!(
+                "{}",
+                cluster::format_members(&resp, &cli.write_out).map_err(bad_feature)?
+            );
+        }
+        Command::Endpoint(EndpointCommand::Status { cluster: all }) => {
+            let endpoints = endpoints_for(&cli, all).await?;
+            let statuses =
+                cluster::statuses(&endpoints, cli.dial_timeout, cli.command_timeout).await;
+            print!(
+                "{}",
+                cluster::format_statuses(&statuses, &cli.write_out).map_err(bad_feature)?
+            );
+        }
+        Command::Endpoint(EndpointCommand::Health { cluster: all }) => {
+            let endpoints = endpoints_for(&cli, all).await?;
+            let results = cluster::health(&endpoints, cli.dial_timeout, cli.command_timeout).await;
+            let (out, err) =
+                cluster::format_health(&results, &cli.write_out).map_err(bad_feature)?;
+            print!("{out}");
+            eprint!("{err}");
+            if results.iter().any(|h| !h.healthy) {
+                anyhow::bail!("unhealthy cluster");
+            }
         }
         Command::Snapshot(SnapshotCommand::Save { filename }) => {
             if cli.endpoints.len() != 1 {

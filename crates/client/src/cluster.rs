@@ -1,0 +1,328 @@
+//! `member list`, `endpoint status`, `endpoint health` and `compaction`, printed as etcdctl
+//! prints them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
+use raftkv_proto::etcdserverpb::{
+    Member, MemberListRequest, MemberListResponse, RangeRequest, StatusRequest, StatusResponse,
+};
+
+use crate::Client;
+use crate::output::{human_bytes, table};
+
+/// Cluster/MemberList through `client`.
+pub async fn member_list(client: &Client) -> anyhow::Result<MemberListResponse> {
+    let mut cluster = ClusterClient::new(client.channel());
+    Ok(cluster
+        .member_list(MemberListRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner())
+}
+
+/// `member list` output.
+pub fn format_members(resp: &MemberListResponse, format: &str) -> anyhow::Result<String> {
+    let row = |m: &Member| {
+        vec![
+            format!("{:x}", m.id),
+            if m.name.is_empty() {
+                "unstarted".into()
+            } else {
+                "started".into()
+            },
+            m.name.clone(),
+            m.peer_ur_ls.join(","),
+            m.client_ur_ls.join(","),
+            m.is_learner.to_string(),
+        ]
+    };
+    Ok(match format {
+        "simple" => resp
+            .members
+            .iter()
+            .map(|m| row(m).join(", ") + "\n")
+            .collect(),
+        "table" => table(
+            &[
+                "ID",
+                "STATUS",
+                "NAME",
+                "PEER ADDRS",
+                "CLIENT ADDRS",
+                "IS LEARNER",
+            ],
+            &resp.members.iter().map(row).collect::<Vec<_>>(),
+        ),
+        "json" => {
+            let members: Vec<String> = resp.members.iter().map(json_member).collect();
+            let mut fields = vec![crate::kv::json_header_field(&resp.header)];
+            if !members.is_empty() {
+                fields.push(format!("\"members\":[{}]", members.join(",")));
+            }
+            format!("{{{}}}\n", fields.join(","))
+        }
+        other => bail!("{other} not supported as output format"),
+    })
+}
+
+fn json_member(m: &Member) -> String {
+    let strings = |v: &[String]| {
+        v.iter()
+            .map(|s| json_string(s))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut fields = Vec::new();
+    if m.id != 0 {
+        fields.push(format!("\"ID\":{}", m.id));
+    }
+    if !m.name.is_empty() {
+        fields.push(format!("\"name\":{}", json_string(&m.name)));
+    }
+    if !m.peer_ur_ls.is_empty() {
+        fields.push(format!("\"peerURLs\":[{}]", strings(&m.peer_ur_ls)));
+    }
+    if !m.client_ur_ls.is_empty() {
+        fields.push(format!("\"clientURLs\":[{}]", strings(&m.client_ur_ls)));
+    }
+    if m.is_learner {
+        fields.push("\"isLearner\":true".into());
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A JSON string literal (Go's encoding/json escapes `<`, `>` and `&` as well).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The endpoints `--cluster` means: every member's client URLs, from the member list.
+pub async fn cluster_endpoints(client: &Client) -> anyhow::Result<Vec<String>> {
+    let members = member_list(client).await?;
+    Ok(members
+        .members
+        .iter()
+        .flat_map(|m| m.client_ur_ls.clone())
+        .collect())
+}
+
+async fn connect_one(endpoint: &str, dial_timeout: Duration) -> anyhow::Result<Client> {
+    Client::connect(&[endpoint.to_string()], dial_timeout).await
+}
+
+/// Maintenance/Status of every endpoint, in order; an endpoint that fails is reported on
+/// stderr and left out, as etcdctl does.
+pub async fn statuses(
+    endpoints: &[String],
+    dial_timeout: Duration,
+    command_timeout: Duration,
+) -> Vec<(String, StatusResponse)> {
+    let mut out = Vec::new();
+    for ep in endpoints {
+        let result = async {
+            let client = connect_one(ep, dial_timeout).await?;
+            let mut maintenance = client.maintenance();
+            match tokio::time::timeout(command_timeout, maintenance.status(StatusRequest {})).await
+            {
+                Err(_) => bail!("context deadline exceeded"),
+                Ok(Err(s)) => bail!("{}", s.message()),
+                Ok(Ok(r)) => Ok(r.into_inner()),
+            }
+        }
+        .await;
+        match result {
+            Ok(status) => out.push((ep.clone(), status)),
+            Err(e) => eprintln!("Failed to get the status of endpoint {ep} ({e})"),
+        }
+    }
+    out
+}
+
+/// `endpoint status` output.
+pub fn format_statuses(
+    statuses: &[(String, StatusResponse)],
+    format: &str,
+) -> anyhow::Result<String> {
+    let row = |(ep, s): &(String, StatusResponse)| {
+        let id = s.header.map_or(0, |h| h.member_id);
+        vec![
+            ep.clone(),
+            format!("{id:x}"),
+            s.version.clone(),
+            human_bytes(s.db_size.max(0) as u64),
+            (s.leader == id).to_string(),
+            s.is_learner.to_string(),
+            s.raft_term.to_string(),
+            s.raft_index.to_string(),
+            s.raft_applied_index.to_string(),
+            s.errors.join(", "),
+        ]
+    };
+    Ok(match format {
+        "simple" => statuses.iter().map(|s| row(s).join(", ") + "\n").collect(),
+        "table" => table(
+            &[
+                "ENDPOINT",
+                "ID",
+                "VERSION",
+                "DB SIZE",
+                "IS LEADER",
+                "IS LEARNER",
+                "RAFT TERM",
+                "RAFT INDEX",
+                "RAFT APPLIED INDEX",
+                "ERRORS",
+            ],
+            &statuses.iter().map(row).collect::<Vec<_>>(),
+        ),
+        "json" => {
+            let items: Vec<String> = statuses
+                .iter()
+                .map(|(ep, s)| {
+                    format!(
+                        "{{\"Endpoint\":{},\"Status\":{}}}",
+                        json_string(ep),
+                        json_status(s)
+                    )
+                })
+                .collect();
+            format!("[{}]\n", items.join(","))
+        }
+        other => bail!("{other} not supported as output format"),
+    })
+}
+
+fn json_status(s: &StatusResponse) -> String {
+    let mut fields = vec![crate::kv::json_header_field(&s.header)];
+    if !s.version.is_empty() {
+        fields.push(format!("\"version\":{}", json_string(&s.version)));
+    }
+    for (name, v) in [
+        ("dbSize", s.db_size as i128),
+        ("leader", s.leader as i128),
+        ("raftIndex", s.raft_index as i128),
+        ("raftTerm", s.raft_term as i128),
+        ("raftAppliedIndex", s.raft_applied_index as i128),
+    ] {
+        if v != 0 {
+            fields.push(format!("\"{name}\":{v}"));
+        }
+    }
+    if !s.errors.is_empty() {
+        let errors: Vec<String> = s.errors.iter().map(|e| json_string(e)).collect();
+        fields.push(format!("\"errors\":[{}]", errors.join(",")));
+    }
+    if s.db_size_in_use != 0 {
+        fields.push(format!("\"dbSizeInUse\":{}", s.db_size_in_use));
+    }
+    if s.is_learner {
+        fields.push("\"isLearner\":true".into());
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// One endpoint's health: a linearizable read of the key "health", as etcdctl does.
+pub struct Health {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Whether the read succeeded.
+    pub healthy: bool,
+    /// How long it took.
+    pub took: Duration,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Checks every endpoint.
+pub async fn health(
+    endpoints: &[String],
+    dial_timeout: Duration,
+    command_timeout: Duration,
+) -> Vec<Health> {
+    let mut out = Vec::new();
+    for ep in endpoints {
+        let start = Instant::now();
+        let result = async {
+            let client = connect_one(ep, dial_timeout).await?;
+            let mut kv = client.kv();
+            let req = RangeRequest {
+                key: "health".into(),
+                ..Default::default()
+            };
+            match tokio::time::timeout(command_timeout, kv.range(req)).await {
+                Err(_) => bail!("context deadline exceeded"),
+                // A permission error still proves the member serves linearizable reads.
+                Ok(Err(s)) if s.message() == "etcdserver: permission denied" => Ok(()),
+                Ok(Err(s)) => bail!("{}", s.message()),
+                Ok(Ok(_)) => Ok(()),
+            }
+        }
+        .await;
+        out.push(Health {
+            endpoint: ep.clone(),
+            healthy: result.is_ok(),
+            took: start.elapsed(),
+            error: result.err().map(|e| e.to_string()),
+        });
+    }
+    out
+}
+
+/// `endpoint health` output: (stdout, stderr).
+pub fn format_health(results: &[Health], format: &str) -> anyhow::Result<(String, String)> {
+    match format {
+        "json" => {
+            let items: Vec<String> = results
+                .iter()
+                .map(|h| {
+                    let mut s = format!(
+                        "{{\"endpoint\":{},\"health\":{},\"took\":{}",
+                        json_string(&h.endpoint),
+                        h.healthy,
+                        json_string(&format!("{:?}", h.took))
+                    );
+                    if let Some(e) = &h.error {
+                        s.push_str(&format!(",\"error\":{}", json_string(e)));
+                    }
+                    s + "}"
+                })
+                .collect();
+            Ok((format!("[{}]\n", items.join(",")), String::new()))
+        }
+        "simple" | "table" | "fields" => {
+            let mut err = String::new();
+            for h in results {
+                if h.healthy {
+                    err.push_str(&format!(
+                        "{} is healthy: successfully committed proposal: took = {:?}\n",
+                        h.endpoint, h.took
+                    ));
+                } else {
+                    err.push_str(&format!(
+                        "{} is unhealthy: failed to commit proposal: {}\n",
+                        h.endpoint,
+                        h.error.as_deref().unwrap_or("unknown")
+                    ));
+                }
+            }
+            Ok((String::new(), err))
+        }
+        other => bail!("{other} not supported as output format"),
+    }
+}
