@@ -180,3 +180,90 @@ async fn member_and_endpoint_commands_print_what_etcdctl_prints() {
         3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_add_remove_promote_and_move_leader() {
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let eps = cluster.endpoints();
+    let peer = format!("http://127.0.0.1:{}", crate::fixture::free_port());
+    let added = run_raftkvctl(
+        &eps,
+        &[
+            "member",
+            "add",
+            "m9",
+            &format!("--peer-urls={peer}"),
+            "--learner",
+        ],
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let text = String::from_utf8_lossy(&added.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("Member ") && lines[0].contains(" added to cluster "),
+        "{text}"
+    );
+    assert_eq!(lines[1], "");
+    assert_eq!(lines[2], "ETCD_NAME=\"m9\"");
+    assert!(
+        lines[3].starts_with("ETCD_INITIAL_CLUSTER=\"") && lines[3].contains(&format!("m9={peer}")),
+        "{text}"
+    );
+    assert_eq!(
+        lines[4],
+        format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"")
+    );
+    assert_eq!(lines[5], "ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
+    let id = lines[0].split_whitespace().nth(1).unwrap().to_string();
+    // Promoting a learner that never started is refused, as etcd refuses it.
+    let promote = run_raftkvctl(&eps, &["member", "promote", &id]);
+    assert!(!promote.status.success());
+    assert!(
+        String::from_utf8_lossy(&promote.stderr)
+            .contains("can only promote a learner member which is in sync with leader")
+    );
+    let removed = run_raftkvctl(&eps, &["member", "remove", &id]);
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&removed.stdout)
+            .starts_with(&format!("Member {id} removed from cluster "))
+    );
+    let again = run_raftkvctl(&eps, &["member", "remove", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr).trim(),
+        "Error: etcdserver: member not found"
+    );
+
+    // move-leader to a follower.
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let target = cluster
+        .status(follower)
+        .await
+        .and_then(|s| s.header)
+        .unwrap()
+        .member_id;
+    let moved = run_raftkvctl(&eps, &["move-leader", &format!("{target:x}")]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&moved.stdout)
+            .trim()
+            .ends_with(&format!(" to {target:x}"))
+    );
+    cluster
+        .wait_healthy(std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(cluster.leader().await, Some(follower));
+}

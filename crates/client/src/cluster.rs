@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::{
-    Member, MemberListRequest, MemberListResponse, RangeRequest, StatusRequest, StatusResponse,
+    Member, MemberAddRequest, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberRemoveRequest, MoveLeaderRequest, RangeRequest, StatusRequest, StatusResponse,
 };
 
 use crate::Client;
@@ -325,4 +326,104 @@ pub fn format_health(results: &[Health], format: &str) -> anyhow::Result<(String
         }
         other => bail!("{other} not supported as output format"),
     }
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+fn cluster_id(header: &Option<raftkv_proto::etcdserverpb::ResponseHeader>) -> u64 {
+    header.map_or(0, |h| h.cluster_id)
+}
+
+/// `member add NAME --peer-urls=... [--learner]`: etcdctl's output, environment lines included.
+pub async fn member_add(
+    client: &Client,
+    name: &str,
+    peer_urls: Vec<String>,
+    learner: bool,
+) -> anyhow::Result<String> {
+    let mut cluster = ClusterClient::new(client.channel());
+    let resp = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: peer_urls.clone(),
+            is_learner: learner,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let id = resp.member.as_ref().map_or(0, |m| m.id);
+    let mut conf = Vec::new();
+    for m in &resp.members {
+        for url in &m.peer_ur_ls {
+            let n = if m.id == id { name } else { m.name.as_str() };
+            conf.push(format!("{n}={url}"));
+        }
+    }
+    Ok(format!(
+        "Member {id:x} added to cluster {:x}\n\nETCD_NAME=\"{name}\"\nETCD_INITIAL_CLUSTER=\"{}\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n",
+        cluster_id(&resp.header),
+        conf.join(","),
+        peer_urls.join(",")
+    ))
+}
+
+/// `member remove ID`.
+pub async fn member_remove(client: &Client, id: u64) -> anyhow::Result<String> {
+    let mut cluster = ClusterClient::new(client.channel());
+    let resp = cluster
+        .member_remove(MemberRemoveRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(format!(
+        "Member {id:x} removed from cluster {:x}\n",
+        cluster_id(&resp.header)
+    ))
+}
+
+/// `member promote ID`.
+pub async fn member_promote(client: &Client, id: u64) -> anyhow::Result<String> {
+    let mut cluster = ClusterClient::new(client.channel());
+    let resp = cluster
+        .member_promote(MemberPromoteRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(format!(
+        "Member {id:x} promoted in cluster {:x}\n",
+        cluster_id(&resp.header)
+    ))
+}
+
+/// `move-leader TARGET`: finds the leader among `endpoints` and asks it to hand over.
+pub async fn move_leader(
+    endpoints: &[String],
+    target: u64,
+    dial_timeout: Duration,
+    command_timeout: Duration,
+) -> anyhow::Result<String> {
+    for ep in endpoints {
+        let client = connect_one(ep, dial_timeout).await?;
+        let mut maintenance = client.maintenance();
+        let status = tokio::time::timeout(command_timeout, maintenance.status(StatusRequest {}))
+            .await
+            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))?
+            .map_err(status_error)?
+            .into_inner();
+        let member = status.header.map_or(0, |h| h.member_id);
+        if member != 0 && member == status.leader {
+            tokio::time::timeout(
+                command_timeout,
+                maintenance.move_leader(MoveLeaderRequest { target_id: target }),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))?
+            .map_err(status_error)?;
+            return Ok(format!(
+                "Leadership transferred from {member:x} to {target:x}\n"
+            ));
+        }
+    }
+    bail!("no leader endpoint given at {endpoints:?}")
 }

@@ -4,12 +4,12 @@
 //! - [`snapshot`] — `snapshot save | status | restore` for raftkv's snapshot format (the
 //!   real etcdctl can save one, but its status and restore read only etcd's bbolt files).
 //! - [`kv`] — `put`, `get`, `del`: requests from etcdctl's flags, and its printers.
-//! - [`cluster`] — `member list`, `endpoint status | health`.
+//! - [`cluster`] — `member`, `move-leader`, `endpoint status | health`.
 //! - [`output`] — etcdctl's output conventions (sizes, tables).
 //!
-//! `raftkvctl` is growing toward every etcdctl 3.4 command; today it has `put`, `get`,
-//! `del`, `compaction`, `member list`, `endpoint status | health`, `snapshot save | status |
-//! restore` and `version` (see the README's status table).
+//! `raftkvctl` has etcdctl 3.4's `put`, `get`, `del`, `compaction`, `member list | add |
+//! remove | promote`, `move-leader`, `endpoint status | health`, `snapshot save | status |
+//! restore` and `version`; `txn` is still missing (see the README's status table).
 
 #![deny(missing_docs)]
 

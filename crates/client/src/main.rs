@@ -1,5 +1,5 @@
-//! `raftkvctl`: etcdctl's commands, flags and output, for raftkv (and etcd). Today:
-//! `put`, `get`, `del`, `snapshot save | status | restore` and `version`.
+//! `raftkvctl`: etcdctl's commands, flags and output, for raftkv (and etcd). Everything but
+//! `txn` so far (see `raftkv_client`'s docs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,6 +118,8 @@ enum Command {
     /// Endpoint related commands.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Transfers leadership to another member.
+    MoveLeader { target: String },
     /// Manages raftkv node snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -129,6 +131,20 @@ enum Command {
 enum MemberCommand {
     /// Lists all members in the cluster.
     List,
+    /// Adds a member into the cluster.
+    Add {
+        name: String,
+        /// Comma separated peer URLs for the new member.
+        #[arg(long, value_delimiter = ',')]
+        peer_urls: Vec<String>,
+        /// Indicates if the new member is raft learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster.
+    Remove { id: String },
+    /// Promotes a non-voting member in the cluster.
+    Promote { id: String },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +257,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A member id as etcdctl takes it: hexadecimal.
+fn parse_id(s: &str) -> anyhow::Result<u64> {
+    u64::from_str_radix(s, 16).map_err(|_| {
+        bad_args(anyhow::anyhow!(
+            "bad member ID arg ({s:?}), expecting ID in Hex"
+        ))
+    })
 }
 
 /// The endpoints an endpoint command covers: `--endpoints`, or with `--cluster` every
@@ -369,6 +394,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 cluster::format_members(&resp, &cli.write_out).map_err(bad_feature)?
             );
+        }
+        Command::Member(MemberCommand::Add {
+            name,
+            peer_urls,
+            learner,
+        }) => {
+            if peer_urls.is_empty() {
+                return Err(bad_args(anyhow::anyhow!("member peer urls not provided")));
+            }
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let out = tokio::time::timeout(
+                cli.command_timeout,
+                cluster::member_add(&client, &name, peer_urls, learner),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
+            print!("{out}");
+        }
+        Command::Member(MemberCommand::Remove { id }) => {
+            let id = parse_id(&id)?;
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let out =
+                tokio::time::timeout(cli.command_timeout, cluster::member_remove(&client, id))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
+            print!("{out}");
+        }
+        Command::Member(MemberCommand::Promote { id }) => {
+            let id = parse_id(&id)?;
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let out =
+                tokio::time::timeout(cli.command_timeout, cluster::member_promote(&client, id))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
+            print!("{out}");
+        }
+        Command::MoveLeader { target } => {
+            let target = parse_id(&target)?;
+            let out = cluster::move_leader(
+                &cli.endpoints,
+                target,
+                cli.dial_timeout,
+                cli.command_timeout,
+            )
+            .await?;
+            print!("{out}");
         }
         Command::Endpoint(EndpointCommand::Status { cluster: all }) => {
             let endpoints = endpoints_for(&cli, all).await?;

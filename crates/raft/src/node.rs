@@ -507,17 +507,18 @@ impl RaftNode {
         })
     }
 
-    /// Whether a learner's log is within a few entries of the leader's.
+    /// Whether a learner has acknowledged appends and is within 100 entries of the leader.
     fn learner_in_sync(&self, id: u64) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
         let last = m.last_log_index.unwrap_or(0);
+        // A learner that has never acknowledged an append (not started, unreachable) is not
+        // in sync however short the log is.
         let matched = m
             .replication
             .as_ref()
             .and_then(|r| r.get(&id).cloned())
-            .flatten()
-            .map_or(0, |log_id| log_id.index);
-        last.saturating_sub(matched) <= 100
+            .flatten();
+        matched.is_some_and(|log_id| last.saturating_sub(log_id.index) <= 100)
     }
 
     async fn apply_membership(
