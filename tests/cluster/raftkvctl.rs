@@ -53,22 +53,69 @@ const SESSION: &[&[&str]] = &[
 ];
 
 fn run_raftkvctl(endpoints: &str, args: &[&str]) -> std::process::Output {
-    Command::new(raftkvctl_bin())
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("raftkvctl ran")
+    run_raftkvctl_with(endpoints, args, None)
 }
 
+fn run_raftkvctl_with(endpoints: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(raftkvctl_bin())
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("raftkvctl ran");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
+    }
+    child.wait_with_output().expect("raftkvctl finished")
+}
+
+/// Transactions run through stdin by both tools (after the puts, before the deletes).
+const TXNS: &[(&[&str], &str)] = &[
+    (
+        &["txn"],
+        "value(\"foo\") = \"qux\"\n\nput x 1\nget foo\ndel foo2 --prev-kv\n\nput y 2\n\n",
+    ),
+    (
+        &["txn"],
+        "mod(\"foo\") > \"1000\"\n\nput never 1\n\nget a/ --prefix\nput y 3\n\n",
+    ),
+    (
+        &["txn", "-w", "json"],
+        "version(\"x\") = \"1\"\ncreate(\"missing\") = \"0\"\n\nget x\nput \"spaced key\" \"spaced value\"\n\n\n",
+    ),
+    (&["txn"], "val(\"foo\") != \"qux\"\n\nput z 1\n\n\n"),
+    (&["txn"], "bogus(\"foo\") = \"1\"\n\n\n\n"),
+];
+
 fn session(endpoints: &str, use_raftkvctl: bool) -> Vec<String> {
-    SESSION
+    let first_del = SESSION
         .iter()
-        .map(|args| {
+        .position(|args| args[0] == "del")
+        .expect("a del step");
+    let (before, after) = SESSION.split_at(first_del);
+    let steps = before
+        .iter()
+        .map(|args| (*args, None))
+        .chain(TXNS.iter().map(|(args, input)| (*args, Some(*input))))
+        .chain(after.iter().map(|args| (*args, None)));
+    steps
+        .map(|(args, input)| {
             let out = if use_raftkvctl {
-                run_raftkvctl(endpoints, args)
+                run_raftkvctl_with(endpoints, args, input)
             } else {
-                etcdctl(endpoints, args, None)
+                etcdctl(endpoints, args, input)
             };
             format!(
                 "$ {} (exit {})\n{}{}",

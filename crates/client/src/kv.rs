@@ -5,7 +5,7 @@ use anyhow::bail;
 use raftkv_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use raftkv_proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
-    ResponseHeader,
+    ResponseHeader, TxnResponse,
 };
 use raftkv_proto::mvccpb::KeyValue;
 
@@ -187,13 +187,7 @@ impl Printer {
     /// `put`'s output.
     pub fn put(&self, resp: &PutResponse) -> String {
         match self.format.as_str() {
-            "json" => {
-                let mut fields = vec![json_header_field(&resp.header)];
-                if let Some(kv) = &resp.prev_kv {
-                    fields.push(format!("\"prev_kv\":{}", json_kv(kv)));
-                }
-                format!("{{{}}}\n", fields.join(","))
-            }
+            "json" => format!("{}\n", json_put(resp)),
             "fields" => {
                 let mut out = fields_header(&resp.header);
                 if let Some(kv) = &resp.prev_kv {
@@ -214,20 +208,7 @@ impl Printer {
     /// `get`'s output.
     pub fn get(&self, resp: &RangeResponse, value_only: bool) -> String {
         match self.format.as_str() {
-            "json" => {
-                let mut fields = vec![json_header_field(&resp.header)];
-                if !resp.kvs.is_empty() {
-                    let kvs: Vec<String> = resp.kvs.iter().map(json_kv).collect();
-                    fields.push(format!("\"kvs\":[{}]", kvs.join(",")));
-                }
-                if resp.more {
-                    fields.push("\"more\":true".into());
-                }
-                if resp.count != 0 {
-                    fields.push(format!("\"count\":{}", resp.count));
-                }
-                format!("{{{}}}\n", fields.join(","))
-            }
+            "json" => format!("{}\n", json_range(resp)),
             "fields" => {
                 let mut out = fields_header(&resp.header);
                 for kv in &resp.kvs {
@@ -252,17 +233,7 @@ impl Printer {
     /// `del`'s output.
     pub fn del(&self, resp: &DeleteRangeResponse) -> String {
         match self.format.as_str() {
-            "json" => {
-                let mut fields = vec![json_header_field(&resp.header)];
-                if resp.deleted != 0 {
-                    fields.push(format!("\"deleted\":{}", resp.deleted));
-                }
-                if !resp.prev_kvs.is_empty() {
-                    let kvs: Vec<String> = resp.prev_kvs.iter().map(json_kv).collect();
-                    fields.push(format!("\"prev_kvs\":[{}]", kvs.join(",")));
-                }
-                format!("{{{}}}\n", fields.join(","))
-            }
+            "json" => format!("{}\n", json_del(resp)),
             "fields" => {
                 let mut out = fields_header(&resp.header);
                 out.push_str(&format!("\"Deleted\" : {}\n", resp.deleted));
@@ -280,6 +251,79 @@ impl Printer {
             }
         }
     }
+}
+
+/// Go's encoding/json of a PutResponse.
+pub fn json_put(resp: &PutResponse) -> String {
+    let mut fields = vec![json_header_field(&resp.header)];
+    if let Some(kv) = &resp.prev_kv {
+        fields.push(format!("\"prev_kv\":{}", json_kv(kv)));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Go's encoding/json of a RangeResponse.
+pub fn json_range(resp: &RangeResponse) -> String {
+    let mut fields = vec![json_header_field(&resp.header)];
+    if !resp.kvs.is_empty() {
+        let kvs: Vec<String> = resp.kvs.iter().map(json_kv).collect();
+        fields.push(format!("\"kvs\":[{}]", kvs.join(",")));
+    }
+    if resp.more {
+        fields.push("\"more\":true".into());
+    }
+    if resp.count != 0 {
+        fields.push(format!("\"count\":{}", resp.count));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Go's encoding/json of a DeleteRangeResponse.
+pub fn json_del(resp: &DeleteRangeResponse) -> String {
+    let mut fields = vec![json_header_field(&resp.header)];
+    if resp.deleted != 0 {
+        fields.push(format!("\"deleted\":{}", resp.deleted));
+    }
+    if !resp.prev_kvs.is_empty() {
+        let kvs: Vec<String> = resp.prev_kvs.iter().map(json_kv).collect();
+        fields.push(format!("\"prev_kvs\":[{}]", kvs.join(",")));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Go's encoding/json of a TxnResponse (oneof responses as `{"Response":{"ResponsePut":…}}`).
+pub fn json_txn(resp: &TxnResponse) -> String {
+    use raftkv_proto::etcdserverpb::response_op::Response;
+    let mut fields = vec![json_header_field(&resp.header)];
+    if resp.succeeded {
+        fields.push("\"succeeded\":true".into());
+    }
+    if !resp.responses.is_empty() {
+        let ops: Vec<String> = resp
+            .responses
+            .iter()
+            .map(|op| match &op.response {
+                Some(Response::ResponsePut(r)) => {
+                    format!("{{\"Response\":{{\"ResponsePut\":{}}}}}", json_put(r))
+                }
+                Some(Response::ResponseRange(r)) => {
+                    format!("{{\"Response\":{{\"ResponseRange\":{}}}}}", json_range(r))
+                }
+                Some(Response::ResponseDeleteRange(r)) => {
+                    format!(
+                        "{{\"Response\":{{\"ResponseDeleteRange\":{}}}}}",
+                        json_del(r)
+                    )
+                }
+                Some(Response::ResponseTxn(r)) => {
+                    format!("{{\"Response\":{{\"ResponseTxn\":{}}}}}", json_txn(r))
+                }
+                None => "{}".into(),
+            })
+            .collect();
+        fields.push(format!("\"responses\":[{}]", ops.join(",")));
+    }
+    format!("{{{}}}", fields.join(","))
 }
 
 /// Go's encoding/json of a header: zero fields left out.

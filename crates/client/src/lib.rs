@@ -5,11 +5,12 @@
 //!   real etcdctl can save one, but its status and restore read only etcd's bbolt files).
 //! - [`kv`] — `put`, `get`, `del`: requests from etcdctl's flags, and its printers.
 //! - [`cluster`] — `member`, `move-leader`, `endpoint status | health`.
+//! - [`txn`] — `txn`: etcdctl's syntax and printers.
 //! - [`output`] — etcdctl's output conventions (sizes, tables).
 //!
-//! `raftkvctl` has etcdctl 3.4's `put`, `get`, `del`, `compaction`, `member list | add |
-//! remove | promote`, `move-leader`, `endpoint status | health`, `snapshot save | status |
-//! restore` and `version`; `txn` is still missing (see the README's status table).
+//! `raftkvctl` has etcdctl 3.4's `put`, `get`, `del`, `txn`, `compaction`, `member list |
+//! add | remove | promote`, `move-leader`, `endpoint status | health`, `snapshot save |
+//! status | restore` and `version`.
 
 #![deny(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod kv;
 pub mod output;
 pub mod snapshot;
+pub mod txn;
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
-//! `raftkvctl`: etcdctl's commands, flags and output, for raftkv (and etcd). Everything but
-//! `txn` so far (see `raftkv_client`'s docs).
+//! `raftkvctl`: etcdctl 3.4's commands, flags and output, for raftkv (and etcd).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +103,12 @@ enum Command {
         /// Return deleted key-value pairs.
         #[arg(long)]
         prev_kv: bool,
+    },
+    /// Txn processes all the requests in one transaction (read from standard input).
+    Txn {
+        /// Input transaction in interactive mode.
+        #[arg(short, long)]
+        interactive: bool,
     },
     /// Compacts the event history in the store.
     Compaction {
@@ -214,8 +219,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// An error with etcdctl's exit code for its kind (ExitBadFeature = 4, ExitBadArgs = 128;
-/// everything else ExitError = 1).
+/// An error with etcdctl's exit code for its kind (ExitInvalidInput = 3, ExitBadFeature = 4,
+/// ExitBadArgs = 128; everything else ExitError = 1).
 #[derive(Debug)]
 struct Exit(u8, String);
 
@@ -229,6 +234,10 @@ impl std::error::Error for Exit {}
 
 fn bad_feature(e: anyhow::Error) -> anyhow::Error {
     Exit(4, format!("{e:#}")).into()
+}
+
+fn invalid_input(e: anyhow::Error) -> anyhow::Error {
+    Exit(3, format!("{e:#}")).into()
 }
 
 fn bad_args(e: anyhow::Error) -> anyhow::Error {
@@ -378,6 +387,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => {
             println!("raftkvctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
+        }
+        Command::Txn { interactive } => {
+            let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
+            let stdin = std::io::stdin();
+            let req =
+                raftkv_client::txn::read(&mut stdin.lock(), interactive).map_err(invalid_input)?;
+            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let resp = call(cli.command_timeout, client.kv().txn(req)).await?;
+            print!(
+                "{}",
+                raftkv_client::txn::format(&printer, &resp).map_err(bad_feature)?
+            );
         }
         Command::Compaction { revision, physical } => {
             let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
