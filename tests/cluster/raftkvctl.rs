@@ -314,3 +314,42 @@ async fn member_add_remove_promote_and_move_leader() {
         .await;
     assert_eq!(cluster.leader().await, Some(follower));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raftkvctl_fails_over_past_a_dead_endpoint() {
+    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let dead = (0..3).find(|&i| i != leader).unwrap();
+    cluster.kill(dead);
+    // The dead member first in the list: reads and writes move on to the next endpoint.
+    let mut order = vec![cluster.members[dead].endpoint()];
+    order.extend(
+        (0..3)
+            .filter(|&i| i != dead)
+            .map(|i| cluster.members[i].endpoint()),
+    );
+    let eps = order.join(",");
+    let put = run_raftkvctl(&eps, &["--dial-timeout=500ms", "put", "k", "v"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = run_raftkvctl(
+        &eps,
+        &["--dial-timeout=500ms", "get", "k", "--print-value-only"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout),
+        "v\n",
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    // Every endpoint down: a clear error.
+    let none = run_raftkvctl(
+        &cluster.members[dead].endpoint(),
+        &["--dial-timeout=300ms", "get", "k"],
+    );
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).starts_with("Error: "));
+}

@@ -69,6 +69,44 @@ impl Client {
         }
     }
 
+    /// Runs `call` against the endpoints in turn, as clientv3 fails over: an endpoint that
+    /// cannot be reached is skipped (the request never left), and with `retry_unavailable`
+    /// (reads, which are safe to repeat) so is one that answers `Unavailable` (no leader,
+    /// stopping…). Writes are never sent twice. Each call is bounded by `command_timeout`.
+    pub async fn with_failover<T, F, Fut>(
+        endpoints: &[String],
+        dial_timeout: Duration,
+        command_timeout: Duration,
+        retry_unavailable: bool,
+        mut call: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last_error = anyhow::anyhow!("no endpoints given");
+        for endpoint in endpoints {
+            let client = match Client::connect(std::slice::from_ref(endpoint), dial_timeout).await {
+                Ok(client) => client,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(command_timeout, call(client)).await {
+                Err(_) => bail!("context deadline exceeded"),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status))
+                    if retry_unavailable && status.code() == tonic::Code::Unavailable =>
+                {
+                    last_error = anyhow::anyhow!("{}", status.message());
+                }
+                Ok(Err(status)) => bail!("{}", status.message()),
+            }
+        }
+        Err(last_error)
+    }
+
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -37,6 +37,12 @@ struct Cli {
     /// Print byte strings as hex encoded strings.
     #[arg(long, global = true)]
     hex: bool,
+    /// Keepalive time for client connections (accepted for etcdctl compatibility).
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    keepalive_time: Duration,
+    /// Enable client-side debug logging (accepted; raftkvctl has nothing extra to log yet).
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -287,21 +293,47 @@ async fn endpoints_for(cli: &Cli, all: bool) -> anyhow::Result<Vec<String>> {
     cluster::cluster_endpoints(&client).await
 }
 
-/// Runs one request with the command timeout, turning a gRPC status into its message (etcd's
-/// errors are what etcdctl prints after "Error: ").
-async fn call<T>(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> anyhow::Result<T> {
-    match tokio::time::timeout(timeout, fut).await {
-        Err(_) => anyhow::bail!("context deadline exceeded"),
-        Ok(Err(status)) => anyhow::bail!("{}", status.message()),
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
-    }
+/// A read: retried on the next endpoint when one is unreachable or answers Unavailable.
+async fn read<T, F, Fut>(cli: &Cli, call: F) -> anyhow::Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    failover(cli, true, call).await
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// A write: moves to the next endpoint only when one cannot be reached (the request never
+/// left); an answer, even an error, is final.
+async fn write<T, F, Fut>(cli: &Cli, call: F) -> anyhow::Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    failover(cli, false, call).await
+}
+
+async fn failover<T, F, Fut>(cli: &Cli, retry_unavailable: bool, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let resp = Client::with_failover(
+        &cli.endpoints,
+        cli.dial_timeout,
+        cli.command_timeout,
+        retry_unavailable,
+        |c| {
+            let fut = call(c);
+            async move { fut.await.map(tonic::Response::into_inner) }
+        },
+    )
+    .await?;
+    Ok(resp)
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    // The command's own arguments move out; the global flags stay for the helpers.
+    match std::mem::replace(&mut cli.command, Command::Version) {
         Command::Put {
             key,
             value,
@@ -329,7 +361,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     input
                 }
             };
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
             let req = raftkv_proto::etcdserverpb::PutRequest {
                 key: key.into_bytes().into(),
                 value: value.into_bytes().into(),
@@ -338,7 +369,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ignore_lease,
                 ..Default::default()
             };
-            let resp = call(cli.command_timeout, client.kv().put(req)).await?;
+            let resp = write(&cli, |c| {
+                let req = req.clone();
+                async move { c.kv().put(req).await }
+            })
+            .await?;
             print!("{}", printer.put(&resp));
         }
         Command::Get {
@@ -366,8 +401,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 consistency,
             };
             let req = kv::get_request(&key, range_end.as_deref(), &flags).map_err(bad_args)?;
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
-            let resp = call(cli.command_timeout, client.kv().range(req)).await?;
+            let resp = read(&cli, |c| {
+                let req = req.clone();
+                async move { c.kv().range(req).await }
+            })
+            .await?;
             print!("{}", printer.get(&resp, print_value_only));
         }
         Command::Del {
@@ -380,8 +418,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
             let req = kv::del_request(&key, range_end.as_deref(), prefix, from_key, prev_kv)
                 .map_err(bad_args)?;
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
-            let resp = call(cli.command_timeout, client.kv().delete_range(req)).await?;
+            let resp = write(&cli, |c| {
+                let req = req.clone();
+                async move { c.kv().delete_range(req).await }
+            })
+            .await?;
             print!("{}", printer.del(&resp));
         }
         Command::Version => {
@@ -393,17 +434,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stdin = std::io::stdin();
             let req =
                 raftkv_client::txn::read(&mut stdin.lock(), interactive).map_err(invalid_input)?;
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
-            let resp = call(cli.command_timeout, client.kv().txn(req)).await?;
+            let resp = write(&cli, |c| {
+                let req = req.clone();
+                async move { c.kv().txn(req).await }
+            })
+            .await?;
             print!(
                 "{}",
                 raftkv_client::txn::format(&printer, &resp).map_err(bad_feature)?
             );
         }
         Command::Compaction { revision, physical } => {
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };
-            call(cli.command_timeout, client.kv().compact(req)).await?;
+            write(&cli, |c| async move { c.kv().compact(req).await }).await?;
             println!("compacted revision {revision}");
         }
         Command::Member(MemberCommand::List) => {
