@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::rt::WatchReceiver;
 use openraft::{ChangeMembers, ReadPolicy, SnapshotPolicy};
 use raftkv_proto::etcdserverpb::Member as PbMember;
@@ -521,23 +521,36 @@ impl RaftNode {
         matched.is_some_and(|log_id| last.saturating_sub(log_id.index) <= 100)
     }
 
+    /// Commits a membership change. A change that finds another still in progress (a
+    /// member publishing its URLs, say) waits for it and tries again, as etcd serialises
+    /// configuration changes; other refusals keep openraft's reason.
     async fn apply_membership(
         &self,
         change: ChangeMembers<u64, Member>,
     ) -> Result<(), tonic::Status> {
-        match tokio::time::timeout(
-            self.config.request_timeout * 2,
-            self.raft.change_membership(change, false),
-        )
-        .await
-        {
-            Err(_) => Err(NodeError::Timeout.into()),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(not_leader()),
-            Ok(Err(RaftError::APIError(e))) => Err(tonic::Status::failed_precondition(format!(
-                "etcdserver: {e}"
-            ))),
-            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped.into()),
+        let deadline = Instant::now() + self.config.request_timeout * 2;
+        loop {
+            let attempt = self.raft.change_membership(change.clone(), false);
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(NodeError::Timeout.into()),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    return Err(not_leader());
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) => {
+                    if pause_before_retry(deadline).await.is_err() {
+                        return Err(NodeError::Timeout.into());
+                    }
+                }
+                Ok(Err(RaftError::APIError(e))) => {
+                    return Err(tonic::Status::failed_precondition(format!(
+                        "etcdserver: {e}"
+                    )));
+                }
+                Ok(Err(RaftError::Fatal(_))) => return Err(NodeError::Stopped.into()),
+            }
         }
     }
 
