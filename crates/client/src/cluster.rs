@@ -306,7 +306,24 @@ pub fn format_health(results: &[Health], format: &str) -> anyhow::Result<(String
                 .collect();
             Ok((format!("[{}]\n", items.join(",")), String::new()))
         }
-        "simple" | "table" | "fields" => {
+        "table" => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.endpoint.clone(),
+                        h.healthy.to_string(),
+                        format!("{:?}", h.took),
+                        h.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            Ok((
+                table(&["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows),
+                String::new(),
+            ))
+        }
+        "simple" | "fields" => {
             let mut err = String::new();
             for h in results {
                 if h.healthy {
