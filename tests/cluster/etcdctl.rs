@@ -82,7 +82,7 @@ pub(crate) fn mask(text: &str) -> String {
     out
 }
 
-fn mask_number_after(line: &str, key: &str) -> String {
+pub(crate) fn mask_number_after(line: &str, key: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(at) = rest.find(key) {

@@ -365,18 +365,22 @@ fn without_sizes(text: &str) -> String {
         });
         out.push_str(if is_size { "<SIZE>," } else { token });
     }
-    // JSON sizes, and the table's dashes and padding.
-    let mut masked = String::new();
-    let mut rest = out.as_str();
-    while let Some(at) = rest.find("ize\":") {
-        masked.push_str(&rest[..at + 6]);
-        rest = rest[at + 6..].trim_start_matches(|c: char| c.is_ascii_digit());
-        masked.push_str("<N>");
+    for key in ["\"dbSize\":", "\"dbSizeInUse\":"] {
+        out = crate::etcdctl::mask_number_after(&out, key);
     }
-    masked.push_str(rest);
-    masked
-        .split_whitespace()
+    // The table's dashes and padding follow the size column's width.
+    out.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .replace('-', "")
+}
+
+#[test]
+fn size_masking_hides_only_sizes() {
+    let a = "127.0.0.1:1, 2ef9, v, 1.2 kB, false\n[{\"dbSize\":1193,\"raftIndex\":4,\"dbSizeInUse\":1193}]";
+    let b = "127.0.0.1:1, 2ef9, v, 936 B, false\n[{\"dbSize\":936,\"raftIndex\":4,\"dbSizeInUse\":936}]";
+    assert_eq!(without_sizes(a), without_sizes(b));
+    let c =
+        "127.0.0.1:1, 2ef9, v, 936 B, true\n[{\"dbSize\":936,\"raftIndex\":5,\"dbSizeInUse\":936}]";
+    assert_ne!(without_sizes(b), without_sizes(c));
 }
