@@ -207,7 +207,12 @@ impl RaftNode {
     }
 
     /// Waits until a leader is known, or the deadline passes.
+    ///
+    /// An election settles within about 1.2 election timeouts, so a member that has known no
+    /// leader for twice that answers "no leader" rather than holding the request until its
+    /// deadline.
     async fn leader(&self, deadline: Instant) -> Result<u64, NodeError> {
+        let deadline = deadline.min(Instant::now() + self.config.election_timeout * 2);
         let mut rx = self.raft.metrics();
         loop {
             if let Some(leader) = rx.borrow_watched().current_leader {

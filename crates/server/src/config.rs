@@ -132,7 +132,7 @@ impl ServerConfig {
         // etcd: 5 s plus two election timeouts; capped so that a client's default 5 s
         // command timeout sees our error rather than its own.
         node.request_timeout =
-            (Duration::from_secs(2) + node.election_timeout * 2).min(Duration::from_millis(4500));
+            (Duration::from_secs(2) + node.election_timeout * 2).min(Duration::from_millis(3500));
         Ok(Self {
             node,
             listen_client: flags.listen_client_urls.clone(),
