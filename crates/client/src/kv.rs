@@ -4,7 +4,7 @@
 use anyhow::bail;
 use raftkv_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use raftkv_proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutResponse, RangeRequest, RangeResponse,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     ResponseHeader, TxnResponse,
 };
 use raftkv_proto::mvccpb::KeyValue;
@@ -22,122 +22,184 @@ pub fn prefix_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// `get`'s flags.
-#[derive(Debug, Clone, Default)]
-pub struct GetFlags {
-    /// `--prefix`.
+/// `put`'s arguments and flags (shared by the `put` command and `put` lines in a txn).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PutArgs {
+    /// The key.
+    pub key: String,
+    /// The value (read from standard input when omitted).
+    pub value: Option<String>,
+    /// Return the previous key-value pair before modification.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// Updates the key using its current value.
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// Updates the key using its current lease.
+    #[arg(long)]
+    pub ignore_lease: bool,
+}
+
+impl PutArgs {
+    /// The Put request, with `value` (the argument, or what stdin gave).
+    pub fn request(&self, value: String) -> PutRequest {
+        PutRequest {
+            key: self.key.clone().into_bytes().into(),
+            value: value.into_bytes().into(),
+            prev_kv: self.prev_kv,
+            ignore_value: self.ignore_value,
+            ignore_lease: self.ignore_lease,
+            ..Default::default()
+        }
+    }
+}
+
+/// `get`'s arguments and flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GetArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// The end of the range [key, range_end).
+    pub range_end: Option<String>,
+    /// Get keys with matching prefix.
+    #[arg(long)]
     pub prefix: bool,
-    /// `--from-key`.
+    /// Get keys that are greater than or equal to the given key using byte compare.
+    #[arg(long)]
     pub from_key: bool,
-    /// `--limit`.
+    /// Maximum number of results.
+    #[arg(long, default_value_t = 0)]
     pub limit: i64,
-    /// `--rev`.
+    /// Specify the kv revision.
+    #[arg(long, default_value_t = 0)]
     pub rev: i64,
-    /// `--sort-by`.
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION.
+    #[arg(long, default_value = "")]
     pub sort_by: String,
-    /// `--order`.
+    /// Order of results; ASCEND or DESCEND (ASCEND by default).
+    #[arg(long, default_value = "")]
     pub order: String,
-    /// `--keys-only`.
+    /// Get only the keys.
+    #[arg(long)]
     pub keys_only: bool,
-    /// `--consistency` ("l" or "s").
+    /// Only write values when using the "simple" output format.
+    #[arg(long)]
+    pub print_value_only: bool,
+    /// Linearizable(l) or Serializable(s).
+    #[arg(long, default_value = "l")]
     pub consistency: String,
 }
 
-/// The Range request etcdctl sends for `get key [range_end]` with `flags`.
-pub fn get_request(
-    key: &str,
-    range_end: Option<&str>,
-    flags: &GetFlags,
-) -> anyhow::Result<RangeRequest> {
-    if flags.prefix && flags.from_key {
-        bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
-    }
-    let mut key = key.as_bytes().to_vec();
-    let mut end = range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default();
-    if flags.prefix {
-        if key.is_empty() {
-            key = vec![0];
-            end = vec![0];
+impl GetArgs {
+    /// The Range request etcdctl sends for these arguments.
+    pub fn request(&self) -> anyhow::Result<RangeRequest> {
+        let (key, end) = key_range(
+            &self.key,
+            self.range_end.as_deref(),
+            self.prefix,
+            self.from_key,
+        )?;
+        let order = match self.order.to_uppercase().as_str() {
+            "ASCEND" => SortOrder::Ascend,
+            "DESCEND" => SortOrder::Descend,
+            "" => SortOrder::None,
+            _ => bail!("bad sort order {}", self.order),
+        };
+        let target = match self.sort_by.to_uppercase().as_str() {
+            "CREATE" => SortTarget::Create,
+            "KEY" | "" => SortTarget::Key,
+            "MODIFY" => SortTarget::Mod,
+            "VALUE" => SortTarget::Value,
+            "VERSION" => SortTarget::Version,
+            _ => bail!("bad sort target {}", self.sort_by),
+        };
+        // clientv3: ascending by key is the server's natural order, sent as "no sort".
+        let order = if target == SortTarget::Key && order == SortOrder::Ascend {
+            SortOrder::None
         } else {
-            end = prefix_end(&key);
-        }
+            order
+        };
+        let serializable = match self.consistency.as_str() {
+            "l" | "" => false,
+            "s" => true,
+            other => bail!("unknown consistency flag {other:?}"),
+        };
+        Ok(RangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            limit: self.limit,
+            revision: self.rev,
+            sort_order: order as i32,
+            sort_target: target as i32,
+            serializable,
+            keys_only: self.keys_only,
+            ..Default::default()
+        })
     }
-    if flags.from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
-        end = vec![0];
-    }
-    let order = match flags.order.to_uppercase().as_str() {
-        "ASCEND" => SortOrder::Ascend,
-        "DESCEND" => SortOrder::Descend,
-        "" => SortOrder::None,
-        _ => bail!("bad sort order {}", flags.order),
-    };
-    let target = match flags.sort_by.to_uppercase().as_str() {
-        "CREATE" => SortTarget::Create,
-        "KEY" | "" => SortTarget::Key,
-        "MODIFY" => SortTarget::Mod,
-        "VALUE" => SortTarget::Value,
-        "VERSION" => SortTarget::Version,
-        _ => bail!("bad sort target {}", flags.sort_by),
-    };
-    // clientv3: ascending by key is the server's natural order, sent as "no sort".
-    let order = if target == SortTarget::Key && order == SortOrder::Ascend {
-        SortOrder::None
-    } else {
-        order
-    };
-    let serializable = match flags.consistency.as_str() {
-        "l" | "" => false,
-        "s" => true,
-        other => bail!("unknown consistency flag {other:?}"),
-    };
-    Ok(RangeRequest {
-        key: key.into(),
-        range_end: end.into(),
-        limit: flags.limit,
-        revision: flags.rev,
-        sort_order: order as i32,
-        sort_target: target as i32,
-        serializable,
-        keys_only: flags.keys_only,
-        ..Default::default()
-    })
 }
 
-/// The DeleteRange request for `del key [range_end]`.
-pub fn del_request(
+/// `del`'s arguments and flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DelArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// The end of the range [key, range_end).
+    pub range_end: Option<String>,
+    /// Delete keys with matching prefix.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Delete keys that are greater than or equal to the given key using byte compare.
+    #[arg(long)]
+    pub from_key: bool,
+    /// Return deleted key-value pairs.
+    #[arg(long)]
+    pub prev_kv: bool,
+}
+
+impl DelArgs {
+    /// The DeleteRange request for these arguments.
+    pub fn request(&self) -> anyhow::Result<DeleteRangeRequest> {
+        let (key, end) = key_range(
+            &self.key,
+            self.range_end.as_deref(),
+            self.prefix,
+            self.from_key,
+        )?;
+        Ok(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv: self.prev_kv,
+        })
+    }
+}
+
+/// The (key, range_end) pair for a key, an optional range end and `--prefix` / `--from-key`,
+/// with etcdctl's conventions (an empty key with either flag means every key).
+fn key_range(
     key: &str,
     range_end: Option<&str>,
     prefix: bool,
     from_key: bool,
-    prev_kv: bool,
-) -> anyhow::Result<DeleteRangeRequest> {
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     if prefix && from_key {
         bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
     }
     let mut key = key.as_bytes().to_vec();
     let mut end = range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default();
     if prefix {
-        if key.is_empty() {
-            key = vec![0];
-            end = vec![0];
+        end = if key.is_empty() {
+            vec![0]
         } else {
-            end = prefix_end(&key);
-        }
+            prefix_end(&key)
+        };
     }
     if from_key {
-        if key.is_empty() {
-            key = vec![0];
-        }
         end = vec![0];
     }
-    Ok(DeleteRangeRequest {
-        key: key.into(),
-        range_end: end.into(),
-        prev_kv,
-    })
+    if (prefix || from_key) && key.is_empty() {
+        key = vec![0];
+    }
+    Ok((key, end))
 }
 
 /// How responses are printed (`-w`), with `--hex` and `--print-value-only`.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raftkv_client::kv::{self, GetFlags, Printer};
+use raftkv_client::kv::{DelArgs, GetArgs, Printer, PutArgs};
 use raftkv_client::{Client, cluster, snapshot};
 
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
@@ -50,66 +50,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Puts the given key into the store.
-    Put {
-        key: String,
-        /// The value (read from standard input when omitted).
-        value: Option<String>,
-        /// Return the previous key-value pair before modification.
-        #[arg(long)]
-        prev_kv: bool,
-        /// Updates the key using its current value.
-        #[arg(long)]
-        ignore_value: bool,
-        /// Updates the key using its current lease.
-        #[arg(long)]
-        ignore_lease: bool,
-    },
+    Put(PutArgs),
     /// Gets the key or a range of keys.
-    Get {
-        key: String,
-        range_end: Option<String>,
-        /// Get keys with matching prefix.
-        #[arg(long)]
-        prefix: bool,
-        /// Get keys that are greater than or equal to the given key using byte compare.
-        #[arg(long)]
-        from_key: bool,
-        /// Maximum number of results.
-        #[arg(long, default_value_t = 0)]
-        limit: i64,
-        /// Specify the kv revision.
-        #[arg(long, default_value_t = 0)]
-        rev: i64,
-        /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION.
-        #[arg(long, default_value = "")]
-        sort_by: String,
-        /// Order of results; ASCEND or DESCEND (ASCEND by default).
-        #[arg(long, default_value = "")]
-        order: String,
-        /// Get only the keys.
-        #[arg(long)]
-        keys_only: bool,
-        /// Only write values when using the "simple" output format.
-        #[arg(long)]
-        print_value_only: bool,
-        /// Linearizable(l) or Serializable(s).
-        #[arg(long, default_value = "l")]
-        consistency: String,
-    },
+    Get(GetArgs),
     /// Removes the specified key or range of keys [key, range_end).
-    Del {
-        key: String,
-        range_end: Option<String>,
-        /// Delete keys with matching prefix.
-        #[arg(long)]
-        prefix: bool,
-        /// Delete keys that are greater than or equal to the given key using byte compare.
-        #[arg(long)]
-        from_key: bool,
-        /// Return deleted key-value pairs.
-        #[arg(long)]
-        prev_kv: bool,
-    },
+    Del(DelArgs),
     /// Txn processes all the requests in one transaction (read from standard input).
     Txn {
         /// Input transaction in interactive mode.
@@ -334,22 +279,16 @@ where
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
     // The command's own arguments move out; the global flags stay for the helpers.
     match std::mem::replace(&mut cli.command, Command::Version) {
-        Command::Put {
-            key,
-            value,
-            prev_kv,
-            ignore_value,
-            ignore_lease,
-        } => {
+        Command::Put(put) => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
-            if ignore_value && value.is_some() {
+            if put.ignore_value && put.value.is_some() {
                 return Err(bad_args(anyhow::anyhow!(
                     "put command needs only 1 argument when 'ignore-value' is set"
                 )));
             }
-            let value = match value {
-                Some(v) => v,
-                None if ignore_value => String::new(),
+            let value = match &put.value {
+                Some(v) => v.clone(),
+                None if put.ignore_value => String::new(),
                 None => {
                     let mut input = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
@@ -361,14 +300,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     input
                 }
             };
-            let req = raftkv_proto::etcdserverpb::PutRequest {
-                key: key.into_bytes().into(),
-                value: value.into_bytes().into(),
-                prev_kv,
-                ignore_value,
-                ignore_lease,
-                ..Default::default()
-            };
+            let req = put.request(value);
             let resp = write(&cli, |c| {
                 let req = req.clone();
                 async move { c.kv().put(req).await }
@@ -376,48 +308,19 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             .await?;
             print!("{}", printer.put(&resp));
         }
-        Command::Get {
-            key,
-            range_end,
-            prefix,
-            from_key,
-            limit,
-            rev,
-            sort_by,
-            order,
-            keys_only,
-            print_value_only,
-            consistency,
-        } => {
+        Command::Get(get) => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
-            let flags = GetFlags {
-                prefix,
-                from_key,
-                limit,
-                rev,
-                sort_by,
-                order,
-                keys_only,
-                consistency,
-            };
-            let req = kv::get_request(&key, range_end.as_deref(), &flags).map_err(bad_args)?;
+            let req = get.request().map_err(bad_args)?;
             let resp = read(&cli, |c| {
                 let req = req.clone();
                 async move { c.kv().range(req).await }
             })
             .await?;
-            print!("{}", printer.get(&resp, print_value_only));
+            print!("{}", printer.get(&resp, get.print_value_only));
         }
-        Command::Del {
-            key,
-            range_end,
-            prefix,
-            from_key,
-            prev_kv,
-        } => {
+        Command::Del(del) => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
-            let req = kv::del_request(&key, range_end.as_deref(), prefix, from_key, prev_kv)
-                .map_err(bad_args)?;
+            let req = del.request().map_err(bad_args)?;
             let resp = write(&cli, |c| {
                 let req = req.clone();
                 async move { c.kv().delete_range(req).await }

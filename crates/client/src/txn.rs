@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::response_op::Response;
-use raftkv_proto::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest, TxnResponse};
+use raftkv_proto::etcdserverpb::{Compare, RequestOp, TxnRequest, TxnResponse};
 
-use crate::kv::{self, GetFlags, Printer};
+use crate::kv::{self, DelArgs, GetArgs, Printer, PutArgs};
 
 /// Reads a txn from `input`; with `interactive`, prompts on stdout as etcdctl does.
 pub fn read(input: &mut dyn BufRead, interactive: bool) -> anyhow::Result<TxnRequest> {
@@ -153,46 +153,9 @@ struct OpLine {
 
 #[derive(Subcommand)]
 enum Op {
-    Put {
-        key: String,
-        value: Option<String>,
-        #[arg(long)]
-        prev_kv: bool,
-        #[arg(long)]
-        ignore_value: bool,
-        #[arg(long)]
-        ignore_lease: bool,
-    },
-    Get {
-        key: String,
-        range_end: Option<String>,
-        #[arg(long)]
-        prefix: bool,
-        #[arg(long)]
-        from_key: bool,
-        #[arg(long, default_value_t = 0)]
-        limit: i64,
-        #[arg(long, default_value_t = 0)]
-        rev: i64,
-        #[arg(long, default_value = "")]
-        sort_by: String,
-        #[arg(long, default_value = "")]
-        order: String,
-        #[arg(long)]
-        keys_only: bool,
-        #[arg(long, default_value = "l")]
-        consistency: String,
-    },
-    Del {
-        key: String,
-        range_end: Option<String>,
-        #[arg(long)]
-        prefix: bool,
-        #[arg(long)]
-        from_key: bool,
-        #[arg(long)]
-        prev_kv: bool,
-    },
+    Put(PutArgs),
+    Get(GetArgs),
+    Del(DelArgs),
 }
 
 /// Parses one request line (`put k v`, `get k --prefix`, `del k`).
@@ -201,57 +164,9 @@ pub fn parse_op(line: &str) -> anyhow::Result<RequestOp> {
     let parsed = OpLine::try_parse_from(&args)
         .map_err(|_| anyhow::anyhow!("invalid txn request: {line}"))?;
     let request = match parsed.op {
-        Op::Put {
-            key,
-            value,
-            prev_kv,
-            ignore_value,
-            ignore_lease,
-        } => Request::RequestPut(PutRequest {
-            key: key.into_bytes().into(),
-            value: value.unwrap_or_default().into_bytes().into(),
-            prev_kv,
-            ignore_value,
-            ignore_lease,
-            ..Default::default()
-        }),
-        Op::Get {
-            key,
-            range_end,
-            prefix,
-            from_key,
-            limit,
-            rev,
-            sort_by,
-            order,
-            keys_only,
-            consistency,
-        } => {
-            let flags = GetFlags {
-                prefix,
-                from_key,
-                limit,
-                rev,
-                sort_by,
-                order,
-                keys_only,
-                consistency,
-            };
-            Request::RequestRange(kv::get_request(&key, range_end.as_deref(), &flags)?)
-        }
-        Op::Del {
-            key,
-            range_end,
-            prefix,
-            from_key,
-            prev_kv,
-        } => Request::RequestDeleteRange(kv::del_request(
-            &key,
-            range_end.as_deref(),
-            prefix,
-            from_key,
-            prev_kv,
-        )?),
+        Op::Put(put) => Request::RequestPut(put.request(put.value.clone().unwrap_or_default())),
+        Op::Get(get) => Request::RequestRange(get.request()?),
+        Op::Del(del) => Request::RequestDeleteRange(del.request()?),
     };
     Ok(RequestOp {
         request: Some(request),

@@ -542,9 +542,12 @@ impl RaftNode {
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                     return Err(not_leader());
                 }
-                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                    ChangeMembershipError::InProgress(_),
-                )))) => {
+                // Another change is in flight, or landed between our read of the membership
+                // and the proposal: wait and propose again against the newer one.
+                Ok(Err(RaftError::APIError(
+                    ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))
+                    | ClientWriteError::PreconditionFailed(_),
+                ))) => {
                     if pause_before_retry(deadline).await.is_err() {
                         return Err(NodeError::Timeout.into());
                     }
