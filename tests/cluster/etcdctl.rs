@@ -1,7 +1,7 @@
 //! The real etcdctl 3.4 against a 3-member raftkv cluster, and the same session against a
 //! real etcd 3-member cluster: outputs must match once ids, terms and ports are masked.
 
-use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok};
+use crate::fixture::{Cluster, Options, Server, assert_no_differences, etcdctl, etcdctl_ok};
 
 /// One etcdctl invocation of the scripted session: arguments and optional stdin.
 type Step = (&'static [&'static str], Option<&'static str>);
@@ -130,12 +130,7 @@ async fn etcdctl_session_matches_real_etcd() {
             differences.push(format!("--- etcd\n{r}--- raftkv\n{o}"));
         }
     }
-    assert!(
-        differences.is_empty(),
-        "{} differences:\n{}",
-        differences.len(),
-        differences.join("\n")
-    );
+    assert_no_differences(&differences);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -434,30 +434,47 @@ fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Optio
     args
 }
 
-/// Runs the real etcdctl (v3 API) with `args`, feeding `stdin` if given.
-pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs `cmd` to completion, feeding it `stdin` if given (else an empty stdin).
+pub fn run_with_stdin(mut cmd: Command, stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let mut cmd = Command::new("etcdctl");
-    cmd.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("etcdctl is installed (scripts/setup)");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     if let Some(input) = stdin {
         child
             .stdin
             .take()
             .expect("piped stdin")
             .write_all(input.as_bytes())
-            .expect("writing to etcdctl");
+            .expect("writing stdin");
     }
-    child.wait_with_output().expect("etcdctl ran")
+    child.wait_with_output().expect("waiting for the command")
+}
+
+/// Runs the real etcdctl (v3 API, installed by scripts/setup) with `args`.
+pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args);
+    run_with_stdin(cmd, stdin)
+}
+
+/// Fails the test with every difference listed, if there is any.
+pub fn assert_no_differences(differences: &[String]) {
+    assert!(
+        differences.is_empty(),
+        "{} differences:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
 }
 
 /// etcdctl's stdout, asserting success.

@@ -2,10 +2,12 @@
 //! raftkv cluster and against a real etcd cluster; all four outputs must match once ids and
 //! terms are masked.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::etcdctl::mask;
-use crate::fixture::{Cluster, Options, Server, etcdctl, raftkvctl_bin};
+use crate::fixture::{
+    Cluster, Options, Server, assert_no_differences, etcdctl, raftkvctl_bin, run_with_stdin,
+};
 
 const SESSION: &[&[&str]] = &[
     &["put", "foo", "bar"],
@@ -57,28 +59,9 @@ fn run_raftkvctl(endpoints: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn run_raftkvctl_with(endpoints: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(raftkvctl_bin())
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("raftkvctl ran");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input.as_bytes())
-            .expect("writing stdin");
-    }
-    child.wait_with_output().expect("raftkvctl finished")
+    let mut cmd = Command::new(raftkvctl_bin());
+    cmd.arg(format!("--endpoints={endpoints}")).args(args);
+    run_with_stdin(cmd, stdin)
 }
 
 /// Transactions run through stdin by both tools (after the puts, before the deletes).
@@ -156,12 +139,7 @@ async fn raftkvctl_matches_etcdctl_on_raftkv_and_on_etcd() {
             }
         }
     }
-    assert!(
-        differences.is_empty(),
-        "{} differences:\n{}",
-        differences.len(),
-        differences.join("\n")
-    );
+    assert_no_differences(&differences);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,6 +180,24 @@ impl RaftNode {
         self.raft.metrics().borrow_watched().current_term
     }
 
+    /// The membership as this member knows it (a shared handle, no copy).
+    fn membership_config(&self) -> Arc<crate::types::StoredMembership> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone()
+    }
+
+    /// Whether this member is a learner (refuses client requests other than serializable
+    /// reads, as etcd's learners do).
+    pub fn is_learner(&self) -> bool {
+        self.membership_config()
+            .membership()
+            .learner_ids()
+            .any(|l| l == self.id)
+    }
+
     /// Status for `Maintenance/Status`.
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow_watched().clone();
@@ -192,18 +210,13 @@ impl RaftNode {
                 .or(m.local_committed.as_ref())
                 .map_or(0, |c| c.index),
             applied_index: m.last_applied.as_ref().map_or(0, |a| a.index),
-            is_learner: m
-                .membership_config
-                .membership()
-                .learner_ids()
-                .any(|l| l == self.id),
+            is_learner: self.is_learner(),
         }
     }
 
     /// The members, as etcd lists them.
     pub fn members(&self) -> Vec<PbMember> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        members_of(m.membership_config.membership())
+        members_of(self.membership_config().membership())
     }
 
     /// Waits until a leader is known, or the deadline passes.
@@ -232,13 +245,7 @@ impl RaftNode {
     }
 
     fn member(&self, id: u64) -> Option<Member> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
+        self.membership_config().membership().get_node(&id).cloned()
     }
 
     /// Applies a write through Raft and returns etcd's response. From a follower the write is
@@ -418,13 +425,7 @@ impl RaftNode {
         if self.raft.current_leader().await != Some(self.id) {
             return Err(not_leader());
         }
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership_config().membership().clone();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let membership_error = |code, message: &str| NodeError::Membership {
             code,
@@ -595,13 +596,7 @@ impl RaftNode {
         &self,
         req: &ClusterInfoRequest,
     ) -> Result<(u64, u64), tonic::Status> {
-        let membership = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = self.membership_config().membership().clone();
         let found = membership
             .nodes()
             .find(|(_, m)| {

@@ -78,7 +78,7 @@ impl EtcdApi {
     }
 
     async fn propose(&self, op: command::Op) -> Result<command_response::Op, NodeError> {
-        if self.node.status().is_learner {
+        if self.node.is_learner() {
             return Err(learner_refusal());
         }
         let cmd = Command { op: Some(op) };
@@ -94,7 +94,7 @@ impl EtcdApi {
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, NodeError> {
         validate::check_range(&req).map_err(refused)?;
         if !req.serializable {
-            if self.node.status().is_learner {
+            if self.node.is_learner() {
                 return Err(learner_refusal());
             }
             self.node.read_barrier().await?;
@@ -137,7 +137,7 @@ impl EtcdApi {
         validate::check_txn(&req, self.max_txn_ops).map_err(refused)?;
         if validate::is_read_only(&req) {
             if !validate::is_serializable(&req) {
-                if self.node.status().is_learner {
+                if self.node.is_learner() {
                     return Err(learner_refusal());
                 }
                 self.node.read_barrier().await?;
