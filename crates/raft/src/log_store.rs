@@ -1,10 +1,15 @@
 //! openraft's `RaftLogStorage` over raftkv-storage's write-ahead log.
 //!
 //! Entries and the vote are bincode-encoded openraft values; the WAL sees opaque bytes with
-//! a (term, index) id. Durability: `append` reports `IOFlushed` only from the WAL's callback,
-//! which runs after the fdatasync covering the entries — and, until openraft issue #2118
-//! (in-flight log IO marked flushed on `become_leader`) is fixed, `append` also waits for that
-//! fdatasync before it returns, so no append is ever in flight when leadership changes.
+//! a (term, index) id. Durability: `append` queues the entries and returns at once (so
+//! openraft replicates them to followers while the leader's own fdatasync runs); it reports
+//! `IOFlushed` only from the WAL's callback, which runs after the fdatasync covering them.
+//!
+//! openraft issue #2118 (in-flight log IO marked flushed on `become_leader`) does not bite
+//! here: 0.10.0-alpha.37 makes the new leader's progress update wait for the previously
+//! accepted IO to be flushed, and our WAL is strictly FIFO (one flush worker, one file
+//! sequence), so the candidate's `save_vote`, which returns only after its own fdatasync,
+//! also covers every append queued before it.
 
 use std::fmt::Debug;
 use std::io;
@@ -118,23 +123,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|e| Ok((to_wal(&e.log_id), encode(&e)?)))
             .collect::<io::Result<Vec<_>>>()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
         self.wal.append(
             encoded,
-            FlushCallback::new(move |res| {
-                // Report to openraft only once the fdatasync is done; keep our own copy of
-                // the outcome to wait on below.
-                let ours = match &res {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-                };
-                callback.io_completed(res);
-                let _ = tx.send(ours);
-            }),
+            FlushCallback::new(move |res| callback.io_completed(res)),
         )?;
-        // openraft #2118: do not return while this append is in flight.
-        rx.await
-            .map_err(|_| io::Error::other("log flush worker stopped"))?
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -178,8 +178,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             + Unpin
             + openraft::OptionalSend,
     {
+        // Entries handed over together are applied together: all but the last leave their
+        // metadata unrecorded, and the last records it for the whole run (one metadata
+        // write per run, not per entry; the log stays the write-ahead log).
+        let mut run = Vec::new();
         while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
+            run.push(item?);
+        }
+        let last = run.len().saturating_sub(1);
+        for (i, (entry, responder)) in run.into_iter().enumerate() {
             let log_id = entry.log_id;
             let applied = Some(encode(&Some(log_id))?);
             let response = match &entry.payload {
@@ -209,7 +216,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         applied,
                         membership: None,
                     };
-                    match self.store.apply(&request.0, &state) {
+                    let applied = if i == last {
+                        self.store.apply(&request.0, &state)
+                    } else {
+                        self.store.apply_unrecorded(&request.0, &state)
+                    };
+                    match applied {
                         Ok(resp) => Response(Ok(resp)),
                         Err(e) if e.is_request_error() => Response(Err(Refusal {
                             code: e.code().into(),

@@ -134,7 +134,9 @@ impl raft_log::Types for WalTypes {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     /// How long the flush worker waits for more requests to share one fdatasync. Requests
-    /// already queued are taken at once; this only bounds the wait on an idle queue.
+    /// already queued are taken at once; this only bounds the wait on an idle queue. Zero by
+    /// default: requests that arrive during one fdatasync share the next one anyway, and a
+    /// wait only adds to every sequential write's latency.
     pub group_commit_wait: Duration,
     /// Payload bytes kept in memory for reads (entries not yet synced always are).
     pub cache_bytes: usize,
@@ -145,7 +147,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            group_commit_wait: Duration::from_micros(50),
+            group_commit_wait: Duration::ZERO,
             cache_bytes: 64 << 20,
             chunk_bytes: 64 << 20,
         }

@@ -78,6 +78,35 @@ fn concurrent_flush_requests_all_complete() {
 }
 
 #[test]
+fn save_vote_returns_only_after_every_earlier_append_is_flushed() {
+    // The raft crate relies on this FIFO order: `append` returns before its fdatasync, and a
+    // new leader's progress update waits only for the candidate's vote to be saved.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).unwrap();
+    let flushed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for round in 0..50u64 {
+        for i in 1..=20u64 {
+            let index = round * 20 + i;
+            let flushed = flushed.clone();
+            log.append(
+                entries(1, index, index + 1),
+                FlushCallback::new(move |r| {
+                    assert!(r.is_ok());
+                    flushed.fetch_max(index, std::sync::atomic::Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        }
+        log.save_vote(format!("vote {round}").into_bytes()).unwrap();
+        assert_eq!(
+            flushed.load(std::sync::atomic::Ordering::SeqCst),
+            round * 20 + 20,
+            "save_vote returned before an earlier append was flushed"
+        );
+    }
+}
+
+#[test]
 fn truncate_drops_a_conflicting_suffix() {
     let dir = tempfile::tempdir().unwrap();
     {

@@ -14,9 +14,9 @@ use raftkv_proto::etcdserverpb::{
 use raftkv_proto::mvccpb::KeyValue;
 use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
 
-use super::encoding::{META_COMPACTED, META_REVISION, Record, record_key, split_record_key};
+use super::encoding::{META_COMPACTED, Record, record_key, split_record_key};
 use super::range::Overlay;
-use super::{AppliedState, MvccStore, write_applied};
+use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
 
 /// Deletions per sled batch during physical compaction.
@@ -32,6 +32,27 @@ impl MvccStore {
         &self,
         cmd: &Command,
         applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        self.apply_inner(cmd, applied, true)
+    }
+
+    /// Applies one command like [`MvccStore::apply`], but leaves storing the revision and
+    /// `applied` to a later [`MvccStore::record_applied`] (or any recording write), so that a
+    /// run of commands costs one metadata write instead of one each. Readers see the write
+    /// at once; compactions are always recorded.
+    pub fn apply_unrecorded(
+        &self,
+        cmd: &Command,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        self.apply_inner(cmd, applied, false)
+    }
+
+    fn apply_inner(
+        &self,
+        cmd: &Command,
+        applied: &AppliedState,
+        record: bool,
     ) -> Result<CommandResponse, MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(command::Op::Compaction(req)) = &cmd.op {
@@ -57,20 +78,30 @@ impl MvccStore {
             Some(command::Op::Compaction(_)) => unreachable!("handled above"),
             None => Err(MvccError::Corrupt("command without an operation".into())),
         };
-        let mut batch = sled::Batch::default();
-        write_applied(&mut batch, applied);
-        let mut response = match result {
-            Ok(op) => op,
-            Err(e) if e.is_request_error() => {
-                self.tree().apply_batch(batch)?;
-                return Err(e);
-            }
-            Err(e) => return Err(e),
-        };
-        let new_rev = if txn.changes.is_empty() {
+        let new_rev = if txn.changes.is_empty() || result.is_err() {
             read_rev
         } else {
             read_rev + 1
+        };
+        let mut batch = sled::Batch::default();
+        if record {
+            self.record_into(&mut batch, new_rev, applied);
+        } else {
+            let mut unrecorded = self.unrecorded();
+            *unrecorded = Some(match unrecorded.take() {
+                Some(older) => older.updated_by(applied),
+                None => applied.clone(),
+            });
+        }
+        let mut response = match result {
+            Ok(op) => op,
+            Err(e) if e.is_request_error() => {
+                if record {
+                    self.tree().apply_batch(batch)?;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         for (key, change) in &txn.changes {
             let record = match change {
@@ -83,9 +114,6 @@ impl MvccStore {
                 None => Record::Tombstone,
             };
             batch.insert(record_key(key, new_rev), record.encode());
-        }
-        if new_rev != read_rev {
-            batch.insert(META_REVISION, &new_rev.to_be_bytes());
         }
         self.tree().apply_batch(batch)?;
         self.revision.store(new_rev, Ordering::Release);
@@ -125,7 +153,7 @@ impl MvccStore {
     ) -> Result<CommandResponse, MvccError> {
         let current = self.revision();
         let mut batch = sled::Batch::default();
-        write_applied(&mut batch, applied);
+        self.record_into(&mut batch, current, applied);
         let refusal = if req.revision <= self.compacted_revision() {
             Some(MvccError::Compacted)
         } else if req.revision > current {

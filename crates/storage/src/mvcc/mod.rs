@@ -23,7 +23,7 @@ pub mod validate;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use raftkv_proto::etcdserverpb::ResponseHeader;
 
@@ -37,8 +37,11 @@ pub use range::RangeEnd;
 pub struct MvccConfig {
     /// sled page-cache budget in bytes.
     pub cache_capacity: u64,
-    /// How often sled writes dirty pages in the background (ms). Durability of the data does
-    /// not rest on it: the Raft log is the write-ahead log, replayed from the applied index.
+    /// How often sled writes dirty pages in the background (ms); `None` (the default) leaves
+    /// it to sled's full buffers and explicit flushes. Durability of the data does not rest
+    /// on it: the Raft log is the write-ahead log, replayed from the applied index, and a
+    /// log prefix is purged only once a snapshot file (fsynced) covers it. A timed flush
+    /// costs a sync_file_range wait that competed with the log's fdatasync on every write.
     pub flush_every_ms: Option<u64>,
 }
 
@@ -46,7 +49,7 @@ impl Default for MvccConfig {
     fn default() -> Self {
         Self {
             cache_capacity: 64 << 20,
-            flush_every_ms: Some(500),
+            flush_every_ms: None,
         }
     }
 }
@@ -74,6 +77,9 @@ pub struct MvccStore {
     writer: Mutex<()>,
     /// Compaction's physical deletes take it for writing; snapshot builders for reading.
     compaction_gate: RwLock<()>,
+    /// The applied state of writes made by [`MvccStore::apply_unrecorded`] and not yet
+    /// stored by [`MvccStore::record_applied`] (with the revision, in one batch).
+    unrecorded: Mutex<Option<AppliedState>>,
 }
 
 impl MvccStore {
@@ -104,6 +110,7 @@ impl MvccStore {
             compacted: AtomicI64::new(compacted),
             writer: Mutex::new(()),
             compaction_gate: RwLock::new(()),
+            unrecorded: Mutex::new(None),
         })
     }
 
@@ -118,12 +125,47 @@ impl MvccStore {
     }
 
     /// The applied log id and membership last stored with the data.
+    /// That includes writes applied but not yet recorded (see [`MvccStore::apply_unrecorded`]).
     pub fn applied_state(&self) -> Result<AppliedState, MvccError> {
         let tree = self.tree();
-        Ok(AppliedState {
+        let stored = AppliedState {
             applied: tree.get(META_APPLIED)?.map(|v| v.to_vec()),
             membership: tree.get(META_MEMBERSHIP)?.map(|v| v.to_vec()),
+        };
+        Ok(match &*self.unrecorded() {
+            Some(newer) => stored.updated_by(newer),
+            None => stored,
         })
+    }
+
+    pub(crate) fn unrecorded(&self) -> MutexGuard<'_, Option<AppliedState>> {
+        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the revision `rev` and the applied state (any unrecorded one, updated by
+    /// `state`) to `batch`; the caller holds the writer lock and applies the batch.
+    pub(crate) fn record_into(&self, batch: &mut sled::Batch, rev: i64, state: &AppliedState) {
+        let state = match self.unrecorded().take() {
+            Some(older) => older.updated_by(state),
+            None => state.clone(),
+        };
+        batch.insert(META_REVISION, &rev.to_be_bytes());
+        write_applied(batch, &state);
+    }
+
+    /// Stores the revision and applied state of every [`MvccStore::apply_unrecorded`] write
+    /// so far, in one batch. Until then a crash leaves sled at the last recorded point, and
+    /// replaying the log from there rewrites the same records (a write's records are keyed
+    /// by its revision and reads never look above the recorded revision).
+    pub fn record_applied(&self) -> Result<(), MvccError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.unrecorded().is_none() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        self.record_into(&mut batch, self.revision(), &AppliedState::default());
+        self.tree().apply_batch(batch)?;
+        Ok(())
     }
 
     /// Records `state` without changing data (for Raft entries that carry no command, such
@@ -131,7 +173,7 @@ impl MvccStore {
     pub fn set_applied_state(&self, state: &AppliedState) -> Result<(), MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
-        write_applied(&mut batch, state);
+        self.record_into(&mut batch, self.revision(), state);
         self.tree().apply_batch(batch)?;
         Ok(())
     }
@@ -247,6 +289,8 @@ impl Restore<'_> {
             self.tree.clone(),
         );
         self.store.revision.store(meta.revision, Ordering::Release);
+        // Whatever was applied before is superseded by the snapshot.
+        self.store.unrecorded().take();
         self.store
             .compacted
             .store(meta.compact_revision, Ordering::Release);
@@ -261,6 +305,16 @@ impl Drop for Restore<'_> {
         if !self.name.is_empty() {
             // Abandoned (an error part-way): the half-written tree is not needed.
             let _ = self.store.db.drop_tree(self.name.as_bytes());
+        }
+    }
+}
+
+impl AppliedState {
+    /// `self` with the fields `newer` sets replaced.
+    pub(crate) fn updated_by(&self, newer: &AppliedState) -> AppliedState {
+        AppliedState {
+            applied: newer.applied.clone().or_else(|| self.applied.clone()),
+            membership: newer.membership.clone().or_else(|| self.membership.clone()),
         }
     }
 }

@@ -848,3 +848,120 @@ proptest! {
         }
     }
 }
+
+fn applied_at(index: u8, membership: Option<&str>) -> AppliedState {
+    AppliedState {
+        applied: Some(vec![index]),
+        membership: membership.map(|m| m.as_bytes().to_vec()),
+    }
+}
+
+fn all_records(store: &MvccStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .tree()
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect()
+}
+
+#[test]
+fn unrecorded_writes_are_visible_and_their_applied_state_is_reported() {
+    let f = open();
+    f.store
+        .set_applied_state(&applied_at(1, Some("m1")))
+        .unwrap();
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        let op = command::Op::Put(put_req(key, "v"));
+        f.store
+            .apply_unrecorded(&cmd(op), &applied_at(2 + i as u8, None))
+            .unwrap();
+    }
+    assert_eq!(f.store.revision(), 4);
+    assert_eq!(f.store.applied_state().unwrap(), applied_at(4, Some("m1")));
+    let (rev, state) = f.store.snapshot_point().unwrap();
+    assert_eq!((rev, state), (4, applied_at(4, Some("m1"))));
+    // A refused request is applied too (with no effect on the data).
+    let refused = PutRequest {
+        ignore_value: true,
+        ..put_req("missing", "")
+    };
+    let err = f
+        .store
+        .apply_unrecorded(&cmd(command::Op::Put(refused)), &applied_at(5, None))
+        .unwrap_err();
+    assert!(matches!(err, MvccError::KeyNotFound), "{err:?}");
+    assert_eq!(f.store.revision(), 4);
+    assert_eq!(f.store.applied_state().unwrap().applied, Some(vec![5]));
+}
+
+#[test]
+fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
+    // A member that crashes before `record_applied` reopens at the last recorded point; the
+    // Raft log replays the same commands from there and must produce identical records.
+    let dir = tempfile::tempdir().unwrap();
+    let commands: Vec<Command> = vec![
+        cmd(command::Op::Put(put_req("a", "1"))),
+        cmd(command::Op::Put(put_req("b", "2"))),
+        cmd(command::Op::DeleteRange(DeleteRangeRequest {
+            key: Bytes::from_static(b"a"),
+            ..Default::default()
+        })),
+        cmd(command::Op::Put(put_req("b", "3"))),
+    ];
+    let expected = {
+        let reference = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(reference.path(), &MvccConfig::default()).unwrap();
+        for (i, c) in commands.iter().enumerate() {
+            store.apply(c, &applied_at(i as u8 + 1, None)).unwrap();
+        }
+        all_records(&store)
+    };
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        store.apply(&commands[0], &applied_at(1, None)).unwrap();
+        for (i, c) in commands.iter().enumerate().skip(1) {
+            store
+                .apply_unrecorded(c, &applied_at(i as u8 + 1, None))
+                .unwrap();
+        }
+        store.flush().unwrap(); // the unrecorded records reached the disk, the metadata not
+    }
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!(store.revision(), 2, "reopens at the recorded revision");
+    assert_eq!(store.applied_state().unwrap().applied, Some(vec![1]));
+    assert_eq!(
+        store.get_at(b"a", 2).unwrap().unwrap().value,
+        Bytes::from_static(b"1")
+    );
+    for (i, c) in commands.iter().enumerate().skip(1) {
+        store
+            .apply_unrecorded(c, &applied_at(i as u8 + 1, None))
+            .unwrap();
+    }
+    store.record_applied().unwrap();
+    assert_eq!(all_records(&store), expected);
+    drop(store);
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!(store.revision(), 5);
+    assert_eq!(all_records(&store), expected);
+}
+
+#[test]
+fn a_recording_write_stores_the_newest_unrecorded_state_and_keeps_membership() {
+    let f = open();
+    f.store
+        .apply_unrecorded(
+            &cmd(command::Op::Put(put_req("a", "1"))),
+            &applied_at(7, Some("m7")),
+        )
+        .unwrap();
+    // A blank entry after it records both (its own applied id wins, the membership stays).
+    f.store.set_applied_state(&applied_at(8, None)).unwrap();
+    let stored = MvccStore::applied_state(&f.store).unwrap();
+    assert_eq!(stored, applied_at(8, Some("m7")));
+    assert!(f.store.unrecorded().is_none());
+    assert_eq!(
+        f.store.tree().get(META_REVISION).unwrap().as_deref(),
+        Some(&2i64.to_be_bytes()[..])
+    );
+}

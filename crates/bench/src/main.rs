@@ -1,0 +1,290 @@
+//! `raftkv-bench`: etcd `benchmark`'s workloads over the etcd v3 API, so it measures raftkv
+//! and a real etcd alike, and `compare`, which runs both side by side.
+
+mod cluster;
+mod compare;
+mod plot;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use workload::{KeyGen, Options, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv-bench",
+    version,
+    about = "Benchmark raftkv or etcd over the etcd v3 API"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Comma-separated gRPC endpoints.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    endpoints: Vec<String>,
+    /// Total number of gRPC connections.
+    #[arg(long, global = true, default_value_t = 1)]
+    conns: usize,
+    /// Total number of concurrent clients.
+    #[arg(long, global = true, default_value_t = 1)]
+    clients: usize,
+    /// Total number of requests.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    total: u64,
+    /// Run for this long instead of --total (e.g. 30s, 2m).
+    #[arg(long, global = true, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Maximum requests per second across clients (0 is no limit).
+    #[arg(long, global = true, default_value_t = 0)]
+    rate: u64,
+    /// Connect only to the leader.
+    #[arg(long, global = true)]
+    target_leader: bool,
+    /// Print the report as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Per-request timeout.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
+    request_timeout: Duration,
+}
+
+#[derive(Args, Clone)]
+struct Keys {
+    /// Key size of each request.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value size of each request.
+    #[arg(long, default_value_t = 8)]
+    val_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1)]
+    key_space_size: u64,
+    /// Use sequential keys instead of random ones.
+    #[arg(long)]
+    sequential_keys: bool,
+}
+
+impl Keys {
+    fn generator(&self) -> KeyGen {
+        KeyGen {
+            key_size: self.key_size,
+            val_size: self.val_size,
+            key_space: self.key_space_size,
+            sequential: self.sequential_keys,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Benchmark put.
+    Put(Keys),
+    /// Benchmark range: `range <key> [end-range]`.
+    Range {
+        key: String,
+        end: Option<String>,
+        /// Linearizable (l) or serializable (s).
+        #[arg(long, default_value = "l")]
+        consistency: String,
+        /// Maximum keys per response (0 is no limit).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+    },
+    /// Benchmark txn with puts (an always-true compare, then --txn-ops puts).
+    TxnPut {
+        #[command(flatten)]
+        keys: Keys,
+        /// Puts per txn.
+        #[arg(long, default_value_t = 1)]
+        txn_ops: usize,
+    },
+    /// Benchmark a mix of linearizable gets and puts over the same keys.
+    Mixed {
+        #[command(flatten)]
+        keys: Keys,
+        /// Fraction of requests that are reads (0..=1).
+        #[arg(long, default_value_t = 0.5)]
+        read_ratio: f64,
+    },
+    /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
+    Compare {
+        /// The raftkv member binary.
+        #[arg(long, default_value = "target/release/raftkv")]
+        raftkv_bin: PathBuf,
+        /// The etcd member binary (Debian's etcd-server).
+        #[arg(long, default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// Cluster sizes, in order.
+        #[arg(long, value_delimiter = ',', default_value = "3,5")]
+        sizes: Vec<usize>,
+        /// Puts in the sequential, one-client workload (a).
+        #[arg(long, default_value_t = 2_000)]
+        sequential_total: u64,
+        /// Requests in workloads (b) and (c).
+        #[arg(long = "workload-total", default_value_t = 20_000)]
+        workload_total: u64,
+        /// Keys loaded before measuring members' memory (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        memory_keys: u64,
+        /// Markdown file whose marked section is replaced with the results.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        markdown: PathBuf,
+        /// PNG plot of the latency percentiles.
+        #[arg(long, default_value = "docs/benchmarks-latency.png")]
+        plot: PathBuf,
+        /// Also write every result as JSON here.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+        /// Member flags for both servers (e.g. --heartbeat-interval=50).
+        #[arg(last = true)]
+        flags: Vec<String>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    let workload = match &cli.command {
+        Cmd::Compare {
+            raftkv_bin,
+            etcd_bin,
+            sizes,
+            sequential_total,
+            workload_total,
+            memory_keys,
+            markdown,
+            plot,
+            json_out,
+            flags,
+        } => {
+            let plan = compare::Plan {
+                raftkv_bin: raftkv_bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                sizes: sizes.clone(),
+                sequential_total: *sequential_total,
+                total: *workload_total,
+                memory_keys: *memory_keys,
+                flags: flags.clone(),
+                markdown: markdown.clone(),
+                plot: plot.clone(),
+                json: json_out.clone(),
+            };
+            return compare::run(&plan).await;
+        }
+        Cmd::Put(keys) => Workload::Put(keys.generator()),
+        Cmd::Range {
+            key,
+            end,
+            consistency,
+            limit,
+        } => {
+            let serializable = match consistency.as_str() {
+                "l" => false,
+                "s" => true,
+                other => bail!("unknown consistency {other:?} (use l or s)"),
+            };
+            Workload::Range {
+                key: key.as_bytes().to_vec(),
+                end: end.as_deref().unwrap_or("").as_bytes().to_vec(),
+                limit: *limit,
+                serializable,
+            }
+        }
+        Cmd::TxnPut { keys, txn_ops } => {
+            if *txn_ops == 0 {
+                bail!("--txn-ops must be at least 1");
+            }
+            Workload::TxnPut {
+                keys: keys.generator(),
+                ops: *txn_ops,
+            }
+        }
+        Cmd::Mixed { keys, read_ratio } => {
+            if !(0.0..=1.0).contains(read_ratio) {
+                bail!("--read-ratio must be between 0 and 1");
+            }
+            Workload::Mixed {
+                keys: keys.generator(),
+                read_ratio: *read_ratio,
+            }
+        }
+    };
+    let opts = Options {
+        endpoints: g.endpoints.clone(),
+        conns: g.conns,
+        clients: g.clients,
+        total: g.total,
+        duration: g.duration,
+        rate: g.rate,
+        target_leader: g.target_leader,
+        progress: !g.json,
+        timeout: g.request_timeout,
+    };
+    let report = workload::run(&opts, &workload).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_etcd_flags() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! Latency recording and the report: etcd `benchmark`'s summary, histogram and latency
+//! distribution, plus percentiles from an HDR histogram and a JSON form for machines.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Latencies of one client (or of all, once merged), in microseconds.
+pub struct Recorder {
+    hist: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    /// An empty recorder: 1 µs to 1 h, three significant digits.
+    pub fn new() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("static histogram bounds are valid"),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Records one successful request.
+    pub fn ok(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(micros.max(1));
+    }
+
+    /// Records one failed request.
+    pub fn error(&mut self, message: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(message());
+        }
+    }
+
+    /// Adds another client's recordings.
+    pub fn merge(&mut self, other: &Recorder) {
+        self.hist
+            .add(&other.hist)
+            .expect("histograms share the same bounds");
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    /// The report for a run that took `elapsed`.
+    pub fn report(&self, workload: &str, elapsed: Duration) -> Report {
+        let ms = |micros: f64| micros / 1000.0;
+        let h = &self.hist;
+        let secs = elapsed.as_secs_f64();
+        let count = h.len();
+        let percentile = |q: f64| {
+            if count == 0 {
+                0.0
+            } else {
+                ms(h.value_at_quantile(q) as f64)
+            }
+        };
+        Report {
+            workload: workload.to_string(),
+            total: count,
+            errors: self.errors,
+            first_error: self.first_error.clone(),
+            seconds: secs,
+            requests_per_sec: if secs > 0.0 { count as f64 / secs } else { 0.0 },
+            latency_ms: Latency {
+                avg: if count == 0 { 0.0 } else { ms(h.mean()) },
+                stddev: if count == 0 { 0.0 } else { ms(h.stdev()) },
+                min: if count == 0 { 0.0 } else { ms(h.min() as f64) },
+                max: if count == 0 { 0.0 } else { ms(h.max() as f64) },
+                p50: percentile(0.50),
+                p90: percentile(0.90),
+                p95: percentile(0.95),
+                p99: percentile(0.99),
+                p999: percentile(0.999),
+            },
+            histogram: buckets(h),
+        }
+    }
+}
+
+/// Ten equal-width buckets between the fastest and slowest request, as etcd prints them.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let (lo, hi) = (h.min(), h.max());
+    let width = ((hi - lo) / 10).max(1);
+    let mut out = Vec::new();
+    let mut from = lo;
+    for i in 0..10 {
+        let to = if i == 9 { hi } else { (from + width).min(hi) };
+        let count = h.count_between(from, to);
+        out.push(Bucket {
+            le_ms: to as f64 / 1000.0,
+            count,
+        });
+        if to >= hi {
+            break;
+        }
+        from = h.next_non_equivalent(to);
+    }
+    out
+}
+
+/// Latency statistics in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub avg: f64,
+    pub stddev: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// One histogram bucket: requests that took at most `le_ms` (and more than the previous).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bucket {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
+/// The outcome of one workload run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub workload: String,
+    /// Successful requests.
+    pub total: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub first_error: Option<String>,
+    pub seconds: f64,
+    pub requests_per_sec: f64,
+    pub latency_ms: Latency,
+    pub histogram: Vec<Bucket>,
+}
+
+impl Report {
+    /// The human-readable report, laid out like etcd `benchmark`'s.
+    pub fn text(&self) -> String {
+        let l = &self.latency_ms;
+        let s = |ms: f64| ms / 1000.0;
+        let mut out = String::new();
+        let _ = writeln!(out, "Summary ({}):", self.workload);
+        let _ = writeln!(out, "  Total:\t{:.4} secs.", self.seconds);
+        let _ = writeln!(out, "  Slowest:\t{:.4} secs.", s(l.max));
+        let _ = writeln!(out, "  Fastest:\t{:.4} secs.", s(l.min));
+        let _ = writeln!(out, "  Average:\t{:.4} secs.", s(l.avg));
+        let _ = writeln!(out, "  Stddev:\t{:.4} secs.", s(l.stddev));
+        let _ = writeln!(out, "  Requests/sec:\t{:.4}", self.requests_per_sec);
+        let _ = writeln!(out, "  Requests:\t{}", self.total);
+        let _ = writeln!(out, "  Errors:\t{}", self.errors);
+        if let Some(e) = &self.first_error {
+            let _ = writeln!(out, "  First error:\t{e}");
+        }
+        if !self.histogram.is_empty() {
+            let _ = writeln!(out, "\nResponse time histogram:");
+            let most = self
+                .histogram
+                .iter()
+                .map(|b| b.count)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            for b in &self.histogram {
+                let bar = "∎".repeat((b.count * 40 / most) as usize);
+                let _ = writeln!(out, "  {:.4} [{}]\t|{}", s(b.le_ms), b.count, bar);
+            }
+        }
+        let _ = writeln!(out, "\nLatency distribution:");
+        for (name, v) in [
+            ("50%", l.p50),
+            ("90%", l.p90),
+            ("95%", l.p95),
+            ("99%", l.p99),
+            ("99.9%", l.p999),
+        ] {
+            let _ = writeln!(out, "  {name} in {:.4} secs.", s(v));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_summarises_what_was_recorded() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        for ms in 1..=100u64 {
+            a.ok(Duration::from_millis(ms));
+        }
+        b.ok(Duration::from_millis(1000));
+        b.error(|| "etcdserver: request timed out".into());
+        b.error(|| "second".into());
+        a.merge(&b);
+        let r = a.report("put", Duration::from_secs(2));
+        assert_eq!(r.total, 101);
+        assert_eq!(r.errors, 2);
+        assert_eq!(
+            r.first_error.as_deref(),
+            Some("etcdserver: request timed out")
+        );
+        assert!((r.requests_per_sec - 50.5).abs() < 1e-9);
+        assert!(
+            (r.latency_ms.p50 - 51.0).abs() < 0.1,
+            "{}",
+            r.latency_ms.p50
+        );
+        assert!((r.latency_ms.max - 1000.0).abs() < 1.0);
+        assert!((r.latency_ms.min - 1.0).abs() < 0.01);
+        assert_eq!(r.histogram.iter().map(|b| b.count).sum::<u64>(), 101);
+        assert!(r.histogram.windows(2).all(|w| w[0].le_ms < w[1].le_ms));
+        let text = r.text();
+        assert!(text.contains("Requests/sec:\t50.5000"), "{text}");
+        assert!(text.contains("99.9% in 1.000"), "{text}");
+        let json: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(json.total, 101);
+    }
+
+    #[test]
+    fn empty_run_reports_zeros() {
+        let r = Recorder::new().report("range", Duration::ZERO);
+        assert_eq!(r.total, 0);
+        assert!(r.histogram.is_empty());
+        assert_eq!(r.requests_per_sec, 0.0);
+    }
+}
