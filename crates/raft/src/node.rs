@@ -107,6 +107,13 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: 0,
             enable_pre_vote: Some(true),
+            // A member that led before a restart must win a new election (and commit a
+            // blank entry in its new term) before it serves: the state machine is not
+            // flushed on apply and the commit index is not persisted, so a restored leader
+            // would answer reads from a stale state machine with a stale read index. Found
+            // by the chaos tests (kill -9 of every member, then a read missing a write the
+            // same member had acknowledged); etcd members also always restart as followers.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
