@@ -102,6 +102,8 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The peer port other members dial: `peer_port`, or the fault proxy's in front of it.
+    pub advertise_port: u16,
     pub data_dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
@@ -116,6 +118,15 @@ impl Member {
 
     pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn advertise_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.advertise_port)
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self) {
@@ -163,6 +174,8 @@ pub struct Options {
     pub heartbeat_ms: u64,
     pub election_ms: u64,
     pub snapshot_count: Option<u64>,
+    /// Route member-to-member traffic through a fault proxy per member ([`Cluster::net`]).
+    pub proxied: bool,
 }
 
 impl Default for Options {
@@ -171,6 +184,7 @@ impl Default for Options {
             heartbeat_ms: 100,
             election_ms: 1000,
             snapshot_count: None,
+            proxied: false,
         }
     }
 }
@@ -181,6 +195,8 @@ pub struct Cluster {
     pub server: Server,
     pub token: String,
     opts: Options,
+    /// The fault proxies, when started with `proxied`.
+    pub net: Option<crate::proxy::Net>,
     dir: tempfile::TempDir,
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -205,33 +221,49 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("cluster dir");
         let token = format!("test-{}", free_port());
         let mut members: Vec<Member> = (1..=n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.path().join(format!("m{i}")),
-                child: None,
-                args: vec![],
-                server,
-                log: dir.path().join(format!("m{i}.log")),
+            .map(|i| {
+                let peer_port = free_port();
+                Member {
+                    name: format!("m{i}"),
+                    client_port: free_port(),
+                    peer_port,
+                    advertise_port: if opts.proxied { free_port() } else { peer_port },
+                    data_dir: dir.path().join(format!("m{i}")),
+                    child: None,
+                    args: vec![],
+                    server,
+                    log: dir.path().join(format!("m{i}.log")),
+                }
             })
             .collect();
+        let net = if opts.proxied {
+            Some(crate::proxy::Net::start(
+                members.iter().map(|m| m.advertise_port).collect(),
+                members.iter().map(|m| m.peer_port).collect(),
+            ))
+        } else {
+            None
+        };
         let initial: Vec<String> = members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .map(|m| format!("{}={}", m.name, m.advertise_url()))
             .collect();
         for m in &mut members {
             m.args = member_args(m, &initial.join(","), "new", &token, &opts);
             prepare(m, &initial.join(","), &token);
         }
-        for m in &mut members {
+        for (i, m) in members.iter_mut().enumerate() {
             m.spawn();
+            if let Some(net) = &net {
+                net.set_pid(i, m.pid());
+            }
         }
         let cluster = Cluster {
             members,
             server,
             token,
             opts,
+            net,
             dir,
             _one_at_a_time: guard,
         };
@@ -268,6 +300,9 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(net) = &self.net {
+            net.set_pid(i, None);
+        }
     }
 
     /// SIGTERM, then wait for the exit; returns the exit code.
@@ -301,6 +336,9 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         assert!(!self.members[i].is_running(), "member {i} is running");
         self.members[i].spawn();
+        if let Some(net) = &self.net {
+            net.set_pid(i, self.members[i].pid());
+        }
     }
 
     /// Adds a member process that joins with `--initial-cluster-state existing` (after
@@ -310,6 +348,7 @@ impl Cluster {
             name: name.to_string(),
             client_port,
             peer_port,
+            advertise_port: peer_port,
             data_dir: self.dir.path().join(name),
             child: None,
             args: vec![],
@@ -319,7 +358,7 @@ impl Cluster {
         let mut initial: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .map(|m| format!("{}={}", m.name, m.advertise_url()))
             .collect();
         initial.push(format!("{name}={}", m.peer_url()));
         m.args = member_args(&m, &initial.join(","), "existing", &self.token, &self.opts);
@@ -416,7 +455,7 @@ fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Optio
         "--listen-peer-urls".into(),
         m.peer_url(),
         "--initial-advertise-peer-urls".into(),
-        m.peer_url(),
+        m.advertise_url(),
         "--initial-cluster".into(),
         initial.to_string(),
         "--initial-cluster-state".into(),

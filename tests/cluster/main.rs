@@ -1,10 +1,14 @@
 //! Multi-process cluster tests: real member processes on loopback, driven with the real
 //! etcdctl 3.4 (Debian `etcd-client`), compared with a real etcd 3.4 cluster where the
-//! outputs can be compared. `scripts/setup` installs both.
+//! outputs can be compared. `scripts/setup` installs both. `chaos` checks linearizability
+//! under faults, with the checker in `linearizable` and the partitioning `proxy`.
 
 mod backup;
+mod chaos;
 mod etcdctl;
 mod faults;
 mod fixture;
+mod linearizable;
 mod membership;
+mod proxy;
 mod raftkvctl;
