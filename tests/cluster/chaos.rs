@@ -18,7 +18,7 @@ use raftkv_proto::etcdserverpb::{
 };
 use tonic::transport::{Channel, Endpoint};
 
-use crate::fixture::{Cluster, Options, Server};
+use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok, free_port};
 use crate::linearizable::{self, Input, Op, Output};
 
 const KEYS: usize = 4;
@@ -58,9 +58,13 @@ enum Fault {
     Bridge,
     SlowLinks,
     RollingRestart,
+    /// Membership change under load: add a learner, start it, promote it once it caught
+    /// up, remove a follower (etcd's replace-a-member procedure).
+    ReplaceFollower,
 }
 
-const FAULTS: [Fault; 11] = [
+/// Faults for clusters behind the fault proxies.
+const PROXIED_FAULTS: [Fault; 11] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::KillMajority,
@@ -73,6 +77,22 @@ const FAULTS: [Fault; 11] = [
     Fault::SlowLinks,
     Fault::RollingRestart,
 ];
+
+/// Faults for the membership schedule (members come and go, so no proxies and no
+/// kill-a-majority: a removed member must not count towards one).
+const MEMBERSHIP_FAULTS: [Fault; 5] = [
+    Fault::ReplaceFollower,
+    Fault::KillLeader,
+    Fault::KillFollower,
+    Fault::PauseLeader,
+    Fault::RollingRestart,
+];
+
+fn running(cluster: &Cluster) -> Vec<usize> {
+    (0..cluster.members.len())
+        .filter(|&i| cluster.members[i].is_running())
+        .collect()
+}
 
 /// A window during which `members` were cut off from any majority.
 #[derive(Debug, Clone)]
@@ -276,11 +296,13 @@ async fn inject(
 ) -> Vec<Minority> {
     let n = cluster.members.len();
     let hold = Duration::from_millis(800 + rng.below(1200) as u64);
+    let live = running(cluster);
     let leader = match cluster.leader().await {
         Some(l) => l,
-        None => rng.below(n),
+        None => live[rng.below(live.len())],
     };
-    let follower = (leader + 1 + rng.below(n - 1)) % n;
+    let followers: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
+    let follower = followers[rng.below(followers.len())];
     let mut windows = Vec::new();
     match fault {
         Fault::KillLeader | Fault::KillFollower => {
@@ -410,27 +432,105 @@ async fn inject(
         Fault::RollingRestart => {
             // docs/operations.md's upgrade procedure: one member at a time, SIGTERM, start
             // again, wait until it is healthy before the next.
-            for i in 0..n {
+            for i in live {
                 cluster.stop(i);
                 cluster.restart(i);
                 cluster.wait_healthy(Duration::from_secs(20)).await;
             }
         }
+        Fault::ReplaceFollower => replace_follower(cluster, follower).await,
     }
     windows
 }
 
+async fn replace_follower(cluster: &mut Cluster, old: usize) {
+    let eps = cluster.live_endpoints();
+    let name = format!("m{}", cluster.members.len() + 1);
+    let (client, peer) = (free_port(), free_port());
+    let added = etcdctl_ok(
+        &eps,
+        &[
+            "member",
+            "add",
+            &name,
+            &format!("--peer-urls=http://127.0.0.1:{peer}"),
+            "--learner",
+        ],
+    );
+    let id = added
+        .split_whitespace()
+        .nth(1)
+        .expect("member id")
+        .to_string();
+    cluster.spawn_joining(&name, client, peer);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl(&cluster.live_endpoints(), &["member", "promote", &id], None);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "learner {name} never promoted: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old_id = cluster
+        .status(old)
+        .await
+        .and_then(|s| s.header)
+        .expect("status of the member to remove")
+        .member_id;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = etcdctl(
+            &cluster.live_endpoints(),
+            &["member", "remove", &format!("{old_id:x}")],
+            None,
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "removing {old_id:x} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.kill(old);
+}
+
+/// Which faults a schedule draws from.
+#[derive(Debug, Clone, Copy)]
+pub enum Schedule {
+    /// Kills, pauses, partitions, slow links, rolling restarts (members behind proxies).
+    Faults,
+    /// Membership changes mixed with kills, pauses and rolling restarts.
+    Membership,
+}
+
 /// Runs one seeded schedule of `rounds` faults on `size` members and checks the outcome.
 /// Returns (operations, faults) checked.
-pub async fn run_schedule(size: usize, rounds: usize, seed: u64) -> (usize, usize) {
-    eprintln!("chaos: {size} members, {rounds} faults, RAFTKV_SEED={seed}");
+pub async fn run_schedule(
+    size: usize,
+    rounds: usize,
+    seed: u64,
+    schedule: Schedule,
+) -> (usize, usize) {
+    eprintln!("chaos: {size} members, {rounds} faults, {schedule:?}, RAFTKV_SEED={seed}");
+    let faults_from: &[Fault] = match schedule {
+        Schedule::Faults => &PROXIED_FAULTS,
+        Schedule::Membership => &MEMBERSHIP_FAULTS,
+    };
     let mut cluster = Cluster::start(
         Server::Raftkv,
         size,
         Options {
             heartbeat_ms: 50,
             election_ms: 300,
-            proxied: true,
+            proxied: matches!(schedule, Schedule::Faults),
             ..Options::default()
         },
     )
@@ -449,7 +549,10 @@ pub async fn run_schedule(size: usize, rounds: usize, seed: u64) -> (usize, usiz
     let mut faults = Vec::new();
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(500) as u64)).await;
-        let fault = FAULTS[rng.below(FAULTS.len())];
+        let mut fault = faults_from[rng.below(faults_from.len())];
+        if faults.is_empty() && matches!(schedule, Schedule::Membership) {
+            fault = Fault::ReplaceFollower; // every membership run changes membership
+        }
         faults.push(fault);
         windows.extend(inject(&mut cluster, fault, &mut rng, &shared).await);
         cluster.wait_healthy(Duration::from_secs(30)).await;
@@ -557,7 +660,11 @@ async fn converge(cluster: &Cluster, seed: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut seen = Vec::new();
+        let live = running(cluster);
         for (i, m) in cluster.members.iter().enumerate() {
+            if !live.contains(&i) {
+                continue;
+            }
             let Some(status) = cluster.status(i).await else {
                 break;
             };
@@ -583,7 +690,7 @@ async fn converge(cluster: &Cluster, seed: u64) {
                 .collect();
             seen.push((status.header.map(|h| h.revision), data));
         }
-        if seen.len() == cluster.members.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+        if seen.len() == live.len() && seen.windows(2).all(|w| w[0] == w[1]) {
             return;
         }
         if Instant::now() > deadline {
@@ -606,12 +713,17 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short_three_members() {
-    run_schedule(3, 4, seed()).await;
+    run_schedule(3, 4, seed(), Schedule::Faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short_five_members() {
-    run_schedule(5, 3, seed().wrapping_add(1)).await;
+    run_schedule(5, 3, seed().wrapping_add(1), Schedule::Faults).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_short_membership_changes() {
+    run_schedule(3, 3, seed().wrapping_add(2), Schedule::Membership).await;
 }
 
 /// `RAFTKV_SOAK=<minutes>`: seed after seed on 3 and 5 members until the time is up.
@@ -629,7 +741,12 @@ async fn chaos_soak() {
     let (mut runs, mut ops, mut faults) = (0, 0, 0);
     while Instant::now() < until {
         let size = if runs % 2 == 0 { 3 } else { 5 };
-        let (o, f) = run_schedule(size, 6, base).await;
+        let schedule = if runs % 3 == 2 {
+            Schedule::Membership
+        } else {
+            Schedule::Faults
+        };
+        let (o, f) = run_schedule(size, 6, base, schedule).await;
         runs += 1;
         ops += o;
         faults += f;
