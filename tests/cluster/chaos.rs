@@ -568,7 +568,7 @@ pub async fn run_schedule(
     // write that was lost shows up as a violation here.
     let leader = cluster.leader().await.expect("leader after the run");
     let mut kv = KvClient::new(
-        channel(&endpoints[leader])
+        channel(&cluster.members[leader].endpoint())
             .await
             .expect("leader connection"),
     );

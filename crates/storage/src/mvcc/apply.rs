@@ -14,7 +14,7 @@ use raftkv_proto::etcdserverpb::{
 use raftkv_proto::mvccpb::KeyValue;
 use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
 
-use super::encoding::{META_COMPACTED, Record, record_key, split_record_key};
+use super::encoding::{META_COMPACTED, META_POINT, Record, record_key, split_record_key};
 use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
@@ -23,7 +23,7 @@ use crate::error::MvccError;
 const COMPACTION_BATCH: usize = 10_000;
 
 impl MvccStore {
-    /// Applies one command and records `applied` in the same atomic batch.
+    /// Applies one command and stores `applied` with the new revision (the applied point).
     ///
     /// A refused request (key not found, compacted revision …) still records `applied`,
     /// since the entry was applied — with no effect — and returns the refusal. Any other
@@ -83,26 +83,22 @@ impl MvccStore {
         } else {
             read_rev + 1
         };
-        let mut batch = sled::Batch::default();
-        if record {
-            self.record_into(&mut batch, new_rev, applied);
-        } else {
-            let mut unrecorded = self.unrecorded();
-            *unrecorded = Some(match unrecorded.take() {
-                Some(older) => older.updated_by(applied),
-                None => applied.clone(),
-            });
-        }
         let mut response = match result {
             Ok(op) => op,
             Err(e) if e.is_request_error() => {
                 if record {
-                    self.tree().apply_batch(batch)?;
+                    self.record(new_rev, applied)?;
+                } else {
+                    self.note_unrecorded(applied);
                 }
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
+        // Plain inserts, then the applied point: a crash in between leaves records above
+        // the stored revision, invisible to reads, which replaying the log rewrites as they
+        // were (same keys, same revision, same values).
+        let tree = self.tree();
         for (key, change) in &txn.changes {
             let record = match change {
                 Some(kv) => Record::Put {
@@ -113,9 +109,14 @@ impl MvccStore {
                 },
                 None => Record::Tombstone,
             };
-            batch.insert(record_key(key, new_rev), record.encode());
+            tree.insert(record_key(key, new_rev), record.encode())?;
         }
-        self.tree().apply_batch(batch)?;
+        drop(tree);
+        if record {
+            self.record(new_rev, applied)?;
+        } else {
+            self.note_unrecorded(applied);
+        }
         self.revision.store(new_rev, Ordering::Release);
         set_header_revisions(&mut response, new_rev);
         Ok(CommandResponse { op: Some(response) })
@@ -153,7 +154,7 @@ impl MvccStore {
     ) -> Result<CommandResponse, MvccError> {
         let current = self.revision();
         let mut batch = sled::Batch::default();
-        self.record_into(&mut batch, current, applied);
+        batch.insert(META_POINT, self.point_record(current, applied));
         let refusal = if req.revision <= self.compacted_revision() {
             Some(MvccError::Compacted)
         } else if req.revision > current {

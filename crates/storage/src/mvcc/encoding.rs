@@ -1,7 +1,8 @@
 //! How MVCC records are laid out in sled.
 //!
-//! One sled tree holds everything, so that a write and the metadata describing it (revision,
-//! applied log id) go to disk in one atomic batch:
+//! One sled tree holds everything. Writes go in with plain inserts (a sled batch seals and
+//! writes out sled's log buffer each time: about ten times the bytes), and the point they
+//! reach — revision, applied log id, membership — is one key, so it changes atomically:
 //!
 //! - `0x01 | escaped user key | 0x00 0x01 | !revision (u64 BE)` → a [`Record`]. Escaping
 //!   writes `0x00` as `0x00 0xFF`, so encoded keys sort exactly like the user keys, a key's
@@ -17,14 +18,10 @@ pub(crate) const RECORD_SPACE: u8 = 0x01;
 /// First byte of every metadata key.
 pub(crate) const META_SPACE: u8 = 0x02;
 
-/// Current store revision (i64 BE).
-pub(crate) const META_REVISION: &[u8] = b"\x02revision";
+/// The applied point: revision, applied log id and membership (see [`encode_point`]).
+pub(crate) const META_POINT: &[u8] = b"\x02point";
 /// Compacted revision (i64 BE).
 pub(crate) const META_COMPACTED: &[u8] = b"\x02compacted";
-/// The Raft layer's applied log id, opaque here.
-pub(crate) const META_APPLIED: &[u8] = b"\x02applied";
-/// The Raft layer's membership, opaque here.
-pub(crate) const META_MEMBERSHIP: &[u8] = b"\x02membership";
 
 /// Appends the escaped `key` and its terminator: the prefix shared by all versions of `key`.
 pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {
@@ -180,6 +177,63 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// `revision (i64 BE) | applied | membership`, each of the last two as `0`, or `1 | len (u32
+/// BE) | bytes` (the Raft layer's opaque encodings).
+pub(crate) fn encode_point(
+    revision: i64,
+    applied: Option<&[u8]>,
+    membership: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = revision.to_be_bytes().to_vec();
+    for part in [applied, membership] {
+        match part {
+            None => out.push(0),
+            Some(bytes) => {
+                out.push(1);
+                out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    out
+}
+
+/// The applied point's parts: (revision, applied, membership).
+pub(crate) type Point = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Decodes [`encode_point`]'s output; anything else is damage.
+pub(crate) fn decode_point(raw: &[u8]) -> Result<Point, MvccError> {
+    let corrupt = |what: &str| MvccError::Corrupt(format!("applied point: {what}"));
+    let revision = decode_i64(raw.get(..8).ok_or_else(|| corrupt("too short"))?)?;
+    let mut rest = &raw[8..];
+    let mut parts = [None, None];
+    for part in &mut parts {
+        let (&flag, tail) = rest.split_first().ok_or_else(|| corrupt("truncated"))?;
+        rest = tail;
+        match flag {
+            0 => {}
+            1 => {
+                let len: [u8; 4] = rest
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("truncated length"))?;
+                let len = u32::from_be_bytes(len) as usize;
+                let bytes = rest
+                    .get(4..4 + len)
+                    .ok_or_else(|| corrupt("truncated part"))?;
+                *part = Some(bytes.to_vec());
+                rest = &rest[4 + len..];
+            }
+            other => return Err(corrupt(&format!("flag {other}"))),
+        }
+    }
+    if !rest.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    let [applied, membership] = parts;
+    Ok((revision, applied, membership))
+}
+
 pub(crate) fn decode_i64(raw: &[u8]) -> Result<i64, MvccError> {
     let bytes: [u8; 8] = raw
         .try_into()
@@ -191,6 +245,32 @@ pub(crate) fn decode_i64(raw: &[u8]) -> Result<i64, MvccError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn applied_point_round_trips_and_damage_is_an_error() {
+        for (rev, a, m) in [
+            (1, None, None),
+            (42, Some(&b"log id"[..]), None),
+            (7, None, Some(&b"members"[..])),
+            (i64::MAX, Some(&b""[..]), Some(&b"m"[..])),
+        ] {
+            let raw = encode_point(rev, a, m);
+            let back = decode_point(&raw).unwrap();
+            assert_eq!(back, (rev, a.map(<[u8]>::to_vec), m.map(<[u8]>::to_vec)));
+            for cut in 0..raw.len() {
+                assert!(decode_point(&raw[..cut]).is_err(), "prefix of {cut} bytes");
+            }
+            let mut longer = raw.clone();
+            longer.push(0);
+            assert!(decode_point(&longer).is_err());
+        }
+        let mut bad_flag = encode_point(1, None, None);
+        bad_flag[8] = 9;
+        assert!(decode_point(&bad_flag).is_err());
+        let mut huge = encode_point(1, Some(b"x"), None);
+        huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_point(&huge).is_err());
+    }
 
     proptest! {
         #[test]

@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use raftkv_proto::etcdserverpb::ResponseHeader;
 
 use crate::error::MvccError;
-use encoding::{META_APPLIED, META_COMPACTED, META_MEMBERSHIP, META_REVISION, decode_i64};
+use encoding::{META_COMPACTED, META_POINT, decode_i64};
 
 pub use range::RangeEnd;
 
@@ -77,9 +77,16 @@ pub struct MvccStore {
     writer: Mutex<()>,
     /// Compaction's physical deletes take it for writing; snapshot builders for reading.
     compaction_gate: RwLock<()>,
-    /// The applied state of writes made by [`MvccStore::apply_unrecorded`] and not yet
-    /// stored by [`MvccStore::record_applied`] (with the revision, in one batch).
-    unrecorded: Mutex<Option<AppliedState>>,
+    /// The applied state of the last write, and whether it is not yet stored (writes made
+    /// by [`MvccStore::apply_unrecorded`] since the last recording write).
+    point: Mutex<Point>,
+}
+
+/// The in-memory applied point.
+#[derive(Debug, Default)]
+pub(crate) struct Point {
+    pub(crate) state: AppliedState,
+    pub(crate) unrecorded: bool,
 }
 
 impl MvccStore {
@@ -95,9 +102,18 @@ impl MvccStore {
             None => b"mvcc".to_vec(),
         };
         let tree = db.open_tree(name)?;
-        let revision = match tree.get(META_REVISION)? {
-            Some(raw) => decode_i64(&raw)?,
-            None => 1,
+        let (revision, state) = match tree.get(META_POINT)? {
+            Some(raw) => {
+                let (revision, applied, membership) = encoding::decode_point(&raw)?;
+                (
+                    revision,
+                    AppliedState {
+                        applied,
+                        membership,
+                    },
+                )
+            }
+            None => (1, AppliedState::default()),
         };
         let compacted = match tree.get(META_COMPACTED)? {
             Some(raw) => decode_i64(&raw)?,
@@ -110,7 +126,10 @@ impl MvccStore {
             compacted: AtomicI64::new(compacted),
             writer: Mutex::new(()),
             compaction_gate: RwLock::new(()),
-            unrecorded: Mutex::new(None),
+            point: Mutex::new(Point {
+                state,
+                unrecorded: false,
+            }),
         })
     }
 
@@ -127,55 +146,58 @@ impl MvccStore {
     /// The applied log id and membership last stored with the data.
     /// That includes writes applied but not yet recorded (see [`MvccStore::apply_unrecorded`]).
     pub fn applied_state(&self) -> Result<AppliedState, MvccError> {
-        let tree = self.tree();
-        let stored = AppliedState {
-            applied: tree.get(META_APPLIED)?.map(|v| v.to_vec()),
-            membership: tree.get(META_MEMBERSHIP)?.map(|v| v.to_vec()),
-        };
-        Ok(match &*self.unrecorded() {
-            Some(newer) => stored.updated_by(newer),
-            None => stored,
-        })
+        Ok(self.point().state.clone())
     }
 
-    pub(crate) fn unrecorded(&self) -> MutexGuard<'_, Option<AppliedState>> {
-        self.unrecorded.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn point(&self) -> MutexGuard<'_, Point> {
+        self.point.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds the revision `rev` and the applied state (any unrecorded one, updated by
-    /// `state`) to `batch`; the caller holds the writer lock and applies the batch.
-    pub(crate) fn record_into(&self, batch: &mut sled::Batch, rev: i64, state: &AppliedState) {
-        let state = match self.unrecorded().take() {
-            Some(older) => older.updated_by(state),
-            None => state.clone(),
-        };
-        batch.insert(META_REVISION, &rev.to_be_bytes());
-        write_applied(batch, &state);
+    /// Notes `state` as applied without storing it (the caller holds the writer lock).
+    pub(crate) fn note_unrecorded(&self, state: &AppliedState) {
+        let mut point = self.point();
+        point.state = point.state.updated_by(state);
+        point.unrecorded = true;
+    }
+
+    /// The applied point record for revision `rev` after `state` (the caller holds the
+    /// writer lock and stores the returned value under [`META_POINT`], alone or in a batch).
+    pub(crate) fn point_record(&self, rev: i64, state: &AppliedState) -> Vec<u8> {
+        let mut point = self.point();
+        point.state = point.state.updated_by(state);
+        point.unrecorded = false;
+        encoding::encode_point(
+            rev,
+            point.state.applied.as_deref(),
+            point.state.membership.as_deref(),
+        )
+    }
+
+    /// Stores the applied point for revision `rev` after `state`: one insert, atomic, and
+    /// (sled recovers a prefix of its log) covering every write inserted before it.
+    pub(crate) fn record(&self, rev: i64, state: &AppliedState) -> Result<(), MvccError> {
+        let value = self.point_record(rev, state);
+        self.tree().insert(META_POINT, value)?;
+        Ok(())
     }
 
     /// Stores the revision and applied state of every [`MvccStore::apply_unrecorded`] write
-    /// so far, in one batch. Until then a crash leaves sled at the last recorded point, and
-    /// replaying the log from there rewrites the same records (a write's records are keyed
-    /// by its revision and reads never look above the recorded revision).
+    /// so far. Until then a crash leaves sled at the last recorded point, and replaying the
+    /// log from there rewrites the same records (a write's records are keyed by its revision
+    /// and reads never look above the recorded revision).
     pub fn record_applied(&self) -> Result<(), MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if self.unrecorded().is_none() {
+        if !self.point().unrecorded {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        self.record_into(&mut batch, self.revision(), &AppliedState::default());
-        self.tree().apply_batch(batch)?;
-        Ok(())
+        self.record(self.revision(), &AppliedState::default())
     }
 
     /// Records `state` without changing data (for Raft entries that carry no command, such
     /// as blank and membership entries).
     pub fn set_applied_state(&self, state: &AppliedState) -> Result<(), MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
-        self.record_into(&mut batch, self.revision(), state);
-        self.tree().apply_batch(batch)?;
-        Ok(())
+        self.record(self.revision(), state)
     }
 
     /// The revision and applied state of the same instant (no write in between).
@@ -270,14 +292,18 @@ impl Restore<'_> {
     /// the old one.
     pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
         let mut batch = std::mem::take(&mut self.batch);
-        batch.insert(META_REVISION, &meta.revision.to_be_bytes());
         batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
-        write_applied(
-            &mut batch,
-            &AppliedState {
-                applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
-                membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
-            },
+        let state = AppliedState {
+            applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
+            membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
+        };
+        batch.insert(
+            META_POINT,
+            encoding::encode_point(
+                meta.revision,
+                state.applied.as_deref(),
+                state.membership.as_deref(),
+            ),
         );
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
@@ -290,7 +316,10 @@ impl Restore<'_> {
         );
         self.store.revision.store(meta.revision, Ordering::Release);
         // Whatever was applied before is superseded by the snapshot.
-        self.store.unrecorded().take();
+        *self.store.point() = Point {
+            state,
+            unrecorded: false,
+        };
         self.store
             .compacted
             .store(meta.compact_revision, Ordering::Release);
@@ -316,15 +345,6 @@ impl AppliedState {
             applied: newer.applied.clone().or_else(|| self.applied.clone()),
             membership: newer.membership.clone().or_else(|| self.membership.clone()),
         }
-    }
-}
-
-pub(crate) fn write_applied(batch: &mut sled::Batch, state: &AppliedState) {
-    if let Some(applied) = &state.applied {
-        batch.insert(META_APPLIED, applied.as_slice());
-    }
-    if let Some(membership) = &state.membership {
-        batch.insert(META_MEMBERSHIP, membership.as_slice());
     }
 }
 

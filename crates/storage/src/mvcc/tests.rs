@@ -959,9 +959,10 @@ fn a_recording_write_stores_the_newest_unrecorded_state_and_keeps_membership() {
     f.store.set_applied_state(&applied_at(8, None)).unwrap();
     let stored = MvccStore::applied_state(&f.store).unwrap();
     assert_eq!(stored, applied_at(8, Some("m7")));
-    assert!(f.store.unrecorded().is_none());
+    assert!(!f.store.point().unrecorded);
+    let stored = f.store.tree().get(encoding::META_POINT).unwrap().unwrap();
     assert_eq!(
-        f.store.tree().get(META_REVISION).unwrap().as_deref(),
-        Some(&2i64.to_be_bytes()[..])
+        encoding::decode_point(&stored).unwrap(),
+        (2, Some(vec![8]), Some(b"m7".to_vec()))
     );
 }
