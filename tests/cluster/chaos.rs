@@ -279,6 +279,17 @@ async fn run_op_rev(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opt
         .flatten()
 }
 
+/// Member `i`'s id (it is running and healthy when faults start).
+async fn member_id(cluster: &Cluster, i: usize) -> u64 {
+    for _ in 0..20 {
+        if let Some(h) = cluster.status(i).await.and_then(|s| s.header) {
+            return h.member_id;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("member {i} does not answer Status");
+}
+
 fn rev(header: &Option<raftkv_proto::etcdserverpb::ResponseHeader>) -> i64 {
     header.as_ref().map_or(0, |h| h.revision)
 }
@@ -366,9 +377,7 @@ async fn inject(
             };
             let mut minority_ids = Vec::new();
             for &m in &minority {
-                if let Some(id) = cluster.status(m).await.and_then(|s| s.header) {
-                    minority_ids.push(id.member_id);
-                }
+                minority_ids.push(member_id(cluster, m).await);
             }
             let net = cluster.net.as_ref().expect("proxied cluster");
             let from = shared.now();
@@ -476,12 +485,7 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let old_id = cluster
-        .status(old)
-        .await
-        .and_then(|s| s.header)
-        .expect("status of the member to remove")
-        .member_id;
+    let old_id = member_id(cluster, old).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = etcdctl(

@@ -58,7 +58,7 @@ impl NodeConfig {
             initial_cluster_token: "etcd-cluster".into(),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
-            snapshot_count: 10_000,
+            snapshot_count: 100_000,
             request_timeout: Duration::from_secs(4),
         }
     }

@@ -17,6 +17,9 @@ use raftkv_storage::snapshot;
 use raftkv_storage::{AppliedState, MvccStore};
 use tracing::{info, warn};
 
+/// An entry whose apply takes this long is logged (etcd's threshold).
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
 use crate::types::{
     LogId, Refusal, Response, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
 };
@@ -216,11 +219,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         applied,
                         membership: None,
                     };
+                    let started = std::time::Instant::now();
                     let applied = if i == last {
                         self.store.apply(&request.0, &state)
                     } else {
                         self.store.apply_unrecorded(&request.0, &state)
                     };
+                    let took = started.elapsed();
+                    if took >= SLOW_APPLY {
+                        // etcd logs the same ("apply request took too long").
+                        warn!(?took, index = log_id.index, "apply request took too long");
+                    }
                     match applied {
                         Ok(resp) => Response(Ok(resp)),
                         Err(e) if e.is_request_error() => Response(Err(Refusal {
