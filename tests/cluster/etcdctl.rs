@@ -103,15 +103,20 @@ fn run_session(endpoints: &str) -> Vec<String> {
         .iter()
         .map(|(args, stdin)| {
             let out = etcdctl(endpoints, args, *stdin);
-            format!(
-                "$ etcdctl {} (exit {})\n{}{}",
-                args.join(" "),
-                out.status.code().unwrap_or(-1),
-                mask(&String::from_utf8_lossy(&out.stdout)),
-                mask(&String::from_utf8_lossy(&out.stderr))
-            )
+            transcript(&format!("etcdctl {}", args.join(" ")), &out)
         })
         .collect()
+}
+
+/// One command of a session as compared between runs: the command line, its exit code, and
+/// its masked stdout and stderr.
+pub(crate) fn transcript(command: &str, out: &std::process::Output) -> String {
+    format!(
+        "$ {command} (exit {})\n{}{}",
+        out.status.code().unwrap_or(-1),
+        mask(&String::from_utf8_lossy(&out.stdout)),
+        mask(&String::from_utf8_lossy(&out.stderr))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::etcdctl::mask;
+use crate::etcdctl::transcript;
 use crate::fixture::{
     Cluster, Options, Server, assert_no_differences, etcdctl, raftkvctl_bin, run_with_stdin,
 };
@@ -100,13 +100,7 @@ fn session(endpoints: &str, use_raftkvctl: bool) -> Vec<String> {
             } else {
                 etcdctl(endpoints, args, input)
             };
-            format!(
-                "$ {} (exit {})\n{}{}",
-                args.join(" "),
-                out.status.code().unwrap_or(-1),
-                mask(&String::from_utf8_lossy(&out.stdout)),
-                mask(&String::from_utf8_lossy(&out.stderr))
-            )
+            transcript(&args.join(" "), &out)
         })
         .collect()
 }

@@ -17,12 +17,12 @@ use raftkv_storage::snapshot;
 use raftkv_storage::{AppliedState, MvccStore};
 use tracing::{info, warn};
 
-/// An entry whose apply takes this long is logged (etcd's threshold).
-const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
-
 use crate::types::{
     LogId, Refusal, Response, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
 };
+
+/// An entry whose apply takes this long is logged (etcd's threshold).
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A snapshot file on disk, as openraft's snapshot data.
 #[derive(Debug, Clone)]

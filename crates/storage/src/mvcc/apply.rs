@@ -86,11 +86,7 @@ impl MvccStore {
         let mut response = match result {
             Ok(op) => op,
             Err(e) if e.is_request_error() => {
-                if record {
-                    self.record(new_rev, applied)?;
-                } else {
-                    self.note_unrecorded(applied);
-                }
+                self.settle(record, new_rev, applied)?;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -112,11 +108,7 @@ impl MvccStore {
             tree.insert(record_key(key, new_rev), record.encode())?;
         }
         drop(tree);
-        if record {
-            self.record(new_rev, applied)?;
-        } else {
-            self.note_unrecorded(applied);
-        }
+        self.settle(record, new_rev, applied)?;
         self.revision.store(new_rev, Ordering::Release);
         set_header_revisions(&mut response, new_rev);
         Ok(CommandResponse { op: Some(response) })
@@ -144,6 +136,16 @@ impl MvccStore {
         match op {
             command_response::Op::Txn(resp) => Ok(resp),
             _ => unreachable!("built as a txn response above"),
+        }
+    }
+
+    /// Stores the applied point at `rev` (`record`), or only notes it as applied.
+    fn settle(&self, record: bool, rev: i64, applied: &AppliedState) -> Result<(), MvccError> {
+        if record {
+            self.record(rev, applied)
+        } else {
+            self.note_unrecorded(applied);
+            Ok(())
         }
     }
 

@@ -156,7 +156,7 @@ impl MvccStore {
     /// Notes `state` as applied without storing it (the caller holds the writer lock).
     pub(crate) fn note_unrecorded(&self, state: &AppliedState) {
         let mut point = self.point();
-        point.state = point.state.updated_by(state);
+        point.state.update(state);
         point.unrecorded = true;
     }
 
@@ -164,7 +164,7 @@ impl MvccStore {
     /// writer lock and stores the returned value under [`META_POINT`], alone or in a batch).
     pub(crate) fn point_record(&self, rev: i64, state: &AppliedState) -> Vec<u8> {
         let mut point = self.point();
-        point.state = point.state.updated_by(state);
+        point.state.update(state);
         point.unrecorded = false;
         encoding::encode_point(
             rev,
@@ -339,11 +339,13 @@ impl Drop for Restore<'_> {
 }
 
 impl AppliedState {
-    /// `self` with the fields `newer` sets replaced.
-    pub(crate) fn updated_by(&self, newer: &AppliedState) -> AppliedState {
-        AppliedState {
-            applied: newer.applied.clone().or_else(|| self.applied.clone()),
-            membership: newer.membership.clone().or_else(|| self.membership.clone()),
+    /// Replaces the fields `newer` sets (reusing this state's buffers).
+    pub(crate) fn update(&mut self, newer: &AppliedState) {
+        if newer.applied.is_some() {
+            self.applied.clone_from(&newer.applied);
+        }
+        if newer.membership.is_some() {
+            self.membership.clone_from(&newer.membership);
         }
     }
 }
