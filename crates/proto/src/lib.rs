@@ -6,6 +6,9 @@
 //! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries, and the
 //!   member-to-member `Peer` service (Raft RPCs, write forwarding, read index).
 //!
+//! - [`codec`] — the gRPC codec of every generated service (prost behind a nesting bound),
+//!   and [`codec::decode_bounded`], the way to decode protobuf from a log entry or a file.
+//!
 //! Clients use the `*_client` modules, servers implement the traits in the `*_server` ones.
 
 #![allow(
@@ -13,6 +16,8 @@
     clippy::doc_lazy_continuation,
     clippy::large_enum_variant
 )]
+
+pub mod codec;
 
 /// etcd's `mvccpb` package: stored key-value records.
 pub mod mvccpb {

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
 /// `--initial-cluster-state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClusterState {
@@ -40,6 +45,11 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// How long a request may take before it fails with "request timed out".
     pub request_timeout: Duration,
+    /// `--max-request-bytes`: the largest command accepted into the log (at most
+    /// [`crate::MAX_REQUEST_BYTES_LIMIT`]).
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops`.
+    pub max_txn_ops: usize,
 }
 
 impl NodeConfig {
@@ -60,6 +70,8 @@ impl NodeConfig {
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
             request_timeout: Duration::from_secs(4),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
         }
     }
 

@@ -313,6 +313,14 @@ impl RaftNode {
         if self.raft.current_leader().await != Some(self.id) {
             return Err(not_leader());
         }
+        // A forwarded command passes the same gate as a client's request: a peer is no more
+        // trusted than a client to put only well-formed commands in the log.
+        raftkv_storage::mvcc::validate::check_command(
+            &cmd,
+            self.config.max_request_bytes,
+            self.config.max_txn_ops,
+        )
+        .map_err(|e| tonic::Status::from(NodeError::from(e)))?;
         let timeout = self.config.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(Request(cmd))).await {
             Err(_) => Err(NodeError::Timeout.into()),

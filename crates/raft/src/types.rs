@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 
 use prost::Message;
+use raftkv_proto::codec::decode_bounded;
 use raftkv_proto::raftkvpb::{Command, CommandResponse};
 use raftkv_storage::ErrorCode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -69,7 +70,9 @@ impl Serialize for Request {
 impl<'de> Deserialize<'de> for Request {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(d)?;
-        Command::decode(bytes.0.as_slice())
+        // Bounded: a committed entry holds only what the client edge let in, and that
+        // always decodes again (the nesting bound is the same on both sides).
+        decode_bounded::<Command>(bytes.0.as_slice())
             .map(Request)
             .map_err(serde::de::Error::custom)
     }
@@ -124,9 +127,8 @@ impl<'de> Deserialize<'de> for Response {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire: Result<serde_bytes_buf::Buf, Refusal> = Deserialize::deserialize(d)?;
         Ok(Response(match wire {
-            Ok(bytes) => Ok(
-                CommandResponse::decode(bytes.0.as_slice()).map_err(serde::de::Error::custom)?
-            ),
+            Ok(bytes) => Ok(decode_bounded::<CommandResponse>(bytes.0.as_slice())
+                .map_err(serde::de::Error::custom)?),
             Err(refusal) => Err(refusal),
         }))
     }

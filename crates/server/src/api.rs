@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use raftkv_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
@@ -13,8 +12,8 @@ use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
 };
 use raftkv_raft::{NodeError, RaftNode};
+use raftkv_storage::MvccError;
 use raftkv_storage::mvcc::validate;
-use raftkv_storage::{ErrorCode, MvccError};
 
 /// The version reported by `Maintenance/Status`: the etcd API level served, with raftkv's
 /// own version as build metadata (ignored by semver comparisons).
@@ -24,19 +23,10 @@ pub const VERSION: &str = concat!("3.4.23+raftkv.", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct EtcdApi {
     node: Arc<RaftNode>,
-    max_request_bytes: usize,
-    max_txn_ops: usize,
 }
 
 fn refused(e: MvccError) -> NodeError {
     NodeError::from(e)
-}
-
-fn too_large() -> NodeError {
-    NodeError::Refused(raftkv_raft::types::Refusal {
-        code: ErrorCode::InvalidArgument.into(),
-        message: "etcdserver: request is too large".into(),
-    })
 }
 
 fn learner_refusal() -> NodeError {
@@ -47,12 +37,8 @@ fn learner_refusal() -> NodeError {
 
 impl EtcdApi {
     /// The API over a running member.
-    pub fn new(node: Arc<RaftNode>, max_request_bytes: usize, max_txn_ops: usize) -> Self {
-        Self {
-            node,
-            max_request_bytes,
-            max_txn_ops,
-        }
+    pub fn new(node: Arc<RaftNode>) -> Self {
+        Self { node }
     }
 
     /// The member underneath.
@@ -82,9 +68,8 @@ impl EtcdApi {
             return Err(learner_refusal());
         }
         let cmd = Command { op: Some(op) };
-        if cmd.encoded_len() > self.max_request_bytes {
-            return Err(too_large());
-        }
+        // The request itself was checked by the caller (put, delete_range, txn, compact).
+        validate::check_size(&cmd, self.node.config().max_request_bytes).map_err(refused)?;
         let resp = self.node.write(cmd).await?;
         resp.op
             .ok_or_else(|| NodeError::Internal("empty response from the state machine".into()))
@@ -134,7 +119,7 @@ impl EtcdApi {
     /// KV/Txn. A txn that only reads is served locally (after a read barrier unless every
     /// range in it is serializable), as etcd does.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
-        validate::check_txn(&req, self.max_txn_ops).map_err(refused)?;
+        validate::check_txn(&req, self.node.config().max_txn_ops).map_err(refused)?;
         if validate::is_read_only(&req) {
             if !validate::is_serializable(&req) {
                 if self.node.is_learner() {

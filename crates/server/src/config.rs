@@ -10,8 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use raftkv_raft::{ClusterState, NodeConfig};
 
-/// etcd's default `--max-request-bytes` (1.5 MiB).
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
+pub use raftkv_raft::config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
 
 /// A member's flags (etcd's names; the doc comments are the help text).
 #[derive(Debug, Clone, Args)]
@@ -75,10 +74,6 @@ pub struct ServerConfig {
     pub listen_client: Vec<String>,
     /// Address the peer service listens on.
     pub listen_peer: String,
-    /// `--max-request-bytes`.
-    pub max_request_bytes: usize,
-    /// `--max-txn-ops`.
-    pub max_txn_ops: usize,
 }
 
 impl ServerConfig {
@@ -89,8 +84,6 @@ impl ServerConfig {
             listen_client: node.client_urls.clone(),
             listen_peer: node.peer_urls.first().cloned().unwrap_or_default(),
             node,
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_txn_ops: 128,
         }
     }
 
@@ -129,6 +122,8 @@ impl ServerConfig {
         node.heartbeat_interval = Duration::from_millis(flags.heartbeat_interval);
         node.election_timeout = Duration::from_millis(flags.election_timeout);
         node.snapshot_count = flags.snapshot_count;
+        node.max_request_bytes = flags.max_request_bytes;
+        node.max_txn_ops = flags.max_txn_ops;
         // etcd: 5 s plus two election timeouts; capped so that a client's default 5 s
         // command timeout sees our error rather than its own.
         node.request_timeout =
@@ -141,8 +136,6 @@ impl ServerConfig {
                 .first()
                 .cloned()
                 .context("--listen-peer-urls is empty")?,
-            max_request_bytes: flags.max_request_bytes,
-            max_txn_ops: flags.max_txn_ops,
         })
     }
 }

@@ -70,9 +70,9 @@ impl Server {
             name = %config.node.name,
             "member started"
         );
-        let api = EtcdApi::new(node, config.max_request_bytes, config.max_txn_ops);
+        let api = EtcdApi::new(node);
         let (stop_clients, stop_rx) = watch::channel(false);
-        let max_message = config.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let mut client_tasks = Vec::new();
         let mut client_addrs = Vec::new();
         for listener in client_listeners {

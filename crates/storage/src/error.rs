@@ -39,6 +39,12 @@ pub enum MvccError {
     /// A txn with more operations than `--max-txn-ops` allows.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
+    /// A request larger than `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// A command with no operation in it (only a hostile peer sends one).
+    #[error("raftkv: command without an operation")]
+    EmptyCommand,
     /// A txn that writes one key twice (or puts a key it also deletes).
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,

@@ -55,6 +55,12 @@ impl MvccStore {
         record: bool,
     ) -> Result<CommandResponse, MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Whoever put the entry in the log, a malformed one is refused alike on every member
+        // (and recorded as applied), never treated as a damaged store.
+        if let Err(e) = super::validate::check_structure(cmd) {
+            self.settle(record, self.revision(), applied)?;
+            return Err(e);
+        }
         if let Some(command::Op::Compaction(req)) = &cmd.op {
             return self.compact(req, applied);
         }
@@ -76,7 +82,7 @@ impl MvccStore {
                     .map(command_response::Op::Txn)
             }
             Some(command::Op::Compaction(_)) => unreachable!("handled above"),
-            None => Err(MvccError::Corrupt("command without an operation".into())),
+            None => Err(MvccError::EmptyCommand),
         };
         let new_rev = if txn.changes.is_empty() || result.is_err() {
             read_rev

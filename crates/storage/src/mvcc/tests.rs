@@ -702,6 +702,111 @@ fn txn_validation() {
     ));
 }
 
+/// `levels` txns nested through their success branch, the innermost holding `inner`.
+fn nested(levels: usize, inner: Vec<RequestOp>) -> TxnRequest {
+    let mut txn = TxnRequest {
+        success: inner,
+        ..Default::default()
+    };
+    for _ in 1..levels {
+        txn = TxnRequest {
+            success: vec![op_txn(txn)],
+            ..Default::default()
+        };
+    }
+    txn
+}
+
+#[test]
+fn nesting_spends_the_txn_op_budget() {
+    // etcd's checkTxnRequest hands a nested txn what its parent left of --max-txn-ops: with
+    // 128, 128 levels of one op each pass and a 129th op does not; an empty 129th level
+    // (no ops to spend) passes. Checked against etcd 3.4.23 by tests/cluster/hostile.rs.
+    let put = || vec![op_put("k", "v")];
+    check_txn(&nested(128, put()), DEFAULT_MAX_TXN_OPS).unwrap();
+    assert!(matches!(
+        check_txn(&nested(129, put()), DEFAULT_MAX_TXN_OPS),
+        Err(MvccError::TooManyOps)
+    ));
+    check_txn(&nested(129, vec![]), DEFAULT_MAX_TXN_OPS).unwrap();
+    // Two ops at the top leave 126 for the level below.
+    let wide = TxnRequest {
+        success: vec![op_put("a", "1"), op_txn(nested(126, put()))],
+        ..Default::default()
+    };
+    check_txn(&wide, DEFAULT_MAX_TXN_OPS).unwrap();
+    let wide = TxnRequest {
+        success: vec![op_put("a", "1"), op_txn(nested(127, put()))],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&wide, DEFAULT_MAX_TXN_OPS),
+        Err(MvccError::TooManyOps)
+    ));
+    // Whatever --max-txn-ops says, nothing deeper than the log can hold gets in.
+    let limit = raftkv_proto::codec::MAX_TXN_DEPTH;
+    check_txn(&nested(limit, put()), 100_000).unwrap();
+    assert!(matches!(
+        check_txn(&nested(limit + 1, put()), 100_000),
+        Err(MvccError::TooManyOps)
+    ));
+    // etcd: an op with no request in it is "key not found".
+    let empty_op = TxnRequest {
+        success: vec![RequestOp { request: None }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        check_txn(&empty_op, 128),
+        Err(MvccError::KeyNotFound)
+    ));
+}
+
+#[test]
+fn malformed_commands_are_refusals_not_damage() {
+    let f = open();
+    let before = f.store.revision();
+    let refused = f
+        .store
+        .apply(&Command { op: None }, &AppliedState::default());
+    assert!(matches!(refused, Err(MvccError::EmptyCommand)));
+    let empty_key = f.apply(command::Op::Put(put_req("", "v")));
+    assert!(matches!(empty_key, Err(MvccError::EmptyKey)));
+    let hole = f.apply(command::Op::Txn(TxnRequest {
+        success: vec![RequestOp { request: None }],
+        ..Default::default()
+    }));
+    assert!(matches!(hole, Err(MvccError::KeyNotFound)));
+    assert_eq!(f.store.revision(), before);
+}
+
+#[test]
+fn the_deepest_txn_allowed_decodes_applies_and_drops_on_a_small_stack() {
+    use prost::Message;
+    let limit = raftkv_proto::codec::MAX_TXN_DEPTH;
+    // tokio's worker threads have 2 MiB stacks; the apply path runs on one.
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let f = open();
+            let cmd = Command {
+                op: Some(command::Op::Txn(nested(limit, vec![op_put("deep", "v")]))),
+            };
+            let bytes = cmd.encode_to_vec();
+            let back: Command = raftkv_proto::codec::decode_bounded(&bytes).unwrap();
+            super::validate::check_command(&back, usize::MAX, usize::MAX).unwrap();
+            let resp = f.store.apply(&back, &AppliedState::default()).unwrap();
+            let resp_bytes = resp.encode_to_vec();
+            let resp_back: CommandResponse =
+                raftkv_proto::codec::decode_bounded(&resp_bytes).unwrap();
+            assert_eq!(resp_back, resp);
+            assert_eq!(f.get("deep").unwrap().value, b("v"));
+            drop((back, resp, resp_back));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 #[test]
 fn compaction_rules() {
     let f = open();

@@ -1,12 +1,20 @@
-//! etcd's request checks, run by the server before a request is proposed (etcd 3.4's
+//! etcd's request checks, run before a request is proposed (etcd 3.4's
 //! `etcdserver/api/v3rpc/key.go`): a refused request changes nothing and never reaches the log.
+//!
+//! [`check_command`] is the one gate into the log, for a client's request and for a command a
+//! follower forwards alike. [`check_structure`] is what the state machine re-checks when it
+//! applies an entry: only the rules that do not depend on a member's flags, so every member
+//! refuses the same entries.
 
 use std::collections::HashSet;
 
+use prost::Message;
+use raftkv_proto::codec::MAX_TXN_DEPTH;
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use raftkv_proto::raftkvpb::{Command, command};
 
 use super::range::RangeEnd;
 use crate::error::MvccError;
@@ -44,23 +52,63 @@ pub fn check_delete(req: &DeleteRangeRequest) -> Result<(), MvccError> {
     Ok(())
 }
 
-/// Checks a Txn request: operation counts (the largest of compares, success and failure
-/// ops, at every level, against `max_ops`), every nested request, then that no branch writes
-/// a key twice.
+/// Checks a Txn request as etcd does: operation counts against `max_ops` (etcd's
+/// `checkTxnRequest`: a nested txn gets what its parent left of the budget, so nesting spends
+/// it), every nested request, then that no branch writes a key twice.
 pub fn check_txn(req: &TxnRequest, max_ops: usize) -> Result<(), MvccError> {
-    check_txn_shape(req, max_ops)?;
+    check_txn_ops(req, max_ops, 1)?;
     check_intervals(&req.success)?;
     check_intervals(&req.failure)?;
     Ok(())
 }
 
-fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<(), MvccError> {
+/// A command about to enter the log, whoever proposes it: the checks of its request, then its
+/// size against `max_request_bytes` (etcd checks the size when it proposes).
+pub fn check_command(
+    cmd: &Command,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+) -> Result<(), MvccError> {
+    match &cmd.op {
+        Some(command::Op::Put(r)) => check_put(r)?,
+        Some(command::Op::DeleteRange(r)) => check_delete(r)?,
+        Some(command::Op::Txn(r)) => check_txn(r, max_txn_ops)?,
+        Some(command::Op::Compaction(_)) => {}
+        None => return Err(MvccError::EmptyCommand),
+    }
+    check_size(cmd, max_request_bytes)
+}
+
+/// The size part of [`check_command`], for a caller that has checked the request itself.
+pub fn check_size(cmd: &Command, max_request_bytes: usize) -> Result<(), MvccError> {
+    if cmd.encoded_len() > max_request_bytes {
+        return Err(MvccError::RequestTooLarge);
+    }
+    Ok(())
+}
+
+/// The checks of [`check_command`] that do not depend on flags (keys present, every op set,
+/// nesting within [`MAX_TXN_DEPTH`]): what the state machine verifies again before applying
+/// a committed entry, since a member cannot know who put it in the log.
+pub fn check_structure(cmd: &Command) -> Result<(), MvccError> {
+    match &cmd.op {
+        Some(command::Op::Put(r)) => check_put(r),
+        Some(command::Op::DeleteRange(r)) => check_delete(r),
+        Some(command::Op::Txn(r)) => check_txn_ops(r, usize::MAX, 1),
+        Some(command::Op::Compaction(_)) => Ok(()),
+        None => Err(MvccError::EmptyCommand),
+    }
+}
+
+fn check_txn_ops(req: &TxnRequest, budget: usize, depth: usize) -> Result<(), MvccError> {
     let ops = req
         .compare
         .len()
         .max(req.success.len())
         .max(req.failure.len());
-    if ops > max_ops {
+    // Beyond MAX_TXN_DEPTH levels the log could not hold the txn (see raftkv-proto's codec);
+    // etcd's own budget refuses such nesting at its default --max-txn-ops already.
+    if ops > budget || depth > MAX_TXN_DEPTH {
         return Err(MvccError::TooManyOps);
     }
     if req.compare.iter().any(|c| c.key.is_empty()) {
@@ -71,8 +119,9 @@ fn check_txn_shape(req: &TxnRequest, max_ops: usize) -> Result<(), MvccError> {
             Some(Request::RequestRange(r)) => check_range(r)?,
             Some(Request::RequestPut(r)) => check_put(r)?,
             Some(Request::RequestDeleteRange(r)) => check_delete(r)?,
-            Some(Request::RequestTxn(r)) => check_txn_shape(r, max_ops)?,
-            None => {}
+            Some(Request::RequestTxn(r)) => check_txn_ops(r, budget - ops, depth + 1)?,
+            // etcd: "empty op / nil entry".
+            None => return Err(MvccError::KeyNotFound),
         }
     }
     Ok(())
