@@ -41,7 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// `SCHEMA`: every message as `(package, name, is a txn level, &[(field number, index of its
 /// message type)])`, sorted by package and name, listing only the fields that are messages.
 fn schema(set: &prost_types::FileDescriptorSet) -> String {
-    let mut messages: Vec<((String, String), Vec<(i32, String)>)> = Vec::new();
+    // ((package, name), [(field number, full name of the field's message type)])
+    type Entry = ((String, String), Vec<(i32, String)>);
+    let mut messages: Vec<Entry> = Vec::new();
     for file in &set.file {
         let package = file.package();
         for message in &file.message_type {
