@@ -19,6 +19,16 @@ use prost::{Message, Name};
 use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+/// One message type of `proto/`, as the nesting walk sees it.
+pub(crate) struct MessageShape {
+    package: &'static str,
+    name: &'static str,
+    /// Whether it is one level of txn nesting (`TxnRequest`, `TxnResponse`).
+    txn: bool,
+    /// Its message-typed fields: number, and the index of the field's type in `SCHEMA`.
+    fields: &'static [(u32, usize)],
+}
+
 include!(concat!(env!("OUT_DIR"), "/schema.rs"));
 
 /// The deepest txn nesting any raftkv member accepts, decodes or stores: etcd's default
@@ -66,7 +76,7 @@ impl From<NestingError> for Status {
 /// The index of message type `U` in [`SCHEMA`].
 fn schema_index<U: Name>() -> Option<usize> {
     SCHEMA
-        .binary_search_by(|(package, name, _, _)| (*package, *name).cmp(&(U::PACKAGE, U::NAME)))
+        .binary_search_by(|m| (m.package, m.name).cmp(&(U::PACKAGE, U::NAME)))
         .ok()
 }
 
@@ -80,7 +90,7 @@ pub(crate) fn txn_depth(bytes: &[u8], root: usize, max_txn: usize) -> Result<usi
     // The enclosing messages: their schema index and where they end.
     let mut stack: Vec<(usize, usize)> = Vec::new();
     let (mut current, mut end) = (root, total);
-    let mut txn = usize::from(SCHEMA[root].2);
+    let mut txn = usize::from(SCHEMA[root].txn);
     let mut deepest = txn;
     loop {
         let at = total - rest.len();
@@ -88,7 +98,7 @@ pub(crate) fn txn_depth(bytes: &[u8], root: usize, max_txn: usize) -> Result<usi
             let Some((parent, parent_end)) = stack.pop() else {
                 return Ok(deepest);
             };
-            txn -= usize::from(SCHEMA[current].2);
+            txn -= usize::from(SCHEMA[current].txn);
             (current, end) = (parent, parent_end);
             continue;
         }
@@ -114,14 +124,14 @@ pub(crate) fn txn_depth(bytes: &[u8], root: usize, max_txn: usize) -> Result<usi
                     ))?;
                 let number = (key >> 3) as u32;
                 let child = SCHEMA[current]
-                    .3
+                    .fields
                     .iter()
                     .find_map(|&(n, index)| (n == number).then_some(index));
                 match child {
                     Some(child) => {
                         stack.push((current, end));
                         (current, end) = (child, total - rest.len() + len);
-                        txn += usize::from(SCHEMA[child].2);
+                        txn += usize::from(SCHEMA[child].txn);
                         if txn > max_txn {
                             return Err(NestingError::TooDeep);
                         }
@@ -394,7 +404,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            SCHEMA[index::<RequestOp>()].3,
+            SCHEMA[index::<RequestOp>()].fields,
             &[
                 (1, index::<RangeRequest>()),
                 (2, index::<PutRequest>()),
