@@ -391,12 +391,12 @@ mod tests {
         assert!(
             SCHEMA
                 .windows(2)
-                .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+                .all(|w| (w[0].package, w[0].name) < (w[1].package, w[1].name))
         );
         let txn = &SCHEMA[index::<TxnRequest>()];
-        assert!(txn.2);
+        assert!(txn.txn);
         assert_eq!(
-            txn.3,
+            txn.fields,
             &[
                 (1, index::<crate::etcdserverpb::Compare>()),
                 (2, index::<RequestOp>()),
