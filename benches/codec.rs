@@ -26,7 +26,7 @@ fn codecs() -> [(&'static str, Compress, Decompress); 3] {
         (
             "raftkv",
             |d| raftkv_codec::compress(d),
-            |f, _| raftkv_codec::decompress(f).expect("own frame"),
+            |f, _| raftkv_codec::decompress(f, usize::MAX).expect("own frame"),
         ),
         (
             "lz4_flex",

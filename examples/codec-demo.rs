@@ -34,7 +34,9 @@ fn main() {
         ("etcd-like records", samples::etcd_records(MIB, 1)),
     ] {
         let frame = compress(&input);
-        let ok = decompress(&frame).map(|out| out == input).unwrap_or(false);
+        let ok = decompress(&frame, usize::MAX)
+            .map(|out| out == input)
+            .unwrap_or(false);
         println!(
             "  {name:18} {:>9} -> {:>9} bytes  {:>8.2}x  round trip {}",
             input.len(),

@@ -35,6 +35,14 @@ pub enum DecodeError {
         /// The decompressed length the header claims.
         claimed: u64,
     },
+    /// The header claims more than the caller allows.
+    #[error("frame claims {claimed} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// The decompressed length the header claims.
+        claimed: u64,
+        /// The caller's bound.
+        limit: u64,
+    },
     /// A block kind byte this build does not know.
     #[error("unknown block kind {0}")]
     UnknownBlockKind(u8),

@@ -72,11 +72,14 @@ pub fn compress(input: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes a frame made by `compress`, verifying its checksum and structure first.
+/// Decodes a frame made by `compress`, verifying its checksum and structure first, into at
+/// most `max_len` bytes.
 ///
-/// Truncated, corrupted or inconsistent frames return an error; none panics, and the output
-/// buffer never grows beyond what the frame's blocks actually describe.
-pub fn decompress(frame: &[u8]) -> Result<Vec<u8>, DecodeError> {
+/// Truncated, corrupted or inconsistent frames return an error; none panics. A frame that
+/// claims more than `max_len` bytes is refused before anything is allocated: repeat tokens
+/// let a few bytes stand for a megabyte, so no ratio bound could tell a bomb from a run of
+/// zeros — only the caller knows how much output is legitimate.
+pub fn decompress(frame: &[u8], max_len: usize) -> Result<Vec<u8>, DecodeError> {
     if frame.len() < 4 {
         return Err(DecodeError::Truncated);
     }
@@ -114,6 +117,12 @@ pub fn decompress(frame: &[u8]) -> Result<Vec<u8>, DecodeError> {
     }
     let raw_len =
         usize::try_from(claimed).map_err(|_| DecodeError::LengthExceedsFrame { claimed })?;
+    if raw_len > max_len {
+        return Err(DecodeError::TooLarge {
+            claimed,
+            limit: max_len as u64,
+        });
+    }
     let block_size = block_size as usize;
     let mut out = Vec::with_capacity(raw_len.min(MAX_UPFRONT_RESERVE));
     while out.len() < raw_len {

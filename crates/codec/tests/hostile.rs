@@ -40,10 +40,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The output bound these tests decode with (what one snapshot block may hold).
+const LIMIT: usize = 64 << 20;
+
 /// Largest single allocation made while decoding `frame`.
 fn largest_allocation(frame: &[u8]) -> (Result<Vec<u8>, DecodeError>, usize) {
     LARGEST.with(|largest| largest.set(0));
-    let result = decompress(frame);
+    let result = decompress(frame, LIMIT);
     (result, LARGEST.with(Cell::get))
 }
 
@@ -100,7 +103,10 @@ fn lying_repeat_count_is_refused_without_allocating() {
 #[test]
 fn count_of_zero_is_refused() {
     let frame = forged(10, &tokens_block(b"\x03\x00a"));
-    assert_eq!(decompress(&frame), Err(DecodeError::BadRepeatCount(0)));
+    assert_eq!(
+        decompress(&frame, LIMIT),
+        Err(DecodeError::BadRepeatCount(0))
+    );
 }
 
 #[test]
@@ -111,54 +117,99 @@ fn unit_longer_than_the_block_is_refused() {
     tokens.push(2);
     tokens.extend_from_slice(&[7; 100]);
     let frame = forged(10, &tokens_block(&tokens));
-    assert_eq!(decompress(&frame), Err(DecodeError::BlockOverflow));
+    assert_eq!(decompress(&frame, LIMIT), Err(DecodeError::BlockOverflow));
 }
 
 #[test]
 fn unit_running_past_the_tokens_is_refused() {
     let frame = forged(40, &tokens_block(b"\x29\x02abc"));
-    assert_eq!(decompress(&frame), Err(DecodeError::Truncated));
+    assert_eq!(decompress(&frame, LIMIT), Err(DecodeError::Truncated));
+}
+
+#[test]
+fn a_bomb_is_refused_before_anything_is_allocated() {
+    // One repeat token per 1 MiB block: a few bytes per megabyte, all structurally valid,
+    // claiming 4 GiB. The caller's bound refuses the claim up front.
+    let exponent = 20u8;
+    let blocks = 4096u64;
+    let mut body = Vec::new();
+    for _ in 0..blocks {
+        let mut tokens = Vec::new();
+        varint((1 << 1) | 1, &mut tokens); // a repeat of a 1-byte unit
+        varint(1 << exponent, &mut tokens);
+        tokens.push(0);
+        body.push(1);
+        body.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+        body.extend_from_slice(&tokens);
+    }
+    let mut frame = b"RKVC".to_vec();
+    frame.extend_from_slice(&[1, 0, exponent]);
+    varint(blocks << exponent, &mut frame);
+    frame.extend_from_slice(&body);
+    let crc = crc32fast::hash(&frame);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    assert!(frame.len() < 64 * 1024);
+    let (result, largest) = largest_allocation(&frame);
+    assert_eq!(
+        result,
+        Err(DecodeError::TooLarge {
+            claimed: blocks << exponent,
+            limit: LIMIT as u64
+        })
+    );
+    assert!(largest < 1 << 20, "allocated {largest} bytes");
+    // Within the bound the same kind of frame decodes, to exactly what it claims.
+    let mut small = b"RKVC".to_vec();
+    small.extend_from_slice(&[1, 0, exponent]);
+    varint(1 << exponent, &mut small);
+    small.extend_from_slice(&body[..body.len() / blocks as usize]);
+    let crc = crc32fast::hash(&small);
+    small.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(decompress(&small, LIMIT), Ok(vec![0u8; 1 << exponent]));
 }
 
 #[test]
 fn structural_lies_are_refused() {
     // Raw block shorter than claimed.
     assert_eq!(
-        decompress(&forged(5, b"\x00abc")),
+        decompress(&forged(5, b"\x00abc"), LIMIT),
         Err(DecodeError::Truncated)
     );
     // Two blocks claimed, four bytes of body: not even two bytes a block.
     assert_eq!(
-        decompress(&forged(70_000, b"\x00ab")),
+        decompress(&forged(70_000, b"\x00ab"), LIMIT),
         Err(DecodeError::LengthExceedsFrame { claimed: 70_000 })
     );
     // Unknown block kind.
     assert_eq!(
-        decompress(&forged(2, b"\x07ab")),
+        decompress(&forged(2, b"\x07ab"), LIMIT),
         Err(DecodeError::UnknownBlockKind(7))
     );
     // Bytes after the last block.
     assert_eq!(
-        decompress(&forged(2, b"\x00abX")),
+        decompress(&forged(2, b"\x00abX"), LIMIT),
         Err(DecodeError::TrailingBytes)
     );
     // Token length past the end of the frame.
     assert_eq!(
-        decompress(&forged(4, b"\x01\xff\x00\x00\x00\x08abcd")),
+        decompress(&forged(4, b"\x01\xff\x00\x00\x00\x08abcd"), LIMIT),
         Err(DecodeError::Truncated)
     );
     // Tokens that fall short of their block.
     assert_eq!(
-        decompress(&forged(4, &tokens_block(b"\x04ab"))),
+        decompress(&forged(4, &tokens_block(b"\x04ab")), LIMIT),
         Err(DecodeError::BlockUnderflow)
     );
     // Header fields.
     let mut frame = compress(b"hello");
     frame[4] = 9;
-    assert_eq!(decompress(&frame), Err(DecodeError::UnsupportedVersion(9)));
-    assert_eq!(decompress(b"RKV"), Err(DecodeError::Truncated));
     assert_eq!(
-        decompress(b"PK\x03\x04 a zip file, not ours"),
+        decompress(&frame, LIMIT),
+        Err(DecodeError::UnsupportedVersion(9))
+    );
+    assert_eq!(decompress(b"RKV", LIMIT), Err(DecodeError::Truncated));
+    assert_eq!(
+        decompress(b"PK\x03\x04 a zip file, not ours", LIMIT),
         Err(DecodeError::BadMagic)
     );
 }
@@ -168,7 +219,7 @@ fn every_truncation_of_a_real_frame_is_refused() {
     let input = samples::etcd_records(20_000, 9);
     let frame = compress(&input);
     for cut in 0..frame.len() {
-        assert!(decompress(&frame[..cut]).is_err(), "cut at {cut}");
+        assert!(decompress(&frame[..cut], LIMIT).is_err(), "cut at {cut}");
     }
 }
 
@@ -180,7 +231,10 @@ fn every_single_bit_flip_is_detected() {
         for bit in 0..8 {
             let mut bad = frame.clone();
             bad[byte] ^= 1 << bit;
-            assert!(decompress(&bad).is_err(), "flip at byte {byte} bit {bit}");
+            assert!(
+                decompress(&bad, LIMIT).is_err(),
+                "flip at byte {byte} bit {bit}"
+            );
         }
     }
 }
@@ -192,7 +246,7 @@ proptest! {
     #[test]
     fn forged_bodies_never_panic(raw_len in 0u64..300_000, body in proptest::collection::vec(any::<u8>(), 0..300)) {
         let frame = forged(raw_len, &body);
-        if let Ok(out) = decompress(&frame) {
+        if let Ok(out) = decompress(&frame, LIMIT) {
             prop_assert_eq!(out.len() as u64, raw_len);
         }
     }
@@ -201,7 +255,7 @@ proptest! {
     #[test]
     fn forged_tokens_never_panic(raw_len in 1u64..5000, tokens in proptest::collection::vec(any::<u8>(), 1..200)) {
         let frame = forged(raw_len, &tokens_block(&tokens));
-        if let Ok(out) = decompress(&frame) {
+        if let Ok(out) = decompress(&frame, LIMIT) {
             prop_assert_eq!(out.len() as u64, raw_len);
         }
     }
@@ -219,7 +273,7 @@ proptest! {
             frame[at] = value;
         }
         // Damage either is caught or (if it hit nothing the decoder reads) changes nothing.
-        if let Ok(out) = decompress(&frame) {
+        if let Ok(out) = decompress(&frame, LIMIT) {
             prop_assert_eq!(out, input);
         }
     }

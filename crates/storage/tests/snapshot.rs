@@ -14,6 +14,53 @@ use raftkv_storage::snapshot::{self, SnapshotInfo};
 use raftkv_storage::{AppliedState, MvccConfig, MvccStore, SnapshotError};
 use sha2::{Digest, Sha256};
 
+/// Tracks the peak of live heap bytes on each thread, so the bomb tests can check what a
+/// hostile file made the reader allocate.
+mod peak {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Tracking;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(delta: isize) {
+        let _ = LIVE.try_with(|live| {
+            live.set(live.get() + delta);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+        });
+    }
+
+    unsafe impl GlobalAlloc for Tracking {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` and returns its result with the most heap bytes it held at once.
+    pub fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let base = LIVE.with(Cell::get);
+        PEAK.with(|p| p.set(base));
+        let out = f();
+        (out, (PEAK.with(Cell::get) - base).max(0) as usize)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: peak::Tracking = peak::Tracking;
+
 fn open(dir: &Path) -> MvccStore {
     MvccStore::open(dir, &MvccConfig::default()).unwrap()
 }
@@ -252,6 +299,91 @@ fn damaged_and_foreign_files_are_refused() {
     put(&target, "keep", "me");
     assert!(snapshot::restore(&file, &target).is_err());
     assert_eq!(all_at(&target, 0).len(), 1);
+}
+
+/// A snapshot file with a real header and the given block frames, every checksum correct, so
+/// only the bounds can refuse what the frames hold.
+fn forge(frames: &[Vec<u8>]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, file, clean) = build_sample();
+    let body_len = u32::from_le_bytes(clean[12..16].try_into().unwrap()) as usize;
+    let mut out = clean[..16 + body_len + 4].to_vec();
+    for frame in frames {
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let footer_len = 8 + 4 * 8 + 4;
+    let pad = (512 - (out.len() + footer_len) % 512) % 512;
+    out.resize(out.len() + pad, 0);
+    let mut footer = b"RKVSEND1".to_vec();
+    footer.extend_from_slice(&[0u8; 32]);
+    footer.extend_from_slice(&crc32fast::hash(&footer).to_le_bytes());
+    out.extend_from_slice(&footer);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    std::fs::write(&file, &out).unwrap();
+    (dir, file)
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[test]
+fn decompression_bombs_are_refused_within_bounded_memory() {
+    // A codec frame of 1 MiB blocks of one repeat token each, claiming 1 GiB.
+    let mut frame = b"RKVC".to_vec();
+    frame.extend_from_slice(&[1, 0, 20]);
+    varint(1 << 30, &mut frame);
+    for _ in 0..1024 {
+        let mut tokens = Vec::new();
+        varint(3, &mut tokens);
+        varint(1 << 20, &mut tokens);
+        tokens.push(b'x');
+        frame.push(1);
+        frame.extend_from_slice(&(tokens.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&tokens);
+    }
+    let crc = crc32fast::hash(&frame);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    let (_dir, file) = forge(&[frame]);
+    let (result, peak) = peak::measure(|| snapshot::read_info(&file));
+    assert!(matches!(result, Err(SnapshotError::Block(_))), "{result:?}");
+    assert!(peak < 8 << 20, "reading a 1 GiB claim held {peak} bytes");
+
+    // Columns whose keys share a 1 MiB prefix with the one before: 1 MiB of raw bytes
+    // standing for 4 GiB of keys.
+    let rows = 4096usize;
+    let mut raw = Vec::new();
+    varint(rows as u64, &mut raw);
+    for i in 0..rows {
+        varint(if i == 0 { 0 } else { 1 << 20 }, &mut raw); // shared prefix
+    }
+    for i in 0..rows {
+        varint(if i == 0 { 1 << 20 } else { 0 }, &mut raw); // suffix length
+    }
+    for i in 0..rows {
+        varint(if i == 0 { 2 } else { 1 }, &mut raw); // revision deltas (zigzag: +1, -1)
+    }
+    raw.extend(std::iter::repeat_n(1u8, rows)); // tombstones
+    for _ in 0..5 {
+        raw.extend(std::iter::repeat_n(0u8, rows)); // distance, version, lease, value columns
+    }
+    raw.extend(std::iter::repeat_n(b'k', 1 << 20));
+    let (_dir, file) = forge(&[raftkv_codec::compress(&raw)]);
+    let (result, peak) = peak::measure(|| snapshot::read_info(&file));
+    assert!(
+        matches!(result, Err(SnapshotError::Corrupt(_))),
+        "{result:?}"
+    );
+    assert!(
+        peak < 200 << 20,
+        "decoding 4 GiB of shared prefixes held {peak} bytes"
+    );
 }
 
 /// Re-seals a damaged body with a correct SHA-256, so the structural checks must catch it.

@@ -21,6 +21,7 @@
 //! the part that differs from their predecessor: sorted keys share long prefixes, and so do
 //! the values of similar objects (`{"kind":"Pod","apiVersion":"v1",...`).
 
+use super::{BLOCK_RECORDS, MAX_BLOCK_DECODED};
 use crate::mvcc::encoding::{Record, get_varint, put_varint};
 
 /// One stored version of one key.
@@ -110,14 +111,22 @@ pub(crate) fn encode(rows: &[Row]) -> Vec<u8> {
     out
 }
 
-/// Decodes a block's raw bytes; `None` if they are malformed in any way.
+/// Decodes a block's raw bytes; `None` if they are malformed in any way, or would decode to
+/// more than [`BLOCK_RECORDS`] versions or [`MAX_BLOCK_DECODED`] bytes of keys and values
+/// (shared prefixes let a few raw bytes stand for a long key or value in every row, so the
+/// bound is checked on what each row would allocate, before it does).
 pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
     let mut pos = 0;
     let n = usize::try_from(get_varint(raw, &mut pos)?).ok()?;
     // Every record takes at least 9 bytes of columns: refuse counts the block cannot hold.
-    if n > raw.len() / 9 + 1 {
+    if n > raw.len() / 9 + 1 || n > BLOCK_RECORDS {
         return None;
     }
+    let mut budget = MAX_BLOCK_DECODED;
+    let mut spend = |bytes: usize| -> Option<()> {
+        budget = budget.checked_sub(bytes)?;
+        Some(())
+    };
     let column =
         |pos: &mut usize| -> Option<Vec<u64>> { (0..n).map(|_| get_varint(raw, pos)).collect() };
     let shared = column(&mut pos)?;
@@ -146,6 +155,7 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
         if shared > key.len() {
             return None;
         }
+        spend(shared.checked_add(len)?)?;
         key.truncate(shared);
         key.extend_from_slice(raw.get(suffix_pos..suffix_pos.checked_add(len)?)?);
         suffix_pos += len;
@@ -158,6 +168,7 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
                 if shared > prev_value.len() {
                     return None;
                 }
+                spend(shared.checked_add(value_len)?)?;
                 let mut value = prev_value[..shared].to_vec();
                 value.extend_from_slice(raw.get(value_pos..value_pos.checked_add(value_len)?)?);
                 value_pos += value_len;

@@ -34,16 +34,28 @@ pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 pub const FOOTER_MAGIC: &[u8; 8] = b"RKVSEND1";
 /// The format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// Versions per body block.
+/// Most versions in one body block.
 pub const BLOCK_RECORDS: usize = 4096;
+/// A block is closed once the keys and values in it reach this many bytes (or it holds
+/// [`BLOCK_RECORDS`] versions), so building and reading a block take bounded memory.
+pub const BLOCK_BYTES: usize = 4 << 20;
+/// The largest key plus value of one version: nothing larger fits in a Raft log entry.
+pub const MAX_VERSION_BYTES: usize = 64 << 20;
+/// The most key and value bytes a block may decode to: a block closes on the version that
+/// takes it past [`BLOCK_BYTES`]. Reading refuses more before allocating it.
+pub const MAX_BLOCK_DECODED: usize = BLOCK_BYTES + MAX_VERSION_BYTES;
+/// The most bytes a block's columns may decompress to: its keys and values plus at most
+/// 96 bytes of varint columns per version.
+pub const MAX_BLOCK_RAW: usize = MAX_BLOCK_DECODED + BLOCK_RECORDS * 96;
 /// Footer size: magic, four u64 counters, CRC-32.
 pub(crate) const FOOTER_LEN: usize = 8 + 4 * 8 + 4;
 /// SHA-256 trailer size.
 pub(crate) const TRAILER_LEN: usize = 32;
 /// Largest header body accepted when reading (applied state and membership are small).
 pub(crate) const MAX_HEADER_BODY: usize = 1 << 20;
-/// Largest block frame accepted when reading.
-pub(crate) const MAX_FRAME: usize = 64 << 20;
+/// Largest block frame accepted when reading: a raw block plus the codec's overhead (a byte
+/// per 64 KiB block, header and checksum).
+pub(crate) const MAX_FRAME: usize = MAX_BLOCK_RAW + (MAX_BLOCK_RAW >> 16) + 64;
 
 /// What a snapshot captures besides the data.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

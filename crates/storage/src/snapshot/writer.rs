@@ -7,7 +7,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::columns::{self, Row};
-use super::{BLOCK_RECORDS, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, SnapshotInfo, SnapshotMeta};
+use super::{
+    BLOCK_BYTES, BLOCK_RECORDS, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, SnapshotInfo, SnapshotMeta,
+};
 use crate::error::SnapshotError;
 use crate::mvcc::MvccStore;
 use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, split_record_key};
@@ -32,6 +34,7 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
 
     write_header(&mut out, &meta)?;
     let mut rows: Vec<Row> = Vec::with_capacity(BLOCK_RECORDS);
+    let mut block_bytes = 0usize;
     let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
     // The key being visited, encoded and decoded.
     let (mut cur_prefix, mut cur_key): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
@@ -51,16 +54,22 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
                 keys += 1;
             }
         }
+        block_bytes += cur_key.len()
+            + match &record {
+                Record::Put { value, .. } => value.len(),
+                Record::Tombstone => 0,
+            };
         rows.push(Row {
             key: cur_key.clone(),
             revision: version_rev,
             record,
         });
         records += 1;
-        if rows.len() == BLOCK_RECORDS {
+        if rows.len() == BLOCK_RECORDS || block_bytes >= BLOCK_BYTES {
             raw_size += write_block(&mut out, &rows)?;
             blocks += 1;
             rows.clear();
+            block_bytes = 0;
         }
     }
     if !rows.is_empty() {
