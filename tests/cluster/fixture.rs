@@ -109,6 +109,7 @@ pub struct Member {
     args: Vec<String>,
     server: Server,
     log: PathBuf,
+    nofile: Option<(u64, u64)>,
 }
 
 impl Member {
@@ -139,7 +140,24 @@ impl Member {
             .append(true)
             .open(&self.log)
             .expect("member log");
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(&self.args)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
@@ -160,6 +178,11 @@ impl Member {
         self.child.is_some()
     }
 
+    /// The member's whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The member's log so far (for failure messages).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -176,6 +199,10 @@ pub struct Options {
     pub snapshot_count: Option<u64>,
     /// Route member-to-member traffic through a fault proxy per member ([`Cluster::net`]).
     pub proxied: bool,
+    /// Start members with this (soft, hard) limit on open files.
+    pub nofile: Option<(u64, u64)>,
+    /// Extra flags for every member.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -185,6 +212,8 @@ impl Default for Options {
             election_ms: 1000,
             snapshot_count: None,
             proxied: false,
+            nofile: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -233,6 +262,7 @@ impl Cluster {
                     args: vec![],
                     server,
                     log: dir.path().join(format!("m{i}.log")),
+                    nofile: opts.nofile,
                 }
             })
             .collect();
@@ -354,6 +384,7 @@ impl Cluster {
             args: vec![],
             server: self.server,
             log: self.dir.path().join(format!("{name}.log")),
+            nofile: self.opts.nofile,
         };
         let mut initial: Vec<String> = self
             .members
@@ -470,6 +501,7 @@ fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Optio
     if let Some(n) = opts.snapshot_count {
         args.extend(["--snapshot-count".into(), n.to_string()]);
     }
+    args.extend(opts.extra_args.iter().cloned());
     args
 }
 

@@ -8,6 +8,8 @@ mod chaos;
 mod etcdctl;
 mod faults;
 mod fixture;
+mod hostile;
+mod hostile_peer;
 mod linearizable;
 mod membership;
 mod proxy;

@@ -10,17 +10,25 @@
 //! - `peer_service` — the server side of `Peer`.
 //! - [`node`] — a running member: start/bootstrap/join, writes (forwarded to the leader),
 //!   linearizable read barriers, membership changes, status, shutdown.
+//! - [`serve`] — serving a port to untrusted clients or peers: descriptor limit, accept
+//!   loop, connection cap, handshake timeout, and a byte budget for incoming messages.
+//! - [`admission`] — the checks every peer message (and every peer's answer) passes before
+//!   openraft sees it.
+//! - [`disk`] — free space on the data dir's file system.
 //! - [`config`] — the member's consensus settings and the ids derived from them.
 //! - [`error`] — [`NodeError`], and its one mapping to a gRPC status with etcd's messages.
 
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod node;
 mod peer_service;
+pub mod serve;
 pub mod state_machine;
 pub mod types;
 
@@ -29,5 +37,14 @@ pub use error::NodeError;
 pub use node::{NodeStatus, RaftNode};
 pub use state_machine::StateMachine;
 
-/// Largest gRPC message between members (a batch of entries or a snapshot chunk).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The largest `--max-request-bytes` a member accepts: a command of that size, wrapped in a
+/// log entry and then in a peer message, must fit both the WAL's entry limit and
+/// [`MAX_MESSAGE_BYTES`].
+pub const MAX_REQUEST_BYTES_LIMIT: usize = raftkv_storage::log::MAX_ENTRY_BYTES - (1 << 20);
+
+/// Bytes of entries replication puts in one message (a single larger entry goes alone).
+pub const REPLICATION_BATCH_BYTES: usize = 16 << 20;
+
+/// Largest gRPC message between members: one batch of entries (at most the WAL's largest
+/// entry, or [`REPLICATION_BATCH_BYTES`]) with room for the request around it.
+pub const MAX_MESSAGE_BYTES: usize = raftkv_storage::log::MAX_ENTRY_BYTES + (1 << 20);

@@ -83,6 +83,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .collect()
     }
 
+    /// What replication sends in one message: at most [`crate::REPLICATION_BATCH_BYTES`] of
+    /// entries (one larger entry goes alone). openraft's batches are otherwise bounded only by
+    /// count, and 60 entries of 1.4 MB overflowed the peer message limit: a follower that had
+    /// missed them never caught up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let raw = self
+            .wal
+            .read_limited(start, end, crate::REPLICATION_BATCH_BYTES)?;
+        raw.iter()
+            .map(|(_, bytes)| decode::<Entry>(bytes))
+            .collect()
+    }
+
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         self.wal.vote().map(|bytes| decode(&bytes)).transpose()
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -22,10 +22,42 @@ use openraft::{OptionalSend, base::BoxFuture, base::BoxStream};
 use raftkv_proto::raftkvpb::peer_client::PeerClient;
 use raftkv_proto::raftkvpb::{RaftMessage, SnapshotChunk};
 use tokio::io::AsyncReadExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::admission::{self, Refused};
 use crate::state_machine::{Snapshot, SnapshotFile};
-use crate::types::{Member, TypeConfig, Vote, decode, encode_unbounded};
+use crate::types::{LogId, Member, TypeConfig, Vote, decode, encode_unbounded};
+
+/// Metadata every peer request carries: the sender's cluster and member id (hex), so that a
+/// member refuses messages meant for another cluster (etcd checks the same in a header).
+pub const CLUSTER_ID_HEADER: &str = "raftkv-cluster-id";
+/// See [`CLUSTER_ID_HEADER`].
+pub const MEMBER_ID_HEADER: &str = "raftkv-member-id";
+
+/// A channel to a peer whose requests carry this member's ids.
+pub type PeerChannel = InterceptedService<Channel, Stamp>;
+
+/// Adds [`CLUSTER_ID_HEADER`] and [`MEMBER_ID_HEADER`] once the ids are known.
+#[derive(Clone, Default)]
+pub struct Stamp {
+    ids: Arc<OnceLock<(u64, u64)>>,
+}
+
+impl tonic::service::Interceptor for Stamp {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some((cluster, member)) = self.ids.get() {
+            let md = req.metadata_mut();
+            if let Ok(v) = format!("{cluster:016x}").parse() {
+                md.insert(CLUSTER_ID_HEADER, v);
+            }
+            if let Ok(v) = format!("{member:016x}").parse() {
+                md.insert(MEMBER_ID_HEADER, v);
+            }
+        }
+        Ok(req)
+    }
+}
 
 /// Bytes of snapshot file per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -35,6 +67,7 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    stamp: Stamp,
 }
 
 impl Channels {
@@ -43,7 +76,13 @@ impl Channels {
         Self {
             inner: Arc::default(),
             connect_timeout,
+            stamp: Stamp::default(),
         }
+    }
+
+    /// Stamps every request from now on with this member's cluster and member id.
+    pub fn set_ids(&self, cluster: u64, member: u64) {
+        let _ = self.stamp.ids.set((cluster, member));
     }
 
     /// The channel to `url`, created on first use (connecting lazily).
@@ -63,7 +102,7 @@ impl Channels {
     }
 
     /// A `Peer` client for a member, through its first peer URL.
-    pub fn peer(&self, member: &Member) -> Result<PeerClient<Channel>, io::Error> {
+    pub fn peer(&self, member: &Member) -> Result<PeerClient<PeerChannel>, io::Error> {
         let url = member
             .peer_urls
             .first()
@@ -71,7 +110,7 @@ impl Channels {
         let channel = self
             .get(url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(PeerClient::new(channel)
+        Ok(PeerClient::with_interceptor(channel, self.stamp.clone())
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
     }
@@ -104,7 +143,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// The Raft RPCs to one member.
 pub struct PeerNetwork {
     target: u64,
-    client: Result<PeerClient<Channel>, io::Error>,
+    client: Result<PeerClient<PeerChannel>, io::Error>,
+}
+
+/// A peer's answer that fails [`admission`]: treated as a network failure (openraft retries).
+fn refused_answer(r: Refused) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&r))
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -121,7 +165,7 @@ fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
 }
 
 impl PeerNetwork {
-    fn client(&self) -> Result<PeerClient<Channel>, RPCError<TypeConfig>> {
+    fn client(&self) -> Result<PeerClient<PeerChannel>, RPCError<TypeConfig>> {
         self.client
             .as_ref()
             .map(Clone::clone)
@@ -137,7 +181,7 @@ impl PeerNetwork {
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(PeerClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        F: FnOnce(PeerClient<PeerChannel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let mut request = tonic::Request::new(RaftMessage {
@@ -164,10 +208,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
+        let sent = last_sent(&rpc);
+        let resp: AppendEntriesResponse<TypeConfig> = self
+            .unary(&rpc, &option, |mut c, r| async move {
+                c.append_entries(r).await
+            })
+            .await?;
+        admission::append_response(&resp, sent.as_ref()).map_err(refused_answer)?;
+        Ok(resp)
     }
 
     fn stream_append<'s, S>(
@@ -189,19 +237,33 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     {
         Box::pin(async move {
             let mut client = self.client()?;
-            let outbound = input.map(|req| RaftMessage {
-                data: encode_unbounded(&req).into(),
+            // The furthest log id sent so far: an answer may not acknowledge more.
+            let sent: Arc<Mutex<Option<LogId>>> = Arc::default();
+            let record = sent.clone();
+            let outbound = input.map(move |req| {
+                if let Some(last) = last_sent(&req) {
+                    let mut sent = record.lock().unwrap_or_else(|e| e.into_inner());
+                    if sent.is_none_or(|s| s < last) {
+                        *sent = Some(last);
+                    }
+                }
+                RaftMessage {
+                    data: encode_unbounded(&req).into(),
+                }
             });
             let inbound = client
                 .stream_append(outbound)
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let results = inbound.map(|item| {
+            let results = inbound.map(move |item| {
                 let msg = item.map_err(status_error)?;
-                decode::<Result<StreamAppendResult<TypeConfig>, String>>(&msg.data)
+                let result = decode::<Result<StreamAppendResult<TypeConfig>, String>>(&msg.data)
                     .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
-                    .map_err(|remote| unreachable(&io::Error::other(remote)))
+                    .map_err(|remote| unreachable(&io::Error::other(remote)))?;
+                let sent = *sent.lock().unwrap_or_else(|e| e.into_inner());
+                admission::stream_result(&result, sent.as_ref()).map_err(refused_answer)?;
+                Ok(result)
             });
             Ok(Box::pin(results) as BoxStream<'s, _>)
         })
@@ -212,8 +274,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await })
-            .await
+        let resp = self
+            .unary(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await?;
+        admission::vote_response(&resp).map_err(refused_answer)?;
+        Ok(resp)
     }
 
     async fn pre_vote(
@@ -221,8 +286,11 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
-            .await
+        let resp = self
+            .unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+            .await?;
+        admission::vote_response(&resp).map_err(refused_answer)?;
+        Ok(resp)
     }
 
     async fn transfer_leader(
@@ -282,10 +350,18 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             reply = call => reply.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        decode::<Result<SnapshotResponse<TypeConfig>, String>>(&reply.into_inner().data)
+        let resp = decode::<Result<SnapshotResponse<TypeConfig>, String>>(&reply.into_inner().data)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
             .map_err(|remote| {
                 StreamingError::Unreachable(Unreachable::new(&io::Error::other(remote)))
-            })
+            })?;
+        admission::snapshot_response(&resp)
+            .map_err(|r| StreamingError::Network(NetworkError::new(&r)))?;
+        Ok(resp)
     }
+}
+
+/// The last log id an append covers: its last entry's, or else its `prev_log_id`.
+fn last_sent(req: &AppendEntriesRequest<TypeConfig>) -> Option<LogId> {
+    req.entries.last().map(|e| e.log_id).or(req.prev_log_id)
 }

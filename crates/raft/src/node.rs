@@ -85,6 +85,7 @@ impl RaftNode {
             },
         };
 
+        channels.set_ids(cluster_id, id);
         let store = Arc::new(
             MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
                 .map_err(internal)?,
@@ -150,7 +151,7 @@ impl RaftNode {
             stop_peer,
             peer_task: tokio::sync::Mutex::new(None),
         });
-        let service = PeerService::new(Arc::downgrade(&node), raft, sm);
+        let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id);
         let task = tokio::spawn(service.serve(peer_listener, stop_rx));
         *node.peer_task.lock().await = Some(task);
         tokio::spawn(publish_self(Arc::downgrade(&node)));
@@ -194,6 +195,14 @@ impl RaftNode {
             .borrow_watched()
             .membership_config
             .clone()
+    }
+
+    /// Whether this member is a voter in the membership it knows.
+    pub fn is_voter(&self) -> bool {
+        self.membership_config()
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
     }
 
     /// Whether this member is a learner (refuses client requests other than serializable

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::rt::WatchReceiver;
 use raftkv_proto::raftkvpb::peer_server::{Peer, PeerServer};
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, ClusterInfoResponse, Command,
@@ -17,9 +18,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::{self, Refused};
+use crate::disk;
+use crate::network::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 use crate::node::RaftNode;
+use crate::serve::{self, MessageBudget, ServeLimits};
 use crate::state_machine::{Snapshot, SnapshotFile, StateMachine};
 use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote, decode, encode_unbounded};
+
+/// HTTP/2 flow-control windows of the peer port: large enough that a 64 MiB batch of entries
+/// streams without waiting on window updates every few hundred kilobytes.
+const PEER_STREAM_WINDOW: u32 = 8 << 20;
+const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Free space a received snapshot must leave on the data dir's file system.
+const SNAPSHOT_SPACE_RESERVE: u64 = 64 << 20;
 
 /// The `Peer` service of one member.
 pub(crate) struct PeerService {
@@ -27,35 +40,69 @@ pub(crate) struct PeerService {
     raft: Raft,
     sm: StateMachine,
     transfers: AtomicU64,
+    /// This member's id and cluster id.
+    me: u64,
+    cluster_id: u64,
 }
 
 impl PeerService {
-    pub(crate) fn new(node: Weak<RaftNode>, raft: Raft, sm: StateMachine) -> Self {
+    pub(crate) fn new(
+        node: Weak<RaftNode>,
+        raft: Raft,
+        sm: StateMachine,
+        me: u64,
+        cluster_id: u64,
+    ) -> Self {
         Self {
             node,
             raft,
             sm,
             transfers: AtomicU64::new(0),
+            me,
+            cluster_id,
         }
+    }
+
+    /// Refuses a request stamped with another cluster's id (a member of another cluster
+    /// pointed at ours by mistake), or one whose sender is not who its vote names.
+    fn check_origin<T>(&self, req: &Request<T>, voted_for: Option<u64>) -> Result<(), Status> {
+        let header = |name: &str| {
+            req.metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+        };
+        if let Some(cluster) = header(CLUSTER_ID_HEADER)
+            && cluster != self.cluster_id
+        {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: request from cluster {cluster:016x}, this member is in cluster {:016x}",
+                self.cluster_id
+            )));
+        }
+        if let (Some(sender), Some(named)) = (header(MEMBER_ID_HEADER), voted_for)
+            && sender != named
+        {
+            return Err(Refused("sender is not the member its vote names").into());
+        }
+        Ok(())
     }
 
     /// Serves on `listener` until `stop` turns true.
     pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        // serve_with_incoming does not apply the builder's tcp_nodelay: set it per stream,
-        // or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |conn| {
-                conn.inspect(|s| {
-                    let _ = s.set_nodelay(true);
-                })
-            },
-        );
+        let limits = ServeLimits::new(crate::MAX_MESSAGE_BYTES);
+        let incoming = serve::incoming(listener, &limits, "peer");
+        let budget = MessageBudget::new(&limits);
         let svc = PeerServer::new(self)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            .layer(budget.layer())
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -70,6 +117,66 @@ impl PeerService {
         self.node
             .upgrade()
             .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
+    }
+}
+
+impl PeerService {
+    /// Writes a snapshot's data to `path`, refusing to fill the disk with it.
+    async fn receive_snapshot(
+        &self,
+        chunks: &mut Streaming<SnapshotChunk>,
+        path: &std::path::Path,
+    ) -> Result<(), Status> {
+        let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        let room = disk::available_bytes(&dir)
+            .map_err(io)?
+            .saturating_sub(SNAPSHOT_SPACE_RESERVE);
+        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.message().await? {
+            written += chunk.data.len() as u64;
+            if written > room {
+                return Err(Status::resource_exhausted(
+                    "raftkv: not enough disk space for the snapshot",
+                ));
+            }
+            file.write_all(&chunk.data).await.map_err(io)?;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(())
+    }
+
+    /// Reads the received file through (checksums, structure, bounds) and checks that it is
+    /// the snapshot its header announced and that the store has room for it — so that
+    /// installing it, where any error stops Raft, cannot fail on its content.
+    async fn verify_snapshot(
+        &self,
+        path: &std::path::Path,
+        meta: &SnapshotMeta,
+    ) -> Result<(), Status> {
+        let file = path.to_path_buf();
+        let info = tokio::task::spawn_blocking(move || raftkv_storage::snapshot::read_info(&file))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("raftkv: bad snapshot: {e}")))?;
+        let described = crate::state_machine::meta_of(&info.meta)
+            .map_err(|e| Status::invalid_argument(format!("raftkv: bad snapshot: {e}")))?;
+        if described.last_log_id != meta.last_log_id
+            || described.last_membership != meta.last_membership
+        {
+            return Err(Refused("snapshot file does not match its header").into());
+        }
+        let dir = path.parent().unwrap_or(path).to_path_buf();
+        let room = disk::available_bytes(&dir)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .saturating_sub(SNAPSHOT_SPACE_RESERVE);
+        if info.raw_size.saturating_mul(2) > room {
+            return Err(Status::resource_exhausted(
+                "raftkv: not enough disk space to install the snapshot",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -94,11 +201,15 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Se
 impl Peer for PeerService {
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = request(req.get_ref())?;
+        self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
+        admission::vote_request(&rpc, self.me)?;
         reply(self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = request(req.get_ref())?;
+        self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
+        admission::vote_request(&rpc, self.me)?;
         reply(self.raft.pre_vote(rpc).await)
     }
 
@@ -107,6 +218,8 @@ impl Peer for PeerService {
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = request(req.get_ref())?;
+        self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
+        admission::append_entries(&rpc, self.me)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -115,6 +228,9 @@ impl Peer for PeerService {
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = request(req.get_ref())?;
+        self.check_origin(&req, Some(rpc.from_leader().leader_id.voted_for))?;
+        let voter = self.node()?.is_voter();
+        admission::transfer_leader(&rpc, self.me, voter)?;
         reply(self.raft.handle_transfer_leader(rpc).await)
     }
 
@@ -124,10 +240,20 @@ impl Peer for PeerService {
         &self,
         req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        // Requests are decoded as they arrive; an undecodable one ends the input.
-        let input = tokio_stream::StreamExt::map_while(req.into_inner(), |item| {
-            item.ok()
-                .and_then(|msg| decode::<AppendEntriesRequest<TypeConfig>>(&msg.data).ok())
+        self.check_origin(&req, None)?;
+        // Requests are decoded and checked as they arrive; one that fails ends the input
+        // (openraft answers those already taken, then the stream ends). Skipping one instead
+        // would leave a hole the next append claims to follow.
+        let me = self.me;
+        let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
+            let rpc = decode::<AppendEntriesRequest<TypeConfig>>(&item.ok()?.data).ok()?;
+            match admission::append_entries(&rpc, me) {
+                Ok(()) => Some(rpc),
+                Err(refused) => {
+                    tracing::warn!(error = %refused, "ending a peer's append stream");
+                    None
+                }
+            }
         });
         let output = self.raft.stream_append(input).map(|result| {
             let result = result.map_err(|e| e.to_string());
@@ -142,6 +268,7 @@ impl Peer for PeerService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
+        self.check_origin(&req, None)?;
         let mut chunks = req.into_inner();
         let first = chunks
             .message()
@@ -149,15 +276,38 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+        admission::snapshot_header(&vote, &meta, self.me)?;
+        // A sender whose vote is behind ours gets our vote back, as openraft would answer,
+        // before a byte of its data is taken (the flushed vote only grows, so this never
+        // refuses a sender openraft would accept).
+        let (local_vote, committed) = {
+            let m = self.raft.metrics().borrow_watched().clone();
+            (m.vote, m.local_committed)
+        };
+        if !matches!(
+            vote.partial_cmp(&local_vote),
+            Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+        ) {
+            let answer = openraft::raft::SnapshotResponse::<TypeConfig> { vote: local_vote };
+            return reply(Ok::<_, String>(answer));
+        }
+        if let (Some(snap), Some(committed)) = (&meta.last_log_id, &committed)
+            && snap > committed
+            && snap.index <= committed.index
+        {
+            return Err(Refused("snapshot contradicts the committed log").into());
+        }
         let n = self.transfers.fetch_add(1, Ordering::Relaxed);
         let path = self.sm.incoming_path().with_extension(format!("{n}.part"));
-        let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
-        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-        while let Some(chunk) = chunks.message().await? {
-            file.write_all(&chunk.data).await.map_err(io)?;
+        let received = self.receive_snapshot(&mut chunks, &path).await;
+        let verified = match received {
+            Ok(()) => self.verify_snapshot(&path, &meta).await,
+            Err(e) => Err(e),
+        };
+        if let Err(status) = verified {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(status);
         }
-        file.sync_all().await.map_err(io)?;
-        drop(file);
         let snapshot = Snapshot {
             meta,
             snapshot: SnapshotFile { path: path.clone() },

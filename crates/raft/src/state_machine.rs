@@ -110,7 +110,7 @@ impl StateMachine {
 }
 
 /// openraft's view of a snapshot file's header.
-fn meta_of(meta: &snapshot::SnapshotMeta) -> io::Result<SnapshotMeta> {
+pub(crate) fn meta_of(meta: &snapshot::SnapshotMeta) -> io::Result<SnapshotMeta> {
     let last_log_id: Option<LogId> = if meta.applied.is_empty() {
         None
     } else {

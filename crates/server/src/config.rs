@@ -74,6 +74,12 @@ pub struct ServerConfig {
     pub listen_client: Vec<String>,
     /// Address the peer service listens on.
     pub listen_peer: String,
+    /// `--max-concurrent-streams`: HTTP/2 streams one client connection may open at once.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval`: how often the server pings an idle client connection.
+    pub grpc_keepalive_interval: Duration,
+    /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer before closing.
+    pub grpc_keepalive_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -84,6 +90,9 @@ impl ServerConfig {
             listen_client: node.client_urls.clone(),
             listen_peer: node.peer_urls.first().cloned().unwrap_or_default(),
             node,
+            max_concurrent_streams: u32::MAX,
+            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
+            grpc_keepalive_timeout: Duration::from_secs(20),
         }
     }
 
@@ -136,6 +145,9 @@ impl ServerConfig {
                 .first()
                 .cloned()
                 .context("--listen-peer-urls is empty")?,
+            max_concurrent_streams: u32::MAX,
+            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
+            grpc_keepalive_timeout: Duration::from_secs(20),
         })
     }
 }

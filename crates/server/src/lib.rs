@@ -27,6 +27,7 @@ use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use raftkv_raft::RaftNode;
+use raftkv_raft::serve::{self, MessageBudget, ServeLimits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
@@ -36,6 +37,9 @@ pub use config::ServerConfig;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd adds.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// HTTP/2 flow-control window of one client stream, and of one client connection.
+const CLIENT_STREAM_WINDOW: u32 = 128 << 10;
+const CLIENT_CONNECTION_WINDOW: u32 = 1 << 20;
 
 /// A running member: Raft, the peer service and the client (etcd API) service.
 pub struct Server {
@@ -48,6 +52,10 @@ pub struct Server {
 impl Server {
     /// Binds the listen URLs, starts the member and serves the etcd API.
     pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
+        match serve::raise_open_file_limit() {
+            Ok(limit) => info!(limit, "open file limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+        }
         let peer_addr = config::resolve(&config.listen_peer).await?;
         let peer_listener = TcpListener::bind(peer_addr)
             .await
@@ -73,25 +81,27 @@ impl Server {
         let api = EtcdApi::new(node);
         let (stop_clients, stop_rx) = watch::channel(false);
         let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let limits = ServeLimits::new(max_message);
+        let budget = MessageBudget::new(&limits);
         let mut client_tasks = Vec::new();
         let mut client_addrs = Vec::new();
         for listener in client_listeners {
             client_addrs.push(listener.local_addr()?);
             let api = api.clone();
             let mut stop = stop_rx.clone();
+            let incoming = serve::incoming(listener, &limits, "client");
+            let mut server = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                // Small flow-control windows bound what a stalled sender can park in
+                // HTTP/2 buffers; a 1.5 MiB put still needs only a few window updates.
+                .initial_stream_window_size(CLIENT_STREAM_WINDOW)
+                .initial_connection_window_size(CLIENT_CONNECTION_WINDOW)
+                .max_concurrent_streams(config.max_concurrent_streams)
+                .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
+                .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
+                .layer(budget.layer());
             client_tasks.push(tokio::spawn(async move {
-                // serve_with_incoming does not apply the builder's tcp_nodelay: set it per stream,
-                // or Nagle's algorithm meets delayed ACKs and small replies wait ~40 ms.
-                let incoming = tokio_stream::StreamExt::map(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    |conn| {
-                        conn.inspect(|s| {
-                            let _ = s.set_nodelay(true);
-                        })
-                    },
-                );
-                let result = tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
+                let result = server
                     .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
                     .add_service(
                         MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),

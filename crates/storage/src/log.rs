@@ -269,6 +269,28 @@ impl RaftLogStore {
             .collect()
     }
 
+    /// The entries with index in `[from, to)`, as many as fit in `max_bytes` together (and at
+    /// least one): replication batches are bounded by bytes, not only by count.
+    pub fn read_limited(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<(LogId, Vec<u8>)>> {
+        let log = self.lock();
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for item in log.read(from, to) {
+            let (id, blob) = item?;
+            total = total.saturating_add(blob.0.len());
+            if total > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((id, blob.0));
+        }
+        Ok(out)
+    }
+
     fn flush_locked(
         log: &mut RaftLog<WalTypes>,
     ) -> io::Result<std::sync::mpsc::Receiver<io::Result<()>>> {
