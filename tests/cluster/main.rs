@@ -12,5 +12,6 @@ mod hostile;
 mod hostile_peer;
 mod linearizable;
 mod membership;
+mod operator;
 mod proxy;
 mod raftkvctl;

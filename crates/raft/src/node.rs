@@ -290,7 +290,9 @@ impl RaftNode {
                     Ok(Err(RaftError::APIError(e))) => {
                         return Err(NodeError::Internal(e.to_string()));
                     }
-                    Ok(Err(RaftError::Fatal(_))) => return Err(NodeError::Stopped),
+                    // Raft stopped with the entry possibly in the log and replicated: the
+                    // rest of the cluster may still commit it, so the outcome is unknown.
+                    Ok(Err(RaftError::Fatal(_))) => return Err(NodeError::Timeout),
                 }
                 continue;
             }
@@ -339,7 +341,8 @@ impl RaftNode {
                 Err(NodeError::LeaderChanged.into())
             }
             Ok(Err(RaftError::APIError(e))) => Err(NodeError::Internal(e.to_string()).into()),
-            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Stopped.into()),
+            // As in `write`: proposed, then stopped — the outcome is unknown.
+            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::Timeout.into()),
         }
     }
 
@@ -530,11 +533,49 @@ impl RaftNode {
             }
             None => return Err(tonic::Status::invalid_argument("empty membership request")),
         };
-        self.apply_membership(change).await?;
+        match (&change, voters.len()) {
+            // A lone voter adding a voter: see `add_to_lone_voter`.
+            (ChangeMembers::AddVoters(new), 1) => {
+                let id = new.keys().next().copied().unwrap_or_default();
+                self.add_to_lone_voter(change, id).await?;
+            }
+            _ => self.apply_membership(change).await?,
+        }
         Ok(ChangeMembersResponse {
             member: added,
             members: self.members(),
         })
+    }
+
+    /// `member add` of a voter to a one-member cluster. etcd commits the change under the old
+    /// configuration (a quorum of one) and answers at once; openraft's joint consensus needs
+    /// the new member too, which is not running yet (etcd's way is add, then start), so the
+    /// call hung. Here the change is left to complete in the background, and the answer comes
+    /// once the joint configuration is in this member's log — the log of the whole old
+    /// configuration, so nobody can lead without it.
+    /// Until the new member starts, the cluster has no quorum, as in etcd. If this member
+    /// restarts first, the new member's `publish` finishes the change.
+    async fn add_to_lone_voter(
+        &self,
+        change: ChangeMembers<u64, Member>,
+        id: u64,
+    ) -> Result<(), tonic::Status> {
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            match raft.change_membership(change, false).await {
+                Ok(_) => info!(member = %hex(id), "added member is now a voter"),
+                Err(e) => warn!(member = %hex(id), error = %e, "adding a member did not complete"),
+            }
+        });
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .metrics(
+                |m| m.membership_config.membership().get_node(&id).is_some(),
+                "membership change in the log",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::Timeout.into())
     }
 
     /// Whether a learner has acknowledged appends and is within 100 entries of the leader.
@@ -660,6 +701,12 @@ impl RaftNode {
     }
 
     /// Moves leadership to `target` (etcdctl move-leader); only the leader can.
+    ///
+    /// Moving to the current leader is a no-op, as in etcd. openraft, asked to transfer to
+    /// itself, stopped taking proposals for good (every put then timed out). It also stops
+    /// taking them while any transfer is pending, until another member wins an election, so
+    /// a transfer is only started toward a voter that answered heartbeats within an election
+    /// timeout and holds nearly all of the log — otherwise etcd's timeout error, at once.
     pub async fn move_leader(&self, target: u64) -> Result<(), NodeError> {
         let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {
@@ -667,6 +714,9 @@ impl RaftNode {
                 code: tonic::Code::FailedPrecondition,
                 message: "etcdserver: not leader".into(),
             });
+        }
+        if target == self.id {
+            return Ok(());
         }
         if !m
             .membership_config
@@ -677,6 +727,23 @@ impl RaftNode {
             return Err(NodeError::Membership {
                 code: tonic::Code::NotFound,
                 message: "etcdserver: bad leader transferee".into(),
+            });
+        }
+        let answered = m
+            .heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&target).cloned().flatten())
+            .is_some_and(|at| openraft::Instant::elapsed(&*at) < self.config.election_timeout);
+        let last = m.last_log_index.unwrap_or(0);
+        let caught_up = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&target).cloned().flatten())
+            .is_some_and(|matched| last.saturating_sub(matched.index) <= 100);
+        if !(answered && caught_up) {
+            return Err(NodeError::Membership {
+                code: tonic::Code::Unavailable,
+                message: "etcdserver: request timed out, leader transfer took too long".into(),
             });
         }
         self.raft

@@ -1,0 +1,136 @@
+//! Operator commands that must never brick a cluster (issue 11, cases 9 and 10), on one
+//! member and on three, beside a real etcd where the answers can be compared.
+
+use std::time::{Duration, Instant};
+
+use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok, free_port};
+
+/// `etcdctl move-leader <the leader's own id>`, then a put: etcd treats the move as a
+/// no-op; raftkv stopped taking writes for good.
+async fn move_leader_to_itself(server: Server, n: usize) -> (String, bool) {
+    let cluster = Cluster::start(server, n, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let id = cluster
+        .status(leader)
+        .await
+        .and_then(|s| s.header)
+        .expect("status")
+        .member_id;
+    let ep = cluster.members[leader].endpoint();
+    let out = etcdctl(&ep, &["move-leader", &format!("{id:x}")], None);
+    let answer = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .replace(&format!("{id:x}"), "<id>");
+    let put = etcdctl(&cluster.endpoints(), &["put", "after-move", "v"], None);
+    (answer.trim().to_string(), put.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_to_the_leader_is_a_no_op() {
+    for n in [1, 3] {
+        let etcd = move_leader_to_itself(Server::Etcd, n).await;
+        let raftkv = move_leader_to_itself(Server::Raftkv, n).await;
+        eprintln!("{n} member(s): etcd {etcd:?}, raftkv {raftkv:?}");
+        assert_eq!(raftkv, etcd, "{n} member(s)");
+        assert!(raftkv.1, "puts fail after the move on {n} member(s)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_to_an_unreachable_member_fails_and_writes_go_on() {
+    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let down = (leader + 1) % 3;
+    let down_id = cluster
+        .status(down)
+        .await
+        .and_then(|s| s.header)
+        .expect("status")
+        .member_id;
+    cluster.kill(down);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ep = cluster.members[leader].endpoint();
+    let out = etcdctl(&ep, &["move-leader", &format!("{down_id:x}")], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("leader transfer took too long"), "{err}");
+    etcdctl_ok(&cluster.live_endpoints(), &["put", "still", "writable"]);
+}
+
+/// `member add` on a one-member cluster answers at once (etcd's documented way to grow a
+/// cluster is add, then start the new member); the new member then joins and the two
+/// serve together — also when the first restarts in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_add_on_one_member_answers_and_the_new_member_joins() {
+    for restart_between in [false, true] {
+        let mut cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+        let ep = cluster.endpoints();
+        etcdctl_ok(&ep, &["put", "before", "add"]);
+        let (client, peer) = (free_port(), free_port());
+        let started = Instant::now();
+        let out = etcdctl(
+            &ep,
+            &[
+                "member",
+                "add",
+                "m2",
+                &format!("--peer-urls=http://127.0.0.1:{peer}"),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "member add hung"
+        );
+        let list = etcdctl_ok(&ep, &["member", "list"]);
+        assert!(list.contains("unstarted"), "{list}");
+        if restart_between {
+            cluster.kill(0);
+            cluster.restart(0);
+        }
+        let m2 = cluster.spawn_joining("m2", client, peer);
+        cluster.wait_healthy(Duration::from_secs(30)).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = etcdctl(&cluster.endpoints(), &["put", "after", "add"], None);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no write after the new member joined"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let got = etcdctl_ok(
+            &cluster.members[m2].endpoint(),
+            &["get", "", "--from-key", "--keys-only"],
+        );
+        assert_eq!(
+            got.split_whitespace().collect::<Vec<_>>(),
+            ["after", "before"]
+        );
+        // Both are voters, named, with their client URLs.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let list = etcdctl_ok(&cluster.endpoints(), &["member", "list"]);
+            let started_members = list
+                .lines()
+                .filter(|l| l.contains(", started, ") && l.ends_with(", false"))
+                .count();
+            if started_members == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{list}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
