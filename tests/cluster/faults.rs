@@ -139,6 +139,61 @@ async fn paused_follower_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_catches_up_after_large_writes() {
+    // 60 values of 1.4 MB (under the default request limit) while a follower is down: 84 MB
+    // of entries, more than one peer message holds. Replication used to batch them by count
+    // alone, and the follower stayed behind for good.
+    use raftkv_proto::etcdserverpb::PutRequest;
+    use raftkv_proto::etcdserverpb::kv_client::KvClient;
+    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    cluster.kill(follower);
+    let mut kv = KvClient::connect(format!("http://{}", cluster.members[leader].endpoint()))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(4 << 20);
+    for i in 0..60u8 {
+        kv.put(PutRequest {
+            key: format!("big{i:02}").into_bytes().into(),
+            value: vec![i; 1_400_000].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+    cluster.restart(follower);
+    let target = cluster
+        .status(leader)
+        .await
+        .expect("leader status")
+        .raft_applied_index;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let applied = cluster
+            .status(follower)
+            .await
+            .map_or(0, |s| s.raft_applied_index);
+        if applied >= target {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follower stuck at {applied} of {target}:\n{}",
+            cluster.members[follower].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = etcdctl(
+        &cluster.members[follower].endpoint(),
+        &["get", "big", "--prefix", "--keys-only", "--consistency=s"],
+        None,
+    );
+    let keys = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(keys.split_whitespace().count(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     // Snapshot every 20 entries, log purged behind it: a follower that misses 150 writes can
     // only catch up through a streamed snapshot.
@@ -264,4 +319,63 @@ async fn reads_after_everyone_is_killed_see_every_acknowledged_write() {
         );
         cluster.wait_healthy(Duration::from_secs(20)).await;
     }
+}
+
+/// Starts member `i` again and returns its exit code if it exits within a few seconds.
+fn restart_expecting_exit(cluster: &mut Cluster, i: usize) -> Option<i32> {
+    cluster.restart(i);
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.stop(i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_wal_or_identity_refuses_to_start_until_replaced() {
+    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    crate::fixture::etcdctl_ok(&cluster.endpoints(), &["put", "k", "v"]);
+    let victim = 2;
+    let id = cluster
+        .status(victim)
+        .await
+        .and_then(|s| s.header)
+        .expect("status")
+        .member_id;
+    let member_dir = cluster.members[victim].data_dir.join("member");
+    assert_eq!(cluster.stop(victim), Some(0));
+
+    // The WAL (log and vote) gone: refused, with the way out in the message.
+    let wal = member_dir.join("wal");
+    let saved_wal = member_dir.join("wal.saved");
+    std::fs::rename(&wal, &saved_wal).unwrap();
+    let code = restart_expecting_exit(&mut cluster, victim);
+    assert_ne!(code, Some(0), "started without its WAL");
+    let log = cluster.members[victim].log_text();
+    assert!(log.contains("has lost its Raft log and vote"), "{log}");
+    assert!(
+        log.contains(&format!("etcdctl member remove {id:x}")),
+        "{log}"
+    );
+    std::fs::rename(&saved_wal, &wal).unwrap();
+
+    // The identity gone: refused too.
+    let identity = member_dir.join("identity");
+    let saved = std::fs::read(&identity).unwrap();
+    std::fs::remove_file(&identity).unwrap();
+    let code = restart_expecting_exit(&mut cluster, victim);
+    assert_ne!(code, Some(0), "started without its identity");
+    assert!(
+        cluster.members[victim]
+            .log_text()
+            .contains("its identity file is missing"),
+    );
+    std::fs::write(&identity, saved).unwrap();
+
+    // With both back it rejoins as it was.
+    cluster.restart(victim);
+    cluster.wait_healthy(Duration::from_secs(20)).await;
+    let out = etcdctl(
+        &cluster.members[victim].endpoint(),
+        &["get", "k", "--print-value-only"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v");
 }

@@ -29,7 +29,7 @@ use crate::log_store::LogStore;
 use crate::network::{Channels, NetworkFactory};
 use crate::peer_service::PeerService;
 use crate::state_machine::StateMachine;
-use crate::types::{Member, Raft, Request};
+use crate::types::{Member, Raft, Request, StoredMembership, decode};
 
 /// Status of one member, for `Maintenance/Status`.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +70,13 @@ impl RaftNode {
         std::fs::create_dir_all(&member_dir).map_err(internal)?;
         let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
         let identity = read_identity(&layout::identity_file(&config.data_dir))?;
+        let wal_dir = layout::wal_dir(&config.data_dir);
+        let wal_existed = wal_dir.exists();
+        let store = Arc::new(
+            MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
+                .map_err(internal)?,
+        );
+        check_data_dir(&config.data_dir, identity, wal_existed, &store)?;
         let (id, cluster_id, bootstrap) = match identity {
             Some((id, cluster_id)) => (id, cluster_id, None),
             None => match config.initial_cluster_state {
@@ -86,14 +93,7 @@ impl RaftNode {
         };
 
         channels.set_ids(cluster_id, id);
-        let store = Arc::new(
-            MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
-                .map_err(internal)?,
-        );
-        let wal = Arc::new(
-            RaftLogStore::open(&layout::wal_dir(&config.data_dir), &LogConfig::default())
-                .map_err(internal)?,
-        );
+        let wal = Arc::new(RaftLogStore::open(&wal_dir, &LogConfig::default()).map_err(internal)?);
         let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
             .map_err(internal)?;
         let raft_config = openraft::Config {
@@ -951,6 +951,59 @@ async fn publish_self(node: std::sync::Weak<RaftNode>) {
             tracing::debug!(error = %e, "publishing member info failed; will retry");
         }
     }
+}
+
+/// Refuses a data dir that has lost the part of a member's state that keeps Raft safe: a
+/// member whose store shows Raft state but whose identity file is gone, or a voter whose WAL
+/// (its log and its vote) is gone, would start with its vote forgotten and could vote twice
+/// in one term. etcd starts in the second case and loses writes; raftkv refuses, saying how
+/// to recover: replace the member.
+fn check_data_dir(
+    data_dir: &Path,
+    identity: Option<(u64, u64)>,
+    wal_existed: bool,
+    store: &MvccStore,
+) -> Result<(), NodeError> {
+    let state = store.applied_state().map_err(internal)?;
+    let recover = |id: Option<u64>| {
+        let id = id.map_or_else(|| "<its id>".to_string(), |id| format!("{id:x}"));
+        format!(
+            "to recover, remove this member from the cluster (etcdctl member remove {id}), \
+             delete {dir}, add it back (etcdctl member add) and start it with \
+             --initial-cluster-state existing",
+            dir = data_dir.display()
+        )
+    };
+    let Some((id, cluster)) = identity else {
+        if state.applied.is_some() {
+            return Err(NodeError::Internal(format!(
+                "{} holds a member's data but its identity file is missing, so its Raft state \
+                 cannot be trusted; {}",
+                data_dir.display(),
+                recover(None)
+            )));
+        }
+        return Ok(());
+    };
+    if wal_existed {
+        return Ok(());
+    }
+    let was_voter = match &state.membership {
+        Some(bytes) => decode::<StoredMembership>(bytes)
+            .map(|m| m.membership().voter_ids().any(|v| v == id))
+            .unwrap_or(true),
+        // Bootstrapped (an identity exists) but nothing applied: it may still have voted.
+        None => true,
+    };
+    if was_voter {
+        return Err(NodeError::Internal(format!(
+            "{} is missing: member {id:x} of cluster {cluster:x} has lost its Raft log and \
+             vote, and restarting without them could vote twice in one term; {}",
+            layout::wal_dir(data_dir).display(),
+            recover(Some(id))
+        )));
+    }
+    Ok(())
 }
 
 fn read_identity(path: &Path) -> Result<Option<(u64, u64)>, NodeError> {
