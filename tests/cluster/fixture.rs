@@ -203,6 +203,8 @@ pub struct Options {
     pub nofile: Option<(u64, u64)>,
     /// Extra flags for every member.
     pub extra_args: Vec<String>,
+    /// Keep members' data dirs under this directory instead of the cluster's temporary one.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -214,6 +216,7 @@ impl Default for Options {
             proxied: false,
             nofile: None,
             extra_args: Vec::new(),
+            data_root: None,
         }
     }
 }
@@ -257,7 +260,11 @@ impl Cluster {
                     client_port: free_port(),
                     peer_port,
                     advertise_port: if opts.proxied { free_port() } else { peer_port },
-                    data_dir: dir.path().join(format!("m{i}")),
+                    data_dir: opts
+                        .data_root
+                        .as_deref()
+                        .unwrap_or(dir.path())
+                        .join(format!("m{i}")),
                     child: None,
                     args: vec![],
                     server,

@@ -5,6 +5,7 @@
 
 mod backup;
 mod chaos;
+mod disk_full;
 mod etcdctl;
 mod faults;
 mod fixture;

@@ -63,6 +63,7 @@ impl From<NodeError> for tonic::Status {
                     RefusalCode::OutOfRange => tonic::Code::OutOfRange,
                     RefusalCode::NotFound => tonic::Code::NotFound,
                     RefusalCode::Internal => tonic::Code::Internal,
+                    RefusalCode::ResourceExhausted => tonic::Code::ResourceExhausted,
                 };
                 tonic::Status::new(code, message)
             }

@@ -15,6 +15,8 @@
 //! - [`admission`] — the checks every peer message (and every peer's answer) passes before
 //!   openraft sees it.
 //! - [`disk`] — free space on the data dir's file system.
+//! - [`space`] — what a member does as its disk fills (etcd's NOSPACE alarm, raised and
+//!   cleared by itself).
 //! - [`config`] — the member's consensus settings and the ids derived from them.
 //! - [`error`] — [`NodeError`], and its one mapping to a gRPC status with etcd's messages.
 
@@ -29,6 +31,7 @@ pub mod network;
 pub mod node;
 mod peer_service;
 pub mod serve;
+pub mod space;
 pub mod state_machine;
 pub mod types;
 

@@ -17,6 +17,7 @@ use raftkv_proto::raftkvpb::{
     MemberInfo, ReadIndexRequest, change_members_request,
 };
 use raftkv_storage::log::{LogConfig, RaftLogStore};
+use raftkv_storage::mvcc::validate;
 use raftkv_storage::{MvccConfig, MvccStore, layout};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +29,7 @@ use crate::error::NodeError;
 use crate::log_store::LogStore;
 use crate::network::{Channels, NetworkFactory};
 use crate::peer_service::PeerService;
+use crate::space::Space;
 use crate::state_machine::StateMachine;
 use crate::types::{Member, Raft, Request, StoredMembership, decode};
 
@@ -54,6 +56,7 @@ pub struct RaftNode {
     raft: Raft,
     store: Arc<MvccStore>,
     channels: Channels,
+    space: Arc<Space>,
     stop_peer: watch::Sender<bool>,
     peer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -94,8 +97,13 @@ impl RaftNode {
 
         channels.set_ids(cluster_id, id);
         let wal = Arc::new(RaftLogStore::open(&wal_dir, &LogConfig::default()).map_err(internal)?);
+        let space = Arc::new(Space::new(
+            &config.data_dir,
+            space_reserve(config.max_request_bytes),
+        ));
         let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
-            .map_err(internal)?;
+            .map_err(internal)?
+            .with_space(space.clone());
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -148,13 +156,15 @@ impl RaftNode {
             raft: raft.clone(),
             store,
             channels,
+            space: space.clone(),
             stop_peer,
             peer_task: tokio::sync::Mutex::new(None),
         });
-        let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id);
+        let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id, space);
         let task = tokio::spawn(service.serve(peer_listener, stop_rx));
         *node.peer_task.lock().await = Some(task);
         tokio::spawn(publish_self(Arc::downgrade(&node)));
+        tokio::spawn(watch_space(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -268,6 +278,7 @@ impl RaftNode {
     /// forwarded to the leader. A write whose outcome is unknown fails with "request timed
     /// out" or "leader changed" — never with an error that claims it was not applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+        self.admit(&cmd)?;
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
             let leader = self.leader(deadline).await?;
@@ -316,6 +327,23 @@ impl RaftNode {
         }
     }
 
+    /// Refuses a write that takes space while a NOSPACE alarm is up, or while this member's
+    /// own disk is below its reserve (before its alarm has gone through the log).
+    fn admit(&self, cmd: &Command) -> Result<(), NodeError> {
+        use raftkv_proto::etcdserverpb::AlarmType;
+        if validate::consumes_space(cmd)
+            && (self.space.is_low() || self.store.has_alarm(AlarmType::Nospace as i32))
+        {
+            return Err(NodeError::from(raftkv_storage::MvccError::NoSpace));
+        }
+        Ok(())
+    }
+
+    /// This member's view of its disk space.
+    pub fn space(&self) -> &Arc<Space> {
+        &self.space
+    }
+
     /// Applies a write on this member, which must be the leader (the peer service's Forward).
     pub(crate) async fn write_as_leader(
         &self,
@@ -326,12 +354,9 @@ impl RaftNode {
         }
         // A forwarded command passes the same gate as a client's request: a peer is no more
         // trusted than a client to put only well-formed commands in the log.
-        raftkv_storage::mvcc::validate::check_command(
-            &cmd,
-            self.config.max_request_bytes,
-            self.config.max_txn_ops,
-        )
-        .map_err(|e| tonic::Status::from(NodeError::from(e)))?;
+        validate::check_command(&cmd, self.config.max_request_bytes, self.config.max_txn_ops)
+            .map_err(|e| tonic::Status::from(NodeError::from(e)))?;
+        self.admit(&cmd)?;
         let timeout = self.config.request_timeout;
         match tokio::time::timeout(timeout, self.raft.client_write(Request(cmd))).await {
             Err(_) => Err(NodeError::Timeout.into()),
@@ -912,6 +937,58 @@ async fn join_info(config: &NodeConfig, channels: &Channels) -> Result<(u64, u64
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The free space a member keeps in hand (see [`crate::space`]): room for entries in flight
+/// (a few of the largest requests), the alarm entry, and applying what is committed.
+fn space_reserve(max_request_bytes: usize) -> u64 {
+    (64 << 20) + 4 * max_request_bytes as u64
+}
+
+/// Watches the data dir's free space: raises this member's NOSPACE alarm through the log
+/// when it drops below the reserve and clears it once twice the reserve is free again.
+async fn watch_space(node: std::sync::Weak<RaftNode>) {
+    use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
+    use raftkv_proto::etcdserverpb::{AlarmRequest, AlarmType};
+    let mut announced = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(node) = node.upgrade() else { return };
+        if *node.stop_peer.borrow() {
+            return;
+        }
+        let free = node.space.refresh();
+        let mine = (node.id, AlarmType::Nospace as i32);
+        let raised = node.store.alarms().contains(&mine);
+        let action = if node.space.is_low() && !raised {
+            AlarmAction::Activate
+        } else if node.space.recovered() && raised {
+            AlarmAction::Deactivate
+        } else {
+            continue;
+        };
+        if announced != Some(action) {
+            match action {
+                AlarmAction::Activate => warn!(
+                    free,
+                    reserve = node.space.reserve(),
+                    "disk nearly full: raising the NOSPACE alarm"
+                ),
+                _ => info!(free, "disk space recovered: clearing the NOSPACE alarm"),
+            }
+            announced = Some(action);
+        }
+        let cmd = Command {
+            op: Some(raftkv_proto::raftkvpb::command::Op::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: node.id,
+                alarm: AlarmType::Nospace as i32,
+            })),
+        };
+        if let Err(e) = node.write(cmd).await {
+            tracing::debug!(error = %e, "changing the NOSPACE alarm failed; will retry");
+        }
     }
 }
 

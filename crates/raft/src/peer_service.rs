@@ -2,8 +2,8 @@
 //! leader-side handlers of forwarded writes, read indexes and membership changes.
 
 use std::pin::Pin;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use futures_util::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -23,6 +23,7 @@ use crate::disk;
 use crate::network::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 use crate::node::RaftNode;
 use crate::serve::{self, MessageBudget, ServeLimits};
+use crate::space::Space;
 use crate::state_machine::{Snapshot, SnapshotFile, StateMachine};
 use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote, decode, encode_unbounded};
 
@@ -43,6 +44,8 @@ pub(crate) struct PeerService {
     /// This member's id and cluster id.
     me: u64,
     cluster_id: u64,
+    /// Free space on the data dir: entries are refused when it is nearly gone.
+    space: Arc<Space>,
 }
 
 impl PeerService {
@@ -52,6 +55,7 @@ impl PeerService {
         sm: StateMachine,
         me: u64,
         cluster_id: u64,
+        space: Arc<Space>,
     ) -> Self {
         Self {
             node,
@@ -60,6 +64,7 @@ impl PeerService {
             transfers: AtomicU64::new(0),
             me,
             cluster_id,
+            space,
         }
     }
 
@@ -180,6 +185,11 @@ impl PeerService {
     }
 }
 
+/// The answer to entries arriving when the disk is nearly full (the leader tries again).
+fn disk_nearly_full() -> Status {
+    Status::unavailable("raftkv: disk nearly full, not taking entries")
+}
+
 /// Answers a Raft RPC: openraft's result, or its fatal error as text.
 fn reply<T: serde::Serialize, E: std::fmt::Display>(
     result: Result<T, E>,
@@ -220,6 +230,9 @@ impl Peer for PeerService {
         let rpc: AppendEntriesRequest<TypeConfig> = request(req.get_ref())?;
         self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
         admission::append_entries(&rpc, self.me)?;
+        if !rpc.entries.is_empty() && self.space.is_critical() {
+            return Err(disk_nearly_full());
+        }
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -245,15 +258,18 @@ impl Peer for PeerService {
         // (openraft answers those already taken, then the stream ends). Skipping one instead
         // would leave a hole the next append claims to follow.
         let me = self.me;
+        let space = self.space.clone();
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
             let rpc = decode::<AppendEntriesRequest<TypeConfig>>(&item.ok()?.data).ok()?;
-            match admission::append_entries(&rpc, me) {
-                Ok(()) => Some(rpc),
-                Err(refused) => {
-                    tracing::warn!(error = %refused, "ending a peer's append stream");
-                    None
-                }
+            if let Err(refused) = admission::append_entries(&rpc, me) {
+                tracing::warn!(error = %refused, "ending a peer's append stream");
+                return None;
             }
+            // Out of disk: end the stream before these entries; the leader tries again.
+            if !rpc.entries.is_empty() && space.is_critical() {
+                return None;
+            }
+            Some(rpc)
         });
         let output = self.raft.stream_append(input).map(|result| {
             let result = result.map_err(|e| e.to_string());

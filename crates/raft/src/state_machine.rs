@@ -17,6 +17,7 @@ use raftkv_storage::snapshot;
 use raftkv_storage::{AppliedState, MvccStore};
 use tracing::{info, warn};
 
+use crate::space::Space;
 use crate::types::{
     LogId, Refusal, Response, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
 };
@@ -41,6 +42,8 @@ pub struct StateMachine {
     snap_dir: PathBuf,
     /// The newest durable snapshot.
     current: Arc<Mutex<Option<Snapshot>>>,
+    /// Free space on the data dir, when watched: policy snapshots wait for room.
+    space: Option<Arc<Space>>,
 }
 
 impl StateMachine {
@@ -78,7 +81,31 @@ impl StateMachine {
             store,
             snap_dir: snap_dir.to_path_buf(),
             current: Arc::new(Mutex::new(newest)),
+            space: None,
         })
+    }
+
+    /// Postpones policy snapshots while `space` has no room for one.
+    pub fn with_space(mut self, space: Arc<Space>) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// Whether a new snapshot fits beside the current one with the reserve kept: it takes
+    /// about as much as the last one (or, the first time, as half the store).
+    fn room_for_snapshot(&self) -> bool {
+        let Some(space) = &self.space else {
+            return true;
+        };
+        let last = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|s| std::fs::metadata(&s.snapshot.path).ok())
+            .map(|m| m.len());
+        let need = last.unwrap_or_else(|| self.store.size_on_disk() / 2);
+        space.has_room_for(need.saturating_add(need / 4))
     }
 
     /// The MVCC store this state machine applies to.
@@ -249,6 +276,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
+    }
+
+    /// A snapshot that openraft needs (`force`, for a follower whose log is purged) is built
+    /// whatever the space; one that the snapshot policy asks for waits while it may not fit,
+    /// since a failed build stops Raft.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        if !force && !self.room_for_snapshot() {
+            warn!("postponing a snapshot: not enough free disk space for it");
+            return None;
+        }
+        Some(self.clone())
     }
 
     async fn install_snapshot(

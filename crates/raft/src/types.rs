@@ -100,6 +100,7 @@ pub enum RefusalCode {
     OutOfRange,
     NotFound,
     Internal,
+    ResourceExhausted,
 }
 
 impl From<ErrorCode> for RefusalCode {
@@ -109,6 +110,7 @@ impl From<ErrorCode> for RefusalCode {
             ErrorCode::OutOfRange => Self::OutOfRange,
             ErrorCode::NotFound => Self::NotFound,
             ErrorCode::Internal => Self::Internal,
+            ErrorCode::ResourceExhausted => Self::ResourceExhausted,
         }
     }
 }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
-    TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    DeleteRangeRequest, DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
 };
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
@@ -151,10 +152,48 @@ impl EtcdApi {
         }
     }
 
+    /// Maintenance/Alarm: list (linearizable, as etcd answers it through the log), raise or
+    /// clear an alarm.
+    pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, NodeError> {
+        if req.action() == AlarmAction::Get {
+            if self.node.is_learner() {
+                return Err(learner_refusal());
+            }
+            self.node.read_barrier().await?;
+            return Ok(AlarmResponse {
+                header: self.header(self.node.store().revision()),
+                alarms: self
+                    .node
+                    .store()
+                    .alarms()
+                    .into_iter()
+                    .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                    .collect(),
+            });
+        }
+        validate::check_alarm(&req).map_err(refused)?;
+        match self.propose(command::Op::Alarm(req)).await? {
+            command_response::Op::Alarm(mut resp) => {
+                self.fill(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(mismatch(&other)),
+        }
+    }
+
     /// Maintenance/Status.
     pub fn status(&self) -> StatusResponse {
         let s = self.node.status();
         let size = self.node.store().size_on_disk() as i64;
+        // As etcd lists them: no leader, then each alarm in protobuf's compact text form.
+        let mut errors = Vec::new();
+        if s.leader == 0 {
+            errors.push(NodeError::NoLeader.to_string());
+        }
+        for (member, alarm) in self.node.store().alarms() {
+            let name = AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name());
+            errors.push(format!("memberID:{member} alarm:{name} "));
+        }
         StatusResponse {
             header: self.header(self.node.store().revision()),
             version: VERSION.into(),
@@ -163,7 +202,7 @@ impl EtcdApi {
             raft_index: s.commit_index,
             raft_term: s.term,
             raft_applied_index: s.applied_index,
-            errors: vec![],
+            errors,
             db_size_in_use: size,
             is_learner: s.is_learner,
         }

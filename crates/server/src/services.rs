@@ -55,12 +55,8 @@ type SnapshotStream =
 
 #[tonic::async_trait]
 impl Maintenance for EtcdApi {
-    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // raftkv raises no alarms (no space quota yet): the answer is always "none".
-        Ok(Response::new(AlarmResponse {
-            header: self.header(self.node().store().revision()),
-            alarms: vec![],
-        }))
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(EtcdApi::alarm(self, req.into_inner()).await?))
     }
 
     async fn status(

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     NotFound,
     /// `Internal`
     Internal,
+    /// `ResourceExhausted`
+    ResourceExhausted,
 }
 
 /// An etcd request that the MVCC store refuses, or a storage failure.
@@ -42,6 +44,12 @@ pub enum MvccError {
     /// A request larger than `--max-request-bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// A write refused while a NOSPACE alarm is up (or this member's disk is nearly full).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// An alarm request that is not a raise or clear of a known alarm.
+    #[error("raftkv: invalid alarm request")]
+    BadAlarm,
     /// A command with no operation in it (only a hostile peer sends one).
     #[error("raftkv: command without an operation")]
     EmptyCommand,
@@ -68,6 +76,7 @@ impl MvccError {
         match self {
             Self::Compacted | Self::FutureRevision => ErrorCode::OutOfRange,
             Self::LeaseNotFound => ErrorCode::NotFound,
+            Self::NoSpace => ErrorCode::ResourceExhausted,
             Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,
             _ => ErrorCode::InvalidArgument,
         }

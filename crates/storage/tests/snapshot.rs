@@ -410,3 +410,72 @@ proptest! {
         let _ = snapshot::restore(&file, &target);
     }
 }
+
+fn alarm(store: &MvccStore, member: u64, activate: bool) {
+    use raftkv_proto::etcdserverpb::AlarmRequest;
+    apply(
+        store,
+        command::Op::Alarm(AlarmRequest {
+            action: if activate { 1 } else { 2 },
+            member_id: member,
+            alarm: 1,
+        }),
+    );
+}
+
+#[test]
+fn alarms_travel_in_snapshots_and_version_1_files_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("a"));
+    put(&store, "k", "v");
+    alarm(&store, 7, true);
+    alarm(&store, 9, true);
+    alarm(&store, 9, false);
+    assert_eq!(store.alarms(), vec![(7, 1)]);
+    assert!(store.has_alarm(1));
+    let file = dir.path().join("s.db");
+    snapshot::build(&store, &file).unwrap();
+    let restored = open(&dir.path().join("b"));
+    let info = snapshot::restore(&file, &restored).unwrap();
+    assert_eq!(info.meta.alarms, vec![(7, 1)]);
+    assert_eq!(restored.alarms(), vec![(7, 1)]);
+    // Reopened from disk, the alarm is still up.
+    drop(restored);
+    assert_eq!(open(&dir.path().join("b")).alarms(), vec![(7, 1)]);
+    // A backup restored into a new cluster starts with none.
+    let fresh = open(&dir.path().join("c"));
+    let options = snapshot::RestoreOptions {
+        keep_raft_state: false,
+        skip_hash_check: false,
+    };
+    snapshot::restore_with(&file, &fresh, &options).unwrap();
+    assert!(fresh.alarms().is_empty());
+
+    // The same file as version 1 wrote it: no alarms blob in the header.
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+    let body_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let body = bytes[16..16 + body_len].to_vec();
+    let alarms_len = 4 + 12; // one alarm
+    let v1_body = &body[..body.len() - alarms_len];
+    let mut v1 = b"RKVSNAP1".to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&(v1_body.len() as u32).to_le_bytes());
+    v1.extend_from_slice(v1_body);
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let rest = &bytes[16 + body_len + 4..bytes.len() - 32];
+    // Keep the size 32 mod 512: the bytes removed become padding before the footer.
+    let footer_at = rest.len() - (8 + 4 * 8 + 4);
+    v1.extend_from_slice(&rest[..footer_at]);
+    v1.extend(std::iter::repeat_n(0u8, alarms_len));
+    v1.extend_from_slice(&rest[footer_at..]);
+    let digest = Sha256::digest(&v1);
+    v1.extend_from_slice(&digest);
+    bytes = v1;
+    std::fs::write(&file, &bytes).unwrap();
+    let old = open(&dir.path().join("d"));
+    let info = snapshot::restore(&file, &old).unwrap();
+    assert!(info.meta.alarms.is_empty());
+    assert_eq!(all_at(&old, 0).len(), 1);
+}

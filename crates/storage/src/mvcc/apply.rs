@@ -4,17 +4,21 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::response_op::Response;
 use raftkv_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, ResponseOp, TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, Compare,
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use raftkv_proto::mvccpb::KeyValue;
 use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
 
-use super::encoding::{META_COMPACTED, META_POINT, Record, record_key, split_record_key};
+use super::encoding::{
+    META_ALARMS, META_COMPACTED, META_POINT, Record, record_key, split_record_key,
+};
 use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
@@ -64,6 +68,9 @@ impl MvccStore {
         if let Some(command::Op::Compaction(req)) = &cmd.op {
             return self.compact(req, applied);
         }
+        if let Some(command::Op::Alarm(req)) = &cmd.op {
+            return self.alarm(req, applied);
+        }
         let read_rev = self.revision();
         let mut txn = WriteTxn {
             store: self,
@@ -81,7 +88,9 @@ impl MvccStore {
                 txn.txn(req, &mut path.into_iter())
                     .map(command_response::Op::Txn)
             }
-            Some(command::Op::Compaction(_)) => unreachable!("handled above"),
+            Some(command::Op::Compaction(_) | command::Op::Alarm(_)) => {
+                unreachable!("handled above")
+            }
             None => Err(MvccError::EmptyCommand),
         };
         let new_rev = if txn.changes.is_empty() || result.is_err() {
@@ -181,6 +190,47 @@ impl MvccStore {
         Ok(CommandResponse {
             op: Some(command_response::Op::Compaction(CompactionResponse {
                 header: Self::header(current),
+            })),
+        })
+    }
+
+    /// Raises or clears an alarm (etcd's alarm store): the alarms and the applied point in
+    /// one batch; the revision does not move. The answer lists the alarm raised (also when
+    /// it was up already) or cleared (none if it was not up), as etcd's does.
+    fn alarm(
+        &self,
+        req: &AlarmRequest,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let alarm = (req.member_id, req.alarm);
+        let mut alarms = self.alarms();
+        let changed = match req.action() {
+            AlarmAction::Activate => {
+                if !alarms.contains(&alarm) {
+                    alarms.push(alarm);
+                    alarms.sort_unstable();
+                }
+                Some(alarm)
+            }
+            AlarmAction::Deactivate => {
+                let before = alarms.len();
+                alarms.retain(|a| *a != alarm);
+                (alarms.len() < before).then_some(alarm)
+            }
+            AlarmAction::Get => None,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(META_ALARMS, super::encoding::encode_alarms(&alarms));
+        batch.insert(META_POINT, self.point_record(self.revision(), applied));
+        self.tree().apply_batch(batch)?;
+        self.set_alarms(alarms);
+        Ok(CommandResponse {
+            op: Some(command_response::Op::Alarm(AlarmResponse {
+                header: Self::header(self.revision()),
+                alarms: changed
+                    .map(|(member_id, alarm)| AlarmMember { member_id, alarm })
+                    .into_iter()
+                    .collect(),
             })),
         })
     }
@@ -437,5 +487,6 @@ fn set_header_revisions(op: &mut command_response::Op, rev: i64) {
         command_response::Op::DeleteRange(r) => r.header = MvccStore::header(rev),
         command_response::Op::Txn(r) => r.header = MvccStore::header(rev),
         command_response::Op::Compaction(r) => r.header = MvccStore::header(rev),
+        command_response::Op::Alarm(r) => r.header = MvccStore::header(rev),
     }
 }

@@ -22,6 +22,35 @@ pub(crate) const META_SPACE: u8 = 0x02;
 pub(crate) const META_POINT: &[u8] = b"\x02point";
 /// Compacted revision (i64 BE).
 pub(crate) const META_COMPACTED: &[u8] = b"\x02compacted";
+/// The active alarms: (member id u64, alarm type i32), big endian, one after another.
+pub(crate) const META_ALARMS: &[u8] = b"\x02alarms";
+
+/// Encodes alarms for [`META_ALARMS`] (and snapshot headers).
+pub(crate) fn encode_alarms(alarms: &[(u64, i32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(alarms.len() * 12);
+    for (member, alarm) in alarms {
+        out.extend_from_slice(&member.to_be_bytes());
+        out.extend_from_slice(&alarm.to_be_bytes());
+    }
+    out
+}
+
+/// Decodes what [`encode_alarms`] wrote; `None` if it is not a whole number of alarms.
+pub(crate) fn decode_alarms(raw: &[u8]) -> Option<Vec<(u64, i32)>> {
+    if !raw.len().is_multiple_of(12) {
+        return None;
+    }
+    Some(
+        raw.chunks_exact(12)
+            .map(|c| {
+                (
+                    u64::from_be_bytes(c[..8].try_into().expect("8 bytes")),
+                    i32::from_be_bytes(c[8..].try_into().expect("4 bytes")),
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Appends the escaped `key` and its terminator: the prefix shared by all versions of `key`.
 pub(crate) fn key_prefix(key: &[u8]) -> Vec<u8> {

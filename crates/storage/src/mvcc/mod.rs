@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use raftkv_proto::etcdserverpb::ResponseHeader;
 
 use crate::error::MvccError;
-use encoding::{META_COMPACTED, META_POINT, decode_i64};
+use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 
 pub use range::RangeEnd;
 
@@ -64,6 +64,9 @@ pub struct AppliedState {
     pub membership: Option<Vec<u8>>,
 }
 
+/// Active alarms: (member id, etcd `AlarmType` number), sorted.
+pub type Alarms = Vec<(u64, i32)>;
+
 /// An etcd-semantics multi-version key-value store.
 pub struct MvccStore {
     db: sled::Db,
@@ -80,6 +83,8 @@ pub struct MvccStore {
     /// The applied state of the last write, and whether it is not yet stored (writes made
     /// by [`MvccStore::apply_unrecorded`] since the last recording write).
     point: Mutex<Point>,
+    /// Active alarms (member id, etcd `AlarmType`), sorted; stored under `META_ALARMS`.
+    alarms: Mutex<Vec<(u64, i32)>>,
 }
 
 /// The in-memory applied point.
@@ -119,6 +124,11 @@ impl MvccStore {
             Some(raw) => decode_i64(&raw)?,
             None => 0,
         };
+        let alarms = match tree.get(META_ALARMS)? {
+            Some(raw) => encoding::decode_alarms(&raw)
+                .ok_or_else(|| MvccError::Corrupt("alarms record".into()))?,
+            None => Vec::new(),
+        };
         Ok(Self {
             db,
             tree: RwLock::new(tree),
@@ -130,7 +140,29 @@ impl MvccStore {
                 state,
                 unrecorded: false,
             }),
+            alarms: Mutex::new(alarms),
         })
+    }
+
+    /// The active alarms: (member id, etcd `AlarmType` number), sorted.
+    pub fn alarms(&self) -> Vec<(u64, i32)> {
+        self.alarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether any member has raised an alarm of type `alarm`.
+    pub fn has_alarm(&self, alarm: i32) -> bool {
+        self.alarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(_, a)| *a == alarm)
+    }
+
+    pub(crate) fn set_alarms(&self, alarms: Vec<(u64, i32)>) {
+        *self.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
     }
 
     /// The current revision.
@@ -200,10 +232,10 @@ impl MvccStore {
         self.record(self.revision(), state)
     }
 
-    /// The revision and applied state of the same instant (no write in between).
-    pub fn snapshot_point(&self) -> Result<(i64, AppliedState), MvccError> {
+    /// The revision, applied state and alarms of the same instant (no write in between).
+    pub fn snapshot_point(&self) -> Result<(i64, AppliedState, Alarms), MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((self.revision(), self.applied_state()?))
+        Ok((self.revision(), self.applied_state()?, self.alarms()))
     }
 
     /// Writes everything to disk with an fsync (sled's own flush; used when a snapshot or
@@ -293,6 +325,7 @@ impl Restore<'_> {
     pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
         let mut batch = std::mem::take(&mut self.batch);
         batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
+        batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
         let state = AppliedState {
             applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
             membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
@@ -323,6 +356,7 @@ impl Restore<'_> {
         self.store
             .compacted
             .store(meta.compact_revision, Ordering::Release);
+        self.store.set_alarms(meta.alarms.clone());
         db.drop_tree(old.name())?;
         self.name.clear(); // committed: nothing for Drop to undo
         Ok(())

@@ -983,7 +983,7 @@ fn unrecorded_writes_are_visible_and_their_applied_state_is_reported() {
     }
     assert_eq!(f.store.revision(), 4);
     assert_eq!(f.store.applied_state().unwrap(), applied_at(4, Some("m1")));
-    let (rev, state) = f.store.snapshot_point().unwrap();
+    let (rev, state, _) = f.store.snapshot_point().unwrap();
     assert_eq!((rev, state), (4, applied_at(4, Some("m1"))));
     // A refused request is applied too (with no effect on the data).
     let refused = PutRequest {

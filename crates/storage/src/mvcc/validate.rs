@@ -10,9 +10,10 @@ use std::collections::HashSet;
 
 use prost::Message;
 use raftkv_proto::codec::MAX_TXN_DEPTH;
+use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    AlarmRequest, AlarmType, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use raftkv_proto::raftkvpb::{Command, command};
 
@@ -74,6 +75,7 @@ pub fn check_command(
         Some(command::Op::DeleteRange(r)) => check_delete(r)?,
         Some(command::Op::Txn(r)) => check_txn(r, max_txn_ops)?,
         Some(command::Op::Compaction(_)) => {}
+        Some(command::Op::Alarm(r)) => check_alarm(r)?,
         None => return Err(MvccError::EmptyCommand),
     }
     check_size(cmd, max_request_bytes)
@@ -96,7 +98,39 @@ pub fn check_structure(cmd: &Command) -> Result<(), MvccError> {
         Some(command::Op::DeleteRange(r)) => check_delete(r),
         Some(command::Op::Txn(r)) => check_txn_ops(r, usize::MAX, 1),
         Some(command::Op::Compaction(_)) => Ok(()),
+        Some(command::Op::Alarm(r)) => check_alarm(r),
         None => Err(MvccError::EmptyCommand),
+    }
+}
+
+/// An alarm change as it may enter the log: raise or clear a NOSPACE or CORRUPT alarm
+/// (a GET is answered without the log).
+pub fn check_alarm(req: &AlarmRequest) -> Result<(), MvccError> {
+    let action_ok = matches!(
+        req.action(),
+        AlarmAction::Activate | AlarmAction::Deactivate
+    );
+    let alarm_ok = matches!(req.alarm(), AlarmType::Nospace | AlarmType::Corrupt)
+        && AlarmType::try_from(req.alarm).is_ok();
+    if action_ok && alarm_ok && AlarmAction::try_from(req.action).is_ok() {
+        Ok(())
+    } else {
+        Err(MvccError::BadAlarm)
+    }
+}
+
+/// Whether a command takes space etcd's NOSPACE alarm withholds: a put, or a txn with a put
+/// directly in one of its branches (etcd's quota cost; puts in nested txns are not counted,
+/// nor are deletes and compactions, which free space).
+pub fn consumes_space(cmd: &Command) -> bool {
+    let puts = |ops: &[RequestOp]| {
+        ops.iter()
+            .any(|op| matches!(op.request, Some(Request::RequestPut(_))))
+    };
+    match &cmd.op {
+        Some(command::Op::Put(_)) => true,
+        Some(command::Op::Txn(t)) => puts(&t.success) || puts(&t.failure),
+        _ => false,
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! header   magic "RKVSNAP1" | u32 version | u32 body length | body | u32 CRC-32
-//!          body: revision, compact revision, applied (opaque), membership (opaque)
+//!          body: revision, compact revision, applied (opaque), membership (opaque),
+//!                alarms (version 2 on)
 //! blocks   (u32 frame length | raftkv-codec frame)* | u32 0
 //! padding  zeros, so that the file ends up 32 mod 512 bytes long
 //! footer   magic "RKVSEND1" | records | live keys | raw body bytes | blocks | u32 CRC-32
@@ -32,8 +33,8 @@ pub use writer::build;
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 /// First bytes of the footer.
 pub const FOOTER_MAGIC: &[u8; 8] = b"RKVSEND1";
-/// The format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes; it also reads version 1 (no alarms in the header).
+pub const FORMAT_VERSION: u32 = 2;
 /// Most versions in one body block.
 pub const BLOCK_RECORDS: usize = 4096;
 /// A block is closed once the keys and values in it reach this many bytes (or it holds
@@ -68,6 +69,8 @@ pub struct SnapshotMeta {
     pub applied: Vec<u8>,
     /// The Raft layer's membership (opaque).
     pub membership: Vec<u8>,
+    /// Active alarms: (member id, etcd `AlarmType` number). Version 2 on.
+    pub alarms: Vec<(u64, i32)>,
 }
 
 /// A snapshot file's status, for `raftkvctl snapshot status` and the raft layer.

@@ -59,8 +59,10 @@ pub fn restore_with(
         load.add(rows).map_err(SnapshotError::from)
     })?;
     if !options.keep_raft_state {
+        // A new cluster: new member ids, so the old members' alarms mean nothing there.
         info.meta.applied.clear();
         info.meta.membership.clear();
+        info.meta.alarms.clear();
     }
     load.finish(&info.meta)?;
     Ok(info)
@@ -125,7 +127,7 @@ fn walk_verified(
     let mut fixed = [0u8; 16];
     r.read_exact(&mut fixed)?;
     let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnsupportedVersion(version));
     }
     let body_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
@@ -142,7 +144,7 @@ fn walk_verified(
     if header_crc.finalize() != u32::from_le_bytes(stored_crc) {
         return Err(corrupt("header checksum mismatch"));
     }
-    let meta = parse_header(&body).ok_or_else(|| corrupt("malformed header"))?;
+    let meta = parse_header(&body, version).ok_or_else(|| corrupt("malformed header"))?;
 
     let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
     let mut last: Option<(Vec<u8>, i64)> = None;
@@ -219,7 +221,7 @@ fn walk_verified(
     })
 }
 
-fn parse_header(body: &[u8]) -> Option<SnapshotMeta> {
+fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
     let revision = i64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
     let compact_revision = i64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
     let mut pos = 16;
@@ -231,6 +233,11 @@ fn parse_header(body: &[u8]) -> Option<SnapshotMeta> {
     };
     let applied = blob()?;
     let membership = blob()?;
+    let alarms = if version >= 2 {
+        crate::mvcc::encoding::decode_alarms(&blob()?)?
+    } else {
+        Vec::new()
+    };
     if pos != body.len() || revision < 1 || compact_revision < 0 || compact_revision > revision {
         return None;
     }
@@ -239,6 +246,7 @@ fn parse_header(body: &[u8]) -> Option<SnapshotMeta> {
         compact_revision,
         applied,
         membership,
+        alarms,
     })
 }
 

@@ -20,13 +20,14 @@ use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, spli
 /// together, then reads only versions at or below that revision (compaction's deletes wait
 /// until it is done). The file is written beside `path`, fsynced, then renamed into place.
 pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotError> {
-    let (revision, applied) = store.snapshot_point()?;
+    let (revision, applied, alarms) = store.snapshot_point()?;
     let _no_compaction = store.compaction_read_guard();
     let meta = SnapshotMeta {
         revision,
         compact_revision: store.compacted_revision(),
         applied: applied.applied.unwrap_or_default(),
         membership: applied.membership.unwrap_or_default(),
+        alarms,
     };
     let tmp = path.with_extension("part");
     let file = File::create(&tmp)?;
@@ -116,7 +117,8 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
     let mut body = Vec::new();
     body.extend_from_slice(&meta.revision.to_le_bytes());
     body.extend_from_slice(&meta.compact_revision.to_le_bytes());
-    for blob in [&meta.applied, &meta.membership] {
+    let alarms = crate::mvcc::encoding::encode_alarms(&meta.alarms);
+    for blob in [&meta.applied, &meta.membership, &alarms] {
         body.extend_from_slice(&(blob.len() as u32).to_le_bytes());
         body.extend_from_slice(blob);
     }
