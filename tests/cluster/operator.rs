@@ -134,3 +134,40 @@ async fn member_add_on_one_member_answers_and_the_new_member_joins() {
         }
     }
 }
+
+/// The log lines tools wait for before they use a member (etcd's e2e tests wait for
+/// "published" or "enabled capabilities for version"), with etcd's wording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_log_etcds_readiness_lines() {
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, m) in cluster.members.iter().enumerate() {
+        let cid = cluster
+            .status(i)
+            .await
+            .and_then(|s| s.header)
+            .expect("status")
+            .cluster_id;
+        let published = format!(
+            "published {{Name:{} ClientURLs:[http://{}]}} to cluster {cid:x}",
+            m.name,
+            m.endpoint()
+        );
+        let serving = format!(
+            "serving insecure client requests on {}, this is strongly discouraged!",
+            m.endpoint()
+        );
+        loop {
+            let log = m.log_text();
+            let ready = log.contains(&published)
+                && log.contains("enabled capabilities for version 3.4")
+                && log.contains("ready to serve client requests")
+                && log.contains(&serving);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}:\n{log}", m.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

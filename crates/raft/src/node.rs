@@ -57,6 +57,9 @@ pub struct RaftNode {
     store: Arc<MvccStore>,
     channels: Channels,
     space: Arc<Space>,
+    /// Turns true once this member's name and client URLs are in the cluster's membership
+    /// and a leader is known (etcd's "published ... to cluster").
+    published: watch::Sender<bool>,
     stop_peer: watch::Sender<bool>,
     peer_task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -157,6 +160,7 @@ impl RaftNode {
             store,
             channels,
             space: space.clone(),
+            published: watch::channel(false).0,
             stop_peer,
             peer_task: tokio::sync::Mutex::new(None),
         });
@@ -337,6 +341,12 @@ impl RaftNode {
             return Err(NodeError::from(raftkv_storage::MvccError::NoSpace));
         }
         Ok(())
+    }
+
+    /// Waits until this member has published itself to the cluster (see `published`).
+    pub async fn wait_published(&self) {
+        let mut rx = self.published.subscribe();
+        let _ = rx.wait_for(|p| *p).await;
     }
 
     /// This member's view of its disk space.
@@ -1002,8 +1012,26 @@ async fn publish_self(node: std::sync::Weak<RaftNode>) {
             return;
         }
         let wanted = (node.config.name.clone(), node.config.client_urls.clone());
+        let leader_known = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .is_some();
         match node.member(node.id) {
-            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted => return,
+            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted && leader_known => {
+                // etcd's lines, which tools (etcd's own e2e tests among them) wait for.
+                info!(
+                    "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+                    wanted.0,
+                    wanted.1.join(" "),
+                    node.cluster_id
+                );
+                info!("enabled capabilities for version 3.4");
+                let _ = node.published.send(true);
+                return;
+            }
+            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted => continue,
             None => continue, // not (yet) a member: nothing to publish
             Some(_) => {}
         }

@@ -116,6 +116,16 @@ impl Server {
                 }
             }));
         }
+        // etcd's readiness lines, once the member has joined and published itself.
+        let node = api.node().clone();
+        let addrs = client_addrs.clone();
+        tokio::spawn(async move {
+            node.wait_published().await;
+            info!("ready to serve client requests");
+            for addr in addrs {
+                info!("serving insecure client requests on {addr}, this is strongly discouraged!");
+            }
+        });
         Ok(Self {
             api,
             stop_clients,
