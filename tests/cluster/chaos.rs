@@ -5,6 +5,11 @@
 //! the history is linearizable (`linearizable.rs`), no member of a minority acknowledged a
 //! write, and every member converges to the same revision and data.
 //!
+//! Throughout, a hostile client and peer (`hostile`) send what issue 11 found could stop a
+//! member — over-nested and malformed txns, oversized requests, half-sent bodies, forged
+//! votes — beside deep txns that are valid and must survive every kill and restart; and no
+//! member may refuse a message or an answer from a correct peer (the logs are checked).
+//!
 //! `RAFTKV_SEED=<n>` replays one schedule; `RAFTKV_SOAK=<minutes>` runs seed after seed.
 
 use std::sync::{Arc, Mutex};
@@ -123,6 +128,99 @@ async fn channel(endpoint: &str) -> Option<Channel> {
         .await
         .ok()
 }
+
+/// A txn nested `levels` deep whose innermost level puts `key`.
+fn deep_txn(levels: usize, key: &str) -> TxnRequest {
+    crate::fixture::nested_txn(levels, vec![crate::fixture::put_op(key, "deep")])
+}
+
+/// The hostile side of a chaos run: client requests that must be refused (and never reach
+/// the chaos keys), deep txns that must be taken, and forged peer messages, at random
+/// members, until the run stops. Returns how many were sent and how many were taken that
+/// should have been refused.
+async fn hostile(
+    endpoints: Vec<String>,
+    peer_ports: Vec<u16>,
+    seed: u64,
+    shared: Arc<Shared>,
+) -> (usize, Vec<String>) {
+    use raftkv::raft::types::{Vote, encode};
+    use raftkv_proto::raftkvpb::RaftMessage;
+    use raftkv_proto::raftkvpb::peer_client::PeerClient;
+    let mut rng = Rng::new(seed ^ 0x0bad);
+    let (mut sent, mut wrongly_taken) = (0, Vec::new());
+    while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50 + rng.below(150) as u64)).await;
+        let i = rng.below(endpoints.len());
+        let case = rng.below(5);
+        sent += 1;
+        if case == 4 {
+            // A forged vote with the largest term, straight at a peer port.
+            let Ok(channel) = Endpoint::from_shared(format!("http://127.0.0.1:{}", peer_ports[i]))
+                .map(|e| e.connect_timeout(Duration::from_millis(300)))
+            else {
+                continue;
+            };
+            let Ok(channel) = channel.connect().await else {
+                continue;
+            };
+            let vote = openraft::raft::VoteRequest::<raftkv::raft::types::TypeConfig> {
+                vote: Vote::new(u64::MAX, 0xdead),
+                last_log_id: None,
+                leadership_transfer: false,
+            };
+            let msg = RaftMessage {
+                data: encode(&vote).expect("encodes").into(),
+            };
+            if PeerClient::new(channel).vote(msg).await.is_ok() {
+                wrongly_taken.push("a vote with term 2^64-1".into());
+            }
+            continue;
+        }
+        let Some(c) = channel(&endpoints[i]).await else {
+            continue;
+        };
+        let mut kv = KvClient::new(c).max_encoding_message_size(8 << 20);
+        let (what, result) = match case {
+            0 => (
+                "a txn 300 levels deep",
+                kv.txn(deep_txn(300, "k0")).await.map(|_| ()),
+            ),
+            1 => (
+                "an op with no request",
+                kv.txn(TxnRequest {
+                    success: vec![RequestOp { request: None }],
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            ),
+            2 => (
+                "a 3 MB put",
+                kv.put(PutRequest {
+                    key: "k1".into(),
+                    value: vec![7u8; 3 << 20].into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            ),
+            _ => {
+                // Valid and deep: taken (or timed out) — it lands outside the chaos keys and
+                // must decode again on every member after whatever the schedule does.
+                let _ = kv.txn(deep_txn(128, "hostile/deep")).await;
+                continue;
+            }
+        };
+        if result.is_ok() {
+            wrongly_taken.push(what.to_string());
+        }
+    }
+    (sent, wrongly_taken)
+}
+
+/// Log lines that mean a member refused something a correct peer sent.
+const FALSE_REFUSALS: [&str; 2] = ["ending a peer's append stream", "refused a peer's answer"];
 
 /// One client: random operations one at a time, moving to another member after an error.
 async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) {
@@ -280,16 +378,6 @@ async fn run_op_rev(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opt
 }
 
 /// Member `i`'s id (it is running and healthy when faults start).
-async fn member_id(cluster: &Cluster, i: usize) -> u64 {
-    for _ in 0..20 {
-        if let Some(h) = cluster.status(i).await.and_then(|s| s.header) {
-            return h.member_id;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("member {i} does not answer Status");
-}
-
 fn rev(header: &Option<raftkv_proto::etcdserverpb::ResponseHeader>) -> i64 {
     header.as_ref().map_or(0, |h| h.revision)
 }
@@ -377,7 +465,7 @@ async fn inject(
             };
             let mut minority_ids = Vec::new();
             for &m in &minority {
-                minority_ids.push(member_id(cluster, m).await);
+                minority_ids.push(cluster.member_id(m).await);
             }
             let net = cluster.net.as_ref().expect("proxied cluster");
             let from = shared.now();
@@ -485,7 +573,7 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let old_id = member_id(cluster, old).await;
+    let old_id = cluster.member_id(old).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = etcdctl(
@@ -548,6 +636,8 @@ pub async fn run_schedule(
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| tokio::spawn(client(id, endpoints.clone(), seed, shared.clone())))
         .collect();
+    let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
+    let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
     let mut rng = Rng::new(seed);
     let mut windows = Vec::new();
     let mut faults = Vec::new();
@@ -568,6 +658,11 @@ pub async fn run_schedule(
     for c in clients {
         c.await.expect("client task");
     }
+    let (hostile_sent, wrongly_taken) = attacker.await.expect("hostile task");
+    assert!(
+        wrongly_taken.is_empty(),
+        "seed {seed}: the cluster took hostile requests: {wrongly_taken:?}"
+    );
     // Final reads of every key, after everything healed, join the history: an acknowledged
     // write that was lost shows up as a violation here.
     let leader = cluster.leader().await.expect("leader after the run");
@@ -603,7 +698,7 @@ pub async fn run_schedule(
         .filter(|o| o.input != Input::Get && o.ret.is_some())
         .count();
     eprintln!(
-        "chaos: seed {seed}: {} ops ({acknowledged_writes} acknowledged writes, {} unknown), faults {faults:?}",
+        "chaos: seed {seed}: {} ops ({acknowledged_writes} acknowledged writes, {} unknown), {hostile_sent} hostile requests, faults {faults:?}",
         ops.len(),
         ops.iter().filter(|o| o.ret.is_none()).count()
     );
@@ -656,6 +751,17 @@ pub async fn run_schedule(
         }
     }
     converge(&cluster, seed).await;
+    for m in &cluster.members {
+        let log = m.log_text();
+        for line in FALSE_REFUSALS {
+            assert!(
+                !log.contains(line),
+                "seed {seed}: {} refused a correct peer ({line}):\n{}",
+                m.name,
+                m.log_tail()
+            );
+        }
+    }
     (ops.len(), faults.len())
 }
 

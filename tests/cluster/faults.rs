@@ -333,12 +333,7 @@ async fn a_member_that_lost_its_wal_or_identity_refuses_to_start_until_replaced(
     let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
     crate::fixture::etcdctl_ok(&cluster.endpoints(), &["put", "k", "v"]);
     let victim = 2;
-    let id = cluster
-        .status(victim)
-        .await
-        .and_then(|s| s.header)
-        .expect("status")
-        .member_id;
+    let id = cluster.member_id(victim).await;
     let member_dir = cluster.members[victim].data_dir.join("member");
     assert_eq!(cluster.stop(victim), Some(0));
 

@@ -422,6 +422,17 @@ impl Cluster {
             .flatten()
     }
 
+    /// Member `i`'s id, as its Status header gives it (waiting up to 2 s for an answer).
+    pub async fn member_id(&self, i: usize) -> u64 {
+        for _ in 0..20 {
+            if let Some(h) = self.status(i).await.and_then(|s| s.header) {
+                return h.member_id;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("member {i} does not answer Status");
+    }
+
     /// The index of the member that every running member names as leader.
     pub async fn leader(&self) -> Option<usize> {
         let mut leader_id = None;
@@ -565,4 +576,38 @@ pub fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A txn nested `levels` deep through its success branch whose innermost level holds
+/// `inner` (a put of `key`, say, or nothing).
+pub fn nested_txn(
+    levels: usize,
+    inner: Vec<raftkv_proto::etcdserverpb::RequestOp>,
+) -> raftkv_proto::etcdserverpb::TxnRequest {
+    use raftkv_proto::etcdserverpb::{RequestOp, TxnRequest, request_op};
+    let mut txn = TxnRequest {
+        success: inner,
+        ..Default::default()
+    };
+    for _ in 1..levels {
+        txn = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestTxn(txn)),
+            }],
+            ..Default::default()
+        };
+    }
+    txn
+}
+
+/// A txn op that puts `value` at `key`.
+pub fn put_op(key: &str, value: &str) -> raftkv_proto::etcdserverpb::RequestOp {
+    use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, request_op};
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec().into(),
+            value: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        })),
+    }
 }

@@ -6,35 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
-use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest, request_op};
+use raftkv_proto::etcdserverpb::{RequestOp, TxnRequest};
 
 use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok};
 
-/// `levels` txns nested through their success branch, the innermost holding `inner`.
 fn nested(levels: usize, inner: Vec<RequestOp>) -> TxnRequest {
-    let mut txn = TxnRequest {
-        success: inner,
-        ..Default::default()
-    };
-    for _ in 1..levels {
-        txn = TxnRequest {
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestTxn(txn)),
-            }],
-            ..Default::default()
-        };
-    }
-    txn
+    crate::fixture::nested_txn(levels, inner)
 }
 
 fn put_op(key: &str) -> Vec<RequestOp> {
-    vec![RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::from_static(b"v"),
-            ..Default::default()
-        })),
-    }]
+    vec![crate::fixture::put_op(key, "v")]
 }
 
 /// The outcome of one Txn as `code: message` (or `ok`).

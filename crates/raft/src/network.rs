@@ -148,6 +148,7 @@ pub struct PeerNetwork {
 
 /// A peer's answer that fails [`admission`]: treated as a network failure (openraft retries).
 fn refused_answer(r: Refused) -> RPCError<TypeConfig> {
+    tracing::warn!(error = %r, "refused a peer's answer");
     RPCError::Network(NetworkError::new(&r))
 }
 

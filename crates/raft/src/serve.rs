@@ -344,8 +344,13 @@ impl MessageBudget {
         self.permits.available_permits()
     }
 
+    /// Wraps a request body whose connection is not known (no allowance of its own).
+    pub fn wrap(&self, inner: Body) -> Body {
+        self.wrap_with(inner, None)
+    }
+
     /// Wraps a request body that came on a connection with `allowance` (if known).
-    fn wrap(&self, inner: Body, allowance: Option<Arc<Semaphore>>) -> Body {
+    fn wrap_with(&self, inner: Body, allowance: Option<Arc<Semaphore>>) -> Body {
         Body::new(Budgeted {
             inner,
             budget: self.clone(),
@@ -374,7 +379,7 @@ impl MessageBudget {
                 .extensions()
                 .get::<ConnInfo>()
                 .map(|info| info.allowance.clone());
-            req.map(|body| budget.wrap(body, allowance))
+            req.map(|body| budget.wrap_with(body, allowance))
         })
     }
 }
@@ -651,7 +656,7 @@ mod tests {
         for size in [1, 3, 5, 7, 4096, all.len()] {
             let chunks: Vec<Bytes> = all.chunks(size).map(Bytes::copy_from_slice).collect();
             let out = budget
-                .wrap(body_of(chunks, false), None)
+                .wrap(body_of(chunks, false))
                 .collect()
                 .await
                 .expect("complete")
@@ -665,7 +670,7 @@ mod tests {
     async fn an_announced_message_is_held_back_until_it_arrives() {
         let budget = MessageBudget::new(&limits(1 << 20));
         let half = message(100_000, 7)[..50_000].to_vec();
-        let mut body = budget.wrap(body_of(vec![Bytes::from(half)], true), None);
+        let mut body = budget.wrap(body_of(vec![Bytes::from(half)], true));
         let first = tokio::time::timeout(
             Duration::from_millis(50),
             std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
@@ -686,20 +691,17 @@ mod tests {
     #[tokio::test]
     async fn a_spent_budget_stops_reading_until_it_is_returned() {
         let budget = MessageBudget::new(&limits(64 * 1024));
-        let held = budget.wrap(
-            body_of(
-                vec![Bytes::from(message(200_000, 1)[..60_000].to_vec())],
-                true,
-            ),
-            None,
-        );
+        let held = budget.wrap(body_of(
+            vec![Bytes::from(message(200_000, 1)[..60_000].to_vec())],
+            true,
+        ));
         // tonic keeps polling a body while it waits for a message; so does this task.
         let first = tokio::spawn(held.collect());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(budget.available(), 64 * 1024 - 60_000);
         // A second sender has to wait for budget; it completes once the first gives up.
         let whole = message(10_000, 3);
-        let second = budget.wrap(body_of(vec![Bytes::from(whole.clone())], false), None);
+        let second = budget.wrap(body_of(vec![Bytes::from(whole.clone())], false));
         let out = second.collect().await.expect("completes").to_bytes();
         assert_eq!(out, whole);
         assert!(first.await.expect("joined").is_err(), "the first timed out");
@@ -708,19 +710,16 @@ mod tests {
     #[tokio::test]
     async fn a_connection_allowance_serves_small_requests_while_the_budget_is_spent() {
         let budget = MessageBudget::new(&limits(64 * 1024));
-        let hog = budget.wrap(
-            body_of(
-                vec![Bytes::from(message(200_000, 1)[..64 * 1024].to_vec())],
-                true,
-            ),
-            None,
-        );
+        let hog = budget.wrap(body_of(
+            vec![Bytes::from(message(200_000, 1)[..64 * 1024].to_vec())],
+            true,
+        ));
         let _hog = tokio::spawn(hog.collect());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(budget.available(), 0);
         let allowance = Arc::new(Semaphore::new(CONNECTION_ALLOWANCE));
         let small = message(100, 5);
-        let body = budget.wrap(
+        let body = budget.wrap_with(
             body_of(vec![Bytes::from(small.clone())], false),
             Some(allowance.clone()),
         );
@@ -738,7 +737,7 @@ mod tests {
         let mut big = vec![0u8];
         big.extend_from_slice(&(10u32 << 20).to_be_bytes());
         big.extend_from_slice(&[9; 100]);
-        let mut body = budget.wrap(body_of(vec![Bytes::from(big.clone())], true), None);
+        let mut body = budget.wrap(body_of(vec![Bytes::from(big.clone())], true));
         let frame = body.frame().await.expect("a frame").expect("data");
         assert_eq!(frame.into_data().expect("data"), big);
         assert_eq!(budget.available(), 1 << 20);

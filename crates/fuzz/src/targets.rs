@@ -1,0 +1,669 @@
+//! The fuzz targets: each a function over arbitrary bytes, with seeds.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
+};
+use prost::{Message, Name};
+use raftkv_proto::codec::decode_bounded;
+use raftkv_proto::etcdserverpb::{
+    AlarmRequest, CompactionRequest, Compare, DeleteRangeRequest, MemberAddRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, request_op,
+};
+use raftkv_proto::raftkvpb::{ChangeMembersRequest, Command, CommandResponse, MemberInfo, command};
+use raftkv_raft::admission;
+use raftkv_raft::types::{Entry, LogId, Member, Request, SnapshotMeta, TypeConfig, Vote};
+use raftkv_storage::mvcc::validate;
+use raftkv_storage::{AppliedState, MvccConfig, MvccStore};
+
+/// A fuzz target.
+pub struct Target {
+    /// Its name (`raftkv-fuzz run <name>`, `scripts/fuzz <name>`).
+    pub name: &'static str,
+    /// What it decodes.
+    pub about: &'static str,
+    /// Runs one input; panics on a bug.
+    pub run: fn(&[u8]),
+    /// Seed inputs.
+    pub seeds: fn() -> Vec<Vec<u8>>,
+}
+
+/// Every target.
+pub fn targets() -> &'static [Target] {
+    &[
+        Target {
+            name: "grpc_message",
+            about: "client and peer gRPC messages through raftkv-proto's bounded codec",
+            run: grpc_message,
+            seeds: grpc_message_seeds,
+        },
+        Target {
+            name: "command_apply",
+            about: "a log entry's command: decode, the checks, and apply to a store",
+            run: command_apply,
+            seeds: command_seeds,
+        },
+        Target {
+            name: "raft_message",
+            about: "peer Raft messages and answers (bincode) and the admission checks",
+            run: raft_message,
+            seeds: raft_message_seeds,
+        },
+        Target {
+            name: "wal_chunk",
+            about: "a WAL chunk file from disk: recovery, then every entry read back",
+            run: wal_chunk,
+            seeds: wal_chunk_seeds,
+        },
+        Target {
+            name: "snapshot_file",
+            about: "a snapshot file: full verification, then restore into a store",
+            run: snapshot_file,
+            seeds: snapshot_seeds,
+        },
+        Target {
+            name: "codec_frame",
+            about: "a unit-repetition codec frame",
+            run: codec_frame,
+            seeds: codec_seeds,
+        },
+        Target {
+            name: "message_framing",
+            about: "gRPC message framing through the serving budget, in any chunking",
+            run: message_framing,
+            seeds: framing_seeds,
+        },
+    ]
+}
+
+/// The target called `name`.
+pub fn find(name: &str) -> Option<&'static Target> {
+    targets().iter().find(|t| t.name == name)
+}
+
+// ---- grpc_message -------------------------------------------------------------------------
+
+/// Decodes `bytes` as `M` the way the gRPC codec does; what decodes must encode and decode
+/// back to itself.
+fn round_trip<M: Message + Name + Default + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
+    if let Ok(msg) = decode_bounded::<M>(bytes) {
+        let again = decode_bounded::<M>(&msg.encode_to_vec())
+            .unwrap_or_else(|e| panic!("{} re-encoded does not decode: {e}", M::NAME));
+        assert_eq!(again, msg, "{} changed in a round trip", M::NAME);
+    }
+}
+
+fn grpc_message(data: &[u8]) {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    match which % 10 {
+        0 => round_trip::<RangeRequest>(bytes),
+        1 => round_trip::<PutRequest>(bytes),
+        2 => round_trip::<DeleteRangeRequest>(bytes),
+        3 => round_trip::<TxnRequest>(bytes),
+        4 => round_trip::<CompactionRequest>(bytes),
+        5 => round_trip::<Command>(bytes),
+        6 => round_trip::<CommandResponse>(bytes),
+        7 => round_trip::<ChangeMembersRequest>(bytes),
+        8 => round_trip::<MemberInfo>(bytes),
+        _ => round_trip::<AlarmRequest>(bytes),
+    }
+}
+
+fn tagged(tag: u8, bytes: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend(bytes);
+    out
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        ..Default::default()
+    }
+}
+
+fn op(request: request_op::Request) -> RequestOp {
+    RequestOp {
+        request: Some(request),
+    }
+}
+
+fn sample_txn(depth: usize) -> TxnRequest {
+    let mut txn = TxnRequest {
+        compare: vec![Compare {
+            key: "k".into(),
+            result: 0,
+            target: 3,
+            target_union: Some(raftkv_proto::etcdserverpb::compare::TargetUnion::Value(
+                "v".into(),
+            )),
+            range_end: Bytes::new(),
+        }],
+        success: vec![
+            op(request_op::Request::RequestPut(put("a", "1"))),
+            op(request_op::Request::RequestRange(RangeRequest {
+                key: "a".into(),
+                range_end: "b".into(),
+                ..Default::default()
+            })),
+        ],
+        failure: vec![op(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: "x".into(),
+                range_end: vec![0].into(),
+                prev_kv: true,
+            },
+        ))],
+    };
+    for _ in 1..depth {
+        txn = TxnRequest {
+            success: vec![op(request_op::Request::RequestTxn(txn))],
+            ..Default::default()
+        };
+    }
+    txn
+}
+
+fn sample_commands() -> Vec<Command> {
+    let cmd = |op| Command { op: Some(op) };
+    vec![
+        cmd(command::Op::Put(put("key", "value"))),
+        cmd(command::Op::DeleteRange(DeleteRangeRequest {
+            key: "a".into(),
+            range_end: "z".into(),
+            prev_kv: true,
+        })),
+        cmd(command::Op::Txn(sample_txn(1))),
+        cmd(command::Op::Txn(sample_txn(3))),
+        cmd(command::Op::Compaction(CompactionRequest {
+            revision: 2,
+            physical: false,
+        })),
+        cmd(command::Op::Alarm(AlarmRequest {
+            action: 1,
+            member_id: 7,
+            alarm: 1,
+        })),
+    ]
+}
+
+fn grpc_message_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = vec![
+        tagged(
+            0,
+            RangeRequest {
+                key: "a".into(),
+                range_end: vec![0].into(),
+                limit: 10,
+                revision: 3,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        tagged(1, put("k", "v").encode_to_vec()),
+        tagged(3, sample_txn(4).encode_to_vec()),
+        tagged(
+            7,
+            ChangeMembersRequest {
+                op: Some(raftkv_proto::raftkvpb::change_members_request::Op::Add(
+                    MemberAddRequest {
+                        peer_ur_ls: vec!["http://127.0.0.1:2380".into()],
+                        is_learner: true,
+                    },
+                )),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            8,
+            MemberInfo {
+                id: 3,
+                name: "m".into(),
+                peer_urls: vec!["http://a:1".into()],
+                client_urls: vec![],
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    seeds.extend(
+        sample_commands()
+            .into_iter()
+            .map(|c| tagged(5, c.encode_to_vec())),
+    );
+    seeds
+}
+
+// ---- command_apply ------------------------------------------------------------------------
+
+thread_local! {
+    /// One store for a whole run (opening sled per input would dominate).
+    static STORE: RefCell<Option<(MvccStore, tempfile::TempDir)>> = const { RefCell::new(None) };
+}
+
+fn with_store(f: impl FnOnce(&MvccStore)) {
+    STORE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let config = MvccConfig {
+                cache_capacity: 8 << 20,
+                flush_every_ms: None,
+            };
+            let store = MvccStore::open(dir.path(), &config).expect("store opens");
+            *slot = Some((store, dir));
+        }
+        f(&slot.as_ref().expect("opened above").0);
+    });
+}
+
+fn command_apply(data: &[u8]) {
+    let Ok(cmd) = decode_bounded::<Command>(data) else {
+        return;
+    };
+    // The client-edge checks and the state machine's must agree on what is malformed.
+    let edge = validate::check_command(&cmd, usize::MAX, usize::MAX);
+    let structure = validate::check_structure(&cmd);
+    if structure.is_err() {
+        assert!(
+            edge.is_err(),
+            "the edge let in what the state machine refuses"
+        );
+    }
+    with_store(|store| {
+        let before = store.revision();
+        match store.apply(&cmd, &AppliedState::default()) {
+            Ok(_) => assert!(store.revision() - before <= 1, "one revision per command"),
+            Err(e) => {
+                assert!(e.is_request_error(), "a command damaged the store: {e}");
+                assert_eq!(
+                    store.revision(),
+                    before,
+                    "a refused command changed the revision"
+                );
+            }
+        }
+    });
+}
+
+fn command_seeds() -> Vec<Vec<u8>> {
+    sample_commands()
+        .into_iter()
+        .map(|c| c.encode_to_vec())
+        .collect()
+}
+
+// ---- raft_message -------------------------------------------------------------------------
+
+fn raft_message(data: &[u8]) {
+    use raftkv_raft::types::decode;
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let me = 1;
+    match which % 9 {
+        0 => {
+            if let Ok(req) = decode::<VoteRequest<TypeConfig>>(bytes) {
+                let _ = admission::vote_request(&req, me);
+            }
+        }
+        1 => {
+            if let Ok(req) = decode::<AppendEntriesRequest<TypeConfig>>(bytes) {
+                let _ = admission::append_entries(&req, me);
+            }
+        }
+        2 => {
+            if let Ok(req) = decode::<TransferLeaderRequest<TypeConfig>>(bytes) {
+                let _ = admission::transfer_leader(&req, me, true);
+            }
+        }
+        3 => {
+            if let Ok((vote, meta)) = decode::<(Vote, SnapshotMeta)>(bytes) {
+                let _ = admission::snapshot_header(&vote, &meta, me);
+            }
+        }
+        4 => {
+            if let Ok(Ok(resp)) = decode::<Result<VoteResponse<TypeConfig>, String>>(bytes) {
+                let _ = admission::vote_response(&resp);
+            }
+        }
+        5 => {
+            if let Ok(Ok(resp)) = decode::<Result<AppendEntriesResponse<TypeConfig>, String>>(bytes)
+            {
+                let _ = admission::append_response(&resp, None);
+            }
+        }
+        6 => {
+            if let Ok(Ok(result)) = decode::<Result<StreamAppendResult<TypeConfig>, String>>(bytes)
+            {
+                let _ = admission::stream_result(&result, Some(&LogId::new_term_index(3, 9)));
+            }
+        }
+        7 => {
+            if let Ok(Ok(resp)) = decode::<Result<SnapshotResponse<TypeConfig>, String>>(bytes) {
+                let _ = admission::snapshot_response(&resp);
+            }
+        }
+        _ => {
+            // A log entry as the WAL holds it; what decodes encodes back the same.
+            if let Ok(entry) = decode::<Entry>(bytes) {
+                let again = raftkv_raft::types::encode(&entry).expect("encodes");
+                assert_eq!(decode::<Entry>(&again).expect("decodes"), entry);
+            }
+        }
+    }
+}
+
+fn sample_entries() -> Vec<Entry> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let member = |port: u16| Member {
+        name: format!("m{port}"),
+        peer_urls: vec![format!("http://127.0.0.1:{port}")],
+        client_urls: vec![],
+    };
+    let membership = openraft::Membership::new(
+        vec![BTreeSet::from([1, 2, 3])],
+        BTreeMap::from([(1, member(1)), (2, member(2)), (3, member(3))]),
+    )
+    .expect("valid membership");
+    let mut entries = vec![
+        Entry {
+            log_id: LogId::new_term_index(3, 10),
+            payload: openraft::EntryPayload::Blank,
+        },
+        Entry {
+            log_id: LogId::new_term_index(3, 11),
+            payload: openraft::EntryPayload::Membership(membership),
+        },
+    ];
+    for (i, cmd) in sample_commands().into_iter().enumerate() {
+        entries.push(Entry {
+            log_id: LogId::new_term_index(3, 12 + i as u64),
+            payload: openraft::EntryPayload::Normal(Request(cmd)),
+        });
+    }
+    entries
+}
+
+fn raft_message_seeds() -> Vec<Vec<u8>> {
+    use raftkv_raft::types::encode;
+    let vote = Vote::new(4, 2);
+    let leader = Vote::new_committed(3, 2);
+    let entries = sample_entries();
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new_term_index(3, 9)),
+        last_membership: Default::default(),
+    };
+    let mut seeds = vec![
+        tagged(
+            0,
+            encode(&VoteRequest::<TypeConfig> {
+                vote,
+                last_log_id: Some(LogId::new_term_index(3, 9)),
+                leadership_transfer: false,
+            })
+            .expect("encodes"),
+        ),
+        tagged(
+            1,
+            encode(&AppendEntriesRequest::<TypeConfig> {
+                vote: leader,
+                prev_log_id: Some(LogId::new_term_index(3, 9)),
+                entries: entries.clone(),
+                leader_commit: Some(LogId::new_term_index(3, 11)),
+            })
+            .expect("encodes"),
+        ),
+        tagged(
+            2,
+            encode(&TransferLeaderRequest::<TypeConfig>::new(leader, 1, None)).expect("encodes"),
+        ),
+        tagged(3, encode(&(leader, meta)).expect("encodes")),
+        tagged(
+            4,
+            encode(&Ok::<_, String>(VoteResponse::<TypeConfig> {
+                vote,
+                vote_granted: true,
+                last_log_id: None,
+            }))
+            .expect("encodes"),
+        ),
+        tagged(
+            6,
+            encode(&Ok::<StreamAppendResult<TypeConfig>, String>(Ok(Some(
+                LogId::new_term_index(3, 9),
+            ))))
+            .expect("encodes"),
+        ),
+    ];
+    seeds.extend(
+        entries
+            .iter()
+            .map(|e| tagged(8, encode(e).expect("encodes"))),
+    );
+    seeds
+}
+
+// ---- wal_chunk ----------------------------------------------------------------------------
+
+/// The chunk file name a fresh WAL writes first.
+fn wal_chunk_name() -> &'static PathBuf {
+    use std::sync::OnceLock;
+    static NAME: OnceLock<PathBuf> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let wal = raftkv_storage::log::RaftLogStore::open(dir.path(), &Default::default())
+            .expect("wal opens");
+        drop(wal);
+        std::fs::read_dir(dir.path())
+            .expect("wal dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .find(|n| n.to_string_lossy().ends_with(".wal"))
+            .map(PathBuf::from)
+            .expect("a chunk file")
+    })
+}
+
+fn wal_chunk(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join(wal_chunk_name()), data).expect("write chunk");
+    let Ok(wal) = raftkv_storage::log::RaftLogStore::open(dir.path(), &Default::default()) else {
+        return;
+    };
+    let state = wal.state();
+    let first = state.purged.map_or(0, |p| p.index + 1);
+    if let Some(last) = state.last
+        && let Ok(entries) = wal.read(first.min(last.index), last.index.saturating_add(1))
+    {
+        for (_, bytes) in entries {
+            let _ = raftkv_raft::types::decode::<Entry>(&bytes);
+        }
+    }
+    if let Some(vote) = wal.vote() {
+        let _ = raftkv_raft::types::decode::<Vote>(&vote);
+    }
+}
+
+fn wal_chunk_seeds() -> Vec<Vec<u8>> {
+    use raftkv_storage::log::{FlushCallback, LogId as WalLogId, RaftLogStore};
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let wal = RaftLogStore::open(dir.path(), &Default::default()).expect("wal opens");
+        wal.save_vote(raftkv_raft::types::encode(&Vote::new(3, 1)).expect("encodes"))
+            .expect("vote saved");
+        let entries: Vec<_> = sample_entries()
+            .iter()
+            .map(|e| {
+                (
+                    WalLogId {
+                        term: e.log_id.leader_id.term,
+                        index: e.log_id.index,
+                    },
+                    raftkv_raft::types::encode(e).expect("encodes"),
+                )
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        wal.append(
+            entries,
+            FlushCallback::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .expect("appends");
+        rx.recv().expect("flushed").expect("flush ok");
+    }
+    vec![std::fs::read(dir.path().join(wal_chunk_name())).expect("chunk")]
+}
+
+// ---- snapshot_file ------------------------------------------------------------------------
+
+fn snapshot_file(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("s.snap");
+    std::fs::write(&file, data).expect("write file");
+    if raftkv_storage::snapshot::read_info(&file).is_err() {
+        return;
+    }
+    with_store(|store| {
+        // A file that verifies restores; nothing in it may fail as storage.
+        if let Err(e) = raftkv_storage::snapshot::restore(&file, store) {
+            panic!("a verified snapshot failed to restore: {e}");
+        }
+    });
+}
+
+fn snapshot_seeds() -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = MvccStore::open(&dir.path().join("db"), &MvccConfig::default()).expect("store");
+    let mut seeds = Vec::new();
+    for (i, cmd) in sample_commands().into_iter().enumerate() {
+        let _ = store.apply(&cmd, &AppliedState::default());
+        for k in 0..20 {
+            let _ = store.apply(
+                &Command {
+                    op: Some(command::Op::Put(put(
+                        &format!("key/{i}/{k:03}"),
+                        &format!("{{\"kind\":\"Pod\",\"n\":{k}}}"),
+                    ))),
+                },
+                &AppliedState::default(),
+            );
+        }
+        let file = dir.path().join(format!("{i}.snap"));
+        raftkv_storage::snapshot::build(&store, &file).expect("builds");
+        seeds.push(std::fs::read(&file).expect("read"));
+    }
+    seeds
+}
+
+// ---- codec_frame --------------------------------------------------------------------------
+
+fn codec_frame(data: &[u8]) {
+    const LIMIT: usize = 4 << 20;
+    if let Ok(raw) = raftkv_codec::decompress(data, LIMIT) {
+        assert!(raw.len() <= LIMIT);
+        let again = raftkv_codec::compress(&raw);
+        assert_eq!(
+            raftkv_codec::decompress(&again, LIMIT).expect("own frame"),
+            raw
+        );
+    }
+    // The seed problem's solver on the same bytes (lowercase letters only).
+    let text: Vec<u8> = data.iter().take(300).map(|b| b'a' + b % 3).collect();
+    if let Ok(s) = std::str::from_utf8(&text)
+        && !s.is_empty()
+    {
+        assert!(raftkv_codec::shortest_compressed_len(s) <= s.len());
+    }
+}
+
+fn codec_seeds() -> Vec<Vec<u8>> {
+    let inputs: Vec<Vec<u8>> = vec![
+        b"aabbaccc".to_vec(),
+        b"ababcdcdababcdcd".repeat(40),
+        vec![0u8; 70_000],
+        (0..5000u32).flat_map(|i| i.to_le_bytes()).collect(),
+        b"{\"kind\":\"Pod\",\"apiVersion\":\"v1\"}".repeat(30),
+    ];
+    inputs.iter().map(|i| raftkv_codec::compress(i)).collect()
+}
+
+// ---- message_framing ----------------------------------------------------------------------
+
+fn message_framing(data: &[u8]) {
+    use http_body_util::BodyExt;
+    use raftkv_raft::serve::{MessageBudget, ServeLimits};
+    // The first bytes choose where the rest is cut into chunks.
+    let Some((&cut, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(cut).max(1);
+    let chunks: Vec<Bytes> = rest.chunks(step).map(Bytes::copy_from_slice).collect();
+    let limits = ServeLimits {
+        max_connections: 1,
+        handshake_timeout: std::time::Duration::from_secs(1),
+        message_timeout: std::time::Duration::from_secs(5),
+        budget_bytes: 1 << 20,
+        max_message: 64 << 10,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let budget = MessageBudget::new(&limits);
+        let frames = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, tonic::Status>(http_body::Frame::data(c))),
+        );
+        let body = tonic::body::Body::new(http_body_util::StreamBody::new(frames));
+        let out = budget
+            .wrap(body)
+            .collect()
+            .await
+            .expect("a finite body completes");
+        // Bytes pass through whole, in order, and the budget is all returned.
+        assert_eq!(out.to_bytes(), rest);
+        assert_eq!(budget.available(), 1 << 20);
+    });
+}
+
+fn framing_seeds() -> Vec<Vec<u8>> {
+    let frame = |len: usize| {
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.resize(5 + len, 0x5a);
+        out
+    };
+    let mut two = frame(100);
+    two.extend(frame(0));
+    two.extend(frame(3000));
+    vec![
+        tagged(7, two),
+        tagged(1, frame(10)),
+        tagged(200, frame(70_000)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_seed_runs_clean() {
+        for target in targets() {
+            for seed in (target.seeds)() {
+                (target.run)(&seed);
+            }
+        }
+    }
+}
