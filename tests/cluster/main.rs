@@ -12,6 +12,7 @@ mod fixture;
 mod hostile;
 mod hostile_peer;
 mod linearizable;
+mod member_flags;
 mod membership;
 mod operator;
 mod proxy;

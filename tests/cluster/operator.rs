@@ -10,12 +10,7 @@ use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok, free_port};
 async fn move_leader_to_itself(server: Server, n: usize) -> (String, bool) {
     let cluster = Cluster::start(server, n, Options::default()).await;
     let leader = cluster.leader().await.expect("a leader");
-    let id = cluster
-        .status(leader)
-        .await
-        .and_then(|s| s.header)
-        .expect("status")
-        .member_id;
+    let id = cluster.member_id(leader).await;
     let ep = cluster.members[leader].endpoint();
     let out = etcdctl(&ep, &["move-leader", &format!("{id:x}")], None);
     let answer = format!(
@@ -44,12 +39,7 @@ async fn move_leader_to_an_unreachable_member_fails_and_writes_go_on() {
     let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
     let leader = cluster.leader().await.expect("a leader");
     let down = (leader + 1) % 3;
-    let down_id = cluster
-        .status(down)
-        .await
-        .and_then(|s| s.header)
-        .expect("status")
-        .member_id;
+    let down_id = cluster.member_id(down).await;
     cluster.kill(down);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ep = cluster.members[leader].endpoint();
@@ -170,4 +160,63 @@ async fn members_log_etcds_readiness_lines() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `--strict-reconfig-check` (on by default): the same refusals as etcd, with its messages.
+async fn strict_reconfig_transcript(server: Server) -> Vec<String> {
+    let add = |cluster: &Cluster, name: &str| {
+        let out = etcdctl(
+            &cluster.live_endpoints(),
+            &[
+                "member",
+                "add",
+                name,
+                &format!("--peer-urls=http://127.0.0.1:{}", free_port()),
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("").to_string();
+        format!("add {name}: {} {last}", out.status.success())
+    };
+    let mut lines = Vec::new();
+    // One member with one unstarted member added: a third is refused.
+    {
+        let cluster = Cluster::start(server, 1, Options::default()).await;
+        lines.push(add(&cluster, "m2"));
+        lines.push(add(&cluster, "m3"));
+    }
+    // Three members, one down: no add; removing a live one breaks the active quorum;
+    // removing the dead one is fine.
+    let mut cluster = Cluster::start(server, 3, Options::default()).await;
+    let ids = [
+        cluster.member_id(0).await,
+        cluster.member_id(1).await,
+        cluster.member_id(2).await,
+    ];
+    cluster.kill(2);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    lines.push(add(&cluster, "m4"));
+    for (what, id) in [("live", ids[1]), ("dead", ids[2])] {
+        let out = etcdctl(
+            &cluster.live_endpoints(),
+            &["member", "remove", &format!("{id:x}")],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        lines.push(format!(
+            "remove {what}: {} {}",
+            out.status.success(),
+            err.lines().last().unwrap_or("")
+        ));
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reconfig_check_refuses_as_etcd_does() {
+    let etcd = strict_reconfig_transcript(Server::Etcd).await;
+    let raftkv = strict_reconfig_transcript(Server::Raftkv).await;
+    eprintln!("etcd: {etcd:#?}\nraftkv: {raftkv:#?}");
+    assert_eq!(raftkv, etcd);
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sha1::{Digest, Sha1};
+
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// etcd's default `--max-txn-ops`.
@@ -50,6 +52,8 @@ pub struct NodeConfig {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// `--strict-reconfig-check`: reject membership changes that would risk the quorum.
+    pub strict_reconfig_check: bool,
 }
 
 impl NodeConfig {
@@ -72,6 +76,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(4),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            strict_reconfig_check: true,
         }
     }
 
@@ -81,74 +86,124 @@ impl NodeConfig {
     }
 }
 
-/// A member's id: derived from its peer URLs (order does not matter) and the cluster token,
-/// so every member computes the same id for the same member without talking.
+/// A member's id, as etcd derives it at bootstrap (`membership.NewMember`): the first 8 bytes,
+/// big-endian, of the SHA-1 of the member's peer URLs (sorted, concatenated) and the cluster
+/// token. Every member computes the same id for the same member without talking, and a
+/// raftkv member gets the id an etcd member with the same flags would get.
 pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
-    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
-    urls.sort_unstable();
-    let mut input = urls.join(",");
-    input.push('|');
-    input.push_str(token);
-    let id = fnv1a64(input.as_bytes());
-    // 0 means "none" throughout Raft and etcd's API.
-    if id == 0 { 1 } else { id }
+    id_from(peer_urls, token.as_bytes())
 }
 
-/// The cluster's id: derived from its initial members' ids.
+/// The id of a member added at run time (`member add`), as etcd derives it: the same hash
+/// with an empty token followed by the decimal Unix time in seconds, so that re-adding the
+/// same URLs later gives a new id.
+pub fn member_id_at(peer_urls: &[String], unix_time: u64) -> u64 {
+    id_from(peer_urls, unix_time.to_string().as_bytes())
+}
+
+fn id_from(peer_urls: &[String], suffix: &[u8]) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(String::as_str).collect();
+    urls.sort_unstable();
+    let mut hash = Sha1::new();
+    for url in urls {
+        hash.update(url.as_bytes());
+    }
+    hash.update(suffix);
+    nonzero(first_u64(&hash.finalize()))
+}
+
+/// The cluster's id, as etcd derives it (`RaftCluster.genID`): the first 8 bytes of the
+/// SHA-1 of its initial members' ids, sorted, each 8 bytes big-endian.
 pub fn cluster_id(member_ids: impl IntoIterator<Item = u64>) -> u64 {
     let mut ids: Vec<u64> = member_ids.into_iter().collect();
     ids.sort_unstable();
-    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
-    fnv1a64(&bytes)
+    let mut hash = Sha1::new();
+    for id in ids {
+        hash.update(id.to_be_bytes());
+    }
+    nonzero(first_u64(&hash.finalize()))
 }
 
-/// FNV-1a, 64 bits: a fixed, dependency-free hash (ids must never change between builds).
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+fn first_u64(digest: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// 0 means "none" throughout Raft and etcd's API (etcd refuses it: "cannot use 0 as member
+/// id"); a hash of 0 (odds 2^-64) becomes 1 rather than a member that cannot start.
+fn nonzero(id: u64) -> u64 {
+    if id == 0 { 1 } else { id }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn urls(list: &[&str]) -> Vec<String> {
+        list.iter().map(|u| u.to_string()).collect()
+    }
+
     #[test]
-    fn ids_are_stable_and_order_independent() {
+    fn ids_are_order_independent_and_depend_on_urls_and_token() {
         let a = member_id(
-            &[
-                "http://127.0.0.1:2380".into(),
-                "http://10.0.0.1:2380".into(),
-            ],
+            &urls(&["http://127.0.0.1:2380", "http://10.0.0.1:2380"]),
             "t",
         );
         let b = member_id(
-            &[
-                "http://10.0.0.1:2380".into(),
-                "http://127.0.0.1:2380".into(),
-            ],
+            &urls(&["http://10.0.0.1:2380", "http://127.0.0.1:2380"]),
             "t",
         );
         assert_eq!(a, b);
-        assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "t"));
+        assert_eq!(a, 0x73f0_baa4_f629_097d);
+        assert_ne!(a, member_id(&urls(&["http://127.0.0.1:2380"]), "t"));
         assert_ne!(
             a,
             member_id(
-                &[
-                    "http://127.0.0.1:2380".into(),
-                    "http://10.0.0.1:2380".into()
-                ],
+                &urls(&["http://127.0.0.1:2380", "http://10.0.0.1:2380"]),
                 "u"
             )
         );
-        // Pinned: a member's id must not change across versions of raftkv.
-        assert_eq!(
-            member_id(&["http://127.0.0.1:2380".into()], "etcd-cluster"),
-            0xcbf6_ead2_1400_d8d6
-        );
         assert_eq!(cluster_id([3, 1, 2]), cluster_id([1, 2, 3]));
+    }
+
+    /// Values read from a real etcd 3.4.23 (`etcdctl endpoint status`, `member list`).
+    #[test]
+    fn ids_are_etcds() {
+        let default = member_id(&urls(&["http://localhost:2380"]), "etcd-cluster");
+        assert_eq!(default, 0x8e9e_05c5_2164_694d);
+        assert_eq!(cluster_id([default]), 0xcdf8_1819_4e3a_8c32);
+        let one = member_id(&urls(&["http://localhost:24380"]), "etcd-cluster");
+        assert_eq!(one, 0x24dd_396d_7805_8fb7);
+        assert_eq!(cluster_id([one]), 0x9776_bf3d_6d86_ab9f);
+
+        let n: Vec<u64> = [24681, 24682, 24683]
+            .iter()
+            .map(|port| member_id(&[format!("http://127.0.0.1:{port}")], "tok-T"))
+            .collect();
+        assert_eq!(
+            n,
+            [
+                0xa032_b350_6441_eb1e,
+                0x7d9a_8fc6_34fa_75aa,
+                0x4d6c_9eed_f0c5_6681
+            ]
+        );
+        assert_eq!(cluster_id(n), 0x7624_97e2_5655_89c1);
+    }
+
+    #[test]
+    fn added_members_hash_the_time_instead_of_the_token() {
+        let id = member_id_at(&urls(&["http://127.0.0.1:25001"]), 1_796_062_937);
+        assert_eq!(id, 0xe641_b46f_434b_2b07);
+        assert_ne!(
+            id,
+            member_id_at(&urls(&["http://127.0.0.1:25001"]), 1_796_062_938)
+        );
+    }
+
+    #[test]
+    fn strict_reconfig_check_is_on_by_default() {
+        assert!(NodeConfig::new("n", PathBuf::from("d")).strict_reconfig_check);
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{ClusterState, NodeConfig, cluster_id, member_id};
+use crate::config::{ClusterState, NodeConfig, cluster_id, member_id, member_id_at};
 use crate::error::NodeError;
 use crate::log_store::LogStore;
 use crate::network::{Channels, NetworkFactory};
@@ -343,10 +343,10 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Waits until this member has published itself to the cluster (see `published`).
-    pub async fn wait_published(&self) {
-        let mut rx = self.published.subscribe();
-        let _ = rx.wait_for(|p| *p).await;
+    /// Turns true once this member has published itself to the cluster (see `published`);
+    /// holding it does not keep the member alive.
+    pub fn published(&self) -> watch::Receiver<bool> {
+        self.published.subscribe()
     }
 
     /// This member's view of its disk space.
@@ -514,7 +514,20 @@ impl RaftNode {
                     )
                     .into());
                 }
-                let id = member_id(&urls, &self.config.initial_cluster_token);
+                self.may_add(&membership, &voters, add.is_learner)?;
+                // As etcd: a member added at runtime hashes its URLs with the time, so the
+                // same URLs added again after a removal get a new id.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let id = member_id_at(&urls, now);
+                if membership.get_node(&id).is_some() {
+                    return Err(membership_error(
+                        tonic::Code::FailedPrecondition,
+                        "etcdserver: member ID already exist",
+                    )
+                    .into());
+                }
                 let member = Member {
                     name: String::new(),
                     peer_urls: urls,
@@ -533,12 +546,9 @@ impl RaftNode {
                 }
                 if voters.contains(&remove.id) {
                     if voters.len() == 1 {
-                        return Err(membership_error(
-                            tonic::Code::FailedPrecondition,
-                            "etcdserver: re-configuration failed due to not enough started members",
-                        )
-                        .into());
+                        return Err(not_enough_started().into());
                     }
+                    self.may_remove(&membership, &voters, remove.id)?;
                     // With retain = false (apply_membership), a removed voter leaves the
                     // node list too.
                     ChangeMembers::RemoveVoters(BTreeSet::from([remove.id]))
@@ -564,6 +574,7 @@ impl RaftNode {
                     )
                     .into());
                 }
+                self.may_promote(&membership, &voters)?;
                 ChangeMembers::AddVoterIds(BTreeSet::from([promote.id]))
             }
             None => return Err(tonic::Status::invalid_argument("empty membership request")),
@@ -611,6 +622,90 @@ impl RaftNode {
             .await
             .map(|_| ())
             .map_err(|_| NodeError::Timeout.into())
+    }
+
+    /// Whether member `id` answered heartbeats within an election timeout (this member
+    /// always counts). etcd asks for a link up for 5 s; openraft reports the last answer.
+    fn connected(&self, id: u64) -> bool {
+        if id == self.id {
+            return true;
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&id).cloned().flatten())
+            .is_some_and(|at| openraft::Instant::elapsed(&*at) < self.config.election_timeout)
+    }
+
+    /// `--strict-reconfig-check` for `member add` (etcd's `mayAddMember`): a voter may join
+    /// only if the started voters stay a quorum of the grown cluster (a second member of a
+    /// one-member cluster excepted), and any member only while every voter is connected.
+    fn may_add(
+        &self,
+        membership: &openraft::Membership<u64, Member>,
+        voters: &BTreeSet<u64>,
+        is_learner: bool,
+    ) -> Result<(), NodeError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let started = started_voters(membership, voters, None);
+        let members = voters.len() + 1;
+        let second_of_one = started == 1 && members == 2;
+        if !(is_learner || second_of_one) && started < members / 2 + 1 {
+            warn!("not enough started members, rejecting member add");
+            return Err(not_enough_started());
+        }
+        if !voters.iter().all(|&v| self.connected(v)) {
+            warn!("not healthy for reconfigure, rejecting member add");
+            return Err(unhealthy());
+        }
+        Ok(())
+    }
+
+    /// `--strict-reconfig-check` for removing voter `target` (etcd's `mayRemoveMember`):
+    /// the started voters left must be a quorum of what is left, and unless the target is
+    /// already gone, the connected voters left must be too.
+    fn may_remove(
+        &self,
+        membership: &openraft::Membership<u64, Member>,
+        voters: &BTreeSet<u64>,
+        target: u64,
+    ) -> Result<(), NodeError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let members = voters.len() - 1;
+        if started_voters(membership, voters, Some(target)) < members / 2 + 1 {
+            warn!(member = %hex(target), "not enough started members, rejecting remove member");
+            return Err(not_enough_started());
+        }
+        if target != self.id && !self.connected(target) {
+            return Ok(());
+        }
+        let active = voters.iter().filter(|&&v| self.connected(v)).count();
+        if active - 1 < 1 + (voters.len() - 1) / 2 {
+            warn!(member = %hex(target), "reconfigure breaks active quorum, rejecting remove member");
+            return Err(unhealthy());
+        }
+        Ok(())
+    }
+
+    /// `--strict-reconfig-check` for promoting a learner: counting it as a started voter,
+    /// the started voters must be a quorum.
+    fn may_promote(
+        &self,
+        membership: &openraft::Membership<u64, Member>,
+        voters: &BTreeSet<u64>,
+    ) -> Result<(), NodeError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let members = voters.len() + 1;
+        if started_voters(membership, voters, None) + 1 < members / 2 + 1 {
+            return Err(not_enough_started());
+        }
+        Ok(())
     }
 
     /// Whether a learner has acknowledged appends and is within 100 entries of the leader.
@@ -804,6 +899,36 @@ impl RaftNode {
         if let Err(e) = self.store.flush() {
             warn!(error = %e, "flushing the store at shutdown failed");
         }
+    }
+}
+
+/// Voters that have published their name ("started" in etcd), not counting `except`.
+fn started_voters(
+    membership: &openraft::Membership<u64, Member>,
+    voters: &BTreeSet<u64>,
+    except: Option<u64>,
+) -> usize {
+    voters
+        .iter()
+        .filter(|&&v| Some(v) != except)
+        .filter(|v| membership.get_node(v).is_some_and(|m| !m.name.is_empty()))
+        .count()
+}
+
+/// etcd's refusal of a reconfiguration that would leave too few started members (etcd
+/// sends it as `Unknown`: the error has no gRPC status of its own there).
+fn not_enough_started() -> NodeError {
+    NodeError::Membership {
+        code: tonic::Code::Unknown,
+        message: "etcdserver: re-configuration failed due to not enough started members".into(),
+    }
+}
+
+/// etcd's refusal of a reconfiguration while the quorum is not all connected.
+fn unhealthy() -> NodeError {
+    NodeError::Membership {
+        code: tonic::Code::Unavailable,
+        message: "etcdserver: unhealthy cluster".into(),
     }
 }
 

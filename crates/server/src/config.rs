@@ -1,68 +1,144 @@
-//! The `raftkv` member's flags, named and defaulted as etcd's, and the plain config they
-//! become.
+//! A member's configuration: where its flags come from, with etcd's precedence, and the
+//! checked [`ServerConfig`] they become.
+//!
+//! As etcd 3.4 (`etcdmain/config.go`): the command line is parsed first; then, if
+//! `--config-file` (or `ETCD_CONFIG_FILE`) names a file, that file alone configures the member
+//! and every other flag and `ETCD_*` variable is ignored; otherwise `ETCD_*` variables fill in
+//! the flags the command line left unset (`env`). Flags raftkv does not implement
+//! are refused or logged by `flag_policy`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
-use raftkv_raft::{ClusterState, NodeConfig};
+use clap::FromArgMatches;
+use clap::parser::ValueSource;
+use raftkv_raft::{ClusterState, MAX_REQUEST_BYTES_LIMIT, NodeConfig};
 
+pub use crate::flags::MemberFlags;
+use crate::go_values::{parse_url, split_host_port};
 pub use raftkv_raft::config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS};
 
-/// A member's flags (etcd's names; the doc comments are the help text).
-#[derive(Debug, Clone, Args)]
-pub struct MemberFlags {
-    /// Human-readable name for this member.
-    #[arg(long, default_value = "default")]
-    pub name: String,
-    /// Path to the data directory [default: <name>.raftkv].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// List of URLs to listen on for client traffic.
-    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
-    pub listen_client_urls: Vec<String>,
-    /// List of this member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
-    pub advertise_client_urls: Vec<String>,
-    /// List of URLs to listen on for peer traffic.
-    #[arg(long, default_value = "http://127.0.0.1:2380", value_delimiter = ',')]
-    pub listen_peer_urls: Vec<String>,
-    /// List of this member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://127.0.0.1:2380", value_delimiter = ',')]
-    pub initial_advertise_peer_urls: Vec<String>,
-    /// Initial cluster configuration for bootstrapping: name=url,name=url,...
-    #[arg(long, default_value = "default=http://127.0.0.1:2380")]
-    pub initial_cluster: String,
-    /// Initial cluster state ('new' or 'existing').
-    #[arg(long, default_value = "new")]
-    pub initial_cluster_state: String,
-    /// Initial cluster token for the cluster during bootstrap.
-    #[arg(long, default_value = "etcd-cluster")]
-    pub initial_cluster_token: String,
-    /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long, default_value_t = 100)]
-    pub heartbeat_interval: u64,
-    /// Time (in milliseconds) for an election to timeout.
-    #[arg(long, default_value_t = 1000)]
-    pub election_timeout: u64,
-    /// Number of committed transactions to trigger a snapshot to disk.
-    #[arg(long, default_value_t = 100_000)]
-    pub snapshot_count: u64,
-    /// Maximum client request size in bytes the server will accept.
-    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
-    /// Maximum number of operations permitted in a transaction.
-    #[arg(long, default_value_t = 128)]
-    pub max_txn_ops: usize,
-    /// Log level: debug, info, warn, error (RUST_LOG overrides it).
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    pub log_format: String,
+/// etcd's `--initial-cluster` default.
+const DEFAULT_INITIAL_CLUSTER: &str = "default=http://localhost:2380";
+/// etcd's largest `--election-timeout` (ms).
+const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
+
+/// A line to log once logging is set up (flags are read before it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `true` for a warning, `false` for information.
+    pub warn: bool,
+    /// The line.
+    pub message: String,
+}
+
+impl Notice {
+    /// An informational line.
+    pub fn info(message: String) -> Self {
+        Self {
+            warn: false,
+            message,
+        }
+    }
+
+    /// A warning.
+    pub fn warn(message: String) -> Self {
+        Self {
+            warn: true,
+            message,
+        }
+    }
+
+    /// Logs the line.
+    pub fn log(&self) {
+        if self.warn {
+            tracing::warn!("{}", self.message);
+        } else {
+            tracing::info!("{}", self.message);
+        }
+    }
+}
+
+/// A member's flags, wherever they came from, and what to log about them.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The flags in effect.
+    pub flags: MemberFlags,
+    /// Lines for the log: the config file in use, environment variables used or not
+    /// recognized, flags raftkv ignores.
+    pub notices: Vec<Notice>,
+}
+
+/// Reads a member's flags as etcd does, from `args` (the whole command line in Go's syntax,
+/// program name first) and the process environment `env`; refuses flags raftkv cannot honour.
+pub fn load(args: &[OsString], env: &[(String, String)]) -> anyhow::Result<Loaded> {
+    let command = MemberFlags::command();
+    let matches = command
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(|e| anyhow::anyhow!("{}", crate::env::clap_reason(&e)))?;
+    let cli = MemberFlags::from_arg_matches(&matches)?;
+    let env_config_file = env
+        .iter()
+        .find(|(k, _)| k == "ETCD_CONFIG_FILE")
+        .map(|(_, v)| v.clone());
+    let config_file = cli
+        .member
+        .config_file
+        .clone()
+        .filter(|p| !p.is_empty())
+        .or(env_config_file.filter(|p| !p.is_empty()));
+    let (flags, mut notices) = match config_file {
+        Some(path) => from_config_file(&command, &path)?,
+        None => from_command_line_and_env(&command, args, &matches, env)?,
+    };
+    notices.extend(crate::flag_policy::check(&flags)?);
+    Ok(Loaded { flags, notices })
+}
+
+fn from_config_file(
+    command: &clap::Command,
+    path: &str,
+) -> anyhow::Result<(MemberFlags, Vec<Notice>)> {
+    let notice = Notice::info(format!(
+        "Loading server configuration from {path:?}. Other configuration command line flags and environment variables will be ignored if provided."
+    ));
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the config file {path}"))?;
+    let mut args: Vec<OsString> = vec!["raftkv".into()];
+    args.extend(
+        crate::config_file::args_from_yaml(&text, command)
+            .with_context(|| format!("config file {path}"))?,
+    );
+    let matches = command
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(|e| anyhow::anyhow!("config file {path}: {}", crate::env::clap_reason(&e)))?;
+    Ok((MemberFlags::from_arg_matches(&matches)?, vec![notice]))
+}
+
+fn from_command_line_and_env(
+    command: &clap::Command,
+    args: &[OsString],
+    cli: &clap::ArgMatches,
+    env: &[(String, String)],
+) -> anyhow::Result<(MemberFlags, Vec<Notice>)> {
+    let from_env = crate::env::flags_from_env(command, cli, env)?;
+    let mut all = args.to_vec();
+    all.extend(from_env.args);
+    let matches = command
+        .clone()
+        .try_get_matches_from(all)
+        .map_err(|e| anyhow::anyhow!("{}", crate::env::clap_reason(&e)))?;
+    let set = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    if set("listen_client_urls") && !set("advertise_client_urls") {
+        bail!("--advertise-client-urls is required when --listen-client-urls is set explicitly");
+    }
+    Ok((MemberFlags::from_arg_matches(&matches)?, from_env.notices))
 }
 
 /// Everything a member runs with (built from flags, or by hand when embedding).
@@ -77,9 +153,9 @@ pub struct ServerConfig {
     /// `--max-concurrent-streams`: HTTP/2 streams one client connection may open at once.
     pub max_concurrent_streams: u32,
     /// `--grpc-keepalive-interval`: how often the server pings an idle client connection.
-    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_interval: Option<Duration>,
     /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer before closing.
-    pub grpc_keepalive_timeout: Duration,
+    pub grpc_keepalive_timeout: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -91,90 +167,191 @@ impl ServerConfig {
             listen_peer: node.peer_urls.first().cloned().unwrap_or_default(),
             node,
             max_concurrent_streams: u32::MAX,
-            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
-            grpc_keepalive_timeout: Duration::from_secs(20),
+            grpc_keepalive_interval: Some(Duration::from_secs(2 * 3600)),
+            grpc_keepalive_timeout: Some(Duration::from_secs(20)),
         }
     }
 
-    /// A config from flags, checked.
+    /// A config from flags, checked as etcd checks them.
     pub fn from_flags(flags: &MemberFlags) -> anyhow::Result<Self> {
-        let data_dir = flags
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.raftkv", flags.name)));
-        let initial_cluster = parse_initial_cluster(&flags.initial_cluster)?;
-        let state = match flags.initial_cluster_state.as_str() {
-            "new" => ClusterState::New,
-            "existing" => ClusterState::Existing,
-            other => bail!("invalid --initial-cluster-state {other:?} (want 'new' or 'existing')"),
-        };
-        if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
+        let m = &flags.member;
+        let c = &flags.clustering;
+        let data_dir = PathBuf::from(match m.data_dir.as_deref() {
+            Some(dir) if !dir.is_empty() => dir.to_string(),
+            _ => format!("{}.raftkv", m.name),
+        });
+        check_wal_dir(&m.wal_dir, &data_dir)?;
+        check_timing(m.heartbeat_interval, m.election_timeout)?;
+        let max_request_bytes = check_max_request_bytes(m.max_request_bytes)?;
+        if flags
+            .experimental
+            .experimental_enable_lease_checkpoint_persist
+            && !flags.experimental.experimental_enable_lease_checkpoint
+        {
             bail!(
-                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
-                flags.election_timeout,
-                flags.heartbeat_interval
+                "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"
             );
         }
-        for url in flags
-            .listen_client_urls
+        for url in m.listen_client_urls.as_slice() {
+            check_listen_url(url)?;
+        }
+        let [listen_peer] = m.listen_peer_urls.as_slice() else {
+            bail!(
+                "--listen-peer-urls: raftkv listens for peers on exactly one URL (got {:?})",
+                m.listen_peer_urls.as_slice()
+            );
+        };
+        check_listen_url(listen_peer)?;
+        for url in c
+            .initial_advertise_peer_urls
+            .as_slice()
             .iter()
-            .chain(&flags.listen_peer_urls)
+            .chain(c.advertise_client_urls.as_slice())
         {
             host_port(url)?;
         }
-        let mut node = NodeConfig::new(&flags.name, data_dir);
-        node.peer_urls = flags.initial_advertise_peer_urls.clone();
-        node.client_urls = flags.advertise_client_urls.clone();
-        node.initial_cluster = initial_cluster;
-        node.initial_cluster_state = state;
-        node.initial_cluster_token = flags.initial_cluster_token.clone();
-        node.heartbeat_interval = Duration::from_millis(flags.heartbeat_interval);
-        node.election_timeout = Duration::from_millis(flags.election_timeout);
-        node.snapshot_count = flags.snapshot_count;
-        node.max_request_bytes = flags.max_request_bytes;
-        node.max_txn_ops = flags.max_txn_ops;
+        let mut node = NodeConfig::new(&m.name, data_dir);
+        node.peer_urls = c.initial_advertise_peer_urls.0.clone();
+        node.client_urls = c.advertise_client_urls.0.clone();
+        node.initial_cluster = parse_initial_cluster(&initial_cluster(flags))?;
+        node.initial_cluster_state = match c.initial_cluster_state.as_str() {
+            "existing" => ClusterState::Existing,
+            _ => ClusterState::New,
+        };
+        node.initial_cluster_token = c.initial_cluster_token.clone();
+        node.heartbeat_interval = Duration::from_millis(m.heartbeat_interval);
+        node.election_timeout = Duration::from_millis(m.election_timeout);
+        node.snapshot_count = m.snapshot_count;
+        node.max_request_bytes = max_request_bytes;
+        node.max_txn_ops = usize::try_from(m.max_txn_ops).unwrap_or(usize::MAX);
+        node.strict_reconfig_check = c.strict_reconfig_check;
         // etcd: 5 s plus two election timeouts; capped so that a client's default 5 s
         // command timeout sees our error rather than its own.
         node.request_timeout =
             (Duration::from_secs(2) + node.election_timeout * 2).min(Duration::from_millis(3500));
         Ok(Self {
             node,
-            listen_client: flags.listen_client_urls.clone(),
-            listen_peer: flags
-                .listen_peer_urls
-                .first()
-                .cloned()
-                .context("--listen-peer-urls is empty")?,
-            max_concurrent_streams: u32::MAX,
-            grpc_keepalive_interval: Duration::from_secs(2 * 3600),
-            grpc_keepalive_timeout: Duration::from_secs(20),
+            listen_client: m.listen_client_urls.0.clone(),
+            listen_peer: listen_peer.clone(),
+            // grpc-go: 0 streams means no limit.
+            max_concurrent_streams: match m.max_concurrent_streams {
+                0 => u32::MAX,
+                n => n,
+            },
+            grpc_keepalive_interval: unless_zero(m.grpc_keepalive_interval),
+            grpc_keepalive_timeout: unless_zero(m.grpc_keepalive_timeout),
         })
     }
 }
 
-/// Parses `name=url,name=url,...` (a name may appear more than once for several URLs).
+/// etcd's "0 to disable" for the keepalive durations.
+fn unless_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// `--initial-cluster`, or `<name>=<each advertised peer URL>` when only `--name` was
+/// changed (`embed.Config.UpdateDefaultClusterFromName`).
+fn initial_cluster(flags: &MemberFlags) -> String {
+    let c = &flags.clustering;
+    if flags.member.name != "default" && c.initial_cluster == DEFAULT_INITIAL_CLUSTER {
+        let name = &flags.member.name;
+        let urls = c.initial_advertise_peer_urls.as_slice();
+        return urls
+            .iter()
+            .map(|u| format!("{name}={u}"))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    c.initial_cluster.clone()
+}
+
+/// raftkv keeps its WAL in `<data-dir>/member/wal` and nowhere else.
+fn check_wal_dir(wal_dir: &str, data_dir: &Path) -> anyhow::Result<()> {
+    let own = raftkv_storage::layout::wal_dir(data_dir);
+    if wal_dir.is_empty() || Path::new(wal_dir) == own {
+        return Ok(());
+    }
+    bail!(
+        "--wal-dir {wal_dir:?}: a dedicated WAL directory is not supported; raftkv keeps its WAL in <data-dir>/member/wal ({})",
+        own.display()
+    )
+}
+
+/// etcd's checks of `--heartbeat-interval` and `--election-timeout` (`embed.Config.Validate`).
+fn check_timing(heartbeat: u64, election: u64) -> anyhow::Result<()> {
+    if heartbeat == 0 {
+        bail!("--heartbeat-interval must be >0 (set to {heartbeat}ms)");
+    }
+    if election == 0 {
+        bail!("--election-timeout must be >0 (set to {election}ms)");
+    }
+    if 5 * heartbeat > election {
+        bail!(
+            "--election-timeout[{election}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat}ms]"
+        );
+    }
+    if election > MAX_ELECTION_TIMEOUT_MS {
+        bail!(
+            "--election-timeout[{election}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms"
+        );
+    }
+    Ok(())
+}
+
+/// `--max-request-bytes`, at most [`MAX_REQUEST_BYTES_LIMIT`].
+fn check_max_request_bytes(bytes: u64) -> anyhow::Result<usize> {
+    match usize::try_from(bytes) {
+        Ok(b) if b <= MAX_REQUEST_BYTES_LIMIT => Ok(b),
+        _ => bail!(
+            "--max-request-bytes {bytes} is above raftkv's limit of {MAX_REQUEST_BYTES_LIMIT} bytes: a request must fit, with room to spare, in one log entry and in one message between members"
+        ),
+    }
+}
+
+/// A listen URL: `http://` and an IP address or `localhost` (etcd binds nothing else).
+fn check_listen_url(url: &str) -> anyhow::Result<()> {
+    let hp = host_port(url)?;
+    let (host, _) = split_host_port(hp).with_context(|| format!("URL {url:?} needs a port"))?;
+    if host != "localhost" && host.parse::<std::net::IpAddr>().is_err() {
+        bail!("expected IP in URL for binding ({url})");
+    }
+    Ok(())
+}
+
+/// Parses `name=url,name=url,...` (a name may appear more than once for several URLs);
+/// each name's URLs sorted, as etcd keeps them.
 pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, url) = part
             .split_once('=')
             .with_context(|| format!("invalid --initial-cluster entry {part:?} (want name=url)"))?;
-        host_port(url)?;
-        out.entry(name.to_string())
-            .or_default()
-            .push(url.to_string());
+        let url = parse_url(url).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
+        host_port(&url)?;
+        out.entry(name.to_string()).or_default().push(url);
     }
     if out.is_empty() {
         bail!("--initial-cluster is empty");
     }
+    for urls in out.values_mut() {
+        urls.sort();
+        urls.dedup();
+    }
     Ok(out)
 }
 
-/// The `host:port` of an `http://host:port` URL.
+/// The `host:port` of an `http://host:port` URL; other schemes are refused with the reason.
 pub fn host_port(url: &str) -> anyhow::Result<&str> {
-    let rest = url.strip_prefix("http://").with_context(|| {
-        format!("unsupported URL {url:?}: only http:// URLs are supported (no TLS yet)")
-    })?;
+    let Some(rest) = url.strip_prefix("http://") else {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        match scheme {
+            "https" | "unixs" => bail!(
+                "unsupported URL {url:?}: TLS is not supported yet (raftkv serves http:// URLs only)"
+            ),
+            "unix" => bail!("unsupported URL {url:?}: unix sockets are not supported"),
+            _ => bail!("unsupported URL {url:?}: only http:// URLs are supported"),
+        }
+    };
     let hp = rest.trim_end_matches('/');
     if hp.is_empty() || !hp.contains(':') {
         bail!("URL {url:?} needs a host and a port");
@@ -182,13 +359,19 @@ pub fn host_port(url: &str) -> anyhow::Result<&str> {
     Ok(hp)
 }
 
-/// Resolves a listen URL to a socket address.
+/// Resolves a listen URL to a socket address; for a name (`localhost`), its first IPv4
+/// address, as Go's `net.Listen` picks.
 pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
     let hp = host_port(url)?;
-    tokio::net::lookup_host(hp)
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hp)
         .await
         .with_context(|| format!("resolving {url}"))?
-        .next()
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .with_context(|| format!("{url} resolves to no address"))
 }
 
@@ -196,13 +379,220 @@ pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
 mod tests {
     use super::*;
 
+    fn args(list: &[&str]) -> Vec<OsString> {
+        let command = MemberFlags::command();
+        let argv = std::iter::once("raftkv").chain(list.iter().copied());
+        crate::flags::go_args(argv.map(OsString::from), &command).unwrap()
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn config(list: &[&str]) -> anyhow::Result<ServerConfig> {
+        let loaded = load(&args(list), &[])?;
+        ServerConfig::from_flags(&loaded.flags)
+    }
+
     #[test]
     fn initial_cluster_parses_like_etcd() {
-        let c = parse_initial_cluster("infra1=http://127.0.0.1:2380,infra2=http://127.0.0.1:22380")
-            .unwrap();
-        assert_eq!(c["infra2"], vec!["http://127.0.0.1:22380".to_string()]);
+        let c = parse_initial_cluster(
+            "infra1=http://127.0.0.1:2380,infra2=http://127.0.0.1:22380,infra1=http://10.0.0.1:2380",
+        )
+        .unwrap();
+        assert_eq!(c["infra2"], ["http://127.0.0.1:22380"]);
+        assert_eq!(
+            c["infra1"],
+            ["http://10.0.0.1:2380", "http://127.0.0.1:2380"]
+        );
         assert!(parse_initial_cluster("infra1").is_err());
         assert!(parse_initial_cluster("a=https://x:1").is_err());
+        assert!(parse_initial_cluster("a=http://x:1/path").is_err());
         assert!(parse_initial_cluster("").is_err());
+    }
+
+    #[test]
+    fn defaults_are_etcds_and_give_etcds_ids() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen_peer, "http://localhost:2380");
+        assert_eq!(c.listen_client, ["http://localhost:2379"]);
+        assert_eq!(c.node.member_id(), 0x8e9e_05c5_2164_694d);
+        assert_eq!(c.node.data_dir, PathBuf::from("default.raftkv"));
+        assert_eq!(c.max_concurrent_streams, u32::MAX);
+        assert!(c.node.strict_reconfig_check);
+    }
+
+    #[test]
+    fn implemented_flags_reach_the_config() {
+        let c = config(&[
+            "-name",
+            "n1",
+            "--max-concurrent-streams=7",
+            "--grpc-keepalive-interval",
+            "30s",
+            "--grpc-keepalive-timeout=0",
+            "--strict-reconfig-check=false",
+            "--max-txn-ops=64",
+            "--snapshot-count",
+            "10",
+        ])
+        .unwrap();
+        assert_eq!(c.max_concurrent_streams, 7);
+        assert_eq!(c.grpc_keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.grpc_keepalive_timeout, None);
+        assert!(!c.node.strict_reconfig_check);
+        assert_eq!(c.node.max_txn_ops, 64);
+        assert_eq!(c.node.snapshot_count, 10);
+        // Only --name changed: the initial cluster is this member at its advertised URL.
+        assert_eq!(
+            c.node.initial_cluster,
+            BTreeMap::from([("n1".to_string(), vec!["http://localhost:2380".to_string()])])
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_with_etcds_messages() {
+        let err = |list: &[&str]| config(list).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--heartbeat-interval=300"]),
+            "--election-timeout[1000ms] should be at least as 5 times as --heartbeat-interval[300ms]"
+        );
+        assert_eq!(
+            err(&["--heartbeat-interval=0"]),
+            "--heartbeat-interval must be >0 (set to 0ms)"
+        );
+        assert_eq!(
+            err(&["--election-timeout=60000"]),
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms"
+        );
+        let too_big = (MAX_REQUEST_BYTES_LIMIT + 1).to_string();
+        assert!(err(&["--max-request-bytes", &too_big]).contains(&format!(
+            "is above raftkv's limit of {MAX_REQUEST_BYTES_LIMIT} bytes"
+        )));
+        assert!(config(&["--max-request-bytes", &MAX_REQUEST_BYTES_LIMIT.to_string()]).is_ok());
+        assert_eq!(
+            err(&["--listen-client-urls=http://127.0.0.1:1"]),
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly"
+        );
+        assert_eq!(
+            err(&[
+                "--listen-client-urls=http://example.com:1",
+                "--advertise-client-urls=http://example.com:1"
+            ]),
+            "expected IP in URL for binding (http://example.com:1)"
+        );
+        assert!(
+            err(&["--listen-peer-urls=https://127.0.0.1:1"]).contains("TLS is not supported yet")
+        );
+        assert!(
+            err(&["--wal-dir=/tmp/elsewhere"])
+                .contains("a dedicated WAL directory is not supported")
+        );
+        assert!(config(&["--data-dir=/d", "--wal-dir=/d/member/wal"]).is_ok());
+        assert!(err(&["--auth-token=jwt"]).contains("--auth-token"));
+    }
+
+    #[test]
+    fn environment_fills_in_what_the_command_line_left() {
+        let loaded = load(
+            &args(&["--name", "n1"]),
+            &env(&[
+                ("ETCD_INITIAL_CLUSTER_TOKEN", "tok-T"),
+                ("ETCD_MAX_CONCURRENT_STREAMS", "9"),
+                ("ETCDCTL_API", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(loaded.flags.member.name, "n1");
+        assert_eq!(loaded.flags.clustering.initial_cluster_token, "tok-T");
+        assert_eq!(loaded.flags.member.max_concurrent_streams, 9);
+        // Environment-set URLs count as set for etcd's advertise-client-urls rule.
+        let err = load(
+            &args(&[]),
+            &env(&[("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:1")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--advertise-client-urls is required")
+        );
+        let err = load(&args(&["--name", "a"]), &env(&[("ETCD_NAME", "b")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("conflicting environment variable \"ETCD_NAME\"")
+        );
+    }
+
+    #[test]
+    fn a_config_file_replaces_flags_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.yaml");
+        std::fs::write(
+            &path,
+            "name: y1\ninitial-cluster-token: tok-yaml\nlisten-peer-urls: http://127.0.0.1:24880\n\
+             initial-advertise-peer-urls: http://127.0.0.1:24880\n\
+             initial-cluster: y1=http://127.0.0.1:24880\ngrpc-keepalive-timeout: 5000000000\n\
+             strict-reconfig-check: false\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        for (cli, vars) in [
+            (
+                vec![
+                    "--config-file",
+                    path,
+                    "--name",
+                    "flag",
+                    "--snapshot-count=7",
+                ],
+                vec![("ETCD_NAME", "env")],
+            ),
+            (
+                vec!["--name", "flag"],
+                vec![("ETCD_CONFIG_FILE", path), ("ETCD_NAME", "env")],
+            ),
+        ] {
+            let loaded = load(&args(&cli), &env(&vars)).unwrap();
+            assert_eq!(loaded.flags.member.name, "y1");
+            assert_eq!(loaded.flags.member.snapshot_count, 100_000);
+            assert_eq!(
+                loaded.notices[0].message,
+                format!(
+                    "Loading server configuration from {path:?}. Other configuration command line flags and environment variables will be ignored if provided."
+                )
+            );
+            let c = ServerConfig::from_flags(&loaded.flags).unwrap();
+            assert_eq!(c.node.member_id(), 0xbc13_6034_1da9_803c);
+            assert_eq!(c.grpc_keepalive_timeout, Some(Duration::from_secs(5)));
+            assert!(!c.node.strict_reconfig_check);
+        }
+        // etcd's full example (every key etcd 3.4 reads) configures a member, with the id a
+        // real etcd gave it.
+        let example = dir.path().join("example.yaml");
+        std::fs::write(
+            &example,
+            include_str!("../testdata/etcd_config_example.yaml"),
+        )
+        .unwrap();
+        let loaded = load(&args(&["--config-file", example.to_str().unwrap()]), &[]).unwrap();
+        let c = ServerConfig::from_flags(&loaded.flags).unwrap();
+        assert_eq!(c.node.member_id(), 0xbc13_6034_1da9_803c);
+        assert_eq!(c.listen_client.len(), 2);
+        // TLS in a config file is refused like the flag.
+        std::fs::write(
+            dir.path().join("tls.yaml"),
+            "client-transport-security:\n  cert-file: c.crt\n",
+        )
+        .unwrap();
+        let tls = dir.path().join("tls.yaml");
+        let err = load(&args(&["--config-file", tls.to_str().unwrap()]), &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--cert-file: TLS is not supported yet")
+        );
+        let missing = load(&args(&["--config-file", "/nonexistent.yaml"]), &[]).unwrap_err();
+        assert!(format!("{missing:#}").contains("/nonexistent.yaml"));
     }
 }

@@ -1,6 +1,11 @@
 //! raftkv-server: a raftkv member as an etcd v3 gRPC server, and the `raftkv` binary.
 //!
-//! - [`config`] — the member's flags (etcd's names and defaults) and [`ServerConfig`].
+//! - [`config`] — where a member's configuration comes from (flags, `ETCD_*` variables or
+//!   `--config-file`, with etcd's precedence) and the checked [`ServerConfig`].
+//! - [`flags`] — every etcd 3.4 member flag with etcd's help text, in Go's flag syntax;
+//!   [`go_values`] parses Go's values (durations, URLs, booleans), `env` the `ETCD_*`
+//!   variables, `config_file` etcd's YAML, and `flag_policy` says which flags raftkv
+//!   ignores (with a log line) or refuses.
 //! - [`api`] — the etcd API's logic over a running member ([`EtcdApi`]), shared by the gRPC
 //!   services and by embedding programs.
 //! - `services` — the KV, Maintenance and Cluster gRPC services.
@@ -14,6 +19,11 @@
 
 pub mod api;
 pub mod config;
+mod config_file;
+mod env;
+mod flag_policy;
+pub mod flags;
+pub mod go_values;
 pub mod local;
 pub mod logging;
 mod services;
@@ -97,8 +107,8 @@ impl Server {
                 .initial_stream_window_size(CLIENT_STREAM_WINDOW)
                 .initial_connection_window_size(CLIENT_CONNECTION_WINDOW)
                 .max_concurrent_streams(config.max_concurrent_streams)
-                .http2_keepalive_interval(Some(config.grpc_keepalive_interval))
-                .http2_keepalive_timeout(Some(config.grpc_keepalive_timeout))
+                .http2_keepalive_interval(config.grpc_keepalive_interval)
+                .http2_keepalive_timeout(config.grpc_keepalive_timeout)
                 .layer(budget.layer());
             client_tasks.push(tokio::spawn(async move {
                 let result = server
@@ -117,10 +127,12 @@ impl Server {
             }));
         }
         // etcd's readiness lines, once the member has joined and published itself.
-        let node = api.node().clone();
+        let mut published = api.node().published();
         let addrs = client_addrs.clone();
         tokio::spawn(async move {
-            node.wait_published().await;
+            if published.wait_for(|p| *p).await.is_err() {
+                return; // stopped first
+            }
             info!("ready to serve client requests");
             for addr in addrs {
                 info!("serving insecure client requests on {addr}, this is strongly discouraged!");

@@ -1,7 +1,9 @@
-//! `raftkv`: run one member (etcd's flags), or `raftkv local --size 3` for a local cluster.
+//! `raftkv`: run one member (etcd's flags, `ETCD_*` variables or `--config-file`), or
+//! `raftkv local --size 3` for a local cluster.
 
-use clap::{Parser, Subcommand};
-use raftkv_server::config::{MemberFlags, ServerConfig};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use raftkv_server::config::{self, MemberFlags, ServerConfig};
+use raftkv_server::flags;
 use raftkv_server::local::LocalFlags;
 
 /// An etcd-compatible Raft key-value store.
@@ -24,16 +26,30 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = flags::go_style(Cli::command());
+    let args = match flags::go_args(std::env::args_os(), &command) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("raftkv: error verifying flags, {e}. See 'raftkv --help'.");
+            std::process::exit(1);
+        }
+    };
+    let matches = command.get_matches_from(&args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
-        Some(Command::Local(flags)) => runtime.block_on(raftkv_server::local::run(flags)),
-        None => {
-            raftkv_server::logging::init(&cli.member.log_level, &cli.member.log_format)?;
-            let config = ServerConfig::from_flags(&cli.member)?;
-            runtime.block_on(raftkv_server::run(config, raftkv_server::shutdown_signal()))
-        }
+    if let Some(Command::Local(flags)) = cli.command {
+        return runtime.block_on(raftkv_server::local::run(flags));
     }
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let loaded = config::load(&args, &env)?;
+    raftkv_server::logging::init(&loaded.flags.logging)?;
+    for notice in &loaded.notices {
+        notice.log();
+    }
+    let config = ServerConfig::from_flags(&loaded.flags)?;
+    runtime.block_on(raftkv_server::run(config, raftkv_server::shutdown_signal()))
 }

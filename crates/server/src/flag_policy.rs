@@ -1,0 +1,478 @@
+//! What raftkv does with each etcd member flag it does not implement. Every etcd flag is
+//! accepted (see [`crate::flags`]); at its default value a flag changes nothing. Set to
+//! anything else, a flag here is either
+//!
+//! - **refused** — the member does not start, and the message names the flag: TLS, auth and
+//!   quota (each its own piece of work, not done yet), and the flags that would make etcd
+//!   something other than a plain member (discovery, v2 proxy, forced new cluster), since
+//!   quietly running a plain member instead would surprise; or
+//! - **ignored** — one log line at start names the flag and says why raftkv has no use for it.
+//!
+//! Flags raftkv implements are checked where they are used ([`crate::config`]).
+
+use anyhow::bail;
+
+use crate::config::Notice;
+use crate::flags::MemberFlags;
+use crate::logging;
+
+/// A flag raftkv refuses or ignores when `applies` says it was set to something that matters.
+struct Rule {
+    flag: &'static str,
+    applies: fn(&MemberFlags) -> bool,
+    why: &'static str,
+}
+
+const TLS: &str = "TLS is not supported yet (raftkv serves http:// URLs only)";
+const AUTH: &str = "authentication is not supported yet";
+const NO_DISCOVERY: &str =
+    "raftkv has no discovery; list the initial members with --initial-cluster";
+const NO_HTTP: &str = "raftkv serves only the gRPC API (no HTTP endpoints)";
+const NO_V2: &str = "raftkv serves only the v3 API";
+const NO_PROXY: &str = "raftkv has no v2 proxy mode";
+
+const REFUSED: &[Rule] = &[
+    Rule {
+        flag: "cert-file",
+        applies: |f| !f.security.cert_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "key-file",
+        applies: |f| !f.security.key_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "client-cert-auth",
+        applies: |f| f.security.client_cert_auth,
+        why: TLS,
+    },
+    Rule {
+        flag: "client-crl-file",
+        applies: |f| !f.security.client_crl_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "client-cert-allowed-hostname",
+        applies: |f| !f.security.client_cert_allowed_hostname.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "trusted-ca-file",
+        applies: |f| !f.security.trusted_ca_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "auto-tls",
+        applies: |f| f.security.auto_tls,
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-cert-file",
+        applies: |f| !f.security.peer_cert_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-key-file",
+        applies: |f| !f.security.peer_key_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-client-cert-auth",
+        applies: |f| f.security.peer_client_cert_auth,
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-trusted-ca-file",
+        applies: |f| !f.security.peer_trusted_ca_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-cert-allowed-cn",
+        applies: |f| !f.security.peer_cert_allowed_cn.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-cert-allowed-hostname",
+        applies: |f| !f.security.peer_cert_allowed_hostname.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-auto-tls",
+        applies: |f| f.security.peer_auto_tls,
+        why: TLS,
+    },
+    Rule {
+        flag: "peer-crl-file",
+        applies: |f| !f.security.peer_crl_file.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "cipher-suites",
+        applies: |f| !f.security.cipher_suites.is_empty(),
+        why: TLS,
+    },
+    Rule {
+        flag: "experimental-peer-skip-client-san-verification",
+        applies: |f| {
+            f.experimental
+                .experimental_peer_skip_client_san_verification
+        },
+        why: TLS,
+    },
+    Rule {
+        flag: "auth-token",
+        applies: |f| f.auth.auth_token != "simple",
+        why: AUTH,
+    },
+    Rule {
+        flag: "bcrypt-cost",
+        applies: |f| f.auth.bcrypt_cost != 10,
+        why: AUTH,
+    },
+    Rule {
+        flag: "auth-token-ttl",
+        applies: |f| f.auth.auth_token_ttl != 300,
+        why: AUTH,
+    },
+    Rule {
+        flag: "quota-backend-bytes",
+        applies: |f| f.member.quota_backend_bytes != 0,
+        why: "a backend quota is not supported yet (a member raises NOSPACE when its disk fills)",
+    },
+    Rule {
+        flag: "discovery",
+        applies: |f| !f.clustering.discovery.is_empty(),
+        why: NO_DISCOVERY,
+    },
+    Rule {
+        flag: "discovery-srv",
+        applies: |f| !f.clustering.discovery_srv.is_empty(),
+        why: NO_DISCOVERY,
+    },
+    Rule {
+        flag: "proxy",
+        applies: |f| f.proxy.proxy != "off",
+        why: "raftkv has no v2 proxy mode; it always runs a member",
+    },
+    Rule {
+        flag: "force-new-cluster",
+        applies: |f| f.unsafe_flags.force_new_cluster,
+        why: "raftkv cannot rewrite a member's membership in place; restore a snapshot into a new one-member cluster instead (raftkvctl snapshot restore)",
+    },
+];
+
+const IGNORED: &[Rule] = &[
+    Rule {
+        flag: "initial-election-tick-advance",
+        applies: |f| !f.member.initial_election_tick_advance,
+        why: "raftkv's first election waits one randomized election timeout either way",
+    },
+    Rule {
+        flag: "max-snapshots",
+        applies: |f| f.member.max_snapshots != 5,
+        why: "raftkv keeps only its newest snapshot",
+    },
+    Rule {
+        flag: "max-wals",
+        applies: |f| f.member.max_wals != 5,
+        why: "raftkv purges its WAL once entries are in a snapshot",
+    },
+    Rule {
+        flag: "backend-batch-interval",
+        applies: |f| !f.member.backend_batch_interval.is_zero(),
+        why: "raftkv's store commits each applied batch itself",
+    },
+    Rule {
+        flag: "backend-batch-limit",
+        applies: |f| f.member.backend_batch_limit != 0,
+        why: "raftkv's store commits each applied batch itself",
+    },
+    Rule {
+        flag: "grpc-keepalive-min-time",
+        applies: |f| f.member.grpc_keepalive_min_time.as_secs_f64() != 5.0,
+        why: "raftkv does not enforce a minimum interval between client pings",
+    },
+    Rule {
+        flag: "auto-compaction-retention",
+        applies: |f| !matches!(f.clustering.auto_compaction_retention.as_str(), "" | "0"),
+        why: "raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
+    },
+    Rule {
+        flag: "enable-v2",
+        applies: |f| f.clustering.enable_v2,
+        why: NO_V2,
+    },
+    Rule {
+        flag: "discovery-fallback",
+        applies: |f| f.clustering.discovery_fallback != "proxy",
+        why: NO_DISCOVERY,
+    },
+    Rule {
+        flag: "discovery-proxy",
+        applies: |f| !f.clustering.discovery_proxy.is_empty(),
+        why: NO_DISCOVERY,
+    },
+    Rule {
+        flag: "discovery-srv-name",
+        applies: |f| !f.clustering.discovery_srv_name.is_empty(),
+        why: NO_DISCOVERY,
+    },
+    Rule {
+        flag: "cors",
+        applies: |f| !matches!(f.security.cors.as_str(), "" | "*"),
+        why: NO_HTTP,
+    },
+    Rule {
+        flag: "host-whitelist",
+        applies: |f| !matches!(f.security.host_whitelist.as_str(), "" | "*"),
+        why: NO_HTTP,
+    },
+    Rule {
+        flag: "enable-pprof",
+        applies: |f| f.monitoring.enable_pprof,
+        why: NO_HTTP,
+    },
+    Rule {
+        flag: "metrics",
+        applies: |f| f.monitoring.metrics != "basic",
+        why: "raftkv exports no Prometheus metrics yet",
+    },
+    Rule {
+        flag: "listen-metrics-urls",
+        applies: |f| !f.monitoring.listen_metrics_urls.0.is_empty(),
+        why: "raftkv serves no /metrics or /health endpoint yet",
+    },
+    Rule {
+        flag: "logger",
+        applies: |f| f.logging.logger != "capnslog",
+        why: "raftkv writes its own text or JSON lines (see --log-format)",
+    },
+    Rule {
+        flag: "log-outputs",
+        applies: |f| logging::Output::from_flags(&f.logging).is_none(),
+        why: "raftkv logs to stderr or stdout only; logging to stderr",
+    },
+    Rule {
+        flag: "log-package-levels",
+        applies: |f| !f.logging.log_package_levels.is_empty(),
+        why: "raftkv filters log lines by module with RUST_LOG (e.g. RUST_LOG=info,raftkv_raft=debug)",
+    },
+    Rule {
+        flag: "proxy-failure-wait",
+        applies: |f| f.proxy.proxy_failure_wait != 5000,
+        why: NO_PROXY,
+    },
+    Rule {
+        flag: "proxy-refresh-interval",
+        applies: |f| f.proxy.proxy_refresh_interval != 30000,
+        why: NO_PROXY,
+    },
+    Rule {
+        flag: "proxy-dial-timeout",
+        applies: |f| f.proxy.proxy_dial_timeout != 1000,
+        why: NO_PROXY,
+    },
+    Rule {
+        flag: "proxy-write-timeout",
+        applies: |f| f.proxy.proxy_write_timeout != 5000,
+        why: NO_PROXY,
+    },
+    Rule {
+        flag: "proxy-read-timeout",
+        applies: |f| f.proxy.proxy_read_timeout != 0,
+        why: NO_PROXY,
+    },
+    Rule {
+        flag: "experimental-initial-corrupt-check",
+        applies: |f| f.experimental.experimental_initial_corrupt_check,
+        why: "raftkv has no corruption check yet",
+    },
+    Rule {
+        flag: "experimental-corrupt-check-time",
+        applies: |f| !f.experimental.experimental_corrupt_check_time.is_zero(),
+        why: "raftkv has no corruption check yet",
+    },
+    Rule {
+        flag: "experimental-enable-v2v3",
+        applies: |f| !f.experimental.experimental_enable_v2v3.is_empty(),
+        why: NO_V2,
+    },
+    Rule {
+        flag: "experimental-backend-bbolt-freelist-type",
+        applies: |f| {
+            !matches!(
+                f.experimental
+                    .experimental_backend_bbolt_freelist_type
+                    .as_str(),
+                "" | "array"
+            )
+        },
+        why: "raftkv's store is not bbolt",
+    },
+    Rule {
+        flag: "experimental-enable-lease-checkpoint",
+        applies: |f| f.experimental.experimental_enable_lease_checkpoint,
+        why: "raftkv has no leases to checkpoint yet",
+    },
+    Rule {
+        flag: "experimental-enable-lease-checkpoint-persist",
+        applies: |f| f.experimental.experimental_enable_lease_checkpoint_persist,
+        why: "raftkv has no leases to checkpoint yet",
+    },
+    Rule {
+        flag: "experimental-compaction-batch-limit",
+        applies: |f| !matches!(f.experimental.experimental_compaction_batch_limit, 0 | 1000),
+        why: "raftkv's compaction is not batched this way",
+    },
+    Rule {
+        flag: "experimental-watch-progress-notify-interval",
+        applies: |f| {
+            let d = f.experimental.experimental_watch_progress_notify_interval;
+            !d.is_zero() && d.as_secs() != 600
+        },
+        why: "raftkv serves no Watch API yet",
+    },
+    Rule {
+        flag: "experimental-warning-apply-duration",
+        applies: |f| {
+            f.experimental
+                .experimental_warning_apply_duration
+                .as_millis()
+                != 100
+        },
+        why: "raftkv does not time applies",
+    },
+    Rule {
+        flag: "unsafe-no-fsync",
+        applies: |f| f.unsafe_flags.unsafe_no_fsync,
+        why: "raftkv always syncs its WAL",
+    },
+];
+
+/// Refuses the flags raftkv cannot honour (every one in one message), or returns one log
+/// line per flag it ignores.
+pub fn check(flags: &MemberFlags) -> anyhow::Result<Vec<Notice>> {
+    let refused: Vec<String> = REFUSED
+        .iter()
+        .filter(|r| (r.applies)(flags))
+        .map(|r| format!("--{}: {}", r.flag, r.why))
+        .collect();
+    match refused.len() {
+        0 => {}
+        1 => bail!("unsupported flag {}", refused[0]),
+        _ => bail!("unsupported flags:\n  {}", refused.join("\n  ")),
+    }
+    let mut notices: Vec<Notice> = IGNORED
+        .iter()
+        .filter(|r| (r.applies)(flags))
+        .map(|r| Notice::warn(format!("ignoring --{}: {}", r.flag, r.why)))
+        .collect();
+    for name in flags.ignored.given() {
+        notices.push(Notice::warn(format!(
+            "flag \"-{name}\" is no longer supported - ignoring."
+        )));
+    }
+    if flags.logging.debug {
+        notices.push(Notice::warn(
+            "--debug is deprecated (use --log-level=debug); logging at debug level".into(),
+        ));
+    }
+    Ok(notices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    fn flags(args: &[&str]) -> MemberFlags {
+        let matches = MemberFlags::command()
+            .try_get_matches_from(std::iter::once("raftkv").chain(args.iter().copied()))
+            .unwrap();
+        MemberFlags::from_arg_matches(&matches).unwrap()
+    }
+
+    fn lines(args: &[&str]) -> Vec<String> {
+        check(&flags(args))
+            .unwrap()
+            .into_iter()
+            .map(|n| n.message)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_pass_silently() {
+        assert!(lines(&[]).is_empty());
+        // Given explicitly at etcd's defaults, as etcd's e2e tests and scripts do.
+        assert!(
+            lines(&[
+                "--auth-token=simple",
+                "--bcrypt-cost=10",
+                "--quota-backend-bytes=0",
+                "--cert-file=",
+                "--client-cert-auth=false",
+                "--enable-v2=false",
+                "--proxy=off",
+                "--experimental-backend-bbolt-freelist-type=",
+                "--log-outputs=stderr",
+                "--grpc-keepalive-min-time=5000ms",
+            ])
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn ignored_flags_get_one_line_each() {
+        assert_eq!(
+            lines(&[
+                "--enable-v2",
+                "--experimental-initial-corrupt-check",
+                "--auto-compaction-retention=1h",
+                "--auto-compaction-mode=revision",
+                "--listen-metrics-urls=http://127.0.0.1:1",
+                "--snapshot",
+            ]),
+            [
+                "ignoring --auto-compaction-retention: raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
+                "ignoring --enable-v2: raftkv serves only the v3 API",
+                "ignoring --listen-metrics-urls: raftkv serves no /metrics or /health endpoint yet",
+                "ignoring --experimental-initial-corrupt-check: raftkv has no corruption check yet",
+                "flag \"-snapshot\" is no longer supported - ignoring.",
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_auth_quota_and_discovery_are_refused_by_name() {
+        for (arg, message) in [
+            (
+                "--cert-file=c.crt",
+                "unsupported flag --cert-file: TLS is not supported yet (raftkv serves http:// URLs only)",
+            ),
+            (
+                "--peer-auto-tls",
+                "unsupported flag --peer-auto-tls: TLS is not supported yet (raftkv serves http:// URLs only)",
+            ),
+            (
+                "--auth-token=jwt,pub-key=a",
+                "unsupported flag --auth-token: authentication is not supported yet",
+            ),
+            (
+                "--quota-backend-bytes=1024",
+                "unsupported flag --quota-backend-bytes: a backend quota is not supported yet (a member raises NOSPACE when its disk fills)",
+            ),
+            (
+                "--discovery=https://discovery.etcd.io/x",
+                "unsupported flag --discovery: raftkv has no discovery; list the initial members with --initial-cluster",
+            ),
+        ] {
+            assert_eq!(check(&flags(&[arg])).unwrap_err().to_string(), message);
+        }
+        let both = check(&flags(&["--key-file=k", "--bcrypt-cost=4"])).unwrap_err();
+        assert_eq!(
+            both.to_string(),
+            "unsupported flags:\n  --key-file: TLS is not supported yet (raftkv serves http:// URLs only)\n  --bcrypt-cost: authentication is not supported yet"
+        );
+    }
+}

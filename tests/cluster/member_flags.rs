@@ -1,0 +1,417 @@
+//! Member configuration as etcd takes it: the flags etcd's own e2e tests pass start a member
+//! (etcd and raftkv alike); a member configured only by `--config-file` or only by `ETCD_*`
+//! variables starts and serves; a variable shadowed by a flag, and a flag raftkv cannot
+//! honour, stop the member with a clear message; and raftkv derives the member and cluster
+//! ids a real etcd derives from the same `--initial-cluster`, token and URLs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use raftkv_proto::etcdserverpb::{ResponseHeader, StatusRequest, StatusResponse};
+
+use crate::fixture::{Cluster, Options, Server, etcdctl_ok, free_port, raftkv_bin};
+
+/// The flags `tests/e2e/cluster_test.go` adds to the basic ones (in etcd's own spellings:
+/// single dashes, `=` and separate values), all at values a raftkv member accepts.
+fn e2e_flags(metrics_port: u16) -> Vec<String> {
+    [
+        "--snapshot-count",
+        "100000",
+        "--strict-reconfig-check=false",
+        "--experimental-initial-corrupt-check",
+        "--enable-v2",
+        "-max-concurrent-streams",
+        "100",
+        "--auth-token",
+        "simple",
+        "--listen-metrics-urls",
+        &format!("http://localhost:{metrics_port}"),
+        "--auto-compaction-mode=revision",
+        "--auto-compaction-retention",
+        "1000",
+        "-grpc-keepalive-interval=1m30s",
+        "--grpc-keepalive-timeout",
+        "5s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_e2e_flags_start_a_member_that_serves() {
+    for server in [Server::Etcd, Server::Raftkv] {
+        let opts = Options {
+            extra_args: e2e_flags(free_port()),
+            ..Options::default()
+        };
+        let cluster = Cluster::start(server, 1, opts).await;
+        let eps = cluster.endpoints();
+        assert_eq!(etcdctl_ok(&eps, &["put", "k", "v"]).trim(), "OK");
+        assert_eq!(etcdctl_ok(&eps, &["get", "k"]), "k\nv\n", "{server:?}");
+        if server == Server::Raftkv {
+            let log = cluster.members[0].log_text();
+            for flag in [
+                "--enable-v2",
+                "--experimental-initial-corrupt-check",
+                "--listen-metrics-urls",
+                "--auto-compaction-retention",
+            ] {
+                let line = format!("ignoring {flag}:");
+                assert_eq!(log.matches(&line).count(), 1, "{line} once in:\n{log}");
+            }
+            // Implemented or at etcd's default: no line.
+            for flag in [
+                "--max-concurrent-streams",
+                "--auth-token",
+                "--strict-reconfig",
+            ] {
+                assert!(!log.contains(&format!("ignoring {flag}")), "{log}");
+            }
+        }
+    }
+}
+
+/// A member process started by hand, killed (by its pid) when dropped.
+struct Process {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn spawn(program: &Path, args: &[String], env: &[(&str, &str)], log: &Path) -> Process {
+        let file = std::fs::File::create(log).expect("log file");
+        // In the log's directory, so that a member that unexpectedly starts with the default
+        // data dir leaves nothing behind.
+        let child = Command::new(program)
+            .current_dir(log.parent().expect("log in a directory"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program:?}: {e}"));
+        Process {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The member's Status, if it answers within a second.
+async fn status(endpoint: &str) -> Option<StatusResponse> {
+    let fut = async {
+        let mut client = MaintenanceClient::connect(format!("http://{endpoint}"))
+            .await
+            .ok()?;
+        client
+            .status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until every endpoint answers Status with a leader; returns each one's header.
+async fn wait_serving(endpoints: &[String], processes: &[Process]) -> Vec<ResponseHeader> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut headers = Vec::new();
+        for endpoint in endpoints {
+            match status(endpoint).await {
+                Some(s) if s.leader != 0 => headers.extend(s.header),
+                _ => break,
+            }
+        }
+        if headers.len() == endpoints.len() {
+            return headers;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = processes.iter().map(Process::log_text).collect();
+            panic!(
+                "{endpoints:?} not serving in 20 s:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_configured_only_by_config_file_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let file = dir.path().join("etcd.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "# etcd 3.4's format: durations in nanoseconds, URL lists as one string\n\
+             name: yaml1\n\
+             data-dir: {data}\n\
+             listen-client-urls: http://127.0.0.1:{client}\n\
+             advertise-client-urls: http://127.0.0.1:{client}\n\
+             listen-peer-urls: http://127.0.0.1:{peer}\n\
+             initial-advertise-peer-urls: http://127.0.0.1:{peer}\n\
+             initial-cluster: yaml1=http://127.0.0.1:{peer}\n\
+             initial-cluster-token: tok-yaml\n\
+             Initial-Cluster-State: new\n\
+             strict-reconfig-check: false\n\
+             grpc-keepalive-interval: 7200000000000\n\
+             log-outputs: [stderr]\n\
+             client-transport-security:\n  cert-file: ''\n  auto-tls: false\n\
+             some-future-key: 1\n",
+            data = dir.path().join("yaml1").display(),
+        ),
+    )
+    .unwrap();
+    // Every other flag and variable is ignored, even ones that would not work.
+    let args = [
+        "--config-file",
+        file.to_str().unwrap(),
+        "--name",
+        "flag",
+        "--listen-client-urls",
+        "http://127.0.0.1:1",
+    ]
+    .map(String::from);
+    let member = Process::spawn(
+        raftkv_bin(),
+        &args,
+        &[("ETCD_NAME", "env"), ("ETCD_BOGUS", "x")],
+        &dir.path().join("yaml1.log"),
+    );
+    let endpoint = format!("127.0.0.1:{client}");
+    wait_serving(
+        std::slice::from_ref(&endpoint),
+        std::slice::from_ref(&member),
+    )
+    .await;
+    assert_eq!(etcdctl_ok(&endpoint, &["put", "k", "v"]).trim(), "OK");
+    assert_eq!(etcdctl_ok(&endpoint, &["get", "k"]), "k\nv\n");
+    let list = etcdctl_ok(&endpoint, &["member", "list"]);
+    assert!(list.contains(", yaml1, "), "{list}");
+    let log = member.log_text();
+    assert!(
+        log.contains(&format!(
+            "Loading server configuration from {:?}. Other configuration command line flags and environment variables will be ignored if provided.",
+            file.to_str().unwrap()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("ETCD_BOGUS"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_configured_only_by_etcd_variables_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let data = dir.path().join("env1");
+    let initial = format!("env1={peer_url}");
+    let env = [
+        ("ETCD_NAME", "env1"),
+        ("ETCD_DATA_DIR", data.to_str().unwrap()),
+        ("ETCD_LISTEN_CLIENT_URLS", &client_url),
+        ("ETCD_ADVERTISE_CLIENT_URLS", &client_url),
+        ("ETCD_LISTEN_PEER_URLS", &peer_url),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer_url),
+        ("ETCD_INITIAL_CLUSTER", &initial),
+        ("ETCD_INITIAL_CLUSTER_TOKEN", "tok-env"),
+        ("ETCD_HEARTBEAT_INTERVAL", "0x32"),
+        ("ETCD_ELECTION_TIMEOUT", "500"),
+        ("ETCD_STRICT_RECONFIG_CHECK", "false"),
+        ("ETCD_FOO", "bar"),
+        ("ETCDCTL_API", "3"),
+    ];
+    let member = Process::spawn(raftkv_bin(), &[], &env, &dir.path().join("env1.log"));
+    let endpoint = format!("127.0.0.1:{client}");
+    wait_serving(
+        std::slice::from_ref(&endpoint),
+        std::slice::from_ref(&member),
+    )
+    .await;
+    assert_eq!(etcdctl_ok(&endpoint, &["put", "k", "v"]).trim(), "OK");
+    assert_eq!(etcdctl_ok(&endpoint, &["get", "k"]), "k\nv\n");
+    let list = etcdctl_ok(&endpoint, &["member", "list"]);
+    assert!(list.contains(", env1, "), "{list}");
+    let log = member.log_text();
+    for line in [
+        "recognized and used environment variable ETCD_NAME=env1",
+        "recognized and used environment variable ETCD_HEARTBEAT_INTERVAL=0x32",
+        "unrecognized environment variable ETCD_FOO=bar",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line} once in:\n{log}");
+    }
+    assert!(!log.contains("ETCDCTL_API"), "{log}");
+}
+
+/// Runs `program` until it exits (within 10 s); returns its exit code and output.
+fn run_to_exit(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let mut process = Process::spawn(
+        program,
+        &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        env,
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return (status.code(), process.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program:?} kept running:\n{}",
+            process.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_variable_shadowed_by_a_flag_stops_etcd_and_raftkv_alike() {
+    let message = "conflicting environment variable \"ETCD_NAME\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    for program in [Path::new("etcd"), raftkv_bin()] {
+        let (code, out) = run_to_exit(
+            program,
+            &["-name", "flagname", "--data-dir", data.to_str().unwrap()],
+            &[("ETCD_NAME", "envname")],
+        );
+        assert_eq!(code, Some(1), "{program:?}: {out}");
+        assert!(out.contains(message), "{program:?}: {out}");
+    }
+}
+
+#[test]
+fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
+    let too_big = (raftkv_raft::MAX_REQUEST_BYTES_LIMIT + 1).to_string();
+    for (args, expected) in [
+        (
+            &["--cert-file", "server.crt"][..],
+            "unsupported flag --cert-file: TLS is not supported yet",
+        ),
+        (
+            &["--auth-token=jwt,pub-key=k"],
+            "unsupported flag --auth-token: authentication is not supported yet",
+        ),
+        (
+            &["--quota-backend-bytes", "1024"],
+            "unsupported flag --quota-backend-bytes: a backend quota is not supported yet",
+        ),
+        (
+            &["--wal-dir", "/tmp/elsewhere"],
+            "a dedicated WAL directory is not supported",
+        ),
+        (
+            &["--max-request-bytes", &too_big],
+            "is above raftkv's limit of",
+        ),
+        (
+            &[
+                "--listen-client-urls=https://127.0.0.1:1",
+                "--advertise-client-urls=https://127.0.0.1:1",
+            ],
+            "TLS is not supported yet",
+        ),
+        (&["--enable-v2", "false"], "'false' is not a valid flag"),
+    ] {
+        let (code, out) = run_to_exit(raftkv_bin(), args, &[]);
+        assert_ne!(code, Some(0), "{args:?}: {out}");
+        assert!(
+            out.contains(expected),
+            "{args:?}: want {expected:?} in:\n{out}"
+        );
+    }
+}
+
+/// The ids of a 3-member cluster started from `initial` with `token`, one header per member.
+async fn cluster_ids(
+    program: &Path,
+    dir: &Path,
+    ports: &[(u16, u16)],
+    token: &str,
+) -> Vec<(u64, u64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("n{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let mut processes = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let args = [
+            "--name".into(),
+            format!("n{i}"),
+            "--data-dir".into(),
+            dir.join(format!("n{i}")).display().to_string(),
+            "--listen-client-urls".into(),
+            client_url.clone(),
+            "--advertise-client-urls".into(),
+            client_url,
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url,
+            "--initial-cluster".into(),
+            initial.join(","),
+            "--initial-cluster-token".into(),
+            token.into(),
+        ];
+        processes.push(Process::spawn(
+            program,
+            &args,
+            &[],
+            &dir.join(format!("n{i}.log")),
+        ));
+    }
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|(client, _)| format!("127.0.0.1:{client}"))
+        .collect();
+    let headers = wait_serving(&endpoints, &processes).await;
+    drop(processes);
+    headers
+        .iter()
+        .map(|h| (h.member_id, h.cluster_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_and_cluster_ids_are_etcds() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let token = format!("tok-{}", ports[0].0);
+    let etcd = cluster_ids(Path::new("etcd"), &dir.path().join("etcd"), &ports, &token).await;
+    let raftkv = cluster_ids(raftkv_bin(), &dir.path().join("raftkv"), &ports, &token).await;
+    assert_eq!(raftkv, etcd, "(member id, cluster id) per member");
+    let cluster = etcd[0].1;
+    assert!(etcd.iter().all(|(_, c)| *c == cluster));
+    let mut members: Vec<u64> = etcd.iter().map(|(m, _)| *m).collect();
+    members.sort_unstable();
+    members.dedup();
+    assert_eq!(members.len(), 3, "{etcd:?}");
+}
