@@ -140,10 +140,15 @@ async fn a_full_disk_raises_nospace_and_recovers_when_space_returns() {
 
     // Space comes back: the alarm clears by itself and writes are taken again.
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let freed = Instant::now();
+    let deadline = freed + Duration::from_secs(20);
     loop {
         let out = etcdctl(&endpoint, &["put", "after", "space"], None);
         if out.status.success() {
+            eprintln!(
+                "writes taken again {:?} after space was freed",
+                freed.elapsed()
+            );
             break;
         }
         assert!(

@@ -1237,11 +1237,17 @@ fn check_data_dir(
 }
 
 fn read_identity(path: &Path) -> Result<Option<(u64, u64)>, NodeError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(internal(e)),
     };
+    // Three short lines: read no more than a damaged or replaced file could make us hold.
+    let mut text = String::new();
+    file.take(4096)
+        .read_to_string(&mut text)
+        .map_err(|e| NodeError::Internal(format!("{} is damaged: {e}", path.display())))?;
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

@@ -31,6 +31,8 @@ use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote, decode, encode_unbounde
 /// streams without waiting on window updates every few hundred kilobytes.
 const PEER_STREAM_WINDOW: u32 = 8 << 20;
 const PEER_CONNECTION_WINDOW: u32 = 16 << 20;
+/// HTTP/2 streams one peer connection may have open at once.
+const PEER_MAX_STREAMS: u32 = 256;
 
 /// Free space a received snapshot must leave on the data dir's file system.
 const SNAPSHOT_SPACE_RESERVE: u64 = 64 << 20;
@@ -105,6 +107,8 @@ impl PeerService {
             .tcp_nodelay(true)
             .initial_stream_window_size(PEER_STREAM_WINDOW)
             .initial_connection_window_size(PEER_CONNECTION_WINDOW)
+            // A member opens a handful of streams to a peer; this bounds a hostile one.
+            .max_concurrent_streams(Some(PEER_MAX_STREAMS))
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
             .layer(budget.layer())

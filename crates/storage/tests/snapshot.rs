@@ -354,6 +354,7 @@ fn decompression_bombs_are_refused_within_bounded_memory() {
     let (result, peak) = peak::measure(|| snapshot::read_info(&file));
     assert!(matches!(result, Err(SnapshotError::Block(_))), "{result:?}");
     assert!(peak < 8 << 20, "reading a 1 GiB claim held {peak} bytes");
+    eprintln!("a frame claiming 1 GiB: refused holding at most {peak} bytes");
 
     // Columns whose keys share a 1 MiB prefix with the one before: 1 MiB of raw bytes
     // standing for 4 GiB of keys.
@@ -384,6 +385,7 @@ fn decompression_bombs_are_refused_within_bounded_memory() {
         peak < 200 << 20,
         "decoding 4 GiB of shared prefixes held {peak} bytes"
     );
+    eprintln!("columns standing for 4 GiB of keys: refused holding at most {peak} bytes");
 }
 
 /// Re-seals a damaged body with a correct SHA-256, so the structural checks must catch it.
