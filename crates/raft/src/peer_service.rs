@@ -122,14 +122,6 @@ impl PeerService {
         }
     }
 
-    fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
-        self.node
-            .upgrade()
-            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
-    }
-}
-
-impl PeerService {
     /// Writes a snapshot's data to `path`, refusing to fill the disk with it.
     async fn receive_snapshot(
         &self,
@@ -186,6 +178,12 @@ impl PeerService {
             ));
         }
         Ok(())
+    }
+
+    fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
     }
 }
 
