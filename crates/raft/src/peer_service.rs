@@ -1,6 +1,7 @@
 //! The server side of the `Peer` service: Raft RPCs handed to openraft, and the
 //! leader-side handlers of forwarded writes, read indexes and membership changes.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -20,8 +21,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Refused};
 use crate::disk;
+use crate::error::NodeError;
 use crate::network::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
-use crate::node::RaftNode;
 use crate::serve::{self, MessageBudget, ServeLimits};
 use crate::space::Space;
 use crate::state_machine::{Snapshot, SnapshotFile, StateMachine};
@@ -37,9 +38,36 @@ const PEER_MAX_STREAMS: u32 = 256;
 /// Free space a received snapshot must leave on the data dir's file system.
 const SNAPSHOT_SPACE_RESERVE: u64 = 64 << 20;
 
+/// What the peer service needs of its member: the leader-side handlers of requests other
+/// members send to the leader. The node implements it (and so this module does not depend on
+/// the node). Errors go back as [`NodeError::to_peer_status`] puts them.
+pub(crate) trait LeaderSide: Send + Sync + 'static {
+    /// A follower's write, to propose (after the client-edge checks).
+    fn forward(
+        &self,
+        cmd: Command,
+    ) -> impl Future<Output = Result<CommandResponse, NodeError>> + Send;
+    /// A read index for a follower's linearizable read.
+    fn read_index(&self) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    /// A member add, remove or promote asked of a follower.
+    fn change_members(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> impl Future<Output = Result<ChangeMembersResponse, NodeError>> + Send;
+    /// A member's name and client URLs.
+    fn publish(
+        &self,
+        info: MemberInfo,
+    ) -> impl Future<Output = Result<ChangeMembersResponse, NodeError>> + Send;
+    /// A joining member's question: the cluster id, and its own id.
+    fn cluster_info(&self, req: &ClusterInfoRequest) -> Result<(u64, u64), NodeError>;
+    /// Whether this member is a voter.
+    fn is_voter(&self) -> bool;
+}
+
 /// The `Peer` service of one member.
-pub(crate) struct PeerService {
-    node: Weak<RaftNode>,
+pub(crate) struct PeerService<N> {
+    node: Weak<N>,
     raft: Raft,
     sm: StateMachine,
     transfers: AtomicU64,
@@ -50,9 +78,9 @@ pub(crate) struct PeerService {
     space: Arc<Space>,
 }
 
-impl PeerService {
+impl<N: LeaderSide> PeerService<N> {
     pub(crate) fn new(
-        node: Weak<RaftNode>,
+        node: Weak<N>,
         raft: Raft,
         sm: StateMachine,
         me: u64,
@@ -180,10 +208,19 @@ impl PeerService {
         Ok(())
     }
 
-    fn node(&self) -> Result<std::sync::Arc<RaftNode>, Status> {
+    /// Refuses Raft messages once this member's Raft has stopped (a peer handing leadership
+    /// over as the whole cluster shuts down, say): openraft would log each as an error.
+    fn running(&self) -> Result<(), Status> {
+        match self.raft.metrics().borrow_watched().running_state {
+            Ok(()) => Ok(()),
+            Err(_) => Err(NodeError::STOPPED.to_peer_status()),
+        }
+    }
+
+    fn node(&self) -> Result<Arc<N>, Status> {
         self.node
             .upgrade()
-            .ok_or_else(|| Status::unavailable("etcdserver: server stopped"))
+            .ok_or_else(|| NodeError::STOPPED.to_peer_status())
     }
 }
 
@@ -210,11 +247,12 @@ fn request<T: serde::de::DeserializeOwned>(msg: &RaftMessage) -> Result<T, Statu
 type MessageStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl Peer for PeerService {
+impl<N: LeaderSide> Peer for PeerService<N> {
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = request(req.get_ref())?;
         self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
         admission::vote_request(&rpc, self.me)?;
+        self.running()?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -222,6 +260,7 @@ impl Peer for PeerService {
         let rpc: VoteRequest<TypeConfig> = request(req.get_ref())?;
         self.check_origin(&req, Some(rpc.vote.leader_id.voted_for))?;
         admission::vote_request(&rpc, self.me)?;
+        self.running()?;
         reply(self.raft.pre_vote(rpc).await)
     }
 
@@ -235,6 +274,7 @@ impl Peer for PeerService {
         if !rpc.entries.is_empty() && self.space.is_critical() {
             return Err(disk_nearly_full());
         }
+        self.running()?;
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -246,6 +286,7 @@ impl Peer for PeerService {
         self.check_origin(&req, Some(rpc.from_leader().leader_id.voted_for))?;
         let voter = self.node()?.is_voter();
         admission::transfer_leader(&rpc, self.me, voter)?;
+        self.running()?;
         reply(self.raft.handle_transfer_leader(rpc).await)
     }
 
@@ -337,9 +378,7 @@ impl Peer for PeerService {
 
     async fn forward(&self, req: Request<Command>) -> Result<Response<CommandResponse>, Status> {
         let node = self.node()?;
-        node.write_as_leader(req.into_inner())
-            .await
-            .map(Response::new)
+        answer(node.forward(req.into_inner()).await)
     }
 
     async fn read_index(
@@ -347,8 +386,11 @@ impl Peer for PeerService {
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let node = self.node()?;
-        let index = node.read_index_as_leader().await?;
-        Ok(Response::new(ReadIndexResponse { index }))
+        answer(
+            node.read_index()
+                .await
+                .map(|index| ReadIndexResponse { index }),
+        )
     }
 
     async fn change_members(
@@ -356,9 +398,7 @@ impl Peer for PeerService {
         req: Request<ChangeMembersRequest>,
     ) -> Result<Response<ChangeMembersResponse>, Status> {
         let node = self.node()?;
-        node.change_members_as_leader(req.into_inner())
-            .await
-            .map(Response::new)
+        answer(node.change_members(req.into_inner()).await)
     }
 
     async fn publish(
@@ -366,9 +406,7 @@ impl Peer for PeerService {
         req: Request<MemberInfo>,
     ) -> Result<Response<ChangeMembersResponse>, Status> {
         let node = self.node()?;
-        node.publish_as_leader(req.into_inner())
-            .await
-            .map(Response::new)
+        answer(node.publish(req.into_inner()).await)
     }
 
     async fn cluster_info(
@@ -376,10 +414,17 @@ impl Peer for PeerService {
         req: Request<ClusterInfoRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
         let node = self.node()?;
-        let (cluster_id, member_id) = node.cluster_info(req.get_ref())?;
-        Ok(Response::new(ClusterInfoResponse {
-            cluster_id,
-            member_id,
-        }))
+        answer(
+            node.cluster_info(req.get_ref())
+                .map(|(cluster_id, member_id)| ClusterInfoResponse {
+                    cluster_id,
+                    member_id,
+                }),
+        )
     }
+}
+
+/// A leader-side handler's result as the peer protocol carries it.
+fn answer<T>(result: Result<T, NodeError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|e| e.to_peer_status())
 }

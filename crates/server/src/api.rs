@@ -12,6 +12,7 @@ use raftkv_proto::etcdserverpb::{
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
 };
+use raftkv_raft::error::EtcdError;
 use raftkv_raft::{NodeError, RaftNode};
 use raftkv_storage::MvccError;
 use raftkv_storage::mvcc::validate;
@@ -31,9 +32,7 @@ fn refused(e: MvccError) -> NodeError {
 }
 
 fn learner_refusal() -> NodeError {
-    NodeError::Remote(tonic::Status::unavailable(
-        "etcdserver: rpc not supported for learner",
-    ))
+    NodeError::Etcd(EtcdError::LearnerRpc)
 }
 
 impl EtcdApi {
@@ -73,7 +72,7 @@ impl EtcdApi {
         validate::check_size(&cmd, self.node.config().max_request_bytes).map_err(refused)?;
         let resp = self.node.write(cmd).await?;
         resp.op
-            .ok_or_else(|| NodeError::Internal("empty response from the state machine".into()))
+            .ok_or_else(|| NodeError::internal("empty response from the state machine"))
     }
 
     /// KV/Range.
@@ -188,7 +187,7 @@ impl EtcdApi {
         // As etcd lists them: no leader, then each alarm in protobuf's compact text form.
         let mut errors = Vec::new();
         if s.leader == 0 {
-            errors.push(NodeError::NoLeader.to_string());
+            errors.push(NodeError::NO_LEADER.to_string());
         }
         for (member, alarm) in self.node.store().alarms() {
             let name = AlarmType::try_from(alarm).map_or("UNKNOWN", |a| a.as_str_name());

@@ -165,8 +165,16 @@ impl Server {
     /// leadership to another member if this one leads, then stop Raft and flush.
     pub async fn shutdown(self) {
         let _ = self.stop_clients.send(true);
-        for task in self.client_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        // In-flight requests get three seconds; a client service still running then is
+        // ended, so that nothing holds the member once this returns.
+        for mut task in self.client_tasks {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         self.api.node().transfer_leadership().await;
         self.api.node().shutdown().await;

@@ -1,0 +1,413 @@
+//! A member's life: start (open the data dir, bootstrap or join, start Raft and the peer
+//! service), the background tasks that publish it and watch its disk, and shutdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+use openraft::error::RaftError;
+use openraft::rt::WatchReceiver;
+use raftkv_proto::raftkvpb::{ClusterInfoRequest, Command, MemberInfo};
+use raftkv_storage::layout::{self, Identity};
+use raftkv_storage::log::{LogConfig, RaftLogStore};
+use raftkv_storage::{MvccConfig, MvccStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::routing::IfCallFails;
+use super::{RaftNode, hex};
+use crate::config::{ClusterState, NodeConfig, cluster_id, member_id};
+use crate::error::NodeError;
+use crate::log_store::LogStore;
+use crate::network::{Channels, NetworkFactory};
+use crate::peer_service::PeerService;
+use crate::space::Space;
+use crate::state_machine::StateMachine;
+use crate::types::{Member, Raft, StoredMembership, decode};
+
+impl RaftNode {
+    /// Starts a member: opens (or creates) its data, starts Raft, serves the peer service on
+    /// `peer_listener`, and bootstraps or joins the cluster if the data dir is new. A data
+    /// dir that already holds a member ignores the bootstrap settings, as etcd does.
+    pub async fn start(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+    ) -> Result<Arc<Self>, NodeError> {
+        let member_dir = layout::member_dir(&config.data_dir);
+        std::fs::create_dir_all(&member_dir).map_err(NodeError::internal)?;
+        let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
+        let identity = layout::read_identity(&config.data_dir)
+            .map_err(|e| NodeError::Config(e.to_string()))?
+            .map(|i| (i.member, i.cluster));
+        let wal_dir = layout::wal_dir(&config.data_dir);
+        let wal_existed = wal_dir.exists();
+        let store = Arc::new(
+            MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
+                .map_err(NodeError::internal)?,
+        );
+        check_data_dir(&config.data_dir, identity, wal_existed, &store)?;
+        let (id, cluster_id, bootstrap) = match identity {
+            Some((id, cluster_id)) => (id, cluster_id, None),
+            None => match config.initial_cluster_state {
+                ClusterState::New => {
+                    let members = initial_members(&config)?;
+                    let cid = cluster_id(members.keys().copied());
+                    (config.member_id(), cid, Some(members))
+                }
+                ClusterState::Existing => {
+                    let (id, cid) = join_info(&config, &channels).await?;
+                    (id, cid, None)
+                }
+            },
+        };
+
+        channels.set_ids(cluster_id, id);
+        let wal = Arc::new(
+            RaftLogStore::open(&wal_dir, &LogConfig::default()).map_err(NodeError::internal)?,
+        );
+        let space = Arc::new(Space::new(
+            &config.data_dir,
+            space_reserve(config.max_request_bytes),
+        ));
+        let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
+            .map_err(NodeError::internal)?
+            .with_space(space.clone());
+        let raft_config = openraft::Config {
+            cluster_name: format!("{cluster_id:016x}"),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            // A follower campaigns once it has heard nothing for openraft's leader lease
+            // (election_timeout_max) plus a random election timeout in [min, max]: with these
+            // it waits between 1.0 and 1.2 times --election-timeout, as an etcd follower
+            // waits between 1 and 2 times it.
+            election_timeout_min: millis(config.election_timeout) * 2 / 5,
+            election_timeout_max: millis(config.election_timeout) * 3 / 5,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: 0,
+            enable_pre_vote: Some(true),
+            // A member that led before a restart must win a new election (and commit a
+            // blank entry in its new term) before it serves: the state machine is not
+            // flushed on apply and the commit index is not persisted, so a restored leader
+            // would answer reads from a stale state machine with a stale read index. Found
+            // by the chaos tests (kill -9 of every member, then a read missing a write the
+            // same member had acknowledged); etcd members also always restart as followers.
+            enable_leader_restore: Some(false),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(format!("invalid raft config: {e}")))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            NetworkFactory::new(channels.clone()),
+            LogStore::new(wal),
+            sm.clone(),
+        )
+        .await
+        .map_err(NodeError::internal)?;
+
+        if let Some(members) = bootstrap {
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    info!(member = %hex(id), cluster = %hex(cluster_id), "bootstrapped a new cluster")
+                }
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(NodeError::internal(format!("bootstrap failed: {e}"))),
+            }
+        }
+        let identity = Identity {
+            member: id,
+            cluster: cluster_id,
+        };
+        layout::write_identity(&config.data_dir, identity).map_err(NodeError::internal)?;
+
+        let (stop_peer, stop_rx) = watch::channel(false);
+        let node = Arc::new(Self {
+            id,
+            cluster_id,
+            config,
+            raft: raft.clone(),
+            store,
+            channels,
+            space: space.clone(),
+            published: watch::channel(false).0,
+            stop_peer,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id, space);
+        *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![
+            tokio::spawn(service.serve(peer_listener, stop_rx)),
+            tokio::spawn(publish_self(Arc::downgrade(&node))),
+            tokio::spawn(watch_space(Arc::downgrade(&node))),
+        ];
+        Ok(node)
+    }
+
+    /// Stops Raft, the peer service and the background tasks, and makes the store durable.
+    ///
+    /// It returns once nothing this member started still runs: the peer service (given two
+    /// seconds to finish what it serves) and the background tasks are ended, so the store is
+    /// held by nothing but this node, and an embedding program can start a member on the
+    /// same data dir as soon as it drops it.
+    pub async fn shutdown(&self) {
+        let _ = self.stop_peer.send(true);
+        let _ = self.raft.shutdown().await;
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut task in tasks {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            warn!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+/// The initial members from `--initial-cluster`, checked against this member's own URLs.
+fn initial_members(config: &NodeConfig) -> Result<BTreeMap<u64, Member>, NodeError> {
+    let bad = NodeError::Config;
+    let own = config.initial_cluster.get(&config.name).ok_or_else(|| {
+        bad(format!(
+            "--initial-cluster has no member named {:?} (--name)",
+            config.name
+        ))
+    })?;
+    let mut own_sorted = own.clone();
+    own_sorted.sort();
+    let mut advertised = config.peer_urls.clone();
+    advertised.sort();
+    if own_sorted != advertised {
+        return Err(bad(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            config.name,
+            own.join(","),
+            config.peer_urls.join(",")
+        )));
+    }
+    let mut members = BTreeMap::new();
+    for (name, urls) in &config.initial_cluster {
+        let id = member_id(urls, &config.initial_cluster_token);
+        // Every member must bootstrap with the very same membership entry, so client URLs
+        // (known only to each member itself) are left out and published after start.
+        let member = Member {
+            name: name.clone(),
+            peer_urls: urls.clone(),
+            client_urls: vec![],
+        };
+        if members.insert(id, member).is_some() {
+            return Err(bad(format!(
+                "--initial-cluster lists the peer URLs of {name} twice"
+            )));
+        }
+    }
+    Ok(members)
+}
+
+/// Asks the members named in `--initial-cluster` for the cluster id and this member's id.
+async fn join_info(config: &NodeConfig, channels: &Channels) -> Result<(u64, u64), NodeError> {
+    let deadline = Instant::now() + config.request_timeout * 3;
+    loop {
+        for (name, urls) in &config.initial_cluster {
+            if name == &config.name {
+                continue;
+            }
+            let peer = Member {
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: vec![],
+            };
+            let Ok(mut client) = channels.peer(&peer) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(ClusterInfoRequest {
+                peer_urls: config.peer_urls.clone(),
+            });
+            req.set_timeout(Duration::from_secs(2));
+            if let Ok(resp) = client.cluster_info(req).await {
+                let resp = resp.into_inner();
+                return Ok((resp.member_id, resp.cluster_id));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(NodeError::Config(
+                "could not join: no member of --initial-cluster knows this member's peer URLs (add it with `member add` first)".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The free space a member keeps in hand (see [`crate::space`]): room for entries in flight
+/// (a few of the largest requests), the alarm entry, and applying what is committed.
+fn space_reserve(max_request_bytes: usize) -> u64 {
+    (64 << 20) + 4 * max_request_bytes as u64
+}
+
+/// Watches the data dir's free space: raises this member's NOSPACE alarm through the log
+/// when it drops below the reserve and clears it once twice the reserve is free again.
+async fn watch_space(node: Weak<RaftNode>) {
+    use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
+    use raftkv_proto::etcdserverpb::{AlarmRequest, AlarmType};
+    let mut announced = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(node) = node.upgrade() else { return };
+        if *node.stop_peer.borrow() {
+            return;
+        }
+        let free = node.space.refresh();
+        let mine = (node.id, AlarmType::Nospace as i32);
+        let raised = node.store.alarms().contains(&mine);
+        let action = if node.space.is_low() && !raised {
+            AlarmAction::Activate
+        } else if node.space.recovered() && raised {
+            AlarmAction::Deactivate
+        } else {
+            continue;
+        };
+        if announced != Some(action) {
+            match action {
+                AlarmAction::Activate => warn!(
+                    free,
+                    reserve = node.space.reserve(),
+                    "disk nearly full: raising the NOSPACE alarm"
+                ),
+                _ => info!(free, "disk space recovered: clearing the NOSPACE alarm"),
+            }
+            announced = Some(action);
+        }
+        let cmd = Command {
+            op: Some(raftkv_proto::raftkvpb::command::Op::Alarm(AlarmRequest {
+                action: action as i32,
+                member_id: node.id,
+                alarm: AlarmType::Nospace as i32,
+            })),
+        };
+        if let Err(e) = node.write(cmd).await {
+            tracing::debug!(error = %e, "changing the NOSPACE alarm failed; will retry");
+        }
+    }
+}
+
+/// Keeps telling the leader this member's name and client URLs until the membership shows
+/// them (etcd's "publish"), so `member list` can show every member's client URLs; then logs
+/// etcd's readiness lines.
+async fn publish_self(node: Weak<RaftNode>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(node) = node.upgrade() else { return };
+        if *node.stop_peer.borrow() {
+            return;
+        }
+        let wanted = (node.config.name.clone(), node.config.client_urls.clone());
+        let leader_known = node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .current_leader
+            .is_some();
+        match node.member(node.id) {
+            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted && leader_known => {
+                // etcd's lines, which tools (etcd's own e2e tests among them) wait for.
+                info!(
+                    "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+                    wanted.0,
+                    wanted.1.join(" "),
+                    node.cluster_id
+                );
+                info!("enabled capabilities for version 3.4");
+                let _ = node.published.send(true);
+                return;
+            }
+            Some(m) if (m.name.clone(), m.client_urls.clone()) == wanted => continue,
+            None => continue, // not (yet) a member: nothing to publish
+            Some(_) => {}
+        }
+        let info = MemberInfo {
+            id: node.id,
+            name: wanted.0,
+            peer_urls: node.config.peer_urls.clone(),
+            client_urls: wanted.1,
+        };
+        let deadline = Instant::now() + node.config.request_timeout;
+        let result = node
+            .on_leader(
+                deadline,
+                IfCallFails::Retry,
+                || node.publish_as_leader(info.clone()),
+                |mut leader, _| {
+                    let info = info.clone();
+                    async move { leader.publish(info).await.map(tonic::Response::into_inner) }
+                },
+            )
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "publishing member info failed; will retry");
+        }
+    }
+}
+
+/// Refuses a data dir that has lost the part of a member's state that keeps Raft safe: a
+/// member whose store shows Raft state but whose identity file is gone, or a voter whose WAL
+/// (its log and its vote) is gone, would start with its vote forgotten and could vote twice
+/// in one term. etcd starts in the second case and loses writes; raftkv refuses, saying how
+/// to recover: replace the member.
+fn check_data_dir(
+    data_dir: &Path,
+    identity: Option<(u64, u64)>,
+    wal_existed: bool,
+    store: &MvccStore,
+) -> Result<(), NodeError> {
+    let state = store.applied_state().map_err(NodeError::internal)?;
+    let recover = |id: Option<u64>| {
+        let id = id.map_or_else(|| "<its id>".to_string(), |id| format!("{id:x}"));
+        format!(
+            "to recover, remove this member from the cluster (etcdctl member remove {id}), \
+             delete {dir}, add it back (etcdctl member add) and start it with \
+             --initial-cluster-state existing",
+            dir = data_dir.display()
+        )
+    };
+    let Some((id, cluster)) = identity else {
+        if state.applied.is_some() {
+            return Err(NodeError::Config(format!(
+                "{} holds a member's data but its identity file is missing, so its Raft state \
+                 cannot be trusted; {}",
+                data_dir.display(),
+                recover(None)
+            )));
+        }
+        return Ok(());
+    };
+    if wal_existed {
+        return Ok(());
+    }
+    let was_voter = match &state.membership {
+        Some(bytes) => decode::<StoredMembership>(bytes)
+            .map(|m| m.membership().voter_ids().any(|v| v == id))
+            .unwrap_or(true),
+        // Bootstrapped (an identity exists) but nothing applied: it may still have voted.
+        None => true,
+    };
+    if was_voter {
+        return Err(NodeError::Config(format!(
+            "{} is missing: member {id:x} of cluster {cluster:x} has lost its Raft log and \
+             vote, and restarting without them could vote twice in one term; {}",
+            layout::wal_dir(data_dir).display(),
+            recover(Some(id))
+        )));
+    }
+    Ok(())
+}

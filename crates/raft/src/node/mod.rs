@@ -1,0 +1,201 @@
+//! A running member: storage opened, Raft started, the peer service listening, and the API
+//! the etcd services call. The node is split by role:
+//!
+//! - `lifecycle` — start (open the data dir, bootstrap or join, start Raft and the peer
+//!   service), the background tasks (publish this member, watch the disk), shutdown.
+//! - `routing` — who leads, and `RaftNode::on_leader`: run a request here if this member
+//!   leads, else on the leader through the peer service, trying again while leadership
+//!   moves, within a deadline. Every leader-only request goes through it.
+//! - `writes` — proposals from any member, forwarded ones on the leader, NOSPACE admission.
+//! - `reads` — linearizable read barriers (ReadIndex).
+//! - `membership` — member add / remove / promote with etcd's policy, publish, joining,
+//!   leadership transfer.
+//! - `convert` — members in etcd's form.
+//!
+//! The peer service (`crate::peer_service`) reaches the leader-side handlers through its
+//! `LeaderSide` trait, which the node implements here; it does not depend on the node.
+
+mod convert;
+mod lifecycle;
+mod membership;
+mod reads;
+mod routing;
+mod writes;
+
+use std::sync::Arc;
+
+use openraft::rt::WatchReceiver;
+use raftkv_proto::etcdserverpb::Member as PbMember;
+use raftkv_proto::raftkvpb::{
+    ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, Command, CommandResponse,
+    MemberInfo,
+};
+use raftkv_storage::MvccStore;
+use tokio::sync::watch;
+
+use convert::members_of;
+pub use convert::{hex, pb_member};
+
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::network::Channels;
+use crate::peer_service::LeaderSide;
+use crate::space::Space;
+use crate::types::{Member, Raft};
+
+/// Status of one member, for `Maintenance/Status`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    /// The leader this member knows (0 if none).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Committed log index.
+    pub commit_index: u64,
+    /// Applied log index.
+    pub applied_index: u64,
+    /// Whether this member is a learner.
+    pub is_learner: bool,
+}
+
+/// A running member.
+pub struct RaftNode {
+    id: u64,
+    cluster_id: u64,
+    config: NodeConfig,
+    raft: Raft,
+    store: Arc<MvccStore>,
+    channels: Channels,
+    space: Arc<Space>,
+    /// Turns true once this member's name and client URLs are in the cluster's membership
+    /// and a leader is known (etcd's "published ... to cluster").
+    published: watch::Sender<bool>,
+    stop_peer: watch::Sender<bool>,
+    /// The peer service and the background tasks (publish, disk watch), ended by shutdown.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl RaftNode {
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The member's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The MVCC store (reads go to it directly once a barrier allows).
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The membership as this member knows it (a shared handle, no copy).
+    fn membership_config(&self) -> Arc<crate::types::StoredMembership> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone()
+    }
+
+    /// Whether this member is a voter in the membership it knows.
+    pub fn is_voter(&self) -> bool {
+        self.membership_config()
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
+    }
+
+    /// Whether this member is a learner (refuses client requests other than serializable
+    /// reads, as etcd's learners do).
+    pub fn is_learner(&self) -> bool {
+        self.membership_config()
+            .membership()
+            .learner_ids()
+            .any(|l| l == self.id)
+    }
+
+    /// Status for `Maintenance/Status`.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        NodeStatus {
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            commit_index: m
+                .cluster_committed
+                .as_ref()
+                .or(m.local_committed.as_ref())
+                .map_or(0, |c| c.index),
+            applied_index: m.last_applied.as_ref().map_or(0, |a| a.index),
+            is_learner: self.is_learner(),
+        }
+    }
+
+    /// The members, as etcd lists them.
+    pub fn members(&self) -> Vec<PbMember> {
+        members_of(self.membership_config().membership())
+    }
+
+    /// A member of the membership this member knows.
+    fn member(&self, id: u64) -> Option<Member> {
+        self.membership_config().membership().get_node(&id).cloned()
+    }
+
+    /// Turns true once this member has published itself to the cluster (see `published`);
+    /// holding it does not keep the member alive.
+    pub fn published(&self) -> watch::Receiver<bool> {
+        self.published.subscribe()
+    }
+
+    /// This member's view of its disk space.
+    pub fn space(&self) -> &Arc<Space> {
+        &self.space
+    }
+}
+
+/// The leader-side handlers the peer service calls.
+impl LeaderSide for RaftNode {
+    async fn forward(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+        self.write_as_leader(cmd).await
+    }
+
+    async fn read_index(&self) -> Result<u64, NodeError> {
+        self.read_index_as_leader().await
+    }
+
+    async fn change_members(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> Result<ChangeMembersResponse, NodeError> {
+        self.change_members_as_leader(req).await
+    }
+
+    async fn publish(&self, info: MemberInfo) -> Result<ChangeMembersResponse, NodeError> {
+        self.publish_as_leader(info).await
+    }
+
+    fn cluster_info(&self, req: &ClusterInfoRequest) -> Result<(u64, u64), NodeError> {
+        RaftNode::cluster_info(self, req)
+    }
+
+    fn is_voter(&self) -> bool {
+        RaftNode::is_voter(self)
+    }
+}
+
+/// Voters of `m`, for the checks that count them.
+fn voters_of(m: &openraft::Membership<u64, Member>) -> std::collections::BTreeSet<u64> {
+    m.voter_ids().collect()
+}

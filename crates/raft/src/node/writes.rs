@@ -1,0 +1,86 @@
+//! Proposals: a write from any member goes to the leader, which checks it as it would a
+//! client's and puts it in the log.
+
+use openraft::error::{ClientWriteError, RaftError};
+use raftkv_proto::raftkvpb::{Command, CommandResponse};
+use raftkv_storage::mvcc::validate;
+use tokio::time::Instant;
+
+use super::RaftNode;
+use super::routing::{IfCallFails, with_deadline};
+use crate::error::NodeError;
+use crate::types::Request;
+
+impl RaftNode {
+    /// Applies a write through Raft and returns etcd's response. From a follower the write is
+    /// forwarded to the leader. A write whose outcome is unknown fails with "request timed
+    /// out" or "leader changed" — never with an error that claims it was not applied.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+        self.admit(&cmd)?;
+        let deadline = Instant::now() + self.config.request_timeout;
+        self.on_leader(
+            deadline,
+            IfCallFails::Unknown,
+            || self.propose(cmd.clone(), deadline),
+            |mut leader, left| {
+                let request = with_deadline(cmd.clone(), left);
+                async move {
+                    leader
+                        .forward(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
+            },
+        )
+        .await
+    }
+
+    /// A write forwarded by a follower, on the leader: checked as a client's request (a peer
+    /// is no more trusted than a client to put only well-formed commands in the log), then
+    /// proposed.
+    pub(super) async fn write_as_leader(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+        if !self.is_leader().await {
+            return Err(NodeError::NotLeader);
+        }
+        validate::check_command(&cmd, self.config.max_request_bytes, self.config.max_txn_ops)?;
+        self.admit(&cmd)?;
+        self.propose(cmd, Instant::now() + self.config.request_timeout)
+            .await
+    }
+
+    /// Proposes `cmd` on this member, which should lead; the state machine's answer.
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse, NodeError> {
+        match tokio::time::timeout_at(deadline, self.raft.client_write(Request(cmd))).await {
+            Err(_) => Err(NodeError::TIMEOUT),
+            Ok(Ok(resp)) => resp.data.0.map_err(NodeError::Refused),
+            // Not proposed: safe to send again to whoever leads now.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(NodeError::NotLeader)
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+                Err(NodeError::LEADER_CHANGED)
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::internal(e)),
+            // Raft stopped with the entry possibly in the log and replicated: the rest of the
+            // cluster may still commit it, so the outcome is unknown.
+            Ok(Err(RaftError::Fatal(_))) => Err(NodeError::TIMEOUT),
+        }
+    }
+
+    /// Whether this member leads now.
+    pub(super) async fn is_leader(&self) -> bool {
+        self.raft.current_leader().await == Some(self.id)
+    }
+
+    /// Refuses a write that takes space while a NOSPACE alarm is up, or while this member's
+    /// own disk is below its reserve (before its alarm has gone through the log).
+    fn admit(&self, cmd: &Command) -> Result<(), NodeError> {
+        use raftkv_proto::etcdserverpb::AlarmType;
+        if validate::consumes_space(cmd)
+            && (self.space.is_low() || self.store.has_alarm(AlarmType::Nospace as i32))
+        {
+            return Err(NodeError::from(raftkv_storage::MvccError::NoSpace));
+        }
+        Ok(())
+    }
+}
