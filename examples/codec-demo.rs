@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example codec-demo [STRING ...]`
 
-use raftkv::codec::{compress, decompress, samples, shortest_compressed_len};
+use raftkv_codec::{compress, decompress, samples, shortest_compressed_len};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use raftkv::proto::etcdserverpb::PutRequest;
-use raftkv::proto::etcdserverpb::kv_client::KvClient;
+use raftkv::proto::PutRequest;
+use raftkv::proto::kv_client::KvClient;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

@@ -18,27 +18,67 @@
 //! ```
 //!
 //! The member still serves the etcd API on its client URLs and talks Raft to its peers; the
-//! [`Kv`] handle calls the same logic in-process, without the network.
+//! [`Kv`] handle calls the same logic in-process, without the network. A program that talks
+//! to members over the network uses [`Client`].
 //!
-//! - [`Member`], [`Kv`], [`IntoBytes`] — the embedding API.
-//! - [`codec`] — unit-repetition compression used by snapshot files.
-//! - [`proto`], [`storage`], [`raft`], [`server`] — the crates underneath, re-exported.
+//! - [`Member`], [`Kv`], [`IntoBytes`], [`Error`] — the embedding API, with its
+//!   configuration ([`ServerConfig`] around [`NodeConfig`]).
+//! - [`Client`] (crate [`client`]) — the async client of a cluster's endpoints.
+//! - [`proto`] — the etcd v3 messages both take and return.
 
 #![deny(missing_docs)]
 
-pub use raftkv_codec as codec;
-pub use raftkv_proto as proto;
-pub use raftkv_raft as raft;
-pub use raftkv_raft::{NodeConfig, NodeError};
-pub use raftkv_server as server;
+pub use raftkv_client as client;
+pub use raftkv_client::Client;
+pub use raftkv_proto::etcdserverpb as proto;
+pub use raftkv_proto::mvccpb::KeyValue;
+pub use raftkv_raft::NodeConfig;
 pub use raftkv_server::ServerConfig;
-pub use raftkv_storage as storage;
+/// gRPC status codes, as [`Error::code`] gives them.
+pub use tonic::Code;
+
+use raftkv_raft::NodeError;
 
 use raftkv_proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
 };
-use raftkv_proto::mvccpb::KeyValue;
+
+/// What the embedding API fails with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The member could not start (its configuration, data dir or ports).
+    #[error("{0}")]
+    Start(String),
+    /// A request was refused or could not be served, with etcd's code and exact message.
+    #[error("{message}")]
+    Request {
+        /// The gRPC code etcd answers with.
+        code: Code,
+        /// etcd's message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The gRPC code of a request's error.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Request { code, .. } => Some(*code),
+            Error::Start(_) => None,
+        }
+    }
+}
+
+impl From<NodeError> for Error {
+    fn from(e: NodeError) -> Self {
+        let status = tonic::Status::from(e);
+        Error::Request {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
 
 /// A member running inside this program.
 pub struct Member {
@@ -48,10 +88,11 @@ pub struct Member {
 impl Member {
     /// Starts a member (bootstrapping, joining or restarting as its data dir says) and serves
     /// the etcd API on its client URLs.
-    pub async fn start(config: ServerConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            server: raftkv_server::Server::start(config).await?,
-        })
+    pub async fn start(config: ServerConfig) -> Result<Self, Error> {
+        let server = raftkv_server::Server::start(config)
+            .await
+            .map_err(|e| Error::Start(format!("{e:#}")))?;
+        Ok(Self { server })
     }
 
     /// A handle for reads and writes that does not go through the network.
@@ -86,18 +127,17 @@ impl Kv {
         &self,
         key: impl IntoBytes,
         value: impl IntoBytes,
-    ) -> Result<PutResponse, NodeError> {
-        self.api
-            .put(PutRequest {
-                key: key.into_bytes(),
-                value: value.into_bytes(),
-                ..Default::default()
-            })
-            .await
+    ) -> Result<PutResponse, Error> {
+        let req = PutRequest {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            ..Default::default()
+        };
+        Ok(self.api.put(req).await?)
     }
 
     /// The current value of `key`, if any (linearizable).
-    pub async fn get(&self, key: impl IntoBytes) -> Result<Option<KeyValue>, NodeError> {
+    pub async fn get(&self, key: impl IntoBytes) -> Result<Option<KeyValue>, Error> {
         let resp = self
             .api
             .range(RangeRequest {
@@ -109,7 +149,7 @@ impl Kv {
     }
 
     /// Deletes `key`; returns how many keys were deleted (0 or 1).
-    pub async fn delete(&self, key: impl IntoBytes) -> Result<i64, NodeError> {
+    pub async fn delete(&self, key: impl IntoBytes) -> Result<i64, Error> {
         let resp: DeleteRangeResponse = self
             .api
             .delete_range(DeleteRangeRequest {
@@ -121,13 +161,13 @@ impl Kv {
     }
 
     /// etcd's Range, with every option.
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, NodeError> {
-        self.api.range(req).await
+    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
+        Ok(self.api.range(req).await?)
     }
 
     /// etcd's Txn.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
-        self.api.txn(req).await
+    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Error> {
+        Ok(self.api.txn(req).await?)
     }
 }
 

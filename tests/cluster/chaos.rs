@@ -144,9 +144,9 @@ async fn hostile(
     seed: u64,
     shared: Arc<Shared>,
 ) -> (usize, Vec<String>) {
-    use raftkv::raft::types::{Vote, encode};
     use raftkv_proto::raftkvpb::RaftMessage;
     use raftkv_proto::raftkvpb::peer_client::PeerClient;
+    use raftkv_raft::types::{Vote, encode};
     let mut rng = Rng::new(seed ^ 0x0bad);
     let (mut sent, mut wrongly_taken) = (0, Vec::new());
     while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -164,7 +164,7 @@ async fn hostile(
             let Ok(channel) = channel.connect().await else {
                 continue;
             };
-            let vote = openraft::raft::VoteRequest::<raftkv::raft::types::TypeConfig> {
+            let vote = openraft::raft::VoteRequest::<raftkv_raft::types::TypeConfig> {
                 vote: Vote::new(u64::MAX, 0xdead),
                 last_log_id: None,
                 leadership_transfer: false,

@@ -51,14 +51,7 @@ pub fn raftkvctl_bin() -> &'static Path {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "raftkv-client",
-                "--bin",
-                "raftkvctl",
-            ])
+            .args(["build", "--quiet", "-p", "raftkvctl", "--bin", "raftkvctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build for raftkvctl");

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
-use raftkv::raft::types::{Entry, LogId, Request, SnapshotMeta, TypeConfig, Vote, encode};
 use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest, request_op};
 use raftkv_proto::raftkvpb::peer_client::PeerClient;
 use raftkv_proto::raftkvpb::{Command, RaftMessage, SnapshotChunk, command};
+use raftkv_raft::types::{Entry, LogId, Request, SnapshotMeta, TypeConfig, Vote, encode};
 use tonic::transport::Channel;
 
 use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok};

@@ -5,6 +5,7 @@
 
 mod backup;
 mod chaos;
+mod client;
 mod disk_full;
 mod etcdctl;
 mod faults;

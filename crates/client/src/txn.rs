@@ -1,199 +1,171 @@
-//! `txn`: etcdctl's transaction syntax (compares, a blank line, success requests, a blank
-//! line, failure requests) and its simple and json printers.
+//! A transaction builder: `Txn::new().when([..]).then([..]).otherwise([..])`.
 
-use std::io::BufRead;
-
-use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use bytes::Bytes;
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::request_op::Request;
-use raftkv_proto::etcdserverpb::response_op::Response;
-use raftkv_proto::etcdserverpb::{Compare, RequestOp, TxnRequest, TxnResponse};
+use raftkv_proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
-use crate::kv::{self, DelArgs, GetArgs, Printer, PutArgs};
+/// One compare of a txn's `when`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compare(pub raftkv_proto::etcdserverpb::Compare);
 
-/// Reads a txn from `input`; with `interactive`, prompts on stdout as etcdctl does.
-pub fn read(input: &mut dyn BufRead, interactive: bool) -> anyhow::Result<TxnRequest> {
-    let mut section = |prompt: &str| -> anyhow::Result<Vec<String>> {
-        if interactive {
-            println!("{prompt}");
-        }
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            if input.read_line(&mut line)? == 0 {
-                return Ok(lines);
-            }
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                return Ok(lines);
-            }
-            lines.push(line.to_string());
-        }
-    };
-    let compares = section("compares:")?;
-    let success = section("success requests (get, put, del):")?;
-    let failure = section("failure requests (get, put, del):")?;
-    Ok(TxnRequest {
-        compare: compares
-            .iter()
-            .map(|l| parse_compare(l))
-            .collect::<anyhow::Result<_>>()?,
-        success: success
-            .iter()
-            .map(|l| parse_op(l))
-            .collect::<anyhow::Result<_>>()?,
-        failure: failure
-            .iter()
-            .map(|l| parse_op(l))
-            .collect::<anyhow::Result<_>>()?,
-    })
-}
-
-/// Parses `target("key") op "value"`, e.g. `value("foo") = "bar"`, `mod("foo") > "3"`.
-pub fn parse_compare(line: &str) -> anyhow::Result<Compare> {
-    let malformed = || anyhow::anyhow!("malformed comparison: {line}");
-    let (target, rest) = line.split_once('(').ok_or_else(malformed)?;
-    let rest = rest.trim_start();
-    let (key, rest) = take_quoted(rest).ok_or_else(malformed)?;
-    let rest = rest.strip_prefix(')').ok_or_else(malformed)?.trim_start();
-    let (op, rest) = rest.split_once(char::is_whitespace).ok_or_else(malformed)?;
-    let (value, _) = take_quoted(rest.trim_start()).ok_or_else(malformed)?;
-    let result = match op {
-        "=" => CompareResult::Equal,
-        "!=" => CompareResult::NotEqual,
-        ">" => CompareResult::Greater,
-        "<" => CompareResult::Less,
-        _ => bail!("malformed comparison: {line} (unknown op {op})"),
-    };
-    let int = || {
-        value
-            .parse::<i64>()
-            .map_err(|_| anyhow::anyhow!("invalid txn compare request: {line}"))
-    };
-    let (target, union) = match target {
-        "ver" | "version" => (CompareTarget::Version, TargetUnion::Version(int()?)),
-        "c" | "create" => (CompareTarget::Create, TargetUnion::CreateRevision(int()?)),
-        "m" | "mod" => (CompareTarget::Mod, TargetUnion::ModRevision(int()?)),
-        "val" | "value" => (
-            CompareTarget::Value,
-            TargetUnion::Value(value.clone().into_bytes().into()),
-        ),
-        "lease" => (
-            CompareTarget::Lease,
-            TargetUnion::Lease(
-                i64::from_str_radix(&value, 16)
-                    .map_err(|_| anyhow::anyhow!("invalid txn compare request: {line}"))?,
-            ),
-        ),
-        other => bail!("malformed comparison: {line} (unknown target {other})"),
-    };
-    Ok(Compare {
-        result: result as i32,
-        target: target as i32,
-        key: key.into_bytes().into(),
-        target_union: Some(union),
-        range_end: Default::default(),
-    })
-}
-
-/// A Go-quoted string at the start of `s`, and what follows it.
-fn take_quoted(s: &str) -> Option<(String, &str)> {
-    let mut chars = s.char_indices();
-    if chars.next()?.1 != '"' {
-        return None;
+impl Compare {
+    fn new(key: impl Into<Bytes>, result: CompareResult, target: TargetUnion) -> Self {
+        let kind = match target {
+            TargetUnion::Version(_) => CompareTarget::Version,
+            TargetUnion::CreateRevision(_) => CompareTarget::Create,
+            TargetUnion::ModRevision(_) => CompareTarget::Mod,
+            TargetUnion::Value(_) => CompareTarget::Value,
+            TargetUnion::Lease(_) => CompareTarget::Lease,
+        };
+        Self(raftkv_proto::etcdserverpb::Compare {
+            result: result as i32,
+            target: kind as i32,
+            key: key.into(),
+            target_union: Some(target),
+            range_end: Bytes::new(),
+        })
     }
-    let mut out = String::new();
-    let mut escaped = false;
-    for (i, c) in chars {
-        if escaped {
-            out.push(match c {
-                'n' => '\n',
-                't' => '\t',
-                'r' => '\r',
-                other => other,
-            });
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            return Some((out, &s[i + 1..]));
-        } else {
-            out.push(c);
-        }
+
+    /// The key's value equals `value` (false if the key does not exist).
+    pub fn value_equals(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Self::new(key, CompareResult::Equal, TargetUnion::Value(value.into()))
     }
-    None
-}
 
-/// Splits a request line into arguments: whitespace-separated, double quotes group.
-fn argify(line: &str) -> anyhow::Result<Vec<String>> {
-    let mut args = Vec::new();
-    let mut rest = line.trim_start();
-    while !rest.is_empty() {
-        if rest.starts_with('"') {
-            let (arg, after) = take_quoted(rest)
-                .with_context(|| format!("invalid quoted argument in {line:?}"))?;
-            args.push(arg);
-            rest = after.trim_start();
-        } else {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            args.push(rest[..end].to_string());
-            rest = rest[end..].trim_start();
-        }
+    /// The key's version (0 if it does not exist) compares to `version` as `result` says.
+    pub fn version(key: impl Into<Bytes>, result: CompareResult, version: i64) -> Self {
+        Self::new(key, result, TargetUnion::Version(version))
     }
-    Ok(args)
+
+    /// The key's create revision compares to `revision` as `result` says.
+    pub fn create_revision(key: impl Into<Bytes>, result: CompareResult, revision: i64) -> Self {
+        Self::new(key, result, TargetUnion::CreateRevision(revision))
+    }
+
+    /// The key's mod revision compares to `revision` as `result` says.
+    pub fn mod_revision(key: impl Into<Bytes>, result: CompareResult, revision: i64) -> Self {
+        Self::new(key, result, TargetUnion::ModRevision(revision))
+    }
 }
 
-#[derive(Parser)]
-#[command(no_binary_name = true)]
-struct OpLine {
-    #[command(subcommand)]
-    op: Op,
+/// One op of a txn branch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnOp(pub RequestOp);
+
+impl TxnOp {
+    /// Puts `value` at `key`.
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Self(RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            })),
+        })
+    }
+
+    /// Reads `key`.
+    pub fn get(key: impl Into<Bytes>) -> Self {
+        Self(RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
+        })
+    }
+
+    /// Deletes `key`.
+    pub fn delete(key: impl Into<Bytes>) -> Self {
+        Self(RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })),
+        })
+    }
+
+    /// Runs a nested txn.
+    pub fn txn(txn: Txn) -> Self {
+        Self(RequestOp {
+            request: Some(Request::RequestTxn(txn.into_request())),
+        })
+    }
 }
 
-#[derive(Subcommand)]
-enum Op {
-    Put(PutArgs),
-    Get(GetArgs),
-    Del(DelArgs),
-}
+/// A transaction: if every compare of `when` holds, the `then` ops run, else the
+/// `otherwise` ops; all in one revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Txn(TxnRequest);
 
-/// Parses one request line (`put k v`, `get k --prefix`, `del k`).
-pub fn parse_op(line: &str) -> anyhow::Result<RequestOp> {
-    let args = argify(line)?;
-    let parsed = OpLine::try_parse_from(&args)
-        .map_err(|_| anyhow::anyhow!("invalid txn request: {line}"))?;
-    let request = match parsed.op {
-        Op::Put(put) => Request::RequestPut(put.request(put.value.clone().unwrap_or_default())),
-        Op::Get(get) => Request::RequestRange(get.request()?),
-        Op::Del(del) => Request::RequestDeleteRange(del.request()?),
-    };
-    Ok(RequestOp {
-        request: Some(request),
-    })
-}
+impl Txn {
+    /// An empty txn (no compares: `then` runs).
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-/// `txn` output in `printer`'s format (simple or json).
-pub fn format(printer: &Printer, resp: &TxnResponse) -> anyhow::Result<String> {
-    match printer.format.as_str() {
-        "json" => Ok(format!("{}\n", kv::json_txn(resp))),
-        "simple" => {
-            let mut out = String::from(if resp.succeeded {
-                "SUCCESS\n"
-            } else {
-                "FAILURE\n"
-            });
-            for op in &resp.responses {
-                out.push('\n');
-                match &op.response {
-                    Some(Response::ResponsePut(r)) => out.push_str(&printer.put(r)),
-                    Some(Response::ResponseRange(r)) => out.push_str(&printer.get(r, false)),
-                    Some(Response::ResponseDeleteRange(r)) => out.push_str(&printer.del(r)),
-                    other => out.push_str(&format!("unexpected response {other:?}\n")),
-                }
-            }
-            Ok(out)
+    /// Adds compares.
+    pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
+        self.0.compare.extend(compares.into_iter().map(|c| c.0));
+        self
+    }
+
+    /// Adds ops for when every compare holds.
+    pub fn then(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.0.success.extend(ops.into_iter().map(|o| o.0));
+        self
+    }
+
+    /// Adds ops for when a compare does not hold.
+    pub fn otherwise(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.0.failure.extend(ops.into_iter().map(|o| o.0));
+        self
+    }
+
+    /// The request as it goes on the wire.
+    pub fn into_request(self) -> TxnRequest {
+        self.0
+    }
+
+    /// Whether every branch only reads (a read-only txn may be sent again).
+    pub(crate) fn is_read_only(&self) -> bool {
+        fn reads(req: &TxnRequest) -> bool {
+            req.success
+                .iter()
+                .chain(&req.failure)
+                .all(|op| match &op.request {
+                    Some(Request::RequestRange(_)) | None => true,
+                    Some(Request::RequestTxn(t)) => reads(t),
+                    _ => false,
+                })
         }
-        other => bail!("{other} not supported as output format for txn"),
+        reads(&self.0)
+    }
+}
+
+impl From<TxnRequest> for Txn {
+    fn from(req: TxnRequest) -> Self {
+        Self(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_etcds_request() {
+        let txn = Txn::new()
+            .when([Compare::value_equals("k", "v")])
+            .then([TxnOp::put("k", "w")])
+            .otherwise([TxnOp::get("k")]);
+        assert!(!txn.is_read_only());
+        let req = txn.into_request();
+        assert_eq!(req.compare[0].target, CompareTarget::Value as i32);
+        assert_eq!(req.compare[0].result, CompareResult::Equal as i32);
+        assert_eq!(req.success.len(), 1);
+        assert_eq!(req.failure.len(), 1);
+        assert!(Txn::new().then([TxnOp::get("a")]).is_read_only());
     }
 }

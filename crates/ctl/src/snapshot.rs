@@ -9,12 +9,12 @@ use raftkv_storage::snapshot::{RestoreOptions, SnapshotInfo};
 use raftkv_storage::{MvccConfig, MvccStore, layout};
 use tokio::io::AsyncWriteExt;
 
-use crate::Client;
 use crate::output::{human_bytes, table};
+use raftkv_client::Connection;
 
 /// Streams a snapshot from the client's member into `path` (written to `path.part`,
 /// fsynced, renamed), then verifies the saved file. Shows progress on a terminal.
-pub async fn save(client: &Client, path: &Path) -> anyhow::Result<SnapshotInfo> {
+pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotInfo> {
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
@@ -98,8 +98,6 @@ pub struct RestoreFlags {
     pub data_dir: Option<PathBuf>,
     /// `--initial-cluster`.
     pub initial_cluster: String,
-    /// `--initial-cluster-token`.
-    pub initial_cluster_token: String,
     /// `--initial-advertise-peer-urls`.
     pub initial_advertise_peer_urls: Vec<String>,
     /// `--skip-hash-check`.

@@ -5,8 +5,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use raftkv_client::kv::{DelArgs, GetArgs, Printer, PutArgs};
-use raftkv_client::{Client, cluster, snapshot};
+use raftkv_client::{Client, Connection};
+
+mod cluster;
+mod kv;
+mod output;
+mod snapshot;
+mod txn;
+
+use kv::{DelArgs, GetArgs, Printer, PutArgs};
 
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
 #[derive(Parser)]
@@ -141,7 +148,8 @@ struct RestoreArgs {
     /// Initial cluster configuration for restore bootstrap.
     #[arg(long, default_value = "default=http://127.0.0.1:2380")]
     initial_cluster: String,
-    /// Initial cluster token for the cluster during restore bootstrap.
+    /// Initial cluster token for the cluster during restore bootstrap (accepted as etcdctl
+    /// takes it; the token matters when the members start, not in the restored data).
     #[arg(long, default_value = "etcd-cluster")]
     initial_cluster_token: String,
     /// List of this member's peer URLs to advertise to the rest of the cluster.
@@ -234,46 +242,48 @@ async fn endpoints_for(cli: &Cli, all: bool) -> anyhow::Result<Vec<String>> {
     if !all {
         return Ok(cli.endpoints.clone());
     }
-    let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
-    cluster::cluster_endpoints(&client).await
+    let connection = cli.client().connect().await?;
+    cluster::cluster_endpoints(&connection).await
 }
 
 /// A read: retried on the next endpoint when one is unreachable or answers Unavailable.
-async fn read<T, F, Fut>(cli: &Cli, call: F) -> anyhow::Result<T>
+async fn read<T, F, Fut>(cli: &Cli, mut call: F) -> anyhow::Result<T>
 where
-    F: FnMut(Client) -> Fut,
+    F: FnMut(Connection) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    failover(cli, true, call).await
+    let resp = cli
+        .client()
+        .read(|c| {
+            let fut = call(c);
+            async move { fut.await.map(tonic::Response::into_inner) }
+        })
+        .await?;
+    Ok(resp)
 }
 
 /// A write: moves to the next endpoint only when one cannot be reached (the request never
 /// left); an answer, even an error, is final.
-async fn write<T, F, Fut>(cli: &Cli, call: F) -> anyhow::Result<T>
+async fn write<T, F, Fut>(cli: &Cli, mut call: F) -> anyhow::Result<T>
 where
-    F: FnMut(Client) -> Fut,
+    F: FnMut(Connection) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    failover(cli, false, call).await
-}
-
-async fn failover<T, F, Fut>(cli: &Cli, retry_unavailable: bool, mut call: F) -> anyhow::Result<T>
-where
-    F: FnMut(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    let resp = Client::with_failover(
-        &cli.endpoints,
-        cli.dial_timeout,
-        cli.command_timeout,
-        retry_unavailable,
-        |c| {
+    let resp = cli
+        .client()
+        .write(|c| {
             let fut = call(c);
             async move { fut.await.map(tonic::Response::into_inner) }
-        },
-    )
-    .await?;
+        })
+        .await?;
     Ok(resp)
+}
+
+impl Cli {
+    /// The library client of `--endpoints`, `--dial-timeout` and `--command-timeout`.
+    fn client(&self) -> Client {
+        Client::new(self.endpoints.clone()).with_timeouts(self.dial_timeout, self.command_timeout)
+    }
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
@@ -335,17 +345,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Txn { interactive } => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
             let stdin = std::io::stdin();
-            let req =
-                raftkv_client::txn::read(&mut stdin.lock(), interactive).map_err(invalid_input)?;
+            let req = txn::read(&mut stdin.lock(), interactive).map_err(invalid_input)?;
             let resp = write(&cli, |c| {
                 let req = req.clone();
                 async move { c.kv().txn(req).await }
             })
             .await?;
-            print!(
-                "{}",
-                raftkv_client::txn::format(&printer, &resp).map_err(bad_feature)?
-            );
+            print!("{}", txn::format(&printer, &resp).map_err(bad_feature)?);
         }
         Command::Compaction { revision, physical } => {
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };
@@ -353,7 +359,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             println!("compacted revision {revision}");
         }
         Command::Member(MemberCommand::List) => {
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let client = cli.client().connect().await?;
             let resp = tokio::time::timeout(cli.command_timeout, cluster::member_list(&client))
                 .await
                 .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
@@ -370,7 +376,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             if peer_urls.is_empty() {
                 return Err(bad_args(anyhow::anyhow!("member peer urls not provided")));
             }
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let client = cli.client().connect().await?;
             let out = tokio::time::timeout(
                 cli.command_timeout,
                 cluster::member_add(&client, &name, peer_urls, learner),
@@ -381,7 +387,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Member(MemberCommand::Remove { id }) => {
             let id = parse_id(&id)?;
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let client = cli.client().connect().await?;
             let out =
                 tokio::time::timeout(cli.command_timeout, cluster::member_remove(&client, id))
                     .await
@@ -390,7 +396,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Member(MemberCommand::Promote { id }) => {
             let id = parse_id(&id)?;
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let client = cli.client().connect().await?;
             let out =
                 tokio::time::timeout(cli.command_timeout, cluster::member_promote(&client, id))
                     .await
@@ -399,19 +405,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::MoveLeader { target } => {
             let target = parse_id(&target)?;
-            let out = cluster::move_leader(
-                &cli.endpoints,
-                target,
-                cli.dial_timeout,
-                cli.command_timeout,
-            )
-            .await?;
+            let out = cluster::move_leader(&cli.client(), target).await?;
             print!("{out}");
         }
         Command::Endpoint(EndpointCommand::Status { cluster: all }) => {
             let endpoints = endpoints_for(&cli, all).await?;
-            let statuses =
-                cluster::statuses(&endpoints, cli.dial_timeout, cli.command_timeout).await;
+            let statuses = cluster::statuses(&cli.client(), &endpoints).await;
             print!(
                 "{}",
                 cluster::format_statuses(&statuses, &cli.write_out).map_err(bad_feature)?
@@ -419,7 +418,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoint(EndpointCommand::Health { cluster: all }) => {
             let endpoints = endpoints_for(&cli, all).await?;
-            let results = cluster::health(&endpoints, cli.dial_timeout, cli.command_timeout).await;
+            let results = cluster::health(&cli.client(), &endpoints).await;
             let (out, err) =
                 cluster::format_health(&results, &cli.write_out).map_err(bad_feature)?;
             print!("{out}");
@@ -435,7 +434,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     cli.endpoints
                 );
             }
-            let client = Client::connect(&cli.endpoints, cli.dial_timeout).await?;
+            let client = cli.client().connect().await?;
             snapshot::save(&client, &filename).await?;
             println!("Snapshot saved at {}", filename.display());
         }
@@ -448,7 +447,6 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 name: args.name,
                 data_dir: args.data_dir,
                 initial_cluster: args.initial_cluster,
-                initial_cluster_token: args.initial_cluster_token,
                 initial_advertise_peer_urls: args.initial_advertise_peer_urls,
                 skip_hash_check: args.skip_hash_check,
             };

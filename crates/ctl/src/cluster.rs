@@ -4,18 +4,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberRemoveRequest, MoveLeaderRequest, RangeRequest, StatusRequest, StatusResponse,
+    MemberRemoveRequest, RangeRequest, StatusResponse,
 };
 
-use crate::Client;
 use crate::output::{human_bytes, table};
+use raftkv_client::{Client, Connection};
 
 /// Cluster/MemberList through `client`.
-pub async fn member_list(client: &Client) -> anyhow::Result<MemberListResponse> {
-    let mut cluster = ClusterClient::new(client.channel());
+pub async fn member_list(client: &Connection) -> anyhow::Result<MemberListResponse> {
+    let mut cluster = client.cluster();
     Ok(cluster
         .member_list(MemberListRequest {})
         .await
@@ -114,7 +113,7 @@ pub fn json_string(s: &str) -> String {
 }
 
 /// The endpoints `--cluster` means: every member's client URLs, from the member list.
-pub async fn cluster_endpoints(client: &Client) -> anyhow::Result<Vec<String>> {
+pub async fn cluster_endpoints(client: &Connection) -> anyhow::Result<Vec<String>> {
     let members = member_list(client).await?;
     Ok(members
         .members
@@ -123,31 +122,12 @@ pub async fn cluster_endpoints(client: &Client) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-async fn connect_one(endpoint: &str, dial_timeout: Duration) -> anyhow::Result<Client> {
-    Client::connect(&[endpoint.to_string()], dial_timeout).await
-}
-
 /// Maintenance/Status of every endpoint, in order; an endpoint that fails is reported on
 /// stderr and left out, as etcdctl does.
-pub async fn statuses(
-    endpoints: &[String],
-    dial_timeout: Duration,
-    command_timeout: Duration,
-) -> Vec<(String, StatusResponse)> {
+pub async fn statuses(client: &Client, endpoints: &[String]) -> Vec<(String, StatusResponse)> {
     let mut out = Vec::new();
     for ep in endpoints {
-        let result = async {
-            let client = connect_one(ep, dial_timeout).await?;
-            let mut maintenance = client.maintenance();
-            match tokio::time::timeout(command_timeout, maintenance.status(StatusRequest {})).await
-            {
-                Err(_) => bail!("context deadline exceeded"),
-                Ok(Err(s)) => bail!("{}", s.message()),
-                Ok(Ok(r)) => Ok(r.into_inner()),
-            }
-        }
-        .await;
-        match result {
+        match client.status_of(ep).await {
             Ok(status) => out.push((ep.clone(), status)),
             Err(e) => eprintln!("Failed to get the status of endpoint {ep} ({e})"),
         }
@@ -251,22 +231,18 @@ pub struct Health {
 }
 
 /// Checks every endpoint.
-pub async fn health(
-    endpoints: &[String],
-    dial_timeout: Duration,
-    command_timeout: Duration,
-) -> Vec<Health> {
+pub async fn health(client: &Client, endpoints: &[String]) -> Vec<Health> {
     let mut out = Vec::new();
     for ep in endpoints {
         let start = Instant::now();
         let result = async {
-            let client = connect_one(ep, dial_timeout).await?;
-            let mut kv = client.kv();
+            let connection = client.connect_one(ep).await?;
+            let mut kv = connection.kv();
             let req = RangeRequest {
                 key: "health".into(),
                 ..Default::default()
             };
-            match tokio::time::timeout(command_timeout, kv.range(req)).await {
+            match tokio::time::timeout(client.command_timeout(), kv.range(req)).await {
                 Err(_) => bail!("context deadline exceeded"),
                 // A permission error still proves the member serves linearizable reads.
                 Ok(Err(s)) if s.message() == "etcdserver: permission denied" => Ok(()),
@@ -355,12 +331,12 @@ fn cluster_id(header: &Option<raftkv_proto::etcdserverpb::ResponseHeader>) -> u6
 
 /// `member add NAME --peer-urls=... [--learner]`: etcdctl's output, environment lines included.
 pub async fn member_add(
-    client: &Client,
+    client: &Connection,
     name: &str,
     peer_urls: Vec<String>,
     learner: bool,
 ) -> anyhow::Result<String> {
-    let mut cluster = ClusterClient::new(client.channel());
+    let mut cluster = client.cluster();
     let resp = cluster
         .member_add(MemberAddRequest {
             peer_ur_ls: peer_urls.clone(),
@@ -386,8 +362,8 @@ pub async fn member_add(
 }
 
 /// `member remove ID`.
-pub async fn member_remove(client: &Client, id: u64) -> anyhow::Result<String> {
-    let mut cluster = ClusterClient::new(client.channel());
+pub async fn member_remove(client: &Connection, id: u64) -> anyhow::Result<String> {
+    let mut cluster = client.cluster();
     let resp = cluster
         .member_remove(MemberRemoveRequest { id })
         .await
@@ -400,8 +376,8 @@ pub async fn member_remove(client: &Client, id: u64) -> anyhow::Result<String> {
 }
 
 /// `member promote ID`.
-pub async fn member_promote(client: &Client, id: u64) -> anyhow::Result<String> {
-    let mut cluster = ClusterClient::new(client.channel());
+pub async fn member_promote(client: &Connection, id: u64) -> anyhow::Result<String> {
+    let mut cluster = client.cluster();
     let resp = cluster
         .member_promote(MemberPromoteRequest { id })
         .await
@@ -413,34 +389,10 @@ pub async fn member_promote(client: &Client, id: u64) -> anyhow::Result<String> 
     ))
 }
 
-/// `move-leader TARGET`: finds the leader among `endpoints` and asks it to hand over.
-pub async fn move_leader(
-    endpoints: &[String],
-    target: u64,
-    dial_timeout: Duration,
-    command_timeout: Duration,
-) -> anyhow::Result<String> {
-    for ep in endpoints {
-        let client = connect_one(ep, dial_timeout).await?;
-        let mut maintenance = client.maintenance();
-        let status = tokio::time::timeout(command_timeout, maintenance.status(StatusRequest {}))
-            .await
-            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))?
-            .map_err(status_error)?
-            .into_inner();
-        let member = status.header.map_or(0, |h| h.member_id);
-        if member != 0 && member == status.leader {
-            tokio::time::timeout(
-                command_timeout,
-                maintenance.move_leader(MoveLeaderRequest { target_id: target }),
-            )
-            .await
-            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))?
-            .map_err(status_error)?;
-            return Ok(format!(
-                "Leadership transferred from {member:x} to {target:x}\n"
-            ));
-        }
-    }
-    bail!("no leader endpoint given at {endpoints:?}")
+/// `move-leader TARGET`: finds the leader among the endpoints and asks it to hand over.
+pub async fn move_leader(client: &Client, target: u64) -> anyhow::Result<String> {
+    let (from, _) = client.move_leader(target).await?;
+    Ok(format!(
+        "Leadership transferred from {from:x} to {target:x}\n"
+    ))
 }

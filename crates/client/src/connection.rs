@@ -1,0 +1,179 @@
+//! Endpoints, connections and failover.
+
+use std::future::Future;
+use std::time::Duration;
+
+use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Error;
+
+/// The largest response accepted (a range of many large values, a snapshot chunk).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// A cluster's client endpoints, and how long to wait for them: etcdctl's `--endpoints`,
+/// `--dial-timeout` and `--command-timeout`. Cheap to clone; connects per call.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoints: Vec<String>,
+    dial_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl Client {
+    /// A client of `endpoints` (`host:port` or URLs), with etcdctl's timeouts (2 s to dial,
+    /// 5 s per call).
+    pub fn new<I, S>(endpoints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            dial_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The same client with other timeouts.
+    pub fn with_timeouts(mut self, dial: Duration, command: Duration) -> Self {
+        self.dial_timeout = dial;
+        self.command_timeout = command;
+        self
+    }
+
+    /// The endpoints, in the order they are tried.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// How long a call may take.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// A connection to one member, within the dial timeout.
+    pub async fn connect_one(&self, endpoint: &str) -> Result<Connection, Error> {
+        Connection::connect(endpoint, self.dial_timeout).await
+    }
+
+    /// A connection to the first endpoint that answers.
+    pub async fn connect(&self) -> Result<Connection, Error> {
+        let mut last = Error::NoEndpoints;
+        for endpoint in &self.endpoints {
+            match self.connect_one(endpoint).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Runs `call` as clientv3 runs a read: on the endpoints in turn, moving past one that
+    /// cannot be reached or answers `Unavailable` (no leader, stopping…), within the
+    /// command timeout.
+    pub async fn read<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.failover(true, call).await
+    }
+
+    /// Runs `call` as clientv3 runs a write: moving to the next endpoint only when one
+    /// cannot be reached (the request never left); an answer, even an error, is final.
+    pub async fn write<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        self.failover(false, call).await
+    }
+
+    async fn failover<T, F, Fut>(&self, retry_unavailable: bool, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(Connection) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last = Error::NoEndpoints;
+        for endpoint in &self.endpoints {
+            let connection = match self.connect_one(endpoint).await {
+                Ok(connection) => connection,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(self.command_timeout, call(connection)).await {
+                Err(_) => return Err(Error::Timeout),
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status))
+                    if retry_unavailable && status.code() == tonic::Code::Unavailable =>
+                {
+                    last = Error::Status(status);
+                }
+                Ok(Err(status)) => return Err(Error::Status(status)),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A connection to one member.
+#[derive(Clone)]
+pub struct Connection {
+    channel: Channel,
+    endpoint: String,
+}
+
+impl Connection {
+    /// Connects to `endpoint` (`host:port` or a URL) within `dial_timeout`.
+    pub async fn connect(endpoint: &str, dial_timeout: Duration) -> Result<Self, Error> {
+        let url = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let target = Endpoint::from_shared(url)
+            .map_err(|e| Error::InvalidEndpoint {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(dial_timeout)
+            .tcp_nodelay(true);
+        let unreachable = |reason: String| Error::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        match tokio::time::timeout(dial_timeout, target.connect()).await {
+            Ok(Ok(channel)) => Ok(Self {
+                channel,
+                endpoint: endpoint.to_string(),
+            }),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable("context deadline exceeded".into())),
+        }
+    }
+
+    /// The endpoint this connection talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The KV service.
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// The Maintenance service.
+    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// The Cluster service.
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+}

@@ -1,0 +1,47 @@
+//! What a client call can fail with.
+
+/// A failed call. `Display` is what etcdctl prints after "Error: ".
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No endpoints were given.
+    #[error("no endpoints given")]
+    NoEndpoints,
+    /// An endpoint that is not `host:port` or a URL.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// No endpoint could be reached (the last one's reason).
+    #[error("{endpoint}: {reason}")]
+    Unreachable {
+        /// The endpoint tried last.
+        endpoint: String,
+        /// Why it could not be reached.
+        reason: String,
+    },
+    /// No answer within the command timeout (clientv3's wording).
+    #[error("context deadline exceeded")]
+    Timeout,
+    /// The server answered with an error: etcd's code and message.
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+}
+
+impl Error {
+    /// The gRPC code of an error the server answered with.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Status(status) => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Status(status)
+    }
+}
