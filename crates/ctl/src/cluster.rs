@@ -9,7 +9,8 @@ use raftkv_proto::etcdserverpb::{
     MemberRemoveRequest, RangeRequest, StatusResponse,
 };
 
-use crate::output::{human_bytes, table};
+use crate::print::json;
+use crate::print::table::{human_bytes, table};
 use raftkv_client::{Client, Connection};
 
 /// Cluster/MemberList through `client`.
@@ -56,8 +57,8 @@ pub fn format_members(resp: &MemberListResponse, format: &str) -> anyhow::Result
             &resp.members.iter().map(row).collect::<Vec<_>>(),
         ),
         "json" => {
-            let members: Vec<String> = resp.members.iter().map(json_member).collect();
-            let mut fields = vec![crate::kv::json_header_field(&resp.header)];
+            let members: Vec<String> = resp.members.iter().map(json::member).collect();
+            let mut fields = vec![json::header_field(&resp.header)];
             if !members.is_empty() {
                 fields.push(format!("\"members\":[{}]", members.join(",")));
             }
@@ -65,51 +66,6 @@ pub fn format_members(resp: &MemberListResponse, format: &str) -> anyhow::Result
         }
         other => bail!("{other} not supported as output format"),
     })
-}
-
-fn json_member(m: &Member) -> String {
-    let strings = |v: &[String]| {
-        v.iter()
-            .map(|s| json_string(s))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut fields = Vec::new();
-    if m.id != 0 {
-        fields.push(format!("\"ID\":{}", m.id));
-    }
-    if !m.name.is_empty() {
-        fields.push(format!("\"name\":{}", json_string(&m.name)));
-    }
-    if !m.peer_ur_ls.is_empty() {
-        fields.push(format!("\"peerURLs\":[{}]", strings(&m.peer_ur_ls)));
-    }
-    if !m.client_ur_ls.is_empty() {
-        fields.push(format!("\"clientURLs\":[{}]", strings(&m.client_ur_ls)));
-    }
-    if m.is_learner {
-        fields.push("\"isLearner\":true".into());
-    }
-    format!("{{{}}}", fields.join(","))
-}
-
-/// A JSON string literal (Go's encoding/json escapes `<`, `>` and `&` as well).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The endpoints `--cluster` means: every member's client URLs, from the member list.
@@ -178,8 +134,8 @@ pub fn format_statuses(
                 .map(|(ep, s)| {
                     format!(
                         "{{\"Endpoint\":{},\"Status\":{}}}",
-                        json_string(ep),
-                        json_status(s)
+                        json::string(ep),
+                        json::status(s)
                     )
                 })
                 .collect();
@@ -187,35 +143,6 @@ pub fn format_statuses(
         }
         other => bail!("{other} not supported as output format"),
     })
-}
-
-fn json_status(s: &StatusResponse) -> String {
-    let mut fields = vec![crate::kv::json_header_field(&s.header)];
-    if !s.version.is_empty() {
-        fields.push(format!("\"version\":{}", json_string(&s.version)));
-    }
-    for (name, v) in [
-        ("dbSize", s.db_size as i128),
-        ("leader", s.leader as i128),
-        ("raftIndex", s.raft_index as i128),
-        ("raftTerm", s.raft_term as i128),
-        ("raftAppliedIndex", s.raft_applied_index as i128),
-    ] {
-        if v != 0 {
-            fields.push(format!("\"{name}\":{v}"));
-        }
-    }
-    if !s.errors.is_empty() {
-        let errors: Vec<String> = s.errors.iter().map(|e| json_string(e)).collect();
-        fields.push(format!("\"errors\":[{}]", errors.join(",")));
-    }
-    if s.db_size_in_use != 0 {
-        fields.push(format!("\"dbSizeInUse\":{}", s.db_size_in_use));
-    }
-    if s.is_learner {
-        fields.push("\"isLearner\":true".into());
-    }
-    format!("{{{}}}", fields.join(","))
 }
 
 /// One endpoint's health: a linearizable read of the key "health", as etcdctl does.
@@ -270,12 +197,12 @@ pub fn format_health(results: &[Health], format: &str) -> anyhow::Result<(String
                 .map(|h| {
                     let mut s = format!(
                         "{{\"endpoint\":{},\"health\":{},\"took\":{}",
-                        json_string(&h.endpoint),
+                        json::string(&h.endpoint),
                         h.healthy,
-                        json_string(&format!("{:?}", h.took))
+                        json::string(&format!("{:?}", h.took))
                     );
                     if let Some(e) = &h.error {
-                        s.push_str(&format!(",\"error\":{}", json_string(e)));
+                        s.push_str(&format!(",\"error\":{}", json::string(e)));
                     }
                     s + "}"
                 })

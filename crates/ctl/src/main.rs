@@ -9,11 +9,12 @@ use raftkv_client::{Client, Connection};
 
 mod cluster;
 mod kv;
-mod output;
+mod print;
 mod snapshot;
 mod txn;
 
-use kv::{DelArgs, GetArgs, Printer, PutArgs};
+use kv::{DelArgs, GetArgs, PutArgs};
+use print::Printer;
 
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
 #[derive(Parser)]

@@ -9,7 +9,7 @@ use raftkv_storage::snapshot::{RestoreOptions, SnapshotInfo};
 use raftkv_storage::{MvccConfig, MvccStore, layout};
 use tokio::io::AsyncWriteExt;
 
-use crate::output::{human_bytes, table};
+use crate::print::table::{human_bytes, table};
 use raftkv_client::Connection;
 
 /// Streams a snapshot from the client's member into `path` (written to `path.part`,

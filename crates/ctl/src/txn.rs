@@ -10,7 +10,8 @@ use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::response_op::Response;
 use raftkv_proto::etcdserverpb::{Compare, RequestOp, TxnRequest, TxnResponse};
 
-use crate::kv::{self, DelArgs, GetArgs, Printer, PutArgs};
+use crate::kv::{DelArgs, GetArgs, PutArgs};
+use crate::print::{Printer, json};
 
 /// Reads a txn from `input`; with `interactive`, prompts on stdout as etcdctl does.
 pub fn read(input: &mut dyn BufRead, interactive: bool) -> anyhow::Result<TxnRequest> {
@@ -176,7 +177,7 @@ pub fn parse_op(line: &str) -> anyhow::Result<RequestOp> {
 /// `txn` output in `printer`'s format (simple or json).
 pub fn format(printer: &Printer, resp: &TxnResponse) -> anyhow::Result<String> {
     match printer.format.as_str() {
-        "json" => Ok(format!("{}\n", kv::json_txn(resp))),
+        "json" => Ok(format!("{}\n", json::txn(resp))),
         "simple" => {
             let mut out = String::from(if resp.succeeded {
                 "SUCCESS\n"

@@ -1,0 +1,77 @@
+//! The `fields` output format: etcdctl's `"Name" : value` lines.
+
+use raftkv_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader};
+use raftkv_proto::mvccpb::KeyValue;
+
+pub fn header(h: &Option<ResponseHeader>) -> String {
+    let h = h.unwrap_or_default();
+    format!(
+        "\"ClusterID\" : {}\n\"MemberID\" : {}\n\"Revision\" : {}\n\"RaftTerm\" : {}\n",
+        h.cluster_id, h.member_id, h.revision, h.raft_term
+    )
+}
+
+pub fn kv(prefix: &str, kv: &KeyValue) -> String {
+    format!(
+        "\"{prefix}Key\" : {}\n\"{prefix}CreateRevision\" : {}\n\"{prefix}ModRevision\" : {}\n\"{prefix}Version\" : {}\n\"{prefix}Value\" : {}\n\"{prefix}Lease\" : {}\n",
+        quote(&kv.key),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        quote(&kv.value),
+        kv.lease
+    )
+}
+
+/// Go's `%q` of a string: double quotes, escapes for quotes, backslashes and non-printables.
+pub fn quote(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `put`.
+pub fn put(resp: &PutResponse) -> String {
+    let mut out = header(&resp.header);
+    if let Some(prev) = &resp.prev_kv {
+        out.push_str(&kv("Prev", prev));
+    }
+    out
+}
+
+/// `get`.
+pub fn range(resp: &RangeResponse) -> String {
+    let mut out = header(&resp.header);
+    for each in &resp.kvs {
+        out.push_str(&kv("", each));
+    }
+    out.push_str(&format!(
+        "\"More\" : {}\n\"Count\" : {}\n",
+        resp.more, resp.count
+    ));
+    out
+}
+
+/// `del`.
+pub fn del(resp: &DeleteRangeResponse) -> String {
+    let mut out = header(&resp.header);
+    out.push_str(&format!("\"Deleted\" : {}\n", resp.deleted));
+    for prev in &resp.prev_kvs {
+        out.push_str(&kv("Prev", prev));
+    }
+    out
+}
