@@ -29,23 +29,17 @@ use crate::linearizable::{self, Input, Op, Output};
 const KEYS: usize = 4;
 const CLIENTS: usize = 6;
 
-/// xorshift64*, seeded: the schedule and the clients' choices.
-struct Rng(u64);
+/// Seeded: the schedule and the clients' choices (rand's small generator).
+struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        use rand::SeedableRng;
+        Self(rand::rngs::SmallRng::seed_from_u64(seed))
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        use rand::RngExt;
+        self.0.random_range(0..n.max(1))
     }
 }
 

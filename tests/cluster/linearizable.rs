@@ -458,19 +458,19 @@ mod tests {
         go(ops, &mut vec![false; ops.len()], &None)
     }
 
-    struct Rng(u64);
+    struct Rng(rand::rngs::SmallRng);
     impl Rng {
         fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
+            use rand::RngExt;
+            self.0.random_range(0..n)
         }
     }
 
     #[test]
     fn agrees_with_brute_force_on_random_small_histories() {
-        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut rng = Rng(<rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(
+            0x2545_F491_4F6C_DD1D,
+        ));
         let (mut yes, mut no) = (0, 0);
         for _ in 0..20_000 {
             let n = 1 + rng.below(7) as usize;

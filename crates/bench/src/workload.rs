@@ -109,29 +109,23 @@ impl KeyGen {
     }
 }
 
-/// xorshift64*: enough randomness for key choice, no dependency.
-pub struct Rng(u64);
+/// A seeded generator for key choice and read/write mixes (rand's small, fast one).
+pub struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        use rand::SeedableRng;
+        Self(rand::rngs::SmallRng::seed_from_u64(seed))
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
+        use rand::RngExt;
+        self.0.random_range(0..n.max(1))
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        use rand::RngExt;
+        self.0.random()
     }
 }
 

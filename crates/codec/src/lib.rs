@@ -11,7 +11,7 @@
 //! - `block` — one block's tokens (literal runs and unit repeats) and the encoder that finds
 //!   the repeats.
 //! - `frame` — magic, version, lengths, raw-or-tokens blocks and the CRC-32 around them.
-//! - `varint` — LEB128 integers used by both.
+//! - [`varint`] — LEB128 integers used by both (and by raftkv-storage's columns).
 //! - `error` — [`DecodeError`], every way a frame can be refused.
 //! - [`samples`] — the deterministic inputs the tests and benchmarks measure.
 //!
@@ -25,7 +25,7 @@ mod error;
 mod frame;
 pub mod samples;
 mod seed;
-mod varint;
+pub mod varint;
 
 pub use error::DecodeError;
 pub use frame::{BLOCK_EXPONENT, MAGIC, VERSION, compress, decompress};

@@ -3,11 +3,11 @@
 use crate::DecodeError;
 
 /// Longest encoding of a `u64`.
-pub(crate) const MAX_LEN: usize = 10;
+pub const MAX_LEN: usize = 10;
 
 /// Appends `value` to `out`.
 #[inline]
-pub(crate) fn put(out: &mut Vec<u8>, mut value: u64) {
+pub fn put(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
         value >>= 7;
@@ -17,7 +17,7 @@ pub(crate) fn put(out: &mut Vec<u8>, mut value: u64) {
 
 /// Number of bytes `put` writes for `value`.
 #[inline]
-pub(crate) fn len(value: u64) -> usize {
+pub fn len(value: u64) -> usize {
     // One byte per started group of seven bits; zero still takes one byte.
     let bits = 64 - (value | 1).leading_zeros() as usize;
     bits.div_ceil(7)
@@ -26,7 +26,7 @@ pub(crate) fn len(value: u64) -> usize {
 /// Reads a varint at `*pos`, advancing it. Fails on a truncated or over-long encoding and on
 /// one whose value does not fit in 64 bits.
 #[inline]
-pub(crate) fn get(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+pub fn get(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let mut value = 0u64;
     for i in 0..MAX_LEN {
         let byte = *buf.get(*pos + i).ok_or(DecodeError::Truncated)?;

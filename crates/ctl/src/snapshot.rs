@@ -115,34 +115,14 @@ pub fn restore(path: &Path, flags: &RestoreFlags) -> anyhow::Result<(PathBuf, Sn
     if data_dir.exists() {
         bail!("data-dir {:?} exists", data_dir.display().to_string());
     }
-    let mut own: Vec<String> = Vec::new();
-    for part in flags
-        .initial_cluster
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let (name, url) = part
-            .split_once('=')
-            .with_context(|| format!("invalid --initial-cluster entry {part:?}"))?;
-        if name == flags.name {
-            own.push(url.to_string());
-        }
-    }
-    let mut advertised = flags.initial_advertise_peer_urls.clone();
-    own.sort();
-    advertised.sort();
-    if own.is_empty() {
-        bail!("--initial-cluster has no member named {:?}", flags.name);
-    }
-    if own != advertised {
-        bail!(
-            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
-            flags.name,
-            own.join(","),
-            flags.initial_advertise_peer_urls.join(",")
-        );
-    }
+    let cluster = raftkv_storage::bootstrap::parse_initial_cluster(&flags.initial_cluster)
+        .map_err(anyhow::Error::msg)?;
+    raftkv_storage::bootstrap::own_peer_urls(
+        &cluster,
+        &flags.name,
+        &flags.initial_advertise_peer_urls,
+    )
+    .map_err(anyhow::Error::msg)?;
     let result = (|| {
         let store = MvccStore::open(&layout::db_dir(&data_dir), &MvccConfig::default())?;
         let options = RestoreOptions {

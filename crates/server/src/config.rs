@@ -321,21 +321,18 @@ fn check_listen_url(url: &str) -> anyhow::Result<()> {
 /// Parses `name=url,name=url,...` (a name may appear more than once for several URLs);
 /// each name's URLs sorted, as etcd keeps them.
 pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let parsed = raftkv_storage::bootstrap::parse_initial_cluster(s).map_err(anyhow::Error::msg)?;
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part
-            .split_once('=')
-            .with_context(|| format!("invalid --initial-cluster entry {part:?} (want name=url)"))?;
-        let url = parse_url(url).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
-        host_port(&url)?;
-        out.entry(name.to_string()).or_default().push(url);
-    }
-    if out.is_empty() {
-        bail!("--initial-cluster is empty");
-    }
-    for urls in out.values_mut() {
-        urls.sort();
-        urls.dedup();
+    for (name, urls) in parsed {
+        let mut checked = Vec::new();
+        for url in urls {
+            let url = parse_url(&url).map_err(|e| anyhow::anyhow!("--initial-cluster: {e}"))?;
+            host_port(&url)?;
+            checked.push(url);
+        }
+        checked.sort();
+        checked.dedup();
+        out.insert(name, checked);
     }
     Ok(out)
 }

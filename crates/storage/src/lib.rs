@@ -8,11 +8,13 @@
 //!   appends are on disk (fdatasync) before they are reported flushed, with group commit.
 //! - [`snapshot`] — point-in-time snapshot files of the MVCC state: header, blocks encoded
 //!   with `raftkv-codec`, SHA-256 trailer (the layout `etcdctl snapshot save` accepts).
-//! - [`layout`] — where a member's files live under `--data-dir`.
+//! - [`layout`] — where a member's files live under `--data-dir`, and its identity file.
+//! - [`bootstrap`] — `--initial-cluster`, parsed and checked for the member it describes.
 //! - [`error`] — error types; `MvccError` displays etcd's exact messages.
 
 #![deny(missing_docs)]
 
+pub mod bootstrap;
 pub mod error;
 pub mod layout;
 pub mod log;

@@ -178,24 +178,12 @@ fn millis(d: Duration) -> u64 {
 /// The initial members from `--initial-cluster`, checked against this member's own URLs.
 fn initial_members(config: &NodeConfig) -> Result<BTreeMap<u64, Member>, NodeError> {
     let bad = NodeError::Config;
-    let own = config.initial_cluster.get(&config.name).ok_or_else(|| {
-        bad(format!(
-            "--initial-cluster has no member named {:?} (--name)",
-            config.name
-        ))
-    })?;
-    let mut own_sorted = own.clone();
-    own_sorted.sort();
-    let mut advertised = config.peer_urls.clone();
-    advertised.sort();
-    if own_sorted != advertised {
-        return Err(bad(format!(
-            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
-            config.name,
-            own.join(","),
-            config.peer_urls.join(",")
-        )));
-    }
+    raftkv_storage::bootstrap::own_peer_urls(
+        &config.initial_cluster,
+        &config.name,
+        &config.peer_urls,
+    )
+    .map_err(bad)?;
     let mut members = BTreeMap::new();
     for (name, urls) in &config.initial_cluster {
         let id = member_id(urls, &config.initial_cluster_token);

@@ -185,25 +185,14 @@ impl Record {
     }
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// Appends a LEB128 varint (the codec's, so one encoding serves both crates).
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
+    raftkv_codec::varint::put(out, v);
 }
 
+/// Reads a LEB128 varint at `*pos`, advancing it; `None` if truncated or over-long.
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    raftkv_codec::varint::get(buf, pos).ok()
 }
 
 /// `revision (i64 BE) | applied | membership`, each of the last two as `0`, or `1 | len (u32
