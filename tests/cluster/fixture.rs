@@ -103,6 +103,7 @@ pub struct Member {
     server: Server,
     log: PathBuf,
     nofile: Option<(u64, u64)>,
+    env: Vec<(String, String)>,
 }
 
 impl Member {
@@ -152,6 +153,7 @@ impl Member {
         }
         let child = command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -198,6 +200,8 @@ pub struct Options {
     pub extra_args: Vec<String>,
     /// Keep members' data dirs under this directory instead of the cluster's temporary one.
     pub data_root: Option<PathBuf>,
+    /// Extra environment for every member (RUST_LOG, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -210,6 +214,7 @@ impl Default for Options {
             nofile: None,
             extra_args: Vec::new(),
             data_root: None,
+            env: Vec::new(),
         }
     }
 }
@@ -263,6 +268,7 @@ impl Cluster {
                     server,
                     log: dir.path().join(format!("m{i}.log")),
                     nofile: opts.nofile,
+                    env: opts.env.clone(),
                 }
             })
             .collect();
@@ -385,6 +391,7 @@ impl Cluster {
             server: self.server,
             log: self.dir.path().join(format!("{name}.log")),
             nofile: self.opts.nofile,
+            env: self.opts.env.clone(),
         };
         let mut initial: Vec<String> = self
             .members

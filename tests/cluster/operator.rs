@@ -220,3 +220,39 @@ async fn strict_reconfig_check_refuses_as_etcd_does() {
     eprintln!("etcd: {etcd:#?}\nraftkv: {raftkv:#?}");
     assert_eq!(raftkv, etcd);
 }
+
+/// With `RUST_LOG=raftkv=debug`, one request's id shows its path across members: the
+/// follower that took it and the leader that served the forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_can_be_followed_across_members() {
+    let opts = Options {
+        env: vec![("RUST_LOG".into(), "raftkv=debug".into())],
+        ..Options::default()
+    };
+    let cluster = Cluster::start(Server::Raftkv, 3, opts).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    etcdctl_ok(
+        &cluster.members[follower].endpoint(),
+        &["put", "traced", "v"],
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = cluster.members[follower].log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("method=\"Put\"") && l.contains("asking the leader"))
+        .unwrap_or_else(|| panic!("no traced put on the follower:\n{log}"));
+    let id = line
+        .split("request=")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '}', ':']).next())
+        .expect("a request id")
+        .to_string();
+    let leader_log = cluster.members[leader].log_text();
+    assert!(
+        leader_log
+            .lines()
+            .any(|l| l.contains(&format!("request={id}")) && l.contains("committed and applied")),
+        "request {id} not found on the leader:\n{leader_log}"
+    );
+}

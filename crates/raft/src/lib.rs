@@ -17,6 +17,7 @@
 //! - [`disk`] — free space on the data dir's file system.
 //! - [`space`] — what a member does as its disk fills (etcd's NOSPACE alarm, raised and
 //!   cleared by itself).
+//! - [`trace`] — request ids that follow one request across members in the logs.
 //! - [`config`] — the member's consensus settings and the ids derived from them.
 //! - [`error`] — [`NodeError`], and its one mapping to a gRPC status with etcd's messages.
 
@@ -33,6 +34,7 @@ mod peer_service;
 pub mod serve;
 pub mod space;
 pub mod state_machine;
+pub mod trace;
 pub mod types;
 
 pub use config::{ClusterState, NodeConfig};

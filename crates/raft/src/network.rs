@@ -55,6 +55,12 @@ impl tonic::service::Interceptor for Stamp {
                 md.insert(MEMBER_ID_HEADER, v);
             }
         }
+        if let Some(id) = crate::trace::current_request_id()
+            && let Ok(v) = format!("{id:x}").parse()
+        {
+            req.metadata_mut()
+                .insert(crate::trace::REQUEST_ID_HEADER, v);
+        }
         Ok(req)
     }
 }

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::admission::{self, Refused};
 use crate::disk;
@@ -26,6 +27,7 @@ use crate::network::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 use crate::serve::{self, MessageBudget, ServeLimits};
 use crate::space::Space;
 use crate::state_machine::{Snapshot, SnapshotFile, StateMachine};
+use crate::trace;
 use crate::types::{Raft, SnapshotMeta, TypeConfig, Vote, decode, encode_unbounded};
 
 /// HTTP/2 flow-control windows of the peer port: large enough that a 64 MiB batch of entries
@@ -208,6 +210,29 @@ impl<N: LeaderSide> PeerService<N> {
         Ok(())
     }
 
+    /// The span a leader-side handler serves a follower's call in: the client request's id
+    /// (or a new one), this member and its term, and who sent it.
+    fn leader_span<T>(&self, what: &'static str, req: &Request<T>) -> (tracing::Span, u64) {
+        let id = trace::request_id_of(req).unwrap_or_else(|| trace::new_request_id(self.me));
+        let from = req
+            .metadata()
+            .get(MEMBER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        let term = self.raft.metrics().borrow_watched().current_term;
+        let span = tracing::debug_span!(
+            "peer",
+            request = %format!("{id:x}"),
+            member = %format!("{:016x}", self.me),
+            term,
+            call = what,
+            from = %from
+        );
+        tracing::debug!(parent: &span, "serving a follower's call as leader");
+        (span, id)
+    }
+
     /// Refuses Raft messages once this member's Raft has stopped (a peer handing leadership
     /// over as the whole cluster shuts down, say): openraft would log each as an error.
     fn running(&self) -> Result<(), Status> {
@@ -378,19 +403,22 @@ impl<N: LeaderSide> Peer for PeerService<N> {
 
     async fn forward(&self, req: Request<Command>) -> Result<Response<CommandResponse>, Status> {
         let node = self.node()?;
-        answer(node.forward(req.into_inner()).await)
+        let (span, id) = self.leader_span("forward", &req);
+        let work = async move { answer(node.forward(req.into_inner()).await) };
+        trace::with_request_id(id, work.instrument(span)).await
     }
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
         let node = self.node()?;
-        answer(
-            node.read_index()
-                .await
-                .map(|index| ReadIndexResponse { index }),
-        )
+        let (span, id) = self.leader_span("read_index", &req);
+        let work = async move {
+            let index = node.read_index().await;
+            answer(index.map(|index| ReadIndexResponse { index }))
+        };
+        trace::with_request_id(id, work.instrument(span)).await
     }
 
     async fn change_members(
@@ -398,7 +426,9 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         req: Request<ChangeMembersRequest>,
     ) -> Result<Response<ChangeMembersResponse>, Status> {
         let node = self.node()?;
-        answer(node.change_members(req.into_inner()).await)
+        let (span, id) = self.leader_span("change_members", &req);
+        let work = async move { answer(node.change_members(req.into_inner()).await) };
+        trace::with_request_id(id, work.instrument(span)).await
     }
 
     async fn publish(

@@ -13,9 +13,12 @@ use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
 };
 use raftkv_raft::error::EtcdError;
+use raftkv_raft::node::hex;
+use raftkv_raft::trace;
 use raftkv_raft::{NodeError, RaftNode};
 use raftkv_storage::MvccError;
 use raftkv_storage::mvcc::validate;
+use tracing::Instrument;
 
 /// The version reported by `Maintenance/Status`: the etcd API level served, with raftkv's
 /// own version as build metadata (ignored by semver comparisons).
@@ -44,6 +47,28 @@ impl EtcdApi {
     /// The member underneath.
     pub fn node(&self) -> &Arc<RaftNode> {
         &self.node
+    }
+
+    /// Runs one client request in a span that names it, this member and its term, under a
+    /// new request id that follows the request to the leader (see raftkv-raft's `trace`).
+    async fn traced<T>(
+        &self,
+        method: &'static str,
+        work: impl std::future::Future<Output = Result<T, NodeError>>,
+    ) -> Result<T, NodeError> {
+        let id = trace::new_request_id(self.node.id());
+        let span = tracing::debug_span!(
+            "request",
+            request = %format!("{id:x}"),
+            member = %hex(self.node.id()),
+            term = self.node.term(),
+            method
+        );
+        let result = trace::with_request_id(id, work.instrument(span.clone())).await;
+        if let Err(e) = &result {
+            tracing::debug!(parent: &span, error = %e, "refused");
+        }
+        result
     }
 
     /// A full header around `revision`.
@@ -77,6 +102,10 @@ impl EtcdApi {
 
     /// KV/Range.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, NodeError> {
+        self.traced("Range", self.range_here(req)).await
+    }
+
+    async fn range_here(&self, req: RangeRequest) -> Result<RangeResponse, NodeError> {
         validate::check_range(&req).map_err(refused)?;
         if !req.serializable {
             if self.node.is_learner() {
@@ -91,6 +120,10 @@ impl EtcdApi {
 
     /// KV/Put.
     pub async fn put(&self, req: PutRequest) -> Result<PutResponse, NodeError> {
+        self.traced("Put", self.put_here(req)).await
+    }
+
+    async fn put_here(&self, req: PutRequest) -> Result<PutResponse, NodeError> {
         validate::check_put(&req).map_err(refused)?;
         match self.propose(command::Op::Put(req)).await? {
             command_response::Op::Put(mut resp) => {
@@ -103,6 +136,14 @@ impl EtcdApi {
 
     /// KV/DeleteRange.
     pub async fn delete_range(
+        &self,
+        req: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, NodeError> {
+        self.traced("DeleteRange", self.delete_range_here(req))
+            .await
+    }
+
+    async fn delete_range_here(
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, NodeError> {
@@ -119,6 +160,10 @@ impl EtcdApi {
     /// KV/Txn. A txn that only reads is served locally (after a read barrier unless every
     /// range in it is serializable), as etcd does.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
+        self.traced("Txn", self.txn_here(req)).await
+    }
+
+    async fn txn_here(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
         validate::check_txn(&req, self.node.config().max_txn_ops).map_err(refused)?;
         if validate::is_read_only(&req) {
             if !validate::is_serializable(&req) {
@@ -142,6 +187,10 @@ impl EtcdApi {
 
     /// KV/Compact.
     pub async fn compact(&self, req: CompactionRequest) -> Result<CompactionResponse, NodeError> {
+        self.traced("Compact", self.compact_here(req)).await
+    }
+
+    async fn compact_here(&self, req: CompactionRequest) -> Result<CompactionResponse, NodeError> {
         match self.propose(command::Op::Compaction(req)).await? {
             command_response::Op::Compaction(mut resp) => {
                 self.fill(&mut resp.header);
@@ -154,6 +203,10 @@ impl EtcdApi {
     /// Maintenance/Alarm: list (linearizable, as etcd answers it through the log), raise or
     /// clear an alarm.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, NodeError> {
+        self.traced("Alarm", self.alarm_here(req)).await
+    }
+
+    async fn alarm_here(&self, req: AlarmRequest) -> Result<AlarmResponse, NodeError> {
         if req.action() == AlarmAction::Get {
             if self.node.is_learner() {
                 return Err(learner_refusal());
@@ -214,6 +267,14 @@ impl EtcdApi {
 
     /// Cluster/MemberAdd, MemberRemove, MemberPromote.
     pub async fn change_members(
+        &self,
+        req: ChangeMembersRequest,
+    ) -> Result<ChangeMembersResponse, NodeError> {
+        self.traced("MemberChange", self.change_members_here(req))
+            .await
+    }
+
+    async fn change_members_here(
         &self,
         req: ChangeMembersRequest,
     ) -> Result<ChangeMembersResponse, NodeError> {

@@ -31,6 +31,7 @@ impl RaftNode {
                 },
             )
             .await?;
+        tracing::debug!(index, "read index: waiting to have applied it");
         // On the leader this holds already (ensure_linearizable waits for the apply).
         let remaining = deadline.saturating_duration_since(Instant::now());
         self.raft

@@ -68,8 +68,10 @@ impl RaftNode {
         loop {
             let leader = self.leader(deadline).await?;
             let result = if leader == self.id {
+                tracing::debug!("this member leads: serving here");
                 here().await
             } else if let Some(target) = self.member(leader) {
+                tracing::debug!(leader = %super::hex(leader), "asking the leader");
                 let client = self.channels.peer(&target).map_err(NodeError::internal)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout_at(deadline, there(client, left)).await {
@@ -81,7 +83,10 @@ impl RaftNode {
                 Err(NodeError::NotLeader)
             };
             match result {
-                Err(NodeError::NotLeader) => pause_before_retry(deadline).await?,
+                Err(NodeError::NotLeader) => {
+                    tracing::debug!("leadership moved: trying again");
+                    pause_before_retry(deadline).await?;
+                }
                 Err(NodeError::Transport(_)) if if_fails == IfCallFails::Retry => {
                     pause_before_retry(deadline).await?;
                 }

@@ -52,7 +52,10 @@ impl RaftNode {
     async fn propose(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse, NodeError> {
         match tokio::time::timeout_at(deadline, self.raft.client_write(Request(cmd))).await {
             Err(_) => Err(NodeError::TIMEOUT),
-            Ok(Ok(resp)) => resp.data.0.map_err(NodeError::Refused),
+            Ok(Ok(resp)) => {
+                tracing::debug!(index = resp.log_id.index, "committed and applied");
+                resp.data.0.map_err(NodeError::Refused)
+            }
             // Not proposed: safe to send again to whoever leads now.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(NodeError::NotLeader)
