@@ -23,25 +23,9 @@ pub fn kv(prefix: &str, kv: &KeyValue) -> String {
     )
 }
 
-/// Go's `%q` of a string: double quotes, escapes for quotes, backslashes and non-printables.
+/// Go's `%q` of bytes, as etcdctl prints keys and values in this format.
 pub fn quote(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    super::go_quote(&String::from_utf8_lossy(bytes), super::Quoting::Printf)
 }
 
 /// `put`.

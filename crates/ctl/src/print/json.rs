@@ -165,21 +165,7 @@ pub fn member(m: &Member) -> String {
 
 /// A JSON string literal (Go's encoding/json escapes `<`, `>` and `&` as well).
 pub fn string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    super::go_quote(s, super::Quoting::Json)
 }
 
 pub fn status(s: &StatusResponse) -> String {
