@@ -132,6 +132,15 @@ pub enum NodeError {
     /// The member's configuration or data dir cannot be used.
     #[error("{0}")]
     Config(String),
+    /// This member's storage failed (its data dir, store, log or snapshots), doing `context`.
+    #[error("{context}: {source}")]
+    Storage {
+        /// What the member was doing.
+        context: &'static str,
+        /// The failure underneath.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// A failure of this member's storage or Raft (not the request's fault).
     #[error("{0}")]
     Internal(String),
@@ -147,16 +156,27 @@ impl NodeError {
     /// etcd's "server stopped".
     pub const STOPPED: NodeError = NodeError::Etcd(EtcdError::Stopped);
 
-    /// A failure of this member (storage, Raft), with its cause.
+    /// A failure of this member that is not its storage's (Raft, an internal state).
     pub fn internal(e: impl std::fmt::Display) -> Self {
         NodeError::Internal(e.to_string())
+    }
+
+    /// A failure of this member's storage while doing `context`, keeping its cause.
+    pub fn storage<E>(context: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |e| NodeError::Storage {
+            context,
+            source: std::sync::Arc::new(e),
+        }
     }
 
     /// The kind a peer status carries in [`ERROR_KIND_HEADER`].
     fn kind(&self) -> &'static str {
         match self {
             NodeError::NotLeader => "not-leader",
-            NodeError::Internal(_) | NodeError::Config(_) => "internal",
+            NodeError::Internal(_) | NodeError::Config(_) | NodeError::Storage { .. } => "internal",
             _ => "etcd",
         }
     }
@@ -221,7 +241,9 @@ impl From<NodeError> for tonic::Status {
             NodeError::Remote(status) => status,
             // The member called may have taken the request: as etcd, say "timed out".
             NodeError::Transport(_) => tonic::Status::from(NodeError::TIMEOUT),
-            NodeError::Config(_) | NodeError::Internal(_) => tonic::Status::internal(message),
+            NodeError::Config(_) | NodeError::Internal(_) | NodeError::Storage { .. } => {
+                tonic::Status::internal(message)
+            }
         }
     }
 }

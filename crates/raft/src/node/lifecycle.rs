@@ -38,7 +38,8 @@ impl RaftNode {
         peer_listener: TcpListener,
     ) -> Result<Arc<Self>, NodeError> {
         let member_dir = layout::member_dir(&config.data_dir);
-        std::fs::create_dir_all(&member_dir).map_err(NodeError::internal)?;
+        std::fs::create_dir_all(&member_dir)
+            .map_err(NodeError::storage("creating the data dir"))?;
         let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
         let identity = layout::read_identity(&config.data_dir)
             .map_err(|e| NodeError::Config(e.to_string()))?
@@ -47,7 +48,7 @@ impl RaftNode {
         let wal_existed = wal_dir.exists();
         let store = Arc::new(
             MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
-                .map_err(NodeError::internal)?,
+                .map_err(NodeError::storage("opening the store"))?,
         );
         check_data_dir(&config.data_dir, identity, wal_existed, &store)?;
         let (id, cluster_id, bootstrap) = match identity {
@@ -67,14 +68,15 @@ impl RaftNode {
 
         channels.set_ids(cluster_id, id);
         let wal = Arc::new(
-            RaftLogStore::open(&wal_dir, &LogConfig::default()).map_err(NodeError::internal)?,
+            RaftLogStore::open(&wal_dir, &LogConfig::default())
+                .map_err(NodeError::storage("opening the WAL"))?,
         );
         let space = Arc::new(Space::new(
             &config.data_dir,
             space_reserve(config.max_request_bytes),
         ));
         let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
-            .map_err(NodeError::internal)?
+            .map_err(NodeError::storage("opening the snapshot dir"))?
             .with_space(space.clone());
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
@@ -122,7 +124,8 @@ impl RaftNode {
             member: id,
             cluster: cluster_id,
         };
-        layout::write_identity(&config.data_dir, identity).map_err(NodeError::internal)?;
+        layout::write_identity(&config.data_dir, identity)
+            .map_err(NodeError::storage("writing the identity file"))?;
 
         let (stop_peer, stop_rx) = watch::channel(false);
         let node = Arc::new(Self {
@@ -358,7 +361,9 @@ fn check_data_dir(
     wal_existed: bool,
     store: &MvccStore,
 ) -> Result<(), NodeError> {
-    let state = store.applied_state().map_err(NodeError::internal)?;
+    let state = store
+        .applied_state()
+        .map_err(NodeError::storage("reading the store's applied state"))?;
     let recover = |id: Option<u64>| {
         let id = id.map_or_else(|| "<its id>".to_string(), |id| format!("{id:x}"));
         format!(
