@@ -341,6 +341,18 @@ impl Cluster {
         }
     }
 
+    /// kill -9 of every member, then all started again from their data; waits until they
+    /// agree on a leader.
+    pub async fn kill_and_restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for i in 0..self.members.len() {
+            self.restart(i);
+        }
+        self.wait_healthy(Duration::from_secs(30)).await;
+    }
+
     /// SIGTERM, then wait for the exit; returns the exit code.
     pub fn stop(&mut self, i: usize) -> Option<i32> {
         self.members[i].signal(libc::SIGTERM);

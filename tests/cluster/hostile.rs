@@ -67,13 +67,7 @@ async fn nested_txns_get_etcds_answers_and_never_stop_a_member() {
         }
     }
     // Every member applied what it accepted, and restarts from its log.
-    for i in 0..3 {
-        cluster.kill(i);
-    }
-    for i in 0..3 {
-        cluster.restart(i);
-    }
-    cluster.wait_healthy(Duration::from_secs(30)).await;
+    cluster.kill_and_restart_all().await;
     let keys = etcdctl_ok(
         &cluster.endpoints(),
         &["get", "n", "--prefix", "--keys-only"],

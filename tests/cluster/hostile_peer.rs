@@ -3,8 +3,6 @@
 //! forged snapshots. Each is refused; the cluster keeps serving throughout, nothing it holds
 //! changes, and every member restarts cleanly afterwards.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest, request_op};
@@ -303,13 +301,7 @@ async fn a_hostile_peer_changes_nothing_and_stops_no_member() {
     assert!(out.status.success());
 
     // Every member restarts cleanly from what it stored.
-    for i in 0..3 {
-        cluster.kill(i);
-    }
-    for i in 0..3 {
-        cluster.restart(i);
-    }
-    cluster.wait_healthy(Duration::from_secs(30)).await;
+    cluster.kill_and_restart_all().await;
     let keys = etcdctl_ok(
         &cluster.endpoints(),
         &["get", "", "--from-key", "--keys-only"],
