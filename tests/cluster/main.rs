@@ -18,3 +18,4 @@ mod membership;
 mod operator;
 mod proxy;
 mod raftkvctl;
+mod watch;

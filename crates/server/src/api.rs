@@ -7,7 +7,8 @@ use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
     DeleteRangeRequest, DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse,
+    RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse, WatchRequest,
+    WatchResponse,
 };
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
@@ -28,6 +29,8 @@ pub const VERSION: &str = concat!("3.4.23+raftkv.", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct EtcdApi {
     node: Arc<RaftNode>,
+    watch: Arc<crate::watch::WatchHub>,
+    watch_config: crate::watch::WatchConfig,
 }
 
 fn refused(e: MvccError) -> NodeError {
@@ -39,9 +42,39 @@ fn learner_refusal() -> NodeError {
 }
 
 impl EtcdApi {
-    /// The API over a running member.
+    /// The API over a running member (watchers get etcd's default settings).
     pub fn new(node: Arc<RaftNode>) -> Self {
-        Self { node }
+        Self::with_watch_config(node, crate::watch::WatchConfig::default())
+    }
+
+    /// The API over a running member, its watch streams set up by `watch_config`.
+    pub fn with_watch_config(node: Arc<RaftNode>, watch_config: crate::watch::WatchConfig) -> Self {
+        let watch = crate::watch::WatchHub::start(node.store().clone());
+        Self {
+            node,
+            watch,
+            watch_config,
+        }
+    }
+
+    /// The member's watchers.
+    pub fn watch_hub(&self) -> &Arc<crate::watch::WatchHub> {
+        &self.watch
+    }
+
+    /// Serves one `Watch` stream (gRPC, or in-process): etcd's answers to `requests` come
+    /// out of the returned channel.
+    pub fn watch<S>(
+        &self,
+        requests: S,
+    ) -> tokio::sync::mpsc::Receiver<Result<WatchResponse, tonic::Status>>
+    where
+        S: futures_util::Stream<Item = Result<WatchRequest, tonic::Status>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        crate::watch::serve(self.clone(), self.watch_config, requests)
     }
 
     /// The member underneath.

@@ -156,6 +156,9 @@ pub struct ServerConfig {
     pub grpc_keepalive_interval: Option<Duration>,
     /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer before closing.
     pub grpc_keepalive_timeout: Option<Duration>,
+    /// `--experimental-watch-progress-notify-interval`: how often watchers that asked for
+    /// progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl ServerConfig {
@@ -169,6 +172,7 @@ impl ServerConfig {
             max_concurrent_streams: u32::MAX,
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 3600)),
             grpc_keepalive_timeout: Some(Duration::from_secs(20)),
+            watch_progress_notify_interval: Duration::from_secs(600),
         }
     }
 
@@ -240,6 +244,13 @@ impl ServerConfig {
             },
             grpc_keepalive_interval: unless_zero(m.grpc_keepalive_interval),
             grpc_keepalive_timeout: unless_zero(m.grpc_keepalive_timeout),
+            // etcd keeps its default for 0.
+            watch_progress_notify_interval: unless_zero(
+                flags
+                    .experimental
+                    .experimental_watch_progress_notify_interval,
+            )
+            .unwrap_or(Duration::from_secs(600)),
         })
     }
 }

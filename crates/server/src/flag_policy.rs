@@ -326,14 +326,6 @@ const IGNORED: &[Rule] = &[
         why: "raftkv's compaction is not batched this way",
     },
     Rule {
-        flag: "experimental-watch-progress-notify-interval",
-        applies: |f| {
-            let d = f.experimental.experimental_watch_progress_notify_interval;
-            !d.is_zero() && d.as_secs() != 600
-        },
-        why: "raftkv serves no Watch API yet",
-    },
-    Rule {
         flag: "experimental-warning-apply-duration",
         applies: |f| {
             f.experimental

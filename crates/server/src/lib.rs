@@ -8,7 +8,8 @@
 //!   ignores (with a log line) or refuses.
 //! - [`api`] — the etcd API's logic over a running member ([`EtcdApi`]), shared by the gRPC
 //!   services and by embedding programs.
-//! - `services` — the KV, Maintenance and Cluster gRPC services.
+//! - `services` — the KV, Watch, Maintenance and Cluster gRPC services.
+//! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
 //! - [`logging`] — tracing setup (`--log-level`, `--log-format`).
 //!
@@ -27,6 +28,7 @@ pub mod go_values;
 pub mod local;
 pub mod logging;
 mod services;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,10 +38,10 @@ use anyhow::Context;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_raft::RaftNode;
 use raftkv_raft::serve::{self, MessageBudget, ServeLimits};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::info;
 
 pub use api::EtcdApi;
@@ -54,7 +56,7 @@ const CLIENT_CONNECTION_WINDOW: u32 = 1 << 20;
 /// A running member: Raft, the peer service and the client (etcd API) service.
 pub struct Server {
     api: EtcdApi,
-    stop_clients: watch::Sender<bool>,
+    stop_clients: tokio::sync::watch::Sender<bool>,
     client_tasks: Vec<tokio::task::JoinHandle<()>>,
     client_addrs: Vec<std::net::SocketAddr>,
 }
@@ -88,8 +90,14 @@ impl Server {
             name = %config.node.name,
             "member started"
         );
-        let api = EtcdApi::new(node);
-        let (stop_clients, stop_rx) = watch::channel(false);
+        let api = EtcdApi::with_watch_config(
+            node,
+            watch::WatchConfig {
+                progress_notify_interval: config.watch_progress_notify_interval,
+                max_request_bytes: config.node.max_request_bytes,
+            },
+        );
+        let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);
         let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let limits = ServeLimits::new(max_message);
         let budget = MessageBudget::new(&limits);
@@ -113,6 +121,9 @@ impl Server {
             client_tasks.push(tokio::spawn(async move {
                 let result = server
                     .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
+                    .add_service(
+                        WatchServer::new(api.clone()).max_decoding_message_size(max_message),
+                    )
                     .add_service(
                         MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
                     )

@@ -1,4 +1,4 @@
-//! The etcd v3 gRPC services (KV, Maintenance, Cluster) over [`EtcdApi`]. Errors become
+//! The etcd v3 gRPC services (KV, Watch, Maintenance, Cluster) over [`EtcdApi`]. Errors become
 //! gRPC statuses in one place: `From<NodeError> for tonic::Status` (raftkv-raft's `error`).
 
 use std::pin::Pin;
@@ -7,6 +7,7 @@ use futures_util::Stream;
 use raftkv_proto::etcdserverpb::cluster_server::Cluster;
 use raftkv_proto::etcdserverpb::kv_server::Kv;
 use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
+use raftkv_proto::etcdserverpb::watch_server::Watch;
 use raftkv_proto::etcdserverpb::*;
 use raftkv_proto::raftkvpb::{ChangeMembersRequest, change_members_request};
 use tokio::io::AsyncReadExt;
@@ -47,6 +48,23 @@ impl Kv for EtcdApi {
         Ok(Response::new(
             EtcdApi::compact(self, req.into_inner()).await?,
         ))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Watch for EtcdApi {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<tonic::Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let answers = EtcdApi::watch(self, req.into_inner());
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(answers),
+        )))
     }
 }
 

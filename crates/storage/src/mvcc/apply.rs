@@ -13,12 +13,13 @@ use raftkv_proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, ResponseOp,
     TxnRequest, TxnResponse,
 };
-use raftkv_proto::mvccpb::KeyValue;
+use raftkv_proto::mvccpb::{Event, KeyValue, event::EventType};
 use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
 
 use super::encoding::{
-    META_ALARMS, META_COMPACTED, META_POINT, Record, record_key, split_record_key,
+    META_ALARMS, META_COMPACTED, META_POINT, Record, history_key, record_key, split_record_key,
 };
+use super::history::delete_event;
 use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
@@ -72,11 +73,7 @@ impl MvccStore {
             return self.alarm(req, applied);
         }
         let read_rev = self.revision();
-        let mut txn = WriteTxn {
-            store: self,
-            read_rev,
-            changes: Overlay::new(),
-        };
+        let mut txn = WriteTxn::new(self, read_rev);
         let result = match &cmd.op {
             Some(command::Op::Put(req)) => txn.put(req).map(command_response::Op::Put),
             Some(command::Op::DeleteRange(req)) => {
@@ -109,8 +106,13 @@ impl MvccStore {
         // Plain inserts, then the applied point: a crash in between leaves records above
         // the stored revision, invisible to reads, which replaying the log rewrites as they
         // were (same keys, same revision, same values).
+        // Each change goes in with its history index entry, in the order the write made
+        // them (etcd's sub-revision order, which watchers see).
         let tree = self.tree();
-        for (key, change) in &txn.changes {
+        let watched = self.has_sink();
+        let mut events = Vec::with_capacity(if watched { txn.order.len() } else { 0 });
+        for (n, key) in txn.order.iter().enumerate() {
+            let change = txn.changes.get(key).and_then(Option::as_ref);
             let record = match change {
                 Some(kv) => Record::Put {
                     create_revision: kv.create_revision,
@@ -121,10 +123,24 @@ impl MvccStore {
                 None => Record::Tombstone,
             };
             tree.insert(record_key(key, new_rev), record.encode())?;
+            tree.insert(history_key(new_rev, n as u32), key.as_slice())?;
+            if watched {
+                events.push(match change {
+                    Some(kv) => Event {
+                        r#type: EventType::Put as i32,
+                        kv: Some(kv.clone()),
+                        prev_kv: None,
+                    },
+                    None => delete_event(Bytes::copy_from_slice(key), new_rev),
+                });
+            }
         }
         drop(tree);
         self.settle(record, new_rev, applied)?;
         self.revision.store(new_rev, Ordering::Release);
+        if new_rev != read_rev {
+            self.notify_applied(new_rev, &events);
+        }
         set_header_revisions(&mut response, new_rev);
         Ok(CommandResponse { op: Some(response) })
     }
@@ -133,11 +149,7 @@ impl MvccStore {
     /// revision, without going through the log. A write in it is refused.
     pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let read_rev = self.revision();
-        let mut txn = WriteTxn {
-            store: self,
-            read_rev,
-            changes: Overlay::new(),
-        };
+        let mut txn = WriteTxn::new(self, read_rev);
         let mut path = Vec::new();
         txn.compare_path(req, &mut path)?;
         let resp = txn.txn(req, &mut path.into_iter())?;
@@ -187,6 +199,9 @@ impl MvccStore {
         self.tree().apply_batch(batch)?;
         self.compacted.store(req.revision, Ordering::Release);
         self.remove_compacted_versions(req.revision)?;
+        // A watch may still start at the compacted revision itself (etcd cancels only
+        // watchers below it), so its changes stay indexed.
+        self.remove_history_below(req.revision)?;
         Ok(CommandResponse {
             op: Some(command_response::Op::Compaction(CompactionResponse {
                 header: Self::header(current),
@@ -279,9 +294,27 @@ struct WriteTxn<'a> {
     store: &'a MvccStore,
     read_rev: i64,
     changes: Overlay,
+    /// The changed keys in the order the transaction first changed them.
+    order: Vec<Vec<u8>>,
 }
 
-impl WriteTxn<'_> {
+impl<'a> WriteTxn<'a> {
+    fn new(store: &'a MvccStore, read_rev: i64) -> Self {
+        Self {
+            store,
+            read_rev,
+            changes: Overlay::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Notes a pending change of `key` (a new value, or `None` for a delete).
+    fn change(&mut self, key: &[u8], value: Option<KeyValue>) {
+        if self.changes.insert(key.to_vec(), value).is_none() {
+            self.order.push(key.to_vec());
+        }
+    }
+
     fn write_rev(&self) -> i64 {
         self.read_rev + 1
     }
@@ -328,7 +361,7 @@ impl WriteTxn<'_> {
             value,
             lease,
         };
-        self.changes.insert(req.key.to_vec(), Some(kv));
+        self.change(&req.key, Some(kv));
         Ok(PutResponse {
             header: None,
             prev_kv: if req.prev_kv { prev } else { None },
@@ -346,7 +379,7 @@ impl WriteTxn<'_> {
             .store
             .range_with(&range, self.read_rev, Some(&self.changes))?;
         for kv in &found.kvs {
-            self.changes.insert(kv.key.to_vec(), None);
+            self.change(&kv.key, None);
         }
         Ok(DeleteRangeResponse {
             header: None,

@@ -8,6 +8,11 @@
 //!   writes `0x00` as `0x00 0xFF`, so encoded keys sort exactly like the user keys, a key's
 //!   versions sit together, and the inverted revision puts the newest version first.
 //! - `0x02 | name` → metadata (see `META_*`).
+//! - `0x03 | revision (u64 BE) | tag` → the user key changed at that revision: the history
+//!   index, which reads changes in revision order (watch catch-up) without scanning the
+//!   keyspace. The tag orders a revision's changes: `0x00 | n (u32 BE)` for the n-th change
+//!   a write made (etcd's sub-revision order), `0x01 | user key` for changes indexed from
+//!   records (a restored snapshot or an older store), which keep key order.
 //!
 //! Everything read back from disk is decoded with checks: damage is an error, never a panic.
 
@@ -17,6 +22,53 @@ use crate::error::MvccError;
 pub(crate) const RECORD_SPACE: u8 = 0x01;
 /// First byte of every metadata key.
 pub(crate) const META_SPACE: u8 = 0x02;
+
+/// First byte of every history index key.
+pub(crate) const HISTORY_SPACE: u8 = 0x03;
+/// Marks a store whose history index covers every record (value: `1`).
+pub(crate) const META_HISTORY: &[u8] = b"\x02history";
+
+/// The history index key of the `n`-th change written at `revision`.
+pub(crate) fn history_key(revision: i64, n: u32) -> [u8; 14] {
+    let mut out = [0u8; 14];
+    out[0] = HISTORY_SPACE;
+    out[1..9].copy_from_slice(&(revision as u64).to_be_bytes());
+    out[9] = 0x00;
+    out[10..].copy_from_slice(&n.to_be_bytes());
+    out
+}
+
+/// The history index key of `key`'s change at `revision`, indexed from a record.
+pub(crate) fn history_key_of_record(revision: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + key.len());
+    out.push(HISTORY_SPACE);
+    out.extend_from_slice(&(revision as u64).to_be_bytes());
+    out.push(0x01);
+    out.extend_from_slice(key);
+    out
+}
+
+/// The first history index key at or after `revision` (for revisions ≥ 0).
+pub(crate) fn history_bound(revision: i64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = HISTORY_SPACE;
+    out[1..].copy_from_slice(&(revision.max(0) as u64).to_be_bytes());
+    out
+}
+
+/// The revision of a history index key, checking its shape.
+pub(crate) fn history_revision(raw: &[u8]) -> Result<i64, MvccError> {
+    let well_formed = raw.len() >= 10
+        && raw[0] == HISTORY_SPACE
+        && ((raw[9] == 0x00 && raw.len() == 14) || raw[9] == 0x01);
+    if !well_formed {
+        return Err(MvccError::Corrupt(format!(
+            "malformed history key {raw:02x?}"
+        )));
+    }
+    let rev: [u8; 8] = raw[1..9].try_into().expect("8 bytes");
+    Ok(u64::from_be_bytes(rev) as i64)
+}
 
 /// The applied point: revision, applied log id and membership (see [`encode_point`]).
 pub(crate) const META_POINT: &[u8] = b"\x02point";

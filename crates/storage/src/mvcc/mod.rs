@@ -15,9 +15,12 @@
 //! - `apply` — writes: Put, DeleteRange, Txn, Compact, with a write overlay so a txn reads
 //!   its own writes.
 //! - `validate` — etcd's request checks that run before a request is proposed.
+//! - `history` — the changes in revision order (an index kept with the records) and the
+//!   [`WatchSink`] that applied writes are handed to.
 
 mod apply;
 pub(crate) mod encoding;
+mod history;
 mod range;
 pub mod validate;
 
@@ -30,6 +33,7 @@ use raftkv_proto::etcdserverpb::ResponseHeader;
 use crate::error::MvccError;
 use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 
+pub use history::{HistoryBatch, HistoryLimits, WatchSink};
 pub use range::RangeEnd;
 
 /// Tuning for the sled database under the store.
@@ -85,6 +89,8 @@ pub struct MvccStore {
     point: Mutex<Point>,
     /// Active alarms (member id, etcd `AlarmType`), sorted; stored under `META_ALARMS`.
     alarms: Mutex<Vec<(u64, i32)>>,
+    /// Where applied writes' events go (the member's watch hub), once one is set.
+    sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
 }
 
 /// The in-memory applied point.
@@ -107,6 +113,7 @@ impl MvccStore {
             None => b"mvcc".to_vec(),
         };
         let tree = db.open_tree(name)?;
+        Self::index_history_if_missing(&tree)?;
         let (revision, state) = match tree.get(META_POINT)? {
             Some(raw) => {
                 let (revision, applied, membership) = encoding::decode_point(&raw)?;
@@ -141,6 +148,7 @@ impl MvccStore {
                 unrecorded: false,
             }),
             alarms: Mutex::new(alarms),
+            sink: RwLock::new(None),
         })
     }
 
@@ -311,7 +319,11 @@ impl Restore<'_> {
                 encoding::record_key(&row.key, row.revision),
                 row.record.encode(),
             );
-            self.pending += 1;
+            self.batch.insert(
+                encoding::history_key_of_record(row.revision, &row.key),
+                row.key.as_slice(),
+            );
+            self.pending += 2;
             if self.pending >= RESTORE_BATCH {
                 self.tree.apply_batch(std::mem::take(&mut self.batch))?;
                 self.pending = 0;
@@ -326,6 +338,7 @@ impl Restore<'_> {
         let mut batch = std::mem::take(&mut self.batch);
         batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
         batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
+        batch.insert(encoding::META_HISTORY, &[1u8][..]);
         let state = AppliedState {
             applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
             membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
@@ -357,6 +370,7 @@ impl Restore<'_> {
             .compacted
             .store(meta.compact_revision, Ordering::Release);
         self.store.set_alarms(meta.alarms.clone());
+        self.store.notify_replaced(meta.revision);
         db.drop_tree(old.name())?;
         self.name.clear(); // committed: nothing for Drop to undo
         Ok(())

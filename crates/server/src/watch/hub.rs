@@ -1,0 +1,563 @@
+//! The member's watcher registry: which watcher wants which keys, who is caught up, and the
+//! catch-up of those who are not (etcd's synced / unsynced / victim scheme).
+//!
+//! - A **synced** watcher is level with the store: the store hands each applied write's
+//!   events to the hub ([`WatchSink`]), which queues the matching ones for the watcher's
+//!   stream at once. Nothing here may block: the store's writer lock is held.
+//! - An **unsynced** watcher started in the past, or its stream could not take an event
+//!   (its queue full, or over its byte budget: the client reads slowly), or a snapshot
+//!   replaced the store. A background task reads its events from the store's history
+//!   (revision ordered, at most 1,000 revisions and 8 MiB per read), queues them when
+//!   the stream has room, and moves it back to synced once it is level. A slow watcher
+//!   therefore costs neither apply, nor writes, nor other watchers anything, and what it
+//!   has pending is bounded by its stream's budget.
+//! - A watcher whose next revision falls below the compacted revision is cancelled with
+//!   `compact_revision` set, as etcd does.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raftkv_proto::mvccpb::Event;
+use raftkv_proto::mvccpb::event::EventType;
+use raftkv_storage::MvccStore;
+use raftkv_storage::mvcc::{HistoryLimits, RangeEnd, WatchSink};
+use tokio::sync::{Notify, mpsc};
+
+/// Queued deliveries one stream may hold (etcd's `chanBufLen`).
+pub(crate) const STREAM_QUEUE: usize = 128;
+/// Event bytes one stream may have queued before its watchers are moved aside.
+const STREAM_BYTES: usize = 16 << 20;
+/// Watchers one catch-up round reads for (etcd's `maxWatchersPerSync`).
+const WATCHERS_PER_ROUND: usize = 512;
+/// One catch-up read for one watcher: etcd's 1,000 revisions, and (where etcd has no
+/// bound) at most the revision that reaches 8 MiB.
+const CATCH_UP: HistoryLimits = HistoryLimits {
+    revisions: 1000,
+    bytes: 8 << 20,
+};
+/// How often unsynced watchers are retried when nothing wakes the catch-up task.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+/// Watchers and key bytes the whole hub holds at most (a bound against a flood of
+/// watch requests; etcd has none).
+const HUB_WATCHERS: usize = 1_000_000;
+const HUB_KEY_BYTES: usize = 256 << 20;
+
+/// What a watcher wants.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    /// The key (etcd's empty key was already made `"\0"`).
+    pub key: Bytes,
+    /// The range's end.
+    pub end: RangeEnd,
+    /// NOPUT: leave out put events.
+    pub no_put: bool,
+    /// NODELETE: leave out delete events.
+    pub no_delete: bool,
+}
+
+impl WatchSpec {
+    fn wants_key(&self, key: &[u8]) -> bool {
+        self.end.contains(&self.key, key)
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        let put = event.r#type == EventType::Put as i32;
+        !(put && self.no_put || !put && self.no_delete)
+    }
+
+    fn key_bytes(&self) -> usize {
+        self.key.len()
+            + match &self.end {
+                RangeEnd::Below(end) => end.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// What the hub queues for a stream.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Events for one watcher; `revision` is the header's (the write's, or the store's
+    /// revision when read from history).
+    Events {
+        /// The hub's id of the watcher.
+        watcher: u64,
+        /// The response header's revision.
+        revision: i64,
+        /// Whole revisions, in order.
+        events: Vec<Event>,
+        /// Bytes counted against the stream's budget (returned once sent).
+        bytes: usize,
+    },
+    /// The watcher was cancelled because its next revision was compacted.
+    Compacted {
+        /// The hub's id of the watcher.
+        watcher: u64,
+        /// The compacted revision.
+        compact_revision: i64,
+    },
+}
+
+/// The sending side of one stream's queue, shared by its watchers.
+#[derive(Clone)]
+pub struct StreamQueue {
+    tx: mpsc::Sender<Delivery>,
+    /// Event bytes queued and not yet sent.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving side: the stream task takes deliveries and returns their bytes.
+pub struct StreamInbox {
+    rx: mpsc::Receiver<Delivery>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A new stream's queue.
+pub fn stream_queue() -> (StreamQueue, StreamInbox) {
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        StreamQueue {
+            tx,
+            queued: queued.clone(),
+        },
+        StreamInbox { rx, queued },
+    )
+}
+
+impl StreamInbox {
+    /// The next delivery; `None` once every queue handle is gone.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let delivery = self.rx.recv().await?;
+        if let Delivery::Events { bytes, .. } = &delivery {
+            self.queued.fetch_sub(*bytes, Ordering::AcqRel);
+        }
+        Some(delivery)
+    }
+}
+
+/// Why a delivery was not queued.
+enum Refused {
+    /// The stream has no room now: move the watcher aside and retry later.
+    Full,
+    /// The stream is gone.
+    Closed,
+}
+
+impl StreamQueue {
+    fn offer(&self, delivery: Delivery) -> Result<(), Refused> {
+        let bytes = match &delivery {
+            Delivery::Events { bytes, .. } => *bytes,
+            Delivery::Compacted { .. } => 0,
+        };
+        if bytes > 0 && self.queued.load(Ordering::Acquire) >= STREAM_BYTES {
+            return Err(Refused::Full);
+        }
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        self.tx.try_send(delivery).map_err(|e| {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => Refused::Full,
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            }
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        self.tx.capacity() > 0 && self.queued.load(Ordering::Acquire) < STREAM_BYTES
+    }
+}
+
+struct Watcher {
+    spec: WatchSpec,
+    /// Synced: the lowest revision it takes (above the hub's for a future start).
+    /// Unsynced: the next revision to read from history.
+    next: i64,
+    synced: bool,
+    queue: StreamQueue,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// The last revision handed to the hub (or restored).
+    rev: i64,
+    next_id: u64,
+    watchers: HashMap<u64, Watcher>,
+    /// Synced single-key watchers by key.
+    by_key: HashMap<Bytes, Vec<u64>>,
+    /// Synced range watchers.
+    ranged: HashSet<u64>,
+    unsynced: BTreeSet<u64>,
+    key_bytes: usize,
+}
+
+impl HubState {
+    fn add_synced(&mut self, id: u64) {
+        let w = &self.watchers[&id];
+        if w.spec.end == RangeEnd::Key {
+            self.by_key.entry(w.spec.key.clone()).or_default().push(id);
+        } else {
+            self.ranged.insert(id);
+        }
+    }
+
+    fn remove_synced(&mut self, id: u64) {
+        let Some(w) = self.watchers.get(&id) else {
+            return;
+        };
+        if w.spec.end == RangeEnd::Key {
+            if let Some(ids) = self.by_key.get_mut(&w.spec.key) {
+                ids.retain(|&x| x != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&w.spec.key);
+                }
+            }
+        } else {
+            self.ranged.remove(&id);
+        }
+    }
+
+    fn unsync(&mut self, id: u64, next: i64) {
+        self.remove_synced(id);
+        if let Some(w) = self.watchers.get_mut(&id) {
+            w.synced = false;
+            w.next = next;
+            self.unsynced.insert(id);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.remove_synced(id);
+        self.unsynced.remove(&id);
+        if let Some(w) = self.watchers.remove(&id) {
+            self.key_bytes -= w.spec.key_bytes();
+        }
+    }
+}
+
+/// The member's watchers.
+pub struct WatchHub {
+    store: Arc<MvccStore>,
+    state: Mutex<HubState>,
+    /// Wakes the catch-up task.
+    wake: Notify,
+}
+
+/// Why a watcher was not registered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The hub holds as many watchers (or key bytes) as it may.
+    Full,
+}
+
+impl WatchHub {
+    /// A hub over `store`, receiving its applied writes, with its catch-up task running
+    /// until the hub is dropped.
+    pub fn start(store: Arc<MvccStore>) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            store: store.clone(),
+            state: Mutex::new(HubState::default()),
+            wake: Notify::new(),
+        });
+        // The sink holds the hub weakly: the store outlives it otherwise.
+        let sink = Arc::new(HubSink(Arc::downgrade(&hub)));
+        let rev = store.set_watch_sink(sink);
+        hub.lock().rev = rev;
+        tokio::spawn(catch_up_task(Arc::downgrade(&hub)));
+        hub
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The revision the hub has handed on up to.
+    pub fn revision(&self) -> i64 {
+        self.lock().rev
+    }
+
+    /// The store the hub watches.
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// Registers a watcher from `start` (0: from the next write) and returns its id and the
+    /// hub's revision at that moment.
+    pub fn register(
+        &self,
+        spec: WatchSpec,
+        start: i64,
+        queue: StreamQueue,
+    ) -> Result<(u64, i64), RegisterError> {
+        let mut state = self.lock();
+        if state.watchers.len() >= HUB_WATCHERS
+            || state.key_bytes + spec.key_bytes() > HUB_KEY_BYTES
+        {
+            return Err(RegisterError::Full);
+        }
+        let rev = state.rev;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.key_bytes += spec.key_bytes();
+        let synced = start == 0 || start > rev;
+        state.watchers.insert(
+            id,
+            Watcher {
+                spec,
+                next: if synced { start.max(rev + 1) } else { start },
+                synced,
+                queue,
+            },
+        );
+        if synced {
+            state.add_synced(id);
+        } else {
+            state.unsynced.insert(id);
+            drop(state);
+            self.wake.notify_one();
+        }
+        Ok((id, rev))
+    }
+
+    /// Removes a watcher (nothing more is queued for it).
+    pub fn cancel(&self, id: u64) {
+        self.lock().remove(id);
+    }
+
+    /// The hub's revision if watcher `id` is synced (a progress notification is due only
+    /// then, as in etcd), else `None`.
+    pub fn synced_revision(&self, id: u64) -> Option<i64> {
+        let state = self.lock();
+        state
+            .watchers
+            .get(&id)
+            .filter(|w| w.synced)
+            .map(|_| state.rev)
+    }
+
+    /// How many watchers are registered, and how many of them are catching up.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.watchers.len(), state.unsynced.len())
+    }
+
+    /// Queues a write's events for the synced watchers that want them.
+    fn applied(&self, rev: i64, events: &[Event]) {
+        let mut state = self.lock();
+        state.rev = rev;
+        // Each interested watcher's events, in the write's order.
+        let mut batches: Vec<(u64, Vec<Event>)> = Vec::new();
+        let mut slot: HashMap<u64, usize> = HashMap::new();
+        let mut add = |id: u64, event: &Event| {
+            let i = *slot.entry(id).or_insert_with(|| {
+                batches.push((id, Vec::new()));
+                batches.len() - 1
+            });
+            batches[i].1.push(event.clone());
+        };
+        for event in events {
+            let key = event.kv.as_ref().map(|kv| &kv.key[..]).unwrap_or_default();
+            if let Some(ids) = state.by_key.get(key) {
+                for &id in ids {
+                    add(id, event);
+                }
+            }
+            for &id in &state.ranged {
+                if state.watchers[&id].spec.wants_key(key) {
+                    add(id, event);
+                }
+            }
+        }
+        let mut moved = false;
+        for (id, events) in batches {
+            let w = &state.watchers[&id];
+            if w.next > rev {
+                continue; // starts at a later revision
+            }
+            let events: Vec<Event> = events.into_iter().filter(|e| w.spec.wants(e)).collect();
+            if events.is_empty() {
+                continue;
+            }
+            let bytes = event_bytes(&events);
+            match w.queue.offer(Delivery::Events {
+                watcher: id,
+                revision: rev,
+                events,
+                bytes,
+            }) {
+                Ok(()) => {}
+                Err(Refused::Full) => {
+                    state.unsync(id, rev);
+                    moved = true;
+                }
+                Err(Refused::Closed) => state.remove(id),
+            }
+        }
+        drop(state);
+        if moved {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A snapshot replaced the store: every synced watcher catches up from history.
+    fn replaced(&self, rev: i64) {
+        let mut state = self.lock();
+        let next = state.rev + 1;
+        let synced: Vec<u64> = state
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.synced)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in synced {
+            let from = state.watchers[&id].next.max(next);
+            state.unsync(id, from);
+        }
+        state.rev = rev;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// One catch-up round: reads history for up to [`WATCHERS_PER_ROUND`] unsynced
+    /// watchers. Returns whether any remain unsynced.
+    fn catch_up_round(&self) -> bool {
+        let (to, chosen) = {
+            let state = self.lock();
+            let chosen: Vec<(u64, WatchSpec, i64, StreamQueue)> = state
+                .unsynced
+                .iter()
+                .take(WATCHERS_PER_ROUND)
+                .map(|id| {
+                    let w = &state.watchers[id];
+                    (*id, w.spec.clone(), w.next, w.queue.clone())
+                })
+                .collect();
+            (state.rev, chosen)
+        };
+        let compacted = self.store.compacted_revision();
+        for (id, spec, next, queue) in chosen {
+            let outcome = if next < compacted {
+                match queue.offer(Delivery::Compacted {
+                    watcher: id,
+                    compact_revision: compacted,
+                }) {
+                    Ok(()) | Err(Refused::Closed) => Outcome::Remove,
+                    Err(Refused::Full) => Outcome::Stay,
+                }
+            } else if !queue.has_room() {
+                Outcome::Stay
+            } else {
+                self.catch_up(id, &spec, next, to, &queue)
+            };
+            let mut state = self.lock();
+            match outcome {
+                Outcome::Remove => state.remove(id),
+                Outcome::Stay => {}
+                Outcome::Reached(next) => {
+                    let rev = state.rev;
+                    if let Some(w) = state.watchers.get_mut(&id).filter(|w| !w.synced) {
+                        w.next = next;
+                        if next > rev {
+                            w.synced = true;
+                            state.unsynced.remove(&id);
+                            state.add_synced(id);
+                        }
+                    }
+                }
+            }
+        }
+        !self.lock().unsynced.is_empty()
+    }
+
+    /// Reads and queues one watcher's events from `next` up to `to`.
+    fn catch_up(
+        &self,
+        id: u64,
+        spec: &WatchSpec,
+        next: i64,
+        to: i64,
+        queue: &StreamQueue,
+    ) -> Outcome {
+        let batch = match self
+            .store
+            .history(next, to, CATCH_UP, &mut |key| spec.wants_key(key))
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, watcher = id, "reading history for a watcher");
+                return Outcome::Stay;
+            }
+        };
+        let events: Vec<Event> = batch.events.into_iter().filter(|e| spec.wants(e)).collect();
+        if events.is_empty() {
+            return Outcome::Reached(batch.next);
+        }
+        let bytes = event_bytes(&events);
+        match queue.offer(Delivery::Events {
+            watcher: id,
+            revision: to,
+            events,
+            bytes,
+        }) {
+            Ok(()) => Outcome::Reached(batch.next),
+            Err(Refused::Full) => Outcome::Stay,
+            Err(Refused::Closed) => Outcome::Remove,
+        }
+    }
+}
+
+enum Outcome {
+    Remove,
+    Stay,
+    /// Everything below this revision was queued.
+    Reached(i64),
+}
+
+fn event_bytes(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter_map(|e| e.kv.as_ref())
+        .map(|kv| kv.key.len() + kv.value.len() + 32)
+        .sum()
+}
+
+struct HubSink(Weak<WatchHub>);
+
+impl WatchSink for HubSink {
+    fn applied(&self, revision: i64, events: &[Event]) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.applied(revision, events);
+        }
+    }
+
+    fn replaced(&self, revision: i64) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.replaced(revision);
+        }
+    }
+}
+
+/// Catches unsynced watchers up: woken when one appears, and every 100 ms while any
+/// remain (a stream that had no room may have some now). `Notify` keeps a wake-up that
+/// comes while a round runs, so none is lost.
+async fn catch_up_task(hub: Weak<WatchHub>) {
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let round = strong.clone();
+        let again = tokio::task::spawn_blocking(move || round.catch_up_round())
+            .await
+            .unwrap_or(true);
+        let wait = if again {
+            CATCH_UP_EVERY
+        } else {
+            Duration::from_secs(1) // only to notice that the hub is gone
+        };
+        tokio::select! {
+            _ = strong.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
