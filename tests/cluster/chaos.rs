@@ -10,6 +10,10 @@
 //! votes — beside deep txns that are valid and must survive every kill and restart; and no
 //! member may refuse a message or an answer from a correct peer (the logs are checked).
 //!
+//! Watchers on every member follow the chaos keys throughout (`chaos_watch`): their
+//! streams are checked for order, duplicates, atomicity, prev_kv, resumption without a gap,
+//! and against the acknowledged writes and the MVCC history.
+//!
 //! `RAFTKV_SEED=<n>` replays one schedule; `RAFTKV_SOAK=<minutes>` runs seed after seed.
 
 use std::sync::{Arc, Mutex};
@@ -632,6 +636,7 @@ pub async fn run_schedule(
         .collect();
     let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
+    let watchers = crate::chaos_watch::Watchers::start(&endpoints);
     let mut rng = Rng::new(seed);
     let mut windows = Vec::new();
     let mut faults = Vec::new();
@@ -745,6 +750,8 @@ pub async fn run_schedule(
         }
     }
     converge(&cluster, seed).await;
+    let watched = check_watchers(&cluster, watchers, &history, seed).await;
+    eprintln!("chaos: seed {seed}: {watched}");
     for m in &cluster.members {
         let log = m.log_text();
         for line in FALSE_REFUSALS {
@@ -757,6 +764,79 @@ pub async fn run_schedule(
         }
     }
     (ops.len(), faults.len())
+}
+
+/// The watchers' streams (see `chaos_watch`): each on its own, each equal to the history
+/// a fresh watch reads from the leader, that history equal to a fresh watch on every
+/// member and to range reads at each revision, and every acknowledged put in it.
+async fn check_watchers(
+    cluster: &Cluster,
+    watchers: crate::chaos_watch::Watchers,
+    history: &[(Op, usize, i64)],
+    seed: u64,
+) -> String {
+    use crate::chaos_watch::{check_against_ranges, check_stream, read_history};
+    let leader = cluster.leader().await.expect("leader after the run");
+    let reference = read_history(&cluster.members[leader].endpoint()).await;
+    let last = reference.last().map_or(0, |e| e.0);
+    let logs = watchers.finish(last, Duration::from_secs(30)).await;
+    for (i, log) in logs.iter().enumerate() {
+        if let Err(e) = check_stream(&format!("watcher on member {i}"), log) {
+            panic!("seed {seed}: {e}");
+        }
+        let events = log.events();
+        if events != reference {
+            let at = events
+                .iter()
+                .zip(&reference)
+                .position(|(a, b)| a != b)
+                .unwrap_or(events.len().min(reference.len()));
+            panic!(
+                "seed {seed}: watcher on member {i} ({} events, {} resumes) differs from the history ({} events) at event {at}: {:?} vs {:?}",
+                events.len(),
+                log.resumes,
+                reference.len(),
+                events.get(at),
+                reference.get(at)
+            );
+        }
+    }
+    for i in running(cluster) {
+        let fresh = read_history(&cluster.members[i].endpoint()).await;
+        assert!(
+            fresh == reference,
+            "seed {seed}: a fresh watch on member {i} reads another history ({} vs {} events)",
+            fresh.len(),
+            reference.len()
+        );
+    }
+    let mut kv = KvClient::new(
+        channel(&cluster.members[leader].endpoint())
+            .await
+            .expect("leader connection"),
+    );
+    if let Err(e) = check_against_ranges(&mut kv, &reference).await {
+        panic!("seed {seed}: {e}");
+    }
+    let in_stream: std::collections::HashSet<(i64, &str, &str)> = reference
+        .iter()
+        .filter(|e| e.1 == 0)
+        .map(|e| (e.0, e.2.as_str(), e.3.as_str()))
+        .collect();
+    for (op, _, revision) in history {
+        if let (Input::Put(value), Some(_)) = (&op.input, op.ret) {
+            assert!(
+                in_stream.contains(&(*revision, op.key.as_str(), value.as_str())),
+                "seed {seed}: acknowledged {op:?} at revision {revision} is missing from the watch streams"
+            );
+        }
+    }
+    let resumes: usize = logs.iter().map(|l| l.resumes).sum();
+    format!(
+        "{} watchers, {} events each, {resumes} resumes, streams equal to the MVCC history",
+        logs.len(),
+        reference.len()
+    )
 }
 
 /// Every member reaches the same revision and the same data.

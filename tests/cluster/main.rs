@@ -5,6 +5,7 @@
 
 mod backup;
 mod chaos;
+mod chaos_watch;
 mod client;
 mod disk_full;
 mod etcdctl;

@@ -405,3 +405,146 @@ async fn progress_notifications_come_at_the_configured_interval() {
     progress_notifications(Server::Raftkv).await;
     progress_notifications(Server::Etcd).await;
 }
+
+/// Reads answers until `count` events arrived (or `limit` passes); returns the events'
+/// (key, revision) in arrival order.
+async fn collect_events(
+    answers: &mut tonic::Streaming<WatchResponse>,
+    count: usize,
+    limit: Duration,
+) -> Vec<(String, i64)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut events = Vec::new();
+    while events.len() < count {
+        match tokio::time::timeout_at(deadline, answers.next()).await {
+            Ok(Some(Ok(answer))) => {
+                assert!(!answer.canceled, "cancelled: {answer:?}");
+                events.extend(answer.events.iter().map(|e| {
+                    let kv = e.kv.clone().unwrap_or_default();
+                    (
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        kv.mod_revision,
+                    )
+                }));
+            }
+            Ok(Some(Err(e))) => panic!("watch stream failed after {} events: {e}", events.len()),
+            Ok(None) => panic!("watch stream ended after {} events", events.len()),
+            Err(_) => break,
+        }
+    }
+    events
+}
+
+/// Asserts `got == want` with a short message: lengths and the first difference.
+fn assert_same_events(got: &[(String, i64)], want: &[(String, i64)], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {} events, {} expected; first difference at {at:?}: {:?} vs {:?}",
+            got.len(),
+            want.len(),
+            at.and_then(|i| got.get(i)),
+            at.and_then(|i| want.get(i))
+        );
+    }
+}
+
+/// The events `n` single-key puts of `prefix`000… made from revision `first` on.
+fn expected_puts(prefix: &str, n: usize, first: i64) -> Vec<(String, i64)> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i:04}"), first + i as i64))
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A watcher whose client never reads blocks neither writes nor other watchers, holds a
+/// bounded amount of memory on the member, and gets every event, in order, once it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_watcher_blocks_nothing_and_catches_up_later() {
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let endpoint = cluster.members[0].endpoint();
+    let pid = cluster.members[0].pid().expect("running");
+    let mut stuck =
+        RawStream::open(&endpoint, RequestUnion::CreateRequest(create("s", "t", 0))).await;
+    let mut reader =
+        RawStream::open(&endpoint, RequestUnion::CreateRequest(create("s", "t", 0))).await;
+    assert_eq!(
+        stuck.drain(Duration::from_millis(300)).await.len(),
+        1,
+        "created"
+    );
+    assert_eq!(
+        reader.drain(Duration::from_millis(300)).await.len(),
+        1,
+        "created"
+    );
+    let before = rss_kib(pid);
+    // 3,000 puts of 16 KiB: 48 MiB of events, three times a stream's budget, far beyond
+    // what HTTP/2 windows hold for a client that does not read.
+    let writer = {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let mut kv = KvClient::connect(format!("http://{endpoint}"))
+                .await
+                .expect("kv");
+            for i in 0..3000 {
+                put(&mut kv, &format!("s{i:04}"), vec![b'v'; 16 << 10]).await;
+            }
+        })
+    };
+    let seen = collect_events(&mut reader.answers, 3000, Duration::from_secs(120)).await;
+    writer
+        .await
+        .expect("every write was taken while a watcher was stuck");
+    assert_same_events(&seen, &expected_puts("s", 3000, 2), "the reading watcher");
+    let grown = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        grown < 400,
+        "the member grew by {grown} MiB for a stuck watcher"
+    );
+    // Now the stuck client reads: everything, in order, no gap, no duplicate.
+    let late = collect_events(&mut stuck.answers, 3000, Duration::from_secs(120)).await;
+    assert_same_events(&late, &expected_puts("s", 3000, 2), "the stuck watcher");
+}
+
+/// A follower that installs a snapshot while a watcher is on it: the watcher continues
+/// from the store's history with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_a_follower_continues_across_a_snapshot_install() {
+    let opts = Options {
+        snapshot_count: Some(20),
+        ..Options::default()
+    };
+    let cluster = Cluster::start(Server::Raftkv, 3, opts).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let endpoint = cluster.members[follower].endpoint();
+    let mut watch =
+        RawStream::open(&endpoint, RequestUnion::CreateRequest(create("s", "t", 1))).await;
+    let mut kv = KvClient::connect(format!("http://{}", cluster.members[leader].endpoint()))
+        .await
+        .expect("kv");
+    for i in 0..10 {
+        put(&mut kv, &format!("s{i:04}"), b"v".to_vec()).await;
+    }
+    cluster.pause(follower);
+    for i in 10..150 {
+        put(&mut kv, &format!("s{i:04}"), b"v".to_vec()).await;
+    }
+    cluster.resume(follower);
+    let seen = collect_events(&mut watch.answers, 150, Duration::from_secs(30)).await;
+    assert_same_events(&seen, &expected_puts("s", 150, 2), "the follower's watcher");
+    let snaps = std::fs::read_dir(cluster.members[follower].data_dir.join("member/snap"))
+        .map(|d| d.filter_map(Result::ok).count())
+        .unwrap_or(0);
+    assert!(snaps > 0, "the follower installed a snapshot");
+    drop(cluster);
+}

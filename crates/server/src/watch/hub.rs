@@ -7,7 +7,7 @@
 //! - An **unsynced** watcher started in the past, or its stream could not take an event
 //!   (its queue full, or over its byte budget: the client reads slowly), or a snapshot
 //!   replaced the store. A background task reads its events from the store's history
-//!   (revision ordered, at most 1,000 revisions and 8 MiB per read), queues them when
+//!   (revision ordered, at most 1,000 revisions and 3 MiB per read), queues them when
 //!   the stream has room, and moves it back to synced once it is level. A slow watcher
 //!   therefore costs neither apply, nor writes, nor other watchers anything, and what it
 //!   has pending is bounded by its stream's budget.
@@ -33,10 +33,11 @@ const STREAM_BYTES: usize = 16 << 20;
 /// Watchers one catch-up round reads for (etcd's `maxWatchersPerSync`).
 const WATCHERS_PER_ROUND: usize = 512;
 /// One catch-up read for one watcher: etcd's 1,000 revisions, and (where etcd has no
-/// bound) at most the revision that reaches 8 MiB.
+/// bound) at most the revision that reaches 3 MiB, so that an answer stays within the
+/// 4 MiB that gRPC clients accept by default unless one revision alone is larger.
 const CATCH_UP: HistoryLimits = HistoryLimits {
     revisions: 1000,
-    bytes: 8 << 20,
+    bytes: 3 << 20,
 };
 /// How often unsynced watchers are retried when nothing wakes the catch-up task.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(100);

@@ -1,0 +1,301 @@
+//! Watchers under the chaos schedule: one per member, watching the chaos keys from the
+//! first revision with prev_kv, each served by its own member (followers too). A watcher
+//! whose stream breaks (its member killed, paused, cut off) resumes from its last
+//! revision + 1, on its own member when it is back (on the next one if it stays away,
+//! as when it is removed). Afterwards what etcd's robustness tests check:
+//! each stream is ordered, without duplicates, atomic per revision (a revision's events
+//! in one response), its prev_kvs are the key's previous values, every acknowledged put is
+//! in it at its revision, and every stream — and a fresh watch from the first revision on
+//! every member — equals the MVCC history read back with ranges at each revision.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::watch_client::WatchClient;
+use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
+use raftkv_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest};
+use raftkv_proto::mvccpb::Event;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// One event as compared: revision, type (0 put, 1 delete), key, value, prev value.
+pub type Seen = (i64, i32, String, String, Option<String>);
+
+fn seen(event: &Event) -> Seen {
+    let kv = event.kv.clone().unwrap_or_default();
+    (
+        kv.mod_revision,
+        event.r#type,
+        String::from_utf8_lossy(&kv.key).into_owned(),
+        String::from_utf8_lossy(&kv.value).into_owned(),
+        event
+            .prev_kv
+            .as_ref()
+            .map(|p| String::from_utf8_lossy(&p.value).into_owned()),
+    )
+}
+
+/// What one watcher saw.
+#[derive(Debug, Default, Clone)]
+pub struct WatchLog {
+    /// Each response's events, in arrival order.
+    pub responses: Vec<Vec<Seen>>,
+    /// How often it resumed after its stream broke.
+    pub resumes: usize,
+    /// Answers it should never get (cancels, errors in created answers).
+    pub unexpected: Vec<String>,
+}
+
+impl WatchLog {
+    fn last_revision(&self) -> i64 {
+        self.responses
+            .iter()
+            .rev()
+            .find_map(|r| r.last().map(|e| e.0))
+            .unwrap_or(0)
+    }
+
+    /// The events, flattened.
+    pub fn events(&self) -> Vec<Seen> {
+        self.responses.iter().flatten().cloned().collect()
+    }
+}
+
+/// The watchers of one chaos run.
+pub struct Watchers {
+    logs: Vec<Arc<Mutex<WatchLog>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+const PREFIX: &str = "k";
+const PREFIX_END: &str = "l";
+
+fn create(start: i64) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: PREFIX.into(),
+            range_end: PREFIX_END.into(),
+            start_revision: start,
+            prev_kv: true,
+            ..Default::default()
+        })),
+    }
+}
+
+async fn channel(endpoint: &str) -> Option<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .ok()
+}
+
+/// Watches until stopped, resuming after every break.
+async fn watcher(
+    home: usize,
+    endpoints: Vec<String>,
+    log: Arc<Mutex<WatchLog>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut target = home;
+    let mut failures = 0;
+    let mut first = true;
+    while !stop.load(Ordering::Relaxed) {
+        let next = log.lock().unwrap().last_revision() + 1;
+        let start = next.max(1);
+        let broke = match channel(&endpoints[target]).await {
+            None => true,
+            Some(channel) => {
+                let (tx, rx) = mpsc::channel(4);
+                let _ = tx.send(create(start)).await;
+                let opened = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    WatchClient::new(channel)
+                        .watch(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                )
+                .await;
+                match opened {
+                    Ok(Ok(answers)) => {
+                        if !first {
+                            log.lock().unwrap().resumes += 1;
+                        }
+                        first = false;
+                        failures = 0;
+                        follow(answers.into_inner(), &log, &stop).await;
+                        drop(tx);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        };
+        if broke && !stop.load(Ordering::Relaxed) {
+            failures += 1;
+            if failures >= 20 {
+                // Its member stays away (removed, say): resume on the next one.
+                target = (target + 1) % endpoints.len();
+                failures = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Records answers until the stream breaks or the run stops.
+async fn follow(
+    mut answers: tonic::Streaming<raftkv_proto::etcdserverpb::WatchResponse>,
+    log: &Mutex<WatchLog>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let answer = match tokio::time::timeout(Duration::from_millis(300), answers.next()).await {
+            Err(_) => continue, // quiet: check the stop flag
+            Ok(Some(Ok(answer))) => answer,
+            Ok(_) => return,
+        };
+        let mut log = log.lock().unwrap();
+        if answer.canceled || answer.compact_revision != 0 {
+            log.unexpected.push(format!("{answer:?}"));
+            return;
+        }
+        if !answer.events.is_empty() {
+            log.responses.push(answer.events.iter().map(seen).collect());
+        }
+    }
+}
+
+impl Watchers {
+    /// One watcher per member, from the first revision.
+    pub fn start(endpoints: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut logs = Vec::new();
+        let mut tasks = Vec::new();
+        for home in 0..endpoints.len() {
+            let log = Arc::new(Mutex::new(WatchLog::default()));
+            logs.push(log.clone());
+            tasks.push(tokio::spawn(watcher(
+                home,
+                endpoints.to_vec(),
+                log,
+                stop.clone(),
+            )));
+        }
+        Self { logs, stop, tasks }
+    }
+
+    /// Waits until every watcher has seen `revision` (the cluster's last change to the
+    /// watched keys) or `limit` passes, then stops them and returns their logs.
+    pub async fn finish(self, revision: i64, limit: Duration) -> Vec<WatchLog> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline
+            && self
+                .logs
+                .iter()
+                .any(|l| l.lock().unwrap().last_revision() < revision)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.logs
+            .iter()
+            .map(|l| l.lock().unwrap().clone())
+            .collect()
+    }
+}
+
+/// A fresh watch from the first revision on `endpoint`, read until it goes quiet (call it
+/// once the cluster converged and writes stopped).
+pub async fn read_history(endpoint: &str) -> Vec<Seen> {
+    let channel = channel(endpoint).await.expect("connecting for history");
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(create(1)).await.expect("queued");
+    let mut answers = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Ok(Some(answer)) =
+        tokio::time::timeout(Duration::from_millis(1500), answers.next()).await
+    {
+        events.extend(answer.expect("answer").events.iter().map(seen));
+    }
+    events
+}
+
+/// Checks one stream on its own: ordered, no duplicates, atomic per revision, prev_kv the
+/// key's previous value in the stream (it starts at the first revision, with nothing
+/// compacted).
+pub fn check_stream(name: &str, log: &WatchLog) -> Result<(), String> {
+    if !log.unexpected.is_empty() {
+        return Err(format!("{name}: unexpected answers {:?}", log.unexpected));
+    }
+    let mut last_rev = 0;
+    for (i, response) in log.responses.iter().enumerate() {
+        let first = response.first().map_or(0, |e| e.0);
+        if first <= last_rev {
+            return Err(format!(
+                "{name}: response {i} starts at revision {first}, after {last_rev}: a revision split, repeated or out of order"
+            ));
+        }
+        for pair in response.windows(2) {
+            if pair[1].0 < pair[0].0 {
+                return Err(format!("{name}: out of order in response {i}: {pair:?}"));
+            }
+            if pair[1].0 == pair[0].0 && pair[1].2 == pair[0].2 {
+                return Err(format!("{name}: duplicate in response {i}: {pair:?}"));
+            }
+        }
+        last_rev = response.last().map_or(last_rev, |e| e.0);
+    }
+    let mut values: std::collections::HashMap<String, Option<String>> = Default::default();
+    for event in log.events() {
+        let (rev, kind, key, value, prev) = &event;
+        let before = values.get(key).cloned().flatten();
+        if *prev != before {
+            return Err(format!(
+                "{name}: prev_kv of {key} at {rev} is {prev:?}, the stream had {before:?}"
+            ));
+        }
+        values.insert(key.clone(), (*kind == 0).then(|| value.clone()));
+    }
+    Ok(())
+}
+
+/// Checks every event of `events` against a range read at its revision (the MVCC history).
+pub async fn check_against_ranges(
+    kv: &mut KvClient<Channel>,
+    events: &[Seen],
+) -> Result<(), String> {
+    for (rev, kind, key, value, _) in events {
+        let found = kv
+            .range(RangeRequest {
+                key: key.clone().into_bytes().into(),
+                revision: *rev,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("range at {rev}: {e}"))?
+            .into_inner();
+        let at = found.kvs.first();
+        let ok = match kind {
+            0 => at.is_some_and(|kv| kv.mod_revision == *rev && kv.value == value.as_bytes()),
+            _ => at.is_none(),
+        };
+        if !ok {
+            return Err(format!(
+                "event {:?} disagrees with the store at that revision: {at:?}",
+                (rev, kind, key, value)
+            ));
+        }
+    }
+    Ok(())
+}
