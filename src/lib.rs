@@ -21,7 +21,7 @@
 //! [`Kv`] handle calls the same logic in-process, without the network. A program that talks
 //! to members over the network uses [`Client`].
 //!
-//! - [`Member`], [`Kv`], [`IntoBytes`], [`Error`] — the embedding API, with its
+//! - [`Member`], [`Kv`], [`Watch`], [`IntoBytes`], [`Error`] — the embedding API, with its
 //!   configuration ([`ServerConfig`] around [`NodeConfig`]).
 //! - [`Client`] (crate [`client`]) — the async client of a cluster's endpoints.
 //! - [`proto`] — the etcd v3 messages both take and return.
@@ -31,7 +31,7 @@
 pub use raftkv_client as client;
 pub use raftkv_client::Client;
 pub use raftkv_proto::etcdserverpb as proto;
-pub use raftkv_proto::mvccpb::KeyValue;
+pub use raftkv_proto::mvccpb::{Event, KeyValue};
 pub use raftkv_raft::NodeConfig;
 pub use raftkv_server::ServerConfig;
 /// gRPC status codes, as [`Error::code`] gives them.
@@ -39,10 +39,13 @@ pub use tonic::Code;
 
 use raftkv_raft::NodeError;
 
+use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
 use raftkv_proto::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse,
+    TxnRequest, TxnResponse, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest,
+    WatchRequest, WatchResponse,
 };
+use tokio::sync::mpsc;
 
 /// What the embedding API fails with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,6 +171,80 @@ impl Kv {
     /// etcd's Txn.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Error> {
         Ok(self.api.txn(req).await?)
+    }
+
+    /// Opens a watch stream on this member, with no watcher yet: etcd's Watch in-process,
+    /// from this member's applied state. Drop it to end its watchers.
+    pub fn watch_stream(&self) -> Watch {
+        let (requests, rx) = mpsc::channel(16);
+        let answers = self
+            .api
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Watch { requests, answers }
+    }
+
+    /// Watches `key` (or the range `[key, range_end)`; `range_end` `"\0"` for every key from
+    /// `key`, empty for the key alone) from `start_revision` (0: from the next write).
+    pub async fn watch(
+        &self,
+        key: impl IntoBytes,
+        range_end: impl IntoBytes,
+        start_revision: i64,
+    ) -> Result<Watch, Error> {
+        let watch = self.watch_stream();
+        watch
+            .create(WatchCreateRequest {
+                key: key.into_bytes(),
+                range_end: range_end.into_bytes(),
+                start_revision,
+                ..Default::default()
+            })
+            .await?;
+        Ok(watch)
+    }
+}
+
+/// An in-process watch stream of a [`Member`] (see [`Kv::watch_stream`]): the requests and
+/// answers of etcd's `Watch`, many watchers on one stream.
+pub struct Watch {
+    requests: mpsc::Sender<Result<WatchRequest, tonic::Status>>,
+    answers: mpsc::Receiver<Result<WatchResponse, tonic::Status>>,
+}
+
+impl Watch {
+    async fn send(&self, request: RequestUnion) -> Result<(), Error> {
+        self.requests
+            .send(Ok(WatchRequest {
+                request_union: Some(request),
+            }))
+            .await
+            .map_err(|_| Error::Request {
+                code: Code::Unavailable,
+                message: "watch stream closed".into(),
+            })
+    }
+
+    /// Adds a watcher; its `created` answer comes before any of its events.
+    pub async fn create(&self, req: WatchCreateRequest) -> Result<(), Error> {
+        self.send(RequestUnion::CreateRequest(req)).await
+    }
+
+    /// Cancels watcher `watch_id`.
+    pub async fn cancel(&self, watch_id: i64) -> Result<(), Error> {
+        self.send(RequestUnion::CancelRequest(WatchCancelRequest { watch_id }))
+            .await
+    }
+
+    /// Asks for a progress answer (the member's current revision).
+    pub async fn request_progress(&self) -> Result<(), Error> {
+        self.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
+            .await
+    }
+
+    /// The next answer: created / canceled notices, events, progress; `None` once the
+    /// member stopped.
+    pub async fn next(&mut self) -> Option<WatchResponse> {
+        self.answers.recv().await?.ok()
     }
 }
 

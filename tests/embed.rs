@@ -59,3 +59,47 @@ async fn embedded_member_serves_both_in_process_and_over_grpc() {
     assert_eq!(put.header.unwrap().revision, 4);
     member.shutdown().await;
 }
+
+/// Watch in-process: a watcher from the past catches up, a live one gets each write,
+/// the created answer comes first, and cancel / progress answer as over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_member_serves_watch_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let mut node = raftkv::NodeConfig::new("watched", dir.path().join("data"));
+    node.client_urls = vec![format!("http://127.0.0.1:{client}")];
+    node.peer_urls = vec![format!("http://127.0.0.1:{peer}")];
+    node.initial_cluster = [("watched".to_string(), node.peer_urls.clone())].into();
+    let member = raftkv::Member::start(raftkv::ServerConfig::new(node))
+        .await
+        .unwrap();
+    let kv = member.kv();
+    kv.put("w/1", "a").await.unwrap(); // 2
+    kv.put("w/2", "b").await.unwrap(); // 3
+    let mut past = kv.watch("w/", "w0", 1).await.unwrap();
+    let created = past.next().await.unwrap();
+    assert!(created.created && created.watch_id == 0);
+    let caught_up = past.next().await.unwrap();
+    let keys: Vec<_> = caught_up
+        .events
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().key.clone())
+        .collect();
+    assert_eq!(keys, ["w/1", "w/2"]);
+    let mut live = kv.watch("w/3", "", 0).await.unwrap();
+    assert!(live.next().await.unwrap().created);
+    kv.put("w/3", "c").await.unwrap(); // 4
+    let event = live.next().await.unwrap();
+    assert_eq!(event.header.unwrap().revision, 4);
+    assert_eq!(event.events[0].kv.as_ref().unwrap().value, "c".as_bytes());
+    live.request_progress().await.unwrap();
+    let progress = live.next().await.unwrap();
+    assert_eq!(
+        (progress.watch_id, progress.header.unwrap().revision),
+        (-1, 4)
+    );
+    live.cancel(0).await.unwrap();
+    assert!(live.next().await.unwrap().canceled);
+    drop((past, live, kv));
+    member.shutdown().await;
+}

@@ -243,8 +243,9 @@ impl HubState {
 pub struct WatchHub {
     store: Arc<MvccStore>,
     state: Mutex<HubState>,
-    /// Wakes the catch-up task.
-    wake: Notify,
+    /// Wakes the catch-up task (shared with it, so that it waits without keeping the hub,
+    /// and through the hub the store, alive).
+    wake: Arc<Notify>,
 }
 
 /// Why a watcher was not registered.
@@ -261,13 +262,13 @@ impl WatchHub {
         let hub = Arc::new(Self {
             store: store.clone(),
             state: Mutex::new(HubState::default()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         });
         // The sink holds the hub weakly: the store outlives it otherwise.
         let sink = Arc::new(HubSink(Arc::downgrade(&hub)));
         let rev = store.set_watch_sink(sink);
         hub.lock().rev = rev;
-        tokio::spawn(catch_up_task(Arc::downgrade(&hub)));
+        tokio::spawn(catch_up_task(Arc::downgrade(&hub), hub.wake.clone()));
         hub
     }
 
@@ -544,10 +545,9 @@ impl WatchSink for HubSink {
 /// Catches unsynced watchers up: woken when one appears, and every 100 ms while any
 /// remain (a stream that had no room may have some now). `Notify` keeps a wake-up that
 /// comes while a round runs, so none is lost.
-async fn catch_up_task(hub: Weak<WatchHub>) {
+async fn catch_up_task(hub: Weak<WatchHub>, wake: Arc<Notify>) {
     loop {
-        let Some(strong) = hub.upgrade() else { return };
-        let round = strong.clone();
+        let Some(round) = hub.upgrade() else { return };
         let again = tokio::task::spawn_blocking(move || round.catch_up_round())
             .await
             .unwrap_or(true);
@@ -557,7 +557,7 @@ async fn catch_up_task(hub: Weak<WatchHub>) {
             Duration::from_secs(1) // only to notice that the hub is gone
         };
         tokio::select! {
-            _ = strong.wake.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
