@@ -548,3 +548,42 @@ async fn a_watcher_on_a_follower_continues_across_a_snapshot_install() {
     assert!(snaps > 0, "the follower installed a snapshot");
     drop(cluster);
 }
+
+/// A client naming ever more (and ever larger) watchers on one stream is refused once the
+/// stream holds 64 MiB of keys (etcd has no bound); the member keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_watchers_is_bounded() {
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let endpoint = cluster.members[0].endpoint();
+    let pid = cluster.members[0].pid().expect("running");
+    let before = rss_kib(pid);
+    let big = |i: usize| {
+        let mut key = vec![b'x'; 1_400_000];
+        key.extend_from_slice(format!("{i}").as_bytes());
+        WatchCreateRequest {
+            key: key.into(),
+            ..Default::default()
+        }
+    };
+    let mut stream = RawStream::open(&endpoint, RequestUnion::CreateRequest(big(0))).await;
+    for i in 1..60 {
+        stream.send(RequestUnion::CreateRequest(big(i))).await;
+    }
+    let mut answers = Vec::new();
+    while let Ok(Some(Ok(answer))) =
+        tokio::time::timeout(Duration::from_secs(2), stream.answers.next()).await
+    {
+        answers.push(answer);
+    }
+    assert_eq!(answers.len(), 60);
+    let refused: Vec<_> = answers.iter().filter(|a| a.canceled).collect();
+    assert_eq!(answers.len() - refused.len(), 47, "64 MiB of 1.4 MB keys");
+    for a in &refused {
+        assert_eq!(a.cancel_reason, "raftkv: too many watchers on this stream");
+        assert!(a.created && a.watch_id == -1);
+    }
+    let grown = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(grown < 512, "the member grew by {grown} MiB");
+    let out = etcdctl(&endpoint, &["put", "still", "serving"], None);
+    assert!(out.status.success());
+}

@@ -101,7 +101,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 10 {
+    match which % 12 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -111,7 +111,9 @@ fn grpc_message(data: &[u8]) {
         6 => round_trip::<CommandResponse>(bytes),
         7 => round_trip::<ChangeMembersRequest>(bytes),
         8 => round_trip::<MemberInfo>(bytes),
-        _ => round_trip::<AlarmRequest>(bytes),
+        9 => round_trip::<AlarmRequest>(bytes),
+        10 => round_trip::<raftkv_proto::etcdserverpb::WatchRequest>(bytes),
+        _ => round_trip::<raftkv_proto::etcdserverpb::WatchResponse>(bytes),
     }
 }
 
@@ -209,6 +211,25 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
         ),
         tagged(1, put("k", "v").encode_to_vec()),
         tagged(3, sample_txn(4).encode_to_vec()),
+        tagged(
+            10,
+            raftkv_proto::etcdserverpb::WatchRequest {
+                request_union: Some(
+                    raftkv_proto::etcdserverpb::watch_request::RequestUnion::CreateRequest(
+                        raftkv_proto::etcdserverpb::WatchCreateRequest {
+                            key: "a".into(),
+                            range_end: "b".into(),
+                            start_revision: 3,
+                            filters: vec![1],
+                            prev_kv: true,
+                            watch_id: 7,
+                            ..Default::default()
+                        },
+                    ),
+                ),
+            }
+            .encode_to_vec(),
+        ),
         tagged(
             7,
             ChangeMembersRequest {
