@@ -179,7 +179,7 @@ impl Kv {
         let (requests, rx) = mpsc::channel(16);
         let answers = self
             .api
-            .watch(tokio_stream::wrappers::ReceiverStream::new(rx));
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx), false);
         Watch { requests, answers }
     }
 

@@ -775,16 +775,23 @@ async fn check_watchers(
     history: &[(Op, usize, i64)],
     seed: u64,
 ) -> String {
-    use crate::chaos_watch::{check_against_ranges, check_stream, read_history};
+    use crate::chaos_watch::{
+        check_against_ranges, check_stream, read_history, without_sentinel, write_sentinel,
+    };
     let leader = cluster.leader().await.expect("leader after the run");
-    let reference = read_history(&cluster.members[leader].endpoint()).await;
-    let last = reference.last().map_or(0, |e| e.0);
+    let mut kv = KvClient::new(
+        channel(&cluster.members[leader].endpoint())
+            .await
+            .expect("leader connection"),
+    );
+    let last = write_sentinel(&mut kv).await;
+    let reference = read_history(&cluster.members[leader].endpoint(), last).await;
     let logs = watchers.finish(last, Duration::from_secs(30)).await;
     for (i, log) in logs.iter().enumerate() {
         if let Err(e) = check_stream(&format!("watcher on member {i}"), log) {
             panic!("seed {seed}: {e}");
         }
-        let events = log.events();
+        let events = without_sentinel(log.events());
         if events != reference {
             let at = events
                 .iter()
@@ -802,7 +809,7 @@ async fn check_watchers(
         }
     }
     for i in running(cluster) {
-        let fresh = read_history(&cluster.members[i].endpoint()).await;
+        let fresh = read_history(&cluster.members[i].endpoint(), last).await;
         assert!(
             fresh == reference,
             "seed {seed}: a fresh watch on member {i} reads another history ({} vs {} events)",
@@ -810,11 +817,6 @@ async fn check_watchers(
             reference.len()
         );
     }
-    let mut kv = KvClient::new(
-        channel(&cluster.members[leader].endpoint())
-            .await
-            .expect("leader connection"),
-    );
     if let Err(e) = check_against_ranges(&mut kv, &reference).await {
         panic!("seed {seed}: {e}");
     }

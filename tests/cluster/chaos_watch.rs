@@ -188,8 +188,9 @@ impl Watchers {
         Self { logs, stop, tasks }
     }
 
-    /// Waits until every watcher has seen `revision` (the cluster's last change to the
-    /// watched keys) or `limit` passes, then stops them and returns their logs.
+    /// Waits until every watcher has seen `revision` (the sentinel: the cluster's last
+    /// change to the watched keys) or `limit` passes, then stops them and returns their
+    /// logs.
     pub async fn finish(self, revision: i64, limit: Duration) -> Vec<WatchLog> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline
@@ -211,23 +212,48 @@ impl Watchers {
     }
 }
 
-/// A fresh watch from the first revision on `endpoint`, read until it goes quiet (call it
-/// once the cluster converged and writes stopped).
-pub async fn read_history(endpoint: &str) -> Vec<Seen> {
+/// Writes the last change to the watched keys (after the run, once the cluster
+/// converged) and returns its revision: every stream ends with it.
+pub async fn write_sentinel(kv: &mut KvClient<Channel>) -> i64 {
+    let put = kv
+        .put(raftkv_proto::etcdserverpb::PutRequest {
+            key: "k~end".into(),
+            value: "end".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("sentinel put")
+        .into_inner();
+    put.header.map_or(0, |h| h.revision)
+}
+
+/// A fresh watch from the first revision on `endpoint`, read up to the sentinel at
+/// `last` (which it leaves out, as [`Watchers::finish`] does).
+pub async fn read_history(endpoint: &str, last: i64) -> Vec<Seen> {
     let channel = channel(endpoint).await.expect("connecting for history");
     let (tx, rx) = mpsc::channel(4);
     tx.send(create(1)).await.expect("queued");
     let mut answers = WatchClient::new(channel)
+        .max_decoding_message_size(64 << 20)
         .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .expect("watch")
         .into_inner();
     let mut events = Vec::new();
-    while let Ok(Some(answer)) =
-        tokio::time::timeout(Duration::from_millis(1500), answers.next()).await
-    {
-        events.extend(answer.expect("answer").events.iter().map(seen));
+    while events.last().map_or(0, |e: &Seen| e.0) < last {
+        let answer = tokio::time::timeout(Duration::from_secs(30), answers.next())
+            .await
+            .unwrap_or_else(|_| panic!("history from {endpoint} stalled before revision {last}"))
+            .expect("stream open")
+            .expect("answer");
+        events.extend(answer.events.iter().map(seen));
     }
+    without_sentinel(events)
+}
+
+/// Events without the sentinel.
+pub fn without_sentinel(mut events: Vec<Seen>) -> Vec<Seen> {
+    events.retain(|e| e.2 != "k~end");
     events
 }
 

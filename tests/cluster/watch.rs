@@ -587,3 +587,30 @@ async fn a_flood_of_large_watchers_is_bounded() {
     let out = etcdctl(&endpoint, &["put", "still", "serving"], None);
     assert!(out.status.success());
 }
+
+/// etcdctl asks for a leader (clientv3's WithRequireLeader): a member that loses its
+/// quorum ends such a watch with etcd's "no leader", and refuses a new one, as etcd does.
+fn leaderless_session(cluster: &mut Cluster) -> Vec<String> {
+    let endpoint = cluster.members[0].endpoint();
+    let running = start_etcdctl(&endpoint, &["watch", "foo"], None);
+    std::thread::sleep(Duration::from_millis(1000));
+    cluster.kill(1);
+    cluster.kill(2);
+    std::thread::sleep(Duration::from_millis(6000));
+    let mut lines = vec![finish(running)];
+    lines.push(watch_for(&endpoint, &["watch", "foo"], 3.0));
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_requiring_a_leader_ends_when_the_member_loses_it() {
+    let ours = {
+        let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+        leaderless_session(&mut cluster)
+    };
+    let reference = {
+        let mut cluster = Cluster::start(Server::Etcd, 3, Options::default()).await;
+        leaderless_session(&mut cluster)
+    };
+    compare(&ours, &reference);
+}

@@ -65,6 +65,8 @@ pub(crate) trait LeaderSide: Send + Sync + 'static {
     fn cluster_info(&self, req: &ClusterInfoRequest) -> Result<(u64, u64), NodeError>;
     /// Whether this member is a voter.
     fn is_voter(&self) -> bool;
+    /// A leader's append passed admission (for [`crate::RaftNode::has_leader`]).
+    fn heard_from_leader(&self);
 }
 
 /// The `Peer` service of one member.
@@ -300,6 +302,9 @@ impl<N: LeaderSide> Peer for PeerService<N> {
             return Err(disk_nearly_full());
         }
         self.running()?;
+        if let Some(node) = self.node.upgrade() {
+            node.heard_from_leader();
+        }
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -327,6 +332,7 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         // would leave a hole the next append claims to follow.
         let me = self.me;
         let space = self.space.clone();
+        let node = self.node.clone();
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
             let rpc = decode::<AppendEntriesRequest<TypeConfig>>(&item.ok()?.data).ok()?;
             if let Err(refused) = admission::append_entries(&rpc, me) {
@@ -336,6 +342,9 @@ impl<N: LeaderSide> Peer for PeerService<N> {
             // Out of disk: end the stream before these entries; the leader tries again.
             if !rpc.entries.is_empty() && space.is_critical() {
                 return None;
+            }
+            if let Some(node) = node.upgrade() {
+                node.heard_from_leader();
             }
             Some(rpc)
         });

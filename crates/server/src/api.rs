@@ -63,10 +63,12 @@ impl EtcdApi {
     }
 
     /// Serves one `Watch` stream (gRPC, or in-process): etcd's answers to `requests` come
-    /// out of the returned channel.
+    /// out of the returned channel. `require_leader`: clientv3's `WithRequireLeader` (see
+    /// [`crate::watch::serve`]).
     pub fn watch<S>(
         &self,
         requests: S,
+        require_leader: bool,
     ) -> tokio::sync::mpsc::Receiver<Result<WatchResponse, tonic::Status>>
     where
         S: futures_util::Stream<Item = Result<WatchRequest, tonic::Status>>
@@ -74,7 +76,7 @@ impl EtcdApi {
             + Unpin
             + 'static,
     {
-        crate::watch::serve(self.clone(), self.watch_config, requests)
+        crate::watch::serve(self.clone(), self.watch_config, requests, require_leader)
     }
 
     /// The member underneath.

@@ -61,7 +61,16 @@ impl Watch for EtcdApi {
         &self,
         req: Request<tonic::Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let answers = EtcdApi::watch(self, req.into_inner());
+        // clientv3's WithRequireLeader (etcdctl sets it): etcd's "no leader" at once when
+        // the member has none, and later if it loses it for good.
+        let require_leader = req
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if require_leader && !self.node().has_leader() {
+            return Err(raftkv_raft::NodeError::NO_LEADER.into());
+        }
+        let answers = EtcdApi::watch(self, req.into_inner(), require_leader);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(answers),
         )))

@@ -139,6 +139,8 @@ impl RaftNode {
             published: watch::channel(false).0,
             stop_peer,
             tasks: std::sync::Mutex::new(Vec::new()),
+            leader_contact: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id, space);
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![

@@ -73,6 +73,10 @@ pub struct RaftNode {
     stop_peer: watch::Sender<bool>,
     /// The peer service and the background tasks (publish, disk watch), ended by shutdown.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// When a leader's append (or heartbeat) last reached this member: milliseconds since
+    /// `started`, 0 for never.
+    leader_contact: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl RaftNode {
@@ -163,6 +167,30 @@ impl RaftNode {
     pub fn space(&self) -> &Arc<Space> {
         &self.space
     }
+
+    /// Whether this member has a leader now, as etcd's `monitorLeader` sees it: it leads and
+    /// a quorum acknowledged it within an election timeout, or it follows a leader whose
+    /// appends reached it within one and a half. (openraft keeps naming the last leader
+    /// while a member that lost its quorum cannot win an election.)
+    pub fn has_leader(&self) -> bool {
+        let window = self.config.election_timeout.as_millis() as u64 * 3 / 2;
+        let m = self.raft.metrics().borrow_watched().clone();
+        match m.current_leader {
+            None => false,
+            Some(leader) if leader == self.id => {
+                use openraft::Instant as _;
+                m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|at| at.elapsed().as_millis() as u64 <= window)
+            }
+            Some(_) => {
+                use std::sync::atomic::Ordering;
+                let contact = self.leader_contact.load(Ordering::Acquire);
+                let now = self.started.elapsed().as_millis() as u64;
+                contact != 0 && now.saturating_sub(contact) <= window
+            }
+        }
+    }
 }
 
 /// The leader-side handlers the peer service calls.
@@ -192,6 +220,12 @@ impl LeaderSide for RaftNode {
 
     fn is_voter(&self) -> bool {
         RaftNode::is_voter(self)
+    }
+
+    fn heard_from_leader(&self) {
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        self.leader_contact
+            .store(now, std::sync::atomic::Ordering::Release);
     }
 }
 

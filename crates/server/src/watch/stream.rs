@@ -79,11 +79,15 @@ struct WatchStream {
 }
 
 /// Serves one watch stream over `requests`; the answers come out of the returned channel,
-/// which closes when the requests end or the receiver is dropped.
+/// which closes when the requests end or the receiver is dropped. With `require_leader`
+/// (clientv3's `WithRequireLeader`, which etcdctl uses), the stream ends with etcd's "no
+/// leader" once the member has known no leader for three election timeouts, as etcd's
+/// `monitorLeader` does.
 pub fn serve<S>(
     api: EtcdApi,
     config: WatchConfig,
     requests: S,
+    require_leader: bool,
 ) -> mpsc::Receiver<Result<WatchResponse, Status>>
 where
     S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
@@ -100,12 +104,12 @@ where
         next_auto: 0,
         key_bytes: 0,
     };
-    tokio::spawn(stream.run(requests, inbox));
+    tokio::spawn(stream.run(requests, inbox, require_leader));
     out_rx
 }
 
 impl WatchStream {
-    async fn run<S>(mut self, mut requests: S, mut inbox: StreamInbox)
+    async fn run<S>(mut self, mut requests: S, mut inbox: StreamInbox, require_leader: bool)
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin,
     {
@@ -114,6 +118,15 @@ impl WatchStream {
             .progress_notify_interval
             .max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let election = self
+            .api
+            .node()
+            .config()
+            .election_timeout
+            .max(Duration::from_millis(10));
+        let mut leader_check =
+            tokio::time::interval_at(tokio::time::Instant::now() + election, election);
+        let mut leaderless = 0;
         loop {
             let answers = tokio::select! {
                 request = requests.next() => match request {
@@ -122,6 +135,19 @@ impl WatchStream {
                 },
                 Some(delivery) = inbox.recv() => self.deliver(delivery),
                 _ = ticker.tick() => self.progress_tick(),
+                _ = leader_check.tick(), if require_leader => {
+                    if !self.api.node().has_leader() {
+                        leaderless += 1;
+                    } else {
+                        leaderless = 0;
+                    }
+                    if leaderless >= 3 {
+                        let no_leader = raftkv_raft::NodeError::NO_LEADER.into();
+                        let _ = self.out.send(Err(no_leader)).await;
+                        break;
+                    }
+                    Vec::new()
+                }
                 _ = self.out.closed() => break,
             };
             for answer in answers {
