@@ -267,7 +267,10 @@ impl WatchHub {
         // The sink holds the hub weakly: the store outlives it otherwise.
         let sink = Arc::new(HubSink(Arc::downgrade(&hub)));
         let rev = store.set_watch_sink(sink);
-        hub.lock().rev = rev;
+        // A write applied since may have reached the hub already.
+        let mut state = hub.lock();
+        state.rev = state.rev.max(rev);
+        drop(state);
         tokio::spawn(catch_up_task(Arc::downgrade(&hub), hub.wake.clone()));
         hub
     }
@@ -560,5 +563,128 @@ async fn catch_up_task(hub: Weak<WatchHub>, wake: Arc<Notify>) {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftkv_proto::etcdserverpb::{CompactionRequest, PutRequest};
+    use raftkv_proto::raftkvpb::{Command, command};
+    use raftkv_storage::{AppliedState, MvccConfig};
+
+    fn put(store: &MvccStore, key: &str, value: &str) {
+        let cmd = Command {
+            op: Some(command::Op::Put(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                ..Default::default()
+            })),
+        };
+        store.apply(&cmd, &AppliedState::default()).unwrap();
+    }
+
+    fn spec(key: &str, end: RangeEnd) -> WatchSpec {
+        WatchSpec {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            end,
+            no_put: false,
+            no_delete: false,
+        }
+    }
+
+    /// Every (key, revision) delivered for `watcher` until `count` arrived.
+    async fn take(inbox: &mut StreamInbox, watcher: u64, count: usize) -> Vec<(String, i64)> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+                .await
+                .expect("deliveries keep coming")
+                .expect("queue open");
+            if let Delivery::Events {
+                watcher: w, events, ..
+            } = delivery
+            {
+                assert_eq!(w, watcher);
+                got.extend(events.iter().map(|e| {
+                    let kv = e.kv.as_ref().unwrap();
+                    (
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        kv.mod_revision,
+                    )
+                }));
+            }
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_moves_a_watcher_aside_and_it_catches_up_without_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MvccStore::open(dir.path(), &MvccConfig::default()).unwrap());
+        let hub = WatchHub::start(store.clone());
+        let (queue, mut inbox) = stream_queue();
+        let (id, rev) = hub.register(spec("a", RangeEnd::Key), 0, queue).unwrap();
+        assert_eq!(rev, 1);
+        // Nobody reads: the queue fills at 128 answers, the rest must come from history.
+        for i in 0..500 {
+            put(&store, "a", &format!("{i}"));
+        }
+        assert_eq!(hub.counts(), (1, 1), "moved aside, not dropped");
+        let got = take(&mut inbox, id, 500).await;
+        let want: Vec<_> = (2..502).map(|r| ("a".to_string(), r)).collect();
+        assert_eq!(got, want);
+        // Level again: the next write comes straight from apply.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while hub.counts().1 != 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("synced again");
+        put(&store, "a", "last");
+        assert_eq!(take(&mut inbox, id, 1).await, [("a".to_string(), 502)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_starts_catch_up_and_compaction_cancels_those_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MvccStore::open(dir.path(), &MvccConfig::default()).unwrap());
+        for i in 0..10 {
+            put(&store, &format!("k{i}"), "v"); // revisions 2..=11
+        }
+        let hub = WatchHub::start(store.clone());
+        let (queue, mut inbox) = stream_queue();
+        let (ranged, _) = hub
+            .register(
+                spec("k3", RangeEnd::Below(b"k6".to_vec())),
+                1,
+                queue.clone(),
+            )
+            .unwrap();
+        let got = take(&mut inbox, ranged, 3).await;
+        assert_eq!(got, [("k3".into(), 5), ("k4".into(), 6), ("k5".into(), 7)]);
+        let compact = Command {
+            op: Some(command::Op::Compaction(CompactionRequest {
+                revision: 8,
+                physical: true,
+            })),
+        };
+        store.apply(&compact, &AppliedState::default()).unwrap();
+        let (below, _) = hub
+            .register(spec("k", RangeEnd::Unbounded), 7, queue.clone())
+            .unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(5), inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            delivery,
+            Delivery::Compacted { watcher, compact_revision: 8 } if watcher == below
+        ));
+        // At the compacted revision itself: served, as etcd serves it.
+        let (at, _) = hub.register(spec("k6", RangeEnd::Key), 8, queue).unwrap();
+        assert_eq!(take(&mut inbox, at, 1).await, [("k6".to_string(), 8)]);
+        assert_eq!(hub.counts().0, 2, "the compacted watcher is gone");
     }
 }
