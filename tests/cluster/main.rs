@@ -19,4 +19,5 @@ mod membership;
 mod operator;
 mod proxy;
 mod raftkvctl;
+mod raftkvctl_watch;
 mod watch;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::Error;
@@ -20,6 +21,7 @@ pub struct Client {
     endpoints: Vec<String>,
     dial_timeout: Duration,
     command_timeout: Duration,
+    require_leader: bool,
 }
 
 impl Client {
@@ -34,6 +36,7 @@ impl Client {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             dial_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            require_leader: false,
         }
     }
 
@@ -42,6 +45,20 @@ impl Client {
         self.dial_timeout = dial;
         self.command_timeout = command;
         self
+    }
+
+    /// The same client, with watch streams that require a leader (or not): etcd's
+    /// `hasleader` metadata, which clientv3's `WithRequireLeader` (and so etcdctl) sets. A
+    /// member without a leader then ends the stream with `etcdserver: no leader` instead of
+    /// keeping it open.
+    pub fn require_leader(mut self, require: bool) -> Self {
+        self.require_leader = require;
+        self
+    }
+
+    /// Whether watch streams require a leader (see [`Client::require_leader`]).
+    pub fn requires_leader(&self) -> bool {
+        self.require_leader
     }
 
     /// The endpoints, in the order they are tried.
@@ -61,10 +78,17 @@ impl Client {
 
     /// A connection to the first endpoint that answers.
     pub async fn connect(&self) -> Result<Connection, Error> {
+        self.connect_from(0).await.map(|(_, connection)| connection)
+    }
+
+    /// A connection to the first endpoint that answers, trying them in order from `first`
+    /// (wrapping around); with the index of the one that answered.
+    pub(crate) async fn connect_from(&self, first: usize) -> Result<(usize, Connection), Error> {
         let mut last = Error::NoEndpoints;
-        for endpoint in &self.endpoints {
-            match self.connect_one(endpoint).await {
-                Ok(connection) => return Ok(connection),
+        let n = self.endpoints.len();
+        for i in (0..n).map(|k| (first + k) % n) {
+            match self.connect_one(&self.endpoints[i]).await {
+                Ok(connection) => return Ok((i, connection)),
                 Err(e) => last = e,
             }
         }
@@ -170,6 +194,12 @@ impl Connection {
     /// The Maintenance service.
     pub fn maintenance(&self) -> MaintenanceClient<Channel> {
         MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// The Watch service (for a raw stream; [`Client::watch`] and [`Client::watch_session`]
+    /// are the typed way).
+    pub fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     /// The Cluster service.

@@ -28,6 +28,24 @@ pub enum Error {
     /// The server answered with an error: etcd's code and message.
     #[error("{}", .0.message())]
     Status(tonic::Status),
+    /// A watch was canceled because the history it needs was compacted away: it may
+    /// start again at `compact_revision` at the earliest.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted {
+        /// The revision the store is compacted to.
+        compact_revision: i64,
+    },
+    /// The server refused or ended a watch, with its reason (etcd's
+    /// `mvcc: watcher range is empty`, say). Without a reason, clientv3's wording for it.
+    #[error("{}", if .reason.is_empty() { "etcdserver: mvcc: required revision is a future revision" } else { .reason.as_str() })]
+    WatchCanceled {
+        /// The server's cancel reason (empty when it gave none).
+        reason: String,
+    },
+    /// The server ended the watch stream (clientv3 reports the end of the stream as `EOF`),
+    /// or a request went to a watch session that had already ended.
+    #[error("EOF")]
+    WatchClosed,
 }
 
 impl Error {

@@ -7,6 +7,12 @@
 //!   cannot be reached (a write is never sent twice). Typed calls for KV, Cluster and
 //!   Maintenance; [`Client::connect_one`] for a call to one member.
 //! - [`Txn`] — a transaction builder: compares, then the ops of each branch.
+//! - Watches: [`Client::watch`] gives a [`WatchStream`] of one watcher's answers;
+//!   [`Client::watch_session`] a [`WatchSession`], one stream of many watchers as clientv3
+//!   multiplexes them. [`WatchOptions`] says what a watcher wants; sessions put fragmented
+//!   answers back together and, when their member goes away, create their watchers again on
+//!   another one from where they left off. [`WatchResponseExt`] reads an answer as
+//!   clientv3 does (progress notification, the error of a canceled watch).
 //! - [`Error`] — what a call can fail with; [`Error::code`] and the message are etcd's.
 //!
 //! ```no_run
@@ -23,6 +29,13 @@
 //!     )
 //!     .await?;
 //! # let _ = (kv, swapped);
+//! use raftkv_client::WatchOptions;
+//! let mut watch = client.watch("greeting", WatchOptions::new().prev_kv()).await?;
+//! while let Some(answer) = watch.next().await {
+//!     for event in answer?.events {
+//!         println!("{:?} {:?}", event.r#type(), event.kv);
+//!     }
+//! }
 //! # Ok(())
 //! # }
 //! ```
@@ -33,12 +46,18 @@ mod connection;
 mod error;
 mod ops;
 mod txn;
+mod watch;
 
 pub use connection::{Client, Connection};
 pub use error::Error;
 pub use txn::{Compare, Txn, TxnOp};
+pub use watch::{
+    BROADCAST_WATCH_ID, WatchOptions, WatchResponseExt, WatchSession, WatchStream, prefix_end,
+};
 
 /// The etcd v3 API's messages, as this client sends and receives them.
 pub use raftkv_proto::etcdserverpb as proto;
+/// `Event`, as watches return it.
+pub use raftkv_proto::mvccpb::Event;
 /// `KeyValue`, as ranges and watches return it.
 pub use raftkv_proto::mvccpb::KeyValue;

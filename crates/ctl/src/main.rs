@@ -12,6 +12,7 @@ mod kv;
 mod print;
 mod snapshot;
 mod txn;
+mod watch;
 
 use kv::{DelArgs, GetArgs, PutArgs};
 use print::Printer;
@@ -34,7 +35,7 @@ struct Cli {
     /// Timeout for short running commands (excluding dial timeout).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     command_timeout: Duration,
-    /// Set the output format (fields, json, simple, table).
+    /// Set the output format (fields, json, protobuf, simple, table).
     #[arg(
         short = 'w',
         long = "write-out",
@@ -69,6 +70,8 @@ enum Command {
         #[arg(short, long)]
         interactive: bool,
     },
+    /// Watches events stream on keys or prefixes.
+    Watch(watch::WatchArgs),
     /// Compacts the event history in the store.
     Compaction {
         revision: i64,
@@ -353,6 +356,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             print!("{}", txn::format(&printer, &resp).map_err(bad_feature)?);
+        }
+        Command::Watch(args) => {
+            watch::run(cli.client(), &cli.write_out, cli.hex, args).await?;
         }
         Command::Compaction { revision, physical } => {
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };

@@ -25,7 +25,7 @@ pub fn kv(prefix: &str, kv: &KeyValue) -> String {
 
 /// Go's `%q` of bytes, as etcdctl prints keys and values in this format.
 pub fn quote(bytes: &[u8]) -> String {
-    super::go_quote(&String::from_utf8_lossy(bytes), super::Quoting::Printf)
+    super::go_quote_bytes(bytes)
 }
 
 /// `put`.
@@ -47,6 +47,19 @@ pub fn range(resp: &RangeResponse) -> String {
         "\"More\" : {}\n\"Count\" : {}\n",
         resp.more, resp.count
     ));
+    out
+}
+
+/// `watch`: the header, then each event's type, previous key-value and key-value.
+pub fn watch(view: &super::WatchView) -> String {
+    let mut out = header(&Some(view.header));
+    for event in view.events() {
+        out.push_str(&format!("\"Type\" : {}\n", super::event_type(event)));
+        if let Some(prev) = &event.prev_kv {
+            out.push_str(&kv("Prev", prev));
+        }
+        out.push_str(&kv("", &event.kv.clone().unwrap_or_default()));
+    }
     out
 }
 

@@ -79,7 +79,48 @@ pub fn txn(resp: &TxnResponse) -> String {
 
 /// Go's encoding/json of a header: zero fields left out.
 pub fn header_field(h: &Option<ResponseHeader>) -> String {
-    let h = h.unwrap_or_default();
+    format!("\"header\":{}", header_object(&h.unwrap_or_default()))
+}
+
+/// Go's encoding/json of clientv3's WatchResponse (a struct without json tags around etcd's
+/// header and events: `Header`, `Events` — `null` when Go's slice is nil —,
+/// `CompactRevision`, `Canceled`, `Created`, none left out).
+pub fn watch(view: &super::WatchView) -> String {
+    let events = match &view.events {
+        None => "null".to_string(),
+        Some(events) => {
+            let events: Vec<String> = events.iter().map(event).collect();
+            format!("[{}]", events.join(","))
+        }
+    };
+    format!(
+        "{{\"Header\":{},\"Events\":{},\"CompactRevision\":{},\"Canceled\":{},\"Created\":{}}}",
+        header_object(&view.header),
+        events,
+        view.compact_revision,
+        view.canceled,
+        view.created
+    )
+}
+
+/// Go's encoding/json of an mvccpb.Event: the type as a number (left out for PUT), the
+/// key-values left out when absent.
+pub fn event(e: &raftkv_proto::mvccpb::Event) -> String {
+    let mut fields = Vec::new();
+    if e.r#type != 0 {
+        fields.push(format!("\"type\":{}", e.r#type));
+    }
+    if let Some(kv) = &e.kv {
+        fields.push(format!("\"kv\":{}", key_value(kv)));
+    }
+    if let Some(kv) = &e.prev_kv {
+        fields.push(format!("\"prev_kv\":{}", key_value(kv)));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Go's encoding/json of a ResponseHeader: zero fields left out.
+pub fn header_object(h: &ResponseHeader) -> String {
     let mut fields = Vec::new();
     if h.cluster_id != 0 {
         fields.push(format!("\"cluster_id\":{}", h.cluster_id));
@@ -93,7 +134,7 @@ pub fn header_field(h: &Option<ResponseHeader>) -> String {
     if h.raft_term != 0 {
         fields.push(format!("\"raft_term\":{}", h.raft_term));
     }
-    format!("\"header\":{{{}}}", fields.join(","))
+    format!("{{{}}}", fields.join(","))
 }
 
 /// Go's encoding/json of a KeyValue: bytes as base64, zero fields left out.

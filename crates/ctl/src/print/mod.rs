@@ -1,13 +1,16 @@
 //! How responses are printed: one module per output format etcdctl knows (`-w simple`,
-//! `json`, `fields`, `table`), and [`Printer`], which picks one for a command's response.
+//! `json`, `fields`, `table`, and `protobuf` for watch), and [`Printer`], which picks one for
+//! a command's response.
 
 pub mod fields;
 pub mod json;
+pub mod protobuf;
 pub mod simple;
 pub mod table;
 
 use anyhow::bail;
-use raftkv_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse};
+use raftkv_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader};
+use raftkv_proto::mvccpb::Event;
 
 /// How Go quotes a string: `%q` (fields) or encoding/json (json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub enum Quoting {
 
 /// `s` in double quotes, escaped as Go's `quoting` does it.
 pub fn go_quote(s: &str, quoting: Quoting) -> String {
+    if quoting == Quoting::Printf {
+        return go_quote_bytes(s.as_bytes());
+    }
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -44,6 +50,78 @@ pub fn go_quote(s: &str, quoting: Quoting) -> String {
     out
 }
 
+/// Go's `%q` of bytes (`strconv.Quote`): `\a \b \f \n \r \t \v`, other control
+/// characters and DEL as `\xNN`, C1 controls as `\u00NN`, each byte that is not UTF-8 as
+/// `\xNN`.
+pub fn go_quote_bytes(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A watch answer as clientv3 hands it to etcdctl's printers (its `WatchResponse`).
+#[derive(Debug, Clone, Default)]
+pub struct WatchView {
+    /// The header (all zero in an answer clientv3 makes up when a watch fails).
+    pub header: ResponseHeader,
+    /// The events; `None` is Go's nil slice (json `null`), in the answers clientv3 makes up.
+    pub events: Option<Vec<Event>>,
+    /// The compaction that canceled the watch.
+    pub compact_revision: i64,
+    /// The watch is over.
+    pub canceled: bool,
+    /// A created answer (clientv3 passes none to etcdctl; kept for the json field).
+    pub created: bool,
+}
+
+impl WatchView {
+    /// The events (none for a nil slice).
+    pub fn events(&self) -> &[Event] {
+        self.events.as_deref().unwrap_or_default()
+    }
+
+    /// clientv3's `IsProgressNotify`.
+    pub fn is_progress_notify(&self) -> bool {
+        self.events().is_empty()
+            && !self.canceled
+            && !self.created
+            && self.compact_revision == 0
+            && self.header.revision != 0
+    }
+}
+
+/// Go's name of an event type (`PUT`, `DELETE`; the number for any other).
+pub fn event_type(event: &Event) -> String {
+    match event.r#type {
+        0 => "PUT".into(),
+        1 => "DELETE".into(),
+        n => n.to_string(),
+    }
+}
+
 /// How responses are printed (`-w`), with `--hex` and `--print-value-only`.
 #[derive(Debug, Clone)]
 pub struct Printer {
@@ -65,6 +143,29 @@ impl Printer {
             "protobuf" => bail!("protobuf output is not supported by raftkvctl"),
             other => bail!("unknown output format {other:?}"),
         }
+    }
+
+    /// A printer for `watch`, which also knows `protobuf` (and takes `table`, to refuse it
+    /// at the first answer as etcdctl does).
+    pub fn for_watch(format: &str, hex: bool) -> anyhow::Result<Self> {
+        match format {
+            "simple" | "json" | "fields" | "protobuf" | "table" => Ok(Self {
+                format: format.into(),
+                hex,
+            }),
+            _ => bail!("unsupported output format"),
+        }
+    }
+
+    /// One watch answer's output (bytes: `protobuf` is binary).
+    pub fn watch(&self, view: &WatchView) -> anyhow::Result<Vec<u8>> {
+        Ok(match self.format.as_str() {
+            "json" => format!("{}\n", json::watch(view)).into_bytes(),
+            "fields" => fields::watch(view).into_bytes(),
+            "protobuf" => protobuf::watch(view),
+            "table" => bail!("table not supported as output format"),
+            _ => simple::watch(view, self.hex).into_bytes(),
+        })
     }
 
     /// `put`'s output.
@@ -109,6 +210,10 @@ mod tests {
         assert_eq!(
             go_quote(s, Quoting::Json),
             "\"a\\\"b\\\\c\\n\\u003c\\u0026\\u003e\\u0001\u{7f}\""
+        );
+        assert_eq!(
+            go_quote_bytes(b"\x07\x08\x0b\x0c\xff\xc2\x85\xc3\xa9"),
+            "\"\\a\\b\\v\\f\\xff\\u0085\u{e9}\""
         );
     }
 }

@@ -44,6 +44,21 @@ pub fn range(resp: &RangeResponse, value_only: bool, hex: bool) -> String {
     out
 }
 
+/// `watch`: each event's type, then its previous key and value (with `--prev-kv`), then
+/// its key and value.
+pub fn watch(view: &super::WatchView, hex: bool) -> String {
+    let mut out = String::new();
+    for event in view.events() {
+        out.push_str(&super::event_type(event));
+        out.push('\n');
+        if let Some(prev) = &event.prev_kv {
+            kv(&mut out, prev, false, hex);
+        }
+        kv(&mut out, &event.kv.clone().unwrap_or_default(), false, hex);
+    }
+    out
+}
+
 /// `del`: the count, then the previous keys and values with `--prev-kv`.
 pub fn del(resp: &DeleteRangeResponse, hex: bool) -> String {
     let mut out = format!("{}\n", resp.deleted);
