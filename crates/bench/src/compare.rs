@@ -4,16 +4,17 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use raftkv_proto::etcdserverpb::PutRequest;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
 use serde::Serialize;
 
 use crate::cluster::{Cluster, Server};
 use crate::plot::{self, Panel, Series};
 use crate::stats::Report;
+use crate::watch::{self, LatencyOptions, Watchers};
 use crate::workload::{self, KeyGen, Options, Workload};
 
 /// What `compare` runs.
@@ -28,6 +29,12 @@ pub struct Plan {
     pub total: u64,
     /// Keys loaded for the memory comparison (0: skip it).
     pub memory_keys: u64,
+    /// Watchers in workload (d), watch latency (0: skip it).
+    pub watch_latency_watchers: usize,
+    /// Puts in workload (d).
+    pub watch_put_total: usize,
+    /// Watchers open during workload (e)'s puts (0: skip it).
+    pub put_watchers: usize,
     /// Extra member flags for both servers.
     pub flags: Vec<String>,
     pub markdown: PathBuf,
@@ -52,12 +59,37 @@ struct Memory {
     rss_bytes: Vec<u64>,
 }
 
+/// What the watch workloads saw beside their latencies.
+#[derive(Debug, Clone, Serialize)]
+struct WatchNote {
+    server: &'static str,
+    size: usize,
+    id: &'static str,
+    watchers: usize,
+    /// Events the watchers should have had.
+    expected_events: u64,
+    received_events: u64,
+    /// (e): events received while the puts ran, a second.
+    events_per_sec: f64,
+    /// (e): how long after the last put every watcher had its event (None: not within the
+    /// limit).
+    level_after_ms: Option<f64>,
+    error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Results {
     rows: Vec<Row>,
     memory: Vec<Memory>,
+    watch: Vec<WatchNote>,
     flags: Vec<String>,
 }
+
+/// Workload (d)'s watchers per stream, and (e)'s streams.
+const WATCHERS_PER_STREAM: usize = 100;
+const PUT_WATCH_STREAMS: usize = 10;
+/// How long events may still arrive after the last put of (d) or (e).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const BEGIN: &str = "<!-- raftkv-bench compare: begin -->";
 const END: &str = "<!-- raftkv-bench compare: end -->";
@@ -90,10 +122,7 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
     let server = cluster.server.name();
     let mut rows = Vec::new();
     let mut push = |id: &'static str, report: Report| {
-        eprintln!(
-            "  {server} x{size} {id}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, errors {}",
-            report.requests_per_sec, report.latency_ms.p50, report.latency_ms.p99, report.errors
-        );
+        log(server, size, id, &report);
         rows.push(Row {
             size,
             server,
@@ -139,6 +168,132 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
     Ok(rows)
 }
 
+fn log(server: &str, size: usize, id: &str, report: &Report) {
+    eprintln!(
+        "  {server} x{size} {id}: {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, errors {}",
+        report.requests_per_sec, report.latency_ms.p50, report.latency_ms.p99, report.errors
+    );
+}
+
+/// (d) watch latency and (e) puts with watchers open.
+async fn watch_workloads(
+    plan: &Plan,
+    cluster: &Cluster,
+    size: usize,
+) -> Result<(Vec<Row>, Vec<WatchNote>)> {
+    let eps = &cluster.client_endpoints;
+    let server = cluster.server.name();
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut push = |id: &'static str, report: Report| {
+        log(server, size, id, &report);
+        rows.push(Row {
+            size,
+            server,
+            id,
+            report,
+        });
+    };
+    if plan.watch_latency_watchers > 0 {
+        let streams = plan.watch_latency_watchers.div_ceil(WATCHERS_PER_STREAM);
+        let r = watch::latency(&LatencyOptions {
+            endpoints: eps.clone(),
+            conns: 10,
+            clients: 10,
+            streams,
+            watchers_per_stream: WATCHERS_PER_STREAM.min(plan.watch_latency_watchers),
+            put_total: plan.watch_put_total,
+            put_rate: 100,
+            key_size: 32,
+            val_size: 32,
+            prev_kv: false,
+            target_leader: false,
+            put_to_leader: true,
+            timeout: Duration::from_secs(10),
+            drain: EVENT_TIMEOUT,
+            progress: false,
+        })
+        .await?;
+        notes.push(WatchNote {
+            server,
+            size,
+            id: "d",
+            watchers: r.watchers,
+            expected_events: r.expected_events,
+            received_events: r.received_events,
+            events_per_sec: r.from_issue.requests_per_sec,
+            level_after_ms: None,
+            error: r.from_issue.first_error.clone(),
+        });
+        push("d", r.from_issue);
+        push("d-ack", r.from_ack);
+        push("d-put", r.put);
+    }
+    if plan.put_watchers > 0 {
+        // The same puts as (b), first with no watchers, then with watchers of every key.
+        let mut none =
+            workload::run(&opts(eps, 10, 100, plan.total, true), &puts(10_000, false)).await?;
+        none.workload = "put, no watchers".into();
+        push("e0", none);
+        let per_stream = plan.put_watchers.div_ceil(PUT_WATCH_STREAMS);
+        // clientv3's WithPrefix on the empty prefix: "\0" up to the end of the keyspace.
+        let watchers = Watchers::open(
+            eps,
+            PUT_WATCH_STREAMS,
+            PUT_WATCH_STREAMS,
+            per_stream,
+            b"\0",
+            b"\0",
+        )
+        .await?;
+        let before = watchers.received();
+        let started = Instant::now();
+        let mut with =
+            workload::run(&opts(eps, 10, 100, plan.total, true), &puts(10_000, false)).await?;
+        let during = watchers.received() - before;
+        let seconds = started.elapsed().as_secs_f64();
+        let revision = leader_revision(eps).await?;
+        let level = watchers.level_with(revision, EVENT_TIMEOUT).await;
+        let received = watchers.received() - before;
+        let error = watchers.close().await;
+        let total = (per_stream * PUT_WATCH_STREAMS) as u64;
+        with.workload = format!("put, {total} watchers");
+        notes.push(WatchNote {
+            server,
+            size,
+            id: "e",
+            watchers: total as usize,
+            expected_events: with.total * total,
+            received_events: received,
+            events_per_sec: during as f64 / seconds.max(1e-9),
+            level_after_ms: level.map(|d| d.as_secs_f64() * 1000.0),
+            error,
+        });
+        push("e", with);
+    }
+    Ok((rows, notes))
+}
+
+/// The leader's store revision (every acknowledged write is at or below it).
+async fn leader_revision(eps: &[String]) -> Result<i64> {
+    let leader = workload::find_leader(eps).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))?
+        .connect()
+        .await?;
+    let header = KvClient::new(channel)
+        .range(RangeRequest {
+            key: b"\0".to_vec().into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .header;
+    header
+        .map(|h| h.revision)
+        .context("a range answer without a header")
+}
+
 async fn memory(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Memory> {
     let eps = &cluster.client_endpoints;
     let load = workload::run(
@@ -171,6 +326,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
     let mut results = Results {
         rows: Vec::new(),
         memory: Vec::new(),
+        watch: Vec::new(),
         flags: plan.flags.clone(),
     };
     for &size in &plan.sizes {
@@ -182,6 +338,11 @@ pub async fn run(plan: &Plan) -> Result<()> {
             eprintln!("== {} cluster of {size}", server.name());
             let cluster = Cluster::start(server, bin, size, &plan.flags).await?;
             results.rows.extend(workloads(plan, &cluster, size).await?);
+            if size == plan.sizes[0] {
+                let (rows, notes) = watch_workloads(plan, &cluster, size).await?;
+                results.rows.extend(rows);
+                results.watch.extend(notes);
+            }
             drop(cluster);
             if plan.memory_keys > 0 && size == plan.sizes[0] {
                 let cluster = Cluster::start(server, bin, size, &plan.flags).await?;
@@ -215,6 +376,18 @@ fn ratio(ours: f64, theirs: f64) -> String {
     }
 }
 
+fn fraction(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
+}
+
+fn watchers_of(results: &Results, server: &str, id: &str) -> usize {
+    results
+        .watch
+        .iter()
+        .find(|n| n.server == server && n.id == id)
+        .map_or(0, |n| n.watchers)
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "yes" } else { "**no**" }
 }
@@ -239,6 +412,31 @@ fn markdown(plan: &Plan, results: &Results) -> String {
         plan.total,
         plan.total
     );
+    let first = plan.sizes.first().copied().unwrap_or(0);
+    if results.watch.iter().any(|n| n.id == "d") {
+        let _ = writeln!(
+            md,
+            "(d) watch latency, {first} members: {} watchers of one 32-byte key ({} per stream, \
+             streams over 10 connections spread over all members), one client putting 32-byte \
+             values to the leader, {} puts at 100/s (etcd's limiter: a burst of up to 100 at the \
+             start); an event's latency runs from its put being sent to its arrival at a watcher \
+             (etcd's tool measures from the put's acknowledgement, which the table below shows \
+             as (d-ack), 0 for an event that came first).\n",
+            plan.watch_latency_watchers.div_ceil(WATCHERS_PER_STREAM) * WATCHERS_PER_STREAM,
+            WATCHERS_PER_STREAM.min(plan.watch_latency_watchers),
+            plan.watch_put_total
+        );
+    }
+    if let Some(n) = results.watch.iter().find(|n| n.id == "e") {
+        let _ = writeln!(
+            md,
+            "(e) workload (b) again, {first} members, first with no watchers, then with {} \
+             watchers of every key (key `\\0`, range end `\\0`: clientv3's prefix watch of \
+             the empty prefix) on {PUT_WATCH_STREAMS} streams over {PUT_WATCH_STREAMS} connections \
+             spread over all members, all reading.\n",
+            n.watchers
+        );
+    }
     let _ = writeln!(
         md,
         "| members | bar | etcd | raftkv | raftkv / etcd | holds |\n|---:|---|---:|---:|---:|---|"
@@ -281,6 +479,81 @@ fn markdown(plan: &Plan, results: &Results) -> String {
                 r.requests_per_sec,
                 ratio(r.requests_per_sec, e.requests_per_sec),
                 verdict(r.requests_per_sec >= e.requests_per_sec)
+            );
+        }
+        if let (Some(e), Some(r)) = (get("etcd", "d"), get("raftkv", "d")) {
+            let _ = writeln!(
+                md,
+                "| {size} | (d) watch event p50, {} watchers (no bar) | {:.3} ms | {:.3} ms | {} | – |",
+                watchers_of(results, "raftkv", "d"),
+                e.latency_ms.p50,
+                r.latency_ms.p50,
+                ratio(r.latency_ms.p50, e.latency_ms.p50)
+            );
+            let _ = writeln!(
+                md,
+                "| {size} | (d) watch event p99 ≤ etcd's | {:.3} ms | {:.3} ms | {} | {} |",
+                e.latency_ms.p99,
+                r.latency_ms.p99,
+                ratio(r.latency_ms.p99, e.latency_ms.p99),
+                verdict(r.latency_ms.p99 <= e.latency_ms.p99 && r.errors == 0)
+            );
+        }
+        if let (Some(e0), Some(e), Some(r0), Some(r)) = (
+            get("etcd", "e0"),
+            get("etcd", "e"),
+            get("raftkv", "e0"),
+            get("raftkv", "e"),
+        ) {
+            let watchers = watchers_of(results, "raftkv", "e");
+            let _ = writeln!(
+                md,
+                "| {size} | (e) put/s, no watchers (no bar) | {:.0} | {:.0} | {} | – |",
+                e0.requests_per_sec,
+                r0.requests_per_sec,
+                ratio(r0.requests_per_sec, e0.requests_per_sec)
+            );
+            let _ = writeln!(
+                md,
+                "| {size} | (e) put/s, {watchers} watchers open (no bar) | {:.0} | {:.0} | {} | – |",
+                e.requests_per_sec,
+                r.requests_per_sec,
+                ratio(r.requests_per_sec, e.requests_per_sec)
+            );
+            let (fe, fr) = (
+                fraction(e.requests_per_sec, e0.requests_per_sec),
+                fraction(r.requests_per_sec, r0.requests_per_sec),
+            );
+            let _ = writeln!(
+                md,
+                "| {size} | (e) put/s with {watchers} watchers ≥ 85 % of put/s with none | {:.0} % | {:.0} % | {} | {} |",
+                fe * 100.0,
+                fr * 100.0,
+                ratio(fr, fe),
+                verdict(fr >= 0.85)
+            );
+            let level = |server| {
+                results
+                    .watch
+                    .iter()
+                    .find(|n| n.server == server && n.size == size && n.id == "e")
+                    .and_then(|n| n.level_after_ms)
+            };
+            let show = |ms: Option<f64>| {
+                ms.map_or(format!("> {} s", EVENT_TIMEOUT.as_secs()), |ms| {
+                    format!("{ms:.0} ms")
+                })
+            };
+            let (le, lr) = (level("etcd"), level("raftkv"));
+            let _ = writeln!(
+                md,
+                "| {size} | (e) every watcher has the last put's event, after the puts end (no bar) | {} | {} | {} | – |",
+                show(le),
+                show(lr),
+                match (le, lr) {
+                    (Some(e), Some(r)) => ratio(r, e),
+                    _ => "–".into(),
+                }
             );
         }
     }
@@ -330,6 +603,37 @@ fn markdown(plan: &Plan, results: &Results) -> String {
             l.max
         );
     }
+    for n in &results.watch {
+        let level = match (n.id, n.level_after_ms) {
+            ("e", Some(ms)) => format!(
+                "; every watcher had the last put's event {:.0} ms after the puts ended",
+                ms
+            ),
+            ("e", None) => format!(
+                "; the watchers were not level with the last put {} s after the puts ended",
+                EVENT_TIMEOUT.as_secs()
+            ),
+            _ => String::new(),
+        };
+        let rate = if n.id == "e" {
+            format!(", {:.0} events/s while the puts ran", n.events_per_sec)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "\nWatch ({}), {} x{}: {} watchers received {} of {} events{rate}{level}{}.",
+            n.id,
+            n.server,
+            n.size,
+            n.watchers,
+            n.received_events,
+            n.expected_events,
+            n.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (first error: {e})"))
+        );
+    }
     for m in &results.memory {
         let _ = writeln!(
             md,
@@ -369,7 +673,7 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
         ("b", "(b) put, 100 clients"),
         ("c", "(c) linearizable get, 100 clients"),
     ];
-    let panels: Vec<Panel> = titles
+    let mut panels: Vec<Panel> = titles
         .iter()
         .map(|(id, title)| Panel {
             title: title.to_string(),
@@ -386,6 +690,36 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
                 .collect(),
         })
         .collect();
+    let series = |ids: &[&str]| -> Vec<Series> {
+        results
+            .rows
+            .iter()
+            .filter(|r| ids.contains(&r.id))
+            .map(|r| Series {
+                label: format!("{} x{}, {}", r.server, r.size, r.report.workload),
+                report: &r.report,
+                colour: usize::from(r.server == "raftkv"),
+                hollow: r.id == "e",
+            })
+            .collect()
+    };
+    let d = series(&["d"]);
+    if !d.is_empty() {
+        panels.push(Panel {
+            title: format!(
+                "(d) watch event, {} watchers",
+                watchers_of(results, "raftkv", "d")
+            ),
+            series: d,
+        });
+    }
+    let e = series(&["e0", "e"]);
+    if !e.is_empty() {
+        panels.push(Panel {
+            title: "(e) put, 100 clients, with watchers".into(),
+            series: e,
+        });
+    }
     plot::latency_percentiles(
         &plan.plot,
         "raftkv vs etcd: latency percentiles (lower is better)",
@@ -414,6 +748,86 @@ fn splice(path: &Path, section: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(workload: &str, per_sec: f64, p50: f64, p99: f64) -> Report {
+        let mut r = crate::stats::Recorder::new().report(workload, Duration::from_secs(1));
+        r.requests_per_sec = per_sec;
+        r.latency_ms.p50 = p50;
+        r.latency_ms.p99 = p99;
+        r
+    }
+
+    fn note(server: &'static str, id: &'static str, level_after_ms: Option<f64>) -> WatchNote {
+        WatchNote {
+            server,
+            size: 3,
+            id,
+            watchers: if id == "d" { 10_000 } else { 1_000 },
+            expected_events: 10,
+            received_events: 10,
+            events_per_sec: 5.0,
+            level_after_ms,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn watch_rows_carry_ratios_and_verdicts() {
+        let plan = Plan {
+            raftkv_bin: "raftkv".into(),
+            etcd_bin: "/nonexistent/etcd".into(),
+            sizes: vec![3],
+            sequential_total: 1,
+            total: 1,
+            memory_keys: 0,
+            watch_latency_watchers: 10_000,
+            watch_put_total: 1_000,
+            put_watchers: 1_000,
+            flags: vec![],
+            markdown: "b.md".into(),
+            plot: "p.png".into(),
+            json: None,
+        };
+        let row = |server, id, report| Row {
+            size: 3,
+            server,
+            id,
+            report,
+        };
+        let results = Results {
+            rows: vec![
+                row("etcd", "d", report("watch", 1.0, 20.0, 50.0)),
+                row("raftkv", "d", report("watch", 1.0, 10.0, 40.0)),
+                row("etcd", "e0", report("put", 10_000.0, 1.0, 1.0)),
+                row("etcd", "e", report("put", 2_000.0, 1.0, 1.0)),
+                row("raftkv", "e0", report("put", 8_000.0, 1.0, 1.0)),
+                row("raftkv", "e", report("put", 6_400.0, 1.0, 1.0)),
+            ],
+            memory: vec![],
+            watch: vec![
+                note("etcd", "d", None),
+                note("raftkv", "d", None),
+                note("etcd", "e", Some(80.0)),
+                note("raftkv", "e", None),
+            ],
+            flags: vec![],
+        };
+        let md = markdown(&plan, &results);
+        assert!(
+            md.contains(
+                "| 3 | (d) watch event p99 ≤ etcd's | 50.000 ms | 40.000 ms | 0.80 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 3 | (d) watch event p50, 10000 watchers (no bar) | 20.000 ms | 10.000 ms | 0.50 | – |"), "{md}");
+        // etcd keeps 20 %, raftkv 80 %: below the 85 % bar.
+        assert!(
+            md.contains("| 3 | (e) put/s with 1000 watchers ≥ 85 % of put/s with none | 20 % | 80 % | 4.00 | **no** |"),
+            "{md}"
+        );
+        assert!(md.contains("| 80 ms | > 120 s | – | – |"), "{md}");
+        assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
+    }
 
     #[test]
     fn splice_replaces_only_the_marked_section() {

@@ -5,6 +5,7 @@ mod cluster;
 mod compare;
 mod plot;
 mod stats;
+mod watch;
 mod workload;
 
 use std::path::PathBuf;
@@ -122,6 +123,65 @@ enum Cmd {
         #[arg(long, default_value_t = 0.5)]
         read_ratio: f64,
     },
+    /// Benchmark watch latency: watchers of one key, one putter at --put-rate; each event's
+    /// latency at each watcher (etcd's watch-latency).
+    WatchLatency {
+        /// Total watch streams.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Watchers per stream.
+        #[arg(long, default_value_t = 10)]
+        watchers_per_stream: usize,
+        /// Total number of puts.
+        #[arg(long, default_value_t = 1000)]
+        put_total: usize,
+        /// Puts per second (etcd's limiter: up to this many at once at the start).
+        #[arg(long, default_value_t = 100)]
+        put_rate: u64,
+        /// Size of the watched key.
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// Size of the values put.
+        #[arg(long, default_value_t = 32)]
+        val_size: usize,
+        /// Ask for each event's previous key-value.
+        #[arg(long)]
+        prevkv: bool,
+        /// How long events may still arrive after the last put (later ones count as errors).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        event_timeout: Duration,
+    },
+    /// Benchmark watch: watchers created one after another on each stream (creation
+    /// latency), then puts to the watched keys (events received per second).
+    Watch {
+        /// Total watch streams.
+        #[arg(long, default_value_t = 10)]
+        streams: usize,
+        /// Watchers per stream.
+        #[arg(long, default_value_t = 100)]
+        watch_per_stream: usize,
+        /// Total number of keys to be watched.
+        #[arg(long, default_value_t = 1)]
+        watched_key_total: usize,
+        /// Puts per second over all clients (0 is no limit).
+        #[arg(long, default_value_t = 0)]
+        put_rate: u64,
+        /// Number of puts.
+        #[arg(long, default_value_t = 1000)]
+        put_total: usize,
+        /// Size of the watched keys.
+        #[arg(long, default_value_t = 32)]
+        key_size: usize,
+        /// Maximum possible keys.
+        #[arg(long, default_value_t = 1)]
+        key_space_size: u64,
+        /// Use sequential keys instead of random ones.
+        #[arg(long)]
+        sequential_keys: bool,
+        /// How long events may still arrive after the last put.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        event_timeout: Duration,
+    },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
@@ -142,6 +202,17 @@ enum Cmd {
         /// Keys loaded before measuring members' memory (0 skips it).
         #[arg(long, default_value_t = 1_000_000)]
         memory_keys: u64,
+        /// Watchers in the watch-latency workload (d), 100 per stream, on the first cluster
+        /// size only (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        watch_latency_watchers: usize,
+        /// Puts in workload (d), at 100 a second.
+        #[arg(long, default_value_t = 1_000)]
+        watch_put_total: usize,
+        /// Watchers of every key open during workload (e)'s puts, on 10 streams, on the first
+        /// cluster size only (0 skips it).
+        #[arg(long, default_value_t = 1_000)]
+        put_watchers: usize,
         /// Markdown file whose marked section is replaced with the results.
         #[arg(long, default_value = "docs/benchmarks.md")]
         markdown: PathBuf,
@@ -197,6 +268,9 @@ async fn run(cli: Cli) -> Result<()> {
             sequential_total,
             workload_total,
             memory_keys,
+            watch_latency_watchers,
+            watch_put_total,
+            put_watchers,
             markdown,
             plot,
             json_out,
@@ -209,12 +283,86 @@ async fn run(cli: Cli) -> Result<()> {
                 sequential_total: *sequential_total,
                 total: *workload_total,
                 memory_keys: *memory_keys,
+                watch_latency_watchers: *watch_latency_watchers,
+                watch_put_total: *watch_put_total,
+                put_watchers: *put_watchers,
                 flags: flags.clone(),
                 markdown: markdown.clone(),
                 plot: plot.clone(),
                 json: json_out.clone(),
             };
             return compare::run(&plan).await;
+        }
+        Cmd::WatchLatency {
+            streams,
+            watchers_per_stream,
+            put_total,
+            put_rate,
+            key_size,
+            val_size,
+            prevkv,
+            event_timeout,
+        } => {
+            let report = watch::latency(&watch::LatencyOptions {
+                endpoints: g.endpoints.clone(),
+                conns: g.conns,
+                clients: g.clients,
+                streams: *streams,
+                watchers_per_stream: *watchers_per_stream,
+                put_total: *put_total,
+                put_rate: *put_rate,
+                key_size: *key_size,
+                val_size: *val_size,
+                prev_kv: *prevkv,
+                target_leader: g.target_leader,
+                put_to_leader: false,
+                timeout: g.request_timeout,
+                drain: *event_timeout,
+                progress: !g.json,
+            })
+            .await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            return Ok(());
+        }
+        Cmd::Watch {
+            streams,
+            watch_per_stream,
+            watched_key_total,
+            put_rate,
+            put_total,
+            key_size,
+            key_space_size,
+            sequential_keys,
+            event_timeout,
+        } => {
+            let report = watch::watch(&watch::WatchOptions {
+                endpoints: g.endpoints.clone(),
+                conns: g.conns,
+                clients: g.clients,
+                streams: *streams,
+                watch_per_stream: *watch_per_stream,
+                watched_key_total: *watched_key_total,
+                put_rate: *put_rate,
+                put_total: *put_total,
+                key_size: *key_size,
+                key_space_size: *key_space_size,
+                sequential_keys: *sequential_keys,
+                target_leader: g.target_leader,
+                timeout: g.request_timeout,
+                drain: *event_timeout,
+                progress: !g.json,
+            })
+            .await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            return Ok(());
         }
         Cmd::Put(keys) => Workload::Put(keys.generator()),
         Cmd::Range {
@@ -277,6 +425,169 @@ async fn run(cli: Cli) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("raftkv-bench").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn watch_latency_takes_etcds_flags_and_defaults() {
+        let cli = parse(&["watch-latency"]);
+        let Cmd::WatchLatency {
+            streams,
+            watchers_per_stream,
+            put_total,
+            put_rate,
+            key_size,
+            val_size,
+            prevkv,
+            event_timeout,
+        } = cli.command
+        else {
+            panic!("not watch-latency");
+        };
+        assert_eq!(
+            (streams, watchers_per_stream, put_total, put_rate),
+            (10, 10, 1000, 100)
+        );
+        assert_eq!((key_size, val_size, prevkv), (32, 32, false));
+        assert_eq!(event_timeout, Duration::from_secs(60));
+        let cli = parse(&[
+            "--endpoints=a:1,b:2",
+            "--conns",
+            "10",
+            "--clients",
+            "10",
+            "watch-latency",
+            "--streams",
+            "100",
+            "--watchers-per-stream",
+            "100",
+            "--put-total",
+            "50",
+            "--put-rate",
+            "7",
+            "--val-size",
+            "256",
+            "--prevkv",
+        ]);
+        assert_eq!(cli.global.endpoints, ["a:1", "b:2"]);
+        assert_eq!((cli.global.conns, cli.global.clients), (10, 10));
+        let Cmd::WatchLatency {
+            streams,
+            watchers_per_stream,
+            put_total,
+            put_rate,
+            val_size,
+            prevkv,
+            ..
+        } = cli.command
+        else {
+            panic!("not watch-latency");
+        };
+        assert_eq!(
+            (
+                streams,
+                watchers_per_stream,
+                put_total,
+                put_rate,
+                val_size,
+                prevkv
+            ),
+            (100, 100, 50, 7, 256, true)
+        );
+    }
+
+    #[test]
+    fn watch_takes_etcds_flags_and_defaults() {
+        let Cmd::Watch {
+            streams,
+            watch_per_stream,
+            watched_key_total,
+            put_rate,
+            put_total,
+            key_size,
+            key_space_size,
+            sequential_keys,
+            ..
+        } = parse(&["watch"]).command
+        else {
+            panic!("not watch");
+        };
+        assert_eq!(
+            (
+                streams,
+                watch_per_stream,
+                watched_key_total,
+                put_rate,
+                put_total
+            ),
+            (10, 100, 1, 0, 1000)
+        );
+        assert_eq!((key_size, key_space_size, sequential_keys), (32, 1, false));
+        let Cmd::Watch {
+            watched_key_total,
+            key_space_size,
+            sequential_keys,
+            put_rate,
+            ..
+        } = parse(&[
+            "watch",
+            "--watched-key-total",
+            "100",
+            "--key-space-size",
+            "1000",
+            "--sequential-keys",
+            "--put-rate",
+            "500",
+        ])
+        .command
+        else {
+            panic!("not watch");
+        };
+        assert_eq!(
+            (watched_key_total, key_space_size, sequential_keys, put_rate),
+            (100, 1000, true, 500)
+        );
+    }
+
+    #[test]
+    fn compare_watch_workloads_default_on_and_skip_with_zero() {
+        let Cmd::Compare {
+            watch_latency_watchers,
+            watch_put_total,
+            put_watchers,
+            ..
+        } = parse(&["compare"]).command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!(
+            (watch_latency_watchers, watch_put_total, put_watchers),
+            (10_000, 1_000, 1_000)
+        );
+        let Cmd::Compare {
+            watch_latency_watchers,
+            put_watchers,
+            flags,
+            ..
+        } = parse(&[
+            "compare",
+            "--watch-latency-watchers",
+            "0",
+            "--put-watchers",
+            "0",
+            "--",
+            "--heartbeat-interval=50",
+        ])
+        .command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!((watch_latency_watchers, put_watchers), (0, 0));
+        assert_eq!(flags, ["--heartbeat-interval=50"]);
+    }
 
     #[test]
     fn durations_parse_like_etcd_flags() {

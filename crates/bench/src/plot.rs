@@ -56,16 +56,26 @@ fn values(r: &Report) -> [f64; 5] {
     [l.p50, l.p90, l.p95, l.p99, l.p999]
 }
 
-/// Draws the panels side by side into `out` (PNG).
+/// Panels per row.
+const COLUMNS: usize = 3;
+
+/// Rows and columns for `n` panels: up to [`COLUMNS`] a row.
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, COLUMNS);
+    (n.max(1).div_ceil(cols), cols)
+}
+
+/// Draws the panels, up to three a row, into `out` (PNG).
 pub fn latency_percentiles(out: &Path, title: &str, panels: &[Panel]) -> Result<()> {
     load_font()?;
-    let width = 560 * panels.len().max(1) as u32;
-    let root = BitMapBackend::new(out, (width, 520)).into_drawing_area();
+    let (rows, cols) = grid(panels.len());
+    let (width, height) = (560 * cols as u32, 40 + 480 * rows as u32);
+    let root = BitMapBackend::new(out, (width, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let root = root
         .titled(title, ("sans-serif", 22))
         .map_err(|e| anyhow!("{e}"))?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
+    let areas = root.split_evenly((rows, cols));
     let palette = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
@@ -136,4 +146,19 @@ pub fn latency_percentiles(out: &Path, title: &str, panels: &[Panel]) -> Result<
     }
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_fill_rows_of_three() {
+        assert_eq!(grid(0), (1, 1));
+        assert_eq!(grid(1), (1, 1));
+        assert_eq!(grid(3), (1, 3));
+        assert_eq!(grid(4), (2, 3));
+        assert_eq!(grid(5), (2, 3));
+        assert_eq!(grid(7), (3, 3));
+    }
 }

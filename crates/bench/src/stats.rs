@@ -45,6 +45,17 @@ impl Recorder {
         }
     }
 
+    /// Records `n` failures at once (e.g. events that never arrived).
+    pub fn errors(&mut self, n: u64, message: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        self.errors += n;
+        if self.first_error.is_none() {
+            self.first_error = Some(message());
+        }
+    }
+
     /// Adds another client's recordings.
     pub fn merge(&mut self, other: &Recorder) {
         self.hist

@@ -84,7 +84,7 @@ pub struct KeyGen {
 }
 
 impl KeyGen {
-    fn key(&self, n: u64) -> Vec<u8> {
+    pub(crate) fn key(&self, n: u64) -> Vec<u8> {
         let mut key = vec![0u8; self.key_size.max(1)];
         // Zig-zag varint of n (Go's binary.PutVarint), truncated to the key size.
         let mut z = (n << 1) ^ ((n as i64 >> 63) as u64);
@@ -99,7 +99,7 @@ impl KeyGen {
         key
     }
 
-    fn pick(&self, seq: u64, rng: &mut Rng) -> u64 {
+    pub(crate) fn pick(&self, seq: u64, rng: &mut Rng) -> u64 {
         let space = self.key_space.max(1);
         if self.sequential {
             seq % space
@@ -138,12 +138,20 @@ fn url(endpoint: &str) -> String {
 }
 
 async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel> {
-    Endpoint::from_shared(url(endpoint))
+    connect_channel(endpoint, Some(timeout)).await
+}
+
+/// One gRPC connection; `timeout` bounds each unary call (leave it out for watch streams,
+/// which live as long as the run).
+pub(crate) async fn connect_channel(endpoint: &str, timeout: Option<Duration>) -> Result<Channel> {
+    let mut ep = Endpoint::from_shared(url(endpoint))
         .with_context(|| format!("bad endpoint {endpoint}"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect()
+        .tcp_nodelay(true);
+    if let Some(t) = timeout {
+        ep = ep.timeout(t);
+    }
+    ep.connect()
         .await
         .with_context(|| format!("cannot connect to {endpoint}"))
 }
@@ -208,7 +216,13 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                draw_progress(done.load(Ordering::Relaxed), total, duration, started);
+                draw_progress(
+                    done.load(Ordering::Relaxed),
+                    total,
+                    duration,
+                    started,
+                    "requests",
+                );
             }
         })
     });
@@ -258,6 +272,7 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
             opts.total,
             opts.duration,
             started,
+            "requests",
         );
         eprintln!();
     }
@@ -361,7 +376,14 @@ impl Pacer {
     }
 }
 
-fn draw_progress(done: u64, total: u64, duration: Option<Duration>, started: Instant) {
+/// One progress line on stderr: `done` of `total` (or of `duration`), counted in `what`.
+pub(crate) fn draw_progress(
+    done: u64,
+    total: u64,
+    duration: Option<Duration>,
+    started: Instant,
+    what: &str,
+) {
     let fraction = match duration {
         Some(d) => started.elapsed().as_secs_f64() / d.as_secs_f64().max(1e-9),
         None => done as f64 / total.max(1) as f64,
@@ -372,7 +394,7 @@ fn draw_progress(done: u64, total: u64, duration: Option<Duration>, started: Ins
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,
-        "\r[{}{}] {:>3.0}% {done} requests, {:.1}s",
+        "\r[{}{}] {:>3.0}% {done} {what}, {:.1}s",
         "=".repeat(filled),
         " ".repeat(width - filled),
         fraction * 100.0,
