@@ -80,14 +80,14 @@ fn etcdctl_session(eps: &str) -> Vec<String> {
     ];
     std::thread::sleep(Duration::from_millis(1500));
     let writes: &[(&[&str], Option<&str>)] = &[
-        (&["put", "foo", "bar"], None),             // 2
-        (&["put", "foo", "baz"], None),             // 3
-        (&["put", "a/1", "1"], None),               // 4
-        (&["put", "a/2", "2"], None),               // 5
-        (&["txn"], Some("\nput z 3\nput c 3\n\n")), // 6: z before c
-        (&["del", "a/", "--prefix"], None),         // 7
-        (&["put", "b", "4"], None),                 // 8
-        (&["put", "foo", "qux"], None),             // 9
+        (&["put", "foo", "bar"], None),               // 2
+        (&["put", "foo", "baz"], None),               // 3
+        (&["put", "a/1", "1"], None),                 // 4
+        (&["put", "a/2", "2"], None),                 // 5
+        (&["txn"], Some("\nput z 3\nput c 3\n\n\n")), // 6: z before c
+        (&["del", "a/", "--prefix"], None),           // 7
+        (&["put", "b", "4"], None),                   // 8
+        (&["put", "foo", "qux"], None),               // 9
     ];
     let mut lines = Vec::new();
     for (args, stdin) in writes {
@@ -611,6 +611,29 @@ async fn a_watch_requiring_a_leader_ends_when_the_member_loses_it() {
     let reference = {
         let mut cluster = Cluster::start(Server::Etcd, 3, Options::default()).await;
         leaderless_session(&mut cluster)
+    };
+    compare(&ours, &reference);
+}
+
+/// A single member is its own leader: etcdctl's leader-requiring watch stays open.
+fn single_member_session(cluster: &Cluster) -> Vec<String> {
+    let endpoint = cluster.members[0].endpoint();
+    let running = start_etcdctl(&endpoint, &["watch", "foo"], None);
+    std::thread::sleep(Duration::from_millis(4500));
+    let put = etcdctl(&endpoint, &["put", "foo", "late"], None);
+    std::thread::sleep(Duration::from_millis(500));
+    vec![transcript("etcdctl put foo late", &put), finish(running)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_member_keeps_leader_requiring_watches_open() {
+    let ours = {
+        let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+        single_member_session(&cluster)
+    };
+    let reference = {
+        let cluster = Cluster::start(Server::Etcd, 1, Options::default()).await;
+        single_member_session(&cluster)
     };
     compare(&ours, &reference);
 }

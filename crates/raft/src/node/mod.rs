@@ -179,9 +179,11 @@ impl RaftNode {
             None => false,
             Some(leader) if leader == self.id => {
                 use openraft::Instant as _;
-                m.last_quorum_acked
-                    .as_ref()
-                    .is_some_and(|at| at.elapsed().as_millis() as u64 <= window)
+                // A sole voter is its own quorum (openraft does not refresh the ack then).
+                voters_of(m.membership_config.membership()).len() <= 1
+                    || m.last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|at| at.elapsed().as_millis() as u64 <= window)
             }
             Some(_) => {
                 use std::sync::atomic::Ordering;
