@@ -192,6 +192,8 @@ struct HubState {
     /// Synced range watchers.
     ranged: HashSet<u64>,
     unsynced: BTreeSet<u64>,
+    /// Where the next catch-up round starts choosing among the unsynced.
+    cursor: u64,
     key_bytes: usize,
 }
 
@@ -426,38 +428,61 @@ impl WatchHub {
         self.wake.notify_one();
     }
 
-    /// One catch-up round: reads history for up to [`WATCHERS_PER_ROUND`] unsynced
-    /// watchers. Returns whether any remain unsynced.
+    /// One catch-up round for up to [`WATCHERS_PER_ROUND`] unsynced watchers, taken in turn
+    /// from where the last round stopped (so none waits behind others whose streams are
+    /// full). Watchers that need the same revisions share one history read. Returns
+    /// whether any watcher remains unsynced.
     fn catch_up_round(&self) -> bool {
         let (to, chosen) = {
-            let state = self.lock();
-            let chosen: Vec<(u64, WatchSpec, i64, StreamQueue)> = state
+            let mut state = self.lock();
+            let cursor = state.cursor;
+            let ids: Vec<u64> = state
                 .unsynced
-                .iter()
+                .range(cursor..)
+                .chain(state.unsynced.range(..cursor))
                 .take(WATCHERS_PER_ROUND)
+                .copied()
+                .collect();
+            if let Some(&last) = ids.last() {
+                state.cursor = last + 1;
+            }
+            let chosen: Vec<Chosen> = ids
+                .into_iter()
                 .map(|id| {
-                    let w = &state.watchers[id];
-                    (*id, w.spec.clone(), w.next, w.queue.clone())
+                    let w = &state.watchers[&id];
+                    Chosen {
+                        id,
+                        spec: w.spec.clone(),
+                        next: w.next,
+                        queue: w.queue.clone(),
+                    }
                 })
                 .collect();
             (state.rev, chosen)
         };
         let compacted = self.store.compacted_revision();
-        for (id, spec, next, queue) in chosen {
-            let outcome = if next < compacted {
-                match queue.offer(Delivery::Compacted {
-                    watcher: id,
+        let mut outcomes = Vec::with_capacity(chosen.len());
+        let mut by_start: HashMap<i64, Vec<Chosen>> = HashMap::new();
+        for c in chosen {
+            if c.next < compacted {
+                let notice = Delivery::Compacted {
+                    watcher: c.id,
                     compact_revision: compacted,
-                }) {
+                };
+                let outcome = match c.queue.offer(notice) {
                     Ok(()) | Err(Refused::Closed) => Outcome::Remove,
                     Err(Refused::Full) => Outcome::Stay,
-                }
-            } else if !queue.has_room() {
-                Outcome::Stay
-            } else {
-                self.catch_up(id, &spec, next, to, &queue)
-            };
-            let mut state = self.lock();
+                };
+                outcomes.push((c.id, outcome));
+            } else if c.queue.has_room() {
+                by_start.entry(c.next).or_default().push(c);
+            }
+        }
+        for (next, group) in by_start {
+            outcomes.extend(self.catch_up(next, to, &group));
+        }
+        let mut state = self.lock();
+        for (id, outcome) in outcomes {
             match outcome {
                 Outcome::Remove => state.remove(id),
                 Outcome::Stay => {}
@@ -474,44 +499,59 @@ impl WatchHub {
                 }
             }
         }
-        !self.lock().unsynced.is_empty()
+        !state.unsynced.is_empty()
     }
 
-    /// Reads and queues one watcher's events from `next` up to `to`.
-    fn catch_up(
-        &self,
-        id: u64,
-        spec: &WatchSpec,
-        next: i64,
-        to: i64,
-        queue: &StreamQueue,
-    ) -> Outcome {
-        let batch = match self
-            .store
-            .history(next, to, CATCH_UP, &mut |key| spec.wants_key(key))
-        {
+    /// Reads the history from `next` up to `to` once for a group of watchers that all start
+    /// there, and queues each one's events.
+    fn catch_up(&self, next: i64, to: i64, group: &[Chosen]) -> Vec<(u64, Outcome)> {
+        let batch = match self.store.history(next, to, CATCH_UP, &mut |key| {
+            group.iter().any(|c| c.spec.wants_key(key))
+        }) {
             Ok(batch) => batch,
             Err(e) => {
-                tracing::error!(error = %e, watcher = id, "reading history for a watcher");
-                return Outcome::Stay;
+                tracing::error!(error = %e, from = next, "reading history for watchers");
+                return group.iter().map(|c| (c.id, Outcome::Stay)).collect();
             }
         };
-        let events: Vec<Event> = batch.events.into_iter().filter(|e| spec.wants(e)).collect();
-        if events.is_empty() {
-            return Outcome::Reached(batch.next);
-        }
-        let bytes = event_bytes(&events);
-        match queue.offer(Delivery::Events {
-            watcher: id,
-            revision: to,
-            events,
-            bytes,
-        }) {
-            Ok(()) => Outcome::Reached(batch.next),
-            Err(Refused::Full) => Outcome::Stay,
-            Err(Refused::Closed) => Outcome::Remove,
-        }
+        group
+            .iter()
+            .map(|c| {
+                let events: Vec<Event> = batch
+                    .events
+                    .iter()
+                    .filter(|e| {
+                        let key = e.kv.as_ref().map(|kv| &kv.key[..]).unwrap_or_default();
+                        c.spec.wants_key(key) && c.spec.wants(e)
+                    })
+                    .cloned()
+                    .collect();
+                if events.is_empty() {
+                    return (c.id, Outcome::Reached(batch.next));
+                }
+                let bytes = event_bytes(&events);
+                let outcome = match c.queue.offer(Delivery::Events {
+                    watcher: c.id,
+                    revision: to,
+                    events,
+                    bytes,
+                }) {
+                    Ok(()) => Outcome::Reached(batch.next),
+                    Err(Refused::Full) => Outcome::Stay,
+                    Err(Refused::Closed) => Outcome::Remove,
+                };
+                (c.id, outcome)
+            })
+            .collect()
     }
+}
+
+/// An unsynced watcher chosen for a catch-up round.
+struct Chosen {
+    id: u64,
+    spec: WatchSpec,
+    next: i64,
+    queue: StreamQueue,
 }
 
 enum Outcome {
