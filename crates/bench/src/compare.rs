@@ -33,6 +33,8 @@ pub struct Plan {
     pub watch_latency_watchers: usize,
     /// Puts in workload (d).
     pub watch_put_total: usize,
+    /// Puts per second in workload (d).
+    pub watch_put_rate: u64,
     /// Watchers open during workload (e)'s puts (0: skip it).
     pub put_watchers: usize,
     /// Extra member flags for both servers.
@@ -203,7 +205,7 @@ async fn watch_workloads(
             streams,
             watchers_per_stream: WATCHERS_PER_STREAM.min(plan.watch_latency_watchers),
             put_total: plan.watch_put_total,
-            put_rate: 100,
+            put_rate: plan.watch_put_rate,
             key_size: 32,
             val_size: 32,
             prev_kv: false,
@@ -418,13 +420,16 @@ fn markdown(plan: &Plan, results: &Results) -> String {
             md,
             "(d) watch latency, {first} members: {} watchers of one 32-byte key ({} per stream, \
              streams over 10 connections spread over all members), one client putting 32-byte \
-             values to the leader, {} puts at 100/s (etcd's limiter: a burst of up to 100 at the \
-             start); an event's latency runs from its put being sent to its arrival at a watcher \
+             values to the leader, {} puts at up to {}/s (etcd's limiter, which allows a burst of \
+             as many at the start; the one client puts one after another, so each server \
+             reaches the rate its put latency allows: the (d-put) rows, and every put is an \
+             event at each watcher); an event's latency runs from its put being sent to its arrival at a watcher \
              (etcd's tool measures from the put's acknowledgement, which the table below shows \
              as (d-ack), 0 for an event that came first).\n",
             plan.watch_latency_watchers.div_ceil(WATCHERS_PER_STREAM) * WATCHERS_PER_STREAM,
             WATCHERS_PER_STREAM.min(plan.watch_latency_watchers),
-            plan.watch_put_total
+            plan.watch_put_total,
+            plan.watch_put_rate
         );
     }
     if let Some(n) = results.watch.iter().find(|n| n.id == "e") {
@@ -782,6 +787,7 @@ mod tests {
             memory_keys: 0,
             watch_latency_watchers: 10_000,
             watch_put_total: 1_000,
+            watch_put_rate: 100,
             put_watchers: 1_000,
             flags: vec![],
             markdown: "b.md".into(),

@@ -20,7 +20,7 @@ use raftkv_storage::mvcc::RangeEnd;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::hub::{Delivery, StreamInbox, StreamQueue, WatchSpec, stream_queue};
+use super::hub::{Delivery, StreamInbox, StreamQueue, WatchSpec};
 use crate::api::EtcdApi;
 
 /// etcd's watch ID for answers that belong to no watcher (`clientv3.InvalidWatchID`).
@@ -93,7 +93,7 @@ where
     S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
 {
     let (out, out_rx) = mpsc::channel(OUTBOUND);
-    let (queue, inbox) = stream_queue();
+    let (queue, inbox) = api.watch_hub().stream_queue();
     let stream = WatchStream {
         api,
         config,
