@@ -637,6 +637,7 @@ pub async fn run_schedule(
     let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
     let watchers = crate::chaos_watch::Watchers::start(&endpoints);
+    let leases = crate::chaos_lease::LeaseKeeper::start(&endpoints).await;
     let mut rng = Rng::new(seed);
     let mut windows = Vec::new();
     let mut faults = Vec::new();
@@ -657,6 +658,7 @@ pub async fn run_schedule(
     for c in clients {
         c.await.expect("client task");
     }
+    let leased = leases.finish(seed).await;
     let (hostile_sent, wrongly_taken) = attacker.await.expect("hostile task");
     assert!(
         wrongly_taken.is_empty(),
@@ -752,6 +754,7 @@ pub async fn run_schedule(
     converge(&cluster, seed).await;
     let watched = check_watchers(&cluster, watchers, &history, seed).await;
     eprintln!("chaos: seed {seed}: {watched}");
+    eprintln!("chaos: seed {seed}: {leased}");
     for m in &cluster.members {
         let log = m.log_text();
         for line in FALSE_REFUSALS {

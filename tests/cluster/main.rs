@@ -5,6 +5,7 @@
 
 mod backup;
 mod chaos;
+mod chaos_lease;
 mod chaos_watch;
 mod client;
 mod disk_full;
@@ -13,6 +14,7 @@ mod faults;
 mod fixture;
 mod hostile;
 mod hostile_peer;
+mod lease;
 mod linearizable;
 mod member_flags;
 mod membership;

@@ -101,7 +101,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 12 {
+    match which % 15 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -113,7 +113,10 @@ fn grpc_message(data: &[u8]) {
         8 => round_trip::<MemberInfo>(bytes),
         9 => round_trip::<AlarmRequest>(bytes),
         10 => round_trip::<raftkv_proto::etcdserverpb::WatchRequest>(bytes),
-        _ => round_trip::<raftkv_proto::etcdserverpb::WatchResponse>(bytes),
+        11 => round_trip::<raftkv_proto::etcdserverpb::WatchResponse>(bytes),
+        12 => round_trip::<raftkv_proto::etcdserverpb::LeaseGrantRequest>(bytes),
+        13 => round_trip::<raftkv_proto::etcdserverpb::LeaseKeepAliveRequest>(bytes),
+        _ => round_trip::<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse>(bytes),
     }
 }
 
@@ -193,6 +196,24 @@ fn sample_commands() -> Vec<Command> {
             member_id: 7,
             alarm: 1,
         })),
+        cmd(command::Op::LeaseGrant(
+            raftkv_proto::etcdserverpb::LeaseGrantRequest { ttl: 60, id: 7 },
+        )),
+        cmd(command::Op::Put(PutRequest {
+            lease: 7,
+            ..put("leased", "v")
+        })),
+        cmd(command::Op::LeaseCheckpoint(
+            raftkv_proto::etcdserverpb::LeaseCheckpointRequest {
+                checkpoints: vec![raftkv_proto::etcdserverpb::LeaseCheckpoint {
+                    id: 7,
+                    remaining_ttl: 30,
+                }],
+            },
+        )),
+        cmd(command::Op::LeaseRevoke(
+            raftkv_proto::etcdserverpb::LeaseRevokeRequest { id: 7 },
+        )),
     ]
 }
 
@@ -258,6 +279,25 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
             .into_iter()
             .map(|c| tagged(5, c.encode_to_vec())),
     );
+    seeds.push(tagged(
+        12,
+        raftkv_proto::etcdserverpb::LeaseGrantRequest { ttl: 5, id: -3 }.encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        13,
+        raftkv_proto::etcdserverpb::LeaseKeepAliveRequest { id: 1 << 60 }.encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        14,
+        raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse {
+            header: None,
+            id: 9,
+            ttl: 3,
+            granted_ttl: 5,
+            keys: vec!["k".into(), "l".into()],
+        }
+        .encode_to_vec(),
+    ));
     seeds
 }
 

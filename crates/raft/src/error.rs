@@ -232,6 +232,7 @@ impl From<NodeError> for tonic::Status {
                     RefusalCode::NotFound => tonic::Code::NotFound,
                     RefusalCode::Internal => tonic::Code::Internal,
                     RefusalCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+                    RefusalCode::FailedPrecondition => tonic::Code::FailedPrecondition,
                 };
                 tonic::Status::new(code, message)
             }

@@ -9,6 +9,9 @@ use std::sync::{Arc, Weak};
 use futures_util::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::rt::WatchReceiver;
+use raftkv_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use raftkv_proto::raftkvpb::peer_server::{Peer, PeerServer};
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, ClusterInfoResponse, Command,
@@ -65,6 +68,14 @@ pub(crate) trait LeaderSide: Send + Sync + 'static {
     fn cluster_info(&self, req: &ClusterInfoRequest) -> Result<(u64, u64), NodeError>;
     /// Whether this member is a voter.
     fn is_voter(&self) -> bool;
+    /// A follower's keep-alive of lease `id`: its TTL.
+    fn lease_renew(&self, id: i64) -> impl Future<Output = Result<i64, NodeError>> + Send;
+    /// A follower's time-to-live question.
+    fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> impl Future<Output = Result<LeaseTimeToLiveResponse, NodeError>> + Send;
     /// A leader's append passed admission (for [`crate::RaftNode::has_leader`]).
     fn heard_from_leader(&self);
 }
@@ -415,6 +426,35 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         let (span, id) = self.leader_span("forward", &req);
         let work = async move { answer(node.forward(req.into_inner()).await) };
         trace::with_request_id(id, work.instrument(span)).await
+    }
+
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let node = self.node()?;
+        let (span, rid) = self.leader_span("lease_renew", &req);
+        let id = req.into_inner().id;
+        let work = async move {
+            let ttl = node.lease_renew(id).await;
+            answer(ttl.map(|ttl| LeaseKeepAliveResponse {
+                header: None,
+                id,
+                ttl,
+            }))
+        };
+        trace::with_request_id(rid, work.instrument(span)).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let node = self.node()?;
+        let (span, rid) = self.leader_span("lease_time_to_live", &req);
+        let req = req.into_inner();
+        let work = async move { answer(node.lease_time_to_live(req.id, req.keys).await) };
+        trace::with_request_id(rid, work.instrument(span)).await
     }
 
     async fn read_index(

@@ -101,6 +101,7 @@ pub enum RefusalCode {
     NotFound,
     Internal,
     ResourceExhausted,
+    FailedPrecondition,
 }
 
 impl From<ErrorCode> for RefusalCode {
@@ -111,6 +112,7 @@ impl From<ErrorCode> for RefusalCode {
             ErrorCode::NotFound => Self::NotFound,
             ErrorCode::Internal => Self::Internal,
             ErrorCode::ResourceExhausted => Self::ResourceExhausted,
+            ErrorCode::FailedPrecondition => Self::FailedPrecondition,
         }
     }
 }

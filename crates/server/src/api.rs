@@ -317,6 +317,93 @@ impl EtcdApi {
     }
 }
 
+/// The Lease service's logic (etcd's `v3rpc/lease.go` over the node's lessor).
+impl EtcdApi {
+    fn not_for_learners(&self) -> Result<(), NodeError> {
+        if self.node.is_learner() {
+            return Err(learner_refusal());
+        }
+        Ok(())
+    }
+
+    /// Lease/LeaseGrant.
+    pub async fn lease_grant(
+        &self,
+        req: raftkv_proto::etcdserverpb::LeaseGrantRequest,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseGrantResponse, NodeError> {
+        self.traced("LeaseGrant", async {
+            self.not_for_learners()?;
+            let mut resp = self.node.lease_grant(&req).await?;
+            self.fill(&mut resp.header);
+            Ok(resp)
+        })
+        .await
+    }
+
+    /// Lease/LeaseRevoke.
+    pub async fn lease_revoke(
+        &self,
+        req: raftkv_proto::etcdserverpb::LeaseRevokeRequest,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseRevokeResponse, NodeError> {
+        self.traced("LeaseRevoke", async {
+            self.not_for_learners()?;
+            let mut resp = self.node.lease_revoke(req.id).await?;
+            self.fill(&mut resp.header);
+            Ok(resp)
+        })
+        .await
+    }
+
+    /// One keep-alive of a LeaseKeepAlive stream: a lease that does not exist (or has run
+    /// out) gets TTL 0, as etcd answers; other errors end the stream.
+    pub async fn lease_keep_alive(
+        &self,
+        id: i64,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseKeepAliveResponse, NodeError> {
+        self.not_for_learners()?;
+        let ttl = match self.node.lease_renew(id).await {
+            Ok(ttl) => ttl,
+            Err(NodeError::Refused(r)) if r.message == MvccError::LeaseNotFound.to_string() => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(raftkv_proto::etcdserverpb::LeaseKeepAliveResponse {
+            header: self.header(self.node.store().revision()),
+            id,
+            ttl,
+        })
+    }
+
+    /// Lease/LeaseTimeToLive.
+    pub async fn lease_time_to_live(
+        &self,
+        req: raftkv_proto::etcdserverpb::LeaseTimeToLiveRequest,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse, NodeError> {
+        self.traced("LeaseTimeToLive", async {
+            self.not_for_learners()?;
+            let mut resp = self.node.lease_time_to_live(req.id, req.keys).await?;
+            self.fill(&mut resp.header);
+            Ok(resp)
+        })
+        .await
+    }
+
+    /// Lease/LeaseLeases: the leases this member has applied.
+    pub async fn lease_leases(
+        &self,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseLeasesResponse, NodeError> {
+        self.not_for_learners()?;
+        Ok(raftkv_proto::etcdserverpb::LeaseLeasesResponse {
+            header: self.header(self.node.store().revision()),
+            leases: self
+                .node
+                .lease_ids()
+                .into_iter()
+                .map(|id| raftkv_proto::etcdserverpb::LeaseStatus { id })
+                .collect(),
+        })
+    }
+}
+
 fn mismatch(op: &command_response::Op) -> NodeError {
     NodeError::Internal(format!(
         "state machine answered with the wrong response kind: {op:?}"

@@ -313,12 +313,12 @@ const IGNORED: &[Rule] = &[
     Rule {
         flag: "experimental-enable-lease-checkpoint",
         applies: |f| f.experimental.experimental_enable_lease_checkpoint,
-        why: "raftkv has no leases to checkpoint yet",
+        why: "raftkv applies lease checkpoints but does not schedule them yet",
     },
     Rule {
         flag: "experimental-enable-lease-checkpoint-persist",
         applies: |f| f.experimental.experimental_enable_lease_checkpoint_persist,
-        why: "raftkv has no leases to checkpoint yet",
+        why: "raftkv applies lease checkpoints but does not schedule them yet",
     },
     Rule {
         flag: "experimental-compaction-batch-limit",

@@ -127,6 +127,10 @@ impl Server {
                     .add_service(
                         MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
                     )
+                    .add_service(
+                        raftkv_proto::etcdserverpb::lease_server::LeaseServer::new(api.clone())
+                            .max_decoding_message_size(max_message),
+                    )
                     .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|s| *s).await;

@@ -51,6 +51,79 @@ impl Kv for EtcdApi {
     }
 }
 
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl raftkv_proto::etcdserverpb::lease_server::Lease for EtcdApi {
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::lease_grant(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::lease_revoke(self, req.into_inner()).await?,
+        ))
+    }
+
+    /// One answer per request, in order; the stream ends with the client's, or with an
+    /// error other than an unknown lease (which is answered with TTL 0).
+    async fn lease_keep_alive(
+        &self,
+        req: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = req.into_inner();
+        let api = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = requests.message() => next,
+                    () = tx.closed() => return,
+                };
+                let answer = match next {
+                    Ok(Some(r)) => api.lease_keep_alive(r.id).await.map_err(Status::from),
+                    Ok(None) => return,
+                    Err(status) => Err(status),
+                };
+                let end = answer.is_err();
+                if tx.send(answer).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::lease_time_to_live(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        Ok(Response::new(EtcdApi::lease_leases(self).await?))
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Internal,
     /// `ResourceExhausted`
     ResourceExhausted,
+    /// `FailedPrecondition`
+    FailedPrecondition,
 }
 
 /// An etcd request that the MVCC store refuses, or a storage failure.
@@ -35,9 +37,18 @@ pub enum MvccError {
     /// `ignore_value` / `ignore_lease` on a key that does not exist.
     #[error("etcdserver: key not found")]
     KeyNotFound,
-    /// A lease id that does not exist (raftkv has no leases yet, so any non-zero id).
+    /// A lease id that does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant with a TTL above etcd's maximum.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    /// A lease command no client request produces (an id or TTL out of range).
+    #[error("raftkv: malformed lease command")]
+    BadLease,
+    /// A grant naming a lease id that exists.
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
     /// A txn with more operations than `--max-txn-ops` allows.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
@@ -76,6 +87,8 @@ impl MvccError {
         match self {
             Self::Compacted | Self::FutureRevision => ErrorCode::OutOfRange,
             Self::LeaseNotFound => ErrorCode::NotFound,
+            Self::LeaseExist => ErrorCode::FailedPrecondition,
+            Self::LeaseTtlTooLarge => ErrorCode::OutOfRange,
             Self::NoSpace => ErrorCode::ResourceExhausted,
             Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,
             _ => ErrorCode::InvalidArgument,

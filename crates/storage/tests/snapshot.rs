@@ -453,12 +453,13 @@ fn alarms_travel_in_snapshots_and_version_1_files_still_read() {
     snapshot::restore_with(&file, &fresh, &options).unwrap();
     assert!(fresh.alarms().is_empty());
 
-    // The same file as version 1 wrote it: no alarms blob in the header.
+    // The same file as version 1 wrote it: no alarms blob (nor version 3's leases blob,
+    // empty here) in the header.
     let mut bytes = std::fs::read(&file).unwrap();
-    assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+    assert_eq!(&bytes[8..12], &3u32.to_le_bytes());
     let body_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let body = bytes[16..16 + body_len].to_vec();
-    let alarms_len = 4 + 12; // one alarm
+    let alarms_len = 4 + 12 + 4; // one alarm, and no leases
     let v1_body = &body[..body.len() - alarms_len];
     let mut v1 = b"RKVSNAP1".to_vec();
     v1.extend_from_slice(&1u32.to_le_bytes());

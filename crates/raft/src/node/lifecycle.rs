@@ -141,12 +141,14 @@ impl RaftNode {
             tasks: std::sync::Mutex::new(Vec::new()),
             leader_contact: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
+            lessor: std::sync::Mutex::new(Default::default()),
         });
         let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id, space);
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![
             tokio::spawn(service.serve(peer_listener, stop_rx)),
             tokio::spawn(publish_self(Arc::downgrade(&node))),
             tokio::spawn(watch_space(Arc::downgrade(&node))),
+            tokio::spawn(super::leases::expire_leases(Arc::downgrade(&node))),
         ];
         Ok(node)
     }

@@ -8,6 +8,8 @@
 //!   moves, within a deadline. Every leader-only request goes through it.
 //! - `writes` — proposals from any member, forwarded ones on the leader, NOSPACE admission.
 //! - `reads` — linearizable read barriers (ReadIndex).
+//! - `leases` — lease grants and revokes, and the leader's lessor (expiry, keep-alive,
+//!   time-to-live).
 //! - `membership` — member add / remove / promote with etcd's policy, publish, joining,
 //!   leadership transfer.
 //! - `convert` — members in etcd's form.
@@ -16,6 +18,7 @@
 //! `LeaderSide` trait, which the node implements here; it does not depend on the node.
 
 mod convert;
+mod leases;
 mod lifecycle;
 mod membership;
 mod reads;
@@ -77,6 +80,8 @@ pub struct RaftNode {
     /// `started`, 0 for never.
     leader_contact: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+    /// The leader's timing of leases (`leases`).
+    lessor: std::sync::Mutex<leases::Lessor>,
 }
 
 impl RaftNode {
@@ -222,6 +227,18 @@ impl LeaderSide for RaftNode {
 
     fn is_voter(&self) -> bool {
         RaftNode::is_voter(self)
+    }
+
+    async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
+        self.lease_renew_as_leader(id).await
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse, NodeError> {
+        self.lease_ttl_as_leader(id, keys).await
     }
 
     fn heard_from_leader(&self) {

@@ -2,7 +2,7 @@
 //! client's and puts it in the log.
 
 use openraft::error::{ClientWriteError, RaftError};
-use raftkv_proto::raftkvpb::{Command, CommandResponse};
+use raftkv_proto::raftkvpb::{Command, CommandResponse, command_response};
 use raftkv_storage::mvcc::validate;
 use tokio::time::Instant;
 
@@ -54,7 +54,11 @@ impl RaftNode {
             Err(_) => Err(NodeError::TIMEOUT),
             Ok(Ok(resp)) => {
                 tracing::debug!(index = resp.log_id.index, "committed and applied");
-                resp.data.0.map_err(NodeError::Refused)
+                let answer = resp.data.0.map_err(NodeError::Refused)?;
+                if let Some(command_response::Op::LeaseGrant(g)) = &answer.op {
+                    self.lease_granted(g.id, g.ttl);
+                }
+                Ok(answer)
             }
             // Not proposed: safe to send again to whoever leads now.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {

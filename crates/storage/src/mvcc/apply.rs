@@ -10,8 +10,9 @@ use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::response_op::Response;
 use raftkv_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, Compare,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, ResponseOp,
-    TxnRequest, TxnResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, ResponseOp, TxnRequest, TxnResponse,
 };
 use raftkv_proto::mvccpb::{Event, KeyValue, event::EventType};
 use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
@@ -20,6 +21,9 @@ use super::encoding::{
     META_ALARMS, META_COMPACTED, META_POINT, Record, history_key, record_key, split_record_key,
 };
 use super::history::delete_event;
+use super::lease::{
+    LeaseInfo, encode_lease, indexed_key, lease_index_bounds, lease_key, lease_key_index,
+};
 use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
@@ -72,6 +76,12 @@ impl MvccStore {
         if let Some(command::Op::Alarm(req)) = &cmd.op {
             return self.alarm(req, applied);
         }
+        if let Some(command::Op::LeaseGrant(req)) = &cmd.op {
+            return self.lease_grant(req, applied);
+        }
+        if let Some(command::Op::LeaseCheckpoint(req)) = &cmd.op {
+            return self.lease_checkpoint(req, applied);
+        }
         let read_rev = self.revision();
         let mut txn = WriteTxn::new(self, read_rev);
         let result = match &cmd.op {
@@ -85,7 +95,15 @@ impl MvccStore {
                 txn.txn(req, &mut path.into_iter())
                     .map(command_response::Op::Txn)
             }
-            Some(command::Op::Compaction(_) | command::Op::Alarm(_)) => {
+            Some(command::Op::LeaseRevoke(req)) => txn
+                .revoke(req.id)
+                .map(|()| command_response::Op::LeaseRevoke(LeaseRevokeResponse::default())),
+            Some(
+                command::Op::Compaction(_)
+                | command::Op::Alarm(_)
+                | command::Op::LeaseGrant(_)
+                | command::Op::LeaseCheckpoint(_),
+            ) => {
                 unreachable!("handled above")
             }
             None => Err(MvccError::EmptyCommand),
@@ -124,6 +142,11 @@ impl MvccStore {
             };
             tree.insert(record_key(key, new_rev), record.encode())?;
             tree.insert(history_key(new_rev, n as u32), key.as_slice())?;
+            if let Some(kv) = change
+                && kv.lease != 0
+            {
+                tree.insert(lease_key_index(kv.lease, key), &[][..])?;
+            }
             if watched {
                 events.push(match change {
                     Some(kv) => Event {
@@ -136,7 +159,19 @@ impl MvccStore {
             }
         }
         drop(tree);
-        self.settle(record, new_rev, applied)?;
+        if let Some(revoked) = txn.revoked {
+            // The lease and its index go with the applied point, atomically (see `lease`).
+            let mut batch = sled::Batch::default();
+            batch.remove(&lease_key(revoked.id)[..]);
+            for raw in &revoked.index {
+                batch.remove(raw.as_slice());
+            }
+            batch.insert(META_POINT, self.point_record(new_rev, applied));
+            self.tree().apply_batch(batch)?;
+            self.lease_table().remove(&revoked.id);
+        } else {
+            self.settle(record, new_rev, applied)?;
+        }
         self.revision.store(new_rev, Ordering::Release);
         if new_rev != read_rev {
             self.notify_applied(new_rev, &events);
@@ -206,6 +241,70 @@ impl MvccStore {
             op: Some(command_response::Op::Compaction(CompactionResponse {
                 header: Self::header(current),
             })),
+        })
+    }
+
+    /// Grants a lease (its id chosen before it was proposed): the lease and the applied
+    /// point in one batch; the revision does not move.
+    fn lease_grant(
+        &self,
+        req: &LeaseGrantRequest,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let rev = self.revision();
+        let exists = self.lease_table().contains_key(&req.id);
+        if exists {
+            self.record(rev, applied)?;
+            return Err(MvccError::LeaseExist);
+        }
+        let info = LeaseInfo {
+            ttl: req.ttl,
+            remaining: 0,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(&lease_key(req.id)[..], encode_lease(&info));
+        batch.insert(META_POINT, self.point_record(rev, applied));
+        self.tree().apply_batch(batch)?;
+        self.lease_table().insert(req.id, info);
+        Ok(CommandResponse {
+            op: Some(command_response::Op::LeaseGrant(LeaseGrantResponse {
+                header: Self::header(rev),
+                id: req.id,
+                ttl: req.ttl,
+                error: String::new(),
+            })),
+        })
+    }
+
+    /// Stores the remaining TTLs of a checkpoint (leases revoked since are skipped).
+    fn lease_checkpoint(
+        &self,
+        req: &LeaseCheckpointRequest,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let rev = self.revision();
+        let mut table = self.lease_table();
+        let mut batch = sled::Batch::default();
+        let mut updated = Vec::new();
+        for cp in &req.checkpoints {
+            if let Some(info) = table.get(&cp.id) {
+                let info = LeaseInfo {
+                    ttl: info.ttl,
+                    remaining: cp.remaining_ttl.max(0),
+                };
+                batch.insert(&lease_key(cp.id)[..], encode_lease(&info));
+                updated.push((cp.id, info));
+            }
+        }
+        batch.insert(META_POINT, self.point_record(rev, applied));
+        self.tree().apply_batch(batch)?;
+        table.extend(updated);
+        Ok(CommandResponse {
+            op: Some(command_response::Op::LeaseCheckpoint(
+                LeaseCheckpointResponse {
+                    header: Self::header(rev),
+                },
+            )),
         })
     }
 
@@ -296,6 +395,14 @@ struct WriteTxn<'a> {
     changes: Overlay,
     /// The changed keys in the order the transaction first changed them.
     order: Vec<Vec<u8>>,
+    /// A lease this write revokes.
+    revoked: Option<Revoked>,
+}
+
+/// A lease being revoked: its id and every index entry it has.
+struct Revoked {
+    id: i64,
+    index: Vec<Vec<u8>>,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -305,7 +412,32 @@ impl<'a> WriteTxn<'a> {
             read_rev,
             changes: Overlay::new(),
             order: Vec::new(),
+            revoked: None,
         }
+    }
+
+    /// Revokes lease `id`: deletes every key attached to it now (etcd deletes them in one
+    /// write, in key order), and notes the lease and its index entries for removal.
+    fn revoke(&mut self, id: i64) -> Result<(), MvccError> {
+        if !self.store.lease_table().contains_key(&id) {
+            return Err(MvccError::LeaseNotFound);
+        }
+        let (start, end) = lease_index_bounds(id);
+        let mut index = Vec::new();
+        for item in self.store.tree().range(start..end) {
+            let (raw, _) = item?;
+            let key = indexed_key(&raw)?.to_vec();
+            if self
+                .store
+                .get_at(&key, self.read_rev)?
+                .is_some_and(|kv| kv.lease == id)
+            {
+                self.change(&key, None);
+            }
+            index.push(raw.to_vec());
+        }
+        self.revoked = Some(Revoked { id, index });
+        Ok(())
     }
 
     /// Notes a pending change of `key` (a new value, or `None` for a delete).
@@ -336,7 +468,7 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
-        if req.lease != 0 {
+        if req.lease != 0 && !self.store.lease_table().contains_key(&req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
         let prev = self.latest(&req.key)?;
@@ -521,5 +653,8 @@ fn set_header_revisions(op: &mut command_response::Op, rev: i64) {
         command_response::Op::Txn(r) => r.header = MvccStore::header(rev),
         command_response::Op::Compaction(r) => r.header = MvccStore::header(rev),
         command_response::Op::Alarm(r) => r.header = MvccStore::header(rev),
+        command_response::Op::LeaseGrant(r) => r.header = MvccStore::header(rev),
+        command_response::Op::LeaseRevoke(r) => r.header = MvccStore::header(rev),
+        command_response::Op::LeaseCheckpoint(r) => r.header = MvccStore::header(rev),
     }
 }

@@ -15,12 +15,14 @@
 //! - `apply` — writes: Put, DeleteRange, Txn, Compact, with a write overlay so a txn reads
 //!   its own writes.
 //! - `validate` — etcd's request checks that run before a request is proposed.
+//! - `lease` — the lease table: leases granted, their TTLs, the keys attached to them.
 //! - `history` — the changes in revision order (an index kept with the records) and the
 //!   [`WatchSink`] that applied writes are handed to.
 
 mod apply;
 pub(crate) mod encoding;
 mod history;
+pub mod lease;
 mod range;
 pub mod validate;
 
@@ -71,6 +73,19 @@ pub struct AppliedState {
 /// Active alarms: (member id, etcd `AlarmType` number), sorted.
 pub type Alarms = Vec<(u64, i32)>;
 
+/// What a snapshot takes from one instant of the store besides the data.
+#[derive(Debug, Clone)]
+pub struct SnapshotPoint {
+    /// The revision.
+    pub revision: i64,
+    /// The Raft layer's applied state.
+    pub applied: AppliedState,
+    /// Active alarms.
+    pub alarms: Alarms,
+    /// The lease table.
+    pub leases: Vec<(i64, lease::LeaseInfo)>,
+}
+
 /// An etcd-semantics multi-version key-value store.
 pub struct MvccStore {
     db: sled::Db,
@@ -89,6 +104,8 @@ pub struct MvccStore {
     point: Mutex<Point>,
     /// Active alarms (member id, etcd `AlarmType`), sorted; stored under `META_ALARMS`.
     alarms: Mutex<Vec<(u64, i32)>>,
+    /// The lease table (`lease`), as stored.
+    leases: Mutex<lease::Leases>,
     /// Where applied writes' events go (the member's watch hub), once one is set.
     sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
 }
@@ -136,6 +153,7 @@ impl MvccStore {
                 .ok_or_else(|| MvccError::Corrupt("alarms record".into()))?,
             None => Vec::new(),
         };
+        let leases = lease::load(&tree)?;
         Ok(Self {
             db,
             tree: RwLock::new(tree),
@@ -148,6 +166,7 @@ impl MvccStore {
                 unrecorded: false,
             }),
             alarms: Mutex::new(alarms),
+            leases: Mutex::new(leases),
             sink: RwLock::new(None),
         })
     }
@@ -171,6 +190,38 @@ impl MvccStore {
 
     pub(crate) fn set_alarms(&self, alarms: Vec<(u64, i32)>) {
         *self.alarms.lock().unwrap_or_else(|e| e.into_inner()) = alarms;
+    }
+
+    pub(crate) fn lease_table(&self) -> MutexGuard<'_, lease::Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every lease: id, granted TTL and last checkpointed remaining TTL, by id.
+    pub fn leases(&self) -> Vec<(i64, lease::LeaseInfo)> {
+        self.lease_table()
+            .iter()
+            .map(|(&id, &info)| (id, info))
+            .collect()
+    }
+
+    /// Lease `id`, if it exists.
+    pub fn lease(&self, id: i64) -> Option<lease::LeaseInfo> {
+        self.lease_table().get(&id).copied()
+    }
+
+    /// The keys attached to lease `id` now, in key order.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
+        let rev = self.revision();
+        let mut keys = Vec::new();
+        let (start, end) = lease::lease_index_bounds(id);
+        for item in self.tree().range(start..end) {
+            let (raw, _) = item?;
+            let key = lease::indexed_key(&raw)?;
+            if self.get_at(key, rev)?.is_some_and(|kv| kv.lease == id) {
+                keys.push(bytes::Bytes::copy_from_slice(key));
+            }
+        }
+        Ok(keys)
     }
 
     /// The current revision.
@@ -240,10 +291,16 @@ impl MvccStore {
         self.record(self.revision(), state)
     }
 
-    /// The revision, applied state and alarms of the same instant (no write in between).
-    pub fn snapshot_point(&self) -> Result<(i64, AppliedState, Alarms), MvccError> {
+    /// The revision, applied state, alarms and leases of the same instant (no write in
+    /// between).
+    pub fn snapshot_point(&self) -> Result<SnapshotPoint, MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((self.revision(), self.applied_state()?, self.alarms()))
+        Ok(SnapshotPoint {
+            revision: self.revision(),
+            applied: self.applied_state()?,
+            alarms: self.alarms(),
+            leases: self.leases(),
+        })
     }
 
     /// Writes everything to disk with an fsync (sled's own flush; used when a snapshot or
@@ -292,6 +349,7 @@ impl MvccStore {
             name,
             batch: sled::Batch::default(),
             pending: 0,
+            last_key: None,
         })
     }
 }
@@ -309,6 +367,8 @@ pub(crate) struct Restore<'a> {
     name: String,
     batch: sled::Batch,
     pending: usize,
+    /// The key of the last row added.
+    last_key: Option<Vec<u8>>,
 }
 
 impl Restore<'_> {
@@ -324,6 +384,19 @@ impl Restore<'_> {
                 row.key.as_slice(),
             );
             self.pending += 2;
+            // Rows come newest version first: only a key's latest version attaches it (an
+            // older one's entry would only be checked and skipped).
+            if let encoding::Record::Put { lease, .. } = &row.record
+                && *lease != 0
+                && self.last_key.as_deref() != Some(row.key.as_slice())
+            {
+                self.batch
+                    .insert(lease::lease_key_index(*lease, &row.key), &[][..]);
+                self.pending += 1;
+            }
+            if self.last_key.as_deref() != Some(row.key.as_slice()) {
+                self.last_key = Some(row.key.clone());
+            }
             if self.pending >= RESTORE_BATCH {
                 self.tree.apply_batch(std::mem::take(&mut self.batch))?;
                 self.pending = 0;
@@ -339,6 +412,9 @@ impl Restore<'_> {
         batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
         batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
         batch.insert(encoding::META_HISTORY, &[1u8][..]);
+        for (id, info) in &meta.leases {
+            batch.insert(&lease::lease_key(*id)[..], lease::encode_lease(info));
+        }
         let state = AppliedState {
             applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
             membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
@@ -370,6 +446,7 @@ impl Restore<'_> {
             .compacted
             .store(meta.compact_revision, Ordering::Release);
         self.store.set_alarms(meta.alarms.clone());
+        *self.store.lease_table() = meta.leases.iter().copied().collect();
         self.store.notify_replaced(meta.revision);
         db.drop_tree(old.name())?;
         self.name.clear(); // committed: nothing for Drop to undo

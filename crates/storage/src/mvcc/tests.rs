@@ -985,8 +985,11 @@ fn unrecorded_writes_are_visible_and_their_applied_state_is_reported() {
     }
     assert_eq!(f.store.revision(), 4);
     assert_eq!(f.store.applied_state().unwrap(), applied_at(4, Some("m1")));
-    let (rev, state, _) = f.store.snapshot_point().unwrap();
-    assert_eq!((rev, state), (4, applied_at(4, Some("m1"))));
+    let point = f.store.snapshot_point().unwrap();
+    assert_eq!(
+        (point.revision, point.applied),
+        (4, applied_at(4, Some("m1")))
+    );
     // A refused request is applied too (with no effect on the data).
     let refused = PutRequest {
         ignore_value: true,

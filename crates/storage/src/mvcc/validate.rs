@@ -13,7 +13,8 @@ use raftkv_proto::codec::MAX_TXN_DEPTH;
 use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::{
-    AlarmRequest, AlarmType, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    AlarmRequest, AlarmType, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use raftkv_proto::raftkvpb::{Command, command};
 
@@ -76,6 +77,9 @@ pub fn check_command(
         Some(command::Op::Txn(r)) => check_txn(r, max_txn_ops)?,
         Some(command::Op::Compaction(_)) => {}
         Some(command::Op::Alarm(r)) => check_alarm(r)?,
+        Some(command::Op::LeaseGrant(r)) => check_lease_grant(r)?,
+        Some(command::Op::LeaseRevoke(_)) => {}
+        Some(command::Op::LeaseCheckpoint(r)) => check_lease_checkpoint(r)?,
         None => return Err(MvccError::EmptyCommand),
     }
     check_size(cmd, max_request_bytes)
@@ -99,7 +103,41 @@ pub fn check_structure(cmd: &Command) -> Result<(), MvccError> {
         Some(command::Op::Txn(r)) => check_txn_ops(r, usize::MAX, 1),
         Some(command::Op::Compaction(_)) => Ok(()),
         Some(command::Op::Alarm(r)) => check_alarm(r),
+        Some(command::Op::LeaseGrant(r)) => check_lease_grant(r),
+        Some(command::Op::LeaseRevoke(_)) => Ok(()),
+        Some(command::Op::LeaseCheckpoint(r)) => check_lease_checkpoint(r),
         None => Err(MvccError::EmptyCommand),
+    }
+}
+
+/// etcd's largest lease TTL (seconds): `lease.MaxLeaseTTL`.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+/// Most leases in one checkpoint entry (etcd's `maxLeaseCheckpointBatchSize`).
+pub const MAX_CHECKPOINT_BATCH: usize = 1000;
+
+/// A grant as it may enter the log: its id already chosen (0 is "no lease"; etcd takes a
+/// client's negative id as it is), its TTL raised to the minimum and at most etcd's maximum.
+pub fn check_lease_grant(req: &LeaseGrantRequest) -> Result<(), MvccError> {
+    if req.ttl > MAX_LEASE_TTL {
+        return Err(MvccError::LeaseTtlTooLarge);
+    }
+    if req.id == 0 || req.ttl < 1 {
+        return Err(MvccError::BadLease);
+    }
+    Ok(())
+}
+
+/// A checkpoint as it may enter the log: bounded, with remaining TTLs in range.
+pub fn check_lease_checkpoint(req: &LeaseCheckpointRequest) -> Result<(), MvccError> {
+    let valid = req.checkpoints.len() <= MAX_CHECKPOINT_BATCH
+        && req
+            .checkpoints
+            .iter()
+            .all(|c| c.id != 0 && (0..=MAX_LEASE_TTL).contains(&c.remaining_ttl));
+    if valid {
+        Ok(())
+    } else {
+        Err(MvccError::BadLease)
     }
 }
 
@@ -128,7 +166,7 @@ pub fn consumes_space(cmd: &Command) -> bool {
             .any(|op| matches!(op.request, Some(Request::RequestPut(_))))
     };
     match &cmd.op {
-        Some(command::Op::Put(_)) => true,
+        Some(command::Op::Put(_) | command::Op::LeaseGrant(_)) => true,
         Some(command::Op::Txn(t)) => puts(&t.success) || puts(&t.failure),
         _ => false,
     }

@@ -4,7 +4,8 @@
 //! ```text
 //! header   magic "RKVSNAP1" | u32 version | u32 body length | body | u32 CRC-32
 //!          body: revision, compact revision, applied (opaque), membership (opaque),
-//!                alarms (version 2 on)
+//!                alarms (version 2 on), leases (version 3 on: id, TTL, remaining TTL,
+//!                each an i64 LE, in id order)
 //! blocks   (u32 frame length | raftkv-codec frame)* | u32 0
 //! padding  zeros, so that the file ends up 32 mod 512 bytes long
 //! footer   magic "RKVSEND1" | records | live keys | raw body bytes | blocks | u32 CRC-32
@@ -33,8 +34,9 @@ pub use writer::build;
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 /// First bytes of the footer.
 pub const FOOTER_MAGIC: &[u8; 8] = b"RKVSEND1";
-/// The format this build writes; it also reads version 1 (no alarms in the header).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format this build writes; it also reads versions 1 (no alarms in the header) and 2
+/// (no leases).
+pub const FORMAT_VERSION: u32 = 3;
 /// Most versions in one body block.
 pub const BLOCK_RECORDS: usize = 4096;
 /// A block is closed once the keys and values in it reach this many bytes (or it holds
@@ -52,8 +54,10 @@ pub const MAX_BLOCK_RAW: usize = MAX_BLOCK_DECODED + BLOCK_RECORDS * 96;
 pub(crate) const FOOTER_LEN: usize = 8 + 4 * 8 + 4;
 /// SHA-256 trailer size.
 pub(crate) const TRAILER_LEN: usize = 32;
-/// Largest header body accepted when reading (applied state and membership are small).
-pub(crate) const MAX_HEADER_BODY: usize = 1 << 20;
+/// Largest header body accepted when reading: applied state and membership are small, the
+/// lease table takes 24 bytes a lease (64 MiB: 2.7 million leases). A body is also never
+/// longer than the file that holds it.
+pub(crate) const MAX_HEADER_BODY: usize = 64 << 20;
 /// Largest block frame accepted when reading: a raw block plus the codec's overhead (a byte
 /// per 64 KiB block, header and checksum).
 pub(crate) const MAX_FRAME: usize = MAX_BLOCK_RAW + (MAX_BLOCK_RAW >> 16) + 64;
@@ -71,6 +75,8 @@ pub struct SnapshotMeta {
     pub membership: Vec<u8>,
     /// Active alarms: (member id, etcd `AlarmType` number). Version 2 on.
     pub alarms: Vec<(u64, i32)>,
+    /// The lease table: id, granted TTL, last checkpointed remaining TTL. Version 3 on.
+    pub leases: Vec<(i64, crate::mvcc::lease::LeaseInfo)>,
 }
 
 /// A snapshot file's status, for `raftkvctl snapshot status` and the raft layer.

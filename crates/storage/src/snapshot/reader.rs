@@ -131,7 +131,7 @@ fn walk_verified(
         return Err(SnapshotError::UnsupportedVersion(version));
     }
     let body_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
-    if body_len > MAX_HEADER_BODY {
+    if body_len > MAX_HEADER_BODY || body_len as u64 > total_size {
         return Err(corrupt("header too large"));
     }
     let mut body = vec![0u8; body_len];
@@ -238,6 +238,37 @@ fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
     } else {
         Vec::new()
     };
+    let leases = if version >= 3 {
+        let raw = blob()?;
+        if !raw.len().is_multiple_of(24) {
+            return None;
+        }
+        let n = |c: &[u8], i: usize| {
+            i64::from_le_bytes(c[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        };
+        let leases: Vec<_> = raw
+            .chunks_exact(24)
+            .map(|c| {
+                (
+                    n(c, 0),
+                    crate::mvcc::lease::LeaseInfo {
+                        ttl: n(c, 1),
+                        remaining: n(c, 2),
+                    },
+                )
+            })
+            .collect();
+        let ordered = leases.windows(2).all(|w| w[0].0 < w[1].0);
+        let valid = leases
+            .iter()
+            .all(|(id, l)| *id != 0 && l.ttl >= 0 && l.remaining >= 0);
+        if !ordered || !valid {
+            return None;
+        }
+        leases
+    } else {
+        Vec::new()
+    };
     if pos != body.len() || revision < 1 || compact_revision < 0 || compact_revision > revision {
         return None;
     }
@@ -247,6 +278,7 @@ fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
         applied,
         membership,
         alarms,
+        leases,
     })
 }
 

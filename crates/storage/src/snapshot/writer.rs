@@ -20,14 +20,16 @@ use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, spli
 /// together, then reads only versions at or below that revision (compaction's deletes wait
 /// until it is done). The file is written beside `path`, fsynced, then renamed into place.
 pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotError> {
-    let (revision, applied, alarms) = store.snapshot_point()?;
+    let point = store.snapshot_point()?;
+    let revision = point.revision;
     let _no_compaction = store.compaction_read_guard();
     let meta = SnapshotMeta {
         revision,
         compact_revision: store.compacted_revision(),
-        applied: applied.applied.unwrap_or_default(),
-        membership: applied.membership.unwrap_or_default(),
-        alarms,
+        applied: point.applied.applied.unwrap_or_default(),
+        membership: point.applied.membership.unwrap_or_default(),
+        alarms: point.alarms,
+        leases: point.leases,
     };
     let tmp = path.with_extension("part");
     let file = File::create(&tmp)?;
@@ -118,7 +120,13 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
     body.extend_from_slice(&meta.revision.to_le_bytes());
     body.extend_from_slice(&meta.compact_revision.to_le_bytes());
     let alarms = crate::mvcc::encoding::encode_alarms(&meta.alarms);
-    for blob in [&meta.applied, &meta.membership, &alarms] {
+    let mut leases = Vec::with_capacity(meta.leases.len() * 24);
+    for (id, info) in &meta.leases {
+        for n in [*id, info.ttl, info.remaining] {
+            leases.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+    for blob in [&meta.applied, &meta.membership, &alarms, &leases] {
         body.extend_from_slice(&(blob.len() as u32).to_le_bytes());
         body.extend_from_slice(blob);
     }
