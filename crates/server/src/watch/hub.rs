@@ -465,7 +465,7 @@ impl WatchHub {
     /// from where the last round stopped (so none waits behind others whose streams are
     /// full). Watchers that need the same revisions share one history read. Returns
     /// whether any watcher remains unsynced.
-    fn catch_up_round(&self) -> bool {
+    fn catch_up_round(&self) -> Round {
         let (to, chosen) = {
             let mut state = self.lock();
             let cursor = state.cursor;
@@ -515,6 +515,9 @@ impl WatchHub {
             outcomes.extend(self.catch_up(next, to, &group));
         }
         let mut state = self.lock();
+        let progressed = outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Reached(_)));
         for (id, outcome) in outcomes {
             match outcome {
                 Outcome::Remove => state.remove(id),
@@ -532,7 +535,13 @@ impl WatchHub {
                 }
             }
         }
-        !state.unsynced.is_empty()
+        if state.unsynced.is_empty() {
+            Round::Idle
+        } else if progressed {
+            Round::Progressed
+        } else {
+            Round::Stuck
+        }
     }
 
     /// Reads the history from `next` up to `to` once for a group of watchers that all start
@@ -579,6 +588,19 @@ impl WatchHub {
     }
 }
 
+/// How a catch-up round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// No watcher is unsynced.
+    Idle,
+    /// Some watchers got events and watchers remain: go on after a pause as long as the round
+    /// took (etcd's `syncWatchersLoop` yields the time it took).
+    Progressed,
+    /// Watchers remain and none caught up (their streams are full): wait for a stream to
+    /// drain, or 100 ms.
+    Stuck,
+}
+
 /// An unsynced watcher chosen for a catch-up round.
 struct Chosen {
     id: u64,
@@ -618,19 +640,23 @@ impl WatchSink for HubSink {
     }
 }
 
-/// Catches unsynced watchers up: woken when one appears, and every 100 ms while any
-/// remain (a stream that had no room may have some now). `Notify` keeps a wake-up that
+/// Catches unsynced watchers up: woken when one appears or a full stream drains, again
+/// after as long as the last round took while rounds make progress, and every 100 ms
+/// while watchers remain whose streams had no room. `Notify` keeps a wake-up that
 /// comes while a round runs, so none is lost.
 async fn catch_up_task(hub: Weak<WatchHub>, wake: Arc<Notify>) {
     loop {
         let Some(round) = hub.upgrade() else { return };
-        let again = tokio::task::spawn_blocking(move || round.catch_up_round())
+        let started = std::time::Instant::now();
+        let ended = tokio::task::spawn_blocking(move || round.catch_up_round())
             .await
-            .unwrap_or(true);
-        let wait = if again {
-            CATCH_UP_EVERY
-        } else {
-            Duration::from_secs(1) // only to notice that the hub is gone
+            .unwrap_or(Round::Stuck);
+        let wait = match ended {
+            Round::Progressed => started
+                .elapsed()
+                .clamp(Duration::from_millis(1), CATCH_UP_EVERY),
+            Round::Stuck => CATCH_UP_EVERY,
+            Round::Idle => Duration::from_secs(1), // only to notice that the hub is gone
         };
         tokio::select! {
             _ = wake.notified() => {}
