@@ -82,6 +82,15 @@ impl raftkv_proto::etcdserverpb::lease_server::Lease for EtcdApi {
         &self,
         req: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        // clientv3's lease client asks for a leader ("hasleader"): etcd refuses the stream
+        // at once when the member has none.
+        let require_leader = req
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if require_leader && !self.node().has_leader() {
+            return Err(raftkv_raft::NodeError::NO_LEADER.into());
+        }
         let mut requests = req.into_inner();
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
