@@ -78,7 +78,8 @@ impl RaftNode {
 
     /// The term this member leads in, once it has applied an entry of that term.
     fn primary_term(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         let applied_own = m
             .last_applied
             .as_ref()
@@ -149,11 +150,22 @@ impl RaftNode {
         }
     }
 
+    /// Whether this member is the lessor now, promoting it first if it has just become
+    /// one. Cheap while the term stays the same (keep-alives come at a high rate; the full
+    /// reconciliation with the store runs on promotion and on each expiry tick).
+    fn lessor_ready(&self) -> bool {
+        let term = self.primary_term();
+        if term.is_some() && self.lessor().term == term {
+            return true;
+        }
+        self.sync_lessor()
+    }
+
     /// Renews lease `id` on the leader: its full TTL again from now. etcd's answers: the
     /// TTL, or "requested lease not found" for a lease that does not exist or has run out
     /// (its revoke is on its way).
     pub(super) async fn lease_renew_as_leader(&self, id: i64) -> Result<i64, NodeError> {
-        if !self.sync_lessor() {
+        if !self.lessor_ready() {
             return Err(NodeError::NotLeader);
         }
         let info = self
@@ -179,7 +191,7 @@ impl RaftNode {
         id: i64,
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, NodeError> {
-        if !self.sync_lessor() {
+        if !self.lessor_ready() {
             return Err(NodeError::NotLeader);
         }
         let Some(info) = self.store.lease(id) else {
@@ -189,9 +201,13 @@ impl RaftNode {
                 ..Default::default()
             });
         };
-        let remaining = self.lessor().expiry.get(&id).map_or(0, |at| {
-            at.saturating_duration_since(Instant::now()).as_secs() as i64
-        });
+        let now = Instant::now();
+        let at = *self
+            .lessor()
+            .expiry
+            .entry(id)
+            .or_insert_with(|| now + Duration::from_secs(info.ttl.max(0) as u64));
+        let remaining = at.saturating_duration_since(now).as_secs() as i64;
         let keys = if keys {
             self.store.lease_keys(id).map_err(NodeError::from)?
         } else {
