@@ -120,11 +120,11 @@ pub(crate) struct Point {
 impl MvccStore {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &Path, config: &MvccConfig) -> Result<Self, MvccError> {
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_capacity)
-            .flush_every_ms(config.flush_every_ms)
-            .open()?;
+            .flush_every_ms(config.flush_every_ms);
+        let db = open_waiting_for_lock(&sled_config)?;
         let name = match db.get(ACTIVE_TREE)? {
             Some(name) => name.to_vec(),
             None => b"mvcc".to_vec(),
@@ -351,6 +351,26 @@ impl MvccStore {
             pending: 0,
             last_key: None,
         })
+    }
+}
+
+/// Opens sled, waiting up to 2 s while its directory lock is held. sled 0.34 releases the
+/// lock of a dropped database only when its background threads end, after `drop` returns
+/// (sled issues 1234, 1289), so a store reopened at once in the same process (a restore,
+/// a test) could find its own lock still held. Another process holding the store still
+/// fails, 2 s later.
+fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, MvccError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
