@@ -21,5 +21,6 @@ mod membership;
 mod operator;
 mod proxy;
 mod raftkvctl;
+mod raftkvctl_lease;
 mod raftkvctl_watch;
 mod watch;

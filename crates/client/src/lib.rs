@@ -13,6 +13,9 @@
 //!   answers back together and, when their member goes away, create their watchers again on
 //!   another one from where they left off. [`WatchResponseExt`] reads an answer as
 //!   clientv3 does (progress notification, the error of a canceled watch).
+//! - Leases: [`Client::lease_grant`], [`Client::lease_revoke`],
+//!   [`Client::lease_time_to_live`], [`Client::lease_leases`], [`Client::lease_keep_alive_once`],
+//!   and [`LeaseKeepAlive`] streams from [`Client::lease_keep_alive`]; [`Client::put_with_lease`].
 //! - [`Error`] — what a call can fail with; [`Error::code`] and the message are etcd's.
 //!
 //! ```no_run
@@ -44,12 +47,14 @@
 
 mod connection;
 mod error;
+mod lease;
 mod ops;
 mod txn;
 mod watch;
 
 pub use connection::{Client, Connection};
 pub use error::Error;
+pub use lease::{LEASE_NOT_FOUND, LeaseKeepAlive, lease_not_found};
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{
     BROADCAST_WATCH_ID, WatchOptions, WatchResponseExt, WatchSession, WatchStream, prefix_end,

@@ -34,19 +34,24 @@ pub struct PutArgs {
     /// Updates the key using its current lease.
     #[arg(long)]
     pub ignore_lease: bool,
+    /// Lease ID (in hexadecimal) to attach to the key.
+    #[arg(long, default_value = "0")]
+    pub lease: String,
 }
 
 impl PutArgs {
     /// The Put request, with `value` (the argument, or what stdin gave).
-    pub fn request(&self, value: String) -> PutRequest {
-        PutRequest {
+    pub fn request(&self, value: String) -> anyhow::Result<PutRequest> {
+        let lease = crate::lease::parse_hex(&self.lease)
+            .map_err(|e| anyhow::anyhow!("bad lease ID ({e}), expecting ID in Hex"))?;
+        Ok(PutRequest {
             key: self.key.clone().into_bytes().into(),
             value: value.into_bytes().into(),
             prev_kv: self.prev_kv,
             ignore_value: self.ignore_value,
             ignore_lease: self.ignore_lease,
-            ..Default::default()
-        }
+            lease,
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use raftkv_client::{Client, Connection};
 
 mod cluster;
 mod kv;
+mod lease;
 mod print;
 mod snapshot;
 mod txn;
@@ -72,6 +73,9 @@ enum Command {
     },
     /// Watches events stream on keys or prefixes.
     Watch(watch::WatchArgs),
+    /// Lease related commands.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Compacts the event history in the store.
     Compaction {
         revision: i64,
@@ -314,7 +318,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     input
                 }
             };
-            let req = put.request(value);
+            let req = put.request(value).map_err(bad_args)?;
             let resp = write(&cli, |c| {
                 let req = req.clone();
                 async move { c.kv().put(req).await }
@@ -359,6 +363,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Watch(args) => {
             watch::run(cli.client(), &cli.write_out, cli.hex, args).await?;
+        }
+        Command::Lease(command) => {
+            lease::run(cli.client(), cli.dial_timeout, &cli.write_out, command).await?;
         }
         Command::Compaction { revision, physical } => {
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };

@@ -165,7 +165,7 @@ pub fn parse_op(line: &str) -> anyhow::Result<RequestOp> {
     let parsed = OpLine::try_parse_from(&args)
         .map_err(|_| anyhow::anyhow!("invalid txn request: {line}"))?;
     let request = match parsed.op {
-        Op::Put(put) => Request::RequestPut(put.request(put.value.clone().unwrap_or_default())),
+        Op::Put(put) => Request::RequestPut(put.request(put.value.clone().unwrap_or_default())?),
         Op::Get(get) => Request::RequestRange(get.request()?),
         Op::Del(del) => Request::RequestDeleteRange(del.request()?),
     };
