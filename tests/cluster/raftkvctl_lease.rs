@@ -222,3 +222,107 @@ async fn raftkvctl_lease_commands_match_etcdctl_on_raftkv_and_on_etcd() {
     }
     assert_no_differences(&differences);
 }
+
+/// raftkv-client's lease calls, as a transcript of what each call returned.
+async fn client_transcript(endpoints: &str) -> Vec<String> {
+    use raftkv_client::Client;
+    let client = Client::new(endpoints.split(','));
+    let mut t = Vec::new();
+    let picked = client.lease_grant(60, 0).await.expect("grant");
+    t.push(format!(
+        "grant 60: positive id {}, ttl {}",
+        picked.id > 0,
+        picked.ttl
+    ));
+    let mine = client.lease_grant(1, 0x1234).await.expect("grant 0x1234");
+    t.push(format!("grant 1 as 0x1234: {:x} ttl {}", mine.id, mine.ttl));
+    let again = client.lease_grant(60, 0x1234).await.expect_err("exists");
+    t.push(format!("again: {:?} {again}", again.code()));
+    let big = client
+        .lease_grant(9_000_000_001, 0)
+        .await
+        .expect_err("too big");
+    t.push(format!("too big: {:?} {big}", big.code()));
+    client
+        .put_with_lease("k", "v", picked.id)
+        .await
+        .expect("put with lease");
+    let kv = client.get("k").await.expect("get").expect("k");
+    t.push(format!("k attached: {}", kv.lease == picked.id));
+    let missing = client
+        .put_with_lease("k2", "v", 0x999)
+        .await
+        .expect_err("unknown lease");
+    t.push(format!(
+        "put with unknown lease: not found {}",
+        missing.is_lease_not_found()
+    ));
+    let ttl = client
+        .lease_time_to_live(picked.id, true)
+        .await
+        .expect("ttl");
+    t.push(format!(
+        "ttl: granted {} left in 55..=60 {} keys {:?}",
+        ttl.granted_ttl,
+        (55..=60).contains(&ttl.ttl),
+        ttl.keys
+    ));
+    let unknown = client.lease_time_to_live(0x999, true).await.expect("ttl");
+    t.push(format!(
+        "ttl of unknown: {} {} {:?}",
+        unknown.ttl, unknown.granted_ttl, unknown.keys
+    ));
+    let mut listed: Vec<i64> = client
+        .lease_leases()
+        .await
+        .expect("leases")
+        .leases
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    listed.sort();
+    let mut want = vec![picked.id, 0x1234];
+    want.sort();
+    t.push(format!("listed the two: {}", listed == want));
+    let once = client
+        .lease_keep_alive_once(picked.id)
+        .await
+        .expect("renewed");
+    t.push(format!("once: {}", once.ttl));
+    let mut stream = client.lease_keep_alive(picked.id).await.expect("stream");
+    let first = stream.next().await.expect("answer").expect("renewed");
+    stream.keep_alive(picked.id).expect("sent");
+    let second = stream.next().await.expect("answer").expect("renewed");
+    t.push(format!("stream: {} {}", first.ttl, second.ttl));
+    drop(stream);
+    client.lease_revoke(picked.id).await.expect("revoke");
+    t.push(format!(
+        "k after revoke: {:?}",
+        client.get("k").await.expect("get")
+    ));
+    let twice = client.lease_revoke(picked.id).await.expect_err("gone");
+    t.push(format!(
+        "revoke again: not found {}",
+        twice.is_lease_not_found()
+    ));
+    let gone = client
+        .lease_keep_alive_once(picked.id)
+        .await
+        .expect_err("gone");
+    t.push(format!(
+        "once after revoke: not found {}",
+        gone.is_lease_not_found()
+    ));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_lease_calls_answer_alike_on_raftkv_and_on_etcd() {
+    let mut runs = Vec::new();
+    for server in [Server::Raftkv, Server::Etcd] {
+        let cluster = Cluster::start(server, 3, Options::default()).await;
+        runs.push(client_transcript(&cluster.endpoints()).await);
+    }
+    assert_eq!(runs[0], runs[1], "raftkv (left) and etcd (right)");
+    assert!(runs[1].contains(&"once: 60".to_string()), "{:?}", runs[1]);
+}
