@@ -266,3 +266,39 @@ async fn a_kept_alive_lease_survives_twenty_leader_kills() {
         "a keep-alive found the lease gone: {refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_of_an_unknown_lease_answers_ttl_0_on_every_member() {
+    use raftkv_proto::etcdserverpb::LeaseKeepAliveRequest;
+    use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = loop {
+        if let Some(l) = cluster.leader().await {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (i, m) in cluster.members.iter().enumerate() {
+        let mut client = LeaseClient::connect(format!("http://{}", m.endpoint()))
+            .await
+            .unwrap();
+        // Two requests on one stream: the stream stays open after the first answer.
+        let requests = futures_util::stream::iter([
+            LeaseKeepAliveRequest { id: 0x99999 },
+            LeaseKeepAliveRequest { id: 0x99998 },
+        ]);
+        let mut answers = client
+            .lease_keep_alive(requests)
+            .await
+            .unwrap()
+            .into_inner();
+        for id in [0x99999, 0x99998] {
+            let answer = answers
+                .message()
+                .await
+                .unwrap_or_else(|e| panic!("member {i} (leader {leader}): {e}"))
+                .expect("an answer");
+            assert_eq!((answer.id, answer.ttl), (id, 0), "member {i}");
+        }
+    }
+}

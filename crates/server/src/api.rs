@@ -363,7 +363,14 @@ impl EtcdApi {
         self.not_for_learners()?;
         let ttl = match self.node.lease_renew(id).await {
             Ok(ttl) => ttl,
+            // Refused here (this member leads) or by the leader for a follower.
             Err(NodeError::Refused(r)) if r.message == MvccError::LeaseNotFound.to_string() => 0,
+            Err(NodeError::Remote(s))
+                if s.code() == tonic::Code::NotFound
+                    && s.message() == MvccError::LeaseNotFound.to_string() =>
+            {
+                0
+            }
             Err(e) => return Err(e),
         };
         Ok(raftkv_proto::etcdserverpb::LeaseKeepAliveResponse {
