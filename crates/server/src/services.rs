@@ -51,6 +51,19 @@ impl Kv for EtcdApi {
     }
 }
 
+/// clientv3's `WithRequireLeader` ("hasleader" metadata): etcd's interceptor refuses such a
+/// stream with "etcdserver: no leader" at once when the member has none. Returns whether the
+/// stream asked.
+fn require_leader(api: &EtcdApi, metadata: &tonic::metadata::MetadataMap) -> Result<bool, Status> {
+    let asked = metadata
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    if asked && !api.node().has_leader() {
+        return Err(raftkv_raft::NodeError::NO_LEADER.into());
+    }
+    Ok(asked)
+}
+
 type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
@@ -82,15 +95,8 @@ impl raftkv_proto::etcdserverpb::lease_server::Lease for EtcdApi {
         &self,
         req: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        // clientv3's lease client asks for a leader ("hasleader"): etcd refuses the stream
-        // at once when the member has none.
-        let require_leader = req
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        if require_leader && !self.node().has_leader() {
-            return Err(raftkv_raft::NodeError::NO_LEADER.into());
-        }
+        // clientv3's lease client asks for a leader too.
+        require_leader(self, req.metadata())?;
         let mut requests = req.into_inner();
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -145,13 +151,7 @@ impl Watch for EtcdApi {
     ) -> Result<Response<Self::WatchStream>, Status> {
         // clientv3's WithRequireLeader (etcdctl sets it): etcd's "no leader" at once when
         // the member has none, and later if it loses it for good.
-        let require_leader = req
-            .metadata()
-            .get("hasleader")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        if require_leader && !self.node().has_leader() {
-            return Err(raftkv_raft::NodeError::NO_LEADER.into());
-        }
+        let require_leader = require_leader(self, req.metadata())?;
         let answers = EtcdApi::watch(self, req.into_inner(), require_leader);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(answers),
