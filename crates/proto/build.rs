@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "etcd/kv.proto",
         "etcd/rpc.proto",
+        "etcd/v3lock.proto",
+        "etcd/v3election.proto",
         "raftkv/command.proto",
         "raftkv/peer.proto",
     ]

@@ -3,6 +3,7 @@
 //! - [`etcdserverpb`] — the etcd v3 KV, Cluster and Maintenance services and their messages,
 //!   wire-compatible with etcd 3.4 (same package, names and field numbers).
 //! - [`mvccpb`] — `KeyValue` and `Event`.
+//! - [`v3lockpb`], [`v3electionpb`] — etcd's `Lock` and `Election` services.
 //! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries, and the
 //!   member-to-member `Peer` service (Raft RPCs, write forwarding, read index).
 //!
@@ -27,6 +28,16 @@ pub mod mvccpb {
 /// etcd's `etcdserverpb` package: the KV, Cluster and Maintenance services.
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's `v3lockpb` package: the `Lock` service (locks held by a key under a lease).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's `v3electionpb` package: the `Election` service (campaign, proclaim, observe).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// raftkv's own messages, not part of the etcd API.
