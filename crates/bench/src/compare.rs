@@ -12,6 +12,7 @@ use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
 use serde::Serialize;
 
 use crate::cluster::{Cluster, Server};
+use crate::lease;
 use crate::plot::{self, Panel, Series};
 use crate::stats::Report;
 use crate::watch::{self, LatencyOptions, Watchers};
@@ -37,6 +38,10 @@ pub struct Plan {
     pub watch_put_rate: u64,
     /// Watchers open during workload (e)'s puts (0: skip it).
     pub put_watchers: usize,
+    /// Keep-alives in workload (f), lease keep-alive (0: skip it).
+    pub lease_keepalive_total: u64,
+    /// Grants in workload (g), lease grant (0: skip it).
+    pub lease_grant_total: u64,
     /// Extra member flags for both servers.
     pub flags: Vec<String>,
     pub markdown: PathBuf,
@@ -276,6 +281,40 @@ async fn watch_workloads(
     Ok((rows, notes))
 }
 
+/// (f) lease keep-alive and (g) lease grant. They run last on each cluster, so the leases
+/// they leave behind expire (a Raft write each) only once the cluster is gone.
+async fn lease_workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Row>> {
+    let eps = &cluster.client_endpoints;
+    let server = cluster.server.name();
+    let mut rows = Vec::new();
+    let mut push = |id: &'static str, report: Report| {
+        log(server, size, id, &report);
+        rows.push(Row {
+            size,
+            server,
+            id,
+            report,
+        });
+    };
+    if plan.lease_keepalive_total > 0 {
+        // etcd's tool over all the endpoints it is given: followers pass keep-alives on.
+        let keepalive = Workload::LeaseKeepAlive {
+            ttl: lease::KEEPALIVE_TTL,
+        };
+        let o = opts(eps, 10, 100, plan.lease_keepalive_total, false);
+        push("f", workload::run(&o, &keepalive).await?);
+    }
+    if plan.lease_grant_total > 0 {
+        // A grant is a Raft write: to the leader, as the puts of (b).
+        let grant = Workload::LeaseGrant {
+            ttl: lease::KEEPALIVE_TTL,
+        };
+        let o = opts(eps, 10, 100, plan.lease_grant_total, true);
+        push("g", workload::run(&o, &grant).await?);
+    }
+    Ok(rows)
+}
+
 /// The leader's store revision (every acknowledged write is at or below it).
 async fn leader_revision(eps: &[String]) -> Result<i64> {
     let leader = workload::find_leader(eps).await?;
@@ -345,6 +384,9 @@ pub async fn run(plan: &Plan) -> Result<()> {
                 results.rows.extend(rows);
                 results.watch.extend(notes);
             }
+            results
+                .rows
+                .extend(lease_workloads(plan, &cluster, size).await?);
             drop(cluster);
             if plan.memory_keys > 0 && size == plan.sizes[0] {
                 let cluster = Cluster::start(server, bin, size, &plan.flags).await?;
@@ -440,6 +482,20 @@ fn markdown(plan: &Plan, results: &Results) -> String {
              the empty prefix) on {PUT_WATCH_STREAMS} streams over {PUT_WATCH_STREAMS} connections \
              spread over all members, all reading.\n",
             n.watchers
+        );
+    }
+    if results.rows.iter().any(|r| r.id == "f" || r.id == "g") {
+        let _ = writeln!(
+            md,
+            "(f) lease keep-alive, as etcd's `benchmark lease-keepalive`: 100 clients over 10 \
+             connections spread over all members, each grants one lease (TTL {ttl} s), then \
+             sends keep-alives one at a time, each on a LeaseKeepAlive stream of its own \
+             (clientv3's KeepAliveOnce), {} in all; (g) lease grant (`raftkv-bench \
+             lease-grant`): 100 clients over 10 connections to the leader, {} grants of TTL \
+             {ttl} s, one Raft write each. A keep-alive answered with TTL 0 counts as an error.\n",
+            plan.lease_keepalive_total,
+            plan.lease_grant_total,
+            ttl = lease::KEEPALIVE_TTL
         );
     }
     let _ = writeln!(
@@ -561,6 +617,7 @@ fn markdown(plan: &Plan, results: &Results) -> String {
                 }
             );
         }
+        lease_rows(&mut md, results, size);
     }
     let mem = |server: &str| results.memory.iter().find(|m| m.server == server);
     if let (Some(e), Some(r)) = (mem("etcd"), mem("raftkv")) {
@@ -659,6 +716,40 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     md
 }
 
+/// The bar rows of (f) and (g) for one cluster size: rates at least etcd's with no errors,
+/// the keep-alive p99 at most etcd's.
+fn lease_rows(md: &mut String, results: &Results, size: usize) {
+    let get = |server, id| find(results, size, server, id);
+    if let (Some(e), Some(r)) = (get("etcd", "f"), get("raftkv", "f")) {
+        let _ = writeln!(
+            md,
+            "| {size} | (f) lease keep-alive/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
+            e.requests_per_sec,
+            r.requests_per_sec,
+            ratio(r.requests_per_sec, e.requests_per_sec),
+            verdict(r.requests_per_sec >= e.requests_per_sec && r.errors == 0)
+        );
+        let _ = writeln!(
+            md,
+            "| {size} | (f) lease keep-alive p99 ≤ etcd's | {:.3} ms | {:.3} ms | {} | {} |",
+            e.latency_ms.p99,
+            r.latency_ms.p99,
+            ratio(r.latency_ms.p99, e.latency_ms.p99),
+            verdict(r.latency_ms.p99 <= e.latency_ms.p99 && r.errors == 0)
+        );
+    }
+    if let (Some(e), Some(r)) = (get("etcd", "g"), get("raftkv", "g")) {
+        let _ = writeln!(
+            md,
+            "| {size} | (g) lease grant/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
+            e.requests_per_sec,
+            r.requests_per_sec,
+            ratio(r.requests_per_sec, e.requests_per_sec),
+            verdict(r.requests_per_sec >= e.requests_per_sec && r.errors == 0)
+        );
+    }
+}
+
 fn etcd_version(bin: &Path) -> String {
     std::process::Command::new(bin)
         .arg("--version")
@@ -725,6 +816,28 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
             series: e,
         });
     }
+    for (id, title) in [
+        ("f", "(f) lease keep-alive, 100 clients"),
+        ("g", "(g) lease grant, 100 clients"),
+    ] {
+        let by_size: Vec<Series> = results
+            .rows
+            .iter()
+            .filter(|r| r.id == id)
+            .map(|r| Series {
+                label: format!("{} x{}", r.server, r.size),
+                report: &r.report,
+                colour: usize::from(r.server == "raftkv"),
+                hollow: Some(&r.size) != plan.sizes.first(),
+            })
+            .collect();
+        if !by_size.is_empty() {
+            panels.push(Panel {
+                title: title.into(),
+                series: by_size,
+            });
+        }
+    }
     plot::latency_percentiles(
         &plan.plot,
         "raftkv vs etcd: latency percentiles (lower is better)",
@@ -776,9 +889,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn watch_rows_carry_ratios_and_verdicts() {
-        let plan = Plan {
+    fn plan() -> Plan {
+        Plan {
             raftkv_bin: "raftkv".into(),
             etcd_bin: "/nonexistent/etcd".into(),
             sizes: vec![3],
@@ -789,11 +901,18 @@ mod tests {
             watch_put_total: 1_000,
             watch_put_rate: 100,
             put_watchers: 1_000,
+            lease_keepalive_total: 20_000,
+            lease_grant_total: 10_000,
             flags: vec![],
             markdown: "b.md".into(),
             plot: "p.png".into(),
             json: None,
-        };
+        }
+    }
+
+    #[test]
+    fn watch_rows_carry_ratios_and_verdicts() {
+        let plan = plan();
         let row = |server, id, report| Row {
             size: 3,
             server,
@@ -833,6 +952,102 @@ mod tests {
         );
         assert!(md.contains("| 80 ms | > 120 s | – | – |"), "{md}");
         assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
+    }
+
+    #[test]
+    fn lease_rows_carry_ratios_and_verdicts_per_size() {
+        let mut plan = plan();
+        plan.sizes = vec![3, 5];
+        let row = |size, server, id, report| Row {
+            size,
+            server,
+            id,
+            report,
+        };
+        let mut failing = report("lease-keepalive", 30_000.0, 1.0, 4.0);
+        failing.errors = 3;
+        let results = Results {
+            rows: vec![
+                row(3, "etcd", "b", report("put", 9_000.0, 10.0, 20.0)),
+                row(3, "raftkv", "b", report("put", 9_500.0, 9.0, 25.0)),
+                row(
+                    3,
+                    "etcd",
+                    "f",
+                    report("lease-keepalive", 10_000.0, 8.0, 20.0),
+                ),
+                row(
+                    3,
+                    "raftkv",
+                    "f",
+                    report("lease-keepalive", 15_000.0, 5.0, 10.0),
+                ),
+                row(3, "etcd", "g", report("lease-grant", 8_000.0, 10.0, 30.0)),
+                row(3, "raftkv", "g", report("lease-grant", 6_000.0, 12.0, 40.0)),
+                row(5, "etcd", "b", report("put", 7_000.0, 12.0, 40.0)),
+                row(5, "raftkv", "b", report("put", 5_000.0, 16.0, 45.0)),
+                row(
+                    5,
+                    "etcd",
+                    "f",
+                    report("lease-keepalive", 10_000.0, 8.0, 20.0),
+                ),
+                // Faster, but some keep-alives failed: the bars do not hold.
+                row(5, "raftkv", "f", failing),
+            ],
+            memory: vec![],
+            watch: vec![],
+            flags: vec![],
+        };
+        let md = markdown(&plan, &results);
+        let lines: Vec<&str> = md.lines().filter(|l| l.contains("| (")).collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{md}"))
+        };
+        assert_eq!(
+            lines[at("| 3 | (f) lease keep-alive/s")],
+            "| 3 | (f) lease keep-alive/s ≥ etcd's | 10000 | 15000 | 1.50 | yes |"
+        );
+        assert_eq!(
+            lines[at("| 3 | (f) lease keep-alive p99")],
+            "| 3 | (f) lease keep-alive p99 ≤ etcd's | 20.000 ms | 10.000 ms | 0.50 | yes |"
+        );
+        assert_eq!(
+            lines[at("| 3 | (g) lease grant/s")],
+            "| 3 | (g) lease grant/s ≥ etcd's | 8000 | 6000 | 0.75 | **no** |"
+        );
+        assert_eq!(
+            lines[at("| 5 | (f) lease keep-alive/s")],
+            "| 5 | (f) lease keep-alive/s ≥ etcd's | 10000 | 30000 | 3.00 | **no** |"
+        );
+        assert!(lines[at("| 5 | (f) lease keep-alive p99")].ends_with("| **no** |"));
+        // No (g) for 5 members: no row rather than an empty one.
+        assert!(!md.contains("| 5 | (g)"), "{md}");
+        // Each size's lease rows follow its own put rows.
+        assert!(at("| 3 | (b) put/s") < at("| 3 | (f) lease keep-alive/s"));
+        assert!(at("| 3 | (g) lease grant/s") < at("| 5 | (b) put/s"));
+        assert!(at("| 5 | (b) put/s") < at("| 5 | (f) lease keep-alive/s"));
+        assert!(md.contains("20000 in all"), "{md}");
+        assert!(md.contains("10000 grants of TTL 100 s"), "{md}");
+        assert!(
+            md.contains("| 5 | raftkv | (f) lease-keepalive | 30000 | 3 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn no_lease_text_when_the_lease_workloads_are_skipped() {
+        let results = Results {
+            rows: vec![],
+            memory: vec![],
+            watch: vec![],
+            flags: vec![],
+        };
+        let md = markdown(&plan(), &results);
+        assert!(!md.contains("lease"), "{md}");
     }
 
     #[test]

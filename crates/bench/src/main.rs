@@ -3,6 +3,7 @@
 
 mod cluster;
 mod compare;
+mod lease;
 mod plot;
 mod stats;
 mod watch;
@@ -182,6 +183,17 @@ enum Cmd {
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         event_timeout: Duration,
     },
+    /// Benchmark lease keep-alive (etcd's lease-keepalive): each client grants one lease,
+    /// then sends keep-alives one at a time, each on a stream of its own (clientv3's
+    /// KeepAliveOnce); --total keep-alives in all.
+    LeaseKeepalive,
+    /// Benchmark lease grant: --total grants, each a new lease (one Raft write), left to
+    /// expire after --ttl.
+    LeaseGrant {
+        /// TTL of each lease, in seconds.
+        #[arg(long, default_value_t = lease::KEEPALIVE_TTL)]
+        ttl: i64,
+    },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
@@ -219,6 +231,14 @@ enum Cmd {
         /// cluster size only (0 skips it).
         #[arg(long, default_value_t = 1_000)]
         put_watchers: usize,
+        /// Keep-alives in the lease keep-alive workload (f), 100 clients over 10 connections
+        /// spread over all members (0 skips it).
+        #[arg(long, default_value_t = 20_000)]
+        lease_keepalive_total: u64,
+        /// Grants in the lease grant workload (g), 100 clients over 10 connections to the
+        /// leader (0 skips it).
+        #[arg(long, default_value_t = 10_000)]
+        lease_grant_total: u64,
         /// Markdown file whose marked section is replaced with the results.
         #[arg(long, default_value = "docs/benchmarks.md")]
         markdown: PathBuf,
@@ -278,6 +298,8 @@ async fn run(cli: Cli) -> Result<()> {
             watch_put_total,
             watch_put_rate,
             put_watchers,
+            lease_keepalive_total,
+            lease_grant_total,
             markdown,
             plot,
             json_out,
@@ -294,6 +316,8 @@ async fn run(cli: Cli) -> Result<()> {
                 watch_put_total: *watch_put_total,
                 watch_put_rate: *watch_put_rate,
                 put_watchers: *put_watchers,
+                lease_keepalive_total: *lease_keepalive_total,
+                lease_grant_total: *lease_grant_total,
                 flags: flags.clone(),
                 markdown: markdown.clone(),
                 plot: plot.clone(),
@@ -373,6 +397,15 @@ async fn run(cli: Cli) -> Result<()> {
             return Ok(());
         }
         Cmd::Put(keys) => Workload::Put(keys.generator()),
+        Cmd::LeaseKeepalive => Workload::LeaseKeepAlive {
+            ttl: lease::KEEPALIVE_TTL,
+        },
+        Cmd::LeaseGrant { ttl } => {
+            if *ttl <= 0 {
+                bail!("--ttl must be at least 1");
+            }
+            Workload::LeaseGrant { ttl: *ttl }
+        }
         Cmd::Range {
             key,
             end,
@@ -595,6 +628,65 @@ mod tests {
         };
         assert_eq!((watch_latency_watchers, put_watchers), (0, 0));
         assert_eq!(flags, ["--heartbeat-interval=50"]);
+    }
+
+    #[test]
+    fn lease_commands_take_etcds_flags_and_defaults() {
+        let cli = parse(&["lease-keepalive"]);
+        assert!(matches!(cli.command, Cmd::LeaseKeepalive));
+        // etcd's lease-keepalive: --total 10000 by default, the global client flags.
+        assert_eq!(cli.global.total, 10_000);
+        let cli = parse(&[
+            "--endpoints=a:1,b:2",
+            "--clients=100",
+            "--conns=10",
+            "lease-keepalive",
+            "--total=500",
+            "--json",
+        ]);
+        assert!(matches!(cli.command, Cmd::LeaseKeepalive));
+        assert_eq!(
+            (cli.global.clients, cli.global.conns, cli.global.total),
+            (100, 10, 500)
+        );
+        assert!(cli.global.json);
+        let Cmd::LeaseGrant { ttl } = parse(&["lease-grant"]).command else {
+            panic!("not lease-grant");
+        };
+        assert_eq!(ttl, 100);
+        let Cmd::LeaseGrant { ttl } = parse(&["lease-grant", "--ttl", "5"]).command else {
+            panic!("not lease-grant");
+        };
+        assert_eq!(ttl, 5);
+    }
+
+    #[test]
+    fn compare_lease_workloads_default_on_and_skip_with_zero() {
+        let Cmd::Compare {
+            lease_keepalive_total,
+            lease_grant_total,
+            ..
+        } = parse(&["compare"]).command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!((lease_keepalive_total, lease_grant_total), (20_000, 10_000));
+        let Cmd::Compare {
+            lease_keepalive_total,
+            lease_grant_total,
+            ..
+        } = parse(&[
+            "compare",
+            "--lease-keepalive-total",
+            "0",
+            "--lease-grant-total",
+            "0",
+        ])
+        .command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!((lease_keepalive_total, lease_grant_total), (0, 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Running a workload: connections spread over the endpoints, clients spread over the
 //! connections, each client issuing one request at a time, an optional total rate limit,
-//! and a stop after `--total` requests or `--duration`.
+//! and a stop after `--total` requests or `--duration`. The lease requests live in
+//! [`crate::lease`].
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use raftkv_proto::etcdserverpb::request_op::Request as OpRequest;
 use raftkv_proto::etcdserverpb::{
@@ -18,6 +20,7 @@ use raftkv_proto::etcdserverpb::{
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::lease;
 use crate::stats::{Recorder, Report};
 
 /// Connection and pacing options shared by every workload.
@@ -59,6 +62,11 @@ pub enum Workload {
     TxnPut { keys: KeyGen, ops: usize },
     /// `mixed`: a linearizable get with probability `read_ratio`, else a put.
     Mixed { keys: KeyGen, read_ratio: f64 },
+    /// `lease-keepalive`: each client grants one lease of `ttl` seconds before the clock
+    /// starts, then each request is one keep-alive of it on a stream of its own.
+    LeaseKeepAlive { ttl: i64 },
+    /// `lease-grant`: each request grants a new lease of `ttl` seconds (left to expire).
+    LeaseGrant { ttl: i64 },
 }
 
 impl Workload {
@@ -69,6 +77,8 @@ impl Workload {
             Workload::Range { .. } => "range",
             Workload::TxnPut { .. } => "txn-put",
             Workload::Mixed { .. } => "mixed",
+            Workload::LeaseKeepAlive { .. } => "lease-keepalive",
+            Workload::LeaseGrant { .. } => "lease-grant",
         }
     }
 }
@@ -199,11 +209,14 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
             Workload::Put(k)
             | Workload::TxnPut { keys: k, .. }
             | Workload::Mixed { keys: k, .. } => k.val_size,
-            Workload::Range { .. } => 0,
+            Workload::Range { .. }
+            | Workload::LeaseKeepAlive { .. }
+            | Workload::LeaseGrant { .. } => 0,
         };
         let mut rng = Rng::new(7);
         (0..size).map(|_| b'a' + rng.below(26) as u8).collect()
     };
+    let clients = clients(&channels, opts, workload).await?;
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let deadline = opts.duration.map(|d| Instant::now() + d);
@@ -227,8 +240,7 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
         })
     });
     let mut tasks = Vec::with_capacity(opts.clients);
-    for c in 0..opts.clients {
-        let kv = KvClient::new(channels[c % channels.len()].clone());
+    for (c, mut client) in clients.into_iter().enumerate() {
         let workload = workload.clone();
         let value = value.clone();
         let issued = issued.clone();
@@ -238,7 +250,6 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
             let mut rng = Rng::new(c as u64 + 1);
-            let mut client = kv;
             loop {
                 let seq = issued.fetch_add(1, Ordering::Relaxed);
                 match deadline {
@@ -279,8 +290,49 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
     Ok(all.report(workload.name(), elapsed))
 }
 
+/// One client's stubs on its connection, and what it set up before the clock started.
+struct Client {
+    kv: KvClient<Channel>,
+    lease: LeaseClient<Channel>,
+    /// `lease-keepalive`: the lease this client keeps alive.
+    lease_id: i64,
+    /// Per-request timeout (the channel's own ends at a call's response headers, which a
+    /// stream sends before its first message).
+    timeout: Duration,
+}
+
+/// The clients, spread over `channels`; for `lease-keepalive` each has granted its lease
+/// (all at once, as etcd's tool does, but before the measured run starts).
+async fn clients(channels: &[Channel], opts: &Options, workload: &Workload) -> Result<Vec<Client>> {
+    let mut setups = Vec::with_capacity(opts.clients);
+    for c in 0..opts.clients {
+        let channel = channels[c % channels.len()].clone();
+        let workload = workload.clone();
+        let timeout = opts.timeout;
+        setups.push(tokio::spawn(async move {
+            let mut client = Client {
+                kv: KvClient::new(channel.clone()),
+                lease: LeaseClient::new(channel),
+                lease_id: 0,
+                timeout,
+            };
+            if let Workload::LeaseKeepAlive { ttl } = workload {
+                client.lease_id = lease::grant(&mut client.lease, ttl)
+                    .await
+                    .with_context(|| format!("client {c} cannot grant its lease"))?;
+            }
+            anyhow::Ok(client)
+        }));
+    }
+    let mut clients = Vec::with_capacity(setups.len());
+    for s in setups {
+        clients.push(s.await.context("client setup task failed")??);
+    }
+    Ok(clients)
+}
+
 async fn one_request(
-    client: &mut KvClient<Channel>,
+    client: &mut Client,
     workload: &Workload,
     value: &Arc<[u8]>,
     seq: u64,
@@ -289,7 +341,7 @@ async fn one_request(
     match workload {
         Workload::Put(keys) => {
             let key = keys.key(keys.pick(seq, rng));
-            client.put(put_request(key, value)).await?;
+            client.kv.put(put_request(key, value)).await?;
         }
         Workload::Range {
             key,
@@ -298,6 +350,7 @@ async fn one_request(
             serializable,
         } => {
             client
+                .kv
                 .range(RangeRequest {
                     key: key.clone().into(),
                     range_end: end.clone().into(),
@@ -325,6 +378,7 @@ async fn one_request(
                 range_end: Default::default(),
             }];
             client
+                .kv
                 .txn(TxnRequest {
                     compare,
                     success,
@@ -336,14 +390,21 @@ async fn one_request(
             let key = keys.key(keys.pick(seq, rng));
             if rng.unit() < *read_ratio {
                 client
+                    .kv
                     .range(RangeRequest {
                         key: key.into(),
                         ..Default::default()
                     })
                     .await?;
             } else {
-                client.put(put_request(key, value)).await?;
+                client.kv.put(put_request(key, value)).await?;
             }
+        }
+        Workload::LeaseKeepAlive { .. } => {
+            lease::keep_alive_once(&mut client.lease, client.lease_id, client.timeout).await?;
+        }
+        Workload::LeaseGrant { ttl } => {
+            lease::grant(&mut client.lease, *ttl).await?;
         }
     }
     Ok(())
