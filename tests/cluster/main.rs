@@ -16,6 +16,7 @@ mod hostile;
 mod hostile_peer;
 mod lease;
 mod linearizable;
+mod lock;
 mod member_flags;
 mod membership;
 mod operator;

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod concurrency;
 pub mod config;
 mod config_file;
 mod env;
@@ -130,6 +131,16 @@ impl Server {
                     .add_service(
                         raftkv_proto::etcdserverpb::lease_server::LeaseServer::new(api.clone())
                             .max_decoding_message_size(max_message),
+                    )
+                    .add_service(
+                        raftkv_proto::v3lockpb::lock_server::LockServer::new(api.clone())
+                            .max_decoding_message_size(max_message),
+                    )
+                    .add_service(
+                        raftkv_proto::v3electionpb::election_server::ElectionServer::new(
+                            api.clone(),
+                        )
+                        .max_decoding_message_size(max_message),
                     )
                     .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
                     .serve_with_incoming_shutdown(incoming, async move {

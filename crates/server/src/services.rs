@@ -1,5 +1,6 @@
-//! The etcd v3 gRPC services (KV, Watch, Maintenance, Cluster) over [`EtcdApi`]. Errors become
-//! gRPC statuses in one place: `From<NodeError> for tonic::Status` (raftkv-raft's `error`).
+//! The etcd v3 gRPC services (KV, Watch, Lease, Maintenance, Cluster, Lock, Election) over
+//! [`EtcdApi`]. Errors become gRPC statuses in one place: `From<NodeError> for tonic::Status`
+//! (raftkv-raft's `error`), except Lock's and Election's, which etcd sends as code Unknown.
 
 use std::pin::Pin;
 
@@ -335,5 +336,83 @@ impl Cluster for EtcdApi {
             header: self.header(self.node().store().revision()),
             members: resp.members,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl raftkv_proto::v3lockpb::lock_server::Lock for EtcdApi {
+    async fn lock(
+        &self,
+        req: Request<raftkv_proto::v3lockpb::LockRequest>,
+    ) -> Result<Response<raftkv_proto::v3lockpb::LockResponse>, Status> {
+        Ok(Response::new(EtcdApi::lock(self, req.into_inner()).await?))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<raftkv_proto::v3lockpb::UnlockRequest>,
+    ) -> Result<Response<raftkv_proto::v3lockpb::UnlockResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::unlock(self, req.into_inner()).await?,
+        ))
+    }
+}
+
+type ObserveStream = Pin<
+    Box<
+        dyn Stream<Item = Result<raftkv_proto::v3electionpb::LeaderResponse, Status>>
+            + Send
+            + 'static,
+    >,
+>;
+
+#[tonic::async_trait]
+impl raftkv_proto::v3electionpb::election_server::Election for EtcdApi {
+    async fn campaign(
+        &self,
+        req: Request<raftkv_proto::v3electionpb::CampaignRequest>,
+    ) -> Result<Response<raftkv_proto::v3electionpb::CampaignResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::campaign(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn proclaim(
+        &self,
+        req: Request<raftkv_proto::v3electionpb::ProclaimRequest>,
+    ) -> Result<Response<raftkv_proto::v3electionpb::ProclaimResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::proclaim(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn leader(
+        &self,
+        req: Request<raftkv_proto::v3electionpb::LeaderRequest>,
+    ) -> Result<Response<raftkv_proto::v3electionpb::LeaderResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::leader(self, req.into_inner()).await?,
+        ))
+    }
+
+    type ObserveStream = ObserveStream;
+
+    async fn observe(
+        &self,
+        req: Request<raftkv_proto::v3electionpb::LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        let answers = EtcdApi::observe(self, req.into_inner());
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(answers),
+        )))
+    }
+
+    async fn resign(
+        &self,
+        req: Request<raftkv_proto::v3electionpb::ResignRequest>,
+    ) -> Result<Response<raftkv_proto::v3electionpb::ResignResponse>, Status> {
+        Ok(Response::new(
+            EtcdApi::resign(self, req.into_inner()).await?,
+        ))
     }
 }
