@@ -638,6 +638,7 @@ pub async fn run_schedule(
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
     let watchers = crate::chaos_watch::Watchers::start(&endpoints);
     let leases = crate::chaos_lease::LeaseKeeper::start(&endpoints).await;
+    let locks = crate::chaos_lock::LockContenders::start(&endpoints);
     let mut rng = Rng::new(seed);
     let mut windows = Vec::new();
     let mut faults = Vec::new();
@@ -659,6 +660,12 @@ pub async fn run_schedule(
         c.await.expect("client task");
     }
     let leased = leases.finish(seed).await;
+    let locked = {
+        let leader = cluster.leader().await.expect("leader after the run");
+        locks
+            .finish(&cluster.members[leader].endpoint(), seed)
+            .await
+    };
     let (hostile_sent, wrongly_taken) = attacker.await.expect("hostile task");
     assert!(
         wrongly_taken.is_empty(),
@@ -755,6 +762,7 @@ pub async fn run_schedule(
     let watched = check_watchers(&cluster, watchers, &history, seed).await;
     eprintln!("chaos: seed {seed}: {watched}");
     eprintln!("chaos: seed {seed}: {leased}");
+    eprintln!("chaos: seed {seed}: {locked}");
     for m in &cluster.members {
         let log = m.log_text();
         for line in FALSE_REFUSALS {

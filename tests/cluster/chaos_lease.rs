@@ -27,7 +27,7 @@ const LAPSING_TTL: u64 = 2;
 const KEPT_KEYS: [&str; 2] = ["lease/a", "lease/b"];
 const LAPSING_KEY: &str = "lease/x";
 
-async fn channel(endpoint: &str) -> Option<Channel> {
+pub async fn channel(endpoint: &str) -> Option<Channel> {
     Endpoint::from_shared(format!("http://{endpoint}"))
         .ok()?
         .connect_timeout(Duration::from_millis(300))
@@ -38,7 +38,7 @@ async fn channel(endpoint: &str) -> Option<Channel> {
 }
 
 /// The first member that answers `f` within 2 s, trying each in turn until `deadline`.
-async fn on_any<T, F, Fut>(endpoints: &[String], deadline: Instant, mut f: F) -> Option<T>
+pub async fn on_any<T, F, Fut>(endpoints: &[String], deadline: Instant, mut f: F) -> Option<T>
 where
     F: FnMut(Channel) -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

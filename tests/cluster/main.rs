@@ -6,6 +6,7 @@
 mod backup;
 mod chaos;
 mod chaos_lease;
+mod chaos_lock;
 mod chaos_watch;
 mod client;
 mod disk_full;
