@@ -21,10 +21,12 @@
 //! [`Kv`] handle calls the same logic in-process, without the network. A program that talks
 //! to members over the network uses [`Client`].
 //!
-//! - [`Member`], [`Kv`], [`Watch`], [`IntoBytes`], [`Error`] — the embedding API, with its
-//!   configuration ([`ServerConfig`] around [`NodeConfig`]).
+//! - [`Member`], [`Kv`] (KV, leases, locks, elections), [`Watch`], [`Observe`],
+//!   [`IntoBytes`], [`Error`] — the embedding API, with its configuration ([`ServerConfig`]
+//!   around [`NodeConfig`]).
 //! - [`Client`] (crate [`client`]) — the async client of a cluster's endpoints.
-//! - [`proto`] — the etcd v3 messages both take and return.
+//! - [`proto`], [`lock_proto`], [`election_proto`] — the etcd v3 messages both take and
+//!   return.
 
 #![deny(missing_docs)]
 
@@ -32,6 +34,10 @@ pub use raftkv_client as client;
 pub use raftkv_client::Client;
 pub use raftkv_proto::etcdserverpb as proto;
 pub use raftkv_proto::mvccpb::{Event, KeyValue};
+/// etcd's `Election` messages ([`Kv::campaign`] and the rest).
+pub use raftkv_proto::v3electionpb as election_proto;
+/// etcd's `Lock` messages ([`Kv::lock`], [`Kv::unlock`]).
+pub use raftkv_proto::v3lockpb as lock_proto;
 pub use raftkv_raft::NodeConfig;
 pub use raftkv_server::ServerConfig;
 /// gRPC status codes, as [`Error::code`] gives them.
@@ -41,10 +47,16 @@ use raftkv_raft::NodeError;
 
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
 use raftkv_proto::etcdserverpb::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    TxnRequest, TxnResponse, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest,
-    WatchRequest, WatchResponse,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
+use raftkv_proto::v3electionpb::{
+    CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
+};
+use raftkv_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tokio::sync::mpsc;
 
 /// What the embedding API fails with.
@@ -69,6 +81,15 @@ impl Error {
         match self {
             Error::Request { code, .. } => Some(*code),
             Error::Start(_) => None,
+        }
+    }
+}
+
+impl Error {
+    fn from_status(status: tonic::Status) -> Self {
+        Error::Request {
+            code: status.code(),
+            message: status.message().to_string(),
         }
     }
 }
@@ -173,6 +194,140 @@ impl Kv {
         Ok(self.api.txn(req).await?)
     }
 
+    /// Puts `value` at `key`, attached to `lease` (the key goes with the lease).
+    pub async fn put_with_lease(
+        &self,
+        key: impl IntoBytes,
+        value: impl IntoBytes,
+        lease: i64,
+    ) -> Result<PutResponse, Error> {
+        let req = PutRequest {
+            key: key.into_bytes(),
+            value: value.into_bytes(),
+            lease,
+            ..Default::default()
+        };
+        Ok(self.api.put(req).await?)
+    }
+
+    /// Grants a lease of `ttl` seconds (`id` 0: the member picks the id). etcd's minimum TTL
+    /// applies; the answer gives the TTL granted.
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrantResponse, Error> {
+        Ok(self.api.lease_grant(LeaseGrantRequest { ttl, id }).await?)
+    }
+
+    /// Revokes lease `id`, deleting every key attached to it in one revision.
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, Error> {
+        Ok(self.api.lease_revoke(LeaseRevokeRequest { id }).await?)
+    }
+
+    /// Renews lease `id` once (through the leader, as a keep-alive is); the TTL it has again,
+    /// or 0 if the lease does not exist (any more).
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Error> {
+        Ok(self.api.lease_keep_alive(id).await?.ttl)
+    }
+
+    /// Lease `id`'s granted and remaining TTL (-1 if it does not exist), with its keys if
+    /// `keys`.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<LeaseTimeToLiveResponse, Error> {
+        Ok(self
+            .api
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
+            .await?)
+    }
+
+    /// The ids of the leases this member knows.
+    pub async fn leases(&self) -> Result<Vec<i64>, Error> {
+        Ok(self
+            .api
+            .lease_leases()
+            .await?
+            .leases
+            .into_iter()
+            .map(|l| l.id)
+            .collect())
+    }
+
+    /// etcd's `Lock`: waits until this caller holds lock `name`, as long as `lease` lives
+    /// (0: a 60 s lease of its own that nobody renews). The answer's key is the proof of
+    /// holding (compare its creation revision in a txn to fence writes); [`Kv::unlock`] it.
+    pub async fn lock(&self, name: impl IntoBytes, lease: i64) -> Result<LockResponse, Error> {
+        let req = LockRequest {
+            name: name.into_bytes(),
+            lease,
+        };
+        self.api.lock(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Unlock`: deletes the key [`Kv::lock`] answered.
+    pub async fn unlock(&self, key: impl IntoBytes) -> Result<UnlockResponse, Error> {
+        let req = UnlockRequest {
+            key: key.into_bytes(),
+        };
+        self.api.unlock(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Campaign`: waits until this caller leads election `name` with `value`, as
+    /// long as `lease` lives. The answer's leader key is what [`Kv::proclaim`] and
+    /// [`Kv::resign`] take.
+    pub async fn campaign(
+        &self,
+        name: impl IntoBytes,
+        lease: i64,
+        value: impl IntoBytes,
+    ) -> Result<CampaignResponse, Error> {
+        let req = CampaignRequest {
+            name: name.into_bytes(),
+            lease,
+            value: value.into_bytes(),
+        };
+        self.api.campaign(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Proclaim`: a new value from the leader ("election: not leader" once it is not).
+    pub async fn proclaim(
+        &self,
+        leader: LeaderKey,
+        value: impl IntoBytes,
+    ) -> Result<ProclaimResponse, Error> {
+        let req = ProclaimRequest {
+            leader: Some(leader),
+            value: value.into_bytes(),
+        };
+        self.api.proclaim(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Resign`: gives up leadership (nothing happens if it was already lost).
+    pub async fn resign(&self, leader: LeaderKey) -> Result<ResignResponse, Error> {
+        let req = ResignRequest {
+            leader: Some(leader),
+        };
+        self.api.resign(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Leader`: the current leader's key and value ("election: no leader" if none).
+    pub async fn leader(&self, name: impl IntoBytes) -> Result<LeaderResponse, Error> {
+        let req = LeaderRequest {
+            name: name.into_bytes(),
+        };
+        self.api.leader(req).await.map_err(Error::from_status)
+    }
+
+    /// etcd's `Observe`: the leader's value now, then every later value of every leader, in
+    /// order. Drop the stream to stop.
+    pub fn observe(&self, name: impl IntoBytes) -> Observe {
+        let req = LeaderRequest {
+            name: name.into_bytes(),
+        };
+        Observe {
+            answers: self.api.observe(req),
+        }
+    }
+
     /// Opens a watch stream on this member, with no watcher yet: etcd's Watch in-process,
     /// from this member's applied state. Drop it to end its watchers.
     pub fn watch_stream(&self) -> Watch {
@@ -244,6 +399,18 @@ impl Watch {
     /// The next answer: created / canceled notices, events, progress; `None` once the
     /// member stopped.
     pub async fn next(&mut self) -> Option<WatchResponse> {
+        self.answers.recv().await?.ok()
+    }
+}
+
+/// An election's proclamations, in-process (see [`Kv::observe`]).
+pub struct Observe {
+    answers: mpsc::Receiver<Result<LeaderResponse, tonic::Status>>,
+}
+
+impl Observe {
+    /// The next proclamation; `None` once the observation ended (the member stopped).
+    pub async fn next(&mut self) -> Option<LeaderResponse> {
         self.answers.recv().await?.ok()
     }
 }

@@ -103,3 +103,82 @@ async fn embedded_member_serves_watch_in_process() {
     drop((past, live, kv));
     member.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_member_serves_leases_locks_and_elections_in_process() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let mut node = raftkv::NodeConfig::new("embedded", dir.path().join("data"));
+    node.client_urls = vec![format!("http://127.0.0.1:{client}")];
+    node.peer_urls = vec![format!("http://127.0.0.1:{peer}")];
+    node.initial_cluster = [("embedded".to_string(), node.peer_urls.clone())].into();
+    let member = raftkv::Member::start(raftkv::ServerConfig::new(node))
+        .await
+        .unwrap();
+    let kv = member.kv();
+
+    // Leases: grant, attach, renew, inspect, revoke (the key goes with it).
+    let granted = kv.lease_grant(60, 0x77).await.unwrap();
+    assert_eq!((granted.id, granted.ttl), (0x77, 60));
+    let dup = kv.lease_grant(60, 0x77).await.unwrap_err();
+    assert_eq!(dup.to_string(), "etcdserver: lease already exists");
+    kv.put_with_lease("leased", "v", 0x77).await.unwrap();
+    assert_eq!(kv.lease_keep_alive(0x77).await.unwrap(), 60);
+    assert_eq!(kv.lease_keep_alive(0x78).await.unwrap(), 0);
+    let ttl = kv.lease_time_to_live(0x77, true).await.unwrap();
+    assert_eq!((ttl.granted_ttl, ttl.keys.len()), (60, 1));
+    assert_eq!(kv.leases().await.unwrap(), vec![0x77]);
+    let err = kv.put_with_lease("x", "v", 0x78).await.unwrap_err();
+    assert_eq!(err.to_string(), "etcdserver: requested lease not found");
+    kv.lease_revoke(0x77).await.unwrap();
+    assert!(kv.get("leased").await.unwrap().is_none());
+    assert_eq!(kv.lease_time_to_live(0x77, false).await.unwrap().ttl, -1);
+
+    // Locks: the second holder waits for the first to unlock.
+    kv.lease_grant(60, 0xa).await.unwrap();
+    kv.lease_grant(60, 0xb).await.unwrap();
+    let first = kv.lock("mutex", 0xa).await.unwrap();
+    assert_eq!(&first.key[..], b"mutex/a");
+    let waiter = tokio::spawn({
+        let kv = kv.clone();
+        async move { kv.lock("mutex", 0xb).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the lock was granted twice");
+    let unlocked = kv.unlock(first.key.clone()).await.unwrap();
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(&second.key[..], b"mutex/b");
+    assert!(second.header.unwrap().revision >= unlocked.header.unwrap().revision);
+    let err = kv.lock("mutex", 0x404).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.to_string().as_str()),
+        (
+            Some(raftkv::Code::Unknown),
+            "etcdserver: requested lease not found"
+        )
+    );
+
+    // Elections: campaign, observe, proclaim, resign.
+    let err = kv.leader("vote").await.unwrap_err();
+    assert_eq!(err.to_string(), "election: no leader");
+    let won = kv.campaign("vote", 0xa, "one").await.unwrap();
+    let leader = won.leader.unwrap();
+    let mut observe = kv.observe("vote");
+    let seen = observe.next().await.unwrap().kv.unwrap();
+    assert_eq!(&seen.value[..], b"one");
+    kv.proclaim(leader.clone(), "two").await.unwrap();
+    let seen = observe.next().await.unwrap().kv.unwrap();
+    assert_eq!(&seen.value[..], b"two");
+    let now = kv.leader("vote").await.unwrap().kv.unwrap();
+    assert_eq!(
+        (&now.key[..], &now.value[..]),
+        (&b"vote/a"[..], &b"two"[..])
+    );
+    kv.resign(leader.clone()).await.unwrap();
+    let err = kv.proclaim(leader, "three").await.unwrap_err();
+    assert_eq!(err.to_string(), "election: not leader");
+    drop(observe);
+    drop(kv);
+    member.shutdown().await;
+}
