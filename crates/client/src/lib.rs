@@ -16,6 +16,9 @@
 //! - Leases: [`Client::lease_grant`], [`Client::lease_revoke`],
 //!   [`Client::lease_time_to_live`], [`Client::lease_leases`], [`Client::lease_keep_alive_once`],
 //!   and [`LeaseKeepAlive`] streams from [`Client::lease_keep_alive`]; [`Client::put_with_lease`].
+//! - Concurrency recipes (clientv3's `concurrency` package): a [`Session`] keeps a lease
+//!   alive; a [`Mutex`] and an [`Election`] over it use etcd's keys and requests, so they
+//!   share locks and elections with etcdctl and clientv3 programs. See [`concurrency`].
 //! - [`Error`] — what a call can fail with; [`Error::code`] and the message are etcd's.
 //!
 //! ```no_run
@@ -45,6 +48,7 @@
 
 #![deny(missing_docs)]
 
+pub mod concurrency;
 mod connection;
 mod error;
 mod lease;
@@ -52,6 +56,9 @@ mod ops;
 mod txn;
 mod watch;
 
+pub use concurrency::{
+    ConcurrencyError, Election, Mutex, Observe, Session, SessionOptions, lease_hex,
+};
 pub use connection::{Client, Connection};
 pub use error::Error;
 pub use lease::{LEASE_NOT_FOUND, LeaseKeepAlive, lease_not_found};

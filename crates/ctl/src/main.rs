@@ -8,8 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use raftkv_client::{Client, Connection};
 
 mod cluster;
+mod elect;
 mod kv;
 mod lease;
+mod lock;
 mod print;
 mod snapshot;
 mod txn;
@@ -76,6 +78,10 @@ enum Command {
     /// Lease related commands.
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// Acquires a named lock.
+    Lock(lock::LockArgs),
+    /// Observes and participates in leader election.
+    Elect(elect::ElectArgs),
     /// Compacts the event history in the store.
     Compaction {
         revision: i64,
@@ -366,6 +372,26 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Lease(command) => {
             lease::run(cli.client(), cli.dial_timeout, &cli.write_out, command).await?;
+        }
+        Command::Lock(args) => {
+            lock::run(
+                cli.client(),
+                cli.dial_timeout,
+                &cli.write_out,
+                cli.hex,
+                args,
+            )
+            .await?;
+        }
+        Command::Elect(args) => {
+            elect::run(
+                cli.client(),
+                cli.dial_timeout,
+                &cli.write_out,
+                cli.hex,
+                args,
+            )
+            .await?;
         }
         Command::Compaction { revision, physical } => {
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };
