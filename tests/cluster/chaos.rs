@@ -621,6 +621,12 @@ pub async fn run_schedule(
             heartbeat_ms: 50,
             election_ms: 300,
             proxied: matches!(schedule, Schedule::Faults),
+            // Lease checkpoints every second, so the kept lease's remainder is recorded and
+            // cleared through the log all through the faults.
+            extra_args: vec![
+                "--experimental-enable-lease-checkpoint".into(),
+                "--raftkv-lease-checkpoint-interval=1s".into(),
+            ],
             ..Options::default()
         },
     )

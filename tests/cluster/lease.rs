@@ -302,3 +302,94 @@ async fn keep_alive_of_an_unknown_lease_answers_ttl_0_on_every_member() {
         }
     }
 }
+
+/// `lease timetolive` through `endpoint`: the remaining seconds etcdctl prints.
+fn remaining(endpoint: &str, id: &str) -> i64 {
+    let out = etcdctl_ok(endpoint, &["lease", "timetolive", id]);
+    let at = out.find("remaining(").expect("remaining") + "remaining(".len();
+    out[at..]
+        .split('s')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no remaining seconds in {out:?}"))
+}
+
+/// Kills the leader and waits for another; returns the killed member's index.
+async fn kill_leader(cluster: &mut Cluster) -> usize {
+    let leader = cluster.leader().await.expect("a leader");
+    cluster.kill(leader);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.leader().await.is_none_or(|l| l == leader) {
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    leader
+}
+
+/// With `--experimental-enable-lease-checkpoint` (every second here; etcd's 5 minutes is
+/// too long for a test) a new leader goes on from the last recorded remainder instead of the
+/// full TTL, and a renewal made before the change still counts in full after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_checkpoints_carry_the_remaining_ttl_across_leader_changes() {
+    const TTL: i64 = 20;
+    let mut cluster = Cluster::start(
+        Server::Raftkv,
+        3,
+        Options {
+            extra_args: vec![
+                "--experimental-enable-lease-checkpoint".into(),
+                "--raftkv-lease-checkpoint-interval=1s".into(),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let eps = cluster.endpoints();
+    let id = {
+        let eps = eps.clone();
+        tokio::task::spawn_blocking(move || {
+            granted_id(&etcdctl_ok(&eps, &["lease", "grant", &TTL.to_string()]))
+        })
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let killed = kill_leader(&mut cluster).await;
+    let live = cluster.live_endpoints();
+    let after_change = {
+        let (live, id) = (live.clone(), id.clone());
+        tokio::task::spawn_blocking(move || remaining(&live, &id))
+            .await
+            .unwrap()
+    };
+    // Without checkpoints the new leader would give TTL + one election timeout (21 s, so
+    // 20 by the time it is asked); the last checkpoint before the kill left at most 13 s.
+    assert!(
+        (3..=TTL - 4).contains(&after_change),
+        "8 s into a {TTL} s lease, a new leader gave it {after_change} s"
+    );
+
+    cluster.restart(killed);
+    cluster.wait_healthy(Duration::from_secs(30)).await;
+    let eps = cluster.endpoints();
+    {
+        let (eps, id) = (eps.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            etcdctl_ok(&eps, &["lease", "keep-alive", "--once", &id]);
+        })
+        .await
+        .unwrap();
+    }
+    kill_leader(&mut cluster).await;
+    let live = cluster.live_endpoints();
+    let after_renewal = tokio::task::spawn_blocking(move || remaining(&live, &id))
+        .await
+        .unwrap();
+    assert!(
+        after_renewal >= TTL - 3,
+        "a lease renewed just before a leader change got only {after_renewal} s (checkpointed {after_change} s before the renewal)"
+    );
+    eprintln!(
+        "{TTL} s lease: {after_change} s left after a leader change 8 s in, {after_renewal} s after a renewal and another change"
+    );
+}

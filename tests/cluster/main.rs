@@ -24,5 +24,6 @@ mod operator;
 mod proxy;
 mod raftkvctl;
 mod raftkvctl_lease;
+mod raftkvctl_lock;
 mod raftkvctl_watch;
 mod watch;

@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub max_txn_ops: usize,
     /// `--strict-reconfig-check`: reject membership changes that would risk the quorum.
     pub strict_reconfig_check: bool,
+    /// `--experimental-enable-lease-checkpoint`: how often the leader records each long
+    /// lease's remaining TTL through the log (etcd: every 5 minutes), so that a new leader
+    /// goes on from there instead of granting the full TTL again. `None`: never.
+    pub lease_checkpoint_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -77,6 +81,7 @@ impl NodeConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             strict_reconfig_check: true,
+            lease_checkpoint_interval: None,
         }
     }
 

@@ -229,6 +229,13 @@ impl ServerConfig {
         node.max_request_bytes = max_request_bytes;
         node.max_txn_ops = usize::try_from(m.max_txn_ops).unwrap_or(usize::MAX);
         node.strict_reconfig_check = c.strict_reconfig_check;
+        node.lease_checkpoint_interval = flags
+            .experimental
+            .experimental_enable_lease_checkpoint
+            .then(|| {
+                unless_zero(flags.experimental.raftkv_lease_checkpoint_interval)
+                    .unwrap_or(LEASE_CHECKPOINT_INTERVAL)
+            });
         // etcd: 5 s plus two election timeouts; capped so that a client's default 5 s
         // command timeout sees our error rather than its own.
         node.request_timeout =
@@ -254,6 +261,9 @@ impl ServerConfig {
         })
     }
 }
+
+/// etcd's `defaultLeaseCheckpointInterval`.
+const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// etcd's "0 to disable" for the keepalive durations.
 fn unless_zero(d: Duration) -> Option<Duration> {

@@ -311,16 +311,6 @@ const IGNORED: &[Rule] = &[
         why: "raftkv's store is not bbolt",
     },
     Rule {
-        flag: "experimental-enable-lease-checkpoint",
-        applies: |f| f.experimental.experimental_enable_lease_checkpoint,
-        why: "raftkv applies lease checkpoints but does not schedule them yet",
-    },
-    Rule {
-        flag: "experimental-enable-lease-checkpoint-persist",
-        applies: |f| f.experimental.experimental_enable_lease_checkpoint_persist,
-        why: "raftkv applies lease checkpoints but does not schedule them yet",
-    },
-    Rule {
         flag: "experimental-compaction-batch-limit",
         applies: |f| !matches!(f.experimental.experimental_compaction_batch_limit, 0 | 1000),
         why: "raftkv's compaction is not batched this way",

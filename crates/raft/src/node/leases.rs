@@ -12,6 +12,13 @@
 //!   takes over, as etcd's `Promote` does: no lease expires because an election happened.
 //!   It acts as the lessor only once it has applied an entry of its own term, so it knows
 //!   every lease granted before it led.
+//! - **Checkpoints** (`--experimental-enable-lease-checkpoint`). Every interval (etcd: 5
+//!   minutes) the lessor records, through the log, the remaining TTL of each lease that has
+//!   more than an interval left, so a new leader goes on from there: a long lease cannot be
+//!   kept alive forever by leader changes alone. A renewal clears a recorded remainder
+//!   (one more entry), as etcd's does. raftkv always stores checkpoints (etcd's
+//!   `--experimental-enable-lease-checkpoint-persist`, the default from etcd 3.6 on), so a
+//!   restart keeps them too.
 //! - **Demotion.** A member that stops leading drops its instants. A deposed leader that
 //!   has not noticed yet may still propose a revoke, but it cannot commit one without a
 //!   quorum, which has a newer leader.
@@ -20,7 +27,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use openraft::rt::WatchReceiver;
-use raftkv_proto::etcdserverpb::{LeaseRevokeRequest, LeaseTimeToLiveResponse};
+use raftkv_proto::etcdserverpb::{
+    LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest, LeaseTimeToLiveResponse,
+};
 use raftkv_proto::raftkvpb::{Command, command};
 use raftkv_storage::MvccError;
 use tokio::time::Instant;
@@ -44,6 +53,8 @@ pub(crate) struct Lessor {
     expiry: HashMap<i64, Instant>,
     /// Leases whose revoke was proposed, and when.
     revoking: HashMap<i64, Instant>,
+    /// When each lease's next checkpoint is due (only with checkpoints on).
+    checkpoints: HashMap<i64, Instant>,
     /// Where server-chosen lease ids continue (etcd's `idutil.Generator`).
     next_id: u64,
 }
@@ -99,33 +110,47 @@ impl RaftNode {
             lessor.term = None;
             lessor.expiry.clear();
             lessor.revoking.clear();
+            lessor.checkpoints.clear();
             return false;
         };
         let extend = if lessor.term != Some(term) {
             lessor.term = Some(term);
             lessor.expiry.clear();
             lessor.revoking.clear();
+            lessor.checkpoints.clear();
             self.config.election_timeout
         } else {
             Duration::ZERO
         };
+        let interval = self.config.lease_checkpoint_interval;
         let mut live = HashMap::with_capacity(leases.len());
         for (id, info) in leases {
-            let at = lessor.expiry.get(&id).copied().unwrap_or_else(|| {
-                let ttl = if info.remaining > 0 {
-                    info.remaining
-                } else {
-                    info.ttl
-                };
-                now + Duration::from_secs(ttl.max(0) as u64) + extend
-            });
+            let at = match lessor.expiry.get(&id) {
+                Some(at) => *at,
+                None => {
+                    // Promoted, or a lease granted through another member: timed from now
+                    // (etcd's Promote gives the remainder plus the election timeout).
+                    let ttl = if info.remaining > 0 {
+                        info.remaining
+                    } else {
+                        info.ttl
+                    };
+                    let at = now + Duration::from_secs(ttl.max(0) as u64) + extend;
+                    schedule_checkpoint(&mut lessor.checkpoints, interval, id, at - now, now);
+                    at
+                }
+            };
             live.insert(id, at);
         }
         lessor.expiry = live;
         let Lessor {
-            expiry, revoking, ..
+            expiry,
+            revoking,
+            checkpoints,
+            ..
         } = &mut *lessor;
         revoking.retain(|id, _| expiry.contains_key(id));
+        checkpoints.retain(|id, _| expiry.contains_key(id));
         true
     }
 
@@ -144,9 +169,11 @@ impl RaftNode {
     pub(super) fn lease_granted(&self, id: i64, ttl: i64) {
         let mut lessor = self.lessor();
         if lessor.term.is_some() {
-            lessor
-                .expiry
-                .insert(id, Instant::now() + Duration::from_secs(ttl.max(0) as u64));
+            let now = Instant::now();
+            let left = Duration::from_secs(ttl.max(0) as u64);
+            lessor.expiry.insert(id, now + left);
+            let interval = self.config.lease_checkpoint_interval;
+            schedule_checkpoint(&mut lessor.checkpoints, interval, id, left, now);
         }
     }
 
@@ -173,14 +200,30 @@ impl RaftNode {
             .lease(id)
             .ok_or(NodeError::from(MvccError::LeaseNotFound))?;
         let now = Instant::now();
-        let mut lessor = self.lessor();
-        let expired = lessor.expiry.get(&id).is_some_and(|at| *at <= now);
-        if expired || lessor.revoking.contains_key(&id) {
-            return Err(NodeError::from(MvccError::LeaseNotFound));
+        let clear = {
+            let mut lessor = self.lessor();
+            let expired = lessor.expiry.get(&id).is_some_and(|at| *at <= now);
+            if expired || lessor.revoking.contains_key(&id) {
+                return Err(NodeError::from(MvccError::LeaseNotFound));
+            }
+            let left = Duration::from_secs(info.ttl.max(0) as u64);
+            lessor.expiry.insert(id, now + left);
+            // A recorded remainder no longer holds: clear it (one entry per checkpoint at
+            // most, as etcd does), and checkpoint again from here.
+            let interval = self.config.lease_checkpoint_interval;
+            let clear = interval.is_some() && info.remaining > 0;
+            if clear {
+                schedule_checkpoint(&mut lessor.checkpoints, interval, id, left, now);
+            }
+            clear
+        };
+        if clear {
+            let cleared = LeaseCheckpoint {
+                id,
+                remaining_ttl: 0,
+            };
+            self.propose_checkpoints(vec![cleared]).await;
         }
-        lessor
-            .expiry
-            .insert(id, now + Duration::from_secs(info.ttl.max(0) as u64));
         Ok(info.ttl)
     }
 
@@ -250,6 +293,67 @@ impl RaftNode {
         due
     }
 
+    /// The checkpoints due now: each lease's remaining TTL in whole seconds, rounded up (at
+    /// most `MAX_CHECKPOINT_BATCH`; the rest stay due for the next tick). Each is scheduled
+    /// again an interval later while the lease has more than an interval left.
+    pub(super) fn due_checkpoints(&self) -> Vec<LeaseCheckpoint> {
+        let Some(interval) = self.config.lease_checkpoint_interval else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut lessor = self.lessor();
+        if lessor.term.is_none() {
+            return Vec::new();
+        }
+        let Lessor {
+            expiry,
+            checkpoints,
+            ..
+        } = &mut *lessor;
+        let mut due: Vec<(Instant, i64)> = checkpoints
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, at)| (*at, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(raftkv_storage::mvcc::validate::MAX_CHECKPOINT_BATCH);
+        let mut out = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            checkpoints.remove(&id);
+            let Some(at) = expiry.get(&id).copied().filter(|at| *at > now) else {
+                continue; // gone, or running out: the revoke comes instead
+            };
+            let left = at - now;
+            let remaining = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
+            schedule_checkpoint(checkpoints, Some(interval), id, left, now);
+            let ttl = self.store.lease(id).map_or(0, |info| info.ttl);
+            if remaining >= ttl {
+                continue; // renewed within the last second: nothing to record
+            }
+            out.push(LeaseCheckpoint {
+                id,
+                remaining_ttl: remaining,
+            });
+        }
+        out
+    }
+
+    /// Proposes lease checkpoints (the leader's, on its own).
+    pub(super) async fn propose_checkpoints(&self, checkpoints: Vec<LeaseCheckpoint>) {
+        if checkpoints.is_empty() {
+            return;
+        }
+        let count = checkpoints.len();
+        let cmd = Command {
+            op: Some(command::Op::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints,
+            })),
+        };
+        if let Err(e) = self.write(cmd).await {
+            tracing::debug!(count, error = %e, "lease checkpoints not recorded; the next ones will be");
+        }
+    }
+
     /// Proposes the revoke of an expired lease (the leader's, on its own).
     pub(super) async fn revoke_expired(&self, id: i64) {
         let cmd = Command {
@@ -261,6 +365,22 @@ impl RaftNode {
                 tracing::debug!(lease = %format!("{id:016x}"), error = %e, "revoking an expired lease failed; trying again later")
             }
         }
+    }
+}
+
+/// Schedules lease `id`'s next checkpoint an interval from `now` if it has more than an
+/// interval `left` (etcd's `scheduleCheckpointIfNeeded`).
+fn schedule_checkpoint(
+    checkpoints: &mut HashMap<i64, Instant>,
+    interval: Option<Duration>,
+    id: i64,
+    left: Duration,
+    now: Instant,
+) {
+    if let Some(interval) = interval
+        && left.as_secs() > interval.as_secs()
+    {
+        checkpoints.insert(id, now + interval);
     }
 }
 
@@ -277,6 +397,11 @@ pub(super) async fn expire_leases(node: std::sync::Weak<RaftNode>) {
         for id in n.expired_leases() {
             let n = n.clone();
             tokio::spawn(async move { n.revoke_expired(id).await });
+        }
+        let checkpoints = n.due_checkpoints();
+        if !checkpoints.is_empty() {
+            let n = n.clone();
+            tokio::spawn(async move { n.propose_checkpoints(checkpoints).await });
         }
     }
 }
