@@ -521,7 +521,10 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Evaluates every compare of `req` and of the txns nested on its chosen branch, all
-    /// against the state before the transaction (as etcd does), in execution order.
+    /// against the state before the transaction (as etcd does), in execution order, and
+    /// checks each put on the chosen branches as etcd's `checkRequestPut` does before any
+    /// op runs: a key that `ignore_value` / `ignore_lease` needs must exist, then the lease
+    /// must (in that order, unlike a put outside a txn).
     fn compare_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), MvccError> {
         let mut succeeded = true;
         for cmp in &req.compare {
@@ -537,8 +540,19 @@ impl<'a> WriteTxn<'a> {
             &req.failure
         };
         for op in ops {
-            if let Some(Request::RequestTxn(nested)) = &op.request {
-                self.compare_path(nested, path)?;
+            match &op.request {
+                Some(Request::RequestTxn(nested)) => self.compare_path(nested, path)?,
+                Some(Request::RequestPut(put)) => {
+                    if (put.ignore_value || put.ignore_lease)
+                        && self.store.get_at(&put.key, self.read_rev)?.is_none()
+                    {
+                        return Err(MvccError::KeyNotFound);
+                    }
+                    if put.lease != 0 && !self.store.lease_table().contains_key(&put.lease) {
+                        return Err(MvccError::LeaseNotFound);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -340,4 +340,32 @@ mod tests {
         let (start, end) = lease_index_bounds(-1);
         assert!(start <= lease_key_index(-1, b"\xff\xff") && lease_key_index(-1, b"\xff") < end);
     }
+
+    /// etcd's order of refusals for a put that needs its key (`ignore_value`) and names an
+    /// unknown lease: "lease not found" for a put on its own, "key not found" in a txn
+    /// (checked before any op runs), and nothing changes either way.
+    #[test]
+    fn a_missing_key_and_an_unknown_lease_are_refused_in_etcd_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        let both = PutRequest {
+            key: Bytes::from_static(b"missing"),
+            ignore_value: true,
+            lease: 9,
+            ..Default::default()
+        };
+        let alone = apply(&store, command::Op::Put(both.clone()));
+        assert!(matches!(alone, Err(MvccError::LeaseNotFound)), "{alone:?}");
+        let in_txn = apply(
+            &store,
+            command::Op::Txn(TxnRequest {
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestPut(both)),
+                }],
+                ..Default::default()
+            }),
+        );
+        assert!(matches!(in_txn, Err(MvccError::KeyNotFound)), "{in_txn:?}");
+        assert_eq!(store.revision(), 1);
+    }
 }

@@ -439,7 +439,7 @@ fn put_options() {
     assert_eq!(r.prev_kv.unwrap().value, b("v1"));
     let kv = f.get("k").unwrap();
     assert_eq!((kv.value, kv.version), (b("v1"), 2));
-    // Leases do not exist in raftkv yet: any lease id is "requested lease not found".
+    // A lease that was never granted: "requested lease not found".
     let leased = PutRequest {
         key: b("k"),
         value: b("v"),
