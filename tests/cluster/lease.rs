@@ -393,3 +393,70 @@ async fn lease_checkpoints_carry_the_remaining_ttl_across_leader_changes() {
         "{TTL} s lease: {after_change} s left after a leader change 8 s in, {after_renewal} s after a renewal and another change"
     );
 }
+
+/// A keep-alive stream opened with clientv3's `WithRequireLeader` ("hasleader" metadata) on a
+/// member that loses its quorum: one answer, then the stream ends with "no leader" after three
+/// election timeouts, and a new one is refused at once — as etcd's interceptor does.
+async fn leaderless_keep_alive(cluster: &mut Cluster) -> Vec<String> {
+    use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
+    use raftkv_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    let endpoint = format!("http://{}", cluster.members[0].endpoint());
+    let mut client = LeaseClient::connect(endpoint).await.expect("connecting");
+    client
+        .lease_grant(LeaseGrantRequest { ttl: 30, id: 0x5e })
+        .await
+        .expect("grant");
+    let open = |client: &mut LeaseClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(LeaseKeepAliveRequest { id: 0x5e }).await.unwrap();
+            let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            req.metadata_mut()
+                .insert("hasleader", "true".parse().unwrap());
+            let answers = client.lease_keep_alive(req).await;
+            (tx, answers)
+        }
+    };
+    let show = |r: Result<
+        Option<raftkv_proto::etcdserverpb::LeaseKeepAliveResponse>,
+        tonic::Status,
+    >| match r {
+        Ok(Some(a)) => format!("answer ttl={}", a.ttl),
+        Ok(None) => "stream ended".to_string(),
+        Err(s) => format!("error {:?}: {}", s.code(), s.message()),
+    };
+    let mut t = Vec::new();
+    let (_tx, answers) = open(&mut client).await;
+    let mut answers = answers.expect("keep-alive stream").into_inner();
+    t.push(show(answers.message().await));
+    cluster.kill(1);
+    cluster.kill(2);
+    match tokio::time::timeout(Duration::from_secs(20), answers.message()).await {
+        Ok(r) => t.push(show(r)),
+        Err(_) => t.push("still open after 20 s".into()),
+    }
+    let (_tx, again) = open(&mut client).await;
+    t.push(match again {
+        Err(s) => show(Err(s)),
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(r) => show(r),
+                Err(_) => "a new stream stayed open".into(),
+            }
+        }
+    });
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_requiring_a_leader_ends_when_the_member_loses_it() {
+    let mut transcripts = Vec::new();
+    for server in [Server::Raftkv, Server::Etcd] {
+        let mut cluster = Cluster::start(server, 3, Options::default()).await;
+        transcripts.push(leaderless_keep_alive(&mut cluster).await);
+    }
+    eprintln!("{:?}", transcripts[1]);
+    compare(&transcripts[0], &transcripts[1]);
+}

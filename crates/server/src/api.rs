@@ -84,6 +84,30 @@ impl EtcdApi {
         &self.node
     }
 
+    /// Resolves once this member has known no leader at three election-timeout checks in a
+    /// row: etcd's `monitorLeader`, which then ends every stream opened with clientv3's
+    /// `WithRequireLeader` ("etcdserver: no leader").
+    pub async fn leader_lost(self) {
+        let election = self
+            .node
+            .config()
+            .election_timeout
+            .max(std::time::Duration::from_millis(10));
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + election, election);
+        let mut leaderless = 0;
+        loop {
+            check.tick().await;
+            if self.node.has_leader() {
+                leaderless = 0;
+            } else {
+                leaderless += 1;
+            }
+            if leaderless >= 3 {
+                return;
+            }
+        }
+    }
+
     /// Runs one client request in a span that names it, this member and its term, under a
     /// new request id that follows the request to the leader (see raftkv-raft's `trace`).
     async fn traced<T>(

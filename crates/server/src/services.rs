@@ -96,16 +96,23 @@ impl raftkv_proto::etcdserverpb::lease_server::Lease for EtcdApi {
         &self,
         req: Request<tonic::Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        // clientv3's lease client asks for a leader too.
-        require_leader(self, req.metadata())?;
+        // clientv3's lease client asks for a leader too: refused now without one, ended
+        // after three election timeouts without one, as etcd's interceptor does.
+        let require_leader = require_leader(self, req.metadata())?;
         let mut requests = req.into_inner();
         let api = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            let leader_lost = api.clone().leader_lost();
+            tokio::pin!(leader_lost);
             loop {
                 let next = tokio::select! {
                     next = requests.message() => next,
                     () = tx.closed() => return,
+                    () = &mut leader_lost, if require_leader => {
+                        let _ = tx.send(Err(raftkv_raft::NodeError::NO_LEADER.into())).await;
+                        return;
+                    }
                 };
                 let answer = match next {
                     Ok(Some(r)) => api.lease_keep_alive(r.id).await.map_err(Status::from),

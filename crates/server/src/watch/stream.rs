@@ -118,15 +118,8 @@ impl WatchStream {
             .progress_notify_interval
             .max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let election = self
-            .api
-            .node()
-            .config()
-            .election_timeout
-            .max(Duration::from_millis(10));
-        let mut leader_check =
-            tokio::time::interval_at(tokio::time::Instant::now() + election, election);
-        let mut leaderless = 0;
+        let leader_lost = self.api.clone().leader_lost();
+        tokio::pin!(leader_lost);
         loop {
             let answers = tokio::select! {
                 request = requests.next() => match request {
@@ -135,18 +128,10 @@ impl WatchStream {
                 },
                 Some(delivery) = inbox.recv() => self.deliver(delivery),
                 _ = ticker.tick() => self.progress_tick(),
-                _ = leader_check.tick(), if require_leader => {
-                    if !self.api.node().has_leader() {
-                        leaderless += 1;
-                    } else {
-                        leaderless = 0;
-                    }
-                    if leaderless >= 3 {
-                        let no_leader = raftkv_raft::NodeError::NO_LEADER.into();
-                        let _ = self.out.send(Err(no_leader)).await;
-                        break;
-                    }
-                    Vec::new()
+                () = &mut leader_lost, if require_leader => {
+                    let no_leader = raftkv_raft::NodeError::NO_LEADER.into();
+                    let _ = self.out.send(Err(no_leader)).await;
+                    break;
                 }
                 _ = self.out.closed() => break,
             };
