@@ -72,6 +72,14 @@ impl RaftNode {
         min.as_secs() as i64 + i64::from(min.subsec_nanos() > 0)
     }
 
+    /// Lease `id` as applied, its TTL raised to today's minimum (a member restarted with a
+    /// longer election timeout raises old leases, as etcd's lessor does when it recovers them).
+    fn stored_lease(&self, id: i64) -> Option<raftkv_storage::mvcc::lease::LeaseInfo> {
+        let mut info = self.store.lease(id)?;
+        info.ttl = info.ttl.max(self.min_lease_ttl());
+        Some(info)
+    }
+
     /// A new lease id (etcd's scheme: the member id's low 16 bits, then the time in
     /// milliseconds shifted up by 8, counting up from there; never 0, never negative).
     pub fn next_lease_id(&self) -> i64 {
@@ -123,6 +131,7 @@ impl RaftNode {
             Duration::ZERO
         };
         let interval = self.config.lease_checkpoint_interval;
+        let min_ttl = self.min_lease_ttl();
         let mut live = HashMap::with_capacity(leases.len());
         for (id, info) in leases {
             let at = match lessor.expiry.get(&id) {
@@ -133,7 +142,7 @@ impl RaftNode {
                     let ttl = if info.remaining > 0 {
                         info.remaining
                     } else {
-                        info.ttl
+                        info.ttl.max(min_ttl)
                     };
                     let at = now + Duration::from_secs(ttl.max(0) as u64) + extend;
                     schedule_checkpoint(&mut lessor.checkpoints, interval, id, at - now, now);
@@ -237,7 +246,7 @@ impl RaftNode {
         if !self.lessor_ready() {
             return Err(NodeError::NotLeader);
         }
-        let Some(info) = self.store.lease(id) else {
+        let Some(info) = self.stored_lease(id) else {
             return Ok(LeaseTimeToLiveResponse {
                 id,
                 ttl: -1,
@@ -326,7 +335,7 @@ impl RaftNode {
             let left = at - now;
             let remaining = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
             schedule_checkpoint(checkpoints, Some(interval), id, left, now);
-            let ttl = self.store.lease(id).map_or(0, |info| info.ttl);
+            let ttl = self.stored_lease(id).map_or(0, |info| info.ttl);
             if remaining >= ttl {
                 continue; // renewed within the last second: nothing to record
             }
