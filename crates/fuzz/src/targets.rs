@@ -101,7 +101,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 15 {
+    match which % 19 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -116,7 +116,11 @@ fn grpc_message(data: &[u8]) {
         11 => round_trip::<raftkv_proto::etcdserverpb::WatchResponse>(bytes),
         12 => round_trip::<raftkv_proto::etcdserverpb::LeaseGrantRequest>(bytes),
         13 => round_trip::<raftkv_proto::etcdserverpb::LeaseKeepAliveRequest>(bytes),
-        _ => round_trip::<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse>(bytes),
+        14 => round_trip::<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse>(bytes),
+        15 => round_trip::<raftkv_proto::v3lockpb::LockRequest>(bytes),
+        16 => round_trip::<raftkv_proto::v3electionpb::CampaignRequest>(bytes),
+        17 => round_trip::<raftkv_proto::v3electionpb::ProclaimRequest>(bytes),
+        _ => round_trip::<raftkv_proto::v3electionpb::LeaderResponse>(bytes),
     }
 }
 
@@ -286,6 +290,52 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
     seeds.push(tagged(
         13,
         raftkv_proto::etcdserverpb::LeaseKeepAliveRequest { id: 1 << 60 }.encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        15,
+        raftkv_proto::v3lockpb::LockRequest {
+            name: "lock".into(),
+            lease: -5,
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        16,
+        raftkv_proto::v3electionpb::CampaignRequest {
+            name: "vote".into(),
+            lease: 0x1a,
+            value: "me".into(),
+        }
+        .encode_to_vec(),
+    ));
+    let leader = raftkv_proto::v3electionpb::LeaderKey {
+        name: "vote".into(),
+        key: "vote/1a".into(),
+        rev: 21,
+        lease: 0x1a,
+    };
+    seeds.push(tagged(
+        17,
+        raftkv_proto::v3electionpb::ProclaimRequest {
+            leader: Some(leader),
+            value: "again".into(),
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        18,
+        raftkv_proto::v3electionpb::LeaderResponse {
+            header: None,
+            kv: Some(raftkv_proto::mvccpb::KeyValue {
+                key: "vote/1a".into(),
+                value: "me".into(),
+                create_revision: 21,
+                mod_revision: 22,
+                version: 2,
+                lease: 0x1a,
+            }),
+        }
+        .encode_to_vec(),
     ));
     seeds.push(tagged(
         14,
