@@ -913,6 +913,10 @@ async fn keys(client: &Client, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// How long a waiter gets to receive the answer of the txn that created its key before the
+/// test cancels it.
+const SETTLE: Duration = Duration::from_millis(500);
+
 async fn wait_for_keys(client: &Client, prefix: &str, n: usize) -> Vec<String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -974,6 +978,9 @@ async fn mutex_transcript(client: &Client, book: &mut Book) {
         (m3, locked)
     });
     wait_for_keys(client, "lib-lock/", 3).await;
+    // The key is committed; let its txn's answer reach the waiter first (cancelled inside
+    // that window, clientv3 and this client return without knowing the key, and leave it).
+    tokio::time::sleep(SETTLE).await;
     let _ = cancel.send(());
     let (m3, cancelled) = quitter.await.expect("quitter");
     let left = keys(client, "lib-lock/").await.len();
@@ -987,6 +994,7 @@ async fn mutex_transcript(client: &Client, book: &mut Book) {
     let mut m4 = Mutex::new(&s4, "lib-lock");
     let dropped = tokio::spawn(async move { m4.lock().await });
     wait_for_keys(client, "lib-lock/", 3).await;
+    tokio::time::sleep(SETTLE).await;
     dropped.abort();
     let _ = dropped.await;
     let left = wait_for_keys(client, "lib-lock/", 2).await.len();
@@ -1095,6 +1103,7 @@ async fn election_transcript(client: &Client, book: &mut Book) {
     let mut e3 = Election::new(&s3, "lib-vote");
     let dropped = tokio::spawn(async move { e3.campaign("c").await });
     wait_for_keys(client, "lib-vote/", 3).await;
+    tokio::time::sleep(SETTLE).await;
     dropped.abort();
     let _ = dropped.await;
     let left = wait_for_keys(client, "lib-vote/", 2).await.len();
