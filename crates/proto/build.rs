@@ -35,8 +35,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .codec_path("crate::codec::BoundedCodec")
         .compile_with_config(config, &files, &[root])?;
-    let set = prost_types::FileDescriptorSet::decode(std::fs::read(&descriptors)?.as_slice())?;
+    let bytes = std::fs::read(&descriptors)?;
+    let set = prost_types::FileDescriptorSet::decode(bytes.as_slice())?;
     std::fs::write(out_dir.join("schema.rs"), schema(&set))?;
+    // serde for etcd's messages as etcd's JSON gateway writes and reads them (grpc-gateway's
+    // JSONPb with OrigName: proto field names, int64 as strings, bytes in base64, zero values
+    // left out, enums by name; on input, proto or lowerCamel names).
+    pbjson_build::Builder::new()
+        .register_descriptors(&bytes)?
+        .preserve_proto_field_names()
+        // etcd's gateway ignores keys it does not know (`{"ttl":30}` grants with TTL 0).
+        .ignore_unknown_fields()
+        .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod disk_full;
 mod etcdctl;
 mod faults;
 mod fixture;
+mod gateway;
 mod hostile;
 mod hostile_peer;
 mod lease;

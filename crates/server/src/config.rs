@@ -159,6 +159,8 @@ pub struct ServerConfig {
     /// `--experimental-watch-progress-notify-interval`: how often watchers that asked for
     /// progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// `--enable-grpc-gateway`: serve etcd's JSON gateway under `/v3/` on the client URLs.
+    pub enable_grpc_gateway: bool,
 }
 
 impl ServerConfig {
@@ -173,6 +175,7 @@ impl ServerConfig {
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 3600)),
             grpc_keepalive_timeout: Some(Duration::from_secs(20)),
             watch_progress_notify_interval: Duration::from_secs(600),
+            enable_grpc_gateway: true,
         }
     }
 
@@ -258,6 +261,7 @@ impl ServerConfig {
                     .experimental_watch_progress_notify_interval,
             )
             .unwrap_or(Duration::from_secs(600)),
+            enable_grpc_gateway: m.enable_grpc_gateway,
         })
     }
 }

@@ -241,7 +241,7 @@ const IGNORED: &[Rule] = &[
     Rule {
         flag: "listen-metrics-urls",
         applies: |f| !f.monitoring.listen_metrics_urls.0.is_empty(),
-        why: "raftkv serves no /metrics or /health endpoint yet",
+        why: "raftkv serves no /metrics yet (/health is on the client URLs)",
     },
     Rule {
         flag: "logger",
@@ -418,7 +418,7 @@ mod tests {
             [
                 "ignoring --auto-compaction-retention: raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
                 "ignoring --enable-v2: raftkv serves only the v3 API",
-                "ignoring --listen-metrics-urls: raftkv serves no /metrics or /health endpoint yet",
+                "ignoring --listen-metrics-urls: raftkv serves no /metrics yet (/health is on the client URLs)",
                 "ignoring --experimental-initial-corrupt-check: raftkv has no corruption check yet",
                 "flag \"-snapshot\" is no longer supported - ignoring.",
             ]

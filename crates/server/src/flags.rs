@@ -124,7 +124,7 @@ pub struct Member {
     /// Additional duration of wait before closing a non-responsive connection (0 to disable).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub grpc_keepalive_timeout: Duration,
-    /// Serve etcd's JSON gateway (raftkv has none; accepted for compatibility).
+    /// Enable GRPC gateway.
     #[arg(long, default_value_t = true, hide = true)]
     pub enable_grpc_gateway: bool,
 }

@@ -26,6 +26,7 @@ mod env;
 mod flag_policy;
 pub mod flags;
 pub mod go_values;
+mod http;
 pub mod local;
 pub mod logging;
 mod services;
@@ -109,7 +110,9 @@ impl Server {
             let api = api.clone();
             let mut stop = stop_rx.clone();
             let incoming = serve::incoming(listener, &limits, "client");
+            let gateway_on = config.enable_grpc_gateway;
             let mut server = tonic::transport::Server::builder()
+                .accept_http1(true)
                 .tcp_nodelay(true)
                 // Small flow-control windows bound what a stalled sender can park in
                 // HTTP/2 buffers; a 1.5 MiB put still needs only a few window updates.
@@ -120,29 +123,36 @@ impl Server {
                 .http2_keepalive_timeout(config.grpc_keepalive_timeout)
                 .layer(budget.layer());
             client_tasks.push(tokio::spawn(async move {
-                let result = server
-                    .add_service(KvServer::new(api.clone()).max_decoding_message_size(max_message))
-                    .add_service(
-                        WatchServer::new(api.clone()).max_decoding_message_size(max_message),
-                    )
-                    .add_service(
-                        MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
-                    )
-                    .add_service(
-                        raftkv_proto::etcdserverpb::lease_server::LeaseServer::new(api.clone())
-                            .max_decoding_message_size(max_message),
-                    )
-                    .add_service(
-                        raftkv_proto::v3lockpb::lock_server::LockServer::new(api.clone())
-                            .max_decoding_message_size(max_message),
-                    )
-                    .add_service(
-                        raftkv_proto::v3electionpb::election_server::ElectionServer::new(
-                            api.clone(),
-                        )
+                let grpc = tonic::service::Routes::new(
+                    KvServer::new(api.clone()).max_decoding_message_size(max_message),
+                )
+                .add_service(WatchServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(
+                    MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
+                )
+                .add_service(
+                    raftkv_proto::etcdserverpb::lease_server::LeaseServer::new(api.clone())
                         .max_decoding_message_size(max_message),
-                    )
-                    .add_service(ClusterServer::new(api).max_decoding_message_size(max_message))
+                )
+                .add_service(
+                    raftkv_proto::v3lockpb::lock_server::LockServer::new(api.clone())
+                        .max_decoding_message_size(max_message),
+                )
+                .add_service(
+                    raftkv_proto::v3electionpb::election_server::ElectionServer::new(api.clone())
+                        .max_decoding_message_size(max_message),
+                )
+                .add_service(
+                    ClusterServer::new(api.clone()).max_decoding_message_size(max_message),
+                );
+                // HTTP/1.1 (health, version, the JSON gateway) on the same listener, as etcd.
+                let routes = tonic::service::Routes::from(http::routes(
+                    &api,
+                    grpc.into_axum_router(),
+                    gateway_on,
+                ));
+                let result = server
+                    .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })
