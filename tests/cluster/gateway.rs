@@ -26,7 +26,21 @@ fn mask_field(text: &str, field: &str) -> String {
 
 /// One curl call: `method path [body]` → "status line / content type / body".
 fn curl(endpoint: &str, method: &str, path: &str, body: Option<&str>) -> String {
+    curl_for(endpoint, method, path, body, None)
+}
+
+/// Like [`curl`], for a stream that is read for `seconds` at most.
+fn curl_for(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    seconds: Option<&str>,
+) -> String {
     let mut cmd = Command::new("curl");
+    if let Some(seconds) = seconds {
+        cmd.args(["-N", "--max-time", seconds]);
+    }
     cmd.args([
         "-s",
         "-i",
@@ -167,6 +181,40 @@ fn session(endpoint: &str) -> Vec<String> {
     for line in t.iter_mut().filter(|l| l.contains("/v3/lock/lock")) {
         *line = mask_field(line, "key");
     }
+    // Streams: a watch from the revision after the compaction (catch-up, then open until
+    // curl gives up), a keep-alive stream of two requests (it ends after the last answer),
+    // and an election's observer.
+    let stream = |path: &str, body: &str, seconds: &str| {
+        format!(
+            "{body}\n{}",
+            curl_for(endpoint, "POST", path, Some(body), Some(seconds))
+        )
+    };
+    t.push(stream(
+        "/v3/watch",
+        r#"{"create_request":{"key":"Zm9v","start_revision":"4","prev_kv":true}}{"progress_request":{}}"#,
+        "2",
+    ));
+    t.push(curl(
+        endpoint,
+        "POST",
+        "/v3/lease/grant",
+        Some(r#"{"TTL":"60","ID":"4662"}"#),
+    ));
+    t.push(stream(
+        "/v3/lease/keepalive",
+        r#"{"ID":"4662"} {"ID":"4662"}"#,
+        "5",
+    ));
+    t.push(stream("/v3/lease/keepalive", r#"{"ID":"404"}"#, "5"));
+    t.push(curl(
+        endpoint,
+        "POST",
+        "/v3/election/campaign",
+        Some(r#"{"name":"ZWw=","lease":"4662","value":"djE="}"#),
+    ));
+    t.push(stream("/v3/election/observe", r#"{"name":"ZWw="}"#, "2"));
+    t.push(stream("/v3/watch", "", "2"));
     // A JSON syntax error: the status and code are compared, the decoder's words are not.
     let bad = curl(endpoint, "POST", "/v3/kv/range", Some(r#"{"key":"#));
     let masked: String = bad

@@ -35,7 +35,7 @@ pub fn routes(api: &EtcdApi, grpc: axum::Router, gateway_on: bool) -> axum::Rout
         return router;
     }
     for prefix in ["/v3", "/v3beta"] {
-        for (path, route) in gateway(api) {
+        for (path, route) in gateway(api).into_iter().chain(streams(api)) {
             router = router.route(&format!("{prefix}{path}"), route);
         }
     }
@@ -218,6 +218,245 @@ where
         let call = call.clone();
         async move { unary(body, move |req| call(api, req)).await }
     })
+}
+
+/// The longest unfinished JSON object a stream's body may hold (etcd's gateway reads up to
+/// the request limit plus 512 KiB).
+const MAX_STREAM_OBJECT: usize = 2 * 1024 * 1024;
+
+/// The JSON objects of a stream's request body, one at a time, as they arrive: concatenated
+/// objects, whitespace between them allowed.
+struct BodyObjects {
+    body: axum::body::BodyDataStream,
+    buf: Vec<u8>,
+    ended: bool,
+}
+
+impl BodyObjects {
+    fn new(body: Body) -> Self {
+        Self {
+            body: body.into_data_stream(),
+            buf: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// The next object: `Ok(None)` at the end of the body, `Err` with the decoder's words
+    /// (Go's "unexpected EOF" for a body that ends inside an object).
+    async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, String> {
+        use futures_util::StreamExt;
+        loop {
+            let start = self
+                .buf
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..start);
+            if !self.buf.is_empty() {
+                let mut objects = serde_json::Deserializer::from_slice(&self.buf).into_iter::<T>();
+                match objects.next() {
+                    Some(Ok(value)) => {
+                        let used = objects.byte_offset();
+                        self.buf.drain(..used);
+                        return Ok(Some(value));
+                    }
+                    Some(Err(e)) if !e.is_eof() => return Err(e.to_string()),
+                    _ => {}
+                }
+            }
+            if self.ended {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err("unexpected EOF".into())
+                };
+            }
+            if self.buf.len() > MAX_STREAM_OBJECT {
+                return Err("raftkv: a stream request object is too large".into());
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// grpc-gateway's chunk for an error in the middle of a stream (no newline after it).
+fn stream_error(status: &Status) -> Bytes {
+    let http = http_status(status.code());
+    let body = serde_json::json!({
+        "error": {
+            "grpc_code": status.code() as i32,
+            "http_code": http.as_u16(),
+            "message": status.message(),
+            "http_status": http.canonical_reason().unwrap_or(""),
+        }
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A streaming answer: each message as `{"result":…}` and a newline, an error as
+/// grpc-gateway's error chunk, ending the body. Nothing is sent, not even the status line,
+/// before the first message (grpc-gateway writes its headers with it); an error before any
+/// message is answered as a unary error.
+async fn stream_response<Resp: Serialize + Send + 'static>(
+    mut answers: tokio::sync::mpsc::Receiver<Result<Resp, Status>>,
+) -> Response {
+    use futures_util::StreamExt;
+    let first = match answers.recv().await {
+        Some(Ok(first)) => first,
+        Some(Err(status)) => return error_response(&status),
+        None => return stream_response_of(futures_util::stream::empty::<Result<Resp, Status>>()),
+    };
+    let answers = futures_util::stream::once(std::future::ready(Ok(first)))
+        .chain(tokio_stream::wrappers::ReceiverStream::new(answers));
+    stream_response_of(answers)
+}
+
+fn stream_response_of<Resp: Serialize + Send + 'static>(
+    answers: impl futures_util::Stream<Item = Result<Resp, Status>> + Send + 'static,
+) -> Response {
+    use futures_util::StreamExt;
+    let chunks = answers.scan(false, |failed, answer| {
+        if *failed {
+            return std::future::ready(None);
+        }
+        let chunk = match answer {
+            Ok(resp) => match serde_json::to_string(&resp) {
+                Ok(json) => Bytes::from(format!("{{\"result\":{json}}}\n")),
+                Err(e) => {
+                    *failed = true;
+                    stream_error(&Status::internal(e.to_string()))
+                }
+            },
+            Err(status) => {
+                *failed = true;
+                stream_error(&status)
+            }
+        };
+        std::future::ready(Some(Ok::<_, std::convert::Infallible>(chunk)))
+    });
+    let mut resp = Response::new(Body::from_stream(chunks));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "grpc-metadata-content-type",
+        HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
+/// A stream route: the body's first object is read before answering (a body without one is
+/// refused as etcd's gateway refuses it), the rest are fed to `open` as they come.
+fn stream_route<Req, Resp, F>(api: &EtcdApi, open: F) -> MethodRouter
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(
+            EtcdApi,
+            tokio::sync::mpsc::Receiver<Req>,
+        ) -> tokio::sync::mpsc::Receiver<Result<Resp, Status>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = api.clone();
+    post(move |body: Body| {
+        let (api, open) = (api.clone(), open.clone());
+        async move {
+            let mut objects = BodyObjects::new(body);
+            // An empty body sends nothing (the stream then waits for answers, as etcd's);
+            // a first object that does not decode is refused before the stream starts.
+            let first = match objects.next::<Req>().await {
+                Ok(first) => first,
+                Err(e) => return error_response(&Status::unknown(e)),
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            if let Some(first) = first {
+                let _ = tx.send(first).await;
+            }
+            tokio::spawn(async move {
+                // Later objects that fail to decode end the sending side, as in etcd.
+                while let Ok(Some(req)) = objects.next::<Req>().await {
+                    if tx.send(req).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            stream_response(open(api, rx)).await
+        }
+    })
+}
+
+/// The gateway's streams: watch, lease keep-alive, election observe.
+fn streams(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
+    vec![
+        (
+            "/watch",
+            stream_route(
+                api,
+                |api, requests: tokio::sync::mpsc::Receiver<WatchRequest>| {
+                    use futures_util::StreamExt;
+                    let requests = tokio_stream::wrappers::ReceiverStream::new(requests).map(Ok);
+                    api.watch(requests, false)
+                },
+            ),
+        ),
+        (
+            "/lease/keepalive",
+            stream_route(
+                api,
+                |api, mut requests: tokio::sync::mpsc::Receiver<LeaseKeepAliveRequest>| {
+                    let (tx, rx) = tokio::sync::mpsc::channel(16);
+                    tokio::spawn(async move {
+                        // One answer per request; the stream ends after the last.
+                        while let Some(req) = requests.recv().await {
+                            let answer = api.lease_keep_alive(req.id).await.map_err(Status::from);
+                            let end = answer.is_err();
+                            if tx.send(answer).await.is_err() || end {
+                                return;
+                            }
+                        }
+                    });
+                    rx
+                },
+            ),
+        ),
+        (
+            "/election/observe",
+            stream_route(
+                api,
+                |api,
+                 mut requests: tokio::sync::mpsc::Receiver<
+                    raftkv_proto::v3electionpb::LeaderRequest,
+                >| {
+                    let (tx, rx) = tokio::sync::mpsc::channel(16);
+                    tokio::spawn(async move {
+                        let Some(req) = requests.recv().await else {
+                            return;
+                        };
+                        let mut answers = api.observe(req);
+                        loop {
+                            tokio::select! {
+                                answer = answers.recv() => match answer {
+                                    Some(a) => if tx.send(a).await.is_err() { return },
+                                    None => return,
+                                },
+                                () = tx.closed() => return,
+                            }
+                        }
+                    });
+                    rx
+                },
+            ),
+        ),
+    ]
 }
 
 /// The unary gateway paths (under `/v3`) and their calls.

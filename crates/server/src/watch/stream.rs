@@ -120,11 +120,18 @@ impl WatchStream {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let leader_lost = self.api.clone().leader_lost();
         tokio::pin!(leader_lost);
+        let mut requests_open = true;
         loop {
             let answers = tokio::select! {
-                request = requests.next() => match request {
+                request = requests.next(), if requests_open => match request {
                     Some(Ok(request)) => self.request(request),
-                    _ => break, // the client closed the stream, or it broke
+                    // The client is done sending (etcd keeps answering until it goes), or
+                    // its stream broke.
+                    Some(Err(_)) => break,
+                    None => {
+                        requests_open = false;
+                        Vec::new()
+                    }
                 },
                 Some(delivery) = inbox.recv() => self.deliver(delivery),
                 _ = ticker.tick() => self.progress_tick(),
