@@ -1,7 +1,7 @@
 //! The HTTP side of the client port, differentially: the same curl session against a raftkv
 //! cluster and a real etcd cluster — `/health`, `/version` and the JSON gateway under `/v3/`
 //! and `/v3beta/` — with status lines, content types and bodies compared (member and cluster
-//! ids, terms and the server version masked; the text of a JSON syntax error, which comes from
+//! ids and terms masked; the text of a JSON syntax error, which comes from
 //! each server's own JSON decoder, masked too).
 
 use std::process::Command;
@@ -73,7 +73,7 @@ fn curl_for(
     // asked with "TE: trailers"), so it is left out here.
     let body = body.split("Grpc-Trailer-").next().unwrap_or_default();
     let mut body = body.to_string();
-    for field in ["cluster_id", "member_id", "raft_term", "etcdserver"] {
+    for field in ["cluster_id", "member_id", "raft_term"] {
         body = mask_field(&body, field);
     }
     format!("{method} {path}\n{status}\ncontent-type: {content_type}\n{body}\n")
@@ -255,4 +255,46 @@ async fn http_gateway_health_and_version_match_real_etcd() {
     eprintln!("{}", reference.join("\n"));
     assert_eq!(ours.len(), reference.len());
     crate::fixture::assert_no_differences(&differences);
+}
+
+/// The python etcd3gw client (gateway only) in the virtualenv `scripts/setup` makes.
+fn etcd3gw_session(endpoint: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/py/bin/python");
+    let script = root.join("tests/cluster/py/etcd3gw_session.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(endpoint)
+        .output()
+        .unwrap_or_else(|e| panic!("{} (scripts/setup makes it): {e}", python.display()));
+    format!(
+        "{}exit {:?}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd3gw_client_works_against_raftkv_as_against_etcd() {
+    let mut outputs = Vec::new();
+    for server in [Server::Raftkv, Server::Etcd] {
+        let cluster = Cluster::start(server, 3, Options::default()).await;
+        let endpoint = cluster.members[1].endpoint();
+        outputs.push(
+            tokio::task::spawn_blocking(move || etcd3gw_session(&endpoint))
+                .await
+                .unwrap(),
+        );
+    }
+    eprintln!("{}", outputs[1]);
+    assert!(
+        outputs[1].contains("exit Some(0)"),
+        "etcd3gw failed against etcd: {}",
+        outputs[1]
+    );
+    assert_eq!(
+        outputs[0], outputs[1],
+        "raftkv (left) and etcd (right) differ"
+    );
 }

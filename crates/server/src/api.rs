@@ -25,6 +25,10 @@ use tracing::Instrument;
 /// own version as build metadata (ignored by semver comparisons).
 pub const VERSION: &str = concat!("3.4.23+raftkv.", env!("CARGO_PKG_VERSION"));
 
+/// The etcd server version `/version` reports: the API level alone, as clients such as
+/// etcd3gw parse it into integers.
+pub const ETCD_VERSION: &str = "3.4.23";
+
 /// The etcd API of one member.
 #[derive(Clone)]
 pub struct EtcdApi {

@@ -116,7 +116,7 @@ async fn version(method: Method) -> Response {
         etcdcluster: &'static str,
     }
     let body = Versions {
-        etcdserver: crate::api::VERSION,
+        etcdserver: crate::api::ETCD_VERSION,
         etcdcluster: CLUSTER_VERSION,
     };
     json_response(
