@@ -16,7 +16,8 @@ use raftkv_client::proto::{RangeRequest, RangeResponse};
 use raftkv_client::{Client, Mutex, Session, SessionOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::print::{Printer, go_quote_bytes};
+use crate::print::Printer;
+use crate::watch::{exit_text, spawn_text};
 use crate::{bad_args, bad_feature};
 
 /// `lock`'s flags and arguments.
@@ -96,52 +97,6 @@ async fn run_command(command: &[String], key: &str, revision: i64) -> anyhow::Re
         return Ok(());
     }
     anyhow::bail!("{}", exit_text(status))
-}
-
-/// Go's text of a command's failed exit: `exit status N`, or `signal: NAME`.
-fn exit_text(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    const NAMES: [&str; 15] = [
-        "hangup",
-        "interrupt",
-        "quit",
-        "illegal instruction",
-        "trace/breakpoint trap",
-        "aborted",
-        "bus error",
-        "floating point exception",
-        "killed",
-        "user defined signal 1",
-        "segmentation fault",
-        "user defined signal 2",
-        "broken pipe",
-        "alarm clock",
-        "terminated",
-    ];
-    let signal = status.signal().unwrap_or(0);
-    match usize::try_from(signal - 1).ok().and_then(|i| NAMES.get(i)) {
-        Some(name) => format!("signal: {name}"),
-        None => format!("signal: signal {signal}"),
-    }
-}
-
-/// Go's text of a command that could not be started.
-fn spawn_text(program: &str, error: &std::io::Error) -> String {
-    let reason = match error.kind() {
-        std::io::ErrorKind::NotFound if !program.contains('/') => {
-            return format!(
-                "exec: {}: executable file not found in $PATH",
-                go_quote_bytes(program.as_bytes())
-            );
-        }
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => error.to_string(),
-    };
-    format!("fork/exec {program}: {reason}")
 }
 
 /// SIGINT or SIGTERM, caught from creation on (so neither ends the process) as etcdctl's

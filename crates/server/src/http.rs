@@ -606,3 +606,51 @@ fn gateway(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn objects(body: Vec<u8>) -> Vec<Result<Option<WatchRequest>, String>> {
+        let mut objects = BodyObjects::new(Body::from(body));
+        let mut out = Vec::new();
+        loop {
+            let next = objects.next::<WatchRequest>().await;
+            let end = !matches!(next, Ok(Some(_)));
+            out.push(next);
+            if end {
+                return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_bodies_are_bounded_and_hostile_ones_refused() {
+        // Concatenated objects with whitespace between them, then the end.
+        let two = objects(
+            br#" {"progress_request":{}}
+ {"cancel_request":{"watch_id":"7"}} "#
+                .to_vec(),
+        )
+        .await;
+        assert_eq!(two.len(), 3);
+        assert!(matches!(two[2], Ok(None)));
+        // A body that ends inside an object.
+        let cut = objects(br#"{"create_request":{"key":"#.to_vec()).await;
+        assert_eq!(cut, vec![Err("unexpected EOF".to_string())]);
+        // Garbage, and a wrong type.
+        assert!(objects(b"}}}".to_vec()).await[0].is_err());
+        assert!(objects(br#"{"create_request":5}"#.to_vec()).await[0].is_err());
+        // An object that never ends is refused once it passes the bound, not buffered on.
+        let mut endless = br#"{"create_request":{"key":""#.to_vec();
+        endless.resize(MAX_STREAM_OBJECT + 4096, b'A');
+        let refused = objects(endless).await;
+        assert!(
+            matches!(&refused[0], Err(e) if e.contains("too large")),
+            "{refused:?}"
+        );
+        // Deep nesting is refused by the decoder's own recursion limit, without a crash.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(objects(deep.into_bytes()).await[0].is_err());
+    }
+}

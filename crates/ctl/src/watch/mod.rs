@@ -380,7 +380,7 @@ fn run_command(exec: &[String], revision: i64, event: &Event) {
 }
 
 /// Go's text of a command's failed exit: `exit status N`, or `signal: NAME`.
-fn exit_text(status: std::process::ExitStatus) -> String {
+pub(crate) fn exit_text(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         return format!("exit status {code}");
@@ -408,7 +408,7 @@ fn exit_text(status: std::process::ExitStatus) -> String {
 }
 
 /// Go's text of a command that could not be started.
-fn spawn_text(program: &str, error: &std::io::Error) -> String {
+pub(crate) fn spawn_text(program: &str, error: &std::io::Error) -> String {
     let reason = match error.kind() {
         std::io::ErrorKind::NotFound if !program.contains('/') => {
             return format!(
