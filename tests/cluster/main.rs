@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_peer;
 mod lease;
 mod linearizable;
+mod maintenance;
 mod lock;
 mod member_flags;
 mod membership;

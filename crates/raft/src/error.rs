@@ -81,7 +81,10 @@ impl EtcdError {
                 Code::FailedPrecondition,
                 "etcdserver: can only promote a learner member which is in sync with leader",
             ),
-            Self::BadLeaderTransferee => (Code::NotFound, "etcdserver: bad leader transferee"),
+            Self::BadLeaderTransferee => (
+                Code::FailedPrecondition,
+                "etcdserver: bad leader transferee",
+            ),
             Self::LeaderTransferTimeout => (
                 Code::Unavailable,
                 "etcdserver: request timed out, leader transfer took too long",

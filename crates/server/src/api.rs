@@ -6,9 +6,9 @@ use std::sync::Arc;
 use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
 use raftkv_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, Member, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, StatusResponse, TxnRequest, TxnResponse, WatchRequest,
-    WatchResponse,
+    DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse, HashResponse, Member,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
+    TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, Command, command, command_response,
@@ -264,7 +264,8 @@ impl EtcdApi {
     }
 
     /// Maintenance/Alarm: list (linearizable, as etcd answers it through the log), raise or
-    /// clear an alarm.
+    /// clear an alarm. The answer has no header: etcd 3.4's applier builds it without one
+    /// and its Maintenance service does not add one.
     pub async fn alarm(&self, req: AlarmRequest) -> Result<AlarmResponse, NodeError> {
         self.traced("Alarm", self.alarm_here(req)).await
     }
@@ -276,7 +277,7 @@ impl EtcdApi {
             }
             self.node.read_barrier().await?;
             return Ok(AlarmResponse {
-                header: self.header(self.node.store().revision()),
+                header: None,
                 alarms: self
                     .node
                     .store()
@@ -289,11 +290,51 @@ impl EtcdApi {
         validate::check_alarm(&req).map_err(refused)?;
         match self.propose(command::Op::Alarm(req)).await? {
             command_response::Op::Alarm(mut resp) => {
-                self.fill(&mut resp.header);
+                resp.header = None;
                 Ok(resp)
             }
             other => Err(mismatch(&other)),
         }
+    }
+
+    /// Maintenance/HashKV: etcd's `HashByRev` over this member's store (see
+    /// `raftkv_storage::mvcc` `hash`), on a blocking thread since it reads every version.
+    pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, NodeError> {
+        self.traced("HashKV", async {
+            let store = self.node.store().clone();
+            let h = tokio::task::spawn_blocking(move || store.hash_kv(req.revision))
+                .await
+                .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
+                .map_err(refused)?;
+            Ok(HashKvResponse {
+                header: self.header(h.revision),
+                hash: h.hash,
+                // etcd's store starts with compactMainRev -1 ("never compacted").
+                compact_revision: if h.compact_revision == 0 {
+                    -1
+                } else {
+                    h.compact_revision
+                },
+            })
+        })
+        .await
+    }
+
+    /// Maintenance/Hash: a hash of the member's whole replicated state (see
+    /// `raftkv_storage::mvcc` `hash`), on a blocking thread.
+    pub async fn hash(&self) -> Result<HashResponse, NodeError> {
+        self.traced("Hash", async {
+            let store = self.node.store().clone();
+            let (hash, revision) = tokio::task::spawn_blocking(move || store.hash_all())
+                .await
+                .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
+                .map_err(refused)?;
+            Ok(HashResponse {
+                header: self.header(revision),
+                hash,
+            })
+        })
+        .await
     }
 
     /// Maintenance/Status.

@@ -187,21 +187,22 @@ impl Maintenance for EtcdApi {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        // sled reclaims space by itself; there is nothing to defragment.
-        Ok(Response::new(DefragmentResponse {
-            header: self.header(self.node().store().revision()),
-        }))
+        // sled reclaims space by itself; there is nothing to defragment. etcd 3.4 answers
+        // without a header (v3rpc/maintenance.go).
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(Status::unimplemented("raftkv: Hash is not implemented"))
+        Ok(Response::new(EtcdApi::hash(self).await?))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented("raftkv: HashKV is not implemented"))
+        Ok(Response::new(
+            EtcdApi::hash_kv(self, req.into_inner()).await?,
+        ))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -269,9 +270,8 @@ impl Maintenance for EtcdApi {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         self.node().move_leader(req.into_inner().target_id).await?;
-        Ok(Response::new(MoveLeaderResponse {
-            header: self.header(self.node().store().revision()),
-        }))
+        // No header, as etcd 3.4 answers (v3rpc/maintenance.go).
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 }
 

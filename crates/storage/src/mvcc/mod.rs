@@ -18,9 +18,11 @@
 //! - `lease` — the lease table: leases granted, their TTLs, the keys attached to them.
 //! - `history` — the changes in revision order (an index kept with the records) and the
 //!   [`WatchSink`] that applied writes are handed to.
+//! - `hash` — HashKV and Hash for etcd's corruption check: CRC-32 over the records.
 
 mod apply;
 pub(crate) mod encoding;
+mod hash;
 mod history;
 pub mod lease;
 mod range;
@@ -35,6 +37,7 @@ use raftkv_proto::etcdserverpb::ResponseHeader;
 use crate::error::MvccError;
 use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 
+pub use hash::KvHash;
 pub use history::{HistoryBatch, HistoryLimits, WatchSink};
 pub use range::RangeEnd;
 

@@ -1291,3 +1291,92 @@ proptest! {
         prop_assert_eq!(brief(&handed), history(&f, 1));
     }
 }
+
+/// Puts, overwrites, deletes and a lease: a history with every kind of record.
+fn write_history(f: &Fixture, value_of_b: &str) {
+    f.put("a", "1");
+    f.put("b", value_of_b);
+    f.put("a", "2");
+    f.del("b", b"", false);
+    f.put("c\0x", "3");
+    f.put("b", "4");
+}
+
+#[test]
+fn equal_histories_hash_equal_at_every_revision_and_after_compaction() {
+    let (one, two) = (open(), open());
+    write_history(&one, "v");
+    write_history(&two, "v");
+    let current = one.store.revision();
+    for rev in 0..=current {
+        assert_eq!(
+            one.store.hash_kv(rev).unwrap(),
+            two.store.hash_kv(rev).unwrap(),
+            "rev {rev}"
+        );
+    }
+    assert_eq!(one.store.hash_all().unwrap(), two.store.hash_all().unwrap());
+    // A revision's hash does not move as history grows above it.
+    let at_4 = one.store.hash_kv(4).unwrap();
+    one.put("d", "5");
+    two.put("d", "5");
+    assert_eq!(one.store.hash_kv(4).unwrap().hash, at_4.hash);
+    assert_eq!(one.store.hash_kv(4).unwrap().revision, current + 1);
+    one.compact(5).unwrap();
+    two.compact(5).unwrap();
+    for rev in 6..=current + 1 {
+        let (h1, h2) = (
+            one.store.hash_kv(rev).unwrap(),
+            two.store.hash_kv(rev).unwrap(),
+        );
+        assert_eq!(h1, h2, "rev {rev}");
+        assert_eq!(h1.compact_revision, 5);
+    }
+    assert_eq!(one.store.hash_all().unwrap(), two.store.hash_all().unwrap());
+}
+
+#[test]
+fn a_differing_record_changes_the_hash() {
+    let (one, two) = (open(), open());
+    write_history(&one, "v");
+    write_history(&two, "w");
+    // b's value differs at revision 3 only: hashes up to 2 agree, from 3 on they do not.
+    assert_eq!(one.store.hash_kv(2).unwrap(), two.store.hash_kv(2).unwrap());
+    for rev in 3..=one.store.revision() {
+        assert_ne!(
+            one.store.hash_kv(rev).unwrap().hash,
+            two.store.hash_kv(rev).unwrap().hash,
+            "rev {rev}"
+        );
+    }
+    assert_ne!(one.store.hash_all().unwrap(), two.store.hash_all().unwrap());
+    // Once compaction has dropped the differing version, the histories agree again.
+    one.compact(4).unwrap();
+    two.compact(4).unwrap();
+    assert_eq!(one.store.hash_kv(0).unwrap(), two.store.hash_kv(0).unwrap());
+    // A lease is part of Hash, not of HashKV.
+    one.apply(command::Op::LeaseGrant(
+        raftkv_proto::etcdserverpb::LeaseGrantRequest { ttl: 60, id: 7 },
+    ))
+    .unwrap();
+    assert_eq!(one.store.hash_kv(0).unwrap(), two.store.hash_kv(0).unwrap());
+    assert_ne!(one.store.hash_all().unwrap(), two.store.hash_all().unwrap());
+}
+
+#[test]
+fn hash_kv_refuses_compacted_and_future_revisions_as_etcd() {
+    let f = open();
+    write_history(&f, "v");
+    let current = f.store.revision();
+    assert!(matches!(
+        f.store.hash_kv(current + 1),
+        Err(MvccError::FutureRevision)
+    ));
+    assert_eq!(f.store.hash_kv(0).unwrap().revision, current);
+    f.compact(4).unwrap();
+    // etcd: `rev > 0 && rev <= compactRev` is compacted (the compacted revision too).
+    assert!(matches!(f.store.hash_kv(4), Err(MvccError::Compacted)));
+    assert!(matches!(f.store.hash_kv(1), Err(MvccError::Compacted)));
+    assert_eq!(f.store.hash_kv(5).unwrap().compact_revision, 4);
+    assert_eq!(f.store.hash_kv(0).unwrap().compact_revision, 4);
+}
