@@ -359,7 +359,7 @@ impl EtcdApi {
             raft_term: s.term,
             raft_applied_index: s.applied_index,
             errors,
-            db_size_in_use: size,
+            db_size_in_use: self.node.store().size_in_use() as i64,
             is_learner: s.is_learner,
         }
     }

@@ -172,11 +172,20 @@ fn round_trip_keeps_every_revision_and_the_applied_state() {
         restored.applied_state().unwrap().membership.as_deref(),
         Some(&b"members"[..])
     );
+    // The same history: the same hashes and bytes in use (the stale key is gone).
+    assert_eq!(restored.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
+    assert_eq!(
+        restored.hash_kv(3000).unwrap(),
+        store.hash_kv(3000).unwrap()
+    );
+    assert_eq!(restored.hash_all().unwrap(), store.hash_all().unwrap());
+    assert_eq!(restored.size_in_use(), store.size_in_use());
     // The restored contents are what a reopen finds.
     drop(restored);
     let reopened = open(dst_dir.path());
     assert_eq!(all_at(&reopened, 0), all_at(&store, 0));
     assert_eq!(reopened.revision(), store.revision());
+    assert_eq!(reopened.size_in_use(), store.size_in_use());
 }
 
 #[test]

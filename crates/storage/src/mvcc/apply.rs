@@ -140,7 +140,11 @@ impl MvccStore {
                 },
                 None => Record::Tombstone,
             };
-            tree.insert(record_key(key, new_rev), record.encode())?;
+            let (raw_key, raw_record) = (record_key(key, new_rev), record.encode());
+            let stored = raw_key.len() + raw_record.len();
+            // A replay after a crash rewrites a record that may already be there.
+            let before = tree.insert(raw_key.as_slice(), raw_record)?;
+            self.note_in_use(stored, before.map_or(0, |v| raw_key.len() + v.len()));
             tree.insert(history_key(new_rev, n as u32), key.as_slice())?;
             if let Some(kv) = change
                 && kv.lease != 0
@@ -359,6 +363,7 @@ impl MvccStore {
             .unwrap_or_else(|e| e.into_inner());
         let mut batch = sled::Batch::default();
         let mut pending = 0;
+        let mut freed = 0;
         let mut settled: Vec<u8> = Vec::new();
         for item in self
             .tree()
@@ -366,9 +371,11 @@ impl MvccStore {
         {
             let (raw_key, raw_value) = item?;
             let (prefix, version_rev) = split_record_key(&raw_key)?;
+            let removed = raw_key.len() + raw_value.len();
             if !settled.is_empty() && settled == prefix {
                 batch.remove(raw_key.as_ref());
                 pending += 1;
+                freed += removed;
             } else if version_rev <= rev {
                 // The newest version at or below rev: it stays unless it is a tombstone.
                 settled.clear();
@@ -376,14 +383,17 @@ impl MvccStore {
                 if Record::decode(&raw_value, false)? == Record::Tombstone {
                     batch.remove(raw_key.as_ref());
                     pending += 1;
+                    freed += removed;
                 }
             }
             if pending >= COMPACTION_BATCH {
                 self.tree().apply_batch(std::mem::take(&mut batch))?;
+                self.note_in_use(0, std::mem::take(&mut freed));
                 pending = 0;
             }
         }
         self.tree().apply_batch(batch)?;
+        self.note_in_use(0, freed);
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ mod range;
 pub mod validate;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use raftkv_proto::etcdserverpb::ResponseHeader;
@@ -111,6 +111,8 @@ pub struct MvccStore {
     leases: Mutex<lease::Leases>,
     /// Where applied writes' events go (the member's watch hub), once one is set.
     sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
+    /// Bytes of the version records (encoded key + record), see [`MvccStore::size_in_use`].
+    in_use: AtomicU64,
 }
 
 /// The in-memory applied point.
@@ -157,6 +159,7 @@ impl MvccStore {
             None => Vec::new(),
         };
         let leases = lease::load(&tree)?;
+        let in_use = records_size(&tree)?;
         Ok(Self {
             db,
             tree: RwLock::new(tree),
@@ -171,6 +174,7 @@ impl MvccStore {
             alarms: Mutex::new(alarms),
             leases: Mutex::new(leases),
             sink: RwLock::new(None),
+            in_use: AtomicU64::new(in_use),
         })
     }
 
@@ -318,6 +322,30 @@ impl MvccStore {
         self.db.size_on_disk().unwrap_or(0)
     }
 
+    /// Bytes of the version records the store holds: each version's encoded key and record
+    /// (value included) as stored, every version kept until compaction, tombstones too. It
+    /// grows with writes and shrinks when compaction drops versions, unlike sled's files
+    /// (etcd's `dbSizeInUse` is bbolt's pages in use; this is the logical counterpart).
+    /// Indexes and metadata, a small share, are not counted.
+    pub fn size_in_use(&self) -> u64 {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Notes `added` bytes of records written and `removed` bytes dropped.
+    pub(crate) fn note_in_use(&self, added: usize, removed: usize) {
+        if added >= removed {
+            self.in_use
+                .fetch_add((added - removed) as u64, Ordering::Relaxed);
+        } else {
+            let less = (removed - added) as u64;
+            let _ = self
+                .in_use
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(less))
+                });
+        }
+    }
+
     /// A header with the current revision (the server fills in the cluster fields).
     pub(crate) fn header(revision: i64) -> Option<ResponseHeader> {
         Some(ResponseHeader {
@@ -353,6 +381,7 @@ impl MvccStore {
             batch: sled::Batch::default(),
             pending: 0,
             last_key: None,
+            in_use: 0,
         })
     }
 }
@@ -377,6 +406,17 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, MvccError> {
     }
 }
 
+/// Bytes of the version records in `tree` (see [`MvccStore::size_in_use`]): one pass over
+/// them when the store opens, kept up to date by writes and compactions afterwards.
+fn records_size(tree: &sled::Tree) -> Result<u64, MvccError> {
+    let mut total = 0u64;
+    for item in tree.range(encoding::lower_bound(b"")..vec![encoding::META_SPACE]) {
+        let (k, v) = item?;
+        total += (k.len() + v.len()) as u64;
+    }
+    Ok(total)
+}
+
 /// Name of the active tree, kept in sled's default tree.
 const ACTIVE_TREE: &[u8] = b"active-tree";
 /// Inserts per sled batch while restoring.
@@ -392,16 +432,20 @@ pub(crate) struct Restore<'a> {
     pending: usize,
     /// The key of the last row added.
     last_key: Option<Vec<u8>>,
+    /// Bytes of the records added (the store's [`MvccStore::size_in_use`] once swapped in).
+    in_use: u64,
 }
 
 impl Restore<'_> {
     /// Adds versions, in store order.
     pub(crate) fn add(&mut self, rows: &[crate::snapshot::Row]) -> Result<(), MvccError> {
         for row in rows {
-            self.batch.insert(
+            let (raw_key, raw_record) = (
                 encoding::record_key(&row.key, row.revision),
                 row.record.encode(),
             );
+            self.in_use += (raw_key.len() + raw_record.len()) as u64;
+            self.batch.insert(raw_key, raw_record);
             self.batch.insert(
                 encoding::history_key_of_record(row.revision, &row.key),
                 row.key.as_slice(),
@@ -469,6 +513,7 @@ impl Restore<'_> {
             .compacted
             .store(meta.compact_revision, Ordering::Release);
         self.store.set_alarms(meta.alarms.clone());
+        self.store.in_use.store(self.in_use, Ordering::Relaxed);
         *self.store.lease_table() = meta.leases.iter().copied().collect();
         self.store.notify_replaced(meta.revision);
         db.drop_tree(old.name())?;

@@ -1380,3 +1380,35 @@ fn hash_kv_refuses_compacted_and_future_revisions_as_etcd() {
     assert_eq!(f.store.hash_kv(5).unwrap().compact_revision, 4);
     assert_eq!(f.store.hash_kv(0).unwrap().compact_revision, 4);
 }
+
+#[test]
+fn size_in_use_follows_writes_and_compaction_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture {
+        store: MvccStore::open(dir.path(), &MvccConfig::default()).unwrap(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    assert_eq!(f.store.size_in_use(), 0);
+    let value = "v".repeat(1000);
+    for _ in 0..10 {
+        f.put("big", &value);
+    }
+    let full = f.store.size_in_use();
+    assert!(full > 10_000, "{full}");
+    f.del("big", b"", false);
+    let with_tombstone = f.store.size_in_use();
+    assert!(with_tombstone > full);
+    assert_eq!(
+        f.store.size_in_use(),
+        super::records_size(&f.store.tree()).unwrap()
+    );
+    // Compaction drops every version and the tombstone.
+    f.compact(f.store.revision()).unwrap();
+    assert_eq!(f.store.size_in_use(), 0);
+    f.put("small", "x");
+    let now = f.store.size_in_use();
+    f.store.flush().unwrap();
+    drop(f);
+    let reopened = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!(reopened.size_in_use(), now);
+}
