@@ -10,6 +10,7 @@ mod chaos_lock;
 mod chaos_watch;
 mod client;
 mod disk_full;
+mod endpoint_cluster;
 mod etcdctl;
 mod faults;
 mod fixture;

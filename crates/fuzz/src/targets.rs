@@ -77,6 +77,12 @@ pub fn targets() -> &'static [Target] {
             run: message_framing,
             seeds: framing_seeds,
         },
+        Target {
+            name: "h2_authority",
+            about: "client HTTP/2 byte streams through the :authority repair (frames, HPACK)",
+            run: h2_authority,
+            seeds: h2_authority_seeds,
+        },
     ]
 }
 
@@ -765,9 +771,180 @@ fn framing_seeds() -> Vec<Vec<u8>> {
     ]
 }
 
+// ---- h2_authority ------------------------------------------------------------------------
+
+/// What grpc-go (etcdctl 3.4 with `--endpoints=http://…`) sent on a connection, captured
+/// between it and a real etcd: a put, and a lock session (several requests whose later
+/// header blocks index the `:authority` the first one inserted).
+const ETCDCTL_STREAMS: [&[u8]; 2] = [
+    include_bytes!("../seeds/h2_authority/etcdctl-put.bin"),
+    include_bytes!("../seeds/h2_authority/etcdctl-lock.bin"),
+];
+
+/// The first two bytes choose the chunking and the reader's buffer size; the rest is what a
+/// client sends. The repair must not depend on either, must leave a non-HTTP/2 stream as it
+/// is, and must be idempotent: a repaired stream goes through again unchanged.
+fn h2_authority(data: &[u8]) {
+    use raftkv_raft::h2_authority::{PREFACE, rewrite_chunks};
+    let [cut, read, stream @ ..] = data else {
+        return;
+    };
+    let chunks: Vec<&[u8]> = stream.chunks(usize::from(*cut).max(1)).collect();
+    let whole = rewrite_chunks(&[stream], 1 << 16);
+    let chunked = rewrite_chunks(&chunks, usize::from(*read).max(1) * 7);
+    match (&whole, &chunked) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "the output depends on the chunking"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("refused in one chunking only: {whole:?} / {chunked:?}"),
+    }
+    let Ok(out) = whole else {
+        return;
+    };
+    let prefix = stream.len().min(PREFACE.len());
+    if stream[..prefix] != PREFACE[..prefix] {
+        assert_eq!(out, stream, "not HTTP/2, yet changed");
+    }
+    let again = rewrite_chunks(&[&out], 1 << 16).expect("a repaired stream is accepted");
+    assert_eq!(again, out, "repairing twice changed the stream");
+}
+
+/// Header blocks as a client's encoder makes them.
+fn h2_block(fields: &[(u8, usize, &[u8], bool)]) -> Vec<u8> {
+    use raftkv_raft::h2_authority::{hpack, huffman};
+    let mut out = Vec::new();
+    for &(kind, index, value, coded) in fields {
+        match kind {
+            // indexed
+            b'i' => hpack::put_integer(&mut out, 0x80, 7, index),
+            // size update
+            b's' => hpack::put_integer(&mut out, 0x20, 5, index),
+            // literal with incremental indexing (i), without (w), never indexed (n)
+            _ => {
+                let (flags, prefix) = match kind {
+                    b'+' => (0x40, 6),
+                    b'n' => (0x10, 4),
+                    _ => (0x00, 4),
+                };
+                hpack::put_integer(&mut out, flags, prefix, index);
+                if coded {
+                    let h = huffman::encode(value);
+                    hpack::put_integer(&mut out, 0x80, 7, h.len());
+                    out.extend_from_slice(&h);
+                } else {
+                    hpack::put_string(&mut out, value);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn h2_authority_seeds() -> Vec<Vec<u8>> {
+    use raftkv_raft::h2_authority::PREFACE;
+    let request = |authority: &[u8], coded: bool| {
+        h2_block(&[
+            (b'i', 3, b"", false),
+            (b'i', 6, b"", false),
+            (b'w', 4, b"/etcdserverpb.KV/Range", false),
+            (b'+', 1, authority, coded),
+        ])
+    };
+    let mut streams: Vec<Vec<u8>> = ETCDCTL_STREAMS.iter().map(|s| s.to_vec()).collect();
+    let mut constructed = PREFACE.to_vec();
+    constructed.extend(h2_frame(0x4, 0, 0, &[]));
+    constructed.extend(h2_frame(
+        0x1,
+        0x4,
+        1,
+        &request(b"http://127.0.0.1:2379", true),
+    ));
+    constructed.extend(h2_frame(0x0, 0x1, 1, &[0, 0, 0, 0, 2, 10, 0]));
+    constructed.extend(h2_frame(0x1, 0x5, 3, &h2_block(&[(b'i', 62, b"", false)])));
+    // PADDED | PRIORITY, then a CONTINUATION; a size update; a still-invalid value.
+    let block = request(b"http://[::1]:1/x", false);
+    let mut padded = vec![2, 0x80, 0, 0, 0, 9];
+    padded.extend_from_slice(&block[..4]);
+    padded.extend_from_slice(&[0, 0]);
+    constructed.extend(h2_frame(0x1, 0x28, 5, &padded));
+    constructed.extend(h2_frame(0x9, 0x4, 5, &block[4..]));
+    let mut resized = h2_block(&[(b's', 0, b"", false), (b's', 4096, b"", false)]);
+    resized.extend(request(b"a b", false));
+    constructed.extend(h2_frame(0x1, 0x4, 7, &resized));
+    constructed.extend(h2_frame(
+        0x1,
+        0x4,
+        9,
+        &h2_block(&[(b'n', 23, b"secret", true)]),
+    ));
+    streams.push(constructed);
+    let mut valid = PREFACE.to_vec();
+    valid.extend(h2_frame(0x1, 0x4, 1, &request(b"127.0.0.1:2379", true)));
+    valid.extend(h2_frame(0x0, 0x1, 1, &[7; 300]));
+    streams.push(valid);
+    streams.push(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
+    let mut seeds = Vec::new();
+    for stream in streams {
+        for (cut, read) in [(255, 255), (1, 1), (9, 2), (40, 100)] {
+            let mut seed = vec![cut, read];
+            seed.extend_from_slice(&stream);
+            seeds.push(seed);
+        }
+    }
+    seeds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The captured etcdctl streams reach the server with every `:authority` repaired, each
+    /// header block decodable by a decoder that saw only the repaired stream.
+    #[test]
+    fn etcdctl_streams_are_repaired() {
+        use raftkv_raft::h2_authority::{PREFACE, hpack, rewrite_chunks};
+        for stream in ETCDCTL_STREAMS {
+            let out = rewrite_chunks(&[stream], 1 << 16).expect("repaired");
+            let mut rest = &out[PREFACE.len()..];
+            let mut server = hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE);
+            let mut fields = Vec::new();
+            let mut requests = 0;
+            while rest.len() >= 9 {
+                let len =
+                    usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+                let (kind, flags) = (rest[3], rest[4]);
+                let payload = &rest[9..9 + len];
+                rest = &rest[9 + len..];
+                if kind != 0x1 {
+                    continue;
+                }
+                assert_eq!(
+                    flags & 0x2c,
+                    0x4,
+                    "one frame per block here, no padding or priority"
+                );
+                server
+                    .decode(payload, 1 << 16, &mut fields)
+                    .expect("decodes");
+                let authority = fields.iter().find(|f| &f.name[..] == b":authority");
+                assert_eq!(
+                    authority.map(|f| &f.value[..]),
+                    Some(&b"127.0.0.1:12479"[..]),
+                    "{fields:?}"
+                );
+                requests += 1;
+            }
+            assert!(rest.is_empty());
+            assert!(requests >= 1);
+        }
+    }
 
     #[test]
     fn every_seed_runs_clean() {

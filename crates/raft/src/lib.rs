@@ -12,6 +12,8 @@
 //!   linearizable read barriers, membership changes, status, shutdown.
 //! - [`serve`] — serving a port to untrusted clients or peers: descriptor limit, accept
 //!   loop, connection cap, handshake timeout, and a byte budget for incoming messages.
+//! - [`h2_authority`] — repairs the HTTP/2 `:authority` that Go clients send as a whole URL,
+//!   which h2 would refuse, in the client port's byte stream.
 //! - [`admission`] — the checks every peer message (and every peer's answer) passes before
 //!   openraft sees it.
 //! - [`disk`] — free space on the data dir's file system.
@@ -27,6 +29,7 @@ pub mod admission;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod h2_authority;
 pub mod log_store;
 pub mod network;
 pub mod node;

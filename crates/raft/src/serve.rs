@@ -9,7 +9,9 @@
 //!   waited out instead of ending — or spinning — the server; connections beyond
 //!   [`ServeLimits::max_connections`] are closed at once, keeping descriptors for the WAL and
 //!   the store; a connection must send its HTTP/2 preface within
-//!   [`ServeLimits::handshake_timeout`].
+//!   [`ServeLimits::handshake_timeout`]. [`client_incoming`] is the same loop for the client
+//!   port, whose connections also go through [`crate::h2_authority`] (Go clients send a URL
+//!   as `:authority`, which h2 refuses).
 //! - [`MessageBudget`] wraps every request body. tonic reserves a gRPC message's announced
 //!   length as soon as it reads the 5-byte frame header, so 1,000 requests that announced
 //!   2 MB and sent a little grew a member by 2 GB. The wrapper holds a message back until all
@@ -36,6 +38,8 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::h2_authority::Rewriter;
 
 /// The gRPC message header: a compression flag and a big-endian u32 length.
 const GRPC_HEADER: usize = 5;
@@ -155,6 +159,24 @@ pub fn incoming(
     limits: &ServeLimits,
     port: &'static str,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
+    accept_loop(listener, limits, port, false)
+}
+
+/// [`incoming`] for the client port: each connection's HTTP/2 `:authority` is also repaired
+/// ([`crate::h2_authority`]).
+pub fn client_incoming(
+    listener: TcpListener,
+    limits: &ServeLimits,
+) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
+    accept_loop(listener, limits, "client", true)
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    limits: &ServeLimits,
+    port: &'static str,
+    fix_authority: bool,
+) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
     struct State {
         listener: TcpListener,
         open: Arc<AtomicUsize>,
@@ -189,7 +211,10 @@ pub fn incoming(
                     // serve_with_incoming does not apply the builder's tcp_nodelay: without
                     // it, Nagle's algorithm meets delayed ACKs and small replies wait 40 ms.
                     let _ = stream.set_nodelay(true);
-                    let conn = Conn::new(stream, s.open.clone(), s.handshake);
+                    let mut conn = Conn::new(stream, s.open.clone(), s.handshake);
+                    if fix_authority {
+                        conn.authority = Some(Box::default());
+                    }
                     return Some((Ok(conn), s));
                 }
                 Err(e) => {
@@ -213,6 +238,8 @@ pub struct Conn {
     allowance: Arc<Semaphore>,
     /// Handshake bytes still expected, and the deadline for them.
     handshake: Option<(usize, Pin<Box<Sleep>>)>,
+    /// The `:authority` repair, on the client port.
+    authority: Option<Box<Rewriter>>,
 }
 
 impl Conn {
@@ -223,6 +250,7 @@ impl Conn {
             open,
             allowance: Arc::new(Semaphore::new(CONNECTION_ALLOWANCE)),
             handshake: Some((HANDSHAKE_BYTES, Box::pin(tokio::time::sleep(timeout)))),
+            authority: None,
         }
     }
 }
@@ -261,7 +289,11 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+        let polled = match &mut this.authority {
+            Some(rewriter) => rewriter.poll_read(Pin::new(&mut this.stream), cx, buf),
+            None => Pin::new(&mut this.stream).poll_read(cx, buf),
+        };
+        match polled {
             Poll::Ready(Ok(())) => {
                 if let Some((left, _)) = &mut this.handshake {
                     *left = left.saturating_sub(buf.filled().len() - before);

@@ -109,7 +109,7 @@ impl Server {
             client_addrs.push(listener.local_addr()?);
             let api = api.clone();
             let mut stop = stop_rx.clone();
-            let incoming = serve::incoming(listener, &limits, "client");
+            let incoming = serve::client_incoming(listener, &limits);
             let gateway_on = config.enable_grpc_gateway;
             let mut server = tonic::transport::Server::builder()
                 .accept_http1(true)
