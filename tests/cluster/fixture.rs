@@ -381,6 +381,11 @@ impl Cluster {
     }
 
     /// Starts a stopped or killed member again with its data.
+    /// Adds a flag to member `i`'s command line for its next (re)start.
+    pub fn push_arg(&mut self, i: usize, arg: String) {
+        self.members[i].args.push(arg);
+    }
+
     pub fn restart(&mut self, i: usize) {
         assert!(!self.members[i].is_running(), "member {i} is running");
         self.members[i].spawn();

@@ -23,6 +23,7 @@ mod maintenance;
 mod lock;
 mod member_flags;
 mod membership;
+mod metrics;
 mod operator;
 mod proxy;
 mod raftkvctl;

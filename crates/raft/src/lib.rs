@@ -31,6 +31,7 @@ pub mod disk;
 pub mod error;
 pub mod h2_authority;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 mod peer_service;

@@ -5,11 +5,11 @@
 //! snapshot streams the file in chunks while the call is in flight. Every unary RPC carries
 //! openraft's soft TTL as its gRPC deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -26,6 +26,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::admission::{self, Refused};
+use crate::metrics::{NodeMetrics, PeerTraffic};
 use crate::state_machine::{Snapshot, SnapshotFile};
 use crate::types::{LogId, Member, TypeConfig, Vote, decode, encode_unbounded};
 
@@ -122,16 +123,20 @@ impl Channels {
     }
 }
 
+/// Requests of one append stream whose send time is kept for the heartbeat round trip.
+const MAX_TIMED_IN_FLIGHT: usize = 4096;
+
 /// Creates a [`PeerNetwork`] per target member.
 #[derive(Clone)]
 pub struct NetworkFactory {
     channels: Channels,
+    metrics: Arc<NodeMetrics>,
 }
 
 impl NetworkFactory {
-    /// A factory over shared channels.
-    pub fn new(channels: Channels) -> Self {
-        Self { channels }
+    /// A factory over shared channels, counting traffic into `metrics`.
+    pub fn new(channels: Channels, metrics: Arc<NodeMetrics>) -> Self {
+        Self { channels, metrics }
     }
 }
 
@@ -142,6 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerNetwork {
             target,
             client: self.channels.peer(node),
+            traffic: self.metrics.peer(target),
         }
     }
 }
@@ -150,6 +156,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: u64,
     client: Result<PeerClient<PeerChannel>, io::Error>,
+    /// Bytes, failures and heartbeat round trips with this peer.
+    traffic: Arc<PeerTraffic>,
 }
 
 /// A peer's answer that fails [`admission`]: treated as a network failure (openraft retries).
@@ -191,12 +199,19 @@ impl PeerNetwork {
         F: FnOnce(PeerClient<PeerChannel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
-        let mut request = tonic::Request::new(RaftMessage {
-            data: encode_unbounded(req).into(),
-        });
+        let data = encode_unbounded(req);
+        self.traffic.sent_bytes.add(data.len() as u64);
+        let mut request = tonic::Request::new(RaftMessage { data: data.into() });
         request.set_timeout(option.soft_ttl());
-        let reply = call(self.client()?, request).await.map_err(status_error)?;
-        decode::<Result<Resp, String>>(&reply.into_inner().data)
+        let reply = match call(self.client()?, request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                self.traffic.sent_failures.inc();
+                return Err(status_error(status));
+            }
+        };
+        self.traffic.received_bytes.add(reply.data.len() as u64);
+        decode::<Result<Resp, String>>(&reply.data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
             .map_err(|remote| {
                 unreachable(&io::Error::other(format!(
@@ -216,11 +231,17 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let sent = last_sent(&rpc);
+        // A heartbeat (no entries) is answered without touching the disk: its round trip
+        // is the network's, what etcd's peer probes measure.
+        let started = rpc.entries.is_empty().then(Instant::now);
         let resp: AppendEntriesResponse<TypeConfig> = self
             .unary(&rpc, &option, |mut c, r| async move {
                 c.append_entries(r).await
             })
             .await?;
+        if let Some(started) = started {
+            self.traffic.round_trip.observe_duration(started.elapsed());
+        }
         admission::append_response(&resp, sent.as_ref()).map_err(refused_answer)?;
         Ok(resp)
     }
@@ -247,24 +268,47 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // The furthest log id sent so far: an answer may not acknowledge more.
             let sent: Arc<Mutex<Option<LogId>>> = Arc::default();
             let record = sent.clone();
+            let out_traffic = self.traffic.clone();
+            let in_traffic = self.traffic.clone();
+            // When each request in flight went out, if it was a heartbeat (no entries): answers
+            // come one per request, in order, so the front one is the answer's request.
+            let in_flight: Arc<Mutex<VecDeque<Option<Instant>>>> = Arc::default();
+            let out_flight = in_flight.clone();
             let outbound = input.map(move |req| {
+                let mut flight = out_flight.lock().unwrap_or_else(|e| e.into_inner());
+                if flight.len() >= MAX_TIMED_IN_FLIGHT {
+                    flight.clear(); // answers lost track of: time none rather than wrongly
+                }
+                flight.push_back(req.entries.is_empty().then(Instant::now));
+                drop(flight);
                 if let Some(last) = last_sent(&req) {
                     let mut sent = record.lock().unwrap_or_else(|e| e.into_inner());
                     if sent.is_none_or(|s| s < last) {
                         *sent = Some(last);
                     }
                 }
-                RaftMessage {
-                    data: encode_unbounded(&req).into(),
-                }
+                let data = encode_unbounded(&req);
+                out_traffic.sent_bytes.add(data.len() as u64);
+                RaftMessage { data: data.into() }
             });
-            let inbound = client
-                .stream_append(outbound)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let inbound = match client.stream_append(outbound).await {
+                Ok(answers) => answers.into_inner(),
+                Err(status) => {
+                    self.traffic.sent_failures.inc();
+                    return Err(status_error(status));
+                }
+            };
             let results = inbound.map(move |item| {
                 let msg = item.map_err(status_error)?;
+                in_traffic.received_bytes.add(msg.data.len() as u64);
+                let sent_at = in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front()
+                    .flatten();
+                if let Some(at) = sent_at {
+                    in_traffic.round_trip.observe_duration(at.elapsed());
+                }
                 let result = decode::<Result<StreamAppendResult<TypeConfig>, String>>(&msg.data)
                     .map_err(|e| RPCError::Network(NetworkError::new(&e)))?
                     .map_err(|remote| unreachable(&io::Error::other(remote)))?;

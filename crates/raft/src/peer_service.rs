@@ -26,6 +26,7 @@ use tracing::Instrument;
 use crate::admission::{self, Refused};
 use crate::disk;
 use crate::error::NodeError;
+use crate::metrics::{NodeMetrics, PeerTraffic};
 use crate::network::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 use crate::serve::{self, MessageBudget, ServeLimits};
 use crate::space::Space;
@@ -91,6 +92,8 @@ pub(crate) struct PeerService<N> {
     cluster_id: u64,
     /// Free space on the data dir: entries are refused when it is nearly gone.
     space: Arc<Space>,
+    /// Traffic with the members that call this one, for `/metrics`.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl<N: LeaderSide> PeerService<N> {
@@ -101,6 +104,7 @@ impl<N: LeaderSide> PeerService<N> {
         me: u64,
         cluster_id: u64,
         space: Arc<Space>,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         Self {
             node,
@@ -110,7 +114,27 @@ impl<N: LeaderSide> PeerService<N> {
             me,
             cluster_id,
             space,
+            metrics,
         }
+    }
+
+    /// The traffic counters of the member that sent `req`, if it names itself and is in the
+    /// membership (a stranger's claims create no counters).
+    fn sender_traffic<T>(&self, req: &Request<T>) -> Option<Arc<PeerTraffic>> {
+        let sender = req
+            .metadata()
+            .get(MEMBER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u64::from_str_radix(v, 16).ok())?;
+        let known = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&sender)
+            .is_some();
+        known.then(|| self.metrics.peer(sender))
     }
 
     /// Refuses a request stamped with another cluster's id (a member of another cluster
@@ -316,7 +340,13 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         if let Some(node) = self.node.upgrade() {
             node.heard_from_leader();
         }
-        reply(self.raft.append_entries(rpc).await)
+        let traffic = self.sender_traffic(&req);
+        let answer = reply(self.raft.append_entries(rpc).await);
+        if let (Some(t), Ok(a)) = (&traffic, &answer) {
+            t.received_bytes.add(req.get_ref().data.len() as u64);
+            t.sent_bytes.add(a.get_ref().data.len() as u64);
+        }
+        answer
     }
 
     async fn transfer_leader(
@@ -338,6 +368,8 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         self.check_origin(&req, None)?;
+        let traffic = self.sender_traffic(&req);
+        let in_traffic = traffic.clone();
         // Requests are decoded and checked as they arrive; one that fails ends the input
         // (openraft answers those already taken, then the stream ends). Skipping one instead
         // would leave a hole the next append claims to follow.
@@ -345,7 +377,11 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         let space = self.space.clone();
         let node = self.node.clone();
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
-            let rpc = decode::<AppendEntriesRequest<TypeConfig>>(&item.ok()?.data).ok()?;
+            let item = item.ok()?;
+            if let Some(t) = &in_traffic {
+                t.received_bytes.add(item.data.len() as u64);
+            }
+            let rpc = decode::<AppendEntriesRequest<TypeConfig>>(&item.data).ok()?;
             if let Err(refused) = admission::append_entries(&rpc, me) {
                 tracing::warn!(error = %refused, "ending a peer's append stream");
                 return None;
@@ -359,11 +395,13 @@ impl<N: LeaderSide> Peer for PeerService<N> {
             }
             Some(rpc)
         });
-        let output = self.raft.stream_append(input).map(|result| {
+        let output = self.raft.stream_append(input).map(move |result| {
             let result = result.map_err(|e| e.to_string());
-            Ok(RaftMessage {
-                data: encode_unbounded(&result).into(),
-            })
+            let data = encode_unbounded(&result);
+            if let Some(t) = &traffic {
+                t.sent_bytes.add(data.len() as u64);
+            }
+            Ok(RaftMessage { data: data.into() })
         });
         Ok(Response::new(Box::pin(output)))
     }

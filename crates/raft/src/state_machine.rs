@@ -17,6 +17,7 @@ use raftkv_storage::snapshot;
 use raftkv_storage::{AppliedState, MvccStore};
 use tracing::{info, warn};
 
+use crate::metrics::NodeMetrics;
 use crate::space::Space;
 use crate::types::{
     LogId, Refusal, Response, SnapshotMeta, StoredMembership, TypeConfig, decode, encode,
@@ -44,6 +45,8 @@ pub struct StateMachine {
     current: Arc<Mutex<Option<Snapshot>>>,
     /// Free space on the data dir, when watched: policy snapshots wait for room.
     space: Option<Arc<Space>>,
+    /// Apply timings for `/metrics`.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl StateMachine {
@@ -82,12 +85,19 @@ impl StateMachine {
             snap_dir: snap_dir.to_path_buf(),
             current: Arc::new(Mutex::new(newest)),
             space: None,
+            metrics: Arc::default(),
         })
     }
 
     /// Postpones policy snapshots while `space` has no room for one.
     pub fn with_space(mut self, space: Arc<Space>) -> Self {
         self.space = Some(space);
+        self
+    }
+
+    /// Records apply timings into `metrics` (the member's).
+    pub fn with_metrics(mut self, metrics: Arc<NodeMetrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -215,6 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             run.push(item?);
         }
+        let run_started = (!run.is_empty()).then(std::time::Instant::now);
         let last = run.len().saturating_sub(1);
         for (i, (entry, responder)) in run.into_iter().enumerate() {
             let log_id = entry.log_id;
@@ -254,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     };
                     let took = started.elapsed();
                     if took >= SLOW_APPLY {
+                        self.metrics.slow_applies.inc();
                         // etcd logs the same ("apply request took too long").
                         warn!(?took, index = log_id.index, "apply request took too long");
                     }
@@ -270,6 +282,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(responder) = responder {
                 responder.send(response);
             }
+        }
+        if let Some(started) = run_started {
+            self.metrics
+                .backend_commit
+                .observe_duration(started.elapsed());
         }
         Ok(())
     }

@@ -35,6 +35,7 @@ pub struct EtcdApi {
     node: Arc<RaftNode>,
     watch: Arc<crate::watch::WatchHub>,
     watch_config: crate::watch::WatchConfig,
+    client_metrics: Arc<crate::metrics::ClientMetrics>,
 }
 
 fn refused(e: MvccError) -> NodeError {
@@ -58,7 +59,13 @@ impl EtcdApi {
             node,
             watch,
             watch_config,
+            client_metrics: Arc::default(),
         }
+    }
+
+    /// What the client port counts (gRPC calls, bytes, health checks), for `/metrics`.
+    pub fn client_metrics(&self) -> &Arc<crate::metrics::ClientMetrics> {
+        &self.client_metrics
     }
 
     /// The member's watchers.

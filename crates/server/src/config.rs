@@ -161,6 +161,8 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// `--enable-grpc-gateway`: serve etcd's JSON gateway under `/v3/` on the client URLs.
     pub enable_grpc_gateway: bool,
+    /// `--listen-metrics-urls`: extra HTTP listeners serving only `/metrics` and `/health`.
+    pub listen_metrics: Vec<String>,
 }
 
 impl ServerConfig {
@@ -176,6 +178,7 @@ impl ServerConfig {
             grpc_keepalive_timeout: Some(Duration::from_secs(20)),
             watch_progress_notify_interval: Duration::from_secs(600),
             enable_grpc_gateway: true,
+            listen_metrics: Vec::new(),
         }
     }
 
@@ -199,7 +202,12 @@ impl ServerConfig {
                 "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"
             );
         }
-        for url in m.listen_client_urls.as_slice() {
+        for url in m
+            .listen_client_urls
+            .as_slice()
+            .iter()
+            .chain(flags.monitoring.listen_metrics_urls.as_slice())
+        {
             check_listen_url(url)?;
         }
         let [listen_peer] = m.listen_peer_urls.as_slice() else {
@@ -262,6 +270,7 @@ impl ServerConfig {
             )
             .unwrap_or(Duration::from_secs(600)),
             enable_grpc_gateway: m.enable_grpc_gateway,
+            listen_metrics: flags.monitoring.listen_metrics_urls.0.clone(),
         })
     }
 }

@@ -236,12 +236,7 @@ const IGNORED: &[Rule] = &[
     Rule {
         flag: "metrics",
         applies: |f| f.monitoring.metrics != "basic",
-        why: "raftkv exports no Prometheus metrics yet",
-    },
-    Rule {
-        flag: "listen-metrics-urls",
-        applies: |f| !f.monitoring.listen_metrics_urls.0.is_empty(),
-        why: "raftkv serves no /metrics yet (/health is on the client URLs)",
+        why: "raftkv measures no per-call gRPC latency histograms (grpc_server_handling_seconds)",
     },
     Rule {
         flag: "logger",
@@ -412,13 +407,11 @@ mod tests {
                 "--experimental-initial-corrupt-check",
                 "--auto-compaction-retention=1h",
                 "--auto-compaction-mode=revision",
-                "--listen-metrics-urls=http://127.0.0.1:1",
                 "--snapshot",
             ]),
             [
                 "ignoring --auto-compaction-retention: raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
                 "ignoring --enable-v2: raftkv serves only the v3 API",
-                "ignoring --listen-metrics-urls: raftkv serves no /metrics yet (/health is on the client URLs)",
                 "ignoring --experimental-initial-corrupt-check: raftkv has no corruption check yet",
                 "flag \"-snapshot\" is no longer supported - ignoring.",
             ]

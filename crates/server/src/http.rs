@@ -30,6 +30,7 @@ const CLUSTER_VERSION: &str = "3.4.0";
 pub fn routes(api: &EtcdApi, grpc: axum::Router, gateway_on: bool) -> axum::Router {
     let mut router = grpc
         .route("/health", any(health).with_state(api.clone()))
+        .route("/metrics", any(metrics).with_state(api.clone()))
         .route("/version", any(version));
     if !gateway_on {
         return router;
@@ -40,6 +41,23 @@ pub fn routes(api: &EtcdApi, grpc: axum::Router, gateway_on: bool) -> axum::Rout
         }
     }
     router
+}
+
+/// What `--listen-metrics-urls` serve, as etcd: `/metrics` and `/health`.
+pub fn metrics_routes(api: &EtcdApi) -> axum::Router {
+    axum::Router::new()
+        .route("/health", any(health).with_state(api.clone()))
+        .route("/metrics", any(metrics).with_state(api.clone()))
+}
+
+/// `/metrics`: Prometheus text format (any method, as etcd's promhttp handler answers).
+async fn metrics(axum::extract::State(api): axum::extract::State<EtcdApi>) -> Response {
+    let mut resp = Response::new(Body::from(crate::metrics::render(&api)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// Go's `http.Error`: a plain-text body with a newline.
@@ -93,6 +111,7 @@ async fn health(
             .await
             .is_ok_and(|r| r.is_ok());
     if healthy {
+        api.client_metrics().health_success.inc();
         let mut resp = Response::new(Body::from(r#"{"health":"true"}"#));
         // Go sniffs the type of a body written without one.
         resp.headers_mut().insert(
@@ -101,6 +120,7 @@ async fn health(
         );
         resp
     } else {
+        api.client_metrics().health_failures.inc();
         go_error(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
     }
 }

@@ -29,6 +29,7 @@ pub mod go_values;
 mod http;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 mod services;
 pub mod watch;
 
@@ -83,6 +84,15 @@ impl Server {
                     .with_context(|| format!("listening for clients on {url}"))?,
             );
         }
+        let mut metrics_listeners = Vec::new();
+        for url in &config.listen_metrics {
+            let addr = config::resolve(url).await?;
+            metrics_listeners.push(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for metrics on {url}"))?,
+            );
+        }
         let node = RaftNode::start(config.node.clone(), peer_listener)
             .await
             .map_err(|e| anyhow::anyhow!("starting member: {e}"))?;
@@ -121,7 +131,8 @@ impl Server {
                 .max_concurrent_streams(config.max_concurrent_streams)
                 .http2_keepalive_interval(config.grpc_keepalive_interval)
                 .http2_keepalive_timeout(config.grpc_keepalive_timeout)
-                .layer(budget.layer());
+                .layer(budget.layer())
+                .layer(metrics::GrpcMetricsLayer(api.client_metrics().clone()));
             client_tasks.push(tokio::spawn(async move {
                 let grpc = tonic::service::Routes::new(
                     KvServer::new(api.clone()).max_decoding_message_size(max_message),
@@ -159,6 +170,21 @@ impl Server {
                     .await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, "client service stopped");
+                }
+            }));
+        }
+        // `--listen-metrics-urls`: /metrics and /health only, over HTTP/1.1 as etcd serves them.
+        for listener in metrics_listeners {
+            let routes = http::metrics_routes(&api);
+            let mut stop = stop_rx.clone();
+            client_tasks.push(tokio::spawn(async move {
+                let result = axum::serve(listener, routes)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "metrics listener stopped");
                 }
             }));
         }

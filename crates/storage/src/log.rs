@@ -93,6 +93,19 @@ impl Decode for Blob {
     }
 }
 
+/// The WAL flush worker's cumulative counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Flush batches that ended in an fsync.
+    pub syncs: u64,
+    /// Time spent in those fsyncs, in microseconds.
+    pub sync_us: u64,
+    /// The latest fsync's time, in microseconds.
+    pub last_sync_us: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+}
+
 /// Runs a closure when a flush completes.
 pub struct FlushCallback(Box<dyn FnOnce(io::Result<()>) + Send>);
 
@@ -186,6 +199,17 @@ impl RaftLogStore {
 
     fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The flush worker's totals so far (for `/metrics`).
+    pub fn flush_stats(&self) -> FlushStats {
+        let m = self.lock().stat().flush_metrics;
+        FlushStats {
+            syncs: m.sync_batch_count,
+            sync_us: m.sync_us,
+            last_sync_us: m.last_sync_us,
+            write_bytes: m.write_bytes,
+        }
     }
 
     /// Last and purged log ids.

@@ -23,6 +23,7 @@ use super::{RaftNode, hex};
 use crate::config::{ClusterState, NodeConfig, cluster_id, member_id};
 use crate::error::NodeError;
 use crate::log_store::LogStore;
+use crate::metrics::NodeMetrics;
 use crate::network::{Channels, NetworkFactory};
 use crate::peer_service::PeerService;
 use crate::space::Space;
@@ -75,9 +76,11 @@ impl RaftNode {
             &config.data_dir,
             space_reserve(config.max_request_bytes),
         ));
+        let metrics = Arc::new(NodeMetrics::default());
         let sm = StateMachine::open(store.clone(), &layout::snap_dir(&config.data_dir))
             .map_err(NodeError::storage("opening the snapshot dir"))?
-            .with_space(space.clone());
+            .with_space(space.clone())
+            .with_metrics(metrics.clone());
         let raft_config = openraft::Config {
             cluster_name: format!("{cluster_id:016x}"),
             heartbeat_interval: millis(config.heartbeat_interval),
@@ -104,8 +107,8 @@ impl RaftNode {
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            NetworkFactory::new(channels.clone()),
-            LogStore::new(wal),
+            NetworkFactory::new(channels.clone(), metrics.clone()),
+            LogStore::new(wal.clone()),
             sm.clone(),
         )
         .await
@@ -142,13 +145,23 @@ impl RaftNode {
             leader_contact: std::sync::atomic::AtomicU64::new(0),
             started: std::time::Instant::now(),
             lessor: std::sync::Mutex::new(Default::default()),
+            metrics,
         });
-        let service = PeerService::new(Arc::downgrade(&node), raft, sm, id, cluster_id, space);
+        let service = PeerService::new(
+            Arc::downgrade(&node),
+            raft,
+            sm,
+            id,
+            cluster_id,
+            space,
+            node.metrics.clone(),
+        );
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![
             tokio::spawn(service.serve(peer_listener, stop_rx)),
             tokio::spawn(publish_self(Arc::downgrade(&node))),
             tokio::spawn(watch_space(Arc::downgrade(&node))),
             tokio::spawn(super::leases::expire_leases(Arc::downgrade(&node))),
+            tokio::spawn(measure(Arc::downgrade(&node), wal)),
         ];
         Ok(node)
     }
@@ -292,6 +305,28 @@ async fn watch_space(node: Weak<RaftNode>) {
         };
         if let Err(e) = node.write(cmd).await {
             tracing::debug!(error = %e, "changing the NOSPACE alarm failed; will retry");
+        }
+    }
+}
+
+/// Feeds `/metrics` what is measured by polling: leader changes (etcd counts each new
+/// leader a member sees, the first one included) and the WAL's fsyncs.
+async fn measure(node: Weak<RaftNode>, wal: Arc<RaftLogStore>) {
+    let mut leader = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(node) = node.upgrade() else { return };
+        if *node.stop_peer.borrow() {
+            return;
+        }
+        let now = node.raft.metrics().borrow_watched().current_leader;
+        if now.is_some() && now != leader {
+            node.metrics.leader_changes.inc();
+            leader = now;
+        }
+        let wal = wal.clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || wal.flush_stats()).await {
+            node.metrics.note_wal(stats);
         }
     }
 }

@@ -82,6 +82,8 @@ pub struct RaftNode {
     started: std::time::Instant,
     /// The leader's timing of leases (`leases`).
     lessor: std::sync::Mutex<leases::Lessor>,
+    /// What this member measures for `/metrics`.
+    metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl RaftNode {
@@ -98,6 +100,11 @@ impl RaftNode {
     /// The member's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+
+    /// What this member measures, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
+        &self.metrics
     }
 
     /// The MVCC store (reads go to it directly once a barrier allows).

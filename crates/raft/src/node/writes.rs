@@ -11,12 +11,38 @@ use super::routing::{IfCallFails, with_deadline};
 use crate::error::NodeError;
 use crate::types::Request;
 
+/// Counts a proposal as pending while it lives (a cancelled request's too).
+struct Pending<'a>(&'a crate::metrics::NodeMetrics);
+
+impl<'a> Pending<'a> {
+    fn new(metrics: &'a crate::metrics::NodeMetrics) -> Self {
+        metrics.proposals_pending.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.proposals_pending.dec();
+    }
+}
+
 impl RaftNode {
     /// Applies a write through Raft and returns etcd's response. From a follower the write is
     /// forwarded to the leader. A write whose outcome is unknown fails with "request timed
     /// out" or "leader changed" — never with an error that claims it was not applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
         self.admit(&cmd)?;
+        let pending = Pending::new(&self.metrics);
+        let result = self.write_admitted(cmd).await;
+        if matches!(&result, Err(e) if !matches!(e, NodeError::Refused(_))) {
+            self.metrics.proposals_failed.inc();
+        }
+        drop(pending);
+        result
+    }
+
+    async fn write_admitted(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
         self.on_leader(
             deadline,

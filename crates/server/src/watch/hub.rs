@@ -111,6 +111,14 @@ struct QueueShared {
     /// 100 ms round (etcd retries its victims every 10 ms).
     blocked: AtomicBool,
     wake: Arc<Notify>,
+    /// The hub's count of open streams, which this one leaves when both its ends are gone.
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for QueueShared {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The sending side of one stream's queue, shared by its watchers.
@@ -264,6 +272,8 @@ pub struct WatchHub {
     /// Wakes the catch-up task (shared with it, so that it waits without keeping the hub,
     /// and through the hub the store, alive).
     wake: Arc<Notify>,
+    /// Streams whose queue is open (for `/metrics`).
+    open_streams: Arc<AtomicUsize>,
 }
 
 /// Why a watcher was not registered.
@@ -281,6 +291,7 @@ impl WatchHub {
             store: store.clone(),
             state: Mutex::new(HubState::default()),
             wake: Arc::new(Notify::new()),
+            open_streams: Arc::default(),
         });
         // The sink holds the hub weakly: the store outlives it otherwise.
         let sink = Arc::new(HubSink(Arc::downgrade(&hub)));
@@ -300,10 +311,12 @@ impl WatchHub {
     /// A new stream's queue: its two ends.
     pub fn stream_queue(&self) -> (StreamQueue, StreamInbox) {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        self.open_streams.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(QueueShared {
             queued: AtomicUsize::new(0),
             blocked: AtomicBool::new(false),
             wake: self.wake.clone(),
+            open: self.open_streams.clone(),
         });
         (
             StreamQueue {
@@ -376,6 +389,11 @@ impl WatchHub {
             .get(&id)
             .filter(|w| w.synced)
             .map(|_| state.rev)
+    }
+
+    /// How many watch streams are open.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Relaxed)
     }
 
     /// How many watchers are registered, and how many of them are catching up.

@@ -82,6 +82,7 @@ impl MvccStore {
         if let Some(command::Op::LeaseCheckpoint(req)) = &cmd.op {
             return self.lease_checkpoint(req, applied);
         }
+        self.counts.txns.inc();
         let read_rev = self.revision();
         let mut txn = WriteTxn::new(self, read_rev);
         let result = match &cmd.op {
@@ -90,6 +91,7 @@ impl MvccStore {
                 txn.delete_range(req).map(command_response::Op::DeleteRange)
             }
             Some(command::Op::Txn(req)) => {
+                self.counts.txns.inc();
                 let mut path = Vec::new();
                 txn.compare_path(req, &mut path)?;
                 txn.txn(req, &mut path.into_iter())
@@ -478,6 +480,7 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
+        self.store.counts.puts.inc();
         if req.lease != 0 && !self.store.lease_table().contains_key(&req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
@@ -511,6 +514,7 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
+        self.store.counts.deletes.inc();
         let range = RangeRequest {
             key: req.key.clone(),
             range_end: req.range_end.clone(),
@@ -603,6 +607,7 @@ impl<'a> WriteTxn<'a> {
             // from the first write on the new one; nested txns carry an empty header.
             let response = match &op.request {
                 Some(Request::RequestRange(r)) => {
+                    self.store.counts.ranges.inc();
                     let mut resp = self
                         .store
                         .range_with(r, self.read_rev, Some(&self.changes))?;

@@ -25,6 +25,7 @@ pub(crate) mod encoding;
 mod hash;
 mod history;
 pub mod lease;
+pub mod metrics;
 mod range;
 pub mod validate;
 
@@ -113,6 +114,8 @@ pub struct MvccStore {
     sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
     /// Bytes of the version records (encoded key + record), see [`MvccStore::size_in_use`].
     in_use: AtomicU64,
+    /// Operation counts for `/metrics`.
+    counts: metrics::StoreCounts,
 }
 
 /// The in-memory applied point.
@@ -175,7 +178,13 @@ impl MvccStore {
             leases: Mutex::new(leases),
             sink: RwLock::new(None),
             in_use: AtomicU64::new(in_use),
+            counts: metrics::StoreCounts::default(),
         })
+    }
+
+    /// Operation counts since the store opened (for `/metrics`).
+    pub fn counts(&self) -> &metrics::StoreCounts {
+        &self.counts
     }
 
     /// The active alarms: (member id, etcd `AlarmType` number), sorted.

@@ -125,6 +125,7 @@ impl MvccStore {
 
     /// etcd's `Range` at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.counts.ranges.inc();
         self.range_with(req, self.revision(), None)
     }
 

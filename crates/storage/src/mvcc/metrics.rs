@@ -1,0 +1,18 @@
+//! What the store counts for `/metrics`: etcd's `etcd_mvcc_{range,put,delete,txn}_total`,
+//! "seen by this member" — every member counts the writes it applies and the reads it serves.
+
+use raftkv_metrics::Counter;
+
+/// Operation counts since the store opened.
+#[derive(Debug, Default)]
+pub struct StoreCounts {
+    /// Ranges served, alone or inside a txn.
+    pub ranges: Counter,
+    /// Puts applied, alone or inside a txn.
+    pub puts: Counter,
+    /// Delete-ranges applied, alone or inside a txn.
+    pub deletes: Counter,
+    /// Txns applied or served read-only. etcd counts an MVCC transaction that did more than
+    /// one range/put/delete (compares included); raftkv counts each Txn request once.
+    pub txns: Counter,
+}
