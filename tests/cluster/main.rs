@@ -22,6 +22,7 @@ mod linearizable;
 mod maintenance;
 mod lock;
 mod member_flags;
+mod member_update;
 mod membership;
 mod metrics;
 mod operator;

@@ -274,6 +274,18 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
             .encode_to_vec(),
         ),
         tagged(
+            7,
+            ChangeMembersRequest {
+                op: Some(raftkv_proto::raftkvpb::change_members_request::Op::Update(
+                    raftkv_proto::etcdserverpb::MemberUpdateRequest {
+                        id: 9,
+                        peer_ur_ls: vec!["http://127.0.0.1:2381".into()],
+                    },
+                )),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
             8,
             MemberInfo {
                 id: 3,

@@ -75,6 +75,43 @@ pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     stamp: Stamp,
+    moved: Moved,
+}
+
+/// Members whose peer URLs a `member update` changed while this member led. openraft keeps
+/// a leader's replication streams (and the network client each was made with) across a
+/// membership change, so a stream would go on dialing the old URL; each RPC checks here
+/// first. A stream made afterwards is given the current URLs, so its entry is dropped then.
+#[derive(Clone, Default)]
+struct Moved {
+    members: Arc<Mutex<HashMap<u64, Member>>>,
+    /// How many entries `members` holds: RPCs skip the lock while it is 0.
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Moved {
+    fn get(&self, id: u64) -> Option<Member> {
+        if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.get(&id).cloned()
+    }
+
+    /// The first peer URL member `id` moved to, if it moved.
+    fn url(&self, id: u64) -> Option<String> {
+        self.get(id).and_then(|m| m.peer_urls.first().cloned())
+    }
+
+    fn set(&self, id: u64, member: Option<Member>) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        match member {
+            Some(m) => members.insert(id, m),
+            None => members.remove(&id),
+        };
+        self.count
+            .store(members.len(), std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Channels {
@@ -84,7 +121,14 @@ impl Channels {
             inner: Arc::default(),
             connect_timeout,
             stamp: Stamp::default(),
+            moved: Moved::default(),
         }
+    }
+
+    /// Notes that member `id` now has `member`'s peer URLs (a committed `member update`), so
+    /// that this member's existing streams to it dial them from now on.
+    pub fn member_moved(&self, id: u64, member: &Member) {
+        self.moved.set(id, Some(member.clone()));
     }
 
     /// Stamps every request from now on with this member's cluster and member id.
@@ -144,9 +188,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> PeerNetwork {
+        self.channels.moved.set(target, None); // `node` holds the current URLs
         PeerNetwork {
             target,
             client: self.channels.peer(node),
+            channels: self.channels.clone(),
             traffic: self.metrics.peer(target),
         }
     }
@@ -156,6 +202,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: u64,
     client: Result<PeerClient<PeerChannel>, io::Error>,
+    /// For a target's URLs changed since `client` was made (see `Moved`).
+    channels: Channels,
     /// Bytes, failures and heartbeat round trips with this peer.
     traffic: Arc<PeerTraffic>,
 }
@@ -181,10 +229,19 @@ fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
 
 impl PeerNetwork {
     fn client(&self) -> Result<PeerClient<PeerChannel>, RPCError<TypeConfig>> {
+        self.current_client()
+            .map_err(|e| unreachable(&io::Error::new(e.kind(), e.to_string())))
+    }
+
+    /// The client for the target's current URLs.
+    fn current_client(&self) -> Result<PeerClient<PeerChannel>, io::Error> {
+        if let Some(moved) = self.channels.moved.get(self.target) {
+            return self.channels.peer(&moved);
+        }
         self.client
             .as_ref()
             .map(Clone::clone)
-            .map_err(|e| unreachable(&io::Error::new(e.kind(), e.to_string())))
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
     }
 
     async fn unary<Req, Resp, F, Fut>(
@@ -265,6 +322,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     {
         Box::pin(async move {
             let mut client = self.client()?;
+            // A `member update` of the target ends the stream, so that openraft opens a
+            // new one to the new URLs (see `Moved`).
+            let (moved, target) = (self.channels.moved.clone(), self.target);
+            let dialed = moved.url(target);
             // The furthest log id sent so far: an answer may not acknowledge more.
             let sent: Arc<Mutex<Option<LogId>>> = Arc::default();
             let record = sent.clone();
@@ -299,6 +360,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 }
             };
             let results = inbound.map(move |item| {
+                if moved.url(target) != dialed {
+                    return Err(unreachable(&io::Error::other("peer URLs changed")));
+                }
                 let msg = item.map_err(status_error)?;
                 in_traffic.received_bytes.add(msg.data.len() as u64);
                 let sent_at = in_flight
@@ -362,9 +426,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let mut client = self.client.as_ref().map(Clone::clone).map_err(|e| {
-            StreamingError::Unreachable(Unreachable::new(&io::Error::new(e.kind(), e.to_string())))
-        })?;
+        let mut client = self
+            .current_client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let file = tokio::fs::File::open(&snapshot.snapshot.path)
             .await
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;

@@ -281,6 +281,7 @@ fn unique() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// etcd's cluster service leaves the revision out of its headers (`ClusterServer.header`).
 #[tonic::async_trait]
 impl Cluster for EtcdApi {
     async fn member_add(
@@ -292,7 +293,7 @@ impl Cluster for EtcdApi {
         };
         let resp = self.change_members(change).await?;
         Ok(Response::new(MemberAddResponse {
-            header: self.header(self.node().store().revision()),
+            header: self.header(0),
             member: resp.member,
             members: resp.members,
         }))
@@ -307,18 +308,23 @@ impl Cluster for EtcdApi {
         };
         let resp = self.change_members(change).await?;
         Ok(Response::new(MemberRemoveResponse {
-            header: self.header(self.node().store().revision()),
+            header: self.header(0),
             members: resp.members,
         }))
     }
 
     async fn member_update(
         &self,
-        _req: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "raftkv: MemberUpdate is not implemented (remove and re-add the member)",
-        ))
+        let change = ChangeMembersRequest {
+            op: Some(change_members_request::Op::Update(req.into_inner())),
+        };
+        let resp = self.change_members(change).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(0),
+            members: resp.members,
+        }))
     }
 
     async fn member_list(
@@ -326,7 +332,7 @@ impl Cluster for EtcdApi {
         _req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
-            header: self.header(self.node().store().revision()),
+            header: self.header(0),
             members: self.members(),
         }))
     }
@@ -340,7 +346,7 @@ impl Cluster for EtcdApi {
         };
         let resp = self.change_members(change).await?;
         Ok(Response::new(MemberPromoteResponse {
-            header: self.header(self.node().store().revision()),
+            header: self.header(0),
             members: resp.members,
         }))
     }

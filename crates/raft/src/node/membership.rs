@@ -1,4 +1,4 @@
-//! Membership: etcd's member add / remove / promote with its policy (`--strict-reconfig-check`
+//! Membership: etcd's member add / remove / promote / update with its policy (`--strict-reconfig-check`
 //! included), members publishing their names and client URLs, members joining, and
 //! leadership transfer.
 
@@ -118,11 +118,26 @@ impl RaftNode {
                 self.may_promote(&membership, &voters)?;
                 ChangeMembers::AddVoterIds(BTreeSet::from([promote.id]))
             }
+            Some(change_members_request::Op::Update(update)) => {
+                match self.updated_peer_urls(&membership, update)? {
+                    Some(change) => change,
+                    None => {
+                        return Ok(ChangeMembersResponse {
+                            member: None,
+                            members: self.members(),
+                        });
+                    }
+                }
+            }
             None => {
                 return Err(NodeError::Remote(tonic::Status::invalid_argument(
                     "empty membership request",
                 )));
             }
+        };
+        let moved = match &change {
+            ChangeMembers::SetNodes(nodes) => nodes.clone(),
+            _ => BTreeMap::new(),
         };
         match (&change, voters.len()) {
             // A lone voter adding a voter: see `add_to_lone_voter`.
@@ -131,6 +146,9 @@ impl RaftNode {
                 self.add_to_lone_voter(change, id).await?;
             }
             _ => self.apply_membership(change).await?,
+        }
+        for (id, member) in &moved {
+            self.channels.member_moved(*id, member);
         }
         Ok(ChangeMembersResponse {
             member: added,
@@ -167,6 +185,37 @@ impl RaftNode {
             .await
             .map(|_| ())
             .map_err(|_| NodeError::TIMEOUT)
+    }
+
+    /// `member update`: the member's new peer URLs (its name and client URLs stay), as
+    /// etcd's `ConfChangeUpdateNode` checks them — the member must exist and no other member
+    /// may use any of the URLs. `None` when nothing changes. The leader's replication to it
+    /// is rebuilt with the new URLs once the change is applied (channels are per URL).
+    fn updated_peer_urls(
+        &self,
+        membership: &openraft::Membership<u64, Member>,
+        update: raftkv_proto::etcdserverpb::MemberUpdateRequest,
+    ) -> Result<Option<ChangeMembers<u64, Member>>, NodeError> {
+        let Some(current) = membership.get_node(&update.id) else {
+            return Err(EtcdError::MemberNotFound.into());
+        };
+        let taken = membership.nodes().any(|(id, m)| {
+            *id != update.id && m.peer_urls.iter().any(|u| update.peer_ur_ls.contains(u))
+        });
+        if taken {
+            return Err(EtcdError::PeerUrlsExist.into());
+        }
+        if current.peer_urls == update.peer_ur_ls {
+            return Ok(None);
+        }
+        let updated = Member {
+            peer_urls: update.peer_ur_ls,
+            ..current.clone()
+        };
+        info!(member = %hex(update.id), peer_urls = ?updated.peer_urls, "updating a member's peer URLs");
+        Ok(Some(ChangeMembers::SetNodes(BTreeMap::from([(
+            update.id, updated,
+        )]))))
     }
 
     /// Whether member `id` answered heartbeats within an election timeout (this member

@@ -1,0 +1,157 @@
+//! `etcdctl member update ID --peer-urls=...` (Cluster/MemberUpdate): etcd's answers and
+//! errors beside a real etcd, and the new URLs actually used for replication.
+
+use std::time::{Duration, Instant};
+
+use crate::etcdctl::transcript;
+use crate::fixture::{
+    Cluster, Options, Server, assert_no_differences, etcdctl, etcdctl_ok, free_port,
+};
+
+/// Member ids (hex) and URLs replaced by names, the cluster id masked.
+fn mask_members(text: &str, cluster: &Cluster, ids: &[u64]) -> String {
+    let mut text = text.to_string();
+    for (i, id) in ids.iter().enumerate() {
+        text = text.replace(&format!("{id:x}"), &format!("<id{i}>"));
+    }
+    for (i, m) in cluster.members.iter().enumerate() {
+        text = text
+            .replace(&m.advertise_url(), &format!("<peer{i}>"))
+            .replace(&m.endpoint(), &format!("<client{i}>"));
+    }
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(
+            |l| match (l.split_once(" in cluster "), l.split_once(",\"members\"")) {
+                (Some((head, _)), _) => format!("{head} in cluster <cluster>"),
+                // Members come in id order, and ids differ between the clusters.
+                (_, Some((head, _))) => format!("{head},\"members\":<masked>}}"),
+                _ => l.to_string(),
+            },
+        )
+        .collect();
+    // `member list` lines, in id order too.
+    if let Some(first) = lines.iter().position(|l| l.starts_with("<id")) {
+        lines[first..].sort();
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+async fn member_update_session(server: Server) -> Vec<String> {
+    let cluster = Cluster::start(server, 3, Options::default()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(cluster.member_id(i).await);
+    }
+    let all = cluster.endpoints();
+    let (peer0, peer2) = (
+        cluster.members[0].advertise_url(),
+        cluster.members[2].advertise_url(),
+    );
+    let id2 = format!("{:x}", ids[2]);
+    let stranger = format!("http://127.0.0.1:{}", free_port());
+    let sessions: Vec<Vec<String>> = vec![
+        vec![
+            "member".into(),
+            "update".into(),
+            "1234".into(),
+            format!("--peer-urls={stranger}"),
+        ],
+        vec![
+            "member".into(),
+            "update".into(),
+            id2.clone(),
+            format!("--peer-urls={peer0}"),
+        ],
+        vec![
+            "member".into(),
+            "update".into(),
+            id2.clone(),
+            format!("--peer-urls={peer2},{peer0}"),
+        ],
+        vec![
+            "member".into(),
+            "update".into(),
+            id2.clone(),
+            format!("--peer-urls={peer2}"),
+        ],
+        vec![
+            "member".into(),
+            "update".into(),
+            id2.clone(),
+            format!("--peer-urls={peer2}"),
+            "-w".into(),
+            "json".into(),
+        ],
+        vec!["member".into(), "list".into()],
+    ];
+    sessions
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = etcdctl(&all, &args, None);
+            let line = args.join(" ").replace(&stranger, "<stranger>");
+            mask_members(
+                &transcript(&format!("etcdctl {line}"), &out),
+                &cluster,
+                &ids,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_update_matches_real_etcd() {
+    let ours = member_update_session(Server::Raftkv).await;
+    let reference = member_update_session(Server::Etcd).await;
+    let mut differences = Vec::new();
+    for (o, r) in ours.iter().zip(&reference) {
+        if o != r {
+            differences.push(format!("--- etcd\n{r}--- raftkv\n{o}"));
+        }
+    }
+    assert_no_differences(&differences);
+}
+
+/// Whether member `i` holds `key` (a serializable read of its own state).
+fn holds(cluster: &Cluster, i: usize, key: &str) -> bool {
+    let out = etcdctl_ok(
+        &cluster.members[i].endpoint(),
+        &["get", key, "--consistency=s", "--print-value-only"],
+    );
+    !out.trim().is_empty()
+}
+
+/// A follower moved to a URL where nothing listens gets no more entries; moved back, it
+/// catches up: the leader replicates through the member's current URLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_follows_a_member_update() {
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let id = format!("{:x}", cluster.member_id(follower).await);
+    let all = cluster.endpoints();
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    etcdctl_ok(
+        &all,
+        &["member", "update", &id, &format!("--peer-urls={nowhere}")],
+    );
+    let list = etcdctl_ok(&all, &["member", "list"]);
+    assert!(list.contains(&nowhere), "{list}");
+    etcdctl_ok(&all, &["put", "while-moved", "x"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !holds(&cluster, follower, "while-moved"),
+        "the follower was still replicated to through its old URL"
+    );
+    let back = cluster.members[follower].advertise_url();
+    etcdctl_ok(
+        &all,
+        &["member", "update", &id, &format!("--peer-urls={back}")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !holds(&cluster, follower, "while-moved") {
+        assert!(Instant::now() < deadline, "the follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
