@@ -261,11 +261,7 @@ fn sample(out: &mut String, name: &str, labels: Labels<'_>, le: Option<&str>, va
     if !labels.is_empty() || le.is_some() {
         out.push('{');
         let mut first = true;
-        for (k, v) in labels
-            .iter()
-            .copied()
-            .chain(le.map(|le| ("le", le)))
-        {
+        for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
             if !first {
                 out.push(',');
             }
