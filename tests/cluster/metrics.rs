@@ -161,7 +161,12 @@ async fn etcd_scrape() -> Scrape {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     let etcd = etcd_scrape().await;
-    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    // A snapshot every 10 entries, so that the puts below build some.
+    let opts = Options {
+        snapshot_count: Some(10),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(Server::Raftkv, 3, opts).await;
     let leader = cluster.leader().await.expect("a leader");
     let before = scrape_all(&cluster).await;
 
@@ -257,6 +262,10 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
         ] {
             assert!(grew(name, &[], i) >= 1.0, "member {i}: {name}");
         }
+        assert!(grew("raftkv_apply_duration_seconds_count", &[], i) >= PUTS as f64);
+        assert!(now.value("raftkv_snapshot_build_duration_seconds_count", &[]) >= 1.0);
+        assert!(now.value("raftkv_snapshot_bytes", &[]) > 0.0);
+        assert!(now.value("raftkv_snapshot_raw_bytes", &[]) > 0.0);
         assert_eq!(now.value("etcd_server_proposals_pending", &[]), 0.0);
         assert!(now.value("etcd_mvcc_db_total_size_in_bytes", &[]) > 0.0);
     }

@@ -3,8 +3,8 @@
 //!
 //! - the node: proposals pending and failed, leader changes;
 //! - the state machine: how long each run of applied entries took to write into the store
-//!   (etcd's backend commit duration: raftkv's store has no separate batched commit) and how
-//!   many took too long;
+//!   (etcd's backend commit duration: raftkv's store has no separate batched commit), each
+//!   entry's apply and how many took too long, and snapshot builds;
 //! - the peer network: bytes sent to and received from each peer, failed sends, and the
 //!   round trip of heartbeats (etcd measures its peers' round trip with separate probes);
 //! - the WAL's fsyncs, read from its flush worker's counters ([`WalSyncs::poll`]).
@@ -29,6 +29,14 @@ pub struct NodeMetrics {
     pub backend_commit: Histogram,
     /// Entries whose apply took 100 ms or more.
     pub slow_applies: Counter,
+    /// Time to apply each entry, in seconds (where apply stalls show).
+    pub apply_entry: Histogram,
+    /// Time to build each Raft snapshot file, in seconds.
+    pub snapshot_build: Histogram,
+    /// The last Raft snapshot built: its file's bytes, and its body's before compression.
+    pub snapshot_bytes: Gauge,
+    /// See `snapshot_bytes`.
+    pub snapshot_raw_bytes: Gauge,
     /// WAL fsync durations, in seconds.
     pub wal_fsync: Histogram,
     /// Bytes written to the WAL.
@@ -71,6 +79,11 @@ impl Default for NodeMetrics {
             // etcd's buckets for backend commit and WAL fsync durations.
             backend_commit: Histogram::exponential(0.001, 2.0, 14),
             slow_applies: Counter::default(),
+            apply_entry: Histogram::exponential(0.0001, 2.0, 16),
+            // etcd's buckets for etcd_disk_backend_snapshot_duration_seconds.
+            snapshot_build: Histogram::exponential(0.01, 2.0, 17),
+            snapshot_bytes: Gauge::default(),
+            snapshot_raw_bytes: Gauge::default(),
             wal_fsync: Histogram::exponential(0.001, 2.0, 14),
             wal_write_bytes: Gauge::default(),
             peers: Mutex::default(),

@@ -170,6 +170,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
         let tmp = self.snap_dir.join("building.part");
+        let started = std::time::Instant::now();
         let info = tokio::task::spawn_blocking(move || {
             snapshot::build(&store, &tmp).map(|info| (info, tmp))
         })
@@ -177,6 +178,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .map_err(io::Error::other)?
         .map_err(io::Error::other)?;
         let (info, tmp) = info;
+        self.metrics
+            .snapshot_build
+            .observe_duration(started.elapsed());
+        let size = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.snapshot_bytes.set(size(info.total_size));
+        self.metrics.snapshot_raw_bytes.set(size(info.raw_size));
         let meta = meta_of(&info.meta)?;
         let path = self.snap_dir.join(Self::file_name(&meta));
         std::fs::rename(&tmp, &path)?;
@@ -264,6 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.store.apply_unrecorded(&request.0, &state)
                     };
                     let took = started.elapsed();
+                    self.metrics.apply_entry.observe_duration(took);
                     if took >= SLOW_APPLY {
                         self.metrics.slow_applies.inc();
                         // etcd logs the same ("apply request took too long").
