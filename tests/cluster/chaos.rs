@@ -10,6 +10,9 @@
 //! votes — beside deep txns that are valid and must survive every kill and restart; and no
 //! member may refuse a message or an answer from a correct peer (the logs are checked).
 //!
+//! One of the clients speaks etcd's JSON gateway instead of gRPC (`chaos_gateway`); its
+//! operations join the same history.
+//!
 //! Watchers on every member follow the chaos keys throughout (`chaos_watch`): their
 //! streams are checked for order, duplicates, atomicity, prev_kv, resumption without a gap,
 //! and against the acknowledged writes and the MVCC history.
@@ -221,14 +224,16 @@ async fn hostile(
 const FALSE_REFUSALS: [&str; 2] = ["ending a peer's append stream", "refused a peer's answer"];
 
 /// One client: random operations one at a time, moving to another member after an error.
-async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) {
+/// One client of random ops on the chaos keys, through gRPC or (`gateway`) etcd's JSON
+/// gateway, moving to the next member after a failure.
+async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared>, gateway: bool) {
     let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 7919));
     let mut target = id % endpoints.len();
     let mut kv: Option<KvClient<Channel>> = None;
     let mut last_seen: Vec<Option<String>> = vec![None; KEYS];
     let mut n = 0u64;
     while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if kv.is_none() {
+        if kv.is_none() && !gateway {
             match channel(&endpoints[target]).await {
                 Some(c) => kv = Some(KvClient::new(c)),
                 None => {
@@ -238,7 +243,6 @@ async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared
                 }
             }
         }
-        let client = kv.as_mut().expect("connected");
         let k = rng.below(KEYS);
         let key = format!("k{k}");
         n += 1;
@@ -253,7 +257,10 @@ async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared
             },
         };
         let call = shared.now();
-        let result = run_op_rev(client, &key, &input).await;
+        let result = match kv.as_mut() {
+            Some(client) => run_op_rev(client, &key, &input).await,
+            None => crate::chaos_gateway::run_op_rev(&endpoints[target], &key, &input).await,
+        };
         let ret = shared.now();
         let failed = result.is_none();
         let note = match &result {
@@ -334,34 +341,8 @@ async fn run_op_rev(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opt
                 Some((Output::Deleted(r.deleted), rev(&r.header)))
             }
             Input::Cas { expected, new } => {
-                let compare = match expected {
-                    Some(v) => Compare {
-                        result: CompareResult::Equal as i32,
-                        target: CompareTarget::Value as i32,
-                        key: key_bytes.clone().into(),
-                        target_union: Some(TargetUnion::Value(v.clone().into_bytes().into())),
-                        range_end: Default::default(),
-                    },
-                    None => Compare {
-                        result: CompareResult::Equal as i32,
-                        target: CompareTarget::Create as i32,
-                        key: key_bytes.clone().into(),
-                        target_union: Some(TargetUnion::CreateRevision(0)),
-                        range_end: Default::default(),
-                    },
-                };
                 let r = kv
-                    .txn(TxnRequest {
-                        compare: vec![compare],
-                        success: vec![RequestOp {
-                            request: Some(OpRequest::RequestPut(PutRequest {
-                                key: key_bytes.into(),
-                                value: new.clone().into_bytes().into(),
-                                ..Default::default()
-                            })),
-                        }],
-                        failure: vec![],
-                    })
+                    .txn(cas_txn(key, expected.as_deref(), new))
                     .await
                     .ok()?
                     .into_inner();
@@ -373,6 +354,38 @@ async fn run_op_rev(kv: &mut KvClient<Channel>, key: &str, input: &Input) -> Opt
         .await
         .ok()
         .flatten()
+}
+
+/// A compare-and-swap of `key`: put `new` if its value is `expected` (absent for `None`).
+pub fn cas_txn(key: &str, expected: Option<&str>, new: &str) -> TxnRequest {
+    let key_bytes = key.as_bytes().to_vec();
+    let compare = match expected {
+        Some(v) => Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Value as i32,
+            key: key_bytes.clone().into(),
+            target_union: Some(TargetUnion::Value(v.as_bytes().to_vec().into())),
+            range_end: Default::default(),
+        },
+        None => Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Create as i32,
+            key: key_bytes.clone().into(),
+            target_union: Some(TargetUnion::CreateRevision(0)),
+            range_end: Default::default(),
+        },
+    };
+    TxnRequest {
+        compare: vec![compare],
+        success: vec![RequestOp {
+            request: Some(OpRequest::RequestPut(PutRequest {
+                key: key_bytes.into(),
+                value: new.as_bytes().to_vec().into(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    }
 }
 
 /// Member `i`'s id (it is running and healthy when faults start).
@@ -637,8 +650,12 @@ pub async fn run_schedule(
         epoch: Instant::now(),
         stop: std::sync::atomic::AtomicBool::new(false),
     });
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| tokio::spawn(client(id, endpoints.clone(), seed, shared.clone())))
+    // The gRPC clients, and one more through the JSON gateway.
+    let clients: Vec<_> = (0..=CLIENTS)
+        .map(|id| {
+            let gateway = id == CLIENTS;
+            tokio::spawn(client(id, endpoints.clone(), seed, shared.clone(), gateway))
+        })
         .collect();
     let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
@@ -711,10 +728,18 @@ pub async fn run_schedule(
         .iter()
         .filter(|o| o.input != Input::Get && o.ret.is_some())
         .count();
+    let through_gateway = ops
+        .iter()
+        .filter(|o| o.client == CLIENTS && o.ret.is_some())
+        .count();
     eprintln!(
-        "chaos: seed {seed}: {} ops ({acknowledged_writes} acknowledged writes, {} unknown), {hostile_sent} hostile requests, faults {faults:?}",
+        "chaos: seed {seed}: {} ops ({acknowledged_writes} acknowledged writes, {} unknown, {through_gateway} answered through the JSON gateway), {hostile_sent} hostile requests, faults {faults:?}",
         ops.len(),
         ops.iter().filter(|o| o.ret.is_none()).count()
+    );
+    assert!(
+        through_gateway > 0,
+        "seed {seed}: the gateway client got no answer at all"
     );
     // Every acknowledged put is still there at the revision it was acknowledged with.
     let mut lost = Vec::new();

@@ -5,6 +5,7 @@
 
 mod backup;
 mod chaos;
+mod chaos_gateway;
 mod chaos_lease;
 mod chaos_lock;
 mod chaos_watch;
