@@ -298,3 +298,200 @@ async fn the_etcd3gw_client_works_against_raftkv_as_against_etcd() {
         "raftkv (left) and etcd (right) differ"
     );
 }
+
+/// A member answer's `"members":[…]` replaced by how many there are (ids and ports differ
+/// between the clusters, and members come in id order).
+fn mask_members(text: &str) -> String {
+    let Some(at) = text.find("\"members\":[") else {
+        return text.to_string();
+    };
+    let end = text.rfind(']').unwrap_or(text.len());
+    let count = text[at..end].matches("\"ID\":").count();
+    format!("{}\"members\":<{count}>{}", &text[..at], &text[end + 1..])
+}
+
+/// A snapshot stream's body summed up: how its first and last lines are built, and the
+/// size of the last blob (etcd's last part is the 32-byte SHA-256 alone).
+fn snapshot_shape(text: &str) -> String {
+    let (head, body) = text.split_once("\n\n").unwrap_or((text, ""));
+    let mut head: Vec<String> = head
+        .lines()
+        .filter(|l| l.starts_with("HTTP/") || l.to_ascii_lowercase().starts_with("content-type:"))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    head.sort();
+    let lines: Vec<&str> = body.lines().filter(|l| !l.is_empty()).collect();
+    let shape = |line: &str| -> String {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let result = &value["result"];
+        let keys: Vec<&String> = result
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        // raftkv's file is its own format (compressed): only the SHA-256 part's size is
+        // etcd's.
+        let blob = result["blob"].as_str().unwrap_or("").len();
+        let blob = if blob == 44 {
+            "44".to_string()
+        } else {
+            format!("non-empty: {}", blob > 0)
+        };
+        format!("keys {keys:?}, blob of {blob} base64 characters")
+    };
+    format!(
+        "{}\nfirst: {}\nlast: {}\nmore than one part: {}\n",
+        head.join("\n"),
+        lines.first().map_or("none".into(), |l| shape(l)),
+        lines.last().map_or("none".into(), |l| shape(l)),
+        lines.len() > 1
+    )
+}
+
+/// The maintenance and cluster paths of the gateway, against a cluster's leader.
+async fn maintenance_session(cluster: &Cluster) -> Vec<String> {
+    let leader = cluster.leader().await.expect("a leader");
+    let endpoint = cluster.members[leader].endpoint();
+    let mut ids = Vec::new();
+    for i in 0..cluster.members.len() {
+        ids.push(cluster.member_id(i).await);
+    }
+    let leader_id = ids[leader];
+    let other_id = ids[(leader + 1) % ids.len()];
+    let other = (leader + 1) % cluster.members.len();
+    let other_url = cluster.members[other].advertise_url();
+    let learner_url = format!("http://127.0.0.1:{}", crate::fixture::free_port());
+    // Members named by role (which index leads differs between runs).
+    let role = |i: usize| match i {
+        _ if i == leader => "leader",
+        _ if i == other => "other",
+        _ => "third",
+    };
+    let ports: Vec<(String, String)> = cluster
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.advertise_url(), format!("<{} peer>", role(i))))
+        .chain([(learner_url.clone(), "<learner>".to_string())])
+        .collect();
+    let names: Vec<String> = (0..ids.len())
+        .map(|i| format!("<{} id>", role(i)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut t = Vec::new();
+        let mut learner_id = String::new();
+        let mut call = |path: &str, body: &str| -> String {
+            let answer = curl(&endpoint, "POST", path, Some(body));
+            let mut line = format!("{body}\n{}", mask_members(&answer));
+            line = crate::etcdctl::mask_number_after(&line, "\"hash\":");
+            for (id, name) in ids.iter().zip(&names) {
+                line = line.replace(&id.to_string(), name);
+            }
+            for (url, name) in &ports {
+                line = line.replace(url, name);
+            }
+            t.push(line);
+            answer
+        };
+        let leader = format!("{leader_id}");
+        let other = format!("{other_id}");
+        call("/v3/maintenance/alarm", "{}");
+        call(
+            "/v3/maintenance/alarm",
+            &format!(r#"{{"action":"ACTIVATE","memberID":"{leader}","alarm":"NOSPACE"}}"#),
+        );
+        call("/v3/maintenance/alarm", r#"{"action":"GET"}"#);
+        call(
+            "/v3/maintenance/alarm",
+            &format!(r#"{{"action":"DEACTIVATE","memberID":"{leader}","alarm":"NOSPACE"}}"#),
+        );
+        call("/v3beta/maintenance/alarm", r#"{"action":"GET"}"#);
+        call("/v3/maintenance/defragment", "{}");
+        call("/v3beta/maintenance/defragment", "");
+        call("/v3/maintenance/hash", "{}");
+        call("/v3/maintenance/hash", r#"{"revision":"1"}"#);
+        call("/v3/maintenance/hashkv", "{}");
+        call("/v3/maintenance/transfer-leadership", r#"{"targetID":"1"}"#);
+        call(
+            "/v3/maintenance/transfer-leadership",
+            &format!(r#"{{"targetID":"{leader}"}}"#),
+        );
+        call(
+            "/v3/cluster/member/update",
+            r#"{"ID":"1","peerURLs":["http://127.0.0.1:1"]}"#,
+        );
+        call(
+            "/v3/cluster/member/update",
+            &format!(r#"{{"ID":"{other}","peerURLs":["{other_url}"]}}"#),
+        );
+        let added = call(
+            "/v3/cluster/member/add",
+            &format!(r#"{{"peerURLs":["{learner_url}"],"isLearner":true}}"#),
+        );
+        if let Some(body) = added.lines().find(|l| l.starts_with('{')) {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            learner_id = value["member"]["ID"].as_str().unwrap_or("").to_string();
+        }
+        call(
+            "/v3/cluster/member/promote",
+            &format!(r#"{{"ID":"{learner_id}"}}"#),
+        );
+        call(
+            "/v3/cluster/member/remove",
+            &format!(r#"{{"ID":"{learner_id}"}}"#),
+        );
+        call("/v3/cluster/member/remove", r#"{"ID":"1"}"#);
+        call("/v3beta/cluster/member/promote", r#"{"ID":"1"}"#);
+        // The learner's id is random.
+        for line in t.iter_mut().filter(|_| !learner_id.is_empty()) {
+            *line = line.replace(&learner_id, "<learner id>");
+        }
+        let snapshot = curl_raw(&endpoint, "/v3/maintenance/snapshot", "{}");
+        t.push(format!("snapshot\n{}", snapshot_shape(&snapshot)));
+        t
+    })
+    .await
+    .expect("the session ran")
+}
+
+/// curl's whole answer (status line, headers, body) to a POST.
+fn curl_raw(endpoint: &str, path: &str, body: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "-X",
+            "POST",
+            &format!("http://{endpoint}{path}"),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_maintenance_and_cluster_paths_match_real_etcd() {
+    let mut transcripts = Vec::new();
+    for server in [Server::Raftkv, Server::Etcd] {
+        let cluster = Cluster::start(server, 3, Options::default()).await;
+        crate::fixture::etcdctl_ok(&cluster.endpoints(), &["put", "k", "v"]);
+        // etcd adds a member only once every member has been connected for 5 s.
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        transcripts.push(maintenance_session(&cluster).await);
+    }
+    let (ours, reference) = (&transcripts[0], &transcripts[1]);
+    let differences: Vec<String> = ours
+        .iter()
+        .zip(reference)
+        .filter(|(o, r)| o != r)
+        .map(|(o, r)| format!("--- etcd\n{r}--- raftkv\n{o}"))
+        .collect();
+    eprintln!("{}", reference.join("\n"));
+    assert_eq!(ours.len(), reference.len());
+    crate::fixture::assert_no_differences(&differences);
+}

@@ -304,6 +304,23 @@ async fn raw_shapes(server: Server) -> Vec<String> {
         .map(|_| ())
         .map_err(|e| (e.code(), e.message().to_string()));
     shapes.push(format!("move-leader to a stranger: {moved:?}"));
+    let mut parts = mt
+        .snapshot(raftkv_proto::etcdserverpb::SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(part) = parts.message().await.expect("a snapshot part") {
+        seen.push((part.header.is_some(), part.remaining_bytes, part.blob.len()));
+    }
+    let last = seen.last().copied().unwrap_or_default();
+    shapes.push(format!(
+        "snapshot: headers={} last part: remaining={} blob={}, the one before: remaining={}",
+        seen.iter().filter(|p| p.0).count(),
+        last.1,
+        last.2,
+        seen.len() >= 2 && seen[seen.len() - 2].1 == 0
+    ));
     let hash = mt.hash(HashRequest {}).await.expect("hash").into_inner();
     shapes.push(format!(
         "hash: revision={} hash!=0={}",

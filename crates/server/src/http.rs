@@ -15,6 +15,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, any, post};
+use raftkv_proto::etcdserverpb::cluster_server::Cluster;
+use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
 use raftkv_proto::etcdserverpb::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,6 +41,12 @@ pub fn routes(api: &EtcdApi, grpc: axum::Router, gateway_on: bool) -> axum::Rout
         for (path, route) in gateway(api).into_iter().chain(streams(api)) {
             router = router.route(&format!("{prefix}{path}"), route);
         }
+        // Any other path under the prefix: grpc-gateway's 404 (not tonic's answer for an
+        // unknown gRPC method).
+        router = router.route(
+            &format!("{prefix}/{{*rest}}"),
+            any(|| async { go_error(StatusCode::NOT_FOUND, "Not Found") }),
+        );
     }
     router
 }
@@ -414,9 +422,39 @@ where
     })
 }
 
-/// The gateway's streams: watch, lease keep-alive, election observe.
+/// The gateway's streams: watch, lease keep-alive, election observe, snapshot.
 fn streams(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
     vec![
+        (
+            "/maintenance/snapshot",
+            stream_route(
+                api,
+                |api, _requests: tokio::sync::mpsc::Receiver<SnapshotRequest>| {
+                    let (tx, rx) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(async move {
+                        use futures_util::StreamExt;
+                        let mut chunks = match Maintenance::snapshot(
+                            &api,
+                            tonic::Request::new(SnapshotRequest {}),
+                        )
+                        .await
+                        {
+                            Ok(chunks) => chunks.into_inner(),
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                        };
+                        while let Some(chunk) = chunks.next().await {
+                            if tx.send(chunk).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    });
+                    rx
+                },
+            ),
+        ),
         (
             "/watch",
             stream_route(
@@ -561,6 +599,68 @@ fn gateway(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
             "/maintenance/status",
             route(api, |api, _req: StatusRequest| async move {
                 Ok::<_, Status>(api.status())
+            }),
+        ),
+        (
+            "/maintenance/alarm",
+            route(api, |api, req: AlarmRequest| async move {
+                api.alarm(req).await.map_err(status)
+            }),
+        ),
+        (
+            "/maintenance/defragment",
+            route(api, |api, req: DefragmentRequest| async move {
+                Maintenance::defragment(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        // etcd 3.4's rpc.proto maps Hash and HashKV to this one path; its gateway serves
+        // Hash there (HashKV cannot be reached over HTTP; /hashkv is not a path).
+        (
+            "/maintenance/hash",
+            route(api, |api, _req: HashRequest| async move {
+                api.hash().await.map_err(status)
+            }),
+        ),
+        (
+            "/maintenance/transfer-leadership",
+            route(api, |api, req: MoveLeaderRequest| async move {
+                Maintenance::move_leader(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/cluster/member/add",
+            route(api, |api, req: MemberAddRequest| async move {
+                Cluster::member_add(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/cluster/member/remove",
+            route(api, |api, req: MemberRemoveRequest| async move {
+                Cluster::member_remove(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/cluster/member/update",
+            route(api, |api, req: MemberUpdateRequest| async move {
+                Cluster::member_update(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/cluster/member/promote",
+            route(api, |api, req: MemberPromoteRequest| async move {
+                Cluster::member_promote(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
             }),
         ),
         (

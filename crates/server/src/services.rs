@@ -222,7 +222,6 @@ impl Maintenance for EtcdApi {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(format!("building snapshot: {e}")))?;
-        let header = self.header(info.meta.revision);
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -234,7 +233,6 @@ impl Maintenance for EtcdApi {
             // The body in 32 KiB pieces, then the 32-byte SHA-256 on its own, as etcd does.
             let body = total.saturating_sub(32);
             let mut sent = 0u64;
-            let mut first = true;
             while sent < total {
                 let want = if sent < body {
                     (body - sent).min(SNAPSHOT_CHUNK as u64)
@@ -249,12 +247,13 @@ impl Maintenance for EtcdApi {
                     return;
                 }
                 sent += want;
+                // etcd 3.4 sends no header with any part (v3rpc/maintenance.go).
                 let msg = SnapshotResponse {
-                    header: if first { header } else { None },
-                    remaining_bytes: total - sent,
+                    header: None,
+                    // etcd counts what is left of the database, not of its checksum.
+                    remaining_bytes: body.saturating_sub(sent),
                     blob: buf.into(),
                 };
-                first = false;
                 if tx.send(Ok(msg)).await.is_err() {
                     return; // the client went away
                 }
