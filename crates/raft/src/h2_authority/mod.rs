@@ -193,8 +193,32 @@ impl Rewriter {
                 let Some(want) = self.drain_carry()? else {
                     continue;
                 };
-                // Read only what the pending decision needs, so that what follows it can
-                // again be read straight into the caller's buffer.
+                if buf.remaining() > self.carry.len() {
+                    // Put the undecided bytes back in front and read after them, so that the
+                    // read is one call and what it brings is scanned where it lies.
+                    let before = buf.filled().len();
+                    buf.put_slice(&self.carry);
+                    let polled = io.as_mut().poll_read(cx, buf);
+                    if !matches!(polled, Poll::Ready(Ok(()))) {
+                        // The caller keeps nothing from a read that is not Ready(Ok).
+                        buf.set_filled(before);
+                        return polled;
+                    }
+                    if buf.filled().len() == before + self.carry.len() {
+                        buf.set_filled(before);
+                        self.eof = true;
+                        continue;
+                    }
+                    self.carry.clear();
+                    let keep = self.scan_in_place(&buf.filled()[before..])?;
+                    buf.set_filled(before + keep);
+                    if keep > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
+                // No room for them: read only what the pending decision needs, so that what
+                // follows can again be read straight into the caller's buffer.
                 let old = self.carry.len();
                 self.carry.resize(old + want, 0);
                 let mut into = ReadBuf::new(&mut self.carry[old..]);
@@ -325,45 +349,49 @@ impl Rewriter {
 
     /// A HEADERS frame starts `data`: the whole block, once it is here.
     fn header_block(&mut self, data: &[u8]) -> io::Result<Step> {
-        let mut frames: Vec<(FrameHead, usize)> = Vec::new();
+        // Find the block's end (no allocation: this runs for every request).
+        let Some(first) = FrameHead::parse(data) else {
+            return Ok(Step::More(FRAME_HEADER));
+        };
+        let mut frames = 0;
         let mut off = 0;
         let mut total = 0usize;
         loop {
             let Some(head) = data.get(off..).and_then(FrameHead::parse) else {
                 return Ok(Step::More(off + FRAME_HEADER));
             };
-            if let Some((first, _)) = frames.first()
-                && (head.kind != CONTINUATION || head.stream != first.stream)
-            {
+            if off > 0 && (head.kind != CONTINUATION || head.stream != first.stream) {
                 return self.give_up(data, "header block interrupted");
             }
             total += head.len;
-            if total > MAX_BLOCK || frames.len() == MAX_FRAMES {
+            frames += 1;
+            if total > MAX_BLOCK || frames > MAX_FRAMES {
                 return self.give_up(data, "header block too large");
             }
             let end = off + FRAME_HEADER + head.len;
             if data.len() < end {
                 return Ok(Step::More(end));
             }
-            frames.push((head, off + FRAME_HEADER));
             off = end;
             if head.flags & END_HEADERS != 0 {
                 break;
             }
         }
-        let (first, start) = frames[0];
-        let payload = &data[start..start + first.len];
+        let payload = &data[FRAME_HEADER..FRAME_HEADER + first.len];
         let Some((priority, fragment)) = split_headers_payload(first.flags, payload) else {
             return self.give_up(data, "bad padding");
         };
-        let block: &[u8] = if frames.len() == 1 {
+        let block: &[u8] = if frames == 1 {
             fragment
         } else {
             self.joined.clear();
             self.joined.extend_from_slice(fragment);
-            for (head, start) in &frames[1..] {
+            let mut at = FRAME_HEADER + first.len;
+            while let Some(head) = data[..off].get(at..).and_then(FrameHead::parse) {
+                let start = at + FRAME_HEADER;
                 self.joined
-                    .extend_from_slice(&data[*start..*start + head.len]);
+                    .extend_from_slice(&data[start..start + head.len]);
+                at = start + head.len;
             }
             &self.joined
         };
