@@ -193,6 +193,9 @@ impl Rewriter {
                 let Some(want) = self.drain_carry()? else {
                     continue;
                 };
+                if !self.ready.is_empty() {
+                    continue; // what was decided goes first
+                }
                 if buf.remaining() > self.carry.len() {
                     // Put the undecided bytes back in front and read after them, so that the
                     // read is one call and what it brings is scanned where it lies.
