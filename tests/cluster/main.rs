@@ -28,6 +28,7 @@ mod membership;
 mod metrics;
 mod operator;
 mod proxy;
+mod quota;
 mod raftkvctl;
 mod raftkvctl_lease;
 mod raftkvctl_lock;

@@ -317,10 +317,6 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
             "unsupported flag --auth-token: authentication is not supported yet",
         ),
         (
-            &["--quota-backend-bytes", "1024"],
-            "unsupported flag --quota-backend-bytes: a backend quota is not supported yet",
-        ),
-        (
             &["--wal-dir", "/tmp/elsewhere"],
             "a dedicated WAL directory is not supported",
         ),

@@ -58,7 +58,14 @@ pub struct NodeConfig {
     /// lease's remaining TTL through the log (etcd: every 5 minutes), so that a new leader
     /// goes on from there instead of granting the full TTL again. `None`: never.
     pub lease_checkpoint_interval: Option<Duration>,
+    /// `--quota-backend-bytes`: puts, txns and lease grants that would take the store's
+    /// bytes in use ([`raftkv_storage::MvccStore::size_in_use`]) to this raise NOSPACE and
+    /// are refused, as etcd's quota check. `None`: no quota (etcd: a negative value).
+    pub quota_backend_bytes: Option<u64>,
 }
+
+/// etcd's default `--quota-backend-bytes` (its `DefaultQuotaBytes`, 2 GiB).
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 
 impl NodeConfig {
     /// etcd's defaults for a member called `name` keeping its data in `data_dir`.
@@ -82,6 +89,7 @@ impl NodeConfig {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             strict_reconfig_check: true,
             lease_checkpoint_interval: None,
+            quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
         }
     }
 

@@ -194,6 +194,7 @@ impl EtcdApi {
     }
 
     async fn put_here(&self, req: PutRequest) -> Result<PutResponse, NodeError> {
+        self.check_quota(quota::cost_put(&req)).await?;
         validate::check_put(&req).map_err(refused)?;
         match self.propose(command::Op::Put(req)).await? {
             command_response::Op::Put(mut resp) => {
@@ -234,6 +235,8 @@ impl EtcdApi {
     }
 
     async fn txn_here(&self, req: TxnRequest) -> Result<TxnResponse, NodeError> {
+        // As etcd: every txn, a read-only one too (its cost is 0, refused once over quota).
+        self.check_quota(quota::cost_txn(&req)).await?;
         validate::check_txn(&req, self.node.config().max_txn_ops).map_err(refused)?;
         if validate::is_read_only(&req) {
             if !validate::is_serializable(&req) {
@@ -344,6 +347,45 @@ impl EtcdApi {
         .await
     }
 
+    /// etcd's quota check (`v3rpc/quota.go`), before a put, txn or lease grant is looked
+    /// at: if the store's bytes in use plus the request's estimated `cost` reach
+    /// `--quota-backend-bytes`, this member's NOSPACE alarm is raised through the log
+    /// (writes that take space are then refused on every member until `alarm disarm`) and
+    /// the request is refused with etcd's "database space exceeded".
+    async fn check_quota(&self, cost: u64) -> Result<(), NodeError> {
+        let Some(quota) = self.node.config().quota_backend_bytes else {
+            return Ok(());
+        };
+        if self.node.store().size_in_use().saturating_add(cost) < quota {
+            return Ok(());
+        }
+        let nospace = AlarmType::Nospace as i32;
+        if !self
+            .node
+            .store()
+            .alarms()
+            .contains(&(self.node.id(), nospace))
+        {
+            tracing::warn!(
+                quota,
+                in_use = self.node.store().size_in_use(),
+                "over the backend quota: raising the NOSPACE alarm"
+            );
+            let raise = Command {
+                op: Some(command::Op::Alarm(AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: self.node.id(),
+                    alarm: nospace,
+                })),
+            };
+            // As etcd, the refusal does not wait on the alarm's outcome.
+            if let Err(e) = self.node.write(raise).await {
+                tracing::debug!(error = %e, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(refused(MvccError::NoSpace))
+    }
+
     /// Maintenance/Status.
     pub fn status(&self) -> StatusResponse {
         let s = self.node.status();
@@ -408,6 +450,7 @@ impl EtcdApi {
         req: raftkv_proto::etcdserverpb::LeaseGrantRequest,
     ) -> Result<raftkv_proto::etcdserverpb::LeaseGrantResponse, NodeError> {
         self.traced("LeaseGrant", async {
+            self.check_quota(quota::LEASE_OVERHEAD).await?;
             self.not_for_learners()?;
             let mut resp = self.node.lease_grant(&req).await?;
             self.fill(&mut resp.header);
@@ -491,4 +534,76 @@ fn mismatch(op: &command_response::Op) -> NodeError {
     NodeError::Internal(format!(
         "state machine answered with the wrong response kind: {op:?}"
     ))
+}
+
+/// etcd's request cost estimates for the quota check (`etcdserver/quota.go`).
+mod quota {
+    use raftkv_proto::etcdserverpb::request_op::Request;
+    use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest};
+
+    /// A lease's estimated cost.
+    pub const LEASE_OVERHEAD: u64 = 64;
+    /// A key's metadata's estimated cost.
+    const KV_OVERHEAD: u64 = 256;
+
+    pub fn cost_put(req: &PutRequest) -> u64 {
+        KV_OVERHEAD + req.key.len() as u64 + req.value.len() as u64
+    }
+
+    /// The costlier branch's puts (nested txns count nothing, as in etcd).
+    pub fn cost_txn(req: &TxnRequest) -> u64 {
+        let branch = |ops: &[RequestOp]| -> u64 {
+            ops.iter()
+                .map(|op| match &op.request {
+                    Some(Request::RequestPut(put)) => cost_put(put),
+                    _ => 0,
+                })
+                .sum()
+        };
+        branch(&req.success).max(branch(&req.failure))
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use raftkv_proto::etcdserverpb::request_op::Request;
+    use raftkv_proto::etcdserverpb::{PutRequest, RequestOp, TxnRequest};
+
+    use super::quota::{cost_put, cost_txn};
+
+    fn put(key: &str, value: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: value.as_bytes().to_vec().into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn costs_are_etcds_estimates() {
+        assert_eq!(
+            cost_put(&PutRequest {
+                key: "k".into(),
+                value: "vv".into(),
+                ..Default::default()
+            }),
+            256 + 3
+        );
+        // The costlier branch; nested txns and other ops count nothing; read-only is 0.
+        let nested = RequestOp {
+            request: Some(Request::RequestTxn(TxnRequest {
+                success: vec![put("big", &"x".repeat(1000))],
+                ..Default::default()
+            })),
+        };
+        let txn = TxnRequest {
+            success: vec![put("a", "1"), nested],
+            failure: vec![put("b", "2"), put("c", "3")],
+            ..Default::default()
+        };
+        assert_eq!(cost_txn(&txn), 2 * (256 + 2));
+        assert_eq!(cost_txn(&TxnRequest::default()), 0);
+    }
 }

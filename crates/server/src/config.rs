@@ -240,6 +240,12 @@ impl ServerConfig {
         node.max_request_bytes = max_request_bytes;
         node.max_txn_ops = usize::try_from(m.max_txn_ops).unwrap_or(usize::MAX);
         node.strict_reconfig_check = c.strict_reconfig_check;
+        // etcd: 0 is its default quota, a negative value none.
+        node.quota_backend_bytes = match m.quota_backend_bytes {
+            q if q < 0 => None,
+            0 => Some(raftkv_raft::config::DEFAULT_QUOTA_BACKEND_BYTES),
+            q => Some(q as u64),
+        };
         node.lease_checkpoint_interval = flags
             .experimental
             .experimental_enable_lease_checkpoint

@@ -2,8 +2,8 @@
 //! accepted (see [`crate::flags`]); at its default value a flag changes nothing. Set to
 //! anything else, a flag here is either
 //!
-//! - **refused** — the member does not start, and the message names the flag: TLS, auth and
-//!   quota (each its own piece of work, not done yet), and the flags that would make etcd
+//! - **refused** — the member does not start, and the message names the flag: TLS and auth
+//!   (each its own piece of work, not done yet), and the flags that would make etcd
 //!   something other than a plain member (discovery, v2 proxy, forced new cluster), since
 //!   quietly running a plain member instead would surprise; or
 //! - **ignored** — one log line at start names the flag and says why raftkv has no use for it.
@@ -134,11 +134,6 @@ const REFUSED: &[Rule] = &[
         flag: "auth-token-ttl",
         applies: |f| f.auth.auth_token_ttl != 300,
         why: AUTH,
-    },
-    Rule {
-        flag: "quota-backend-bytes",
-        applies: |f| f.member.quota_backend_bytes != 0,
-        why: "a backend quota is not supported yet (a member raises NOSPACE when its disk fills)",
     },
     Rule {
         flag: "discovery",
@@ -419,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_auth_quota_and_discovery_are_refused_by_name() {
+    fn tls_auth_and_discovery_are_refused_by_name() {
         for (arg, message) in [
             (
                 "--cert-file=c.crt",
@@ -432,10 +427,6 @@ mod tests {
             (
                 "--auth-token=jwt,pub-key=a",
                 "unsupported flag --auth-token: authentication is not supported yet",
-            ),
-            (
-                "--quota-backend-bytes=1024",
-                "unsupported flag --quota-backend-bytes: a backend quota is not supported yet (a member raises NOSPACE when its disk fills)",
             ),
             (
                 "--discovery=https://discovery.etcd.io/x",

@@ -269,6 +269,10 @@ async fn watch_space(node: Weak<RaftNode>) {
     use raftkv_proto::etcdserverpb::alarm_request::AlarmAction;
     use raftkv_proto::etcdserverpb::{AlarmRequest, AlarmType};
     let mut announced = None;
+    // Whether this member's NOSPACE alarm is the disk's to clear: one this task raised, or
+    // found at start while the store is within its quota. An alarm raised for the quota
+    // (`--quota-backend-bytes`) waits for `alarm disarm`, as in etcd.
+    let mut disk_raised = None;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Some(node) = node.upgrade() else { return };
@@ -278,9 +282,18 @@ async fn watch_space(node: Weak<RaftNode>) {
         let free = node.space.refresh();
         let mine = (node.id, AlarmType::Nospace as i32);
         let raised = node.store.alarms().contains(&mine);
+        let within_quota = node
+            .config
+            .quota_backend_bytes
+            .is_none_or(|q| node.store.size_in_use() < q);
+        let ours = *disk_raised.get_or_insert(raised && within_quota);
+        if !raised {
+            disk_raised = Some(false);
+        }
         let action = if node.space.is_low() && !raised {
+            disk_raised = Some(true);
             AlarmAction::Activate
-        } else if node.space.recovered() && raised {
+        } else if node.space.recovered() && raised && ours {
             AlarmAction::Deactivate
         } else {
             continue;
