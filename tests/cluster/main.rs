@@ -18,6 +18,7 @@ mod fixture;
 mod gateway;
 mod hostile;
 mod hostile_peer;
+mod http_access;
 mod lease;
 mod linearizable;
 mod lock;

@@ -163,6 +163,11 @@ pub struct ServerConfig {
     pub enable_grpc_gateway: bool,
     /// `--listen-metrics-urls`: extra HTTP listeners serving only `/metrics` and `/health`.
     pub listen_metrics: Vec<String>,
+    /// `--cors`: origins allowed to call the HTTP side (comma-separated; empty or `*`: all).
+    pub cors: String,
+    /// `--host-whitelist`: `Host` values the HTTP side answers (comma-separated; empty or
+    /// `*`: all).
+    pub host_whitelist: String,
 }
 
 impl ServerConfig {
@@ -179,6 +184,8 @@ impl ServerConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             enable_grpc_gateway: true,
             listen_metrics: Vec::new(),
+            cors: "*".into(),
+            host_whitelist: "*".into(),
         }
     }
 
@@ -277,6 +284,8 @@ impl ServerConfig {
             .unwrap_or(Duration::from_secs(600)),
             enable_grpc_gateway: m.enable_grpc_gateway,
             listen_metrics: flags.monitoring.listen_metrics_urls.0.clone(),
+            cors: flags.security.cors.clone(),
+            host_whitelist: flags.security.host_whitelist.clone(),
         })
     }
 }

@@ -27,7 +27,6 @@ const TLS: &str = "TLS is not supported yet (raftkv serves http:// URLs only)";
 const AUTH: &str = "authentication is not supported yet";
 const NO_DISCOVERY: &str =
     "raftkv has no discovery; list the initial members with --initial-cluster";
-const NO_HTTP: &str = "raftkv serves only the gRPC API (no HTTP endpoints)";
 const NO_V2: &str = "raftkv serves only the v3 API";
 const NO_PROXY: &str = "raftkv has no v2 proxy mode";
 
@@ -214,19 +213,9 @@ const IGNORED: &[Rule] = &[
         why: NO_DISCOVERY,
     },
     Rule {
-        flag: "cors",
-        applies: |f| !matches!(f.security.cors.as_str(), "" | "*"),
-        why: NO_HTTP,
-    },
-    Rule {
-        flag: "host-whitelist",
-        applies: |f| !matches!(f.security.host_whitelist.as_str(), "" | "*"),
-        why: NO_HTTP,
-    },
-    Rule {
         flag: "enable-pprof",
         applies: |f| f.monitoring.enable_pprof,
-        why: NO_HTTP,
+        why: "raftkv has no Go runtime to profile (/debug/pprof); use perf",
     },
     Rule {
         flag: "metrics",

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Command};
 
 use crate::go_values::{
-    Urls, parse_bool, parse_duration, parse_int, parse_u32, parse_uint, parse_urls,
+    Urls, parse_bool, parse_cors, parse_duration, parse_int, parse_u32, parse_uint, parse_urls,
 };
 
 /// A member's flags: etcd 3.4's, plus raftkv's `--log-format`.
@@ -233,7 +233,7 @@ pub struct Security {
     #[arg(long, default_value = "")]
     pub cipher_suites: String,
     /// Comma-separated whitelist of origins for CORS, or cross-origin resource sharing, (empty or * means allow all).
-    #[arg(long, default_value = "*")]
+    #[arg(long, default_value = "*", value_parser = parse_cors)]
     pub cors: String,
     /// Acceptable hostnames from HTTP client requests, if server is not secure (empty or * means allow all).
     #[arg(long, default_value = "*")]

@@ -178,6 +178,20 @@ pub fn parse_urls(s: &str) -> Result<Urls, String> {
     Ok(Urls(urls))
 }
 
+/// `--cors`: `*`, or URLs as [`parse_url`] accepts them (etcd's `UniqueURLsWithExceptions`
+/// with `*` excepted), kept comma-separated.
+pub fn parse_cors(s: &str) -> Result<String, String> {
+    let parts = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.trim() {
+            "*" => Ok("*".to_string()),
+            url => parse_url(url),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(parts.join(","))
+}
+
 /// One URL as etcd accepts it: scheme `http`, `https`, `unix` or `unixs`, a `host:port`,
 /// no path. Returned as Go's `url.URL.String()` renders it (scheme lower-cased), which is
 /// what etcd's member ids hash.

@@ -69,7 +69,7 @@ async fn metrics(axum::extract::State(api): axum::extract::State<EtcdApi>) -> Re
 }
 
 /// Go's `http.Error`: a plain-text body with a newline.
-fn go_error(status: StatusCode, text: &str) -> Response {
+pub(crate) fn go_error(status: StatusCode, text: &str) -> Response {
     let mut resp = Response::new(Body::from(format!("{text}\n")));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();

@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+mod access;
 pub mod api;
 pub mod concurrency;
 pub mod config;
@@ -121,6 +122,7 @@ impl Server {
             let mut stop = stop_rx.clone();
             let incoming = serve::client_incoming(listener, &limits);
             let gateway_on = config.enable_grpc_gateway;
+            let access = access::Access::new(&config.cors, &config.host_whitelist);
             let mut server = tonic::transport::Server::builder()
                 .accept_http1(true)
                 .tcp_nodelay(true)
@@ -157,11 +159,11 @@ impl Server {
                     ClusterServer::new(api.clone()).max_decoding_message_size(max_message),
                 );
                 // HTTP/1.1 (health, version, the JSON gateway) on the same listener, as etcd.
-                let routes = tonic::service::Routes::from(http::routes(
+                let routes = tonic::service::Routes::from(access.wrap(http::routes(
                     &api,
                     grpc.into_axum_router(),
                     gateway_on,
-                ));
+                )));
                 let result = server
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {

@@ -1,0 +1,176 @@
+//! etcd's access control for the HTTP/1.1 side of the client port (`--cors`,
+//! `--host-whitelist`), as etcd 3.4 wraps its HTTP handlers (embed/serve.go's
+//! `accessController`); gRPC requests pass untouched, as they never reach etcd's wrapper.
+//!
+//! - A request whose `Host` is not on `--host-whitelist` is refused with 421 and etcd's
+//!   DNS-rebinding explanation (etcd checks only requests without TLS; raftkv has no TLS yet).
+//! - CORS headers go on every answer when `--cors` allows any origin (`*`, the default), or
+//!   when it names the request's `Origin`.
+//! - `OPTIONS` on any path is answered 200 with no body (a browser's preflight).
+//! - A path no HTTP route serves gets Go's `404 page not found` (tonic's fallback would
+//!   answer it as a gRPC call).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The parsed `--cors` and `--host-whitelist` lists (empty or `*`: everything allowed).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    origins: Vec<String>,
+    hosts: Vec<String>,
+}
+
+impl Access {
+    /// From the flags' comma-separated values.
+    pub fn new(cors: &str, host_whitelist: &str) -> Self {
+        let list = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            origins: list(cors),
+            hosts: list(host_whitelist),
+        }
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        allowed(&self.origins, origin)
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        allowed(&self.hosts, host)
+    }
+
+    /// `router` behind this access control (for its non-gRPC requests).
+    pub fn wrap(self, router: axum::Router) -> axum::Router {
+        router.layer(axum::middleware::from_fn_with_state(
+            Arc::new(self),
+            control,
+        ))
+    }
+}
+
+fn allowed(list: &[String], value: &str) -> bool {
+    list.is_empty() || list.iter().any(|v| v == "*" || v == value)
+}
+
+async fn control(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let host = hostname(&host);
+    if !access.host_allowed(host) {
+        tracing::warn!(
+            host,
+            "rejecting HTTP request to prevent DNS rebinding attacks"
+        );
+        return crate::http::go_error(StatusCode::MISDIRECTED_REQUEST, &rebinding_text(host));
+    }
+    let cors = if access.origin_allowed("*") {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        req.headers()
+            .get(header::ORIGIN)
+            .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
+            .cloned()
+    };
+    let mut resp = if req.method() == Method::OPTIONS {
+        Response::new(Body::empty())
+    } else {
+        let resp = next.run(req).await;
+        // No HTTP route took it, so tonic's fallback answered as to a gRPC call: etcd's HTTP
+        // mux answers Go's 404 instead.
+        let grpc_answer = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc_answer {
+            crate::http::go_error(StatusCode::NOT_FOUND, "404 page not found")
+        } else {
+            resp
+        }
+    };
+    if let Some(origin) = cors {
+        let headers = resp.headers_mut();
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+        );
+        headers.append(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.append(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("accept, content-type, authorization"),
+        );
+    }
+    resp
+}
+
+/// The host of a `Host` value without its port, as Go's `net.SplitHostPort` splits it (a
+/// value it cannot split is taken whole).
+fn hostname(host: &str) -> &str {
+    crate::go_values::split_host_port(host).map_or(host, |(name, _)| name)
+}
+
+/// etcd's answer to a host not on the whitelist (Go's `%q` of the host).
+fn rebinding_text(host: &str) -> String {
+    let quoted = serde_json::to_string(host).unwrap_or_default();
+    format!(
+        "\netcd received your request, but the Host header was unrecognized.\n\n\
+         To fix this, choose one of the following options:\n\
+         - Enable TLS, then any HTTPS request will be allowed.\n\
+         - Add the hostname you want to use to the whitelist in settings.\n  \
+         - e.g. etcd --host-whitelist {quoted}\n\n\
+         This requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_split_as_go_splits_them() {
+        for (value, want) in [
+            ("127.0.0.1:2379", "127.0.0.1"),
+            ("localhost", "localhost"),
+            ("example.com:80", "example.com"),
+            ("[::1]:2379", "::1"),
+            ("[::1]", "[::1]"),
+            ("::1", "::1"),
+            ("", ""),
+        ] {
+            assert_eq!(hostname(value), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn lists_allow_everything_when_empty_or_starred() {
+        assert!(Access::new("", "").origin_allowed("http://x"));
+        assert!(Access::new("*", "*").host_allowed("x"));
+        let a = Access::new("http://a.example, http://b.example", "a.example,localhost");
+        assert!(a.origin_allowed("http://b.example"));
+        assert!(!a.origin_allowed("http://c.example"));
+        assert!(!a.origin_allowed("*"));
+        assert!(a.host_allowed("localhost"));
+        assert!(!a.host_allowed("127.0.0.1"));
+    }
+}
