@@ -200,6 +200,9 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     }
     assert!(differences.is_empty(), "{differences:#?}");
 
+    // Call timings only with --metrics extensive.
+    assert!(!before[0].has("grpc_server_handling_seconds_bucket"));
+
     // One leader, seen by all.
     let leaders: f64 = before
         .iter()
@@ -306,13 +309,16 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
         "{answer:?}: {success} healthy, {failures} not"
     );
 
-    // --listen-metrics-urls: /metrics and /health on a port of their own, nothing else.
+    // --listen-metrics-urls: /metrics and /health on a port of their own, nothing else; and
+    // --metrics extensive: every call timed.
     let port = free_port();
     cluster.stop(2);
     cluster.push_arg(2, format!("--listen-metrics-urls=http://127.0.0.1:{port}"));
+    cluster.push_arg(2, "--metrics=extensive".into());
     cluster.restart(2);
     cluster.wait_healthy(Duration::from_secs(30)).await;
     let addr = format!("127.0.0.1:{port}");
+    let client = cluster.members[2].endpoint();
     tokio::task::spawn_blocking(move || {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -328,6 +334,18 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
             std::thread::sleep(Duration::from_millis(200));
         }
         assert_eq!(get(&addr, "/health").1, "{\"health\":\"true\"}");
+        // A put through member 2, timed.
+        etcdctl_ok(&client, &["put", "metrics/timed", "v"]);
+        let s = scrape(&addr);
+        let put = [("grpc_method", "Put"), ("grpc_type", "unary")];
+        assert_eq!(s.value("grpc_server_handling_seconds_count", &put), 1.0);
+        assert_eq!(
+            s.value(
+                "grpc_server_handling_seconds_bucket",
+                &[("grpc_method", "Put"), ("le", "+Inf")]
+            ),
+            1.0
+        );
         assert!(get(&addr, "/v3/kv/range").0.starts_with("HTTP/1.1 404"));
     })
     .await

@@ -63,6 +63,12 @@ impl EtcdApi {
         }
     }
 
+    /// The API with the client port's counters set up as `metrics` (`--metrics`).
+    pub fn with_client_metrics(mut self, metrics: crate::metrics::ClientMetrics) -> Self {
+        self.client_metrics = Arc::new(metrics);
+        self
+    }
+
     /// What the client port counts (gRPC calls, bytes, health checks), for `/metrics`.
     pub fn client_metrics(&self) -> &Arc<crate::metrics::ClientMetrics> {
         &self.client_metrics

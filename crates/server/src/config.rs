@@ -163,6 +163,8 @@ pub struct ServerConfig {
     pub enable_grpc_gateway: bool,
     /// `--listen-metrics-urls`: extra HTTP listeners serving only `/metrics` and `/health`.
     pub listen_metrics: Vec<String>,
+    /// `--metrics extensive`: also time every gRPC call (`grpc_server_handling_seconds`).
+    pub metrics_extensive: bool,
     /// `--cors`: origins allowed to call the HTTP side (comma-separated; empty or `*`: all).
     pub cors: String,
     /// `--host-whitelist`: `Host` values the HTTP side answers (comma-separated; empty or
@@ -184,6 +186,7 @@ impl ServerConfig {
             watch_progress_notify_interval: Duration::from_secs(600),
             enable_grpc_gateway: true,
             listen_metrics: Vec::new(),
+            metrics_extensive: false,
             cors: "*".into(),
             host_whitelist: "*".into(),
         }
@@ -284,6 +287,7 @@ impl ServerConfig {
             .unwrap_or(Duration::from_secs(600)),
             enable_grpc_gateway: m.enable_grpc_gateway,
             listen_metrics: flags.monitoring.listen_metrics_urls.0.clone(),
+            metrics_extensive: flags.monitoring.metrics == "extensive",
             cors: flags.security.cors.clone(),
             host_whitelist: flags.security.host_whitelist.clone(),
         })

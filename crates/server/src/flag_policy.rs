@@ -218,11 +218,6 @@ const IGNORED: &[Rule] = &[
         why: "raftkv has no Go runtime to profile (/debug/pprof); use perf",
     },
     Rule {
-        flag: "metrics",
-        applies: |f| f.monitoring.metrics != "basic",
-        why: "raftkv measures no per-call gRPC latency histograms (grpc_server_handling_seconds)",
-    },
-    Rule {
         flag: "logger",
         applies: |f| f.logging.logger != "capnslog",
         why: "raftkv writes its own text or JSON lines (see --log-format)",

@@ -109,7 +109,8 @@ impl Server {
                 progress_notify_interval: config.watch_progress_notify_interval,
                 max_request_bytes: config.node.max_request_bytes,
             },
-        );
+        )
+        .with_client_metrics(metrics::ClientMetrics::new(config.metrics_extensive));
         let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);
         let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let limits = ServeLimits::new(max_message);

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use http_body::Frame;
-use raftkv_metrics::{Counter, Exposition};
+use raftkv_metrics::{Counter, Exposition, Histogram};
 use tonic::body::Body;
 
 use crate::api::EtcdApi;
@@ -81,12 +81,29 @@ const METHODS: &[(&str, &str, &str)] = &[
 ];
 
 /// Counts for one method.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MethodCounts {
     started: Counter,
     received: Counter,
     sent: Counter,
     handled: [Counter; 17],
+    /// Time from the call's start to its status, with `--metrics extensive`.
+    handling: Histogram,
+}
+
+impl Default for MethodCounts {
+    fn default() -> Self {
+        Self {
+            started: Counter::default(),
+            received: Counter::default(),
+            sent: Counter::default(),
+            handled: Default::default(),
+            // go-grpc-prometheus' buckets (client_golang's DefBuckets).
+            handling: Histogram::new(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        }
+    }
 }
 
 /// What the client port counts (one per member, shared by its listeners).
@@ -99,11 +116,21 @@ pub struct ClientMetrics {
     pub health_success: Counter,
     /// `/health` answers that said unhealthy.
     pub health_failures: Counter,
+    /// `--metrics extensive`: the handling-time histograms are written too.
+    extensive: bool,
 }
 
 impl Default for ClientMetrics {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl ClientMetrics {
+    /// Counters for a client port; `extensive` as `--metrics extensive` asks.
+    pub fn new(extensive: bool) -> Self {
         Self {
+            extensive,
             methods: METHODS.iter().map(|_| MethodCounts::default()).collect(),
             received_bytes: Counter::default(),
             sent_bytes: Counter::default(),
@@ -111,9 +138,7 @@ impl Default for ClientMetrics {
             health_failures: Counter::default(),
         }
     }
-}
 
-impl ClientMetrics {
     /// The method a gRPC path names, if it is one the port serves (an unknown path creates
     /// no counters: a client cannot grow the scrape).
     fn method(&self, path: &str) -> Option<usize> {
@@ -176,6 +201,7 @@ where
             return Box::pin(async move { Ok(fut.await?.map(Body::new)) });
         };
         let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
         metrics.methods[method].started.inc();
         let req =
             req.map(|body| Body::new(Counted::new(body, metrics.clone(), method, Direction::In)));
@@ -183,6 +209,7 @@ where
         Box::pin(async move {
             let (parts, body) = fut.await?.into_parts();
             let mut counted = Counted::new(Body::new(body), metrics, method, Direction::Out);
+            counted.started = started;
             // A trailers-only answer (an error before any message) carries its status here.
             if let Some(code) = grpc_status(&parts.headers) {
                 counted.finish(code);
@@ -212,6 +239,8 @@ struct Counted {
     metrics: Arc<ClientMetrics>,
     method: usize,
     direction: Direction,
+    /// When the call started (for the handling time).
+    started: std::time::Instant,
     /// Prefix bytes of the next message still to come (0..5), and its length so far.
     prefix_seen: usize,
     prefix_len: u32,
@@ -227,6 +256,7 @@ impl Counted {
             metrics,
             method,
             direction,
+            started: std::time::Instant::now(),
             prefix_seen: 0,
             prefix_len: 0,
             remaining: 0,
@@ -237,7 +267,11 @@ impl Counted {
     fn finish(&mut self, code: usize) {
         if !self.finished {
             self.finished = true;
-            self.metrics.methods[self.method].handled[code].inc();
+            let counts = &self.metrics.methods[self.method];
+            counts.handled[code].inc();
+            if self.metrics.extensive {
+                counts.handling.observe_duration(self.started.elapsed());
+            }
         }
     }
 
@@ -620,6 +654,21 @@ fn grpc(e: &mut Exposition, c: &ClientMetrics) {
                     ("grpc_type", kind),
                 ],
                 c.methods[i].handled[code].get() as f64,
+            );
+        }
+    }
+    if c.extensive {
+        for &i in &order {
+            let (service, method, kind) = METHODS[i];
+            e.histogram(
+                "grpc_server_handling_seconds",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                &[
+                    ("grpc_method", method),
+                    ("grpc_service", service),
+                    ("grpc_type", kind),
+                ],
+                &c.methods[i].handling,
             );
         }
     }
