@@ -211,6 +211,11 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     assert_eq!(leaders, 1.0);
     assert_eq!(before[leader].value("etcd_server_is_leader", &[]), 1.0);
     for s in &before {
+        // etcd's default quota, 2 GiB.
+        assert_eq!(
+            s.value("etcd_server_quota_backend_bytes", &[]),
+            2147483648.0
+        );
         assert_eq!(s.value("etcd_server_has_leader", &[]), 1.0);
         assert!(s.value("etcd_server_leader_changes_seen_total", &[]) >= 1.0);
     }

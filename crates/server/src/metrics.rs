@@ -459,16 +459,13 @@ fn server(e: &mut Exposition, api: &EtcdApi) {
         &[],
         m.slow_applies.get() as f64,
     );
-    // etcd's gauge is its quota, the size at which NOSPACE is raised. raftkv raises it when
-    // the data dir's free space drops below its reserve, so that size is today's store plus
-    // the free space above the reserve.
-    let space = node.space();
-    let room = space.available().saturating_sub(space.reserve());
+    // As etcd: the quota in force (its 2 GiB default included), negative when disabled.
+    let quota = node.config().quota_backend_bytes.map_or(-1.0, |q| q as f64);
     e.gauge(
         "etcd_server_quota_backend_bytes",
         "Current backend storage quota size in bytes.",
         &[],
-        (node.store().size_on_disk().saturating_add(room)) as f64,
+        quota,
     );
     e.counter(
         "etcd_server_health_success",
