@@ -133,6 +133,22 @@ async fn hashkv_session(server: Server) -> (Vec<String>, Vec<(u32, i64)>, Vec<(u
     run(&all, &["endpoint", "hashkv", "--rev", "5", "-w", "json"]);
     run(&all, &["endpoint", "hashkv", "--rev", "0", "-w", "json"]);
     let after = hash_kv_everywhere(&cluster, 5).await;
+    // `endpoint status` shows every member's database size (it showed 0 B once).
+    let status = etcdctl_ok(&all, &["endpoint", "status", "-w", "json"]);
+    let sizes: Vec<u64> = status
+        .split("\"dbSize\":")
+        .skip(1)
+        .map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        sizes.len() == 3 && sizes.iter().all(|&s| s > 0),
+        "{server:?}: {status}"
+    );
+    let table = etcdctl_ok(&all, &["endpoint", "status", "-w", "table"]);
+    assert!(!table.contains(" 0 B "), "{server:?}: {table}");
     (lines, before, after)
 }
 
