@@ -394,6 +394,22 @@ impl Cluster {
         }
     }
 
+    /// Gives stopped member `i` a new peer port for its next start (after `member update`
+    /// moved it there); its data dir stays.
+    pub fn set_peer_port(&mut self, i: usize, port: u16) {
+        assert!(!self.members[i].is_running(), "member {i} is running");
+        self.members[i].peer_port = port;
+        self.members[i].advertise_port = port;
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.advertise_url()))
+            .collect();
+        let m = &self.members[i];
+        let args = member_args(m, &initial.join(","), "new", &self.token, &self.opts);
+        self.members[i].args = args;
+    }
+
     /// Adds a member process that joins with `--initial-cluster-state existing` (after
     /// `member add`); returns its index.
     pub fn spawn_joining(&mut self, name: &str, client_port: u16, peer_port: u16) -> usize {
