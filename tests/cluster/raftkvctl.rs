@@ -159,6 +159,11 @@ async fn member_and_endpoint_commands_print_what_etcdctl_prints() {
         &["endpoint", "status"],
         &["endpoint", "status", "-w", "table"],
         &["endpoint", "status", "-w", "json"],
+        &["endpoint", "hashkv"],
+        &["endpoint", "hashkv", "-w", "table"],
+        &["endpoint", "hashkv", "-w", "json", "--rev", "1"],
+        &["endpoint", "hashkv", "--rev", "1000"],
+        &["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"],
     ] {
         // One endpoint for member list: etcdctl's balancer may pick any of several, and the
         // header names the member that answered.
@@ -176,6 +181,17 @@ async fn member_and_endpoint_commands_print_what_etcdctl_prints() {
             String::from_utf8_lossy(&ours.stderr)
         );
         assert_eq!(ours.status.code(), theirs.status.code(), "{args:?}");
+        // A failure's last line is the error etcdctl prints (before it, clientv3's retry logs).
+        let last = |out: &std::process::Output| {
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string()
+        };
+        if !theirs.status.success() {
+            assert_eq!(last(&ours), last(&theirs), "{args:?}");
+        }
     }
     // --cluster: every member's advertised client URL. (The real etcdctl's `endpoint status
     // --cluster` cannot be compared: it sends the whole URL as the HTTP/2 :authority, which

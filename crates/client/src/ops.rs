@@ -3,11 +3,12 @@
 use bytes::Bytes;
 use raftkv_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, MemberAddRequest, MemberAddResponse,
-    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
-    MemberRemoveRequest, MemberRemoveResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, SnapshotRequest, StatusRequest, StatusResponse,
-    TxnResponse, alarm_request,
+    DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberAddRequest,
+    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
+    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, SnapshotRequest, StatusRequest, StatusResponse, TxnResponse,
+    alarm_request,
 };
 use raftkv_proto::mvccpb::KeyValue;
 
@@ -168,6 +169,34 @@ impl Client {
                 .map(tonic::Response::into_inner)
         })
         .await
+    }
+
+    /// Cluster/MemberUpdate: member `id`'s new peer URLs.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<MemberUpdateResponse, Error> {
+        self.write(|c| {
+            let peer_ur_ls = peer_urls.clone();
+            async move {
+                c.cluster()
+                    .member_update(MemberUpdateRequest { id, peer_ur_ls })
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        })
+        .await
+    }
+
+    /// Maintenance/HashKV of one member at `revision` (0: its current revision).
+    pub async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKvResponse, Error> {
+        let mut maintenance = self.connect_one(endpoint).await?.maintenance();
+        let call = maintenance.hash_kv(HashKvRequest { revision });
+        match tokio::time::timeout(self.command_timeout(), call).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(result) => Ok(result?.into_inner()),
+        }
     }
 
     /// Maintenance/Status of one member.

@@ -1,12 +1,12 @@
-//! `member list`, `endpoint status`, `endpoint health` and `compaction`, printed as etcdctl
-//! prints them.
+//! `member list / add / remove / promote / update`, `endpoint status / health / hashkv`,
+//! `move-leader`, printed as etcdctl prints them.
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use raftkv_proto::etcdserverpb::{
-    Member, MemberAddRequest, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberRemoveRequest, RangeRequest, StatusResponse,
+    HashKvResponse, Member, MemberAddRequest, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, RangeRequest, StatusResponse,
 };
 
 use crate::print::json;
@@ -314,6 +314,86 @@ pub async fn member_promote(client: &Connection, id: u64) -> anyhow::Result<Stri
         "Member {id:x} promoted in cluster {:x}\n",
         cluster_id(&resp.header)
     ))
+}
+
+/// `member update ID --peer-urls=...`.
+pub async fn member_update(
+    client: &Connection,
+    id: u64,
+    peer_urls: Vec<String>,
+) -> anyhow::Result<String> {
+    let mut cluster = client.cluster();
+    let resp = cluster
+        .member_update(MemberUpdateRequest {
+            id,
+            peer_ur_ls: peer_urls,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok(format!(
+        "Member {id:x} updated in cluster {:x}\n",
+        cluster_id(&resp.header)
+    ))
+}
+
+/// Maintenance/HashKV of every endpoint at `revision`, in order; an endpoint that fails is
+/// reported on stderr and left out, and the last endpoint's error is returned, as etcdctl's
+/// `endpoint hashkv` does.
+pub async fn hash_kvs(
+    client: &Client,
+    endpoints: &[String],
+    revision: i64,
+) -> (Vec<(String, HashKvResponse)>, Option<raftkv_client::Error>) {
+    let mut out = Vec::new();
+    let mut last = None;
+    for ep in endpoints {
+        match client.hash_kv_of(ep, revision).await {
+            Ok(resp) => {
+                out.push((ep.clone(), resp));
+                last = None;
+            }
+            Err(e) => {
+                eprintln!("Failed to get the hash of endpoint {ep} ({e})");
+                last = Some(e);
+            }
+        }
+    }
+    (out, last)
+}
+
+/// `endpoint hashkv` output.
+pub fn format_hash_kvs(
+    hashes: &[(String, HashKvResponse)],
+    format: &str,
+) -> anyhow::Result<String> {
+    Ok(match format {
+        "simple" => hashes
+            .iter()
+            .map(|(ep, h)| format!("{ep}, {}\n", h.hash))
+            .collect(),
+        "table" => table(
+            &["ENDPOINT", "HASH"],
+            &hashes
+                .iter()
+                .map(|(ep, h)| vec![ep.clone(), h.hash.to_string()])
+                .collect::<Vec<_>>(),
+        ),
+        "json" => {
+            let items: Vec<String> = hashes
+                .iter()
+                .map(|(ep, h)| {
+                    format!(
+                        "{{\"Endpoint\":{},\"HashKV\":{}}}",
+                        json::string(ep),
+                        json::hash_kv(h)
+                    )
+                })
+                .collect();
+            format!("[{}]\n", items.join(","))
+        }
+        other => bail!("{other} not supported as output format"),
+    })
 }
 
 /// `move-leader TARGET`: finds the leader among the endpoints and asks it to hand over.

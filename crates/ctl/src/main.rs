@@ -122,6 +122,13 @@ enum MemberCommand {
     Remove { id: String },
     /// Promotes a non-voting member in the cluster.
     Promote { id: String },
+    /// Updates a member in the cluster.
+    Update {
+        id: String,
+        /// Comma separated peer URLs for the updated member.
+        #[arg(long, value_delimiter = ',')]
+        peer_urls: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +144,15 @@ enum EndpointCommand {
         /// Use all endpoints from the cluster member list.
         #[arg(long)]
         cluster: bool,
+    },
+    /// Prints the KV history hash for each endpoint in --endpoints.
+    Hashkv {
+        /// Use all endpoints from the cluster member list.
+        #[arg(long)]
+        cluster: bool,
+        /// Maximum revision to hash (default: all revisions).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
     },
 }
 
@@ -442,6 +458,31 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
             print!("{out}");
+        }
+        Command::Member(MemberCommand::Update { id, peer_urls }) => {
+            let id = parse_id(&id)?;
+            if peer_urls.is_empty() {
+                anyhow::bail!("member peer urls not provided");
+            }
+            let client = cli.client().connect().await?;
+            let out = tokio::time::timeout(
+                cli.command_timeout,
+                cluster::member_update(&client, id, peer_urls),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
+            print!("{out}");
+        }
+        Command::Endpoint(EndpointCommand::Hashkv { cluster: all, rev }) => {
+            let endpoints = endpoints_for(&cli, all).await?;
+            let (hashes, last_error) = cluster::hash_kvs(&cli.client(), &endpoints, rev).await;
+            print!(
+                "{}",
+                cluster::format_hash_kvs(&hashes, &cli.write_out).map_err(bad_feature)?
+            );
+            if let Some(e) = last_error {
+                return Err(e.into());
+            }
         }
         Command::MoveLeader { target } => {
             let target = parse_id(&target)?;

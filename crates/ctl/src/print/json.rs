@@ -209,6 +209,18 @@ pub fn string(s: &str) -> String {
     super::go_quote(s, super::Quoting::Json)
 }
 
+/// Go's encoding/json of a HashKVResponse (zero fields left out).
+pub fn hash_kv(h: &raftkv_proto::etcdserverpb::HashKvResponse) -> String {
+    let mut fields = vec![header_field(&h.header)];
+    if h.hash != 0 {
+        fields.push(format!("\"hash\":{}", h.hash));
+    }
+    if h.compact_revision != 0 {
+        fields.push(format!("\"compact_revision\":{}", h.compact_revision));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
 pub fn status(s: &StatusResponse) -> String {
     let mut fields = vec![header_field(&s.header)];
     if !s.version.is_empty() {
