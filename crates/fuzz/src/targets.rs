@@ -107,7 +107,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 19 {
+    match which % 21 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -126,7 +126,9 @@ fn grpc_message(data: &[u8]) {
         15 => round_trip::<raftkv_proto::v3lockpb::LockRequest>(bytes),
         16 => round_trip::<raftkv_proto::v3electionpb::CampaignRequest>(bytes),
         17 => round_trip::<raftkv_proto::v3electionpb::ProclaimRequest>(bytes),
-        _ => round_trip::<raftkv_proto::v3electionpb::LeaderResponse>(bytes),
+        18 => round_trip::<raftkv_proto::v3electionpb::LeaderResponse>(bytes),
+        19 => round_trip::<raftkv_proto::etcdserverpb::HashKvRequest>(bytes),
+        _ => round_trip::<raftkv_proto::etcdserverpb::MemberUpdateRequest>(bytes),
     }
 }
 
@@ -282,6 +284,18 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
                         peer_ur_ls: vec!["http://127.0.0.1:2381".into()],
                     },
                 )),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            19,
+            raftkv_proto::etcdserverpb::HashKvRequest { revision: 7 }.encode_to_vec(),
+        ),
+        tagged(
+            20,
+            raftkv_proto::etcdserverpb::MemberUpdateRequest {
+                id: 9,
+                peer_ur_ls: vec!["http://127.0.0.1:2381".into(), "http://b:2".into()],
             }
             .encode_to_vec(),
         ),
