@@ -293,3 +293,174 @@ async fn endpoint_commands_with_cluster_match_real_etcd() {
     }
     assert_no_differences(&problems);
 }
+
+/// What grpc-go sent on etcdctl connections, captured in front of a real etcd that
+/// advertised the capture's port (the fuzz target's seeds): `put` and a `lock` session send
+/// the bare `127.0.0.1:12479` (later blocks of the lock session index it); the connections
+/// of `endpoint status --cluster` and `endpoint hashkv --cluster` send the whole URL.
+const ETCDCTL_STREAMS: [(&str, &[u8], bool); 4] = [
+    (
+        "put",
+        include_bytes!("../../crates/fuzz/seeds/h2_authority/etcdctl-put.bin"),
+        false,
+    ),
+    (
+        "lock",
+        include_bytes!("../../crates/fuzz/seeds/h2_authority/etcdctl-lock.bin"),
+        false,
+    ),
+    (
+        "status --cluster",
+        include_bytes!("../../crates/fuzz/seeds/h2_authority/etcdctl-status-cluster.bin"),
+        true,
+    ),
+    (
+        "hashkv --cluster",
+        include_bytes!("../../crates/fuzz/seeds/h2_authority/etcdctl-hashkv-cluster.bin"),
+        true,
+    ),
+];
+
+/// A connection's server side, read through the repair (or not).
+struct Served<S> {
+    io: S,
+    repair: Option<raftkv_raft::h2_authority::Rewriter>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Served<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match &mut this.repair {
+            Some(r) => r.poll_read(std::pin::Pin::new(&mut this.io), cx, buf),
+            None => std::pin::Pin::new(&mut this.io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Served<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What h2's server makes of `stream`: the `:authority` of each request it accepts, or the
+/// id of each stream it resets with PROTOCOL_ERROR, as they come.
+enum Outcome {
+    Accepted(Option<String>),
+    Refused(u32),
+}
+
+/// Replays `stream` to h2's server (read through the repair, or not) and returns the first
+/// `n` outcomes. The connection stays open meanwhile: h2 drops requests it has not yet
+/// handed out when the client's side ends.
+async fn h2_outcomes(stream: &'static [u8], repair: bool, n: usize) -> Vec<Outcome> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let served = Served {
+        io: server,
+        repair: repair.then(raftkv_raft::h2_authority::Rewriter::new),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let accepted = tx.clone();
+    let server = tokio::spawn(async move {
+        let Ok(mut conn) = h2::server::handshake(served).await else {
+            return;
+        };
+        while let Some(Ok((request, mut respond))) = conn.accept().await {
+            let authority = request.uri().authority().map(|a| a.to_string());
+            let _ = accepted.send(Outcome::Accepted(authority));
+            let _ = respond.send_response(http::Response::new(()), true);
+        }
+    });
+    client.write_all(stream).await.expect("written");
+    let (mut from_server, _to_server) = tokio::io::split(client);
+    let reader = tokio::spawn(async move {
+        // The server's frames: RST_STREAM (3) with PROTOCOL_ERROR (1) is a refusal.
+        let mut head = [0u8; 9];
+        while from_server.read_exact(&mut head).await.is_ok() {
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            if from_server.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if head[3] == 3 && payload == [0, 0, 0, 1] {
+                let _ = tx.send(Outcome::Refused(id));
+            }
+        }
+    });
+    let mut outcomes = Vec::new();
+    while outcomes.len() < n {
+        // A bound so that a regression fails instead of hanging; not a timing claim.
+        let next = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        match next {
+            Ok(Some(outcome)) => outcomes.push(outcome),
+            _ => break,
+        }
+    }
+    server.abort();
+    reader.abort();
+    outcomes
+}
+
+/// h2 itself (the server raftkv runs) takes every request of the captured etcdctl streams
+/// once they are repaired — its own HPACK decoder stays in step through the rewritten and
+/// the indexed blocks — and, as the control, refuses each one without the repair.
+#[tokio::test]
+async fn h2_accepts_etcdctl_streams_once_repaired() {
+    for (name, stream, whole_url) in ETCDCTL_STREAMS {
+        let n = count_headers_frames(stream);
+        let repaired = h2_outcomes(stream, true, n).await;
+        assert_eq!(repaired.len(), n, "{name}");
+        for outcome in &repaired {
+            match outcome {
+                Outcome::Accepted(a) => assert_eq!(a.as_deref(), Some("127.0.0.1:12479"), "{name}"),
+                Outcome::Refused(id) => panic!("{name}: stream {id} refused after the repair"),
+            }
+        }
+        let raw = h2_outcomes(stream, false, n).await;
+        assert_eq!(raw.len(), n, "{name}");
+        let refused = raw
+            .iter()
+            .filter(|o| matches!(o, Outcome::Refused(_)))
+            .count();
+        assert_eq!(
+            refused,
+            if whole_url { n } else { 0 },
+            "{name} without the repair"
+        );
+    }
+}
+
+fn count_headers_frames(stream: &[u8]) -> usize {
+    let mut rest = &stream[24..];
+    let mut count = 0;
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        count += usize::from(rest[3] == 0x1);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    count
+}

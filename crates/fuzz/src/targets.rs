@@ -799,12 +799,27 @@ fn framing_seeds() -> Vec<Vec<u8>> {
 
 // ---- h2_authority ------------------------------------------------------------------------
 
-/// What grpc-go (etcdctl 3.4 with `--endpoints=http://…`) sent on a connection, captured
-/// between it and a real etcd: a put, and a lock session (several requests whose later
-/// header blocks index the `:authority` the first one inserted).
-const ETCDCTL_STREAMS: [&[u8]; 2] = [
-    include_bytes!("../seeds/h2_authority/etcdctl-put.bin"),
-    include_bytes!("../seeds/h2_authority/etcdctl-lock.bin"),
+/// What grpc-go (etcdctl 3.4) sent on a connection, captured between it and a real etcd
+/// advertising the capture's port: `put` and a `lock` session (bare `host:port` authority,
+/// later blocks indexing it), and one connection each of `endpoint status --cluster` and
+/// `endpoint hashkv --cluster` (the whole URL as authority, which h2 refuses unrepaired).
+const ETCDCTL_STREAMS: [(&str, &[u8]); 4] = [
+    (
+        "put",
+        include_bytes!("../seeds/h2_authority/etcdctl-put.bin"),
+    ),
+    (
+        "lock",
+        include_bytes!("../seeds/h2_authority/etcdctl-lock.bin"),
+    ),
+    (
+        "status --cluster",
+        include_bytes!("../seeds/h2_authority/etcdctl-status-cluster.bin"),
+    ),
+    (
+        "hashkv --cluster",
+        include_bytes!("../seeds/h2_authority/etcdctl-hashkv-cluster.bin"),
+    ),
 ];
 
 /// The first two bytes choose the chunking and the reader's buffer size; the rest is what a
@@ -883,7 +898,7 @@ fn h2_authority_seeds() -> Vec<Vec<u8>> {
             (b'+', 1, authority, coded),
         ])
     };
-    let mut streams: Vec<Vec<u8>> = ETCDCTL_STREAMS.iter().map(|s| s.to_vec()).collect();
+    let mut streams: Vec<Vec<u8>> = ETCDCTL_STREAMS.iter().map(|(_, s)| s.to_vec()).collect();
     let mut constructed = PREFACE.to_vec();
     constructed.extend(h2_frame(0x4, 0, 0, &[]));
     constructed.extend(h2_frame(
@@ -936,7 +951,7 @@ mod tests {
     #[test]
     fn etcdctl_streams_are_repaired() {
         use raftkv_raft::h2_authority::{PREFACE, hpack, rewrite_chunks};
-        for stream in ETCDCTL_STREAMS {
+        for (name, stream) in ETCDCTL_STREAMS {
             let out = rewrite_chunks(&[stream], 1 << 16).expect("repaired");
             let mut rest = &out[PREFACE.len()..];
             let mut server = hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE);
@@ -963,7 +978,7 @@ mod tests {
                 assert_eq!(
                     authority.map(|f| &f.value[..]),
                     Some(&b"127.0.0.1:12479"[..]),
-                    "{fields:?}"
+                    "{name}: {fields:?}"
                 );
                 requests += 1;
             }
