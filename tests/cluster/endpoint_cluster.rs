@@ -1,9 +1,10 @@
 //! `etcdctl endpoint status|health|hashkv --cluster` against raftkv and a real etcd.
 //!
-//! With `--cluster` etcdctl dials the client URLs it reads from MemberList, and grpc-go
-//! then sends the whole URL (`http://127.0.0.1:2379`) as the HTTP/2 `:authority`. h2 resets
-//! such a stream unless the client port repairs the authority first
-//! (`raftkv_raft::h2_authority`); so does any `--endpoints=http://…`. The outputs of a
+//! With `--cluster` etcdctl dials the client URLs it reads from MemberList, and for status
+//! and hashkv grpc-go then sends the whole URL (`http://127.0.0.1:2379`) as the HTTP/2
+//! `:authority` (health goes through clientv3's resolver, which strips the scheme). h2
+//! resets such a stream unless the client port repairs the authority first
+//! (`raftkv_raft::h2_authority`). The outputs of a
 //! 3-member raftkv and a 3-member etcd are compared once what legitimately differs between
 //! two clusters is masked: ports, member and cluster ids, which member leads, sizes, terms,
 //! Raft indexes and times (store revisions are compared). Still different, and masked:

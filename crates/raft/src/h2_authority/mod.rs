@@ -1,8 +1,9 @@
 //! Makes the HTTP/2 `:authority` of client requests one that h2 accepts.
 //!
-//! grpc-go sends the target it dialled as `:authority`; when etcdctl dials the client URLs
-//! from MemberList (`endpoint status --cluster`, or any `--endpoints=http://…`) that is the
-//! whole URL, `http://127.0.0.1:2379`. Go's HTTP/2 server takes any value; h2 (under tonic)
+//! grpc-go sends the target it dialled as `:authority`. etcdctl's `endpoint status` and
+//! `endpoint hashkv` dial each endpoint as given (`passthrough:///http://127.0.0.1:2379`),
+//! so with `--cluster` (the client URLs from MemberList) or an `http://` endpoint that is
+//! the whole URL. Go's HTTP/2 server takes any value; h2 (under tonic)
 //! resets the stream with PROTOCOL_ERROR when the value does not parse as an
 //! [`http::uri::Authority`], and its maintainers keep it so (hyperium/h2#525). raftkv never
 //! reads the authority, so [`Rewriter`] repairs it in the client-to-server byte stream,
@@ -61,6 +62,15 @@
 //! being re-encoded is closed, since its raw bytes no longer mean to the server what they
 //! mean to the client. Nothing is allocated from a length before the bytes it counts are
 //! present.
+//!
+//! # Cost
+//!
+//! Per connection: the rewriter (a few hundred bytes, boxed), the mirrored table (at most
+//! the 4,096 bytes HPACK allows, plus its entries' bookkeeping), and, only while a frame
+//! header or header block is cut between reads, its bytes so far. Per request on a
+//! connection in step: one walk over the header block with no allocation except for
+//! literal strings (`benches/h2_authority.rs`: about 0.2 µs a request; re-encoded blocks
+//! about 0.7 µs; bulk DATA a few percent of a memory copy).
 
 pub mod hpack;
 pub mod huffman;
