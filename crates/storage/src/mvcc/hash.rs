@@ -65,8 +65,11 @@ impl MvccStore {
     /// etcd's `Hash`: the hash of the whole replicated state at the current revision (see the
     /// module doc for what it covers), and that revision.
     pub fn hash_all(&self) -> Result<(u32, i64), MvccError> {
-        let _gate = self.compaction_read_guard();
+        // The point first: it takes the writer lock, which a compaction holds while it
+        // waits for the gate (taking them the other way round would deadlock). A compaction
+        // in between only changes what `compacted`, read under the gate, says.
         let point = self.snapshot_point()?;
+        let _gate = self.compaction_read_guard();
         let compacted = self.compacted_revision();
         let mut hasher = crc32fast::Hasher::new();
         self.hash_versions(&mut hasher, point.revision, compacted)?;

@@ -1412,3 +1412,25 @@ fn size_in_use_follows_writes_and_compaction_and_survives_reopening() {
     let reopened = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
     assert_eq!(reopened.size_in_use(), now);
 }
+
+#[test]
+fn hashing_while_compacting_does_not_deadlock() {
+    let f = std::sync::Arc::new(open());
+    for i in 0..200 {
+        f.put(&format!("k{}", i % 10), "v");
+    }
+    let writer = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            for rev in (10..200).step_by(10) {
+                f.compact(rev).unwrap();
+                f.put("more", "v");
+            }
+        })
+    };
+    for _ in 0..50 {
+        f.store.hash_all().unwrap();
+        let _ = f.store.hash_kv(0).unwrap();
+    }
+    writer.join().unwrap();
+}
