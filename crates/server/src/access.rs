@@ -10,13 +10,12 @@
 //! - A path no HTTP route serves gets Go's `404 page not found` (tonic's fallback would
 //!   answer it as a gRPC call).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 /// The parsed `--cors` and `--host-whitelist` lists (empty or `*`: everything allowed).
 #[derive(Debug, Clone, Default)]
@@ -48,67 +47,124 @@ impl Access {
     fn host_allowed(&self, host: &str) -> bool {
         allowed(&self.hosts, host)
     }
-
-    /// `router` behind this access control (for its non-gRPC requests).
-    pub fn wrap(self, router: axum::Router) -> axum::Router {
-        router.layer(axum::middleware::from_fn_with_state(
-            Arc::new(self),
-            control,
-        ))
-    }
 }
 
 fn allowed(list: &[String], value: &str) -> bool {
     list.is_empty() || list.iter().any(|v| v == "*" || v == value)
 }
 
-async fn control(State(access): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
-        return next.run(req).await;
+/// The access control as a tower layer of the client port's server: a gRPC request goes
+/// straight to the inner service (no box, no copy of its future), an HTTP one is checked.
+#[derive(Clone)]
+pub struct AccessLayer(pub Arc<Access>);
+
+impl<S> tower::Layer<S> for AccessLayer {
+    type Service = AccessService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessService {
+            inner,
+            access: self.0.clone(),
+        }
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    let host = hostname(&host);
-    if !access.host_allowed(host) {
-        tracing::warn!(
-            host,
-            "rejecting HTTP request to prevent DNS rebinding attacks"
-        );
-        return crate::http::go_error(StatusCode::MISDIRECTED_REQUEST, &rebinding_text(host));
+}
+
+/// See [`AccessLayer`].
+#[derive(Clone)]
+pub struct AccessService<S> {
+    inner: S,
+    access: Arc<Access>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type TonicResponse = http::Response<tonic::body::Body>;
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for AccessService<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = TonicResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = TonicResponse;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<S::Future, BoxFuture<Result<TonicResponse, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    let cors = if access.origin_allowed("*") {
-        Some(HeaderValue::from_static("*"))
-    } else {
-        req.headers()
-            .get(header::ORIGIN)
-            .filter(|o| o.to_str().is_ok_and(|o| access.origin_allowed(o)))
-            .cloned()
-    };
-    let mut resp = if req.method() == Method::OPTIONS {
-        Response::new(Body::empty())
-    } else {
-        let resp = next.run(req).await;
-        // No HTTP route took it, so tonic's fallback answered as to a gRPC call: etcd's HTTP
-        // mux answers Go's 404 instead.
-        let grpc_answer = resp
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let grpc = req
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if grpc_answer {
-            crate::http::go_error(StatusCode::NOT_FOUND, "404 page not found")
-        } else {
-            resp
+        if grpc {
+            return futures_util::future::Either::Left(self.inner.call(req));
         }
-    };
+        let (cors, refusal) = match self.access.check(&req) {
+            Ok(cors) => (cors, None),
+            Err(refusal) => (None, Some(refusal)),
+        };
+        let preflight = req.method() == Method::OPTIONS;
+        let fut = (refusal.is_none() && !preflight).then(|| self.inner.call(req));
+        futures_util::future::Either::Right(Box::pin(async move {
+            let resp = match (refusal, fut) {
+                (Some(host), _) => {
+                    crate::http::go_error(StatusCode::MISDIRECTED_REQUEST, &rebinding_text(&host))
+                        .map(tonic::body::Body::new)
+                }
+                (None, None) => http::Response::new(tonic::body::Body::empty()),
+                (None, Some(fut)) => {
+                    let resp = fut.await?;
+                    // No HTTP route took it, so tonic's fallback answered as to a gRPC call:
+                    // etcd's HTTP mux answers Go's 404 instead.
+                    let grpc_answer = resp
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                    if grpc_answer {
+                        crate::http::go_error(StatusCode::NOT_FOUND, "404 page not found")
+                            .map(tonic::body::Body::new)
+                    } else {
+                        resp
+                    }
+                }
+            };
+            Ok(with_cors(resp, cors))
+        }))
+    }
+}
+
+impl Access {
+    /// The CORS origin to answer with, or the host refused (not on the whitelist).
+    fn check<B>(&self, req: &http::Request<B>) -> Result<Option<HeaderValue>, String> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let host = hostname(&host);
+        if !self.host_allowed(host) {
+            tracing::warn!(
+                host,
+                "rejecting HTTP request to prevent DNS rebinding attacks"
+            );
+            return Err(host.to_string());
+        }
+        Ok(if self.origin_allowed("*") {
+            Some(HeaderValue::from_static("*"))
+        } else {
+            req.headers()
+                .get(header::ORIGIN)
+                .filter(|o| o.to_str().is_ok_and(|o| self.origin_allowed(o)))
+                .cloned()
+        })
+    }
+}
+
+fn with_cors<B>(mut resp: http::Response<B>, cors: Option<HeaderValue>) -> http::Response<B> {
     if let Some(origin) = cors {
         let headers = resp.headers_mut();
         headers.append(

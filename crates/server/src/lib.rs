@@ -135,7 +135,8 @@ impl Server {
                 .http2_keepalive_interval(config.grpc_keepalive_interval)
                 .http2_keepalive_timeout(config.grpc_keepalive_timeout)
                 .layer(budget.layer())
-                .layer(metrics::GrpcMetricsLayer(api.client_metrics().clone()));
+                .layer(metrics::GrpcMetricsLayer(api.client_metrics().clone()))
+                .layer(access::AccessLayer(Arc::new(access)));
             client_tasks.push(tokio::spawn(async move {
                 let grpc = tonic::service::Routes::new(
                     KvServer::new(api.clone()).max_decoding_message_size(max_message),
@@ -160,11 +161,11 @@ impl Server {
                     ClusterServer::new(api.clone()).max_decoding_message_size(max_message),
                 );
                 // HTTP/1.1 (health, version, the JSON gateway) on the same listener, as etcd.
-                let routes = tonic::service::Routes::from(access.wrap(http::routes(
+                let routes = tonic::service::Routes::from(http::routes(
                     &api,
                     grpc.into_axum_router(),
                     gateway_on,
-                )));
+                ));
                 let result = server
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, async move {
