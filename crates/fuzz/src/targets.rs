@@ -78,6 +78,12 @@ pub fn targets() -> &'static [Target] {
             seeds: framing_seeds,
         },
         Target {
+            name: "gateway_json",
+            about: "JSON gateway request bodies: the stream splitter in any chunking, then the decoders",
+            run: gateway_json,
+            seeds: gateway_json_seeds,
+        },
+        Target {
             name: "h2_authority",
             about: "client HTTP/2 byte streams through the :authority repair (frames, HPACK)",
             run: h2_authority,
@@ -995,4 +1001,78 @@ mod tests {
             }
         }
     }
+}
+
+// ---- gateway_json -------------------------------------------------------------------------
+
+/// The JSON values of `data` as the gateway's stream reader finds them, pushed in `chunk`
+/// byte pieces.
+fn json_values(data: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    use raftkv_server::json_stream::{JsonValues, Next};
+    let mut values = JsonValues::new();
+    let mut out = Vec::new();
+    let mut take = |values: &mut JsonValues, ended: bool| {
+        while let Next::Value(v) = values.next(ended) {
+            out.push(v);
+        }
+    };
+    for part in data.chunks(chunk.max(1)) {
+        values.push(part);
+        take(&mut values, false);
+    }
+    take(&mut values, true);
+    out
+}
+
+/// Decodes `bytes` as a gateway request `M`; what decodes must encode and decode back to
+/// itself.
+fn json_round_trip<M>(bytes: &[u8])
+where
+    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let Ok(msg) = serde_json::from_slice::<M>(bytes) else {
+        return;
+    };
+    let Ok(json) = serde_json::to_vec(&msg) else {
+        return;
+    };
+    let again: M = serde_json::from_slice(&json).expect("the gateway's own JSON decodes again");
+    assert_eq!(again, msg, "a JSON round trip changed the request");
+}
+
+fn gateway_json(data: &[u8]) {
+    use raftkv_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, WatchRequest};
+    let [cut, body @ ..] = data else {
+        return;
+    };
+    let whole = json_values(body, body.len());
+    let chunked = json_values(body, usize::from(*cut));
+    assert_eq!(whole, chunked, "the values depend on the chunking");
+    for value in whole.iter().map(Vec::as_slice).chain([body]) {
+        json_round_trip::<RangeRequest>(value);
+        json_round_trip::<PutRequest>(value);
+        json_round_trip::<TxnRequest>(value);
+        json_round_trip::<WatchRequest>(value);
+        json_round_trip::<LeaseGrantRequest>(value);
+        json_round_trip::<LeaseKeepAliveRequest>(value);
+    }
+}
+
+fn gateway_json_seeds() -> Vec<Vec<u8>> {
+    [
+        &br#"{"key":"Zm9v","range_end":"Zm9w","limit":"10","revision":"3"}"#[..],
+        br#"{"key":"Zm9v","value":"YmFy","lease":"7587862345167512324","prev_kv":true}"#,
+        br#"{"compare":[{"target":"VALUE","key":"Zm9v","value":"YmFy"}],"success":[{"request_put":{"key":"Zm9v","value":"YmF6"}}],"failure":[{"request_txn":{"success":[{"request_range":{"key":"YQ=="}}]}}]}"#,
+        br#" {"create_request":{"key":"YQ==","filters":["NOPUT"],"prev_kv":true}} {"progress_request":{}}
+{"cancel_request":{"watch_id":"1"}}"#,
+        br#"{"TTL":"30","ID":"5"}{"ID":5}"#,
+        br#"[[[[{"a":"}\"]"}]]]]"#,
+    ]
+    .iter()
+    .map(|json| {
+        let mut seed = vec![3];
+        seed.extend_from_slice(json);
+        seed
+    })
+    .collect()
 }

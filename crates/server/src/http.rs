@@ -184,6 +184,11 @@ fn http_status(code: Code) -> StatusCode {
 
 /// grpc-gateway's error body for `status`.
 fn error_response(status: &Status) -> Response {
+    json_response(http_status(status.code()), error_body(status))
+}
+
+/// grpc-gateway's error body.
+fn error_body(status: &Status) -> String {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         error: &'a str,
@@ -195,8 +200,37 @@ fn error_response(status: &Status) -> Response {
         message: status.message(),
         code: status.code() as i32,
     };
-    let text = serde_json::to_string(&body).unwrap_or_default();
-    json_response(http_status(status.code()), text)
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// The error of a call the server answered (not of a request that did not decode): as
+/// grpc-gateway writes it, chunked, announcing and sending the gRPC answer's content type as
+/// the trailer `Grpc-Trailer-Content-Type` (hyper sends trailer fields only to a client
+/// whose request said `TE: trailers`; Go sends them to all).
+fn call_error_response(status: &Status) -> Response {
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert(
+        "grpc-trailer-content-type",
+        HeaderValue::from_static("application/grpc"),
+    );
+    let frames = [
+        http_body::Frame::data(Bytes::from(error_body(status))),
+        http_body::Frame::trailers(trailers),
+    ]
+    .map(Ok::<_, std::convert::Infallible>);
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let mut resp = Response::new(Body::new(body));
+    *resp.status_mut() = http_status(status.code());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::TRAILER,
+        HeaderValue::from_static("Grpc-Trailer-Content-Type"),
+    );
+    resp
 }
 
 /// One unary gateway call: the JSON request decoded (an empty body is the empty request),
@@ -228,7 +262,7 @@ where
             }
             Err(e) => error_response(&Status::internal(e.to_string())),
         },
-        Err(status) => error_response(&status),
+        Err(status) => call_error_response(&status),
     }
 }
 
@@ -256,7 +290,7 @@ const MAX_STREAM_OBJECT: usize = 2 * 1024 * 1024;
 /// objects, whitespace between them allowed.
 struct BodyObjects {
     body: axum::body::BodyDataStream,
-    buf: Vec<u8>,
+    values: crate::json_stream::JsonValues,
     ended: bool,
 }
 
@@ -264,7 +298,7 @@ impl BodyObjects {
     fn new(body: Body) -> Self {
         Self {
             body: body.into_data_stream(),
-            buf: Vec::new(),
+            values: crate::json_stream::JsonValues::new(),
             ended: false,
         }
     }
@@ -272,38 +306,26 @@ impl BodyObjects {
     /// The next object: `Ok(None)` at the end of the body, `Err` with the decoder's words
     /// (Go's "unexpected EOF" for a body that ends inside an object).
     async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, String> {
+        use crate::json_stream::Next;
         use futures_util::StreamExt;
         loop {
-            let start = self
-                .buf
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(self.buf.len());
-            self.buf.drain(..start);
-            if !self.buf.is_empty() {
-                let mut objects = serde_json::Deserializer::from_slice(&self.buf).into_iter::<T>();
-                match objects.next() {
-                    Some(Ok(value)) => {
-                        let used = objects.byte_offset();
-                        self.buf.drain(..used);
-                        return Ok(Some(value));
-                    }
-                    Some(Err(e)) if !e.is_eof() => return Err(e.to_string()),
-                    _ => {}
-                }
+            if let Next::Value(bytes) = self.values.next(self.ended) {
+                return serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
             }
             if self.ended {
-                return if self.buf.is_empty() {
+                return if self.values.buffered() == 0 {
                     Ok(None)
                 } else {
                     Err("unexpected EOF".into())
                 };
             }
-            if self.buf.len() > MAX_STREAM_OBJECT {
+            if self.values.buffered() > MAX_STREAM_OBJECT {
                 return Err("raftkv: a stream request object is too large".into());
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => self.values.push(&chunk),
                 Some(Err(e)) => return Err(e.to_string()),
                 None => self.ended = true,
             }
@@ -335,7 +357,7 @@ async fn stream_response<Resp: Serialize + Send + 'static>(
     use futures_util::StreamExt;
     let first = match answers.recv().await {
         Some(Ok(first)) => first,
-        Some(Err(status)) => return error_response(&status),
+        Some(Err(status)) => return call_error_response(&status),
         None => return stream_response_of(futures_util::stream::empty::<Result<Resp, Status>>()),
     };
     let answers = futures_util::stream::once(std::future::ready(Ok(first)))

@@ -28,6 +28,7 @@ mod flag_policy;
 pub mod flags;
 pub mod go_values;
 mod http;
+pub mod json_stream;
 pub mod local;
 pub mod logging;
 pub mod metrics;
