@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let files = [
         "etcd/kv.proto",
+        "etcd/auth.proto",
         "etcd/rpc.proto",
         "etcd/v3lock.proto",
         "etcd/v3election.proto",
@@ -46,7 +47,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         // etcd's gateway ignores keys it does not know (`{"ttl":30}` grants with TTL 0).
         .ignore_unknown_fields()
-        .build(&[".etcdserverpb", ".mvccpb", ".v3lockpb", ".v3electionpb"])?;
+        .build(&[
+            ".etcdserverpb",
+            ".mvccpb",
+            ".authpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }
 

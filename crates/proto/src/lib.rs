@@ -3,6 +3,7 @@
 //! - [`etcdserverpb`] — the etcd v3 KV, Cluster and Maintenance services and their messages,
 //!   wire-compatible with etcd 3.4 (same package, names and field numbers).
 //! - [`mvccpb`] — `KeyValue` and `Event`.
+//! - [`authpb`] — the auth store's `User`, `Role` and `Permission`.
 //! - [`v3lockpb`], [`v3electionpb`] — etcd's `Lock` and `Election` services.
 //! - [`raftkvpb`] — raftkv's own messages: the command a Raft log entry carries, and the
 //!   member-to-member `Peer` service (Raft RPCs, write forwarding, read index).
@@ -24,6 +25,12 @@ pub mod codec;
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
     include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
+}
+
+/// etcd's `authpb` package: users, roles and key permissions of the auth store.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// etcd's `etcdserverpb` package: the KV, Cluster and Maintenance services.

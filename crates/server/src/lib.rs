@@ -9,6 +9,8 @@
 //! - [`api`] — the etcd API's logic over a running member ([`EtcdApi`]), shared by the gRPC
 //!   services and by embedding programs.
 //! - `services` — the KV, Watch, Maintenance and Cluster gRPC services.
+//! - `auth` — etcd's Auth service: users, roles and permissions through the log (not yet
+//!   enforced, so AuthEnable is refused).
 //! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
 //! - [`logging`] — tracing setup (`--log-level`, `--log-format`).
@@ -20,6 +22,7 @@
 
 mod access;
 pub mod api;
+mod auth;
 pub mod concurrency;
 pub mod config;
 mod config_file;
@@ -158,8 +161,10 @@ impl Server {
                     raftkv_proto::v3electionpb::election_server::ElectionServer::new(api.clone())
                         .max_decoding_message_size(max_message),
                 )
+                .add_service(ClusterServer::new(api.clone()).max_decoding_message_size(max_message))
                 .add_service(
-                    ClusterServer::new(api.clone()).max_decoding_message_size(max_message),
+                    raftkv_proto::etcdserverpb::auth_server::AuthServer::new(api.clone())
+                        .max_decoding_message_size(max_message),
                 );
                 // HTTP/1.1 (health, version, the JSON gateway) on the same listener, as etcd.
                 let routes = tonic::service::Routes::from(http::routes(

@@ -73,6 +73,56 @@ pub enum MvccError {
     /// `ignore_lease` with a lease.
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
+    /// An auth request without a user name.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// UserAdd of a name that exists.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// A user that does not exist.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// RoleAdd of a name that exists.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// A role that does not exist.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// RoleAdd without a name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// AuthEnable without a `root` user.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// AuthEnable while `root` lacks the `root` role.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// UserRevokeRole of a role the user does not have.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// RoleRevokePermission of a permission the role does not have.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// Deleting `root` (user or role), or revoking `root` from `root`, while auth is on.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// Authenticate while auth is off.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// Authenticate with an unknown user or a wrong password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// AuthEnable that passed etcd's checks: refused while raftkv does not enforce
+    /// permissions, so that enabling auth never claims a protection it does not give.
+    #[error("raftkv: auth enable is not supported yet: permission checks are not enforced")]
+    AuthEnableUnsupported,
+    /// An auth change past one of raftkv's bounds on the auth store (names, counts, size).
+    #[error("raftkv: auth store limit exceeded: {0}")]
+    AuthLimit(&'static str),
+    /// An auth command no client request produces (a malformed hash, an unknown
+    /// permission type, no operation).
+    #[error("raftkv: malformed auth command")]
+    BadAuth,
     /// sled failed.
     #[error("storage failure: {0}")]
     Sled(#[from] sled::Error),
@@ -87,7 +137,17 @@ impl MvccError {
         match self {
             Self::Compacted | Self::FutureRevision => ErrorCode::OutOfRange,
             Self::LeaseNotFound => ErrorCode::NotFound,
-            Self::LeaseExist => ErrorCode::FailedPrecondition,
+            Self::LeaseExist
+            | Self::UserAlreadyExist
+            | Self::UserNotFound
+            | Self::RoleAlreadyExist
+            | Self::RoleNotFound
+            | Self::RootUserNotExist
+            | Self::RootRoleNotExist
+            | Self::RoleNotGranted
+            | Self::PermissionNotGranted
+            | Self::AuthNotEnabled
+            | Self::AuthEnableUnsupported => ErrorCode::FailedPrecondition,
             Self::LeaseTtlTooLarge => ErrorCode::OutOfRange,
             Self::NoSpace => ErrorCode::ResourceExhausted,
             Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,

@@ -462,32 +462,41 @@ fn alarms_travel_in_snapshots_and_version_1_files_still_read() {
     snapshot::restore_with(&file, &fresh, &options).unwrap();
     assert!(fresh.alarms().is_empty());
 
-    // The same file as version 1 wrote it: no alarms blob (nor version 3's leases blob,
-    // empty here) in the header.
-    let mut bytes = std::fs::read(&file).unwrap();
-    assert_eq!(&bytes[8..12], &3u32.to_le_bytes());
+    // The same file as versions 1 and 3 wrote it: no alarms blob (nor version 3's leases
+    // blob, empty here, nor version 4's auth table) in the header, or only no auth table.
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(&bytes[8..12], &4u32.to_le_bytes());
+    let auth_len = 4 + raftkv_storage::mvcc::auth::AuthTable::default()
+        .encode()
+        .len();
+    for (version, cut) in [(1u32, 4 + 12 + 4 + auth_len), (3, auth_len)] {
+        std::fs::write(&file, older_format(&bytes, version, cut)).unwrap();
+        let old = open(&dir.path().join(format!("v{version}")));
+        let info = snapshot::restore(&file, &old).unwrap();
+        assert_eq!(info.meta.alarms.is_empty(), version == 1);
+        assert_eq!(*old.auth(), Default::default());
+        assert_eq!(all_at(&old, 0).len(), 1);
+    }
+}
+
+/// `bytes` (a current snapshot file) as format `version` wrote it: the last `cut` bytes of
+/// the header body dropped, the size kept 32 mod 512 with padding, checksums redone.
+fn older_format(bytes: &[u8], version: u32, cut: usize) -> Vec<u8> {
     let body_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let body = bytes[16..16 + body_len].to_vec();
-    let alarms_len = 4 + 12 + 4; // one alarm, and no leases
-    let v1_body = &body[..body.len() - alarms_len];
-    let mut v1 = b"RKVSNAP1".to_vec();
-    v1.extend_from_slice(&1u32.to_le_bytes());
-    v1.extend_from_slice(&(v1_body.len() as u32).to_le_bytes());
-    v1.extend_from_slice(v1_body);
-    let crc = crc32fast::hash(&v1);
-    v1.extend_from_slice(&crc.to_le_bytes());
+    let body = &bytes[16..16 + body_len];
+    let old_body = &body[..body.len() - cut];
+    let mut out = b"RKVSNAP1".to_vec();
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(old_body.len() as u32).to_le_bytes());
+    out.extend_from_slice(old_body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     let rest = &bytes[16 + body_len + 4..bytes.len() - 32];
-    // Keep the size 32 mod 512: the bytes removed become padding before the footer.
     let footer_at = rest.len() - (8 + 4 * 8 + 4);
-    v1.extend_from_slice(&rest[..footer_at]);
-    v1.extend(std::iter::repeat_n(0u8, alarms_len));
-    v1.extend_from_slice(&rest[footer_at..]);
-    let digest = Sha256::digest(&v1);
-    v1.extend_from_slice(&digest);
-    bytes = v1;
-    std::fs::write(&file, &bytes).unwrap();
-    let old = open(&dir.path().join("d"));
-    let info = snapshot::restore(&file, &old).unwrap();
-    assert!(info.meta.alarms.is_empty());
-    assert_eq!(all_at(&old, 0).len(), 1);
+    out.extend_from_slice(&rest[..footer_at]);
+    out.extend(std::iter::repeat_n(0u8, cut));
+    out.extend_from_slice(&rest[footer_at..]);
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
 }

@@ -82,6 +82,9 @@ impl MvccStore {
         if let Some(command::Op::LeaseCheckpoint(req)) = &cmd.op {
             return self.lease_checkpoint(req, applied);
         }
+        if let Some(command::Op::Auth(req)) = &cmd.op {
+            return self.auth_change(req, applied);
+        }
         self.counts.txns.inc();
         let read_rev = self.revision();
         let mut txn = WriteTxn::new(self, read_rev);
@@ -104,7 +107,8 @@ impl MvccStore {
                 command::Op::Compaction(_)
                 | command::Op::Alarm(_)
                 | command::Op::LeaseGrant(_)
-                | command::Op::LeaseCheckpoint(_),
+                | command::Op::LeaseCheckpoint(_)
+                | command::Op::Auth(_),
             ) => {
                 unreachable!("handled above")
             }
@@ -308,6 +312,34 @@ impl MvccStore {
         Ok(CommandResponse {
             op: Some(command_response::Op::LeaseCheckpoint(
                 LeaseCheckpointResponse {
+                    header: Self::header(rev),
+                },
+            )),
+        })
+    }
+
+    /// Changes the auth store (etcd's auth applier): the table and the applied point in one
+    /// batch; the key-value revision does not move. A refusal records the applied point only.
+    fn auth_change(
+        &self,
+        req: &raftkv_proto::raftkvpb::AuthCommand,
+        applied: &AppliedState,
+    ) -> Result<CommandResponse, MvccError> {
+        let rev = self.revision();
+        let current = self.auth();
+        let mut batch = sled::Batch::default();
+        let outcome = current.apply(req);
+        if let Ok(Some(next)) = &outcome {
+            batch.insert(super::auth::META_AUTH, next.encode());
+        }
+        batch.insert(META_POINT, self.point_record(rev, applied));
+        self.tree().apply_batch(batch)?;
+        if let Some(next) = outcome? {
+            self.set_auth(next);
+        }
+        Ok(CommandResponse {
+            op: Some(command_response::Op::Auth(
+                raftkv_proto::raftkvpb::AuthCommandResponse {
                     header: Self::header(rev),
                 },
             )),
@@ -685,5 +717,6 @@ fn set_header_revisions(op: &mut command_response::Op, rev: i64) {
         command_response::Op::LeaseGrant(r) => r.header = MvccStore::header(rev),
         command_response::Op::LeaseRevoke(r) => r.header = MvccStore::header(rev),
         command_response::Op::LeaseCheckpoint(r) => r.header = MvccStore::header(rev),
+        command_response::Op::Auth(r) => r.header = MvccStore::header(rev),
     }
 }

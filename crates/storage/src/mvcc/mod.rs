@@ -15,12 +15,14 @@
 //! - `apply` — writes: Put, DeleteRange, Txn, Compact, with a write overlay so a txn reads
 //!   its own writes.
 //! - `validate` — etcd's request checks that run before a request is proposed.
+//! - `auth` — the auth store: users, roles, permissions, the enabled flag, auth revision.
 //! - `lease` — the lease table: leases granted, their TTLs, the keys attached to them.
 //! - `history` — the changes in revision order (an index kept with the records) and the
 //!   [`WatchSink`] that applied writes are handed to.
 //! - `hash` — HashKV and Hash for etcd's corruption check: CRC-32 over the records.
 
 mod apply;
+pub mod auth;
 pub(crate) mod encoding;
 mod hash;
 mod history;
@@ -88,6 +90,8 @@ pub struct SnapshotPoint {
     pub alarms: Alarms,
     /// The lease table.
     pub leases: Vec<(i64, lease::LeaseInfo)>,
+    /// The auth table.
+    pub auth: auth::SharedAuth,
 }
 
 /// An etcd-semantics multi-version key-value store.
@@ -110,6 +114,8 @@ pub struct MvccStore {
     alarms: Mutex<Vec<(u64, i32)>>,
     /// The lease table (`lease`), as stored.
     leases: Mutex<lease::Leases>,
+    /// The auth table (`auth`), as stored; a change swaps in a new one.
+    auth: RwLock<auth::SharedAuth>,
     /// Where applied writes' events go (the member's watch hub), once one is set.
     sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
     /// Bytes of the version records (encoded key + record), see [`MvccStore::size_in_use`].
@@ -162,6 +168,7 @@ impl MvccStore {
             None => Vec::new(),
         };
         let leases = lease::load(&tree)?;
+        let auth = auth::AuthTable::load(&tree)?;
         let in_use = records_size(&tree)?;
         Ok(Self {
             db,
@@ -176,6 +183,7 @@ impl MvccStore {
             }),
             alarms: Mutex::new(alarms),
             leases: Mutex::new(leases),
+            auth: RwLock::new(std::sync::Arc::new(auth)),
             sink: RwLock::new(None),
             in_use: AtomicU64::new(in_use),
             counts: metrics::StoreCounts::default(),
@@ -238,6 +246,15 @@ impl MvccStore {
             }
         }
         Ok(keys)
+    }
+
+    /// The auth table now.
+    pub fn auth(&self) -> auth::SharedAuth {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_auth(&self, table: auth::AuthTable) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(table);
     }
 
     /// The current revision.
@@ -316,6 +333,7 @@ impl MvccStore {
             applied: self.applied_state()?,
             alarms: self.alarms(),
             leases: self.leases(),
+            auth: self.auth(),
         })
     }
 
@@ -491,6 +509,7 @@ impl Restore<'_> {
         for (id, info) in &meta.leases {
             batch.insert(&lease::lease_key(*id)[..], lease::encode_lease(info));
         }
+        batch.insert(auth::META_AUTH, meta.auth.encode());
         let state = AppliedState {
             applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
             membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
@@ -524,6 +543,7 @@ impl Restore<'_> {
         self.store.set_alarms(meta.alarms.clone());
         self.store.in_use.store(self.in_use, Ordering::Relaxed);
         *self.store.lease_table() = meta.leases.iter().copied().collect();
+        self.store.set_auth(meta.auth.clone());
         self.store.notify_replaced(meta.revision);
         db.drop_tree(old.name())?;
         self.name.clear(); // committed: nothing for Drop to undo

@@ -80,6 +80,7 @@ pub fn check_command(
         Some(command::Op::LeaseGrant(r)) => check_lease_grant(r)?,
         Some(command::Op::LeaseRevoke(_)) => {}
         Some(command::Op::LeaseCheckpoint(r)) => check_lease_checkpoint(r)?,
+        Some(command::Op::Auth(r)) => super::auth::check_command(r)?,
         None => return Err(MvccError::EmptyCommand),
     }
     check_size(cmd, max_request_bytes)
@@ -106,6 +107,7 @@ pub fn check_structure(cmd: &Command) -> Result<(), MvccError> {
         Some(command::Op::LeaseGrant(r)) => check_lease_grant(r),
         Some(command::Op::LeaseRevoke(_)) => Ok(()),
         Some(command::Op::LeaseCheckpoint(r)) => check_lease_checkpoint(r),
+        Some(command::Op::Auth(r)) => super::auth::check_command(r),
         None => Err(MvccError::EmptyCommand),
     }
 }

@@ -5,7 +5,8 @@
 //! header   magic "RKVSNAP1" | u32 version | u32 body length | body | u32 CRC-32
 //!          body: revision, compact revision, applied (opaque), membership (opaque),
 //!                alarms (version 2 on), leases (version 3 on: id, TTL, remaining TTL,
-//!                each an i64 LE, in id order)
+//!                each an i64 LE, in id order), auth (version 4 on: the auth table's
+//!                record, an encoded raftkvpb.AuthState)
 //! blocks   (u32 frame length | raftkv-codec frame)* | u32 0
 //! padding  zeros, so that the file ends up 32 mod 512 bytes long
 //! footer   magic "RKVSEND1" | records | live keys | raw body bytes | blocks | u32 CRC-32
@@ -34,9 +35,9 @@ pub use writer::build;
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 /// First bytes of the footer.
 pub const FOOTER_MAGIC: &[u8; 8] = b"RKVSEND1";
-/// The format this build writes; it also reads versions 1 (no alarms in the header) and 2
-/// (no leases).
-pub const FORMAT_VERSION: u32 = 3;
+/// The format this build writes; it also reads versions 1 (no alarms in the header), 2
+/// (no leases) and 3 (no auth table: a new, empty one).
+pub const FORMAT_VERSION: u32 = 4;
 /// Most versions in one body block.
 pub const BLOCK_RECORDS: usize = 4096;
 /// A block is closed once the keys and values in it reach this many bytes (or it holds
@@ -63,7 +64,7 @@ pub(crate) const MAX_HEADER_BODY: usize = 64 << 20;
 pub(crate) const MAX_FRAME: usize = MAX_BLOCK_RAW + (MAX_BLOCK_RAW >> 16) + 64;
 
 /// What a snapshot captures besides the data.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotMeta {
     /// The store revision of the snapshot.
     pub revision: i64,
@@ -77,10 +78,12 @@ pub struct SnapshotMeta {
     pub alarms: Vec<(u64, i32)>,
     /// The lease table: id, granted TTL, last checkpointed remaining TTL. Version 3 on.
     pub leases: Vec<(i64, crate::mvcc::lease::LeaseInfo)>,
+    /// The auth table: users, roles, permissions, enabled flag, auth revision. Version 4 on.
+    pub auth: crate::mvcc::auth::AuthTable,
 }
 
 /// A snapshot file's status, for `raftkvctl snapshot status` and the raft layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
     /// Header fields.
     pub meta: SnapshotMeta,

@@ -269,6 +269,11 @@ fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
     } else {
         Vec::new()
     };
+    let auth = if version >= 4 {
+        crate::mvcc::auth::AuthTable::decode(&blob()?).ok()?
+    } else {
+        crate::mvcc::auth::AuthTable::default()
+    };
     if pos != body.len() || revision < 1 || compact_revision < 0 || compact_revision > revision {
         return None;
     }
@@ -279,6 +284,7 @@ fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
         membership,
         alarms,
         leases,
+        auth,
     })
 }
 

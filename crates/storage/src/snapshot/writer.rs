@@ -30,6 +30,7 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
         membership: point.applied.membership.unwrap_or_default(),
         alarms: point.alarms,
         leases: point.leases,
+        auth: (*point.auth).clone(),
     };
     let tmp = path.with_extension("part");
     let file = File::create(&tmp)?;
@@ -126,7 +127,8 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
             leases.extend_from_slice(&n.to_le_bytes());
         }
     }
-    for blob in [&meta.applied, &meta.membership, &alarms, &leases] {
+    let auth = meta.auth.encode();
+    for blob in [&meta.applied, &meta.membership, &alarms, &leases, &auth] {
         body.extend_from_slice(&(blob.len() as u32).to_le_bytes());
         body.extend_from_slice(blob);
     }

@@ -1,0 +1,281 @@
+use bytes::Bytes;
+use raftkv_proto::authpb::{Permission, UserAddOptions, permission};
+use raftkv_proto::etcdserverpb::{
+    AuthDisableRequest, AuthEnableRequest, AuthRoleAddRequest, AuthRoleDeleteRequest,
+    AuthRoleGrantPermissionRequest, AuthRoleRevokePermissionRequest, AuthUserDeleteRequest,
+    AuthUserGrantRoleRequest, AuthUserRevokeRoleRequest, PutRequest,
+};
+use raftkv_proto::raftkvpb::{
+    AuthCommand, AuthUserAdd, AuthUserChangePassword, Command, auth_command, command,
+};
+
+use super::*;
+use crate::mvcc::{AppliedState, MvccConfig, MvccStore};
+
+fn apply(store: &MvccStore, op: auth_command::Op) -> Result<(), MvccError> {
+    let cmd = Command {
+        op: Some(command::Op::Auth(AuthCommand { op: Some(op) })),
+    };
+    store.apply(&cmd, &AppliedState::default()).map(|_| ())
+}
+
+fn user_add(name: &str, hash: &str) -> auth_command::Op {
+    auth_command::Op::UserAdd(AuthUserAdd {
+        name: name.into(),
+        hashed_password: Bytes::copy_from_slice(hash.as_bytes()),
+        options: None,
+    })
+}
+
+fn grant_role(user: &str, role: &str) -> auth_command::Op {
+    auth_command::Op::UserGrantRole(AuthUserGrantRoleRequest {
+        user: user.into(),
+        role: role.into(),
+    })
+}
+
+fn role_add(name: &str) -> auth_command::Op {
+    auth_command::Op::RoleAdd(AuthRoleAddRequest { name: name.into() })
+}
+
+fn perm(role: &str, kind: permission::Type, key: &str, end: &str) -> auth_command::Op {
+    auth_command::Op::RoleGrantPermission(AuthRoleGrantPermissionRequest {
+        name: role.into(),
+        perm: Some(Permission {
+            perm_type: kind as i32,
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            range_end: Bytes::copy_from_slice(end.as_bytes()),
+        }),
+    })
+}
+
+fn store(dir: &std::path::Path) -> MvccStore {
+    MvccStore::open(dir, &MvccConfig::default()).unwrap()
+}
+
+/// The refusals and revision bumps of etcd 3.4's auth store, in its order.
+#[test]
+fn etcd_rules_and_auth_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    assert_eq!(s.auth().revision, 1, "a new store is at auth revision 1");
+    let err = |op| apply(&s, op).unwrap_err().to_string();
+    assert_eq!(err(user_add("", "h")), "etcdserver: user name is empty");
+    apply(&s, user_add("alice", "h1")).unwrap();
+    assert_eq!(
+        err(user_add("alice", "h")),
+        "etcdserver: user name already exists"
+    );
+    assert_eq!(err(role_add("")), "etcdserver: role name is empty");
+    apply(&s, role_add("r")).unwrap();
+    assert_eq!(err(role_add("r")), "etcdserver: role name already exists");
+    assert_eq!(
+        err(grant_role("bob", "r")),
+        "etcdserver: user name not found"
+    );
+    assert_eq!(
+        err(grant_role("alice", "x")),
+        "etcdserver: role name not found"
+    );
+    apply(&s, grant_role("alice", "r")).unwrap();
+    let rev = s.auth().revision;
+    apply(&s, grant_role("alice", "r")).unwrap();
+    assert_eq!(
+        s.auth().revision,
+        rev,
+        "granting a held role changes nothing"
+    );
+    assert_eq!(
+        err(auth_command::Op::UserRevokeRole(
+            AuthUserRevokeRoleRequest {
+                name: "alice".into(),
+                role: "x".into(),
+            }
+        )),
+        "etcdserver: role is not granted to the user"
+    );
+    // The root role need not exist to be granted.
+    assert_eq!(
+        err(auth_command::Op::Enable(AuthEnableRequest {})),
+        "etcdserver: root user does not exist"
+    );
+    apply(&s, user_add("root", "h")).unwrap();
+    assert_eq!(
+        err(auth_command::Op::Enable(AuthEnableRequest {})),
+        "etcdserver: root user does not have root role"
+    );
+    apply(&s, grant_role("root", "root")).unwrap();
+    let rev = s.auth().revision;
+    apply(&s, auth_command::Op::Enable(AuthEnableRequest {})).unwrap();
+    assert!(s.auth().enabled);
+    assert_eq!(
+        s.auth().revision,
+        rev,
+        "etcd's AuthEnable keeps the auth revision"
+    );
+    assert_eq!(
+        err(auth_command::Op::UserDelete(AuthUserDeleteRequest {
+            name: "root".into()
+        })),
+        "etcdserver: invalid auth management"
+    );
+    assert_eq!(
+        err(auth_command::Op::UserRevokeRole(
+            AuthUserRevokeRoleRequest {
+                name: "root".into(),
+                role: "root".into(),
+            }
+        )),
+        "etcdserver: invalid auth management"
+    );
+    apply(&s, auth_command::Op::Disable(AuthDisableRequest {})).unwrap();
+    assert_eq!(s.auth().revision, rev + 1);
+    apply(&s, auth_command::Op::Disable(AuthDisableRequest {})).unwrap();
+    assert_eq!(
+        s.auth().revision,
+        rev + 1,
+        "disabling twice changes nothing"
+    );
+    // Role delete takes the role from every user.
+    apply(
+        &s,
+        auth_command::Op::RoleDelete(AuthRoleDeleteRequest { role: "r".into() }),
+    )
+    .unwrap();
+    assert!(s.auth().users["alice"].roles.is_empty());
+    assert_eq!(
+        err(auth_command::Op::UserChangePassword(
+            AuthUserChangePassword {
+                name: "nobody".into(),
+                hashed_password: Bytes::from_static(b"h"),
+            }
+        )),
+        "etcdserver: user name not found"
+    );
+    assert_eq!(s.revision(), 1, "auth changes leave the key-value revision");
+}
+
+#[test]
+fn permissions_kept_sorted_updated_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    apply(&s, role_add("r")).unwrap();
+    use permission::Type::*;
+    apply(&s, perm("r", Read, "b", "")).unwrap();
+    apply(&s, perm("r", Write, "a", "c")).unwrap();
+    apply(&s, perm("r", Readwrite, "b", "")).unwrap(); // updates the type
+    let perms = &s.auth().roles["r"].key_permission;
+    let got: Vec<_> = perms
+        .iter()
+        .map(|p| (p.perm_type, p.key.clone(), p.range_end.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                Write as i32,
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"c")
+            ),
+            (Readwrite as i32, Bytes::from_static(b"b"), Bytes::new()),
+        ]
+    );
+    let revoke = |key: &str, end: &str| {
+        auth_command::Op::RoleRevokePermission(AuthRoleRevokePermissionRequest {
+            role: "r".into(),
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            range_end: Bytes::copy_from_slice(end.as_bytes()),
+        })
+    };
+    assert_eq!(
+        apply(&s, revoke("a", "")).unwrap_err().to_string(),
+        "etcdserver: permission is not granted to the role"
+    );
+    apply(&s, revoke("a", "c")).unwrap();
+    assert_eq!(s.auth().roles["r"].key_permission.len(), 1);
+    assert_eq!(
+        apply(&s, perm("nope", Read, "a", ""))
+            .unwrap_err()
+            .to_string(),
+        "etcdserver: role name not found"
+    );
+}
+
+#[test]
+fn malformed_and_oversized_commands_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let before = s.auth();
+    let long = "x".repeat(MAX_NAME_BYTES + 1);
+    assert!(matches!(
+        apply(&s, user_add(&long, "h")),
+        Err(MvccError::AuthLimit(_))
+    ));
+    assert!(matches!(
+        apply(&s, user_add("a", &"h".repeat(MAX_HASH_BYTES + 1))),
+        Err(MvccError::BadAuth)
+    ));
+    let mut bad = perm("r", permission::Type::Read, "a", "");
+    if let auth_command::Op::RoleGrantPermission(r) = &mut bad {
+        r.perm.as_mut().unwrap().perm_type = 9;
+    }
+    assert!(matches!(apply(&s, bad), Err(MvccError::BadAuth)));
+    let empty = Command {
+        op: Some(command::Op::Auth(AuthCommand { op: None })),
+    };
+    assert!(s.apply(&empty, &AppliedState::default()).is_err());
+    assert_eq!(*s.auth(), *before);
+    // Records that do not decode, or break the bounds, are refused as corrupt.
+    assert!(AuthTable::decode(&[0xff, 0xff]).is_err());
+    let table = AuthTable {
+        revision: 0,
+        ..Default::default()
+    };
+    assert!(AuthTable::decode(&table.encode()).is_err());
+}
+
+#[test]
+fn auth_table_survives_restart_snapshot_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let want = {
+        let s = store(&dir.path().join("a"));
+        apply(&s, user_add("root", "hash-root")).unwrap();
+        apply(
+            &s,
+            auth_command::Op::UserAdd(AuthUserAdd {
+                name: "np".into(),
+                hashed_password: Bytes::new(),
+                options: Some(UserAddOptions { no_password: true }),
+            }),
+        )
+        .unwrap();
+        apply(&s, role_add("reader")).unwrap();
+        apply(&s, perm("reader", permission::Type::Read, "k", "l")).unwrap();
+        apply(&s, grant_role("root", "root")).unwrap();
+        apply(&s, grant_role("np", "reader")).unwrap();
+        apply(&s, auth_command::Op::Enable(AuthEnableRequest {})).unwrap();
+        s.flush().unwrap();
+        (*s.auth()).clone()
+    };
+    let s = store(&dir.path().join("a"));
+    assert_eq!(*s.auth(), want, "reopened");
+    assert!(want.enabled && want.users["np"].options.unwrap().no_password);
+    crate::snapshot::build(&s, &snap).unwrap();
+    let other = store(&dir.path().join("b"));
+    apply(&other, user_add("gone", "h")).unwrap(); // replaced by the snapshot's table
+    let info = crate::snapshot::restore(&snap, &other).unwrap();
+    assert_eq!(info.meta.auth, want);
+    assert_eq!(*other.auth(), want);
+    drop(other);
+    let other = store(&dir.path().join("b"));
+    assert_eq!(*other.auth(), want, "restored table is stored");
+    // A write after restore still sees the key-value store working.
+    let put = Command {
+        op: Some(command::Op::Put(PutRequest {
+            key: Bytes::from_static(b"k"),
+            ..Default::default()
+        })),
+    };
+    other.apply(&put, &AppliedState::default()).unwrap();
+}
