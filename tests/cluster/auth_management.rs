@@ -1,14 +1,19 @@
 //! The Auth service's management calls beside etcd's: one etcdctl session (users, roles,
 //! permissions with keys, ranges, prefixes and from-key, role grants and revokes, and the
 //! errors around them, in every output format etcdctl has for them) run against a raftkv
-//! cluster and a real etcd cluster, transcripts compared once ids and terms are masked.
+//! cluster and a real etcd cluster, transcripts compared once ids and terms are masked; then
+//! the same session by raftkvctl against raftkv, compared with etcdctl's.
 //!
 //! Permission checks are not enforced yet, so raftkv refuses an AuthEnable that etcd would
 //! take: the session stops short of one, and a separate test checks the refusal and that it
 //! changes nothing.
 
+use std::process::Command;
+
 use crate::etcdctl::transcript;
-use crate::fixture::{Cluster, Options, Server, assert_no_differences, etcdctl};
+use crate::fixture::{
+    Cluster, Options, Server, assert_no_differences, etcdctl, raftkvctl_bin, run_with_stdin,
+};
 
 /// (arguments, stdin) of each command of the session.
 const SESSION: &[(&[&str], Option<&str>)] = &[
@@ -146,21 +151,38 @@ const SESSION: &[(&[&str], Option<&str>)] = &[
     (&["get", "k", "-w", "json"], None),
 ];
 
-fn session(endpoint: &str) -> Vec<String> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    Etcdctl,
+    Raftkvctl,
+}
+
+fn run(tool: Tool, endpoint: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    match tool {
+        Tool::Etcdctl => etcdctl(endpoint, args, stdin),
+        Tool::Raftkvctl => {
+            let mut cmd = Command::new(raftkvctl_bin());
+            cmd.arg(format!("--endpoints={endpoint}")).args(args);
+            run_with_stdin(cmd, stdin)
+        }
+    }
+}
+
+fn session(tool: Tool, endpoint: &str) -> Vec<String> {
     SESSION
         .iter()
         .map(|(args, stdin)| {
-            let out = etcdctl(endpoint, args, *stdin);
+            let out = run(tool, endpoint, args, *stdin);
             transcript(&args.join(" "), &out)
         })
         .collect()
 }
 
-async fn transcript_of(server: Server) -> Vec<String> {
+async fn transcript_of(server: Server, tool: Tool) -> Vec<String> {
     let cluster = Cluster::start(server, 3, Options::default()).await;
     // One member: headers name the member that answered.
     let endpoint = cluster.members[0].endpoint();
-    tokio::task::block_in_place(|| session(&endpoint))
+    tokio::task::block_in_place(|| session(tool, &endpoint))
 }
 
 fn differences(want: &[String], got: &[String], what: &str) -> Vec<String> {
@@ -172,9 +194,9 @@ fn differences(want: &[String], got: &[String], what: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_management_matches_etcd_with_etcdctl() {
-    let reference = transcript_of(Server::Etcd).await;
-    let ours = transcript_of(Server::Raftkv).await;
+async fn auth_management_matches_etcd_with_etcdctl_and_raftkvctl() {
+    let reference = transcript_of(Server::Etcd, Tool::Etcdctl).await;
+    let ours = transcript_of(Server::Raftkv, Tool::Etcdctl).await;
     let diffs = differences(&reference, &ours, "etcdctl on etcd / on raftkv");
     assert_no_differences(&diffs);
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use raftkv_proto::etcdserverpb::auth_client::AuthClient;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
@@ -211,5 +212,10 @@ impl Connection {
     /// The Cluster service.
     pub fn cluster(&self) -> ClusterClient<Channel> {
         ClusterClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// The Auth service: users, roles and permissions.
+    pub fn auth(&self) -> AuthClient<Channel> {
+        AuthClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 }

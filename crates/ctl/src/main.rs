@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use raftkv_client::{Client, Connection};
 
+mod auth;
 mod cluster;
 mod elect;
 mod kv;
@@ -100,6 +101,15 @@ enum Command {
     /// Manages raftkv node snapshots.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// User related commands.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Prints the version of raftkvctl.
     Version,
 }
@@ -309,6 +319,15 @@ where
     Ok(resp)
 }
 
+/// The printer of the auth commands: etcdctl refuses a format they cannot print only once it
+/// has the answer (see `Printer::auth`).
+fn auth_printer(cli: &Cli) -> Printer {
+    Printer {
+        format: cli.write_out.clone(),
+        hex: cli.hex,
+    }
+}
+
 impl Cli {
     /// The library client of `--endpoints`, `--dial-timeout` and `--command-timeout`.
     fn client(&self) -> Client {
@@ -386,6 +405,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => {
             watch::run(cli.client(), &cli.write_out, cli.hex, args).await?;
         }
+        Command::User(command) => {
+            auth::user(&cli, &auth_printer(&cli), command).await?;
+        }
+        Command::Role(command) => {
+            auth::role(&cli, &auth_printer(&cli), command).await?;
+        }
+        Command::Auth(command) => auth::auth(&cli, command).await?,
         Command::Lease(command) => {
             lease::run(cli.client(), cli.dial_timeout, &cli.write_out, command).await?;
         }

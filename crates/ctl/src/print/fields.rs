@@ -72,3 +72,32 @@ pub fn del(resp: &DeleteRangeResponse) -> String {
     }
     out
 }
+
+/// etcdctl's fields for an Auth response; `None` where etcdctl has no fields printer
+/// (`user get`, `user list`).
+pub fn auth(answer: &super::AuthAnswer) -> Option<String> {
+    use super::AuthAnswer::*;
+    let mut out = header(&answer.header());
+    match answer {
+        UserGet(..) | UserList(_) => return None,
+        RoleGet(_, r) => {
+            for p in &r.perm {
+                let kind = raftkv_proto::authpb::permission::Type::try_from(p.perm_type)
+                    .map_or_else(|_| p.perm_type.to_string(), |t| t.as_str_name().to_string());
+                out.push_str(&format!("\"PermType\" :  {kind}\n"));
+                out.push_str(&format!("\"Key\" : {}\n", quote(&p.key)));
+                out.push_str(&format!("\"RangeEnd\" : {}\n", quote(&p.range_end)));
+            }
+        }
+        RoleList(r) => {
+            out.push_str("\"Roles\" :");
+            for role in &r.roles {
+                out.push(' ');
+                out.push_str(&super::go_quote_bytes(role.as_bytes()));
+            }
+            out.push('\n');
+        }
+        _ => {}
+    }
+    Some(out)
+}

@@ -250,6 +250,45 @@ pub fn status(s: &StatusResponse) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
+/// Go's encoding/json of an Auth response (etcdctl prints the protobuf message as it is):
+/// the header, then the lists, each left out when empty.
+pub fn auth(answer: &super::AuthAnswer) -> String {
+    use super::AuthAnswer::*;
+    let strings = |name: &str, v: &[String]| {
+        (!v.is_empty()).then(|| {
+            let items: Vec<String> = v.iter().map(|s| string(s)).collect();
+            format!("\"{name}\":[{}]", items.join(","))
+        })
+    };
+    let mut fields = vec![header_field(&answer.header())];
+    fields.extend(match answer {
+        UserGet(_, r) => strings("roles", &r.roles),
+        UserList(r) => strings("users", &r.users),
+        RoleList(r) => strings("roles", &r.roles),
+        RoleGet(_, r) => (!r.perm.is_empty()).then(|| {
+            let perms: Vec<String> = r.perm.iter().map(permission).collect();
+            format!("\"perm\":[{}]", perms.join(","))
+        }),
+        _ => None,
+    });
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Go's encoding/json of an authpb.Permission: zero fields left out.
+fn permission(p: &raftkv_proto::authpb::Permission) -> String {
+    let mut fields = Vec::new();
+    if p.perm_type != 0 {
+        fields.push(format!("\"permType\":{}", p.perm_type));
+    }
+    if !p.key.is_empty() {
+        fields.push(format!("\"key\":\"{}\"", base64(&p.key)));
+    }
+    if !p.range_end.is_empty() {
+        fields.push(format!("\"range_end\":\"{}\"", base64(&p.range_end)));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,64 @@ pub mod simple;
 pub mod table;
 
 use anyhow::bail;
-use raftkv_proto::etcdserverpb::{DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader};
+use raftkv_proto::etcdserverpb::{
+    AuthRoleGetResponse, AuthRoleListResponse, AuthUserGetResponse, AuthUserListResponse,
+    DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
+};
 use raftkv_proto::mvccpb::Event;
+
+/// An Auth command's answer with what its printers need of the command line (etcdctl's
+/// `display.UserAdd(name, resp)` and the like).
+#[derive(Debug, Clone)]
+pub enum AuthAnswer {
+    /// `user add`.
+    UserAdd(String, Option<ResponseHeader>),
+    /// `user delete`.
+    UserDelete(String, Option<ResponseHeader>),
+    /// `user get` (without `--detail`).
+    UserGet(String, AuthUserGetResponse),
+    /// `user list`.
+    UserList(AuthUserListResponse),
+    /// `user passwd`.
+    UserPasswd(Option<ResponseHeader>),
+    /// `user grant-role`: user, role.
+    UserGrantRole(String, String, Option<ResponseHeader>),
+    /// `user revoke-role`: user, role.
+    UserRevokeRole(String, String, Option<ResponseHeader>),
+    /// `role add`.
+    RoleAdd(String, Option<ResponseHeader>),
+    /// `role delete`.
+    RoleDelete(String, Option<ResponseHeader>),
+    /// `role get` (and each role of `user get --detail`).
+    RoleGet(String, AuthRoleGetResponse),
+    /// `role list`.
+    RoleList(AuthRoleListResponse),
+    /// `role grant-permission`.
+    RoleGrantPermission(String, Option<ResponseHeader>),
+    /// `role revoke-permission`: role, key as given, range end.
+    RoleRevokePermission(String, String, String, Option<ResponseHeader>),
+}
+
+impl AuthAnswer {
+    /// The answer's header.
+    pub fn header(&self) -> Option<ResponseHeader> {
+        match self {
+            Self::UserAdd(_, h)
+            | Self::UserDelete(_, h)
+            | Self::UserPasswd(h)
+            | Self::UserGrantRole(_, _, h)
+            | Self::UserRevokeRole(_, _, h)
+            | Self::RoleAdd(_, h)
+            | Self::RoleDelete(_, h)
+            | Self::RoleGrantPermission(_, h)
+            | Self::RoleRevokePermission(_, _, _, h) => *h,
+            Self::UserGet(_, r) => r.header,
+            Self::UserList(r) => r.header,
+            Self::RoleGet(_, r) => r.header,
+            Self::RoleList(r) => r.header,
+        }
+    }
+}
 
 /// How Go quotes a string: `%q` (fields) or encoding/json (json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +198,18 @@ impl Printer {
             "table" => bail!("table not supported as output format"),
             "protobuf" => bail!("protobuf output is not supported by raftkvctl"),
             other => bail!("unknown output format {other:?}"),
+        }
+    }
+
+    /// An Auth command's answer in this format; etcdctl refuses `table` (and `fields` for
+    /// `user get` and `user list`) only once it has the answer.
+    pub fn auth(&self, answer: &AuthAnswer) -> anyhow::Result<String> {
+        let unsupported = || anyhow::anyhow!("{} not supported as output format", self.format);
+        match self.format.as_str() {
+            "simple" => Ok(simple::auth(answer)),
+            "json" => Ok(json::auth(answer)),
+            "fields" => fields::auth(answer).ok_or_else(unsupported),
+            _ => Err(unsupported()),
         }
     }
 
