@@ -97,6 +97,8 @@ pub struct Member {
     pub peer_port: u16,
     /// The peer port other members dial: `peer_port`, or the fault proxy's in front of it.
     pub advertise_port: u16,
+    /// A second client port serving `https://`, with [`Options::secure_client`].
+    pub secure_port: Option<u16>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
@@ -109,6 +111,11 @@ pub struct Member {
 impl Member {
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The `https://` client URL, with [`Options::secure_client`].
+    pub fn secure_url(&self) -> Option<String> {
+        self.secure_port.map(|p| format!("https://127.0.0.1:{p}"))
     }
 
     pub fn peer_url(&self) -> String {
@@ -202,6 +209,9 @@ pub struct Options {
     pub data_root: Option<PathBuf>,
     /// Extra environment for every member (RUST_LOG, say).
     pub env: Vec<(String, String)>,
+    /// Also listen (and advertise) on an `https://` client URL (TLS flags go in `extra_args`);
+    /// the plain `http://` client port stays, for the fixture's own health checks.
+    pub secure_client: bool,
 }
 
 impl Default for Options {
@@ -215,6 +225,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             data_root: None,
             env: Vec::new(),
+            secure_client: false,
         }
     }
 }
@@ -258,6 +269,7 @@ impl Cluster {
                     client_port: free_port(),
                     peer_port,
                     advertise_port: if opts.proxied { free_port() } else { peer_port },
+                    secure_port: opts.secure_client.then(free_port),
                     data_dir: opts
                         .data_root
                         .as_deref()
@@ -418,6 +430,7 @@ impl Cluster {
             client_port,
             peer_port,
             advertise_port: peer_port,
+            secure_port: self.opts.secure_client.then(free_port),
             data_dir: self.dir.path().join(name),
             child: None,
             args: vec![],
@@ -525,15 +538,19 @@ impl Drop for Cluster {
 }
 
 fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Options) -> Vec<String> {
+    let client_urls = std::iter::once(format!("http://127.0.0.1:{}", m.client_port))
+        .chain(m.secure_url())
+        .collect::<Vec<_>>()
+        .join(",");
     let mut args = vec![
         "--name".into(),
         m.name.clone(),
         "--data-dir".into(),
         m.data_dir.display().to_string(),
         "--listen-client-urls".into(),
-        format!("http://127.0.0.1:{}", m.client_port),
+        client_urls.clone(),
         "--advertise-client-urls".into(),
-        format!("http://127.0.0.1:{}", m.client_port),
+        client_urls,
         "--listen-peer-urls".into(),
         m.peer_url(),
         "--initial-advertise-peer-urls".into(),

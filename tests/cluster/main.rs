@@ -35,4 +35,5 @@ mod raftkvctl;
 mod raftkvctl_lease;
 mod raftkvctl_lock;
 mod raftkvctl_watch;
+mod tls;
 mod watch;

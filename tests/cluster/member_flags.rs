@@ -309,8 +309,8 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
     let too_big = (raftkv_raft::MAX_REQUEST_BYTES_LIMIT + 1).to_string();
     for (args, expected) in [
         (
-            &["--cert-file", "server.crt"][..],
-            "unsupported flag --cert-file: TLS is not supported yet",
+            &["--peer-cert-file", "server.crt"][..],
+            "unsupported flag --peer-cert-file: peer TLS is not supported yet",
         ),
         (
             &["--auth-token=jwt,pub-key=k"],
@@ -326,8 +326,8 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
         ),
         (
             &[
-                "--listen-client-urls=https://127.0.0.1:1",
-                "--advertise-client-urls=https://127.0.0.1:1",
+                "--listen-peer-urls=https://127.0.0.1:1",
+                "--initial-advertise-peer-urls=https://127.0.0.1:1",
             ],
             "TLS is not supported yet",
         ),

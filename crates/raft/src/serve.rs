@@ -11,7 +11,10 @@
 //!   the store; a connection must send its HTTP/2 preface within
 //!   [`ServeLimits::handshake_timeout`]. [`client_incoming`] is the same loop for the client
 //!   port, whose connections also go through [`crate::h2_authority`] (Go clients send a URL
-//!   as `:authority`, which h2 refuses).
+//!   as `:authority`, which h2 refuses). With a TLS config ([`client_incoming_tls`]) each
+//!   connection's TLS handshake runs beside the accept loop (a slow handshake holds up no
+//!   other connection) within the same handshake timeout, and the `:authority` repair reads
+//!   the decrypted bytes.
 //! - [`MessageBudget`] wraps every request body. tonic reserves a gRPC message's announced
 //!   length as soon as it reads the 5-byte frame header, so 1,000 requests that announced
 //!   2 MB and sent a little grew a member by 2 GB. The wrapper holds a message back until all
@@ -30,12 +33,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::Stream;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Stream, StreamExt};
 use http_body::{Body as HttpBody, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 use tonic::body::Body;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -43,6 +49,8 @@ use crate::h2_authority::Rewriter;
 
 /// The gRPC message header: a compression flag and a big-endian u32 length.
 const GRPC_HEADER: usize = 5;
+/// The content type of a TLS record that opens a handshake (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// The HTTP/2 connection preface plus the SETTINGS frame header every client sends first.
 const HANDSHAKE_BYTES: usize = 24 + 9;
 /// Bytes of incomplete messages each connection may hold outside the port's budget, so that
@@ -159,7 +167,7 @@ pub fn incoming(
     limits: &ServeLimits,
     port: &'static str,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
-    accept_loop(listener, limits, port, false)
+    accept_loop(listener, limits, port, false, None)
 }
 
 /// [`incoming`] for the client port: each connection's HTTP/2 `:authority` is also repaired
@@ -168,14 +176,28 @@ pub fn client_incoming(
     listener: TcpListener,
     limits: &ServeLimits,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
-    accept_loop(listener, limits, "client", true)
+    accept_loop(listener, limits, "client", true, None)
 }
+
+/// [`client_incoming`] over TLS when `tls` is given: only connections whose handshake
+/// succeeds (within the handshake timeout) are yielded; a failed one is logged at debug
+/// level and closed, as Go's server does (etcd does not log handshake errors either).
+pub fn client_incoming_tls(
+    listener: TcpListener,
+    limits: &ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
+    accept_loop(listener, limits, "client", true, tls.map(TlsAcceptor::from))
+}
+
+type Handshake = Pin<Box<dyn Future<Output = Option<Conn>> + Send>>;
 
 fn accept_loop(
     listener: TcpListener,
     limits: &ServeLimits,
     port: &'static str,
     fix_authority: bool,
+    tls: Option<TlsAcceptor>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
     struct State {
         listener: TcpListener,
@@ -184,6 +206,9 @@ fn accept_loop(
         handshake: Duration,
         accept_errors: Throttled,
         refusals: Throttled,
+        tls: Option<TlsAcceptor>,
+        /// TLS handshakes under way (at most one per open connection, so bounded by the cap).
+        handshakes: FuturesUnordered<Handshake>,
     }
     let state = State {
         listener,
@@ -192,10 +217,21 @@ fn accept_loop(
         handshake: limits.handshake_timeout,
         accept_errors: Throttled::new(),
         refusals: Throttled::new(),
+        tls,
+        handshakes: FuturesUnordered::new(),
     };
     futures_util::stream::unfold(state, move |mut s| async move {
         loop {
-            match s.listener.accept().await {
+            let accepted = tokio::select! {
+                Some(done) = s.handshakes.next(), if !s.handshakes.is_empty() => {
+                    match done {
+                        Some(conn) => return Some((Ok(conn), s)),
+                        None => continue,
+                    }
+                }
+                accepted = s.listener.accept() => accepted,
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     if s.open.load(Ordering::Relaxed) >= s.max {
                         if let Some(more) = s.refusals.due() {
@@ -211,11 +247,41 @@ fn accept_loop(
                     // serve_with_incoming does not apply the builder's tcp_nodelay: without
                     // it, Nagle's algorithm meets delayed ACKs and small replies wait 40 ms.
                     let _ = stream.set_nodelay(true);
-                    let mut conn = Conn::new(stream, s.open.clone(), s.handshake);
-                    if fix_authority {
-                        conn.authority = Some(Box::default());
-                    }
-                    return Some((Ok(conn), s));
+                    let slot = Slot::new(s.open.clone());
+                    let deadline = Instant::now() + s.handshake;
+                    let Some(acceptor) = s.tls.clone() else {
+                        let conn = Conn::new(Io::Plain(stream), slot, deadline, fix_authority);
+                        return Some((Ok(conn), s));
+                    };
+                    s.handshakes.push(Box::pin(async move {
+                        let peer = stream.peer_addr().ok();
+                        // Not a TLS handshake record (plain HTTP, say): closed without an
+                        // alert, as Go's crypto/tls does (curl then reports an empty reply
+                        // rather than an HTTP/0.9 answer).
+                        let mut first = [0u8; 1];
+                        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first));
+                        if !matches!(peeked.await, Ok(Ok(1))) || first[0] != TLS_HANDSHAKE_RECORD {
+                            tracing::debug!(port, ?peer, "not a TLS handshake");
+                            // Read what arrived (as Go's record reader has) so that closing
+                            // sends a FIN, not a reset.
+                            let _ = stream.try_read(&mut [0u8; 4096]);
+                            return None;
+                        }
+                        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let io = Io::Tls(Box::new(tls));
+                                Some(Conn::new(io, slot, deadline, fix_authority))
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(port, ?peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(port, ?peer, "TLS handshake timed out");
+                                None
+                            }
+                        }
+                    }));
                 }
                 Err(e) => {
                     if let Some(more) = s.accept_errors.due() {
@@ -230,11 +296,100 @@ fn accept_loop(
     })
 }
 
+/// One open connection of a port, counted until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The bytes of a connection: TCP, or TLS over TCP.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
 /// An accepted connection: counted while open, and closed if it does not start talking
 /// HTTP/2 within the handshake timeout.
 pub struct Conn {
-    stream: TcpStream,
-    open: Arc<AtomicUsize>,
+    stream: Io,
+    _slot: Slot,
     allowance: Arc<Semaphore>,
     /// Handshake bytes still expected, and the deadline for them.
     handshake: Option<(usize, Pin<Box<Sleep>>)>,
@@ -243,21 +398,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, open: Arc<AtomicUsize>, timeout: Duration) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
+    fn new(stream: Io, slot: Slot, deadline: Instant, fix_authority: bool) -> Self {
         Self {
             stream,
-            open,
+            _slot: slot,
             allowance: Arc::new(Semaphore::new(CONNECTION_ALLOWANCE)),
-            handshake: Some((HANDSHAKE_BYTES, Box::pin(tokio::time::sleep(timeout)))),
-            authority: None,
+            handshake: Some((
+                HANDSHAKE_BYTES,
+                Box::pin(tokio::time::sleep_until(deadline)),
+            )),
+            authority: fix_authority.then(Box::default),
         }
     }
-}
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Io::Tls(_))
     }
 }
 
@@ -267,6 +423,9 @@ impl Drop for Conn {
 pub struct ConnInfo {
     /// Local and remote addresses.
     pub tcp: TcpConnectInfo,
+    /// The client's certificate chain, leaf first, when it presented one over TLS (verified
+    /// by the handshake against the trusted CA).
+    pub peer_certificates: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
     allowance: Arc<Semaphore>,
 }
 
@@ -274,8 +433,17 @@ impl Connected for Conn {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
+        let peer_certificates = match &self.stream {
+            Io::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+            Io::Plain(_) => None,
+        };
         ConnInfo {
-            tcp: self.stream.connect_info(),
+            tcp: self.stream.tcp().connect_info(),
+            peer_certificates,
             allowance: self.allowance.clone(),
         }
     }

@@ -3,7 +3,8 @@
 //! `accessController`); gRPC requests pass untouched, as they never reach etcd's wrapper.
 //!
 //! - A request whose `Host` is not on `--host-whitelist` is refused with 421 and etcd's
-//!   DNS-rebinding explanation (etcd checks only requests without TLS; raftkv has no TLS yet).
+//!   DNS-rebinding explanation; as etcd, only on connections without TLS (a TLS client has
+//!   checked the server's name already).
 //! - CORS headers go on every answer when `--cors` allows any origin (`*`, the default), or
 //!   when it names the request's `Origin`.
 //! - `OPTIONS` on any path is answered 200 with no body (a browser's preflight).
@@ -22,6 +23,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 pub struct Access {
     origins: Vec<String>,
     hosts: Vec<String>,
+    /// The listener serves TLS: `Host` is not checked.
+    secure: bool,
 }
 
 impl Access {
@@ -37,7 +40,14 @@ impl Access {
         Self {
             origins: list(cors),
             hosts: list(host_whitelist),
+            secure: false,
         }
+    }
+
+    /// The same lists, for a listener that serves TLS (`true`) or not.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -146,7 +156,7 @@ impl Access {
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
         let host = hostname(&host);
-        if !self.host_allowed(host) {
+        if !self.secure && !self.host_allowed(host) {
             tracing::warn!(
                 host,
                 "rejecting HTTP request to prevent DNS rebinding attacks"

@@ -170,6 +170,9 @@ pub struct ServerConfig {
     /// `--host-whitelist`: `Host` values the HTTP side answers (comma-separated; empty or
     /// `*`: all).
     pub host_whitelist: String,
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`: TLS on the
+    /// `https://` client URLs (empty: none, and `https://` client URLs are refused).
+    pub client_tls: crate::tls::ClientTls,
 }
 
 impl ServerConfig {
@@ -189,6 +192,7 @@ impl ServerConfig {
             metrics_extensive: false,
             cors: "*".into(),
             host_whitelist: "*".into(),
+            client_tls: Default::default(),
         }
     }
 
@@ -212,13 +216,11 @@ impl ServerConfig {
                 "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"
             );
         }
-        for url in m
-            .listen_client_urls
-            .as_slice()
-            .iter()
-            .chain(flags.monitoring.listen_metrics_urls.as_slice())
-        {
-            check_listen_url(url)?;
+        for url in m.listen_client_urls.as_slice() {
+            check_listen_url(url, true)?;
+        }
+        for url in flags.monitoring.listen_metrics_urls.as_slice() {
+            check_listen_url(url, false)?;
         }
         let [listen_peer] = m.listen_peer_urls.as_slice() else {
             bail!(
@@ -226,14 +228,12 @@ impl ServerConfig {
                 m.listen_peer_urls.as_slice()
             );
         };
-        check_listen_url(listen_peer)?;
-        for url in c
-            .initial_advertise_peer_urls
-            .as_slice()
-            .iter()
-            .chain(c.advertise_client_urls.as_slice())
-        {
+        check_listen_url(listen_peer, false)?;
+        for url in c.initial_advertise_peer_urls.as_slice() {
             host_port(url)?;
+        }
+        for url in c.advertise_client_urls.as_slice() {
+            client_host_port(url)?;
         }
         let mut node = NodeConfig::new(&m.name, data_dir);
         node.peer_urls = c.initial_advertise_peer_urls.0.clone();
@@ -290,6 +290,12 @@ impl ServerConfig {
             metrics_extensive: flags.monitoring.metrics == "extensive",
             cors: flags.security.cors.clone(),
             host_whitelist: flags.security.host_whitelist.clone(),
+            client_tls: crate::tls::ClientTls {
+                cert_file: flags.security.cert_file.clone(),
+                key_file: flags.security.key_file.clone(),
+                trusted_ca_file: flags.security.trusted_ca_file.clone(),
+                client_cert_auth: flags.security.client_cert_auth,
+            },
         })
     }
 }
@@ -361,9 +367,14 @@ fn check_max_request_bytes(bytes: u64) -> anyhow::Result<usize> {
     }
 }
 
-/// A listen URL: `http://` and an IP address or `localhost` (etcd binds nothing else).
-fn check_listen_url(url: &str) -> anyhow::Result<()> {
-    let hp = host_port(url)?;
+/// A listen URL: `http://` (or `https://` for a client URL) and an IP address or
+/// `localhost` (etcd binds nothing else).
+fn check_listen_url(url: &str, https: bool) -> anyhow::Result<()> {
+    let hp = if https {
+        client_host_port(url)?
+    } else {
+        host_port(url)?
+    };
     let (host, _) = split_host_port(hp).with_context(|| format!("URL {url:?} needs a port"))?;
     if host != "localhost" && host.parse::<std::net::IpAddr>().is_err() {
         bail!("expected IP in URL for binding ({url})");
@@ -396,12 +407,16 @@ pub fn host_port(url: &str) -> anyhow::Result<&str> {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         match scheme {
             "https" | "unixs" => bail!(
-                "unsupported URL {url:?}: TLS is not supported yet (raftkv serves http:// URLs only)"
+                "unsupported URL {url:?}: TLS is not supported yet on this port (raftkv serves https:// on client URLs only)"
             ),
             "unix" => bail!("unsupported URL {url:?}: unix sockets are not supported"),
             _ => bail!("unsupported URL {url:?}: only http:// URLs are supported"),
         }
     };
+    host_port_of(url, rest)
+}
+
+fn host_port_of<'a>(url: &str, rest: &'a str) -> anyhow::Result<&'a str> {
     let hp = rest.trim_end_matches('/');
     if hp.is_empty() || !hp.contains(':') {
         bail!("URL {url:?} needs a host and a port");
@@ -409,10 +424,23 @@ pub fn host_port(url: &str) -> anyhow::Result<&str> {
     Ok(hp)
 }
 
+/// The `host:port` of a client URL: `http://` or `https://` (TLS with `--cert-file`).
+pub fn client_host_port(url: &str) -> anyhow::Result<&str> {
+    match url.strip_prefix("https://") {
+        Some(rest) => host_port_of(url, rest),
+        None => host_port(url),
+    }
+}
+
+/// Whether a client URL is served over TLS.
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
 /// Resolves a listen URL to a socket address; for a name (`localhost`), its first IPv4
 /// address, as Go's `net.Listen` picks.
 pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
-    let hp = host_port(url)?;
+    let hp = client_host_port(url)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hp)
         .await
         .with_context(|| format!("resolving {url}"))?
@@ -630,17 +658,28 @@ mod tests {
         let c = ServerConfig::from_flags(&loaded.flags).unwrap();
         assert_eq!(c.node.member_id(), 0xbc13_6034_1da9_803c);
         assert_eq!(c.listen_client.len(), 2);
-        // TLS in a config file is refused like the flag.
+        // Client TLS in a config file is read like the flags; peer TLS is refused like them.
         std::fs::write(
             dir.path().join("tls.yaml"),
-            "client-transport-security:\n  cert-file: c.crt\n",
+            "client-transport-security:\n  cert-file: c.crt\n  key-file: c.key\n  client-cert-auth: true\n",
         )
         .unwrap();
         let tls = dir.path().join("tls.yaml");
+        let loaded = load(&args(&["--config-file", tls.to_str().unwrap()]), &[]).unwrap();
+        let c = ServerConfig::from_flags(&loaded.flags).unwrap();
+        assert_eq!(c.client_tls.cert_file, "c.crt");
+        assert_eq!(c.client_tls.key_file, "c.key");
+        assert!(c.client_tls.client_cert_auth);
+        std::fs::write(
+            dir.path().join("peer-tls.yaml"),
+            "peer-transport-security:\n  cert-file: c.crt\n",
+        )
+        .unwrap();
+        let tls = dir.path().join("peer-tls.yaml");
         let err = load(&args(&["--config-file", tls.to_str().unwrap()]), &[]).unwrap_err();
         assert!(
             err.to_string()
-                .contains("--cert-file: TLS is not supported yet")
+                .contains("--peer-cert-file: peer TLS is not supported yet")
         );
         let missing = load(&args(&["--config-file", "/nonexistent.yaml"]), &[]).unwrap_err();
         assert!(format!("{missing:#}").contains("/nonexistent.yaml"));

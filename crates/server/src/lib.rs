@@ -13,6 +13,7 @@
 //!   enforced, so AuthEnable is refused).
 //! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
+//! - [`tls`] — TLS on `https://` client URLs (`--cert-file`, `--trusted-ca-file` ...).
 //! - [`logging`] — tracing setup (`--log-level`, `--log-format`).
 //!
 //! [`Server::start`] runs a member; [`run`] runs one until a shutdown future resolves, the way
@@ -36,6 +37,7 @@ pub mod local;
 pub mod logging;
 pub mod metrics;
 mod services;
+pub mod tls;
 pub mod watch;
 
 use std::future::Future;
@@ -80,14 +82,17 @@ impl Server {
         let peer_listener = TcpListener::bind(peer_addr)
             .await
             .with_context(|| format!("listening for peers on {}", config.listen_peer))?;
+        let client_tls = client_tls(&config)?;
         let mut client_listeners = Vec::new();
         for url in &config.listen_client {
             let addr = config::resolve(url).await?;
-            client_listeners.push(
+            let tls = config::is_https(url).then(|| client_tls.clone()).flatten();
+            client_listeners.push((
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("listening for clients on {url}"))?,
-            );
+                tls,
+            ));
         }
         let mut metrics_listeners = Vec::new();
         for url in &config.listen_metrics {
@@ -121,13 +126,19 @@ impl Server {
         let budget = MessageBudget::new(&limits);
         let mut client_tasks = Vec::new();
         let mut client_addrs = Vec::new();
-        for listener in client_listeners {
+        let mut secure_addrs = Vec::new();
+        for (listener, tls) in client_listeners {
             client_addrs.push(listener.local_addr()?);
+            if tls.is_some() {
+                secure_addrs.push(listener.local_addr()?);
+            }
             let api = api.clone();
             let mut stop = stop_rx.clone();
-            let incoming = serve::client_incoming(listener, &limits);
+            // etcd checks the Host of HTTP requests only on connections without TLS.
+            let access =
+                access::Access::new(&config.cors, &config.host_whitelist).secure(tls.is_some());
+            let incoming = serve::client_incoming_tls(listener, &limits, tls);
             let gateway_on = config.enable_grpc_gateway;
-            let access = access::Access::new(&config.cors, &config.host_whitelist);
             let mut server = tonic::transport::Server::builder()
                 .accept_http1(true)
                 .tcp_nodelay(true)
@@ -207,7 +218,13 @@ impl Server {
             }
             info!("ready to serve client requests");
             for addr in addrs {
-                info!("serving insecure client requests on {addr}, this is strongly discouraged!");
+                if secure_addrs.contains(&addr) {
+                    info!("serving client requests on {addr}");
+                } else {
+                    info!(
+                        "serving insecure client requests on {addr}, this is strongly discouraged!"
+                    );
+                }
             }
         });
         Ok(Self {
@@ -252,6 +269,39 @@ impl Server {
         self.api.node().shutdown().await;
         info!("member stopped");
     }
+}
+
+/// The TLS configuration of the client URLs, checked as etcd's `configureClientListeners`:
+/// an `https://` URL needs `--cert-file` and `--key-file`; an `http://` one ignores them
+/// (with etcd's warnings). `None` when no client URL is `https://`.
+fn client_tls(
+    config: &ServerConfig,
+) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
+    let tls = &config.client_tls;
+    for url in &config.listen_client {
+        if config::is_https(url) {
+            if tls.is_empty() {
+                anyhow::bail!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+                );
+            }
+            continue;
+        }
+        if !tls.is_empty() {
+            tracing::warn!(
+                "The scheme of client url {url} is HTTP while peer key/cert files are presented. Ignored key/cert files."
+            );
+        }
+        if tls.client_cert_auth {
+            tracing::warn!(
+                "The scheme of client url {url} is HTTP while client cert auth (--client-cert-auth) is enabled. Ignored client cert auth for this url."
+            );
+        }
+    }
+    if !config.listen_client.iter().any(|u| config::is_https(u)) {
+        return Ok(None);
+    }
+    tls.server_config().map(Some)
 }
 
 /// Runs a member until `shutdown` resolves, then stops it gracefully.
