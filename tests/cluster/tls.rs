@@ -190,6 +190,12 @@ fn curl(url: &str, path: &str, args: &[&str], body: Option<&str>) -> String {
     )
 }
 
+/// raftkvctl with `--endpoints=endpoint` and `args`.
+fn raftkvctl(endpoint: &str, args: &[&str]) -> Output {
+    let endpoints = format!("--endpoints={endpoint}");
+    crate::fixture::raftkvctl(&[&[endpoints.as_str()][..], args].concat())
+}
+
 /// Runs `session` against one raftkv member and one etcd member started with `flags`.
 async fn differential(
     flags: Vec<String>,
@@ -251,6 +257,8 @@ async fn client_cert_auth_matches_etcd() {
         let mut run = |endpoint: &str, args: &[&str]| {
             let o = etcdctl(endpoint, args, None);
             out.push(format!("etcdctl {args:?}\n{}", outcome(&o, &ports)));
+            let o = raftkvctl(endpoint, args);
+            out.push(format!("raftkvctl {args:?}\n{}", outcome(&o, &ports)));
         };
         run(&https, &[&ca, &cert, &key, "put", "a", "1"]);
         run(&https, &[&ca, &cert, &key, "get", "a"]);
@@ -316,6 +324,8 @@ async fn server_tls_without_client_certs_matches_etcd() {
         let mut run = |endpoint: &str, args: &[&str]| {
             let o = etcdctl(endpoint, args, None);
             out.push(format!("etcdctl {args:?}\n{}", outcome(&o, &ports)));
+            let o = raftkvctl(endpoint, args);
+            out.push(format!("raftkvctl {args:?}\n{}", outcome(&o, &ports)));
         };
         run(&https, &[&ca, "put", "a", "1"]);
         run(&localhost, &[&ca, "get", "a"]);
@@ -401,6 +411,8 @@ async fn hostile_tls_handshakes_stop_nothing() {
     assert!(out.status.success(), "{out:?}\n{}", m.log_tail());
     drop(held);
     let out = etcdctl(&https, &[&ca, &cert, &key, "get", "k"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv\n");
+    let out = raftkvctl(&https, &[&ca, &cert, &key, "get", "k"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "k\nv\n");
     assert!(cluster.members[0].is_running());
 }

@@ -64,6 +64,16 @@ struct Global {
     /// Per-request timeout.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "10s")]
     request_timeout: Duration,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle (with any of
+    /// the TLS flags, endpoints without a scheme are dialled over TLS).
+    #[arg(long, global = true, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Identify secure client using this TLS certificate file.
+    #[arg(long, global = true, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long, global = true, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -286,6 +296,14 @@ fn main() -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
+    if g.cacert.is_some() || g.cert.is_some() || g.key.is_some() {
+        let tls = raftkv_client::TlsConfig::from_files(
+            g.cacert.as_deref(),
+            g.cert.as_deref(),
+            g.key.as_deref(),
+        )?;
+        workload::use_tls(tls.client_config()?);
+    }
     let workload = match &cli.command {
         Cmd::Compare {
             raftkv_bin,

@@ -139,9 +139,19 @@ impl Rng {
     }
 }
 
+/// TLS for every connection of the run (`--cacert`, `--cert`, `--key`), set once at start.
+static TLS: std::sync::OnceLock<Arc<raftkv_client::tls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Dial every endpoint over TLS with `config`.
+pub fn use_tls(config: Arc<raftkv_client::tls::ClientConfig>) {
+    let _ = TLS.set(config);
+}
+
 fn url(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if TLS.get().is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -161,7 +171,11 @@ pub(crate) async fn connect_channel(endpoint: &str, timeout: Option<Duration>) -
     if let Some(t) = timeout {
         ep = ep.timeout(t);
     }
-    ep.connect()
+    let tls = url(endpoint)
+        .starts_with("https://")
+        .then(|| TLS.get().cloned())
+        .flatten();
+    ep.connect_with_connector(raftkv_client::tls::connector(tls))
         .await
         .with_context(|| format!("cannot connect to {endpoint}"))
 }

@@ -1,6 +1,7 @@
 //! Endpoints, connections and failover.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftkv_proto::etcdserverpb::auth_client::AuthClient;
@@ -11,7 +12,8 @@ use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::Error;
+use crate::tls::ClientConfig;
+use crate::{Error, TlsConfig};
 
 /// The largest response accepted (a range of many large values, a snapshot chunk).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -24,6 +26,8 @@ pub struct Client {
     dial_timeout: Duration,
     command_timeout: Duration,
     require_leader: bool,
+    /// TLS for endpoints without a scheme and for `https://` ones (see [`Client::with_tls`]).
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl Client {
@@ -39,7 +43,22 @@ impl Client {
             dial_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
             require_leader: false,
+            tls: None,
         }
+    }
+
+    /// The same client over TLS, as clientv3 with a TLS config: `https://` endpoints and
+    /// endpoints without a scheme use `tls`; `http://` endpoints stay plaintext. (Without a
+    /// TLS config, `https://` endpoints still use TLS, trusting the system's CAs.)
+    pub fn with_tls(self, tls: &TlsConfig) -> Result<Self, Error> {
+        Ok(self.with_rustls(tls.client_config()?))
+    }
+
+    /// [`Client::with_tls`] with a configuration already built
+    /// ([`TlsConfig::client_config`]).
+    pub fn with_rustls(mut self, tls: Arc<ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The same client with other timeouts.
@@ -75,7 +94,7 @@ impl Client {
 
     /// A connection to one member, within the dial timeout.
     pub async fn connect_one(&self, endpoint: &str) -> Result<Connection, Error> {
-        Connection::connect(endpoint, self.dial_timeout).await
+        Connection::connect_with_tls(endpoint, self.dial_timeout, self.tls.clone()).await
     }
 
     /// A connection to the first endpoint that answers.
@@ -157,10 +176,26 @@ pub struct Connection {
 impl Connection {
     /// Connects to `endpoint` (`host:port` or a URL) within `dial_timeout`.
     pub async fn connect(endpoint: &str, dial_timeout: Duration) -> Result<Self, Error> {
-        let url = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
+        Self::connect_with_tls(endpoint, dial_timeout, None).await
+    }
+
+    /// [`Connection::connect`], over TLS as [`Client::with_tls`] says when `tls` is given.
+    pub async fn connect_with_tls(
+        endpoint: &str,
+        dial_timeout: Duration,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<Self, Error> {
+        let (url, tls) = match endpoint.split_once("://") {
+            Some(("https", _)) => (
+                endpoint.to_string(),
+                Some(match tls {
+                    Some(tls) => tls,
+                    None => TlsConfig::new().client_config()?,
+                }),
+            ),
+            Some(_) => (endpoint.to_string(), None),
+            None if tls.is_some() => (format!("https://{endpoint}"), tls),
+            None => (format!("http://{endpoint}"), None),
         };
         let target = Endpoint::from_shared(url)
             .map_err(|e| Error::InvalidEndpoint {
@@ -173,7 +208,8 @@ impl Connection {
             endpoint: endpoint.to_string(),
             reason,
         };
-        match tokio::time::timeout(dial_timeout, target.connect()).await {
+        let connect = target.connect_with_connector(crate::tls::connector(tls));
+        match tokio::time::timeout(dial_timeout, connect).await {
             Ok(Ok(channel)) => Ok(Self {
                 channel,
                 endpoint: endpoint.to_string(),

@@ -22,6 +22,9 @@ pub enum Error {
         /// Why it could not be reached.
         reason: String,
     },
+    /// TLS settings that cannot be used (unreadable or malformed files), with etcd's text.
+    #[error("{0}")]
+    Tls(String),
     /// No answer within the command timeout (clientv3's wording).
     #[error("context deadline exceeded")]
     Timeout,

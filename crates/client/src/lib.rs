@@ -19,6 +19,8 @@
 //! - Concurrency recipes (clientv3's `concurrency` package): a [`Session`] keeps a lease
 //!   alive; a [`Mutex`] and an [`Election`] over it use etcd's keys and requests, so they
 //!   share locks and elections with etcdctl and clientv3 programs. See [`concurrency`].
+//! - [`TlsConfig`] — TLS for `https://` endpoints (a CA, a client certificate, or none
+//!   verified), given with [`Client::with_tls`]; see [`tls`].
 //! - [`Error`] — what a call can fail with; [`Error::code`] and the message are etcd's.
 //!
 //! ```no_run
@@ -53,6 +55,7 @@ mod connection;
 mod error;
 mod lease;
 mod ops;
+pub mod tls;
 mod txn;
 mod watch;
 
@@ -62,6 +65,7 @@ pub use concurrency::{
 pub use connection::{Client, Connection};
 pub use error::Error;
 pub use lease::{LEASE_NOT_FOUND, LeaseKeepAlive, lease_not_found};
+pub use tls::TlsConfig;
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{
     BROADCAST_WATCH_ID, WatchOptions, WatchResponseExt, WatchSession, WatchStream, prefix_end,

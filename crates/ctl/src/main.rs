@@ -56,6 +56,33 @@ struct Cli {
     /// Enable client-side debug logging (accepted; raftkvctl has nothing extra to log yet).
     #[arg(long, global = true)]
     debug: bool,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long = "cacert", id = "tls_cacert", value_name = "FILE", global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// Identify secure client using this TLS certificate file.
+    #[arg(long = "cert", id = "tls_cert", value_name = "FILE", global = true)]
+    cert: Option<std::path::PathBuf>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long = "key", id = "tls_key", value_name = "FILE", global = true)]
+    key: Option<std::path::PathBuf>,
+    /// Skip server certificate verification (CAUTION: this option should be enabled only
+    /// for testing purposes).
+    #[arg(long, global = true)]
+    insecure_skip_tls_verify: bool,
+    /// Disable transport security for client connections.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    insecure_transport: bool,
+    /// The TLS configuration the flags above make (set once they are parsed).
+    #[arg(skip)]
+    tls: Option<std::sync::Arc<raftkv_client::tls::ClientConfig>>,
     #[command(subcommand)]
     command: Command,
 }
@@ -331,11 +358,39 @@ fn auth_printer(cli: &Cli) -> Printer {
 impl Cli {
     /// The library client of `--endpoints`, `--dial-timeout` and `--command-timeout`.
     fn client(&self) -> Client {
-        Client::new(self.endpoints.clone()).with_timeouts(self.dial_timeout, self.command_timeout)
+        let client = Client::new(self.endpoints.clone())
+            .with_timeouts(self.dial_timeout, self.command_timeout);
+        match &self.tls {
+            Some(tls) => client.with_rustls(tls.clone()),
+            None => client,
+        }
+    }
+
+    /// etcdctl's TLS from `--cacert`, `--cert`, `--key`, `--insecure-transport` and
+    /// `--insecure-skip-tls-verify`: TLS when a file is named or transport security is asked
+    /// for; verification skipped only then (an `https://` endpoint without either still
+    /// uses TLS, verified against the system's CAs, as clientv3 does).
+    fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<raftkv_client::tls::ClientConfig>>> {
+        use raftkv_client::TlsConfig;
+        let named = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
+        let config = if named {
+            TlsConfig::from_files(
+                self.cacert.as_deref(),
+                self.cert.as_deref(),
+                self.key.as_deref(),
+            )?
+        } else if !self.insecure_transport {
+            TlsConfig::new()
+        } else {
+            return Ok(None);
+        };
+        let config = config.insecure_skip_verify(self.insecure_skip_tls_verify);
+        Ok(Some(config.client_config()?))
     }
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    cli.tls = cli.tls().map_err(bad_args)?;
     // The command's own arguments move out; the global flags stay for the helpers.
     match std::mem::replace(&mut cli.command, Command::Version) {
         Command::Put(put) => {
