@@ -197,7 +197,9 @@ fn differences(want: &[String], got: &[String], what: &str) -> Vec<String> {
 async fn auth_management_matches_etcd_with_etcdctl_and_raftkvctl() {
     let reference = transcript_of(Server::Etcd, Tool::Etcdctl).await;
     let ours = transcript_of(Server::Raftkv, Tool::Etcdctl).await;
-    let diffs = differences(&reference, &ours, "etcdctl on etcd / on raftkv");
+    let mut diffs = differences(&reference, &ours, "etcdctl on etcd / on raftkv");
+    let ctl = transcript_of(Server::Raftkv, Tool::Raftkvctl).await;
+    diffs.extend(differences(&ours, &ctl, "etcdctl / raftkvctl on raftkv"));
     assert_no_differences(&diffs);
 }
 

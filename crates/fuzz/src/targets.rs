@@ -48,6 +48,12 @@ pub fn targets() -> &'static [Target] {
             seeds: command_seeds,
         },
         Target {
+            name: "auth_record",
+            about: "the auth table's stored record (and snapshot section): decode, bounds, round trip",
+            run: auth_record,
+            seeds: auth_record_seeds,
+        },
+        Target {
             name: "raft_message",
             about: "peer Raft messages and answers (bincode) and the admission checks",
             run: raft_message,
@@ -113,7 +119,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 21 {
+    match which % 24 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -134,7 +140,10 @@ fn grpc_message(data: &[u8]) {
         17 => round_trip::<raftkv_proto::v3electionpb::ProclaimRequest>(bytes),
         18 => round_trip::<raftkv_proto::v3electionpb::LeaderResponse>(bytes),
         19 => round_trip::<raftkv_proto::etcdserverpb::HashKvRequest>(bytes),
-        _ => round_trip::<raftkv_proto::etcdserverpb::MemberUpdateRequest>(bytes),
+        20 => round_trip::<raftkv_proto::etcdserverpb::MemberUpdateRequest>(bytes),
+        21 => round_trip::<raftkv_proto::etcdserverpb::AuthUserAddRequest>(bytes),
+        22 => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGrantPermissionRequest>(bytes),
+        _ => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGetResponse>(bytes),
     }
 }
 
@@ -233,6 +242,79 @@ fn sample_commands() -> Vec<Command> {
             raftkv_proto::etcdserverpb::LeaseRevokeRequest { id: 7 },
         )),
     ]
+    .into_iter()
+    .chain(auth_commands().into_iter().map(|op| {
+        cmd(command::Op::Auth(raftkv_proto::raftkvpb::AuthCommand {
+            op: Some(op),
+        }))
+    }))
+    .collect()
+}
+
+/// A session of auth changes: users (one without a password), roles, permissions of each
+/// form, grants, AuthEnable and the changes it forbids, AuthDisable.
+fn auth_commands() -> Vec<raftkv_proto::raftkvpb::auth_command::Op> {
+    use raftkv_proto::authpb::{Permission, UserAddOptions};
+    use raftkv_proto::etcdserverpb::*;
+    use raftkv_proto::raftkvpb::auth_command::Op;
+    use raftkv_proto::raftkvpb::{AuthUserAdd, AuthUserChangePassword};
+    // A bcrypt hash's shape; the store never checks a hash, only its length.
+    let hash = Bytes::from_static(b"$2b$10$abcdefghijklmnopqrstuuN2a3HiMqVp9yQyYgIyzZ6vWdjlOqkS");
+    let perm = |perm_type, key: &str, end: &[u8]| Permission {
+        perm_type,
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        range_end: Bytes::copy_from_slice(end),
+    };
+    let grant = |name: &str, perm| {
+        Op::RoleGrantPermission(AuthRoleGrantPermissionRequest {
+            name: name.into(),
+            perm: Some(perm),
+        })
+    };
+    vec![
+        Op::UserAdd(AuthUserAdd {
+            name: "root".into(),
+            hashed_password: hash.clone(),
+            options: None,
+        }),
+        Op::UserAdd(AuthUserAdd {
+            name: "cn-only".into(),
+            hashed_password: Bytes::new(),
+            options: Some(UserAddOptions { no_password: true }),
+        }),
+        Op::RoleAdd(AuthRoleAddRequest { name: "r".into() }),
+        grant("r", perm(0, "key", b"")),
+        grant("r", perm(1, "a", b"z")),
+        grant("r", perm(2, "pre/", b"pre0")),
+        grant("r", perm(0, "from", b"\0")),
+        Op::UserGrantRole(AuthUserGrantRoleRequest {
+            user: "cn-only".into(),
+            role: "r".into(),
+        }),
+        Op::UserGrantRole(AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        }),
+        Op::Enable(AuthEnableRequest {}),
+        Op::UserDelete(AuthUserDeleteRequest {
+            name: "root".into(),
+        }),
+        Op::UserChangePassword(AuthUserChangePassword {
+            name: "root".into(),
+            hashed_password: hash,
+        }),
+        Op::RoleRevokePermission(AuthRoleRevokePermissionRequest {
+            role: "r".into(),
+            key: "a".into(),
+            range_end: "z".into(),
+        }),
+        Op::UserRevokeRole(AuthUserRevokeRoleRequest {
+            name: "cn-only".into(),
+            role: "r".into(),
+        }),
+        Op::Disable(AuthDisableRequest {}),
+        Op::RoleDelete(AuthRoleDeleteRequest { role: "r".into() }),
+    ]
 }
 
 fn grpc_message_seeds() -> Vec<Vec<u8>> {
@@ -249,6 +331,27 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
             .encode_to_vec(),
         ),
         tagged(1, put("k", "v").encode_to_vec()),
+        tagged(
+            21,
+            raftkv_proto::etcdserverpb::AuthUserAddRequest {
+                name: "alice".into(),
+                password: "pw".into(),
+                options: Some(raftkv_proto::authpb::UserAddOptions { no_password: false }),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            22,
+            raftkv_proto::etcdserverpb::AuthRoleGrantPermissionRequest {
+                name: "r".into(),
+                perm: Some(raftkv_proto::authpb::Permission {
+                    perm_type: 2,
+                    key: "pre/".into(),
+                    range_end: "pre0".into(),
+                }),
+            }
+            .encode_to_vec(),
+        ),
         tagged(3, sample_txn(4).encode_to_vec()),
         tagged(
             10,
@@ -446,6 +549,34 @@ fn command_seeds() -> Vec<Vec<u8>> {
         .into_iter()
         .map(|c| c.encode_to_vec())
         .collect()
+}
+
+// ---- auth_record --------------------------------------------------------------------------
+
+/// The auth table's record as a member reads it from its store or a snapshot: what decodes
+/// is within every bound and encodes back to the same table.
+fn auth_record(data: &[u8]) {
+    use raftkv_storage::mvcc::auth::{AuthTable, MAX_ROLES, MAX_USERS};
+    if let Ok(table) = AuthTable::decode(data) {
+        assert!(table.users.len() <= MAX_USERS && table.roles.len() <= MAX_ROLES);
+        let again = AuthTable::decode(&table.encode()).expect("own record decodes");
+        assert_eq!(again, table, "the auth table changed in a round trip");
+    }
+}
+
+/// The table after each step of the auth session, as stored.
+fn auth_record_seeds() -> Vec<Vec<u8>> {
+    use raftkv_storage::mvcc::auth::AuthTable;
+    let mut table = AuthTable::default();
+    let mut seeds = vec![table.encode()];
+    for op in auth_commands() {
+        let cmd = raftkv_proto::raftkvpb::AuthCommand { op: Some(op) };
+        if let Ok(Some(next)) = table.apply(&cmd) {
+            table = next;
+            seeds.push(table.encode());
+        }
+    }
+    seeds
 }
 
 // ---- raft_message -------------------------------------------------------------------------
