@@ -295,6 +295,7 @@ impl ServerConfig {
                 key_file: flags.security.key_file.clone(),
                 trusted_ca_file: flags.security.trusted_ca_file.clone(),
                 client_cert_auth: flags.security.client_cert_auth,
+                auto_tls: flags.security.auto_tls,
             },
         })
     }

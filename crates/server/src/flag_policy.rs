@@ -25,7 +25,6 @@ struct Rule {
 
 const PEER_TLS: &str = "peer TLS is not supported yet (the peer port serves http:// only)";
 const TLS_OPTION: &str = "not supported yet (client TLS takes --cert-file, --key-file, --trusted-ca-file and --client-cert-auth)";
-const AUTO_TLS: &str = "self-signed certificates are not supported yet; make a CA and certificates and pass --cert-file and --key-file";
 const AUTH: &str = "authentication is not supported yet";
 const NO_DISCOVERY: &str =
     "raftkv has no discovery; list the initial members with --initial-cluster";
@@ -42,11 +41,6 @@ const REFUSED: &[Rule] = &[
         flag: "client-cert-allowed-hostname",
         applies: |f| !f.security.client_cert_allowed_hostname.is_empty(),
         why: TLS_OPTION,
-    },
-    Rule {
-        flag: "auto-tls",
-        applies: |f| f.security.auto_tls,
-        why: AUTO_TLS,
     },
     Rule {
         flag: "peer-cert-file",
@@ -412,7 +406,8 @@ mod tests {
                 "--cert-file=c.crt",
                 "--key-file=c.key",
                 "--trusted-ca-file=ca.crt",
-                "--client-cert-auth"
+                "--client-cert-auth",
+                "--auto-tls"
             ])
             .is_empty()
         );

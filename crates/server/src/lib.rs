@@ -277,7 +277,23 @@ impl Server {
 fn client_tls(
     config: &ServerConfig,
 ) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
-    let tls = &config.client_tls;
+    let mut tls = &config.client_tls;
+    let auto;
+    if tls.auto_tls {
+        if tls.is_empty() {
+            let hosts: Vec<&str> = config
+                .listen_client
+                .iter()
+                .filter_map(|u| config::client_host_port(u).ok())
+                .collect();
+            let dir = config.node.data_dir.join("fixtures").join("client");
+            auto = tls::ClientTls::self_cert(&dir, &hosts)
+                .context("could not get client self-signed certs")?;
+            tls = &auto;
+        } else {
+            tracing::warn!("ignoring client auto TLS since certs given");
+        }
+    }
     for url in &config.listen_client {
         if config::is_https(url) {
             if tls.is_empty() {

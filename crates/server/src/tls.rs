@@ -10,6 +10,10 @@
 //!   side share the listener as with etcd's cmux (a client offering no ALPN gets whatever it
 //!   speaks, detected after the handshake).
 //!
+//! - `--auto-tls` without certificate files: a self-signed certificate for the client URLs'
+//!   hosts, made once in `<data-dir>/fixtures/client` and reused (etcd's `transport.SelfCert`;
+//!   an ECDSA P-256 key where etcd uses P-521, which ring cannot sign with).
+//!
 //! Errors carry etcd's texts (Go's `open <file>: no such file or directory`, crypto/tls's
 //! PEM and key-pair messages). The handshakes themselves run in `raftkv_raft::serve`.
 
@@ -33,6 +37,9 @@ pub struct ClientTls {
     pub trusted_ca_file: String,
     /// `--client-cert-auth`: require a verified client certificate.
     pub client_cert_auth: bool,
+    /// `--auto-tls`: without `cert_file` and `key_file`, a self-signed certificate made at
+    /// start ([`ClientTls::self_cert`]).
+    pub auto_tls: bool,
 }
 
 impl ClientTls {
@@ -72,6 +79,73 @@ impl ClientTls {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+impl ClientTls {
+    /// etcd's `transport.SelfCert`: the certificate and key in `dir` (`cert.pem`, `key.pem`)
+    /// if both exist, else a new self-signed certificate (a year, for the hosts of `hosts`,
+    /// `host:port` each) written there; the TLS settings that serve it (no client
+    /// certificates asked for, as etcd's auto TLS).
+    pub fn self_cert(dir: &Path, hosts: &[&str]) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create cert directory {}", dir.display()))?;
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        let found = |p: &Path| p.is_file();
+        if !(found(&cert_path) && found(&key_path)) {
+            let names: Vec<String> = hosts
+                .iter()
+                .map(|h| {
+                    let host = h.rsplit_once(':').map_or(*h, |(host, _)| host);
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string()
+                })
+                .collect();
+            let mut params =
+                rcgen::CertificateParams::new(names).context("cannot generate x509 certificate")?;
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "etcd");
+            params.not_before = std::time::SystemTime::now().into();
+            params.not_after = (std::time::SystemTime::now()
+                + std::time::Duration::from_secs(365 * 24 * 3600))
+            .into();
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyEncipherment,
+                rcgen::KeyUsagePurpose::DigitalSignature,
+            ];
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            let key = rcgen::KeyPair::generate().context("cannot generate ECDSA key")?;
+            let cert = params
+                .self_signed(&key)
+                .context("cannot generate x509 certificate")?;
+            write_private(&key_path, key.serialize_pem().as_bytes())?;
+            write_private(&cert_path, cert.pem().as_bytes())?;
+        }
+        Ok(Self {
+            cert_file: cert_path.display().to_string(),
+            key_file: key_path.display().to_string(),
+            ..Self::default()
+        })
+    }
+}
+
+/// Writes a file readable by its owner only (etcd writes its self-signed files 0600).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{}", go_io_error(&path.display().to_string(), &e)))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// The certificate chain and key, read as Go's `tls.LoadX509KeyPair` does (cert file first).
@@ -164,6 +238,17 @@ mod tests {
             half.server_config().unwrap_err().to_string(),
             "KeyFile and CertFile must both be present[key: , cert: /nonexistent/c.crt]"
         );
+    }
+
+    #[test]
+    fn self_signed_certificates_are_made_once_and_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = dir.path().join("fixtures/client");
+        let tls = ClientTls::self_cert(&fixtures, &["127.0.0.1:2379", "localhost:2379"]).unwrap();
+        assert!(tls.server_config().is_ok());
+        let first = std::fs::read(&tls.cert_file).unwrap();
+        let again = ClientTls::self_cert(&fixtures, &["127.0.0.1:2379"]).unwrap();
+        assert_eq!(std::fs::read(&again.cert_file).unwrap(), first);
     }
 
     #[test]
