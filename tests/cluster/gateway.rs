@@ -127,6 +127,38 @@ fn session(endpoint: &str) -> Vec<String> {
         ),
     );
     call("POST", "/v3/kv/put", Some(r#"{"key":"","value":"YmFy"}"#));
+    // The Auth service's paths (auth stays disabled: raftkv does not enforce permissions yet).
+    for (path, body) in [
+        ("/v3/auth/role/add", r#"{"name":"r1"}"#),
+        ("/v3/auth/role/add", r#"{"name":"r1"}"#),
+        (
+            "/v3/auth/role/grant",
+            r#"{"name":"r1","perm":{"permType":"READWRITE","key":"Zm9v","range_end":"Zm9w"}}"#,
+        ),
+        ("/v3/auth/role/get", r#"{"role":"r1"}"#),
+        ("/v3/auth/user/add", r#"{"name":"u1","password":"pw"}"#),
+        ("/v3/auth/user/grant", r#"{"user":"u1","role":"r1"}"#),
+        ("/v3/auth/user/get", r#"{"name":"u1"}"#),
+        ("/v3/auth/user/list", "{}"),
+        ("/v3/auth/role/list", "{}"),
+        (
+            "/v3/auth/user/changepw",
+            r#"{"name":"u1","password":"pw2"}"#,
+        ),
+        ("/v3/auth/authenticate", r#"{"name":"u1","password":"pw2"}"#),
+        ("/v3/auth/enable", "{}"),
+        ("/v3/auth/user/revoke", r#"{"name":"u1","role":"r1"}"#),
+        (
+            "/v3/auth/role/revoke",
+            r#"{"role":"r1","key":"Zm9v","range_end":"Zm9w"}"#,
+        ),
+        ("/v3/auth/user/delete", r#"{"name":"u1"}"#),
+        ("/v3/auth/role/delete", r#"{"role":"r1"}"#),
+        ("/v3/auth/user/get", r#"{"name":"u1"}"#),
+        ("/v3/auth/disable", "{}"),
+    ] {
+        call("POST", path, Some(body));
+    }
     call(
         "POST",
         "/v3/lease/grant",

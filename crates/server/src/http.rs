@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, any, post};
+use raftkv_proto::etcdserverpb::auth_server::Auth;
 use raftkv_proto::etcdserverpb::cluster_server::Cluster;
 use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
 use raftkv_proto::etcdserverpb::*;
@@ -616,6 +617,138 @@ fn gateway(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
             route(api, |api, _req: LeaseLeasesRequest| async move {
                 api.lease_leases().await.map_err(status)
             }),
+        ),
+        // The Auth service, as its gRPC methods answer (etcd's gateway calls them over gRPC).
+        (
+            "/auth/enable",
+            route(api, |api, req: AuthEnableRequest| async move {
+                Auth::auth_enable(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/disable",
+            route(api, |api, req: AuthDisableRequest| async move {
+                Auth::auth_disable(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/authenticate",
+            route(api, |api, req: AuthenticateRequest| async move {
+                Auth::authenticate(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/add",
+            route(api, |api, req: AuthUserAddRequest| async move {
+                Auth::user_add(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/get",
+            route(api, |api, req: AuthUserGetRequest| async move {
+                Auth::user_get(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/list",
+            route(api, |api, req: AuthUserListRequest| async move {
+                Auth::user_list(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/delete",
+            route(api, |api, req: AuthUserDeleteRequest| async move {
+                Auth::user_delete(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/changepw",
+            route(api, |api, req: AuthUserChangePasswordRequest| async move {
+                Auth::user_change_password(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/grant",
+            route(api, |api, req: AuthUserGrantRoleRequest| async move {
+                Auth::user_grant_role(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/user/revoke",
+            route(api, |api, req: AuthUserRevokeRoleRequest| async move {
+                Auth::user_revoke_role(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/add",
+            route(api, |api, req: AuthRoleAddRequest| async move {
+                Auth::role_add(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/get",
+            route(api, |api, req: AuthRoleGetRequest| async move {
+                Auth::role_get(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/list",
+            route(api, |api, req: AuthRoleListRequest| async move {
+                Auth::role_list(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/delete",
+            route(api, |api, req: AuthRoleDeleteRequest| async move {
+                Auth::role_delete(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/grant",
+            route(api, |api, req: AuthRoleGrantPermissionRequest| async move {
+                Auth::role_grant_permission(&api, tonic::Request::new(req))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }),
+        ),
+        (
+            "/auth/role/revoke",
+            route(
+                api,
+                |api, req: AuthRoleRevokePermissionRequest| async move {
+                    Auth::role_revoke_permission(&api, tonic::Request::new(req))
+                        .await
+                        .map(tonic::Response::into_inner)
+                },
+            ),
         ),
         (
             "/maintenance/status",
