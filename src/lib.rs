@@ -40,6 +40,8 @@ pub use raftkv_proto::v3electionpb as election_proto;
 pub use raftkv_proto::v3lockpb as lock_proto;
 pub use raftkv_raft::NodeConfig;
 pub use raftkv_server::ServerConfig;
+/// TLS on `https://` client URLs ([`ServerConfig::client_tls`]).
+pub use raftkv_server::tls::ClientTls;
 /// gRPC status codes, as [`Error::code`] gives them.
 pub use tonic::Code;
 

@@ -182,3 +182,100 @@ async fn embedded_member_serves_leases_locks_and_elections_in_process() {
     drop(kv);
     member.shutdown().await;
 }
+
+/// A port below Linux's ephemeral range that is free now and not handed out before.
+fn fixed_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let i = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 25_000 + (std::process::id() as u16 % 3000 + i) % 7000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// PEM of a self-signed CA, and of a certificate it signs for `sans` (and its key).
+fn issue(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    sans: &[&str],
+    usage: rcgen::ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.extended_key_usages = vec![usage];
+    let key = rcgen::KeyPair::generate().unwrap();
+    (
+        params.signed_by(&key, ca).unwrap().pem(),
+        key.serialize_pem(),
+    )
+}
+
+fn ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// An embedded member serving `https://` with client certificates required, and the Rust
+/// client with a `TlsConfig`: in with the CA's client certificate, out without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_member_serves_tls_to_the_rust_client() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca();
+    let (server_cert, server_key) = issue(&ca, &["127.0.0.1"], ServerAuth);
+    let (client_cert, client_key) = issue(&ca, &[], ClientAuth);
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (client, peer) = (fixed_port(), fixed_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let mut node = raftkv::NodeConfig::new("tls", dir.path().join("data"));
+    node.client_urls = vec![url.clone()];
+    node.peer_urls = vec![format!("http://127.0.0.1:{peer}")];
+    node.initial_cluster = [("tls".to_string(), node.peer_urls.clone())].into();
+    let mut config = raftkv::ServerConfig::new(node);
+    config.client_tls = raftkv::ClientTls {
+        cert_file: file("server.crt", &server_cert),
+        key_file: file("server.key", &server_key),
+        trusted_ca_file: file("ca.crt", &ca.pem()),
+        client_cert_auth: true,
+        ..Default::default()
+    };
+    let member = raftkv::Member::start(config).await.unwrap();
+
+    let tls = raftkv::client::TlsConfig::new()
+        .ca_pem(ca.pem())
+        .identity_pem(client_cert, client_key);
+    let c = raftkv::Client::new([url.clone()]).with_tls(&tls).unwrap();
+    let mut put = c.put("k", "v").await;
+    for _ in 0..50 {
+        if put.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        put = c.put("k", "v").await;
+    }
+    put.unwrap();
+    assert_eq!(c.get("k").await.unwrap().unwrap().value, b"v".to_vec());
+    // No client certificate: refused in the handshake.
+    let anonymous = raftkv::Client::new([url.clone()])
+        .with_tls(&raftkv::client::TlsConfig::new().ca_pem(ca.pem()))
+        .unwrap();
+    assert!(anonymous.get("k").await.is_err());
+    // A server the trusted CA did not sign: refused by the client.
+    let stranger = raftkv::Client::new([url])
+        .with_tls(&raftkv::client::TlsConfig::new().ca_pem(self::ca().pem()))
+        .unwrap();
+    assert!(stranger.get("k").await.is_err());
+    member.shutdown().await;
+}
