@@ -42,20 +42,30 @@ fn e2e_flags(metrics_port: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_e2e_flags_start_a_member_that_serves() {
     for server in [Server::Etcd, Server::Raftkv] {
+        let metrics_port = free_port();
         let opts = Options {
-            extra_args: e2e_flags(free_port()),
+            extra_args: e2e_flags(metrics_port),
             ..Options::default()
         };
         let cluster = Cluster::start(server, 1, opts).await;
         let eps = cluster.endpoints();
         assert_eq!(etcdctl_ok(&eps, &["put", "k", "v"]).trim(), "OK");
         assert_eq!(etcdctl_ok(&eps, &["get", "k"]), "k\nv\n", "{server:?}");
+        // The metrics listener serves etcd's metrics.
+        let scrape = Command::new("curl")
+            .args(["-s", &format!("http://localhost:{metrics_port}/metrics")])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        let scrape = String::from_utf8_lossy(&scrape.stdout);
+        assert!(
+            scrape.contains("\netcd_server_has_leader 1\n"),
+            "{server:?}: {scrape}"
+        );
         if server == Server::Raftkv {
             let log = cluster.members[0].log_text();
             for flag in [
                 "--enable-v2",
                 "--experimental-initial-corrupt-check",
-                "--listen-metrics-urls",
                 "--auto-compaction-retention",
             ] {
                 let line = format!("ignoring {flag}:");
@@ -63,6 +73,7 @@ async fn etcd_e2e_flags_start_a_member_that_serves() {
             }
             // Implemented or at etcd's default: no line.
             for flag in [
+                "--listen-metrics-urls",
                 "--max-concurrent-streams",
                 "--auth-token",
                 "--strict-reconfig",
