@@ -15,8 +15,8 @@
 //! way, so they cannot make a member differ.
 //!
 //! **Hash** covers what HashKV covers at the current revision, then the compacted revision,
-//! the lease table (id, granted TTL, checkpointed remainder) and the alarms: the replicated
-//! state that is not history. It leaves out what differs between members legitimately: the
+//! the lease table (id, granted TTL, checkpointed remainder), the alarms and the auth table
+//! (users, roles, permissions, auth revision): the replicated state that is not history. It leaves out what differs between members legitimately: the
 //! applied Raft log id and membership, and derived indexes (history, lease attachments).
 //!
 //! Both stream over sled's iterator (memory does not grow with the store) and hold off
@@ -86,6 +86,11 @@ impl MvccStore {
             hasher.update(&member.to_be_bytes());
             hasher.update(&alarm.to_be_bytes());
         }
+        // The auth table as stored: users and roles sorted by name, so equal tables encode
+        // alike (passwords are hashed before they are proposed, so every member holds the
+        // same bytes).
+        hasher.update(b"auth");
+        hasher.update(&point.auth.encode());
         Ok((hasher.finalize(), point.revision))
     }
 
