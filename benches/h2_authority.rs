@@ -5,12 +5,11 @@
 //! DATA (large puts: frames skipped in place).
 
 use std::hint::black_box;
-use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use raftkv_raft::h2_authority::{PREFACE, hpack, huffman, rewrite_chunks};
+use raftkv_raft::h2_authority::{ChunkReader, PREFACE, hpack, huffman, rewrite_chunks};
 use tokio::io::{AsyncRead, ReadBuf};
 
 const READ: usize = 8 << 10;
@@ -73,25 +72,7 @@ fn bulk() -> Vec<Vec<u8>> {
 
 /// The same reads without the repair: the baseline.
 fn plain(chunks: &[&[u8]], read: usize) -> Vec<u8> {
-    struct Chunks<'a>(std::collections::VecDeque<&'a [u8]>);
-    impl AsyncRead for Chunks<'_> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if let Some(front) = self.0.front_mut() {
-                let n = front.len().min(buf.remaining());
-                buf.put_slice(&front[..n]);
-                *front = &front[n..];
-                if front.is_empty() {
-                    self.0.pop_front();
-                }
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-    let mut source = Chunks(chunks.iter().copied().collect());
+    let mut source = ChunkReader::new(chunks);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut out = Vec::new();
     let mut space = vec![0u8; read];

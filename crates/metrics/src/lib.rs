@@ -220,21 +220,22 @@ impl Exposition {
     pub fn histogram(&mut self, name: &str, help: &str, labels: Labels<'_>, h: &Histogram) {
         let f = self.family(name, help, Kind::Histogram);
         let bucket = format!("{name}_bucket");
-        for (bound, count) in h.cumulative() {
-            let le = go_float(bound);
-            sample(&mut f.lines, &bucket, labels, Some(&le), count as f64);
+        let buckets = h.cumulative();
+        for (bound, count) in &buckets {
+            let le = go_float(*bound);
+            sample(&mut f.lines, &bucket, labels, Some(&le), *count as f64);
         }
         // client_golang reads count and sum from one snapshot; these are read after the
         // buckets, so a scrape racing an observation may see the count one ahead of +Inf.
-        // Prometheus tolerates that; keep +Inf == count by writing the bucket total instead.
-        let total = h.cumulative().last().map_or(0, |(_, c)| *c);
+        // Keep +Inf and the count equal by writing the bucket total.
+        let total = buckets.last().map_or(0, |(_, c)| *c);
         sample(&mut f.lines, &format!("{name}_sum"), labels, None, h.sum());
         sample(
             &mut f.lines,
             &format!("{name}_count"),
             labels,
             None,
-            total.max(h.count()) as f64,
+            total as f64,
         );
     }
 

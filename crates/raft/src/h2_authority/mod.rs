@@ -441,29 +441,41 @@ impl Rewriter {
     }
 }
 
+/// An in-memory reader that hands out `chunks` one per read (a read smaller than the chunk
+/// takes its front), as a socket would deliver them; empty chunks are skipped. For tests,
+/// fuzzing and benches.
+pub struct ChunkReader<'a>(VecDeque<&'a [u8]>);
+
+impl<'a> ChunkReader<'a> {
+    /// A reader of `chunks`, in order.
+    pub fn new(chunks: &[&'a [u8]]) -> Self {
+        Self(chunks.iter().copied().filter(|c| !c.is_empty()).collect())
+    }
+}
+
+impl AsyncRead for ChunkReader<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(front) = self.0.front_mut() {
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front[..n]);
+            *front = &front[n..];
+            if front.is_empty() {
+                self.0.pop_front();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Runs `chunks` (as a client sent them, one per read) through a [`Rewriter`] whose reader
 /// asks for at most `read_size` bytes at a time; returns what the server would read. For
 /// tests and fuzzing: the same code path as a connection, without a socket.
 pub fn rewrite_chunks(chunks: &[&[u8]], read_size: usize) -> io::Result<Vec<u8>> {
-    struct Chunks<'a>(VecDeque<&'a [u8]>);
-    impl AsyncRead for Chunks<'_> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if let Some(front) = self.0.front_mut() {
-                let n = front.len().min(buf.remaining());
-                buf.put_slice(&front[..n]);
-                *front = &front[n..];
-                if front.is_empty() {
-                    self.0.pop_front();
-                }
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-    let mut source = Chunks(chunks.iter().copied().filter(|c| !c.is_empty()).collect());
+    let mut source = ChunkReader::new(chunks);
     let mut rewriter = Rewriter::new();
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut out = Vec::new();
