@@ -44,6 +44,7 @@ fn put_cmd(i: usize) -> Command {
             value: value(i),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 
@@ -51,6 +52,7 @@ fn applied(i: usize) -> AppliedState {
     AppliedState {
         applied: Some((i as u64).to_be_bytes().to_vec()),
         membership: None,
+        index: i as u64,
     }
 }
 

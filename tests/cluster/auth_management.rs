@@ -4,10 +4,9 @@
 //! cluster and a real etcd cluster, transcripts compared once ids and terms are masked; then
 //! the same session by raftkvctl against raftkv, compared with etcdctl's.
 //!
-//! Permission checks are not enforced yet, so raftkv refuses an AuthEnable that etcd would
-//! take: the session stops short of one, and a separate test checks the refusal and that it
-//! changes nothing. A third checks the table is replicated state: caught up by a member that
-//! was down, and kept across kill -9 of the whole cluster.
+//! The session enables auth only where etcd refuses it (no root user yet);
+//! `auth_enforce` covers auth switched on. A second test checks the table is replicated
+//! state: caught up by a member that was down, and kept across kill -9 of the whole cluster.
 
 use std::process::Command;
 
@@ -202,46 +201,6 @@ async fn auth_management_matches_etcd_with_etcdctl_and_raftkvctl() {
     let ctl = transcript_of(Server::Raftkv, Tool::Raftkvctl).await;
     diffs.extend(differences(&ours, &ctl, "etcdctl / raftkvctl on raftkv"));
     assert_no_differences(&diffs);
-}
-
-/// AuthEnable that etcd would take is refused, clearly, and changes nothing; the auth
-/// table is the same on every member (it went through the log).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_enable_is_refused_until_permissions_are_enforced() {
-    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
-    let endpoint = cluster.members[0].endpoint();
-    tokio::task::block_in_place(|| {
-        let ok = |args: &[&str]| {
-            let out = etcdctl(&endpoint, args, None);
-            assert!(out.status.success(), "{args:?}: {out:?}");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        ok(&["user", "add", "root:pw", "--interactive=false"]);
-        // etcdctl adds the root role and grants it when AuthEnable says it is missing.
-        let out = etcdctl(&endpoint, &["auth", "enable"], None);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).ends_with(
-                "desc = raftkv: auth enable is not supported yet: permission checks are not enforced\n"
-            ),
-            "{out:?}"
-        );
-        assert_eq!(ok(&["user", "get", "root"]), "User: root\nRoles: root\n");
-        let out = etcdctl(&endpoint, &["auth", "enable"], None);
-        assert_eq!(out.status.code(), Some(1), "still refused: {out:?}");
-        // Auth is off: writes need no token, and Authenticate says so.
-        ok(&["put", "k", "v"]);
-        let out = etcdctl(&endpoint, &["--user", "root:pw", "get", "k"], None);
-        assert!(
-            String::from_utf8_lossy(&out.stderr)
-                .contains("etcdserver: authentication is not enabled"),
-            "{out:?}"
-        );
-        for member in &cluster.members {
-            let users = etcdctl(&member.endpoint(), &["user", "list"], None);
-            assert_eq!(String::from_utf8_lossy(&users.stdout), "root\n");
-        }
-    });
 }
 
 /// The auth table is replicated state: a member that was down while it changed catches up

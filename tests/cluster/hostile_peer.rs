@@ -59,7 +59,10 @@ async fn ids(cluster: &Cluster) -> (u64, Vec<u64>) {
 }
 
 fn command_case(op: command::Op) -> Command {
-    Command { op: Some(op) }
+    Command {
+        op: Some(op),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +184,13 @@ async fn a_hostile_peer_changes_nothing_and_stops_no_member() {
         ))),
     };
     let forwards = vec![
-        ("forward, no operation", Command { op: None }),
+        (
+            "forward, no operation",
+            Command {
+                op: None,
+                ..Default::default()
+            },
+        ),
         (
             "forward, empty key",
             command_case(command::Op::Put(put("", Bytes::from_static(b"v")))),

@@ -325,7 +325,7 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
         ),
         (
             &["--auth-token=jwt,pub-key=k"],
-            "unsupported flag --auth-token: authentication is not supported yet",
+            "unsupported flag --auth-token: only simple tokens are supported (JWT tokens are not yet)",
         ),
         (
             &["--wal-dir", "/tmp/elsewhere"],

@@ -16,19 +16,25 @@ use rcgen::{
 use crate::fixture::{Cluster, Options, Server, assert_no_differences, etcdctl, raftkv_bin};
 
 /// PEM files of one test run, in a temporary directory.
-struct Certs {
+pub(crate) struct Certs {
     _dir: tempfile::TempDir,
     path: PathBuf,
 }
 
 impl Certs {
-    fn file(&self, name: &str) -> String {
+    pub(crate) fn file(&self, name: &str) -> String {
         self.path.join(name).display().to_string()
     }
 
+    /// The directory holding the files.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// `ca.crt`; `server.crt/key` (127.0.0.1, localhost); `client.crt/key` (CN "client");
-    /// `other-ca.crt`; `other.crt/key` (a client certificate from the other CA).
-    fn make() -> Certs {
+    /// `other-ca.crt`; `other.crt/key` (a client certificate from the other CA);
+    /// `root-client.crt/key` (CN "root").
+    pub(crate) fn make() -> Certs {
         let dir = tempfile::tempdir().expect("cert dir");
         let path = dir.path().to_path_buf();
         let write = |name: &str, text: String| std::fs::write(path.join(name), text).unwrap();
@@ -50,6 +56,9 @@ impl Certs {
         let (cert, key) = leaf(&ca, "client", &[], &[ExtendedKeyUsagePurpose::ClientAuth]);
         write("client.crt", cert);
         write("client.key", key);
+        let (cert, key) = leaf(&ca, "root", &[], &[ExtendedKeyUsagePurpose::ClientAuth]);
+        write("root-client.crt", cert);
+        write("root-client.key", key);
         let (cert, key) = leaf(
             &other_ca,
             "client",

@@ -204,7 +204,10 @@ fn sample_txn(depth: usize) -> TxnRequest {
 }
 
 fn sample_commands() -> Vec<Command> {
-    let cmd = |op| Command { op: Some(op) };
+    let cmd = |op| Command {
+        op: Some(op),
+        ..Default::default()
+    };
     vec![
         cmd(command::Op::Put(put("key", "value"))),
         cmd(command::Op::DeleteRange(DeleteRangeRequest {
@@ -833,6 +836,7 @@ fn snapshot_seeds() -> Vec<Vec<u8>> {
                         &format!("key/{i}/{k:03}"),
                         &format!("{{\"kind\":\"Pod\",\"n\":{k}}}"),
                     ))),
+                    ..Default::default()
                 },
                 &AppliedState::default(),
             );

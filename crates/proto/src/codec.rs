@@ -342,6 +342,7 @@ mod tests {
             });
             let cmd = Command {
                 op: Some(command::Op::Txn(nested_txn(levels))),
+                ..Default::default()
             };
             let bytes = cmd.encode_to_vec();
             assert_eq!(txn_depth(&bytes, index::<Command>(), 1000), Ok(levels));

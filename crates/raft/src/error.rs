@@ -236,6 +236,9 @@ impl From<NodeError> for tonic::Status {
                     RefusalCode::Internal => tonic::Code::Internal,
                     RefusalCode::ResourceExhausted => tonic::Code::ResourceExhausted,
                     RefusalCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+                    RefusalCode::PermissionDenied => tonic::Code::PermissionDenied,
+                    RefusalCode::Unauthenticated => tonic::Code::Unauthenticated,
+                    RefusalCode::Unknown => tonic::Code::Unknown,
                 };
                 tonic::Status::new(code, message)
             }

@@ -242,6 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let state = AppliedState {
                         applied,
                         membership: None,
+                        index: log_id.index,
                     };
                     self.store
                         .set_applied_state(&state)
@@ -253,6 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let state = AppliedState {
                         applied,
                         membership: Some(encode(&stored)?),
+                        index: log_id.index,
                     };
                     self.store
                         .set_applied_state(&state)
@@ -263,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let state = AppliedState {
                         applied,
                         membership: None,
+                        index: log_id.index,
                     };
                     let started = std::time::Instant::now();
                     let applied = if i == last {

@@ -102,6 +102,9 @@ pub enum RefusalCode {
     Internal,
     ResourceExhausted,
     FailedPrecondition,
+    PermissionDenied,
+    Unauthenticated,
+    Unknown,
 }
 
 impl From<ErrorCode> for RefusalCode {
@@ -113,6 +116,9 @@ impl From<ErrorCode> for RefusalCode {
             ErrorCode::Internal => Self::Internal,
             ErrorCode::ResourceExhausted => Self::ResourceExhausted,
             ErrorCode::FailedPrecondition => Self::FailedPrecondition,
+            ErrorCode::PermissionDenied => Self::PermissionDenied,
+            ErrorCode::Unauthenticated => Self::Unauthenticated,
+            ErrorCode::Unknown => Self::Unknown,
         }
     }
 }
@@ -226,6 +232,7 @@ mod tests {
                 value: "v".into(),
                 ..Default::default()
             })),
+            ..Default::default()
         });
         assert_eq!(decode::<Request>(&encode(&req).unwrap()).unwrap(), req);
         let ok = Response(Ok(CommandResponse {

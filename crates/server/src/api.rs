@@ -18,6 +18,7 @@ use raftkv_raft::node::hex;
 use raftkv_raft::trace;
 use raftkv_raft::{NodeError, RaftNode};
 use raftkv_storage::MvccError;
+use raftkv_storage::mvcc::auth::permit::{self, Access};
 use raftkv_storage::mvcc::validate;
 use tracing::Instrument;
 
@@ -36,6 +37,8 @@ pub struct EtcdApi {
     watch: Arc<crate::watch::WatchHub>,
     watch_config: crate::watch::WatchConfig,
     client_metrics: Arc<crate::metrics::ClientMetrics>,
+    /// `--bcrypt-cost`: the cost new passwords are hashed at.
+    bcrypt_cost: u32,
 }
 
 fn refused(e: MvccError) -> NodeError {
@@ -60,7 +63,28 @@ impl EtcdApi {
             watch,
             watch_config,
             client_metrics: Arc::default(),
+            bcrypt_cost: crate::auth::BCRYPT_COST,
         }
+    }
+
+    /// The API hashing new passwords at `cost` (`--bcrypt-cost`; etcd's default 10, and as
+    /// etcd, a cost outside bcrypt's 4..=31 falls back to it with a warning).
+    pub fn with_bcrypt_cost(mut self, cost: u32) -> Self {
+        self.bcrypt_cost = if (4..=31).contains(&cost) {
+            cost
+        } else {
+            tracing::warn!(
+                given = cost,
+                "use default bcrypt cost instead of the invalid given cost"
+            );
+            crate::auth::BCRYPT_COST
+        };
+        self
+    }
+
+    /// The cost new passwords are hashed at.
+    pub fn bcrypt_cost(&self) -> u32 {
+        self.bcrypt_cost
     }
 
     /// The API with the client port's counters set up as `metrics` (`--metrics`).
@@ -168,7 +192,10 @@ impl EtcdApi {
         if self.node.is_learner() {
             return Err(learner_refusal());
         }
-        let cmd = Command { op: Some(op) };
+        let cmd = Command {
+            op: Some(op),
+            caller: Some(self.command_caller().await?),
+        };
         // The request itself was checked by the caller (put, delete_range, txn, compact).
         validate::check_size(&cmd, self.node.config().max_request_bytes).map_err(refused)?;
         let resp = self.node.write(cmd).await?;
@@ -189,7 +216,11 @@ impl EtcdApi {
             }
             self.node.read_barrier().await?;
         }
+        let auth = self
+            .read_permit(|t, c| t.check_op(c, &req.key, &req.range_end, Access::Read))
+            .await?;
         let mut resp = self.node.store().range(&req).map_err(refused)?;
+        self.read_still_valid(auth)?;
         self.fill(&mut resp.header);
         Ok(resp)
     }
@@ -251,7 +282,11 @@ impl EtcdApi {
                 }
                 self.node.read_barrier().await?;
             }
+            let auth = self
+                .read_permit(|t, c| permit::permit_read_txn(t, c, &req))
+                .await?;
             let mut resp = self.node.store().txn_read_only(&req).map_err(refused)?;
+            self.read_still_valid(auth)?;
             self.fill(&mut resp.header);
             return Ok(resp);
         }
@@ -304,6 +339,11 @@ impl EtcdApi {
             });
         }
         validate::check_alarm(&req).map_err(refused)?;
+        // etcd 3.4 lets anyone raise an alarm; a NOSPACE raised by a stranger makes the
+        // cluster read-only, so with auth on only root may raise one here.
+        if req.action() == AlarmAction::Activate {
+            self.require_admin().await?;
+        }
         match self.propose(command::Op::Alarm(req)).await? {
             command_response::Op::Alarm(mut resp) => {
                 resp.header = None;
@@ -317,6 +357,7 @@ impl EtcdApi {
     /// `raftkv_storage::mvcc` `hash`), on a blocking thread since it reads every version.
     pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, NodeError> {
         self.traced("HashKV", async {
+            self.require_admin_maintenance().await?;
             let store = self.node.store().clone();
             let h = tokio::task::spawn_blocking(move || store.hash_kv(req.revision))
                 .await
@@ -340,6 +381,7 @@ impl EtcdApi {
     /// `raftkv_storage::mvcc` `hash`), on a blocking thread.
     pub async fn hash(&self) -> Result<HashResponse, NodeError> {
         self.traced("Hash", async {
+            self.require_admin_maintenance().await?;
             let store = self.node.store().clone();
             let (hash, revision) = tokio::task::spawn_blocking(move || store.hash_all())
                 .await
@@ -383,6 +425,7 @@ impl EtcdApi {
                     member_id: self.node.id(),
                     alarm: nospace,
                 })),
+                ..Default::default()
             };
             // As etcd, the refusal does not wait on the alarm's outcome.
             if let Err(e) = self.node.write(raise).await {
@@ -437,6 +480,8 @@ impl EtcdApi {
         &self,
         req: ChangeMembersRequest,
     ) -> Result<ChangeMembersResponse, NodeError> {
+        // etcd's `checkMembershipOperationPermission`.
+        self.require_admin().await?;
         self.node.change_members(req).await
     }
 }
@@ -458,7 +503,8 @@ impl EtcdApi {
         self.traced("LeaseGrant", async {
             self.check_quota(quota::LEASE_OVERHEAD).await?;
             self.not_for_learners()?;
-            let mut resp = self.node.lease_grant(&req).await?;
+            let caller = self.command_caller().await?;
+            let mut resp = self.node.lease_grant(&req, Some(caller)).await?;
             self.fill(&mut resp.header);
             Ok(resp)
         })
@@ -472,7 +518,8 @@ impl EtcdApi {
     ) -> Result<raftkv_proto::etcdserverpb::LeaseRevokeResponse, NodeError> {
         self.traced("LeaseRevoke", async {
             self.not_for_learners()?;
-            let mut resp = self.node.lease_revoke(req.id).await?;
+            let caller = self.command_caller().await?;
+            let mut resp = self.node.lease_revoke(req.id, Some(caller)).await?;
             self.fill(&mut resp.header);
             Ok(resp)
         })
@@ -512,6 +559,19 @@ impl EtcdApi {
     ) -> Result<raftkv_proto::etcdserverpb::LeaseTimeToLiveResponse, NodeError> {
         self.traced("LeaseTimeToLive", async {
             self.not_for_learners()?;
+            // etcd 3.4 answers anyone, keys included (CVE-2023-32082); as etcd 3.5.9 fixed
+            // it, with auth on the caller must be allowed to read every key of the lease.
+            if self.node.store().auth().enabled {
+                let store = self.node.store().clone();
+                let keys = store.lease_keys(req.id).map_err(refused)?;
+                let auth = self
+                    .read_permit(|t, c| {
+                        keys.iter()
+                            .try_for_each(|k| t.check_op(c, k, b"", Access::Read))
+                    })
+                    .await?;
+                self.read_still_valid(auth)?;
+            }
             let mut resp = self.node.lease_time_to_live(req.id, req.keys).await?;
             self.fill(&mut resp.header);
             Ok(resp)

@@ -173,6 +173,10 @@ pub struct ServerConfig {
     /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`: TLS on the
     /// `https://` client URLs (empty: none, and `https://` client URLs are refused).
     pub client_tls: crate::tls::ClientTls,
+    /// `--auth-token-ttl`: how long a simple token lives past its last use.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`: the cost passwords are hashed at.
+    pub bcrypt_cost: u32,
 }
 
 impl ServerConfig {
@@ -193,6 +197,8 @@ impl ServerConfig {
             cors: "*".into(),
             host_whitelist: "*".into(),
             client_tls: Default::default(),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: crate::auth::BCRYPT_COST,
         }
     }
 
@@ -297,6 +303,8 @@ impl ServerConfig {
                 client_cert_auth: flags.security.client_cert_auth,
                 auto_tls: flags.security.auto_tls,
             },
+            auth_token_ttl: Duration::from_secs(flags.auth.auth_token_ttl),
+            bcrypt_cost: u32::try_from(flags.auth.bcrypt_cost).unwrap_or(u32::MAX),
         })
     }
 }

@@ -9,8 +9,10 @@
 //! - [`api`] — the etcd API's logic over a running member ([`EtcdApi`]), shared by the gRPC
 //!   services and by embedding programs.
 //! - `services` — the KV, Watch, Maintenance and Cluster gRPC services.
-//! - `auth` — etcd's Auth service: users, roles and permissions through the log (not yet
-//!   enforced, so AuthEnable is refused).
+//! - `auth` — etcd's Auth service (users, roles, permissions and Authenticate, through the
+//!   log) and the permission checks made at the API edge; writes are checked as they apply
+//!   (`raftkv_storage::mvcc::auth::permit`).
+//! - [`caller`] — the credentials of each request (token, certificate common name).
 //! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
 //! - [`tls`] — TLS on `https://` client URLs (`--cert-file`, `--trusted-ca-file` ...).
@@ -24,6 +26,7 @@
 mod access;
 pub mod api;
 mod auth;
+pub mod caller;
 pub mod concurrency;
 pub mod config;
 mod config_file;
@@ -119,7 +122,9 @@ impl Server {
                 max_request_bytes: config.node.max_request_bytes,
             },
         )
-        .with_client_metrics(metrics::ClientMetrics::new(config.metrics_extensive));
+        .with_client_metrics(metrics::ClientMetrics::new(config.metrics_extensive))
+        .with_bcrypt_cost(config.bcrypt_cost);
+        api.node().store().tokens().set_ttl(config.auth_token_ttl);
         let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);
         let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
         let limits = ServeLimits::new(max_message);
@@ -151,7 +156,10 @@ impl Server {
                 .http2_keepalive_timeout(config.grpc_keepalive_timeout)
                 .layer(budget.layer())
                 .layer(metrics::GrpcMetricsLayer(api.client_metrics().clone()))
-                .layer(access::AccessLayer(Arc::new(access)));
+                .layer(access::AccessLayer(Arc::new(access)))
+                .layer(caller::CredentialsLayer {
+                    cert_auth: config.client_tls.client_cert_auth,
+                });
             client_tasks.push(tokio::spawn(async move {
                 let grpc = tonic::service::Routes::new(
                     KvServer::new(api.clone()).max_decoding_message_size(max_message),

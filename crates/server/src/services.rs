@@ -187,6 +187,8 @@ impl Maintenance for EtcdApi {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        // etcd's authMaintenanceServer: root only, with auth on.
+        self.require_admin_maintenance().await?;
         // sled reclaims space by itself; there is nothing to defragment. etcd 3.4 answers
         // without a header (v3rpc/maintenance.go).
         Ok(Response::new(DefragmentResponse { header: None }))
@@ -211,6 +213,7 @@ impl Maintenance for EtcdApi {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.require_admin_maintenance().await?;
         let node = self.node().clone();
         let dir = raftkv_storage::layout::snap_dir(&node.config().data_dir);
         let path = dir.join(format!("client-{}-{}.part", std::process::id(), unique()));
@@ -268,6 +271,8 @@ impl Maintenance for EtcdApi {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        // etcd 3.4 lets anyone move the leader; with auth on, only root may here.
+        self.require_admin().await?;
         self.node().move_leader(req.into_inner().target_id).await?;
         // No header, as etcd 3.4 answers (v3rpc/maintenance.go).
         Ok(Response::new(MoveLeaderResponse { header: None }))

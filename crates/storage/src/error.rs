@@ -20,6 +20,12 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// `FailedPrecondition`
     FailedPrecondition,
+    /// `PermissionDenied`
+    PermissionDenied,
+    /// `Unauthenticated`
+    Unauthenticated,
+    /// `Unknown`: an error etcd's gRPC layer does not translate.
+    Unknown,
 }
 
 /// An etcd request that the MVCC store refuses, or a storage failure.
@@ -112,10 +118,20 @@ pub enum MvccError {
     /// Authenticate with an unknown user or a wrong password.
     #[error("etcdserver: authentication failed, invalid user ID or password")]
     AuthFailed,
-    /// AuthEnable that passed etcd's checks: refused while raftkv does not enforce
-    /// permissions, so that enabling auth never claims a protection it does not give.
-    #[error("raftkv: auth enable is not supported yet: permission checks are not enforced")]
-    AuthEnableUnsupported,
+    /// A request the caller's roles do not allow, or an admin request by a non-root user.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// A token this member does not know (unknown, expired, or of a deleted user).
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// A request made under an auth revision older than the table's when it was applied:
+    /// the auth store changed meanwhile (clients authenticate again and retry).
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// Authenticate with a password for a user added with `--no-password` (etcd's
+    /// `ErrNoPasswordUser`, which its gRPC layer does not translate).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     /// An auth change past one of raftkv's bounds on the auth store (names, counts, size).
     #[error("raftkv: auth store limit exceeded: {0}")]
     AuthLimit(&'static str),
@@ -146,8 +162,10 @@ impl MvccError {
             | Self::RootRoleNotExist
             | Self::RoleNotGranted
             | Self::PermissionNotGranted
-            | Self::AuthNotEnabled
-            | Self::AuthEnableUnsupported => ErrorCode::FailedPrecondition,
+            | Self::AuthNotEnabled => ErrorCode::FailedPrecondition,
+            Self::PermissionDenied => ErrorCode::PermissionDenied,
+            Self::InvalidAuthToken => ErrorCode::Unauthenticated,
+            Self::NoPasswordUser => ErrorCode::Unknown,
             Self::LeaseTtlTooLarge => ErrorCode::OutOfRange,
             Self::NoSpace => ErrorCode::ResourceExhausted,
             Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,

@@ -69,8 +69,17 @@ fn apply(store: &MvccStore, op: command::Op) {
     let applied = AppliedState {
         applied: Some(b"applied-id".to_vec()),
         membership: Some(b"members".to_vec()),
+        index: 3,
     };
-    store.apply(&Command { op: Some(op) }, &applied).unwrap();
+    store
+        .apply(
+            &Command {
+                op: Some(op),
+                ..Default::default()
+            },
+            &applied,
+        )
+        .unwrap();
 }
 
 fn put(store: &MvccStore, key: &str, value: &str) {

@@ -357,6 +357,7 @@ impl RaftNode {
             op: Some(command::Op::LeaseCheckpoint(LeaseCheckpointRequest {
                 checkpoints,
             })),
+            ..Default::default()
         };
         if let Err(e) = self.write(cmd).await {
             tracing::debug!(count, error = %e, "lease checkpoints not recorded; the next ones will be");
@@ -367,6 +368,7 @@ impl RaftNode {
     pub(super) async fn revoke_expired(&self, id: i64) {
         let cmd = Command {
             op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id })),
+            ..Default::default()
         };
         match self.write(cmd).await {
             Ok(_) => tracing::debug!(lease = %format!("{id:016x}"), "expired lease revoked"),
@@ -422,6 +424,7 @@ impl RaftNode {
     pub async fn lease_grant(
         &self,
         req: &raftkv_proto::etcdserverpb::LeaseGrantRequest,
+        caller: Option<raftkv_proto::raftkvpb::Caller>,
     ) -> Result<raftkv_proto::etcdserverpb::LeaseGrantResponse, NodeError> {
         use raftkv_proto::raftkvpb::command_response;
         if req.ttl > raftkv_storage::mvcc::validate::MAX_LEASE_TTL {
@@ -438,6 +441,7 @@ impl RaftNode {
         };
         let cmd = Command {
             op: Some(command::Op::LeaseGrant(grant)),
+            caller,
         };
         match self.write(cmd).await?.op {
             Some(command_response::Op::LeaseGrant(resp)) => Ok(resp),
@@ -447,14 +451,17 @@ impl RaftNode {
         }
     }
 
-    /// etcd's `LeaseRevoke`, through the log.
+    /// etcd's `LeaseRevoke`, through the log; `caller` is who asked (checked as the entry
+    /// is applied, see `raftkvpb::Command::caller`).
     pub async fn lease_revoke(
         &self,
         id: i64,
+        caller: Option<raftkv_proto::raftkvpb::Caller>,
     ) -> Result<raftkv_proto::etcdserverpb::LeaseRevokeResponse, NodeError> {
         use raftkv_proto::raftkvpb::command_response;
         let cmd = Command {
             op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id })),
+            caller,
         };
         match self.write(cmd).await?.op {
             Some(command_response::Op::LeaseRevoke(resp)) => Ok(resp),

@@ -315,6 +315,7 @@ async fn watch_space(node: Weak<RaftNode>) {
                 member_id: node.id,
                 alarm: AlarmType::Nospace as i32,
             })),
+            ..Default::default()
         };
         if let Err(e) = node.write(cmd).await {
             tracing::debug!(error = %e, "changing the NOSPACE alarm failed; will retry");

@@ -42,6 +42,16 @@ impl RaftNode {
             .map_err(|_| NodeError::TIMEOUT)
     }
 
+    /// Waits (at most the request timeout) until this member has applied log index `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .applied_index_at_least(Some(index), "an auth token's entry")
+            .await
+            .map(|_| ())
+            .map_err(|_| NodeError::TIMEOUT)
+    }
+
     /// The read index, on the leader (the peer service's ReadIndex).
     pub(super) async fn read_index_as_leader(&self) -> Result<u64, NodeError> {
         match tokio::time::timeout(

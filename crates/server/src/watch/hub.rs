@@ -697,6 +697,7 @@ mod tests {
                 value: Bytes::copy_from_slice(value.as_bytes()),
                 ..Default::default()
             })),
+            ..Default::default()
         };
         store.apply(&cmd, &AppliedState::default()).unwrap();
     }
@@ -786,6 +787,7 @@ mod tests {
                 revision: 8,
                 physical: true,
             })),
+            ..Default::default()
         };
         store.apply(&compact, &AppliedState::default()).unwrap();
         let (below, _) = hub

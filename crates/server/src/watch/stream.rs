@@ -76,6 +76,8 @@ struct WatchStream {
     by_hub: HashMap<u64, i64>,
     next_auto: i64,
     key_bytes: usize,
+    /// The credentials the stream was opened with: each create is checked against them.
+    credentials: std::sync::Arc<crate::caller::Credentials>,
 }
 
 /// Serves one watch stream over `requests`; the answers come out of the returned channel,
@@ -94,6 +96,8 @@ where
 {
     let (out, out_rx) = mpsc::channel(OUTBOUND);
     let (queue, inbox) = api.watch_hub().stream_queue();
+    // Taken here, inside the request's scope: the stream runs on its own task.
+    let credentials = crate::caller::current();
     let stream = WatchStream {
         api,
         config,
@@ -103,9 +107,24 @@ where
         by_hub: HashMap::new(),
         next_auto: 0,
         key_bytes: 0,
+        credentials,
     };
     tokio::spawn(stream.run(requests, inbox, require_leader));
     out_rx
+}
+
+/// etcd's cancel reason for a watch the caller may not make: the text of the gRPC status
+/// etcd would answer with, whole ("rpc error: code = PermissionDenied desc = ..."), which is
+/// what clientv3 prints and compares (it retries on an invalid token or an old revision).
+fn auth_cancel_reason(e: &raftkv_storage::MvccError) -> String {
+    use raftkv_storage::MvccError;
+    let (code, error) = match e {
+        MvccError::InvalidAuthToken => ("Unauthenticated", MvccError::InvalidAuthToken),
+        MvccError::AuthOldRevision => ("InvalidArgument", MvccError::AuthOldRevision),
+        MvccError::UserEmpty => ("InvalidArgument", MvccError::UserEmpty),
+        _ => ("PermissionDenied", MvccError::PermissionDenied),
+    };
+    format!("rpc error: code = {code} desc = {error}")
 }
 
 impl WatchStream {
@@ -120,6 +139,11 @@ impl WatchStream {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let leader_lost = self.api.clone().leader_lost();
         tokio::pin!(leader_lost);
+        if self.credentials.token.is_some() {
+            // A token made on another member counts here once this member applied it
+            // (creates are checked without waiting).
+            let _ = self.api.auth_info_of(&self.credentials).await;
+        }
         let mut requests_open = true;
         loop {
             let answers = tokio::select! {
@@ -188,6 +212,27 @@ impl WatchStream {
         self.key_bytes -= local.key_bytes;
     }
 
+    /// etcd's `isWatchPermitted`: read permission on what the watch covers, under the
+    /// stream's credentials as they stand now. As etcd, a range end of "\0" (every key from
+    /// `key` on) is checked as the single key `key`.
+    fn permitted(&self, key: &[u8], range_end: &[u8]) -> Result<(), raftkv_storage::MvccError> {
+        let table = self.api.node().store().auth();
+        if !table.enabled && self.credentials.token.is_none() {
+            return Ok(());
+        }
+        let caller = self
+            .api
+            .auth_info_now(&self.credentials)?
+            .unwrap_or_default();
+        let end: &[u8] = if range_end == [0] { b"" } else { range_end };
+        table.check_op(
+            &caller,
+            key,
+            end,
+            raftkv_storage::mvcc::auth::permit::Access::Read,
+        )
+    }
+
     fn create(&mut self, create: WatchCreateRequest) -> WatchResponse {
         let hub = self.api.watch_hub().clone();
         let refuse = |this: &Self, reason: &str| WatchResponse {
@@ -204,6 +249,9 @@ impl WatchStream {
         } else {
             create.key.clone()
         };
+        if let Err(e) = self.permitted(&key, &create.range_end) {
+            return refuse(self, &auth_cancel_reason(&e));
+        }
         let end = RangeEnd::from_request(&create.range_end);
         if let RangeEnd::Below(end) = &end
             && key.as_ref() >= end.as_slice()

@@ -15,7 +15,9 @@ use raftkv_proto::etcdserverpb::{
     RangeRequest, ResponseOp, TxnRequest, TxnResponse,
 };
 use raftkv_proto::mvccpb::{Event, KeyValue, event::EventType};
-use raftkv_proto::raftkvpb::{Command, CommandResponse, command, command_response};
+use raftkv_proto::raftkvpb::{Command, CommandResponse, auth_command, command, command_response};
+
+use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
     META_ALARMS, META_COMPACTED, META_POINT, Record, history_key, record_key, split_record_key,
@@ -81,6 +83,12 @@ impl MvccStore {
         }
         if let Some(command::Op::LeaseCheckpoint(req)) = &cmd.op {
             return self.lease_checkpoint(req, applied);
+        }
+        if let Some(caller) = &cmd.caller
+            && let Err(e) = self.permit(caller, cmd)
+        {
+            self.settle(record, self.revision(), applied)?;
+            return Err(e);
         }
         if let Some(command::Op::Auth(req)) = &cmd.op {
             return self.auth_change(req, applied);
@@ -337,10 +345,23 @@ impl MvccStore {
         if let Some(next) = outcome? {
             self.set_auth(next);
         }
+        // The tokens follow the table: etcd's token provider is told in the same places.
+        let mut token = String::new();
+        match &req.op {
+            Some(auth_command::Op::Authenticate(r)) => {
+                token = SimpleTokens::token(&r.token_prefix, applied.index);
+                self.tokens.assign(token.clone(), &r.name);
+            }
+            Some(auth_command::Op::UserDelete(r)) => self.tokens.invalidate_user(&r.name),
+            Some(auth_command::Op::UserChangePassword(r)) => self.tokens.invalidate_user(&r.name),
+            Some(auth_command::Op::Disable(_)) => self.tokens.clear(),
+            _ => {}
+        }
         Ok(CommandResponse {
             op: Some(command_response::Op::Auth(
                 raftkv_proto::raftkvpb::AuthCommandResponse {
                     header: Self::header(rev),
+                    token,
                 },
             )),
         })

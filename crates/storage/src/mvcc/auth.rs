@@ -178,6 +178,10 @@ impl AuthTable {
             auth_command::Op::RoleRevokePermission(r) => {
                 next.role_revoke_permission(&r.role, &r.key, &r.range_end)?
             }
+            auth_command::Op::Authenticate(r) => {
+                self.authenticate(&r.name)?;
+                false
+            }
         };
         if !changed {
             return Ok(None);
@@ -190,6 +194,19 @@ impl AuthTable {
             return Err(MvccError::AuthLimit("auth store size"));
         }
         Ok(Some(next))
+    }
+
+    /// etcd's `authStore.Authenticate` as applied (the password was checked by the member
+    /// that proposed it): auth on, the user there, and not a user without a password.
+    fn authenticate(&self, name: &str) -> Result<(), MvccError> {
+        if !self.enabled {
+            return Err(MvccError::AuthNotEnabled);
+        }
+        let user = self.users.get(name).ok_or(MvccError::AuthFailed)?;
+        if user.options.is_some_and(|o| o.no_password) {
+            return Err(MvccError::AuthFailed);
+        }
+        Ok(())
     }
 
     fn enable(&mut self) -> Result<bool, MvccError> {
@@ -393,6 +410,15 @@ pub fn check_command(cmd: &AuthCommand) -> Result<(), MvccError> {
             }
             vec![&r.role]
         }
+        Op::Authenticate(r) => {
+            let prefix_ok = !r.token_prefix.is_empty()
+                && r.token_prefix.len() <= tokens::MAX_PREFIX_BYTES
+                && r.token_prefix.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !prefix_ok {
+                return Err(MvccError::BadAuth);
+            }
+            vec![&r.name]
+        }
     };
     if names.iter().all(|n| name_ok(n)) {
         Ok(())
@@ -400,6 +426,9 @@ pub fn check_command(cmd: &AuthCommand) -> Result<(), MvccError> {
         Err(MvccError::AuthLimit("name length"))
     }
 }
+
+pub mod permit;
+pub mod tokens;
 
 #[cfg(test)]
 mod tests;

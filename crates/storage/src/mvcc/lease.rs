@@ -128,7 +128,10 @@ mod tests {
     use raftkv_proto::raftkvpb::{Command, command, command_response};
 
     fn apply(store: &MvccStore, op: command::Op) -> Result<command_response::Op, MvccError> {
-        let cmd = Command { op: Some(op) };
+        let cmd = Command {
+            op: Some(op),
+            ..Default::default()
+        };
         store
             .apply(&cmd, &AppliedState::default())
             .map(|r| r.op.expect("an answer"))

@@ -74,6 +74,9 @@ pub struct AppliedState {
     pub applied: Option<Vec<u8>>,
     /// The last membership config applied, if any.
     pub membership: Option<Vec<u8>>,
+    /// The log index of the entry being applied (0 where unknown). Not stored: it names the
+    /// simple tokens an Authenticate entry makes ("<prefix>.<index>", as etcd's).
+    pub index: u64,
 }
 
 /// Active alarms: (member id, etcd `AlarmType` number), sorted.
@@ -116,6 +119,8 @@ pub struct MvccStore {
     leases: Mutex<lease::Leases>,
     /// The auth table (`auth`), as stored; a change swaps in a new one.
     auth: RwLock<auth::SharedAuth>,
+    /// This member's simple tokens (in memory only; see `auth::tokens`).
+    tokens: auth::tokens::SimpleTokens,
     /// Where applied writes' events go (the member's watch hub), once one is set.
     sink: RwLock<Option<std::sync::Arc<dyn WatchSink>>>,
     /// Bytes of the version records (encoded key + record), see [`MvccStore::size_in_use`].
@@ -153,6 +158,7 @@ impl MvccStore {
                     AppliedState {
                         applied,
                         membership,
+                        index: 0,
                     },
                 )
             }
@@ -184,6 +190,7 @@ impl MvccStore {
             alarms: Mutex::new(alarms),
             leases: Mutex::new(leases),
             auth: RwLock::new(std::sync::Arc::new(auth)),
+            tokens: auth::tokens::SimpleTokens::default(),
             sink: RwLock::new(None),
             in_use: AtomicU64::new(in_use),
             counts: metrics::StoreCounts::default(),
@@ -251,6 +258,11 @@ impl MvccStore {
     /// The auth table now.
     pub fn auth(&self) -> auth::SharedAuth {
         self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This member's simple tokens.
+    pub fn tokens(&self) -> &auth::tokens::SimpleTokens {
+        &self.tokens
     }
 
     pub(crate) fn set_auth(&self, table: auth::AuthTable) {
@@ -513,6 +525,7 @@ impl Restore<'_> {
         let state = AppliedState {
             applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
             membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
+            index: 0,
         };
         batch.insert(
             META_POINT,

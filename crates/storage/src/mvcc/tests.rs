@@ -31,7 +31,10 @@ fn open() -> Fixture {
 }
 
 fn cmd(op: command::Op) -> Command {
-    Command { op: Some(op) }
+    Command {
+        op: Some(op),
+        ..Default::default()
+    }
 }
 
 impl Fixture {
@@ -767,9 +770,7 @@ fn nesting_spends_the_txn_op_budget() {
 fn malformed_commands_are_refusals_not_damage() {
     let f = open();
     let before = f.store.revision();
-    let refused = f
-        .store
-        .apply(&Command { op: None }, &AppliedState::default());
+    let refused = f.store.apply(&Command::default(), &AppliedState::default());
     assert!(matches!(refused, Err(MvccError::EmptyCommand)));
     let empty_key = f.apply(command::Op::Put(put_req("", "v")));
     assert!(matches!(empty_key, Err(MvccError::EmptyKey)));
@@ -792,6 +793,7 @@ fn the_deepest_txn_allowed_decodes_applies_and_drops_on_a_small_stack() {
             let f = open();
             let cmd = Command {
                 op: Some(command::Op::Txn(nested(limit, vec![op_put("deep", "v")]))),
+                ..Default::default()
             };
             let bytes = cmd.encode_to_vec();
             let back: Command = raftkv_proto::codec::decode_bounded(&bytes).unwrap();
@@ -860,6 +862,7 @@ fn state_survives_reopen_with_applied_state() {
         let applied = AppliedState {
             applied: Some(b"log-7".to_vec()),
             membership: Some(b"m".to_vec()),
+            index: 7,
         };
         store
             .apply(&cmd(command::Op::Put(put_req("k", "v"))), &applied)
@@ -960,6 +963,7 @@ fn applied_at(index: u8, membership: Option<&str>) -> AppliedState {
     AppliedState {
         applied: Some(vec![index]),
         membership: membership.map(|m| m.as_bytes().to_vec()),
+        index: u64::from(index),
     }
 }
 

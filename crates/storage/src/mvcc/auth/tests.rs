@@ -15,6 +15,7 @@ use crate::mvcc::{AppliedState, MvccConfig, MvccStore};
 fn apply(store: &MvccStore, op: auth_command::Op) -> Result<(), MvccError> {
     let cmd = Command {
         op: Some(command::Op::Auth(AuthCommand { op: Some(op) })),
+        ..Default::default()
     };
     store.apply(&cmd, &AppliedState::default()).map(|_| ())
 }
@@ -222,6 +223,7 @@ fn malformed_and_oversized_commands_change_nothing() {
     assert!(matches!(apply(&s, bad), Err(MvccError::BadAuth)));
     let empty = Command {
         op: Some(command::Op::Auth(AuthCommand { op: None })),
+        ..Default::default()
     };
     assert!(s.apply(&empty, &AppliedState::default()).is_err());
     assert_eq!(*s.auth(), *before);
@@ -276,6 +278,7 @@ fn auth_table_survives_restart_snapshot_and_restore() {
             key: Bytes::from_static(b"k"),
             ..Default::default()
         })),
+        ..Default::default()
     };
     other.apply(&put, &AppliedState::default()).unwrap();
 }
@@ -291,4 +294,188 @@ fn hash_covers_the_auth_table() {
     assert_ne!(one.hash_all().unwrap(), two.hash_all().unwrap());
     apply(&two, role_add("r")).unwrap();
     assert_eq!(one.hash_all().unwrap(), two.hash_all().unwrap());
+}
+
+fn caller(user: &str, auth_revision: u64) -> raftkv_proto::raftkvpb::Caller {
+    raftkv_proto::raftkvpb::Caller {
+        user: user.into(),
+        auth_revision,
+    }
+}
+
+/// etcd's interval rules: a single key needs an interval holding it; a range needs the
+/// intervals meeting it to cover it without a gap; "\0" as a range end means no end.
+#[test]
+fn permissions_cover_keys_and_ranges_as_etcds_interval_tree() {
+    use super::permit::Access::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    for op in [
+        user_add("root", "h"),
+        role_add("root"),
+        grant_role("root", "root"),
+        user_add("u", "h"),
+        role_add("a"),
+        role_add("b"),
+        perm("a", permission::Type::Read, "k", ""),
+        perm("a", permission::Type::Readwrite, "p/", "p0"),
+        perm("b", permission::Type::Read, "r/a", "r/m"),
+        perm("b", permission::Type::Read, "r/m", "r/z"),
+        perm("b", permission::Type::Write, "w/", "\0"),
+        grant_role("u", "a"),
+        grant_role("u", "b"),
+        auth_command::Op::Enable(AuthEnableRequest {}),
+    ] {
+        apply(&s, op).unwrap();
+    }
+    let t = s.auth();
+    let rev = t.revision;
+    let u = caller("u", rev);
+    let ok = |key: &str, end: &str, access| t.check_op(&u, key.as_bytes(), end.as_bytes(), access);
+    let denied = |r: Result<(), MvccError>| matches!(r, Err(MvccError::PermissionDenied));
+    assert!(ok("k", "", Read).is_ok());
+    assert!(denied(ok("k", "", Write)));
+    assert!(
+        denied(ok("k0", "", Read)),
+        "a single-key permission is that key only"
+    );
+    assert!(ok("p/x", "", Write).is_ok());
+    assert!(ok("p/", "p0", Read).is_ok(), "the whole prefix");
+    assert!(denied(ok("p", "p0", Read)), "starts before the permission");
+    assert!(
+        ok("r/a", "r/z", Read).is_ok(),
+        "two adjacent intervals join"
+    );
+    assert!(denied(ok("r/a", "r/zz", Read)), "past the end");
+    assert!(ok("w/x", "", Write).is_ok());
+    assert!(
+        ok("w/", "\0", Write).is_ok(),
+        "from-key needs a from-key permission"
+    );
+    assert!(denied(ok("a", "", Write)) && ok("zzz", "\u{7f}\u{7f}", Write).is_ok());
+    assert!(denied(ok("", "\0", Read)), "every key");
+    // Root may do anything; others' refusals come in etcd's order.
+    assert!(t.check_op(&caller("root", rev), b"", b"\0", Write).is_ok());
+    assert!(matches!(
+        t.check_op(&caller("", 0), b"k", b"", Read),
+        Err(MvccError::UserEmpty)
+    ));
+    assert!(matches!(
+        t.check_op(&caller("u", rev - 1), b"k", b"", Read),
+        Err(MvccError::AuthOldRevision)
+    ));
+    assert!(denied(t.check_op(&caller("ghost", rev), b"k", b"", Read)));
+    assert!(t.check_admin(&caller("root", 0)).is_ok());
+    assert!(denied(t.check_admin(&u)));
+    assert!(matches!(
+        t.check_admin(&caller("", 0)),
+        Err(MvccError::UserEmpty)
+    ));
+    assert!(matches!(
+        t.check_admin(&caller("ghost", rev)),
+        Err(MvccError::UserNotFound)
+    ));
+}
+
+/// Entries carry their caller; every member checks it as it applies them, so a refused
+/// write changes nothing, and the simple tokens follow the entries that make and end them.
+#[test]
+fn writes_are_checked_as_they_apply_and_tokens_follow_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    for op in [
+        user_add("root", "h"),
+        role_add("root"),
+        grant_role("root", "root"),
+        user_add("u", "h"),
+        role_add("a"),
+        perm("a", permission::Type::Readwrite, "mine/", "mine0"),
+        grant_role("u", "a"),
+    ] {
+        apply(&s, op).unwrap();
+    }
+    let put = |who: Option<raftkv_proto::raftkvpb::Caller>, key: &str| {
+        let cmd = Command {
+            op: Some(command::Op::Put(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                ..Default::default()
+            })),
+            caller: who,
+        };
+        s.apply(&cmd, &AppliedState::default()).map(|_| ())
+    };
+    // Auth off: anyone, anything.
+    put(Some(caller("", 0)), "other").unwrap();
+    let enable = Command {
+        op: Some(command::Op::Auth(AuthCommand {
+            op: Some(auth_command::Op::Enable(AuthEnableRequest {})),
+        })),
+        caller: Some(caller("", 0)),
+    };
+    s.apply(&enable, &AppliedState::default()).unwrap();
+    let rev = s.auth().revision;
+    let before = s.revision();
+    assert!(matches!(
+        put(Some(caller("", 0)), "mine/a"),
+        Err(MvccError::UserEmpty)
+    ));
+    assert!(matches!(
+        put(Some(caller("u", rev)), "other"),
+        Err(MvccError::PermissionDenied)
+    ));
+    assert_eq!(s.revision(), before, "refused writes change nothing");
+    put(Some(caller("u", rev)), "mine/a").unwrap();
+    // What a member proposes itself carries no caller and is not checked.
+    put(None, "other").unwrap();
+    // Auth changes need root once auth is on.
+    let role = |who| {
+        let cmd = Command {
+            op: Some(command::Op::Auth(AuthCommand {
+                op: Some(role_add("new")),
+            })),
+            caller: Some(who),
+        };
+        s.apply(&cmd, &AppliedState::default()).map(|_| ())
+    };
+    assert!(matches!(
+        role(caller("u", rev)),
+        Err(MvccError::PermissionDenied)
+    ));
+    role(caller("root", rev)).unwrap();
+    // The change moved the auth revision: a request made before it is refused as stale.
+    assert!(matches!(
+        put(Some(caller("u", rev)), "mine/b"),
+        Err(MvccError::AuthOldRevision)
+    ));
+    // Authenticate makes "<prefix>.<index>" a token on this member; deleting the user ends it.
+    let authenticate = Command {
+        op: Some(command::Op::Auth(AuthCommand {
+            op: Some(auth_command::Op::Authenticate(
+                raftkv_proto::raftkvpb::AuthAuthenticate {
+                    name: "u".into(),
+                    token_prefix: "abcdefghijklmnop".into(),
+                },
+            )),
+        })),
+        caller: Some(caller("", 0)),
+    };
+    let at = AppliedState {
+        index: 42,
+        ..Default::default()
+    };
+    s.apply(&authenticate, &at).unwrap();
+    assert_eq!(s.tokens().user("abcdefghijklmnop.42").as_deref(), Some("u"));
+    let delete = Command {
+        op: Some(command::Op::Auth(AuthCommand {
+            op: Some(auth_command::Op::UserDelete(AuthUserDeleteRequest {
+                name: "u".into(),
+            })),
+        })),
+        caller: Some(caller("root", s.auth().revision)),
+    };
+    s.apply(&delete, &AppliedState::default()).unwrap();
+    assert_eq!(s.tokens().user("abcdefghijklmnop.42"), None);
+    // Authenticate of an unknown user, or a malformed prefix, makes nothing.
+    assert!(s.apply(&authenticate, &at).is_err());
+    assert!(s.tokens().is_empty());
 }
