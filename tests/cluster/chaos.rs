@@ -37,14 +37,14 @@ const KEYS: usize = 4;
 const CLIENTS: usize = 6;
 
 /// Seeded: the schedule and the clients' choices (rand's small generator).
-struct Rng(rand::rngs::SmallRng);
+pub(crate) struct Rng(rand::rngs::SmallRng);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         use rand::SeedableRng;
         Self(rand::rngs::SmallRng::seed_from_u64(seed))
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         use rand::RngExt;
         self.0.random_range(0..n.max(1))
     }
@@ -52,7 +52,7 @@ impl Rng {
 
 /// One fault, applied and then healed.
 #[derive(Debug, Clone, Copy)]
-enum Fault {
+pub(crate) enum Fault {
     KillLeader,
     KillFollower,
     KillMajority,
@@ -70,7 +70,7 @@ enum Fault {
 }
 
 /// Faults for clusters behind the fault proxies.
-const PROXIED_FAULTS: [Fault; 11] = [
+pub(crate) const PROXIED_FAULTS: [Fault; 11] = [
     Fault::KillLeader,
     Fault::KillFollower,
     Fault::KillMajority,
@@ -102,25 +102,25 @@ fn running(cluster: &Cluster) -> Vec<usize> {
 
 /// A window during which `members` were cut off from any majority.
 #[derive(Debug, Clone)]
-struct Minority {
+pub(crate) struct Minority {
     members: Vec<usize>,
     from: u64,
     to: u64,
 }
 
-struct Shared {
-    history: Mutex<Vec<(Op, usize, i64)>>,
-    epoch: Instant,
-    stop: std::sync::atomic::AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) history: Mutex<Vec<(Op, usize, i64)>>,
+    pub(crate) epoch: Instant,
+    pub(crate) stop: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 }
 
-async fn channel(endpoint: &str) -> Option<Channel> {
+pub(crate) async fn channel(endpoint: &str) -> Option<Channel> {
     Endpoint::from_shared(format!("http://{endpoint}"))
         .ok()?
         .connect_timeout(Duration::from_millis(300))
@@ -398,7 +398,7 @@ fn others(n: usize, not: &[usize]) -> Vec<usize> {
 }
 
 /// Applies `fault`, holds it, heals it; returns minority windows it created.
-async fn inject(
+pub(crate) async fn inject(
     cluster: &mut Cluster,
     fault: Fault,
     rng: &mut Rng,
@@ -928,7 +928,7 @@ async fn converge(cluster: &Cluster, seed: u64) {
     }
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::env::var("RAFTKV_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

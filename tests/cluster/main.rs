@@ -7,6 +7,7 @@ mod auth_enforce;
 mod auth_management;
 mod backup;
 mod chaos;
+mod chaos_auth;
 mod chaos_gateway;
 mod chaos_lease;
 mod chaos_lock;
