@@ -90,6 +90,12 @@ pub fn targets() -> &'static [Target] {
             seeds: gateway_json_seeds,
         },
         Target {
+            name: "cert_common_name",
+            about: "a client certificate's DER, read for its subject common name (the user)",
+            run: cert_common_name,
+            seeds: cert_common_name_seeds,
+        },
+        Target {
             name: "h2_authority",
             about: "client HTTP/2 byte streams through the :authority repair (frames, HPACK)",
             run: h2_authority,
@@ -208,7 +214,26 @@ fn sample_commands() -> Vec<Command> {
         op: Some(op),
         ..Default::default()
     };
+    let as_caller = |op, user: &str, auth_revision| Command {
+        op: Some(op),
+        caller: Some(raftkv_proto::raftkvpb::Caller {
+            user: user.into(),
+            auth_revision,
+        }),
+    };
     vec![
+        as_caller(command::Op::Put(put("key", "value")), "root", 5),
+        as_caller(command::Op::Put(put("pre/x", "value")), "cn-only", 1),
+        as_caller(
+            command::Op::DeleteRange(DeleteRangeRequest {
+                key: "a".into(),
+                range_end: "\0".into(),
+                prev_kv: true,
+                ..Default::default()
+            }),
+            "",
+            0,
+        ),
         cmd(command::Op::Put(put("key", "value"))),
         cmd(command::Op::DeleteRange(DeleteRangeRequest {
             key: "a".into(),
@@ -314,6 +339,14 @@ fn auth_commands() -> Vec<raftkv_proto::raftkvpb::auth_command::Op> {
         Op::UserRevokeRole(AuthUserRevokeRoleRequest {
             name: "cn-only".into(),
             role: "r".into(),
+        }),
+        Op::Authenticate(raftkv_proto::raftkvpb::AuthAuthenticate {
+            name: "root".into(),
+            token_prefix: "abcdefghijklmnop".into(),
+        }),
+        Op::Authenticate(raftkv_proto::raftkvpb::AuthAuthenticate {
+            name: "cn-only".into(),
+            token_prefix: "bad prefix!".into(),
         }),
         Op::Disable(AuthDisableRequest {}),
         Op::RoleDelete(AuthRoleDeleteRequest { role: "r".into() }),
@@ -1027,6 +1060,46 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&stream.to_be_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+// ---- cert_common_name ---------------------------------------------------------------------
+
+/// The subject common name of a client certificate (what `--client-cert-auth` makes the
+/// user): anything may come out, or nothing, but it never panics and what comes out is a
+/// name the certificate holds.
+fn cert_common_name(data: &[u8]) {
+    if let Some(name) = raftkv_server::caller::common_name(data) {
+        assert!(
+            name.len() <= data.len() * 2,
+            "a name longer than its certificate"
+        );
+    }
+}
+
+fn cert_common_name_seeds() -> Vec<Vec<u8>> {
+    let cert = |cn: Option<&str>, org: Option<&str>| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(org) = org {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, org);
+        }
+        if let Some(cn) = cn {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        params.self_signed(&key).expect("cert").der().to_vec()
+    };
+    vec![
+        cert(Some("alice"), None),
+        cert(Some("root"), Some("org")),
+        cert(None, Some("no common name")),
+        cert(Some("ünïcödé"), None),
+        Vec::new(),
+    ]
 }
 
 fn h2_authority_seeds() -> Vec<Vec<u8>> {
