@@ -148,6 +148,22 @@ const SESSION: &[Step] = &[
         &["--user", "alice:apw", "txn"],
         Some("value(\"foo/a\") = \"1\"\n\nget foo/a\n\nget bar/b\n\n"),
     ),
+    // Lock (its key under the lock's name needs write, its wait a watch).
+    (
+        0,
+        &["--user", "bob:bpw", "lock", "bar/lk", "echo", "held"],
+        None,
+    ),
+    (
+        1,
+        &["--user", "alice:apw", "lock", "bar/lk", "echo", "held"],
+        None,
+    ),
+    (
+        2,
+        &["--user", "alice:apw", "lock", "foo/lk", "echo", "held"],
+        None,
+    ),
     // A forbidden watch is cancelled at once (an allowed one would run on).
     (1, &["--user", "alice:apw", "watch", "bar/b"], None),
     (

@@ -53,6 +53,15 @@ pub fn scope<F: Future>(
     CREDENTIALS.scope(credentials, fut)
 }
 
+/// `tokio::spawn` for work a request hands off: the task keeps the request's credentials.
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(scope(current(), fut))
+}
+
 impl Credentials {
     /// The credentials `req` carries. `cert_auth`: whether `--client-cert-auth` is on.
     pub fn of<B>(req: &http::Request<B>, cert_auth: bool) -> Self {

@@ -205,10 +205,10 @@ impl Drop for Cleanup {
             return;
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(Self::undo(
-                self.api.clone(),
-                self.key.clone(),
-                self.resign_at,
+            // As whoever took the lock or campaigned (dropped inside the request's scope).
+            handle.spawn(crate::caller::scope(
+                crate::caller::current(),
+                Self::undo(self.api.clone(), self.key.clone(), self.resign_at),
             ));
         }
     }
@@ -522,7 +522,7 @@ impl EtcdApi {
     pub fn observe(&self, req: LeaderRequest) -> mpsc::Receiver<Result<LeaderResponse, Status>> {
         let (tx, rx) = mpsc::channel(16);
         let api = self.clone();
-        tokio::spawn(async move {
+        crate::caller::spawn(async move {
             let prefix = prefix_of(&req.name);
             tokio::select! {
                 () = api.observe_into(&prefix, &tx) => {}

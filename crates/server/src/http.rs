@@ -432,7 +432,7 @@ where
             if let Some(first) = first {
                 let _ = tx.send(first).await;
             }
-            tokio::spawn(async move {
+            crate::caller::spawn(async move {
                 // Later objects that fail to decode end the sending side, as in etcd.
                 while let Ok(Some(req)) = objects.next::<Req>().await {
                     if tx.send(req).await.is_err() {
@@ -454,7 +454,7 @@ fn streams(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
                 api,
                 |api, _requests: tokio::sync::mpsc::Receiver<SnapshotRequest>| {
                     let (tx, rx) = tokio::sync::mpsc::channel(4);
-                    tokio::spawn(async move {
+                    crate::caller::spawn(async move {
                         use futures_util::StreamExt;
                         let mut chunks = match Maintenance::snapshot(
                             &api,
@@ -495,7 +495,7 @@ fn streams(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
                 api,
                 |api, mut requests: tokio::sync::mpsc::Receiver<LeaseKeepAliveRequest>| {
                     let (tx, rx) = tokio::sync::mpsc::channel(16);
-                    tokio::spawn(async move {
+                    crate::caller::spawn(async move {
                         // One answer per request; the stream ends after the last.
                         while let Some(req) = requests.recv().await {
                             let answer = api.lease_keep_alive(req.id).await.map_err(Status::from);
@@ -518,7 +518,7 @@ fn streams(api: &EtcdApi) -> Vec<(&'static str, MethodRouter)> {
                     raftkv_proto::v3electionpb::LeaderRequest,
                 >| {
                     let (tx, rx) = tokio::sync::mpsc::channel(16);
-                    tokio::spawn(async move {
+                    crate::caller::spawn(async move {
                         let Some(req) = requests.recv().await else {
                             return;
                         };
