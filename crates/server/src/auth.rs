@@ -201,10 +201,26 @@ impl EtcdApi {
 
 /// bcrypt of `password` at etcd's cost, off the async threads (it takes tens of ms).
 async fn hash_password(password: String, cost: u32) -> Result<bytes::Bytes, NodeError> {
+    let _turn = bcrypt_turn().await?;
     tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
         .await
         .map_err(NodeError::internal)?
         .map(|h| bytes::Bytes::from(h.into_bytes()))
+        .map_err(NodeError::internal)
+}
+
+/// A turn at bcrypt: at most one hash or check per core at a time, so a flood of
+/// Authenticate calls (each costs tens of milliseconds of CPU, and anyone may send them)
+/// queues behind the cores instead of filling the blocking pool and starving the member.
+async fn bcrypt_turn() -> Result<tokio::sync::SemaphorePermit<'static>, NodeError> {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            tokio::sync::Semaphore::new(cores)
+        })
+        .acquire()
+        .await
         .map_err(NodeError::internal)
 }
 
@@ -219,6 +235,7 @@ async fn check_password(table: SharedAuth, name: &str, password: &str) -> Result
     }
     let hash = String::from_utf8_lossy(&user.password).into_owned();
     let password = password.to_string();
+    let _turn = bcrypt_turn().await?;
     let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
         .await
         .map_err(NodeError::internal)?
