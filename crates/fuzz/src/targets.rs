@@ -229,7 +229,6 @@ fn sample_commands() -> Vec<Command> {
                 key: "a".into(),
                 range_end: "\0".into(),
                 prev_kv: true,
-                ..Default::default()
             }),
             "",
             0,
