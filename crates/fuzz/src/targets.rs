@@ -1207,6 +1207,9 @@ fn gateway_json(data: &[u8]) {
         json_round_trip::<WatchRequest>(value);
         json_round_trip::<LeaseGrantRequest>(value);
         json_round_trip::<LeaseKeepAliveRequest>(value);
+        json_round_trip::<raftkv_proto::etcdserverpb::AuthenticateRequest>(value);
+        json_round_trip::<raftkv_proto::etcdserverpb::AuthUserAddRequest>(value);
+        json_round_trip::<raftkv_proto::etcdserverpb::AuthRoleGrantPermissionRequest>(value);
     }
 }
 
@@ -1218,6 +1221,9 @@ fn gateway_json_seeds() -> Vec<Vec<u8>> {
         br#" {"create_request":{"key":"YQ==","filters":["NOPUT"],"prev_kv":true}} {"progress_request":{}}
 {"cancel_request":{"watch_id":"1"}}"#,
         br#"{"TTL":"30","ID":"5"}{"ID":5}"#,
+        br#"{"name":"alice","password":"p\u00e9"}"#,
+        br#"{"name":"bob","password":"x","options":{"no_password":true}}"#,
+        br#"{"name":"r","perm":{"permType":"READWRITE","key":"YQ==","range_end":"AA=="}}"#,
         br#"[[[[{"a":"}\"]"}]]]]"#,
     ]
     .iter()
