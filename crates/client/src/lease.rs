@@ -113,9 +113,11 @@ impl Client {
     /// A keep-alive stream on the first member that answers, opened with a renewal of lease
     /// `id` (queued before the call: etcd sends the stream's response headers with its first
     /// answer), with the `hasleader` metadata when the client requires a leader, as
-    /// clientv3's lease client always sets it.
+    /// clientv3's lease client always sets it; with credentials, under a new token (see
+    /// [`crate::auth`]).
     pub async fn lease_keep_alive(&self, id: i64) -> Result<LeaseKeepAlive, Error> {
         let connection = self.connect().await?;
+        self.renew_token(&connection).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(LeaseKeepAliveRequest { id });
         let mut call = tonic::Request::new(UnboundedReceiverStream::new(rx));

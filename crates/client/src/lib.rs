@@ -19,6 +19,9 @@
 //! - Concurrency recipes (clientv3's `concurrency` package): a [`Session`] keeps a lease
 //!   alive; a [`Mutex`] and an [`Election`] over it use etcd's keys and requests, so they
 //!   share locks and elections with etcdctl and clientv3 programs. See [`concurrency`].
+//! - Authentication: [`Client::with_credentials`] — a user and password; the client gets a
+//!   token from `Auth/Authenticate`, sends it with every request and gets a new one when a
+//!   member refuses it, as clientv3 does; see [`auth`].
 //! - [`TlsConfig`] — TLS for `https://` endpoints (a CA, a client certificate, or none
 //!   verified), given with [`Client::with_tls`]; see [`tls`].
 //! - [`Error`] — what a call can fail with; [`Error::code`] and the message are etcd's.
@@ -50,6 +53,9 @@
 
 #![deny(missing_docs)]
 
+pub mod auth;
+#[cfg(test)]
+mod auth_tests;
 pub mod concurrency;
 mod connection;
 mod error;
@@ -62,7 +68,7 @@ mod watch;
 pub use concurrency::{
     ConcurrencyError, Election, Mutex, Observe, Session, SessionOptions, lease_hex,
 };
-pub use connection::{Client, Connection};
+pub use connection::{AuthChannel, Client, Connection};
 pub use error::Error;
 pub use lease::{LEASE_NOT_FOUND, LeaseKeepAlive, lease_not_found};
 pub use tls::TlsConfig;

@@ -191,22 +191,24 @@ impl Client {
 
     /// Maintenance/HashKV of one member at `revision` (0: its current revision).
     pub async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKvResponse, Error> {
-        let mut maintenance = self.connect_one(endpoint).await?.maintenance();
-        let call = maintenance.hash_kv(HashKvRequest { revision });
-        match tokio::time::timeout(self.command_timeout(), call).await {
-            Err(_) => Err(Error::Timeout),
-            Ok(result) => Ok(result?.into_inner()),
-        }
+        self.on(endpoint, |c| async move {
+            c.maintenance()
+                .hash_kv(HashKvRequest { revision })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     /// Maintenance/Status of one member.
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, Error> {
-        let mut maintenance = self.connect_one(endpoint).await?.maintenance();
-        let call = maintenance.status(StatusRequest {});
-        match tokio::time::timeout(self.command_timeout(), call).await {
-            Err(_) => Err(Error::Timeout),
-            Ok(result) => Ok(result?.into_inner()),
-        }
+        self.on(endpoint, |c| async move {
+            c.maintenance()
+                .status(StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
     }
 
     /// Maintenance/Alarm: the alarms raised (NOSPACE, CORRUPT) and by which members.
@@ -240,12 +242,15 @@ impl Client {
             if member == 0 || member != status.leader {
                 continue;
             }
-            let mut maintenance = self.connect_one(endpoint).await?.maintenance();
-            let call = maintenance.move_leader(MoveLeaderRequest { target_id: target });
-            return match tokio::time::timeout(self.command_timeout(), call).await {
-                Err(_) => Err(Error::Timeout),
-                Ok(result) => Ok((member, result?.into_inner())),
-            };
+            let moved = self
+                .on(endpoint, |c| async move {
+                    c.maintenance()
+                        .move_leader(MoveLeaderRequest { target_id: target })
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+                .await?;
+            return Ok((member, moved));
         }
         Err(Error::Unreachable {
             endpoint: format!("{:?}", self.endpoints()),
@@ -260,6 +265,7 @@ impl Client {
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, Error> {
         let connection = self.connect().await?;
+        self.renew_token(&connection).await?;
         let mut stream = connection
             .maintenance()
             .snapshot(SnapshotRequest {})

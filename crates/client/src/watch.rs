@@ -248,6 +248,7 @@ impl Client {
             watchers: BTreeMap::new(),
             pending: VecDeque::new(),
             partial: HashMap::new(),
+            token_retried: false,
         };
         tokio::spawn(driver.run());
         Ok(WatchSession { commands, answers })
@@ -474,6 +475,9 @@ struct Driver {
     pending: VecDeque<Pending>,
     /// Fragments received so far, by watch id.
     partial: HashMap<i64, WatchResponse>,
+    /// The stream was opened again because the member refused a create for its token; a
+    /// second refusal in a row is passed on.
+    token_retried: bool,
 }
 
 /// Whether clientv3 would reconnect after this error rather than give up: the member is
@@ -521,7 +525,14 @@ impl Driver {
                 answer = next_answer(&mut self.link) => answer,
             };
             let failure = match answer {
+                Ok(Some(answer)) if self.refused_for_token(&answer) => match self.reopen().await {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
                 Ok(Some(answer)) => {
+                    if answer.created {
+                        self.token_retried = false;
+                    }
                     if !self.answer(answer).await {
                         return; // nobody reads any more
                     }
@@ -585,6 +596,10 @@ impl Driver {
         for request in requests {
             let _ = tx.send(request);
         }
+        if let Err(e) = self.client.renew_token(&connection).await {
+            self.connection = None;
+            return Err(e);
+        }
         let mut call = tonic::Request::new(UnboundedReceiverStream::new(rx));
         if self.client.requires_leader() {
             call.metadata_mut().insert(
@@ -604,6 +619,30 @@ impl Driver {
                 self.connection = None;
                 Err(Error::Status(status))
             }
+        }
+    }
+
+    /// Whether `answer` refuses a create because of the stream's token (clientv3's
+    /// `shouldRetryWatch`), for the first time in a row.
+    fn refused_for_token(&self, answer: &WatchResponse) -> bool {
+        answer.created
+            && answer.canceled
+            && !self.token_retried
+            && !self.pending.is_empty()
+            && crate::auth::is_watch_token_refusal(&answer.cancel_reason)
+    }
+
+    /// After a create was refused for the stream's token: a new stream on the same member,
+    /// under a new token, with every watcher created again where it left off and the
+    /// creates not yet answered (the refused one first) sent again, as clientv3 does.
+    async fn reopen(&mut self) -> Result<(), Error> {
+        self.token_retried = true;
+        self.link = None;
+        self.partial.clear();
+        let requests = self.resume_requests();
+        match self.open(requests).await {
+            Err(e) if retryable(&e) => self.reconnect().await,
+            other => other,
         }
     }
 
@@ -783,6 +822,7 @@ mod tests {
             watchers: BTreeMap::new(),
             pending: VecDeque::new(),
             partial: HashMap::new(),
+            token_retried: false,
         };
         (driver, answers)
     }
