@@ -122,6 +122,11 @@ impl TokenCache {
         slot.0 = token;
     }
 
+    /// Whether a token, or the news that authentication is off, is known.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.read().0 != Token::Unknown
+    }
+
     /// The token to send, if there is one.
     pub(crate) fn token(&self) -> Option<String> {
         match self.read().0 {
@@ -139,11 +144,11 @@ impl TokenCache {
     /// Authenticates through `channel` unless a token (or the news that authentication is
     /// off) is already known: clientv3's `getToken` when it dials.
     pub(crate) async fn ensure(&self, channel: &Channel, timeout: Duration) -> Result<(), Error> {
-        if self.read().0 != Token::Unknown {
+        if self.is_settled() {
             return Ok(());
         }
         let _one = self.authenticating.lock().await;
-        if self.read().0 != Token::Unknown {
+        if self.is_settled() {
             return Ok(());
         }
         self.authenticate(channel, timeout).await

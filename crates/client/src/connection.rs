@@ -75,13 +75,23 @@ impl Client {
     /// Gets a token now, from the first endpoint that gives one, as clientv3 does when it
     /// dials (`getToken`); calls would otherwise get it when they first connect. Without
     /// credentials, or when the server's authentication is off, there is nothing to get and
-    /// nothing fails. Fails with the last endpoint's error (etcd's
-    /// `authentication failed, invalid user ID or password`, say).
+    /// nothing fails. Fails with the last refusal a member answered (etcd's
+    /// `authentication failed, invalid user ID or password`, say), or if none answered, the
+    /// last endpoint's error.
     pub async fn authenticate(&self) -> Result<(), Error> {
-        if self.auth.is_none() {
+        if self.auth.as_ref().is_none_or(|auth| auth.is_settled()) {
             return Ok(());
         }
-        self.connect().await.map(drop)
+        let mut refusal = None;
+        let mut last = Error::NoEndpoints;
+        for endpoint in &self.endpoints {
+            match self.connect_one(endpoint).await {
+                Ok(_) => return Ok(()),
+                Err(e @ Error::Status(_)) => refusal = Some(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(refusal.unwrap_or(last))
     }
 
     /// The same client over TLS, as clientv3 with a TLS config: `https://` endpoints and
