@@ -122,30 +122,27 @@ fn scan_word() -> anyhow::Result<String> {
         .to_string())
 }
 
-/// etcdctl's password prompt (asked twice), from stdin.
-fn ask_password(name: &str) -> anyhow::Result<String> {
-    use std::io::Write;
-    let ask = |prompt: String| -> anyhow::Result<String> {
-        print!("{prompt}");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+/// etcdctl's `readPasswordInteractive`: the password asked for twice on the terminal.
+async fn ask_password(name: &str) -> anyhow::Result<String> {
+    let ask = |prompt: String| async move {
+        crate::prompt::ask(&prompt)
+            .await
+            .map_err(|e| bad_args(anyhow!("failed to ask password: {e:#}")))
     };
-    let first = ask(format!("Password of {name}: "))?;
+    let first = ask(format!("Password of {name}: ")).await?;
     if first.is_empty() {
         return Err(bad_args(anyhow!("empty password")));
     }
-    let second = ask(format!("Type password of {name} again for confirmation: "))?;
+    let second = ask(format!("Type password of {name} again for confirmation: ")).await?;
     if first != second {
         return Err(bad_args(anyhow!("given passwords are different")));
     }
     Ok(first)
 }
 
-fn password(name: &str, interactive: Interactive) -> anyhow::Result<String> {
+async fn password(name: &str, interactive: Interactive) -> anyhow::Result<String> {
     if interactive.interactive {
-        ask_password(name)
+        ask_password(name).await
     } else {
         scan_word()
     }
@@ -252,7 +249,7 @@ pub async fn user(cli: &Cli, printer: &Printer, command: UserCommand) -> anyhow:
                 }
                 (name.to_string(), password.to_string())
             } else {
-                (args[0].clone(), password(&args[0], interactive)?)
+                (args[0].clone(), password(&args[0], interactive).await?)
             };
             let req = AuthUserAddRequest {
                 name: name.clone(),
@@ -306,7 +303,7 @@ pub async fn user(cli: &Cli, printer: &Printer, command: UserCommand) -> anyhow:
                 1,
                 "user passwd command requires user name as its argument",
             )?;
-            let password = password(&args[0], interactive)?;
+            let password = password(&args[0], interactive).await?;
             let req = AuthUserChangePasswordRequest {
                 name: args[0].clone(),
                 password,

@@ -162,22 +162,21 @@ pub async fn health(client: &Client, endpoints: &[String]) -> Vec<Health> {
     let mut out = Vec::new();
     for ep in endpoints {
         let start = Instant::now();
-        let result = async {
-            let connection = client.connect_one(ep).await?;
-            let mut kv = connection.kv();
-            let req = RangeRequest {
-                key: "health".into(),
-                ..Default::default()
-            };
-            match tokio::time::timeout(client.command_timeout(), kv.range(req)).await {
-                Err(_) => bail!("context deadline exceeded"),
-                // A permission error still proves the member serves linearizable reads.
-                Ok(Err(s)) if s.message() == "etcdserver: permission denied" => Ok(()),
-                Ok(Err(s)) => bail!("{}", s.message()),
-                Ok(Ok(_)) => Ok(()),
-            }
-        }
-        .await;
+        let read = client
+            .on(ep, |c| async move {
+                let req = RangeRequest {
+                    key: "health".into(),
+                    ..Default::default()
+                };
+                c.kv().range(req).await.map(drop)
+            })
+            .await;
+        let result = match read {
+            Ok(()) => Ok(()),
+            // A permission error still proves the member serves linearizable reads.
+            Err(e) if e.to_string() == "etcdserver: permission denied" => Ok(()),
+            Err(e) => Err(e),
+        };
         out.push(Health {
             endpoint: ep.clone(),
             healthy: result.is_ok(),

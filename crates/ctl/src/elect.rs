@@ -27,7 +27,7 @@ pub struct ElectArgs {
 
 /// Runs `elect` with the global `-w` format and `--hex`.
 pub async fn run(
-    client: Client,
+    cli: &crate::Cli,
     dial_timeout: Duration,
     format: &str,
     hex: bool,
@@ -45,10 +45,12 @@ pub async fn run(
         (None, false) => Err(bad_args(anyhow!("no proposal argument but -l not set"))),
         (Some(_), true) => Err(bad_args(anyhow!("proposal given but -l is set"))),
         (None, true) => {
+            let client = cli.client().await?;
             let session = Session::with_options(&client, options).await?;
             observe(&session, name, &display).await
         }
         (Some(proposal), false) => {
+            let client = cli.client().await?;
             let session = Session::with_options(&client, options).await?;
             campaign(&client, &session, name, proposal, &display).await
         }

@@ -12,10 +12,7 @@ use raftkv_client::proto::{
 use raftkv_client::{Client, Error};
 
 use crate::print::{fields, json};
-use crate::{Exit, bad_args, bad_feature};
-
-/// etcdctl's ExitBadConnection.
-const EXIT_BAD_CONNECTION: u8 = 2;
+use crate::{EXIT_BAD_CONNECTION, Exit, bad_args, bad_feature};
 
 #[derive(Subcommand)]
 pub enum LeaseCommand {
@@ -91,9 +88,10 @@ fn bad_connection(e: Error) -> anyhow::Error {
     Exit(EXIT_BAD_CONNECTION, e.to_string()).into()
 }
 
-/// Runs one lease command; `client` has `--endpoints` and the timeouts.
+/// Runs one lease command; `cli`'s client is made once the arguments are checked, as
+/// etcdctl makes it.
 pub async fn run(
-    client: Client,
+    cli: &crate::Cli,
     dial_timeout: Duration,
     format: &str,
     command: LeaseCommand,
@@ -105,7 +103,9 @@ pub async fn run(
                 return Err(bad_args(anyhow!("lease grant command needs TTL argument")));
             }
             let ttl = parse_int(&args[0], 10).map_err(|e| bad_args(anyhow!("bad TTL ({e})")))?;
-            let resp = client
+            let resp = cli
+                .client()
+                .await?
                 .lease_grant(ttl, 0)
                 .await
                 .map_err(|e| anyhow!("failed to grant lease ({e})"))?;
@@ -113,7 +113,9 @@ pub async fn run(
         }
         LeaseCommand::Revoke { args } => {
             let id = lease_arg(&args, "lease revoke command needs 1 argument")?;
-            let resp = client
+            let resp = cli
+                .client()
+                .await?
                 .lease_revoke(id)
                 .await
                 .map_err(|e| anyhow!("failed to revoke lease ({e})"))?;
@@ -121,7 +123,9 @@ pub async fn run(
         }
         LeaseCommand::Timetolive { args, keys } => {
             let id = lease_arg(&args, "lease timetolive command needs lease ID as argument")?;
-            let resp = client
+            let resp = cli
+                .client()
+                .await?
                 .lease_time_to_live(id, keys)
                 .await
                 .map_err(bad_connection)?;
@@ -131,12 +135,13 @@ pub async fn run(
             if !args.is_empty() {
                 return Err(bad_args(anyhow!("lease list command needs no argument")));
             }
+            let client = cli.client().await?;
             let resp = client.lease_leases().await.map_err(bad_connection)?;
             print!("{}", printer.leases(&resp));
         }
         LeaseCommand::KeepAlive { args, once } => {
             let id = lease_arg(&args, "lease keep-alive command needs lease ID as argument")?;
-            let client = client.require_leader(true);
+            let client = cli.client().await?.require_leader(true);
             if once {
                 let resp = client
                     .lease_keep_alive_once(id)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use raftkv_client::proto::{RangeRequest, RangeResponse};
-use raftkv_client::{Client, Mutex, Session, SessionOptions};
+use raftkv_client::{Mutex, Session, SessionOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::print::Printer;
@@ -33,7 +33,7 @@ pub struct LockArgs {
 
 /// Runs `lock` with the global `-w` format and `--hex`.
 pub async fn run(
-    client: Client,
+    cli: &crate::Cli,
     dial_timeout: Duration,
     format: &str,
     hex: bool,
@@ -45,6 +45,7 @@ pub async fn run(
         )));
     };
     let display = GetDisplay::new(format, hex)?;
+    let client = cli.client().await?;
     let options = SessionOptions::new()
         .ttl(args.ttl)
         .first_answer_within(dial_timeout + Duration::from_secs(1));

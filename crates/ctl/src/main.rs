@@ -14,6 +14,7 @@ mod kv;
 mod lease;
 mod lock;
 mod print;
+mod prompt;
 mod snapshot;
 mod txn;
 mod watch;
@@ -80,9 +81,19 @@ struct Cli {
         default_missing_value = "true"
     )]
     insecure_transport: bool,
+    /// username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long, global = true, value_name = "USER")]
+    user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include
+    /// password).
+    #[arg(long, global = true, value_name = "PASSWORD")]
+    password: Option<String>,
     /// The TLS configuration the flags above make (set once they are parsed).
     #[arg(skip)]
     tls: Option<std::sync::Arc<raftkv_client::tls::ClientConfig>>,
+    /// The client of the flags above, made when a command first needs it.
+    #[arg(skip)]
+    client: tokio::sync::OnceCell<Client>,
     #[command(subcommand)]
     command: Command,
 }
@@ -270,6 +281,12 @@ fn bad_args(e: anyhow::Error) -> anyhow::Error {
     Exit(128, format!("{e:#}")).into()
 }
 
+/// etcdctl's exit when its client cannot be made (ExitBadConnection): `clientv3.New`
+/// failed, e.g. the credentials were refused.
+const EXIT_BAD_CONNECTION: u8 = 2;
+/// etcdctl's exit when `snapshot save` fails, its client included (ExitInterrupted).
+const EXIT_INTERRUPTED: u8 = 5;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -309,7 +326,8 @@ async fn endpoints_for(cli: &Cli, all: bool) -> anyhow::Result<Vec<String>> {
     if !all {
         return Ok(cli.endpoints.clone());
     }
-    let connection = cli.client().connect().await?;
+    // Without credentials, as etcdctl: "MemberList() doesn't need authentication".
+    let connection = cli.plain_client().connect().await?;
     cluster::cluster_endpoints(&connection).await
 }
 
@@ -321,6 +339,7 @@ where
 {
     let resp = cli
         .client()
+        .await?
         .read(|c| {
             let fut = call(c);
             async move { fut.await.map(tonic::Response::into_inner) }
@@ -338,6 +357,7 @@ where
 {
     let resp = cli
         .client()
+        .await?
         .write(|c| {
             let fut = call(c);
             async move { fut.await.map(tonic::Response::into_inner) }
@@ -356,8 +376,58 @@ fn auth_printer(cli: &Cli) -> Printer {
 }
 
 impl Cli {
-    /// The library client of `--endpoints`, `--dial-timeout` and `--command-timeout`.
-    fn client(&self) -> Client {
+    /// The client of the global flags, its token got at once (clientv3.New, as etcdctl's
+    /// `mustClientFromCmd` makes it): refused credentials are etcdctl's ExitBadConnection.
+    async fn client(&self) -> anyhow::Result<Client> {
+        self.dialed_client(EXIT_BAD_CONNECTION).await
+    }
+
+    /// [`Cli::lazy_client`] with its token got now; failing to get it exits with `code`.
+    async fn dialed_client(&self, code: u8) -> anyhow::Result<Client> {
+        let client = self.lazy_client().await?;
+        client
+            .authenticate()
+            .await
+            .map_err(|e| Exit(code, e.to_string()))?;
+        Ok(client)
+    }
+
+    /// The client of the global flags with the credentials of `--user` and `--password`
+    /// (asking for the password first if need be), made once; it gets its token when it
+    /// first connects.
+    async fn lazy_client(&self) -> anyhow::Result<Client> {
+        let make = || async {
+            let client = self.plain_client();
+            Ok::<_, anyhow::Error>(match self.credentials().await? {
+                Some((user, password)) => client.with_credentials(&user, &password),
+                None => client,
+            })
+        };
+        self.client.get_or_try_init(make).await.cloned()
+    }
+
+    /// etcdctl's `authCfgFromCmd`: no `--user`, no credentials; `--password` given, the
+    /// whole of `--user` is the name; else `--user` is `name:password`, or a name alone and
+    /// the password is asked for on the terminal. (An empty name or password then means
+    /// no credentials, as in clientv3.)
+    async fn credentials(&self) -> anyhow::Result<Option<(String, String)>> {
+        let user = self.user.as_deref().unwrap_or_default();
+        let password = self.password.as_deref().unwrap_or_default();
+        if user.is_empty() {
+            return Ok(None);
+        }
+        if !password.is_empty() {
+            return Ok(Some((user.to_string(), password.to_string())));
+        }
+        Ok(Some(match user.split_once(':') {
+            Some((name, password)) => (name.to_string(), password.to_string()),
+            None => (user.to_string(), prompt::ask("Password: ").await?),
+        }))
+    }
+
+    /// The library client of `--endpoints`, `--dial-timeout`, `--command-timeout` and the
+    /// TLS flags, without credentials.
+    fn plain_client(&self) -> Client {
         let client = Client::new(self.endpoints.clone())
             .with_timeouts(self.dial_timeout, self.command_timeout);
         match &self.tls {
@@ -448,6 +518,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Txn { interactive } => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
+            // etcdctl makes its client (asking for a password) before it reads the txn.
+            cli.client().await?;
             let stdin = std::io::stdin();
             let req = txn::read(&mut stdin.lock(), interactive).map_err(invalid_input)?;
             let resp = write(&cli, |c| {
@@ -458,7 +530,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             print!("{}", txn::format(&printer, &resp).map_err(bad_feature)?);
         }
         Command::Watch(args) => {
-            watch::run(cli.client(), &cli.write_out, cli.hex, args).await?;
+            watch::run(&cli, &cli.write_out, cli.hex, args).await?;
         }
         Command::User(command) => {
             auth::user(&cli, &auth_printer(&cli), command).await?;
@@ -468,27 +540,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Auth(command) => auth::auth(&cli, command).await?,
         Command::Lease(command) => {
-            lease::run(cli.client(), cli.dial_timeout, &cli.write_out, command).await?;
+            lease::run(&cli, cli.dial_timeout, &cli.write_out, command).await?;
         }
         Command::Lock(args) => {
-            lock::run(
-                cli.client(),
-                cli.dial_timeout,
-                &cli.write_out,
-                cli.hex,
-                args,
-            )
-            .await?;
+            lock::run(&cli, cli.dial_timeout, &cli.write_out, cli.hex, args).await?;
         }
         Command::Elect(args) => {
-            elect::run(
-                cli.client(),
-                cli.dial_timeout,
-                &cli.write_out,
-                cli.hex,
-                args,
-            )
-            .await?;
+            elect::run(&cli, cli.dial_timeout, &cli.write_out, cli.hex, args).await?;
         }
         Command::Compaction { revision, physical } => {
             let req = raftkv_proto::etcdserverpb::CompactionRequest { revision, physical };
@@ -496,7 +554,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             println!("compacted revision {revision}");
         }
         Command::Member(MemberCommand::List) => {
-            let client = cli.client().connect().await?;
+            let client = cli.client().await?.connect().await?;
             let resp = tokio::time::timeout(cli.command_timeout, cluster::member_list(&client))
                 .await
                 .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
@@ -513,7 +571,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             if peer_urls.is_empty() {
                 return Err(bad_args(anyhow::anyhow!("member peer urls not provided")));
             }
-            let client = cli.client().connect().await?;
+            let client = cli.client().await?.connect().await?;
             let out = tokio::time::timeout(
                 cli.command_timeout,
                 cluster::member_add(&client, &name, peer_urls, learner),
@@ -524,7 +582,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Member(MemberCommand::Remove { id }) => {
             let id = parse_id(&id)?;
-            let client = cli.client().connect().await?;
+            let client = cli.client().await?.connect().await?;
             let out =
                 tokio::time::timeout(cli.command_timeout, cluster::member_remove(&client, id))
                     .await
@@ -533,7 +591,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Member(MemberCommand::Promote { id }) => {
             let id = parse_id(&id)?;
-            let client = cli.client().connect().await?;
+            let client = cli.client().await?.connect().await?;
             let out =
                 tokio::time::timeout(cli.command_timeout, cluster::member_promote(&client, id))
                     .await
@@ -545,7 +603,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             if peer_urls.is_empty() {
                 anyhow::bail!("member peer urls not provided");
             }
-            let client = cli.client().connect().await?;
+            let client = cli.client().await?.connect().await?;
             let out = tokio::time::timeout(
                 cli.command_timeout,
                 cluster::member_update(&client, id, peer_urls),
@@ -556,7 +614,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoint(EndpointCommand::Hashkv { cluster: all, rev }) => {
             let endpoints = endpoints_for(&cli, all).await?;
-            let (hashes, last_error) = cluster::hash_kvs(&cli.client(), &endpoints, rev).await;
+            let (hashes, last_error) =
+                cluster::hash_kvs(&cli.client().await?, &endpoints, rev).await;
             print!(
                 "{}",
                 cluster::format_hash_kvs(&hashes, &cli.write_out).map_err(bad_feature)?
@@ -567,20 +626,23 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::MoveLeader { target } => {
             let target = parse_id(&target)?;
-            let out = cluster::move_leader(&cli.client(), target).await?;
+            let out = cluster::move_leader(&cli.client().await?, target).await?;
             print!("{out}");
         }
         Command::Endpoint(EndpointCommand::Status { cluster: all }) => {
             let endpoints = endpoints_for(&cli, all).await?;
-            let statuses = cluster::statuses(&cli.client(), &endpoints).await;
+            let statuses = cluster::statuses(&cli.client().await?, &endpoints).await;
             print!(
                 "{}",
                 cluster::format_statuses(&statuses, &cli.write_out).map_err(bad_feature)?
             );
         }
         Command::Endpoint(EndpointCommand::Health { cluster: all }) => {
+            // Credentials first (etcdctl asks for a password before it lists the members);
+            // each endpoint then gets its token, or is unhealthy for the refusal.
+            let client = cli.lazy_client().await?;
             let endpoints = endpoints_for(&cli, all).await?;
-            let results = cluster::health(&cli.client(), &endpoints).await;
+            let results = cluster::health(&client, &endpoints).await;
             let (out, err) =
                 cluster::format_health(&results, &cli.write_out).map_err(bad_feature)?;
             print!("{out}");
@@ -596,7 +658,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     cli.endpoints
                 );
             }
-            let client = cli.client().connect().await?;
+            let client = cli.dialed_client(EXIT_INTERRUPTED).await?.connect().await?;
             snapshot::save(&client, &filename).await?;
             println!("Snapshot saved at {}", filename.display());
         }

@@ -52,13 +52,19 @@ fn canceled_by_the_server() -> anyhow::Error {
 }
 
 /// Runs `watch` with the global `-w` format and `--hex`.
-pub async fn run(client: Client, format: &str, hex: bool, watch: WatchArgs) -> anyhow::Result<()> {
+/// The client (`cli`'s) is made once the arguments are checked, as etcdctl makes it.
+pub async fn run(
+    cli: &crate::Cli,
+    format: &str,
+    hex: bool,
+    watch: WatchArgs,
+) -> anyhow::Result<()> {
     let env = args::Env::from_process();
     env.check().map_err(|e| bad_args(anyhow!(e)))?;
-    // etcdctl's watches fail instead of waiting on a member without a leader.
-    let client = client.require_leader(true);
     if watch.interactive {
         let printer = Printer::for_watch(format, hex).map_err(bad_feature)?;
+        // etcdctl's watches fail instead of waiting on a member without a leader.
+        let client = cli.client().await?.require_leader(true);
         let session = client.watch_session().await?;
         return interactive(client, session, printer, env).await;
     }
@@ -71,6 +77,7 @@ pub async fn run(client: Client, format: &str, hex: bool, watch: WatchArgs) -> a
     let (watch_args, exec) = args::from_command_line(&raw, &watch.args, &watch.exec, &env)
         .map_err(|e| bad_args(anyhow!(e)))?;
     let printer = Printer::for_watch(format, hex).map_err(bad_feature)?;
+    let client = cli.client().await?.require_leader(true);
     let mut session = client.watch_session().await?;
     let flags = args::Flags {
         prefix: watch.prefix,
