@@ -658,8 +658,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     cli.endpoints
                 );
             }
-            let client = cli.dialed_client(EXIT_INTERRUPTED).await?.connect().await?;
-            snapshot::save(&client, &filename).await?;
+            // etcdctl exits with ExitInterrupted whatever stops the save.
+            let interrupted = |e: anyhow::Error| Exit(EXIT_INTERRUPTED, format!("{e:#}"));
+            let client = cli.dialed_client(EXIT_INTERRUPTED).await?;
+            let client = client.connect().await.map_err(|e| interrupted(e.into()))?;
+            snapshot::save(&client, &filename)
+                .await
+                .map_err(interrupted)?;
             println!("Snapshot saved at {}", filename.display());
         }
         Command::Snapshot(SnapshotCommand::Status { filename }) => {

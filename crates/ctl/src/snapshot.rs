@@ -12,6 +12,16 @@ use tokio::io::AsyncWriteExt;
 use crate::print::table::{human_bytes, table};
 use raftkv_client::Connection;
 
+/// A gRPC error as grpc-go prints it: clientv3 hands the snapshot stream's error to etcdctl
+/// as it came, so `snapshot save` shows `rpc error: code = PermissionDenied desc = ...`.
+fn go_status(status: &tonic::Status) -> String {
+    let code = match status.code() {
+        tonic::Code::Cancelled => "Canceled".to_string(), // grpc-go's spelling
+        code => format!("{code:?}"),
+    };
+    format!("rpc error: code = {code} desc = {}", status.message())
+}
+
 /// Streams a snapshot from the client's member into `path` (written to `path.part`,
 /// fsynced, renamed), then verifies the saved file. Shows progress on a terminal.
 pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotInfo> {
@@ -22,7 +32,7 @@ pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotIn
         .maintenance()
         .snapshot(SnapshotRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("{}", go_status(&s)))?
         .into_inner();
     let mut file = tokio::fs::File::create(&part)
         .await
@@ -32,7 +42,7 @@ pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotIn
     while let Some(msg) = stream
         .message()
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("{}", go_status(&s)))?
     {
         file.write_all(&msg.blob).await?;
         received += msg.blob.len() as u64;
