@@ -3,6 +3,7 @@
 //! outputs can be compared. `scripts/setup` installs both. `chaos` checks linearizability
 //! under faults, with the checker in `linearizable` and the partitioning `proxy`.
 
+mod auth_client;
 mod auth_enforce;
 mod auth_management;
 mod backup;
