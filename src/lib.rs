@@ -24,7 +24,8 @@
 //! - [`Member`], [`Kv`] (KV, leases, locks, elections), [`Watch`], [`Observe`],
 //!   [`IntoBytes`], [`Error`] — the embedding API, with its configuration ([`ServerConfig`]
 //!   around [`NodeConfig`]).
-//! - [`Client`] (crate [`client`]) — the async client of a cluster's endpoints.
+//! - [`Client`] (crate [`client`]) — the async client of a cluster's endpoints, with TLS
+//!   ([`Client::with_tls`]) and credentials ([`Client::with_credentials`]).
 //! - [`proto`], [`lock_proto`], [`election_proto`] — the etcd v3 messages both take and
 //!   return.
 
