@@ -963,7 +963,8 @@ fn applied_at(index: u8, membership: Option<&str>) -> AppliedState {
     AppliedState {
         applied: Some(vec![index]),
         membership: membership.map(|m| m.as_bytes().to_vec()),
-        index: u64::from(index),
+        // The log index is not stored (only what an Authenticate entry names a token by).
+        index: 0,
     }
 }
 
