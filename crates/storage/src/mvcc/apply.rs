@@ -348,7 +348,7 @@ impl MvccStore {
         // The tokens follow the table: etcd's token provider is told in the same places.
         let mut token = String::new();
         match &req.op {
-            Some(auth_command::Op::Authenticate(r)) => {
+            Some(auth_command::Op::Authenticate(r)) if !r.token_prefix.is_empty() => {
                 token = SimpleTokens::token(&r.token_prefix, applied.index);
                 self.tokens.assign(token.clone(), &r.name);
             }

@@ -411,8 +411,8 @@ pub fn check_command(cmd: &AuthCommand) -> Result<(), MvccError> {
             vec![&r.role]
         }
         Op::Authenticate(r) => {
-            let prefix_ok = !r.token_prefix.is_empty()
-                && r.token_prefix.len() <= tokens::MAX_PREFIX_BYTES
+            // An empty prefix: the proposer's provider makes its own token (JWT), none here.
+            let prefix_ok = r.token_prefix.len() <= tokens::MAX_PREFIX_BYTES
                 && r.token_prefix.bytes().all(|b| b.is_ascii_alphanumeric());
             if !prefix_ok {
                 return Err(MvccError::BadAuth);

@@ -7,6 +7,7 @@ use raftkv_proto::etcdserverpb::{
 };
 use raftkv_proto::raftkvpb::{
     AuthCommand, AuthUserAdd, AuthUserChangePassword, Command, auth_command, command,
+    command_response,
 };
 
 use super::*;
@@ -477,5 +478,23 @@ fn writes_are_checked_as_they_apply_and_tokens_follow_the_log() {
     assert_eq!(s.tokens().user("abcdefghijklmnop.42"), None);
     // Authenticate of an unknown user, or a malformed prefix, makes nothing.
     assert!(s.apply(&authenticate, &at).is_err());
+    assert!(s.tokens().is_empty());
+    // With JWT the entry carries no prefix: it applies and makes no simple token.
+    let jwt = Command {
+        op: Some(command::Op::Auth(AuthCommand {
+            op: Some(auth_command::Op::Authenticate(
+                raftkv_proto::raftkvpb::AuthAuthenticate {
+                    name: "root".into(),
+                    token_prefix: String::new(),
+                },
+            )),
+        })),
+        caller: Some(caller("", 0)),
+    };
+    let answer = s.apply(&jwt, &at).unwrap();
+    let Some(command_response::Op::Auth(r)) = answer.op else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(r.token, "");
     assert!(s.tokens().is_empty());
 }
