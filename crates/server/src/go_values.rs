@@ -80,21 +80,48 @@ fn radix_and_digits(s: &str) -> Option<(u32, String)> {
 
 /// A duration in Go's syntax (`time.ParseDuration`): a sequence of decimal numbers, each with
 /// an optional fraction and a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or just `0`.
+/// Negative durations are refused (no flag takes one).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?} (Go syntax: 5s, 100ms, 1m30s, 2h)");
-    let rest = s.strip_prefix('+').unwrap_or(s);
-    if let Some(magnitude) = rest.strip_prefix('-') {
-        return match parse_duration(magnitude) {
-            Ok(d) if d.is_zero() => Ok(d),
-            Ok(_) => Err(format!("negative duration {s:?} is not allowed")),
-            Err(e) => Err(e),
-        };
+    let hint = "(Go syntax: 5s, 100ms, 1m30s, 2h)";
+    match signed_nanos(s) {
+        Ok(n) if n < 0 => Err(format!("negative duration {s:?} is not allowed")),
+        Ok(n) => Ok(Duration::from_nanos(n as u64)),
+        Err(DurationError::Invalid) => Err(format!("invalid duration {s:?} {hint}")),
+        Err(DurationError::MissingUnit) => Err(format!(
+            "missing unit in duration {s:?} (Go syntax: 5s, 100ms)"
+        )),
+        Err(DurationError::UnknownUnit(u)) => Err(format!("unknown unit {u:?} in duration {s:?}")),
     }
+}
+
+/// A duration in Go's syntax, negative ones too, in nanoseconds; errors in Go's words
+/// (`time: unknown unit "x" in duration "5x"`).
+pub fn parse_signed_duration(s: &str) -> Result<i64, String> {
+    signed_nanos(s).map_err(|e| match e {
+        DurationError::Invalid => format!("time: invalid duration {s:?}"),
+        DurationError::MissingUnit => format!("time: missing unit in duration {s:?}"),
+        DurationError::UnknownUnit(u) => format!("time: unknown unit {u:?} in duration {s:?}"),
+    })
+}
+
+enum DurationError {
+    Invalid,
+    MissingUnit,
+    UnknownUnit(String),
+}
+
+/// `time.ParseDuration`'s value in nanoseconds (within an i64, as Go's).
+fn signed_nanos(s: &str) -> Result<i64, DurationError> {
+    let (negative, rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
     if rest == "0" {
-        return Ok(Duration::ZERO);
+        return Ok(0);
     }
     if rest.is_empty() {
-        return Err(invalid());
+        return Err(DurationError::Invalid);
     }
     let mut nanos: u128 = 0;
     let mut rest = rest;
@@ -111,7 +138,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             None => ("", after),
         };
         if int_part.is_empty() && frac_part.is_empty() {
-            return Err(invalid());
+            return Err(DurationError::Invalid);
         }
         let unit_len = after
             .find(|c: char| c == '.' || c.is_ascii_digit())
@@ -124,34 +151,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "missing unit in duration {s:?} (Go syntax: 5s, 100ms)"
-                ));
-            }
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
+            "" => return Err(DurationError::MissingUnit),
+            other => return Err(DurationError::UnknownUnit(other.to_string())),
         };
         let whole: u128 = if int_part.is_empty() {
             0
         } else {
-            int_part.parse().map_err(|_| invalid())?
+            int_part.parse().map_err(|_| DurationError::Invalid)?
         };
-        nanos = nanos
-            .checked_add(whole.checked_mul(unit_nanos).ok_or_else(invalid)?)
-            .ok_or_else(invalid)?;
+        nanos = whole
+            .checked_mul(unit_nanos)
+            .and_then(|w| nanos.checked_add(w))
+            .ok_or(DurationError::Invalid)?;
         // Fraction digits beyond nanoseconds do not change the result (Go truncates too).
         let frac: String = frac_part.chars().take(18).collect();
         if !frac.is_empty() {
             let scale = 10u128.pow(frac.len() as u32);
-            let value: u128 = frac.parse().map_err(|_| invalid())?;
+            let value: u128 = frac.parse().map_err(|_| DurationError::Invalid)?;
             nanos += value * unit_nanos / scale;
         }
-        if nanos > i64::MAX as u128 {
-            return Err(invalid());
+        if nanos > i64::MAX as u128 + u128::from(negative) {
+            return Err(DurationError::Invalid);
         }
         rest = after;
     }
-    Ok(Duration::from_nanos(nanos as u64))
+    let nanos = nanos as i128;
+    Ok((if negative { -nanos } else { nanos }) as i64)
 }
 
 /// A comma-separated URL list, checked, sorted and de-duplicated as etcd's `UniqueURLs`
@@ -297,6 +322,30 @@ mod tests {
         assert!(parse_duration(".s").is_err());
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
         assert!(parse_duration("3000000h").is_err());
+    }
+
+    #[test]
+    fn signed_durations_take_gos_words() {
+        assert_eq!(parse_signed_duration("-1.5s"), Ok(-1_500_000_000));
+        assert_eq!(parse_signed_duration("5m"), Ok(300_000_000_000));
+        assert_eq!(parse_signed_duration("-0"), Ok(0));
+        assert_eq!(
+            parse_signed_duration("5x").unwrap_err(),
+            r#"time: unknown unit "x" in duration "5x""#
+        );
+        assert_eq!(
+            parse_signed_duration("5").unwrap_err(),
+            r#"time: missing unit in duration "5""#
+        );
+        assert_eq!(
+            parse_signed_duration("abc").unwrap_err(),
+            r#"time: invalid duration "abc""#
+        );
+        assert_eq!(
+            parse_signed_duration("-2562047h47m16.854775808s"),
+            Ok(i64::MIN)
+        );
+        assert!(parse_signed_duration("2562047h47m16.854775808s").is_err());
     }
 
     #[test]
