@@ -13,6 +13,7 @@
 //!   log) and the permission checks made at the API edge; writes are checked as they apply
 //!   (`raftkv_storage::mvcc::auth::permit`).
 //! - [`caller`] — the credentials of each request (token, certificate common name).
+//! - [`token_provider`] — `--auth-token`: simple tokens, [`jwt`] tokens, or none.
 //! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
 //! - [`tls`] — TLS on `https://` client URLs (`--cert-file`, `--trusted-ca-file` ...).
@@ -36,11 +37,13 @@ pub mod flags;
 pub mod go_values;
 mod http;
 pub mod json_stream;
+pub mod jwt;
 pub mod local;
 pub mod logging;
 pub mod metrics;
 mod services;
 pub mod tls;
+pub mod token_provider;
 pub mod watch;
 
 use std::future::Future;

@@ -198,7 +198,7 @@ fn read(path: &str) -> anyhow::Result<Vec<u8>> {
 
 /// An I/O error as Go's `os` package words it: the operation, the path, and the lower-case
 /// system message.
-fn go_io_error(path: &str, e: &std::io::Error) -> String {
+pub(crate) fn go_io_error(path: &str, e: &std::io::Error) -> String {
     let op = if e.raw_os_error() == Some(libc::EISDIR) {
         "read"
     } else {
