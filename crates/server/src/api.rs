@@ -39,6 +39,8 @@ pub struct EtcdApi {
     client_metrics: Arc<crate::metrics::ClientMetrics>,
     /// `--bcrypt-cost`: the cost new passwords are hashed at.
     bcrypt_cost: u32,
+    /// `--auth-token`: the tokens Authenticate hands out and requests are checked against.
+    tokens: crate::token_provider::TokenProvider,
 }
 
 fn refused(e: MvccError) -> NodeError {
@@ -64,6 +66,7 @@ impl EtcdApi {
             watch_config,
             client_metrics: Arc::default(),
             bcrypt_cost: crate::auth::BCRYPT_COST,
+            tokens: Default::default(),
         }
     }
 
@@ -85,6 +88,17 @@ impl EtcdApi {
     /// The cost new passwords are hashed at.
     pub fn bcrypt_cost(&self) -> u32 {
         self.bcrypt_cost
+    }
+
+    /// The API handing out and checking `tokens` (`--auth-token`; simple by default).
+    pub fn with_token_provider(mut self, tokens: crate::token_provider::TokenProvider) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// The token provider (`--auth-token`).
+    pub fn token_provider(&self) -> &crate::token_provider::TokenProvider {
+        &self.tokens
     }
 
     /// The API with the client port's counters set up as `metrics` (`--metrics`).

@@ -5,10 +5,11 @@
 //! proposed, so no log entry holds a plaintext password. Reads (UserGet, UserList, RoleGet,
 //! RoleList), which etcd 3.4 sends through its log, are linearizable reads of the table.
 //!
-//! Not yet: permission checks on the KV, Watch, Lease and other calls, and tokens. Until they
-//! exist, AuthEnable is refused (after etcd's own checks, so a missing root user or role gets
-//! etcd's answer), and Authenticate answers as etcd does while auth is off: nothing may claim
-//! a protection it does not give.
+//! Tokens come from the provider `--auth-token` chose (`crate::token_provider`): simple
+//! tokens are made by the Authenticate entry on every member; a JWT is signed by the member
+//! that handled Authenticate once the entry applied, and checked by any member with its key.
+
+use std::time::SystemTime;
 
 use raftkv_proto::authpb::UserAddOptions;
 use raftkv_proto::etcdserverpb::auth_server::Auth;
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::EtcdApi;
 use crate::caller::{self, Credentials};
+use crate::token_provider::TokenProvider;
 
 /// etcd's bcrypt cost (`bcrypt.DefaultCost`, what etcd 3.4 hashes passwords with).
 pub const BCRYPT_COST: u32 = 10;
@@ -55,7 +57,7 @@ impl EtcdApi {
         if let Some(index) = credentials
             .token
             .as_deref()
-            .filter(|t| t.len() <= caller::MAX_TOKEN_BYTES)
+            .filter(|t| t.len() <= caller::MAX_TOKEN_BYTES && self.token_provider().is_simple())
             .and_then(tokens::token_index)
         {
             // A token made on another member works here once this member has applied it;
@@ -65,21 +67,39 @@ impl EtcdApi {
         self.auth_info_now(credentials).map_err(NodeError::from)
     }
 
-    /// [`EtcdApi::auth_info_of`] without waiting for the token's entry.
+    /// [`EtcdApi::auth_info_of`] without waiting for the token's entry. A simple token's
+    /// caller is at the member's auth revision; a JWT's at the revision it was made at
+    /// (so a token older than the auth store's last change is refused as stale, as
+    /// etcd refuses it).
     pub fn auth_info_now(&self, credentials: &Credentials) -> Result<Option<Caller>, MvccError> {
         let store = self.node().store();
         if let Some(token) = &credentials.token {
             if token.len() > caller::MAX_TOKEN_BYTES {
                 return Err(MvccError::InvalidAuthToken);
             }
-            let user = store
-                .tokens()
-                .user(token)
-                .ok_or(MvccError::InvalidAuthToken)?;
-            return Ok(Some(Caller {
-                user,
-                auth_revision: store.auth().revision,
-            }));
+            return match self.token_provider() {
+                TokenProvider::Simple => {
+                    let user = store
+                        .tokens()
+                        .user(token)
+                        .ok_or(MvccError::InvalidAuthToken)?;
+                    Ok(Some(Caller {
+                        user,
+                        auth_revision: store.auth().revision,
+                    }))
+                }
+                TokenProvider::Jwt(jwt) => match jwt.info(token, SystemTime::now()) {
+                    Ok(claims) => Ok(Some(Caller {
+                        user: claims.username,
+                        auth_revision: claims.revision,
+                    })),
+                    Err(why) => {
+                        tracing::debug!(why, "failed to parse jwt token");
+                        Err(MvccError::InvalidAuthToken)
+                    }
+                },
+                TokenProvider::Nop => Err(MvccError::InvalidAuthToken),
+            };
         }
         Ok(credentials.common_name.as_ref().map(|cn| Caller {
             user: cn.clone(),
@@ -199,6 +219,28 @@ impl EtcdApi {
     }
 }
 
+impl EtcdApi {
+    /// The token Authenticate answers with once its entry applied: the simple token the
+    /// entry made, a JWT signed now, or etcd's refusal (a verify-only JWT member; no
+    /// token provider).
+    fn made_token(&self, simple: String, user: &str, revision: u64) -> Result<String, NodeError> {
+        match self.token_provider() {
+            TokenProvider::Simple => Ok(simple),
+            TokenProvider::Jwt(jwt) => {
+                jwt.assign(user, revision, SystemTime::now())
+                    .map_err(|message| {
+                        // etcd answers an error its table does not know as code Unknown.
+                        NodeError::Refused(Refusal {
+                            code: RefusalCode::Unknown,
+                            message,
+                        })
+                    })
+            }
+            TokenProvider::Nop => Err(MvccError::AuthFailed.into()),
+        }
+    }
+}
+
 /// bcrypt of `password` at etcd's cost, off the async threads (it takes tens of ms).
 async fn hash_password(password: String, cost: u32) -> Result<bytes::Bytes, NodeError> {
     let _turn = bcrypt_turn().await?;
@@ -288,8 +330,10 @@ impl Auth for EtcdApi {
     }
 
     /// etcd's `Authenticate`: the password checked here against the table after a
-    /// linearizable barrier, then an entry naming the user and a random token prefix, which
-    /// every member applies by making the token; again if the auth store changed meanwhile.
+    /// linearizable barrier, then an entry naming the user (and, for simple tokens, a
+    /// random token prefix, from which every member applying it makes the token); again if
+    /// the auth store changed meanwhile. A JWT is signed here once the entry has applied,
+    /// at the auth revision the password was checked at.
     async fn authenticate(
         &self,
         req: Request<AuthenticateRequest>,
@@ -300,12 +344,18 @@ impl Auth for EtcdApi {
             let checked = check_password(table, &req.name, &req.password)
                 .await
                 .map_err(status)?;
+            let simple = self.token_provider().is_simple();
             let op = auth_command::Op::Authenticate(AuthAuthenticate {
                 name: req.name.clone(),
-                token_prefix: token_prefix(),
+                token_prefix: if simple {
+                    token_prefix()
+                } else {
+                    String::new()
+                },
             });
             let (header, token) = self.auth_write_answer(op).await.map_err(status)?;
             if checked == self.node().store().auth().revision {
+                let token = self.made_token(token, &req.name, checked).map_err(status)?;
                 return Ok(Response::new(AuthenticateResponse { header, token }));
             }
             tracing::info!("revision when password checked became stale; retrying");

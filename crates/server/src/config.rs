@@ -173,6 +173,9 @@ pub struct ServerConfig {
     /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`: TLS on the
     /// `https://` client URLs (empty: none, and `https://` client URLs are refused).
     pub client_tls: crate::tls::ClientTls,
+    /// `--auth-token`: `simple`, `jwt,<options>` or empty (read and checked at start,
+    /// [`crate::token_provider::TokenProvider`]).
+    pub auth_token: String,
     /// `--auth-token-ttl`: how long a simple token lives past its last use.
     pub auth_token_ttl: Duration,
     /// `--bcrypt-cost`: the cost passwords are hashed at.
@@ -197,6 +200,7 @@ impl ServerConfig {
             cors: "*".into(),
             host_whitelist: "*".into(),
             client_tls: Default::default(),
+            auth_token: "simple".into(),
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: crate::auth::BCRYPT_COST,
         }
@@ -303,6 +307,7 @@ impl ServerConfig {
                 client_cert_auth: flags.security.client_cert_auth,
                 auto_tls: flags.security.auto_tls,
             },
+            auth_token: flags.auth.auth_token.clone(),
             auth_token_ttl: Duration::from_secs(flags.auth.auth_token_ttl),
             bcrypt_cost: u32::try_from(flags.auth.bcrypt_cost).unwrap_or(u32::MAX),
         })
@@ -578,7 +583,13 @@ mod tests {
                 .contains("a dedicated WAL directory is not supported")
         );
         assert!(config(&["--data-dir=/d", "--wal-dir=/d/member/wal"]).is_ok());
-        assert!(err(&["--auth-token=jwt"]).contains("--auth-token"));
+        // --auth-token is read as the member starts (its key files then).
+        assert_eq!(
+            config(&["--auth-token=jwt,sign-method=RS256"])
+                .unwrap()
+                .auth_token,
+            "jwt,sign-method=RS256"
+        );
     }
 
     #[test]

@@ -25,7 +25,6 @@ struct Rule {
 
 const PEER_TLS: &str = "peer TLS is not supported yet (the peer port serves http:// only)";
 const TLS_OPTION: &str = "not supported yet (client TLS takes --cert-file, --key-file, --trusted-ca-file and --client-cert-auth)";
-const AUTH: &str = "only simple tokens are supported (JWT tokens are not yet)";
 const NO_DISCOVERY: &str =
     "raftkv has no discovery; list the initial members with --initial-cluster";
 const NO_V2: &str = "raftkv serves only the v3 API";
@@ -94,11 +93,6 @@ const REFUSED: &[Rule] = &[
                 .experimental_peer_skip_client_san_verification
         },
         why: PEER_TLS,
-    },
-    Rule {
-        flag: "auth-token",
-        applies: |f| f.auth.auth_token != "simple",
-        why: AUTH,
     },
     Rule {
         flag: "discovery",
@@ -375,24 +369,26 @@ mod tests {
                 "unsupported flag --peer-auto-tls: peer TLS is not supported yet (the peer port serves http:// only)",
             ),
             (
-                "--auth-token=jwt,pub-key=a",
-                "unsupported flag --auth-token: only simple tokens are supported (JWT tokens are not yet)",
-            ),
-            (
                 "--discovery=https://discovery.etcd.io/x",
                 "unsupported flag --discovery: raftkv has no discovery; list the initial members with --initial-cluster",
             ),
         ] {
             assert_eq!(check(&flags(&[arg])).unwrap_err().to_string(), message);
         }
-        let both = check(&flags(&["--peer-key-file=k", "--auth-token=jwt"])).unwrap_err();
+        let both = check(&flags(&["--peer-key-file=k", "--peer-cert-file=c"])).unwrap_err();
         assert_eq!(
             both.to_string(),
-            "unsupported flags:\n  --peer-key-file: peer TLS is not supported yet (the peer port serves http:// only)\n  --auth-token: only simple tokens are supported (JWT tokens are not yet)"
+            "unsupported flags:\n  --peer-cert-file: peer TLS is not supported yet (the peer port serves http:// only)\n  --peer-key-file: peer TLS is not supported yet (the peer port serves http:// only)"
         );
-        // Simple tokens' settings are honoured.
-        assert!(lines(&["--auth-token-ttl=5", "--bcrypt-cost=4"]).is_empty());
-        assert!(check(&flags(&["--auth-token-ttl=5", "--bcrypt-cost=4"])).is_ok());
+        // Tokens' settings are honoured (--auth-token is checked as the member starts:
+        // crate::token_provider).
+        let auth = [
+            "--auth-token-ttl=5",
+            "--bcrypt-cost=4",
+            "--auth-token=jwt,pub-key=a,sign-method=RS256",
+        ];
+        assert!(lines(&auth).is_empty());
+        assert!(check(&flags(&auth)).is_ok());
         // Client TLS is implemented (crate::tls).
         assert!(
             lines(&[

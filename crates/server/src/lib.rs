@@ -84,6 +84,8 @@ impl Server {
             Ok(limit) => info!(limit, "open file limit"),
             Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
         }
+        // etcd builds its token provider before it serves; a bad --auth-token stops it.
+        let tokens = token_provider::TokenProvider::start(&config.auth_token)?;
         let peer_addr = config::resolve(&config.listen_peer).await?;
         let peer_listener = TcpListener::bind(peer_addr)
             .await
@@ -126,7 +128,8 @@ impl Server {
             },
         )
         .with_client_metrics(metrics::ClientMetrics::new(config.metrics_extensive))
-        .with_bcrypt_cost(config.bcrypt_cost);
+        .with_bcrypt_cost(config.bcrypt_cost)
+        .with_token_provider(tokens);
         api.node().store().tokens().set_ttl(config.auth_token_ttl);
         let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);
         let max_message = config.node.max_request_bytes + GRPC_OVERHEAD_BYTES;
