@@ -101,6 +101,18 @@ pub fn targets() -> &'static [Target] {
             run: h2_authority,
             seeds: h2_authority_seeds,
         },
+        Target {
+            name: "jwt_token",
+            about: "a JWT from a request header: taken apart, claims checked, verified (HS256, ES256)",
+            run: jwt_token,
+            seeds: jwt_token_seeds,
+        },
+        Target {
+            name: "jwt_key",
+            about: "a JWT key file: PEM, PKCS#1 / PKCS#8 / SEC1 / SPKI / certificate DER, into ring keys",
+            run: jwt_key,
+            seeds: jwt_key_seeds,
+        },
     ]
 }
 
@@ -1288,4 +1300,172 @@ mod tests {
             }
         }
     }
+}
+
+// ---- jwt_token, jwt_key -------------------------------------------------------------------
+
+/// The instant the JWT targets check tokens at (fixed, so a run replays).
+fn jwt_now() -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)
+}
+
+/// A P-256 key made by ring, as PKCS#8 DER.
+fn ec_pkcs8() -> &'static [u8] {
+    use std::sync::OnceLock;
+    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let rng = ring::rand::SystemRandom::new();
+        ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .expect("ring makes a P-256 key")
+        .as_ref()
+        .to_vec()
+    })
+}
+
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+    .into_bytes()
+}
+
+/// An HS256 and an ES256 provider (keys in files read once), tokens valid for a year.
+fn jwt_providers() -> &'static [std::sync::Arc<raftkv_server::jwt::Jwt>] {
+    use raftkv_server::token_provider::TokenProvider;
+    use std::sync::OnceLock;
+    static PROVIDERS: OnceLock<Vec<std::sync::Arc<raftkv_server::jwt::Jwt>>> = OnceLock::new();
+    PROVIDERS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let hmac = dir.path().join("hmac.key");
+        let ec = dir.path().join("ec.key");
+        std::fs::write(&hmac, b"fuzz secret").expect("write key");
+        std::fs::write(&ec, pem("PRIVATE KEY", ec_pkcs8())).expect("write key");
+        [
+            format!(
+                "jwt,sign-method=HS256,priv-key={},ttl=8760h",
+                hmac.display()
+            ),
+            format!("jwt,sign-method=ES256,priv-key={},ttl=8760h", ec.display()),
+        ]
+        .iter()
+        .map(|option| match TokenProvider::from_option(option) {
+            Ok(TokenProvider::Jwt(jwt)) => jwt,
+            other => panic!("{option}: {other:?}"),
+        })
+        .collect()
+    })
+}
+
+/// Any bytes as a token header: checked by each provider without a panic; one that is
+/// accepted names its user and revision the same way twice, and only one provider (their
+/// methods differ) takes it.
+fn jwt_token(data: &[u8]) {
+    let token = String::from_utf8_lossy(data);
+    let mut accepted = 0;
+    for jwt in jwt_providers() {
+        if let Ok(claims) = jwt.info(&token, jwt_now()) {
+            accepted += 1;
+            assert_eq!(jwt.info(&token, jwt_now()), Ok(claims), "checked twice");
+            assert_eq!(token.split('.').count(), 3);
+        }
+    }
+    assert!(accepted <= 1, "a token of two methods");
+}
+
+fn jwt_token_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for jwt in jwt_providers() {
+        for (user, revision) in [("root", 1), ("alice", 42), ("<&>", u64::MAX)] {
+            let token = jwt.assign(user, revision, jwt_now()).expect("sign");
+            let (head, _) = token.rsplit_once('.').unwrap_or_default();
+            seeds.push(format!("{head}.").into_bytes());
+            seeds.push(format!("Bearer {token}").into_bytes());
+            seeds.push(token.into_bytes());
+        }
+    }
+    seeds.push(b"eyJhbGciOiJub25lIn0.eyJ1c2VybmFtZSI6InJvb3QiLCJyZXZpc2lvbiI6MX0.".to_vec());
+    seeds.push(b"a.b.c".to_vec());
+    seeds
+}
+
+/// The first byte picks the method and whether the rest is the private key, the public key
+/// or both; loading must not panic, and a key that loads with a signer signs what it then
+/// verifies.
+fn jwt_key(data: &[u8]) {
+    use raftkv_server::jwt::keys;
+    use raftkv_server::jwt::method::{Lookup, lookup};
+    let [pick, file @ ..] = data else {
+        return;
+    };
+    let names = ["RS256", "PS384", "ES256", "ES384", "HS512"];
+    let Lookup::Supported(method) = lookup(names[usize::from(pick % 5)]) else {
+        unreachable!("the names are golang-jwt's")
+    };
+    let (public, private): (&[u8], &[u8]) = match pick / 5 % 3 {
+        0 => (&[], file),
+        1 => (file, &[]),
+        _ => (file, file),
+    };
+    let Ok(loaded) = keys::load(&method, public, private) else {
+        return;
+    };
+    if let Some(signer) = &loaded.signer {
+        match signer.sign(&method, b"message") {
+            Ok(signature) => assert!(
+                loaded.verifier.verify(&method, b"message", &signature),
+                "a key's own signature does not verify"
+            ),
+            Err(e) => assert_eq!(e, keys::INVALID_KEY, "signing failed otherwise"),
+        }
+    }
+}
+
+fn jwt_key_seeds() -> Vec<Vec<u8>> {
+    use raftkv_server::jwt::der::{self, tag};
+    let pkcs8 = ec_pkcs8();
+    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &ring::rand::SystemRandom::new(),
+    )
+    .expect("ring reads its own key");
+    use ring::signature::KeyPair;
+    let point = pair.public_key().as_ref();
+    let ec_oid = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let p256 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(point);
+    let spki = der::sequence(&[
+        &der::sequence(&[
+            &der::element(tag::OID, &ec_oid),
+            &der::element(tag::OID, &p256),
+        ]),
+        &der::element(tag::BIT_STRING, &bits),
+    ]);
+    let mut seeds = Vec::new();
+    for pick in [2u8, 7, 12] {
+        for file in [
+            pem("PRIVATE KEY", pkcs8),
+            pem("PUBLIC KEY", &spki),
+            pem("EC PRIVATE KEY", pkcs8),
+            b"not a key".to_vec(),
+        ] {
+            let mut seed = vec![pick];
+            seed.extend_from_slice(&file);
+            seeds.push(seed);
+        }
+    }
+    seeds.push([&[4u8][..], b"hmac secret"].concat());
+    seeds
 }
