@@ -19,7 +19,7 @@ use crate::etcdctl::transcript;
 use crate::fixture::{Cluster, Options, Server, assert_no_differences, etcdctl};
 
 /// (member, arguments, stdin) of each scripted command.
-type Step = (usize, &'static [&'static str], Option<&'static str>);
+pub(crate) type Step = (usize, &'static [&'static str], Option<&'static str>);
 
 const SETUP: &[Step] = &[
     (0, &["put", "foo/a", "1"], None),
@@ -276,7 +276,7 @@ const SESSION: &[Step] = &[
 ];
 
 /// etcdctl against `endpoint`; a watch that is not refused is stopped after two seconds.
-fn run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     if args.contains(&"watch") {
         let mut cmd = std::process::Command::new("timeout");
         cmd.args(["2", "etcdctl", &format!("--endpoints={endpoint}")])
@@ -288,7 +288,7 @@ fn run(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// Replaces each of `names`' values in `text` by its mask.
-fn masked(text: &str, names: &[(String, String)]) -> String {
+pub(crate) fn masked(text: &str, names: &[(String, String)]) -> String {
     let mut text = text.to_string();
     for (value, name) in names {
         text = text.replace(value.as_str(), name);
@@ -296,7 +296,7 @@ fn masked(text: &str, names: &[(String, String)]) -> String {
     text
 }
 
-fn steps(cluster: &Cluster, steps: &[Step], out: &mut Vec<String>) {
+pub(crate) fn steps(cluster: &Cluster, steps: &[Step], out: &mut Vec<String>) {
     let names = masks(cluster);
     for (member, args, stdin) in steps {
         let endpoint = cluster.members[*member].endpoint();
@@ -306,7 +306,7 @@ fn steps(cluster: &Cluster, steps: &[Step], out: &mut Vec<String>) {
     }
 }
 
-fn masks(cluster: &Cluster) -> Vec<(String, String)> {
+pub(crate) fn masks(cluster: &Cluster) -> Vec<(String, String)> {
     cluster
         .members
         .iter()

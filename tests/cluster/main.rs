@@ -5,6 +5,7 @@
 
 mod auth_client;
 mod auth_enforce;
+mod auth_jwt;
 mod auth_management;
 mod backup;
 mod chaos;

@@ -484,7 +484,7 @@ async fn hostile_tls_handshakes_stop_nothing() {
 }
 
 /// Runs `program` with `args` until it exits (10 s at most); its exit code and output.
-fn run_to_exit(program: &Path, args: &[String]) -> (Option<i32>, String) {
+pub(crate) fn run_to_exit(program: &Path, args: &[String]) -> (Option<i32>, String) {
     let mut child = Command::new(program)
         .args(args)
         .stdout(std::process::Stdio::piped())
