@@ -1247,61 +1247,6 @@ fn gateway_json_seeds() -> Vec<Vec<u8>> {
     .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The captured etcdctl streams reach the server with every `:authority` repaired, each
-    /// header block decodable by a decoder that saw only the repaired stream.
-    #[test]
-    fn etcdctl_streams_are_repaired() {
-        use raftkv_raft::h2_authority::{PREFACE, hpack, rewrite_chunks};
-        for (name, stream) in ETCDCTL_STREAMS {
-            let out = rewrite_chunks(&[stream], 1 << 16).expect("repaired");
-            let mut rest = &out[PREFACE.len()..];
-            let mut server = hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE);
-            let mut fields = Vec::new();
-            let mut requests = 0;
-            while rest.len() >= 9 {
-                let len =
-                    usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-                let (kind, flags) = (rest[3], rest[4]);
-                let payload = &rest[9..9 + len];
-                rest = &rest[9 + len..];
-                if kind != 0x1 {
-                    continue;
-                }
-                assert_eq!(
-                    flags & 0x2c,
-                    0x4,
-                    "one frame per block here, no padding or priority"
-                );
-                server
-                    .decode(payload, 1 << 16, &mut fields)
-                    .expect("decodes");
-                let authority = fields.iter().find(|f| &f.name[..] == b":authority");
-                assert_eq!(
-                    authority.map(|f| &f.value[..]),
-                    Some(&b"127.0.0.1:12479"[..]),
-                    "{name}: {fields:?}"
-                );
-                requests += 1;
-            }
-            assert!(rest.is_empty());
-            assert!(requests >= 1);
-        }
-    }
-
-    #[test]
-    fn every_seed_runs_clean() {
-        for target in targets() {
-            for seed in (target.seeds)() {
-                (target.run)(&seed);
-            }
-        }
-    }
-}
-
 // ---- jwt_token, jwt_key -------------------------------------------------------------------
 
 /// The instant the JWT targets check tokens at (fixed, so a run replays).
@@ -1468,4 +1413,59 @@ fn jwt_key_seeds() -> Vec<Vec<u8>> {
     }
     seeds.push([&[4u8][..], b"hmac secret"].concat());
     seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The captured etcdctl streams reach the server with every `:authority` repaired, each
+    /// header block decodable by a decoder that saw only the repaired stream.
+    #[test]
+    fn etcdctl_streams_are_repaired() {
+        use raftkv_raft::h2_authority::{PREFACE, hpack, rewrite_chunks};
+        for (name, stream) in ETCDCTL_STREAMS {
+            let out = rewrite_chunks(&[stream], 1 << 16).expect("repaired");
+            let mut rest = &out[PREFACE.len()..];
+            let mut server = hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE);
+            let mut fields = Vec::new();
+            let mut requests = 0;
+            while rest.len() >= 9 {
+                let len =
+                    usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+                let (kind, flags) = (rest[3], rest[4]);
+                let payload = &rest[9..9 + len];
+                rest = &rest[9 + len..];
+                if kind != 0x1 {
+                    continue;
+                }
+                assert_eq!(
+                    flags & 0x2c,
+                    0x4,
+                    "one frame per block here, no padding or priority"
+                );
+                server
+                    .decode(payload, 1 << 16, &mut fields)
+                    .expect("decodes");
+                let authority = fields.iter().find(|f| &f.name[..] == b":authority");
+                assert_eq!(
+                    authority.map(|f| &f.value[..]),
+                    Some(&b"127.0.0.1:12479"[..]),
+                    "{name}: {fields:?}"
+                );
+                requests += 1;
+            }
+            assert!(rest.is_empty());
+            assert!(requests >= 1);
+        }
+    }
+
+    #[test]
+    fn every_seed_runs_clean() {
+        for target in targets() {
+            for seed in (target.seeds)() {
+                (target.run)(&seed);
+            }
+        }
+    }
 }

@@ -129,7 +129,7 @@ impl<'a> Reader<'a> {
 
     /// The next element, if it is well formed (single-byte tag, definite minimal-or-not
     /// length within the input).
-    pub fn next(&mut self) -> Option<Element<'a>> {
+    pub fn read(&mut self) -> Option<Element<'a>> {
         let (&tag, after_tag) = self.rest.split_first()?;
         if tag & 0x1f == 0x1f {
             return None; // multi-byte tags appear in no key format
@@ -164,7 +164,7 @@ impl<'a> Reader<'a> {
         if self.peek_tag()? != tag {
             return None;
         }
-        self.next()
+        self.read()
     }
 }
 
@@ -269,7 +269,7 @@ mod tests {
             &[0x30],
             &[],
         ] {
-            assert!(Reader::new(bad).next().is_none(), "{bad:?}");
+            assert!(Reader::new(bad).read().is_none(), "{bad:?}");
         }
         assert!(
             only(&[0x05, 0x00, 0x00], tag::NULL).is_none(),

@@ -528,7 +528,7 @@ fn pkcs8_algorithm(der: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     r.expect(tag::OCTET_STRING)?;
     let mut a = Reader::new(alg.value);
     let oid = a.expect(tag::OID)?;
-    let params = a.next().map(|e| e.raw);
+    let params = a.read().map(|e| e.raw);
     Some((oid.value, params))
 }
 
@@ -580,7 +580,7 @@ fn spki(der: &[u8], strict: bool) -> Option<PublicKey> {
     }
     let mut a = Reader::new(alg.value);
     let oid = a.expect(tag::OID)?;
-    let params = a.next();
+    let params = a.read();
     let parsed = match oid.value {
         OID_RSA => {
             let (n, e) = rsa_components(key)?;
@@ -628,7 +628,7 @@ fn certificate_key(der: &[u8]) -> Result<PublicKey, String> {
         .ok_or("x509: malformed tbs certificate")?;
     let mut r = Reader::new(tbs.value);
     if r.peek_tag() == Some(tag::CONTEXT_0) {
-        r.next().ok_or("x509: malformed version")?;
+        r.read().ok_or("x509: malformed version")?;
     }
     r.expect(tag::INTEGER)
         .ok_or("x509: malformed serial number")?;

@@ -141,7 +141,7 @@ fn revision_of(v: &Value) -> Option<u64> {
         return Some(n);
     }
     let f = v.as_f64()?;
-    (f.is_finite() && f >= 0.0).then(|| f as u64)
+    (f.is_finite() && f >= 0.0).then_some(f as u64)
 }
 
 /// golang-jwt's `MapClaims.Valid` at second `now`.
