@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
@@ -62,6 +63,19 @@ pub struct NodeConfig {
     /// bytes in use ([`raftkv_storage::MvccStore::size_in_use`]) to this raise NOSPACE and
     /// are refused, as etcd's quota check. `None`: no quota (etcd: a negative value).
     pub quota_backend_bytes: Option<u64>,
+    /// TLS between members (etcd's `--peer-*` TLS flags, built by the server crate).
+    pub peer_tls: PeerTls,
+}
+
+/// TLS between members: how this member serves its peer port, and how it dials members
+/// whose peer URLs are `https://`.
+#[derive(Debug, Clone, Default)]
+pub struct PeerTls {
+    /// TLS on the peer listener (an `https://` listen URL); `None`: plain HTTP/2.
+    pub accept: Option<crate::serve::TlsAccept>,
+    /// The client side for `https://` peer URLs: the CA that members' certificates must chain
+    /// to and this member's own certificate. `None`: `https://` peers cannot be dialed.
+    pub dial: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// etcd's default `--quota-backend-bytes` (its `DefaultQuotaBytes`, 2 GiB).
@@ -90,6 +104,7 @@ impl NodeConfig {
             strict_reconfig_check: true,
             lease_checkpoint_interval: None,
             quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
+            peer_tls: PeerTls::default(),
         }
     }
 

@@ -41,7 +41,7 @@ pub mod state_machine;
 pub mod trace;
 pub mod types;
 
-pub use config::{ClusterState, NodeConfig};
+pub use config::{ClusterState, NodeConfig, PeerTls};
 pub use error::NodeError;
 pub use node::{NodeStatus, RaftNode};
 pub use state_machine::StateMachine;

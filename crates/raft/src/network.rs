@@ -3,7 +3,8 @@
 //! One gRPC channel per peer, created lazily and reused by every RPC to it (HTTP/2
 //! multiplexes them). Appends are pipelined on a bidirectional `StreamAppend` call; a full
 //! snapshot streams the file in chunks while the call is in flight. Every unary RPC carries
-//! openraft's soft TTL as its gRPC deadline.
+//! openraft's soft TTL as its gRPC deadline. `https://` peer URLs are dialed over TLS
+//! (rustls) with the member's peer certificate as the client certificate.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
@@ -22,6 +24,8 @@ use openraft::{OptionalSend, base::BoxFuture, base::BoxStream};
 use raftkv_proto::raftkvpb::peer_client::PeerClient;
 use raftkv_proto::raftkvpb::{RaftMessage, SnapshotChunk};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -76,6 +80,8 @@ pub struct Channels {
     connect_timeout: Duration,
     stamp: Stamp,
     moved: Moved,
+    /// The TLS client side for `https://` peer URLs.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Members whose peer URLs a `member update` changed while this member led. openraft keeps
@@ -122,7 +128,14 @@ impl Channels {
             connect_timeout,
             stamp: Stamp::default(),
             moved: Moved::default(),
+            tls: None,
         }
+    }
+
+    /// Dials `https://` peer URLs with `tls` (without it they cannot be dialed).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Notes that member `id` now has `member`'s peer URLs (a committed `member update`), so
@@ -142,12 +155,16 @@ impl Channels {
         if let Some(channel) = map.get(url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())?
+        let endpoint = Endpoint::from_shared(url.to_string())?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = if url.starts_with("https://") {
+            endpoint.connect_with_connector_lazy(tls_connector(self.tls.clone()))
+        } else {
+            endpoint.connect_lazy()
+        };
         map.insert(url.to_string(), channel.clone());
         Ok(channel)
     }
@@ -165,6 +182,54 @@ impl Channels {
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
     }
+}
+
+type TlsConnect = std::pin::Pin<
+    Box<
+        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
+    >,
+>;
+
+/// The connector of `https://` peer channels: TCP to the URL's host and port, then a TLS
+/// handshake naming that host, with `tls` (this member's certificate, the CA it trusts).
+/// tonic bounds the whole of it by the channel's connect timeout.
+fn tls_connector(
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> impl tower::Service<
+    http::Uri,
+    Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = io::Error,
+    Future = TlsConnect,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |uri: http::Uri| -> TlsConnect {
+        let tls = tls.clone();
+        Box::pin(async move {
+            let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+            let tls = tls.ok_or_else(|| {
+                invalid(format!(
+                    "cannot dial {uri}: this member has no peer TLS configuration"
+                ))
+            })?;
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("peer URL {uri} has no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| invalid(format!("peer URL {uri} has no port")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let name = ServerName::try_from(host).map_err(|e| invalid(e.to_string()))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    })
 }
 
 /// Requests of one append stream whose send time is kept for the heartbeat round trip.

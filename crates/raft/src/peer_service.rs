@@ -163,9 +163,14 @@ impl<N: LeaderSide> PeerService<N> {
     }
 
     /// Serves on `listener` until `stop` turns true.
-    pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        tls: Option<serve::TlsAccept>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let limits = ServeLimits::new(crate::MAX_MESSAGE_BYTES);
-        let incoming = serve::incoming(listener, &limits, "peer");
+        let incoming = serve::peer_incoming(listener, &limits, tls);
         let budget = MessageBudget::new(&limits);
         let svc = PeerServer::new(self)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)

@@ -11,9 +11,10 @@
 //!   the store; a connection must send its HTTP/2 preface within
 //!   [`ServeLimits::handshake_timeout`]. [`client_incoming`] is the same loop for the client
 //!   port, whose connections also go through [`crate::h2_authority`] (Go clients send a URL
-//!   as `:authority`, which h2 refuses). With a TLS config ([`client_incoming_tls`]) each
-//!   connection's TLS handshake runs beside the accept loop (a slow handshake holds up no
-//!   other connection) within the same handshake timeout, and the `:authority` repair reads
+//!   as `:authority`, which h2 refuses). With a TLS config ([`client_incoming_tls`],
+//!   [`peer_incoming`]) each connection's TLS handshake (and the port's [`TlsAccept::check`]
+//!   of the peer it authenticated) runs beside the accept loop — a slow handshake holds up no
+//!   other connection — within the same handshake timeout, and the `:authority` repair reads
 //!   the decrypted bytes.
 //! - [`MessageBudget`] wraps every request body. tonic reserves a gRPC message's announced
 //!   length as soon as it reads the 5-byte frame header, so 1,000 requests that announced
@@ -185,9 +186,60 @@ pub fn client_incoming(
 pub fn client_incoming_tls(
     listener: TcpListener,
     limits: &ServeLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsAccept>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
-    accept_loop(listener, limits, "client", true, tls.map(TlsAcceptor::from))
+    accept_loop(listener, limits, "client", true, tls)
+}
+
+/// [`incoming`] for the peer port, over TLS when `tls` is given (as
+/// [`client_incoming_tls`], without the `:authority` repair): a peer whose handshake or
+/// [`TlsAccept::check`] fails is closed before any of its bytes reach the peer service.
+pub fn peer_incoming(
+    listener: TcpListener,
+    limits: &ServeLimits,
+    tls: Option<TlsAccept>,
+) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
+    accept_loop(listener, limits, "peer", false, tls)
+}
+
+/// A check of a TLS peer after its handshake: its certificate chain (leaf first; empty if it
+/// presented none) and its address; `Err` with the reason closes the connection.
+pub type HandshakeCheck = Arc<
+    dyn Fn(
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            std::net::SocketAddr,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// TLS on a served port: the rustls configuration for the handshakes, and an optional check
+/// of each handshake's peer (etcd's check of a peer certificate's SANs against the peer's
+/// address).
+#[derive(Clone)]
+pub struct TlsAccept {
+    /// The server configuration (certificate, client-certificate verifier, ALPN).
+    pub config: Arc<rustls::ServerConfig>,
+    /// Run after a successful handshake, within the handshake timeout.
+    pub check: Option<HandshakeCheck>,
+}
+
+impl std::fmt::Debug for TlsAccept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAccept")
+            .field("alpn", &self.config.alpn_protocols)
+            .field("check", &self.check.is_some())
+            .finish()
+    }
+}
+
+impl From<Arc<rustls::ServerConfig>> for TlsAccept {
+    fn from(config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            config,
+            check: None,
+        }
+    }
 }
 
 type Handshake = Pin<Box<dyn Future<Output = Option<Conn>> + Send>>;
@@ -197,7 +249,7 @@ fn accept_loop(
     limits: &ServeLimits,
     port: &'static str,
     fix_authority: bool,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsAccept>,
 ) -> impl Stream<Item = Result<Conn, io::Error>> + Send + 'static {
     struct State {
         listener: TcpListener,
@@ -206,7 +258,7 @@ fn accept_loop(
         handshake: Duration,
         accept_errors: Throttled,
         refusals: Throttled,
-        tls: Option<TlsAcceptor>,
+        tls: Option<(TlsAcceptor, Option<HandshakeCheck>)>,
         /// TLS handshakes under way (at most one per open connection, so bounded by the cap).
         handshakes: FuturesUnordered<Handshake>,
     }
@@ -217,7 +269,7 @@ fn accept_loop(
         handshake: limits.handshake_timeout,
         accept_errors: Throttled::new(),
         refusals: Throttled::new(),
-        tls,
+        tls: tls.map(|t| (TlsAcceptor::from(t.config), t.check)),
         handshakes: FuturesUnordered::new(),
     };
     futures_util::stream::unfold(state, move |mut s| async move {
@@ -249,7 +301,7 @@ fn accept_loop(
                     let _ = stream.set_nodelay(true);
                     let slot = Slot::new(s.open.clone());
                     let deadline = Instant::now() + s.handshake;
-                    let Some(acceptor) = s.tls.clone() else {
+                    let Some((acceptor, check)) = s.tls.clone() else {
                         let conn = Conn::new(Io::Plain(stream), slot, deadline, fix_authority);
                         return Some((Ok(conn), s));
                     };
@@ -269,6 +321,25 @@ fn accept_loop(
                         }
                         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
+                                if let (Some(check), Some(peer)) = (check, peer) {
+                                    let chain = tls
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                                        .unwrap_or_default();
+                                    match tokio::time::timeout_at(deadline, check(chain, peer)).await {
+                                        Ok(Ok(())) => {}
+                                        Ok(Err(reason)) => {
+                                            tracing::debug!(port, ?peer, %reason, "TLS peer refused after the handshake");
+                                            return None;
+                                        }
+                                        Err(_) => {
+                                            tracing::debug!(port, ?peer, "TLS peer check timed out");
+                                            return None;
+                                        }
+                                    }
+                                }
                                 let io = Io::Tls(Box::new(tls));
                                 Some(Conn::new(io, slot, deadline, fix_authority))
                             }

@@ -170,8 +170,8 @@ pub struct ServerConfig {
     /// `--host-whitelist`: `Host` values the HTTP side answers (comma-separated; empty or
     /// `*`: all).
     pub host_whitelist: String,
-    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`: TLS on the
-    /// `https://` client URLs (empty: none, and `https://` client URLs are refused).
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth` ...: TLS on the
+    /// `https://` client URLs and metrics URLs (empty: none, and such URLs are refused).
     pub client_tls: crate::tls::ClientTls,
     /// `--auth-token`: `simple`, `jwt,<options>` or empty (read and checked at start,
     /// [`crate::token_provider::TokenProvider`]).
@@ -180,6 +180,11 @@ pub struct ServerConfig {
     pub auth_token_ttl: Duration,
     /// `--bcrypt-cost`: the cost passwords are hashed at.
     pub bcrypt_cost: u32,
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file` ...: TLS on an
+    /// `https://` peer URL, and for dialing `https://` peers.
+    pub peer_tls: crate::tls::PeerTls,
+    /// `--cipher-suites`: Go's names of the TLS 1.2 suites both ports may use (empty: all).
+    pub cipher_suites: Vec<String>,
 }
 
 impl ServerConfig {
@@ -203,6 +208,8 @@ impl ServerConfig {
             auth_token: "simple".into(),
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: crate::auth::BCRYPT_COST,
+            peer_tls: Default::default(),
+            cipher_suites: Vec::new(),
         }
     }
 
@@ -227,10 +234,10 @@ impl ServerConfig {
             );
         }
         for url in m.listen_client_urls.as_slice() {
-            check_listen_url(url, true)?;
+            check_listen_url(url)?;
         }
         for url in flags.monitoring.listen_metrics_urls.as_slice() {
-            check_listen_url(url, false)?;
+            check_listen_url(url)?;
         }
         let [listen_peer] = m.listen_peer_urls.as_slice() else {
             bail!(
@@ -238,13 +245,15 @@ impl ServerConfig {
                 m.listen_peer_urls.as_slice()
             );
         };
-        check_listen_url(listen_peer, false)?;
+        check_listen_url(listen_peer)?;
         for url in c.initial_advertise_peer_urls.as_slice() {
             host_port(url)?;
         }
         for url in c.advertise_client_urls.as_slice() {
-            client_host_port(url)?;
+            host_port(url)?;
         }
+        let cipher_suites = crate::tls::cipher::parse_flag(&flags.security.cipher_suites);
+        crate::tls::cipher::provider(&cipher_suites)?;
         let mut node = NodeConfig::new(&m.name, data_dir);
         node.peer_urls = c.initial_advertise_peer_urls.0.clone();
         node.client_urls = c.advertise_client_urls.0.clone();
@@ -306,10 +315,26 @@ impl ServerConfig {
                 trusted_ca_file: flags.security.trusted_ca_file.clone(),
                 client_cert_auth: flags.security.client_cert_auth,
                 auto_tls: flags.security.auto_tls,
+                crl_file: flags.security.client_crl_file.clone(),
+                allowed_hostname: flags.security.client_cert_allowed_hostname.clone(),
             },
             auth_token: flags.auth.auth_token.clone(),
             auth_token_ttl: Duration::from_secs(flags.auth.auth_token_ttl),
             bcrypt_cost: u32::try_from(flags.auth.bcrypt_cost).unwrap_or(u32::MAX),
+            peer_tls: crate::tls::PeerTls {
+                cert_file: flags.security.peer_cert_file.clone(),
+                key_file: flags.security.peer_key_file.clone(),
+                trusted_ca_file: flags.security.peer_trusted_ca_file.clone(),
+                client_cert_auth: flags.security.peer_client_cert_auth,
+                auto_tls: flags.security.peer_auto_tls,
+                crl_file: flags.security.peer_crl_file.clone(),
+                allowed_cn: flags.security.peer_cert_allowed_cn.clone(),
+                allowed_hostname: flags.security.peer_cert_allowed_hostname.clone(),
+                skip_client_san_verify: flags
+                    .experimental
+                    .experimental_peer_skip_client_san_verification,
+            },
+            cipher_suites,
         })
     }
 }
@@ -381,14 +406,10 @@ fn check_max_request_bytes(bytes: u64) -> anyhow::Result<usize> {
     }
 }
 
-/// A listen URL: `http://` (or `https://` for a client URL) and an IP address or
-/// `localhost` (etcd binds nothing else).
-fn check_listen_url(url: &str, https: bool) -> anyhow::Result<()> {
-    let hp = if https {
-        client_host_port(url)?
-    } else {
-        host_port(url)?
-    };
+/// A listen URL: `http://` or `https://`, and an IP address or `localhost` (etcd binds
+/// nothing else).
+fn check_listen_url(url: &str) -> anyhow::Result<()> {
+    let hp = host_port(url)?;
     let (host, _) = split_host_port(hp).with_context(|| format!("URL {url:?} needs a port"))?;
     if host != "localhost" && host.parse::<std::net::IpAddr>().is_err() {
         bail!("expected IP in URL for binding ({url})");
@@ -415,22 +436,19 @@ pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<String, Vec<Str
     Ok(out)
 }
 
-/// The `host:port` of an `http://host:port` URL; other schemes are refused with the reason.
+/// The `host:port` of an `http://` or `https://` URL (TLS with the port's certificate
+/// flags); other schemes are refused with the reason.
 pub fn host_port(url: &str) -> anyhow::Result<&str> {
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
         let scheme = url.split_once("://").map_or("", |(s, _)| s);
         match scheme {
-            "https" | "unixs" => bail!(
-                "unsupported URL {url:?}: TLS is not supported yet on this port (raftkv serves https:// on client URLs only)"
-            ),
-            "unix" => bail!("unsupported URL {url:?}: unix sockets are not supported"),
-            _ => bail!("unsupported URL {url:?}: only http:// URLs are supported"),
+            "unix" | "unixs" => bail!("unsupported URL {url:?}: unix sockets are not supported"),
+            _ => bail!("unsupported URL {url:?}: only http:// and https:// URLs are supported"),
         }
     };
-    host_port_of(url, rest)
-}
-
-fn host_port_of<'a>(url: &str, rest: &'a str) -> anyhow::Result<&'a str> {
     let hp = rest.trim_end_matches('/');
     if hp.is_empty() || !hp.contains(':') {
         bail!("URL {url:?} needs a host and a port");
@@ -438,15 +456,7 @@ fn host_port_of<'a>(url: &str, rest: &'a str) -> anyhow::Result<&'a str> {
     Ok(hp)
 }
 
-/// The `host:port` of a client URL: `http://` or `https://` (TLS with `--cert-file`).
-pub fn client_host_port(url: &str) -> anyhow::Result<&str> {
-    match url.strip_prefix("https://") {
-        Some(rest) => host_port_of(url, rest),
-        None => host_port(url),
-    }
-}
-
-/// Whether a client URL is served over TLS.
+/// Whether a URL is served (or dialed) over TLS.
 pub fn is_https(url: &str) -> bool {
     url.starts_with("https://")
 }
@@ -454,7 +464,7 @@ pub fn is_https(url: &str) -> bool {
 /// Resolves a listen URL to a socket address; for a name (`localhost`), its first IPv4
 /// address, as Go's `net.Listen` picks.
 pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
-    let hp = client_host_port(url)?;
+    let hp = host_port(url)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(hp)
         .await
         .with_context(|| format!("resolving {url}"))?
@@ -500,7 +510,11 @@ mod tests {
             ["http://10.0.0.1:2380", "http://127.0.0.1:2380"]
         );
         assert!(parse_initial_cluster("infra1").is_err());
-        assert!(parse_initial_cluster("a=https://x:1").is_err());
+        assert_eq!(
+            parse_initial_cluster("a=https://x:1").unwrap()["a"],
+            ["https://x:1"]
+        );
+        assert!(parse_initial_cluster("a=unix://x:1").is_err());
         assert!(parse_initial_cluster("a=http://x:1/path").is_err());
         assert!(parse_initial_cluster("").is_err());
     }
@@ -542,6 +556,39 @@ mod tests {
             c.node.initial_cluster,
             BTreeMap::from([("n1".to_string(), vec!["http://localhost:2380".to_string()])])
         );
+        // TLS on both ports.
+        let p = config(&[
+            "--listen-peer-urls=https://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+            "--initial-cluster=default=https://127.0.0.1:2380",
+            "--peer-cert-file=p.crt",
+            "--peer-key-file=p.key",
+            "--peer-trusted-ca-file=ca.crt",
+            "--peer-client-cert-auth",
+            "--peer-crl-file=p.crl",
+            "--peer-cert-allowed-cn=member",
+            "--experimental-peer-skip-client-san-verification",
+            "--client-crl-file=c.crl",
+            "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ])
+        .unwrap();
+        assert_eq!(p.listen_peer, "https://127.0.0.1:2380");
+        assert_eq!(p.node.peer_urls, ["https://127.0.0.1:2380"]);
+        assert_eq!(
+            p.peer_tls,
+            crate::tls::PeerTls {
+                cert_file: "p.crt".into(),
+                key_file: "p.key".into(),
+                trusted_ca_file: "ca.crt".into(),
+                client_cert_auth: true,
+                crl_file: "p.crl".into(),
+                allowed_cn: "member".into(),
+                skip_client_san_verify: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(p.client_tls.crl_file, "c.crl");
+        assert_eq!(p.cipher_suites, ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]);
     }
 
     #[test]
@@ -576,7 +623,12 @@ mod tests {
             "expected IP in URL for binding (http://example.com:1)"
         );
         assert!(
-            err(&["--listen-peer-urls=https://127.0.0.1:1"]).contains("TLS is not supported yet")
+            err(&["--listen-peer-urls=unixs://127.0.0.1:1"])
+                .contains("unix sockets are not supported")
+        );
+        assert_eq!(
+            err(&["--cipher-suites=TLS_AES_128_GCM_SHA256,BAD"]),
+            "unexpected TLS cipher suite \"BAD\""
         );
         assert!(
             err(&["--wal-dir=/tmp/elsewhere"])
@@ -678,7 +730,7 @@ mod tests {
         let c = ServerConfig::from_flags(&loaded.flags).unwrap();
         assert_eq!(c.node.member_id(), 0xbc13_6034_1da9_803c);
         assert_eq!(c.listen_client.len(), 2);
-        // Client TLS in a config file is read like the flags; peer TLS is refused like them.
+        // TLS in a config file is read like the flags.
         std::fs::write(
             dir.path().join("tls.yaml"),
             "client-transport-security:\n  cert-file: c.crt\n  key-file: c.key\n  client-cert-auth: true\n",
@@ -696,11 +748,9 @@ mod tests {
         )
         .unwrap();
         let tls = dir.path().join("peer-tls.yaml");
-        let err = load(&args(&["--config-file", tls.to_str().unwrap()]), &[]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("--peer-cert-file: peer TLS is not supported yet")
-        );
+        let loaded = load(&args(&["--config-file", tls.to_str().unwrap()]), &[]).unwrap();
+        let c = ServerConfig::from_flags(&loaded.flags).unwrap();
+        assert_eq!(c.peer_tls.cert_file, "c.crt");
         let missing = load(&args(&["--config-file", "/nonexistent.yaml"]), &[]).unwrap_err();
         assert!(format!("{missing:#}").contains("/nonexistent.yaml"));
     }

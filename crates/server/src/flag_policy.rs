@@ -2,10 +2,9 @@
 //! accepted (see [`crate::flags`]); at its default value a flag changes nothing. Set to
 //! anything else, a flag here is either
 //!
-//! - **refused** — the member does not start, and the message names the flag: peer TLS,
-//!   the client TLS options raftkv lacks, and auth (each its own piece of work, not done
-//!   yet), and the flags that would make etcd something other than a plain member (discovery, v2 proxy, forced new cluster), since
-//!   quietly running a plain member instead would surprise; or
+//! - **refused** — the member does not start, and the message names the flag: the flags
+//!   that would make etcd something other than a plain member (discovery, v2 proxy, forced
+//!   new cluster), since quietly running a plain member instead would surprise; or
 //! - **ignored** — one log line at start names the flag and says why raftkv has no use for it.
 //!
 //! Flags raftkv implements are checked where they are used ([`crate::config`]).
@@ -23,77 +22,12 @@ struct Rule {
     why: &'static str,
 }
 
-const PEER_TLS: &str = "peer TLS is not supported yet (the peer port serves http:// only)";
-const TLS_OPTION: &str = "not supported yet (client TLS takes --cert-file, --key-file, --trusted-ca-file and --client-cert-auth)";
 const NO_DISCOVERY: &str =
     "raftkv has no discovery; list the initial members with --initial-cluster";
 const NO_V2: &str = "raftkv serves only the v3 API";
 const NO_PROXY: &str = "raftkv has no v2 proxy mode";
 
 const REFUSED: &[Rule] = &[
-    Rule {
-        flag: "client-crl-file",
-        applies: |f| !f.security.client_crl_file.is_empty(),
-        why: TLS_OPTION,
-    },
-    Rule {
-        flag: "client-cert-allowed-hostname",
-        applies: |f| !f.security.client_cert_allowed_hostname.is_empty(),
-        why: TLS_OPTION,
-    },
-    Rule {
-        flag: "peer-cert-file",
-        applies: |f| !f.security.peer_cert_file.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-key-file",
-        applies: |f| !f.security.peer_key_file.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-client-cert-auth",
-        applies: |f| f.security.peer_client_cert_auth,
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-trusted-ca-file",
-        applies: |f| !f.security.peer_trusted_ca_file.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-cert-allowed-cn",
-        applies: |f| !f.security.peer_cert_allowed_cn.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-cert-allowed-hostname",
-        applies: |f| !f.security.peer_cert_allowed_hostname.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-auto-tls",
-        applies: |f| f.security.peer_auto_tls,
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "peer-crl-file",
-        applies: |f| !f.security.peer_crl_file.is_empty(),
-        why: PEER_TLS,
-    },
-    Rule {
-        flag: "cipher-suites",
-        applies: |f| !f.security.cipher_suites.is_empty(),
-        why: TLS_OPTION,
-    },
-    Rule {
-        flag: "experimental-peer-skip-client-san-verification",
-        applies: |f| {
-            f.experimental
-                .experimental_peer_skip_client_san_verification
-        },
-        why: PEER_TLS,
-    },
     Rule {
         flag: "discovery",
         applies: |f| !f.clustering.discovery.is_empty(),
@@ -358,27 +292,17 @@ mod tests {
     }
 
     #[test]
-    fn tls_auth_and_discovery_are_refused_by_name() {
-        for (arg, message) in [
-            (
-                "--client-crl-file=c.crl",
-                "unsupported flag --client-crl-file: not supported yet (client TLS takes --cert-file, --key-file, --trusted-ca-file and --client-cert-auth)",
-            ),
-            (
-                "--peer-auto-tls",
-                "unsupported flag --peer-auto-tls: peer TLS is not supported yet (the peer port serves http:// only)",
-            ),
-            (
-                "--discovery=https://discovery.etcd.io/x",
-                "unsupported flag --discovery: raftkv has no discovery; list the initial members with --initial-cluster",
-            ),
-        ] {
-            assert_eq!(check(&flags(&[arg])).unwrap_err().to_string(), message);
-        }
-        let both = check(&flags(&["--peer-key-file=k", "--peer-cert-file=c"])).unwrap_err();
+    fn discovery_and_proxies_are_refused_by_name() {
+        assert_eq!(
+            check(&flags(&["--discovery=https://discovery.etcd.io/x"]))
+                .unwrap_err()
+                .to_string(),
+            "unsupported flag --discovery: raftkv has no discovery; list the initial members with --initial-cluster"
+        );
+        let both = check(&flags(&["--proxy=on", "--force-new-cluster"])).unwrap_err();
         assert_eq!(
             both.to_string(),
-            "unsupported flags:\n  --peer-cert-file: peer TLS is not supported yet (the peer port serves http:// only)\n  --peer-key-file: peer TLS is not supported yet (the peer port serves http:// only)"
+            "unsupported flags:\n  --proxy: raftkv has no v2 proxy mode; it always runs a member\n  --force-new-cluster: raftkv cannot rewrite a member's membership in place; restore a snapshot into a new one-member cluster instead (raftkvctl snapshot restore)"
         );
         // Tokens' settings are honoured (--auth-token is checked as the member starts:
         // crate::token_provider).
@@ -389,14 +313,26 @@ mod tests {
         ];
         assert!(lines(&auth).is_empty());
         assert!(check(&flags(&auth)).is_ok());
-        // Client TLS is implemented (crate::tls).
+        // TLS on both ports is implemented (crate::tls): none of its flags is refused.
         assert!(
             lines(&[
                 "--cert-file=c.crt",
                 "--key-file=c.key",
                 "--trusted-ca-file=ca.crt",
                 "--client-cert-auth",
-                "--auto-tls"
+                "--auto-tls",
+                "--client-crl-file=c.crl",
+                "--client-cert-allowed-hostname=h",
+                "--peer-cert-file=p.crt",
+                "--peer-key-file=p.key",
+                "--peer-trusted-ca-file=ca.crt",
+                "--peer-client-cert-auth",
+                "--peer-auto-tls",
+                "--peer-crl-file=p.crl",
+                "--peer-cert-allowed-cn=m",
+                "--peer-cert-allowed-hostname=h",
+                "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "--experimental-peer-skip-client-san-verification",
             ])
             .is_empty()
         );

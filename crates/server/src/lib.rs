@@ -16,7 +16,8 @@
 //! - [`token_provider`] — `--auth-token`: simple tokens, [`jwt`] tokens, or none.
 //! - [`watch`] — etcd's Watch on this member: the watcher hub and the stream protocol.
 //! - [`local`] — `raftkv local --size N`: a local cluster of member processes.
-//! - [`tls`] — TLS on `https://` client URLs (`--cert-file`, `--trusted-ca-file` ...).
+//! - [`tls`] — TLS on `https://` client, peer and metrics URLs (`--cert-file`,
+//!   `--peer-cert-file` ...), certificates re-read when their files change.
 //! - [`logging`] — tracing setup (`--log-level`, `--log-format`).
 //!
 //! [`Server::start`] runs a member; [`run`] runs one until a shutdown future resolves, the way
@@ -90,11 +91,24 @@ impl Server {
         let peer_listener = TcpListener::bind(peer_addr)
             .await
             .with_context(|| format!("listening for peers on {}", config.listen_peer))?;
-        let client_tls = client_tls(&config)?;
+        let provider = Arc::new(tls::cipher::provider(&config.cipher_suites)?);
+        let mut node_config = config.node.clone();
+        // Peer TLS from the flags, unless an embedding program set the node's own.
+        if node_config.peer_tls.accept.is_none() && node_config.peer_tls.dial.is_none() {
+            node_config.peer_tls = config.peer_tls.node_tls(
+                &config.listen_peer,
+                peer_listener.local_addr()?,
+                &config.node.data_dir,
+                provider.clone(),
+            )?;
+        }
+        let (client_tls, client_tls_config) = client_tls(&config, &provider)?;
         let mut client_listeners = Vec::new();
         for url in &config.listen_client {
             let addr = config::resolve(url).await?;
-            let tls = config::is_https(url).then(|| client_tls.clone()).flatten();
+            let tls = config::is_https(url)
+                .then(|| client_tls_config.clone())
+                .flatten();
             client_listeners.push((
                 TcpListener::bind(addr)
                     .await
@@ -105,13 +119,17 @@ impl Server {
         let mut metrics_listeners = Vec::new();
         for url in &config.listen_metrics {
             let addr = config::resolve(url).await?;
-            metrics_listeners.push(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listening for metrics on {url}"))?,
-            );
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {url}"))?;
+            let tls = if config::is_https(url) {
+                Some(metrics_tls(&client_tls, &listener, &provider)?)
+            } else {
+                None
+            };
+            metrics_listeners.push((listener, tls));
         }
-        let node = RaftNode::start(config.node.clone(), peer_listener)
+        let node = RaftNode::start(node_config, peer_listener)
             .await
             .map_err(|e| anyhow::anyhow!("starting member: {e}"))?;
         info!(
@@ -148,7 +166,7 @@ impl Server {
             // etcd checks the Host of HTTP requests only on connections without TLS.
             let access =
                 access::Access::new(&config.cors, &config.host_whitelist).secure(tls.is_some());
-            let incoming = serve::client_incoming_tls(listener, &limits, tls);
+            let incoming = serve::client_incoming_tls(listener, &limits, tls.map(Into::into));
             let gateway_on = config.enable_grpc_gateway;
             let mut server = tonic::transport::Server::builder()
                 .accept_http1(true)
@@ -208,15 +226,31 @@ impl Server {
                 }
             }));
         }
-        // `--listen-metrics-urls`: /metrics and /health only, over HTTP/1.1 as etcd serves them.
-        for listener in metrics_listeners {
+        // `--listen-metrics-urls`: /metrics and /health only, over HTTP/1.1 as etcd serves them
+        // (and over HTTP/2 too on an https:// URL, where etcd's ALPN offers only h2).
+        for (listener, tls) in metrics_listeners {
             let routes = http::metrics_routes(&api);
             let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let Some(tls) = tls else {
+                client_tasks.push(tokio::spawn(async move {
+                    let result = axum::serve(listener, routes)
+                        .with_graceful_shutdown(stopped)
+                        .await;
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "metrics listener stopped");
+                    }
+                }));
+                continue;
+            };
+            let incoming = serve::client_incoming_tls(listener, &limits, Some(tls));
             client_tasks.push(tokio::spawn(async move {
-                let result = axum::serve(listener, routes)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
+                let result = tonic::transport::Server::builder()
+                    .accept_http1(true)
+                    .add_routes(tonic::service::Routes::from(routes))
+                    .serve_with_incoming_shutdown(incoming, stopped)
                     .await;
                 if let Err(e) = result {
                     tracing::error!(error = %e, "metrics listener stopped");
@@ -285,25 +319,29 @@ impl Server {
     }
 }
 
-/// The TLS configuration of the client URLs, checked as etcd's `configureClientListeners`:
-/// an `https://` URL needs `--cert-file` and `--key-file`; an `http://` one ignores them
-/// (with etcd's warnings). `None` when no client URL is `https://`.
+/// The TLS settings of the client URLs (after `--auto-tls`) and their server
+/// configuration, checked as etcd's `configureClientListeners`: an `https://` URL needs
+/// `--cert-file` and `--key-file`; an `http://` one ignores them (with etcd's warnings).
+/// No configuration when no client URL is `https://`.
 fn client_tls(
     config: &ServerConfig,
-) -> anyhow::Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>> {
-    let mut tls = &config.client_tls;
-    let auto;
+    provider: &Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+) -> anyhow::Result<(
+    tls::ClientTls,
+    Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+)> {
+    let mut tls = config.client_tls.clone();
     if tls.auto_tls {
         if tls.is_empty() {
             let hosts: Vec<&str> = config
                 .listen_client
                 .iter()
-                .filter_map(|u| config::client_host_port(u).ok())
+                .filter_map(|u| config::host_port(u).ok())
                 .collect();
             let dir = config.node.data_dir.join("fixtures").join("client");
-            auto = tls::ClientTls::self_cert(&dir, &hosts)
+            // etcd replaces the whole client TLS info with the self-signed one.
+            tls = tls::ClientTls::self_cert(&dir, &hosts)
                 .context("could not get client self-signed certs")?;
-            tls = &auto;
         } else {
             tracing::warn!("ignoring client auto TLS since certs given");
         }
@@ -329,9 +367,30 @@ fn client_tls(
         }
     }
     if !config.listen_client.iter().any(|u| config::is_https(u)) {
-        return Ok(None);
+        return Ok((tls, None));
     }
-    tls.server_config().map(Some)
+    let server = tls.server_config_with(provider.clone(), &[b"h2", b"http/1.1"])?;
+    Ok((tls, Some(server)))
+}
+
+/// TLS on an `https://` metrics URL, as etcd's `serveMetrics` sets it up: the client port's
+/// certificate and client-certificate policy, ALPN `h2` only, and the check of a client
+/// certificate's SANs against the connecting address that etcd's plain `NewListener` adds.
+fn metrics_tls(
+    client_tls: &tls::ClientTls,
+    listener: &TcpListener,
+    provider: &Arc<tokio_rustls::rustls::crypto::CryptoProvider>,
+) -> anyhow::Result<serve::TlsAccept> {
+    if client_tls.is_empty() {
+        anyhow::bail!(
+            "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
+            listener.local_addr()?
+        );
+    }
+    Ok(serve::TlsAccept {
+        config: client_tls.server_config_with(provider.clone(), &[b"h2"])?,
+        check: Some(tls::san_check()),
+    })
 }
 
 /// Runs a member until `shutdown` resolves, then stops it gracefully.

@@ -41,7 +41,8 @@ impl RaftNode {
         let member_dir = layout::member_dir(&config.data_dir);
         std::fs::create_dir_all(&member_dir)
             .map_err(NodeError::storage("creating the data dir"))?;
-        let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5);
+        let channels = Channels::new(config.heartbeat_interval.max(Duration::from_millis(50)) * 5)
+            .with_tls(config.peer_tls.dial.clone());
         let identity = layout::read_identity(&config.data_dir)
             .map_err(|e| NodeError::Config(e.to_string()))?
             .map(|i| (i.member, i.cluster));
@@ -147,6 +148,7 @@ impl RaftNode {
             lessor: std::sync::Mutex::new(Default::default()),
             metrics,
         });
+        let peer_tls = node.config.peer_tls.accept.clone();
         let service = PeerService::new(
             Arc::downgrade(&node),
             raft,
@@ -157,7 +159,7 @@ impl RaftNode {
             node.metrics.clone(),
         );
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![
-            tokio::spawn(service.serve(peer_listener, stop_rx)),
+            tokio::spawn(service.serve(peer_listener, peer_tls, stop_rx)),
             tokio::spawn(publish_self(Arc::downgrade(&node))),
             tokio::spawn(watch_space(Arc::downgrade(&node))),
             tokio::spawn(super::leases::expire_leases(Arc::downgrade(&node))),
