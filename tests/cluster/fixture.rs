@@ -99,6 +99,8 @@ pub struct Member {
     pub advertise_port: u16,
     /// A second client port serving `https://`, with [`Options::secure_client`].
     pub secure_port: Option<u16>,
+    /// `https` with [`Options::secure_peer`], else `http`.
+    pub peer_scheme: &'static str,
     pub data_dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
@@ -119,11 +121,11 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn advertise_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.advertise_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.advertise_port)
     }
 
     /// The process id while it runs.
@@ -193,7 +195,8 @@ impl Member {
     }
 }
 
-/// Options for starting a cluster.
+/// Options for starting a cluster. `{name}` in [`Options::extra_args`] stands for each
+/// member's name.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub heartbeat_ms: u64,
@@ -212,6 +215,8 @@ pub struct Options {
     /// Also listen (and advertise) on an `https://` client URL (TLS flags go in `extra_args`);
     /// the plain `http://` client port stays, for the fixture's own health checks.
     pub secure_client: bool,
+    /// Peer URLs are `https://` (the `--peer-*` TLS flags go in `extra_args`).
+    pub secure_peer: bool,
 }
 
 impl Default for Options {
@@ -226,6 +231,7 @@ impl Default for Options {
             data_root: None,
             env: Vec::new(),
             secure_client: false,
+            secure_peer: false,
         }
     }
 }
@@ -270,6 +276,7 @@ impl Cluster {
                     peer_port,
                     advertise_port: if opts.proxied { free_port() } else { peer_port },
                     secure_port: opts.secure_client.then(free_port),
+                    peer_scheme: if opts.secure_peer { "https" } else { "http" },
                     data_dir: opts
                         .data_root
                         .as_deref()
@@ -383,6 +390,15 @@ impl Cluster {
         }
     }
 
+    /// Member `i`'s exit code once its process has ended (`Some(None)`: killed by a
+    /// signal); `None` while it runs.
+    pub fn exited(&mut self, i: usize) -> Option<Option<i32>> {
+        let child = self.members[i].child.as_mut()?;
+        let status = child.try_wait().ok().flatten()?;
+        self.members[i].child = None;
+        Some(status.code())
+    }
+
     /// SIGSTOP / SIGCONT.
     pub fn pause(&self, i: usize) {
         self.members[i].signal(libc::SIGSTOP);
@@ -431,6 +447,11 @@ impl Cluster {
             peer_port,
             advertise_port: peer_port,
             secure_port: self.opts.secure_client.then(free_port),
+            peer_scheme: if self.opts.secure_peer {
+                "https"
+            } else {
+                "http"
+            },
             data_dir: self.dir.path().join(name),
             child: None,
             args: vec![],
@@ -569,7 +590,8 @@ fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Optio
     if let Some(n) = opts.snapshot_count {
         args.extend(["--snapshot-count".into(), n.to_string()]);
     }
-    args.extend(opts.extra_args.iter().cloned());
+    // `{name}` in an extra flag is the member's name (its own certificate files, say).
+    args.extend(opts.extra_args.iter().map(|a| a.replace("{name}", &m.name)));
     args
 }
 

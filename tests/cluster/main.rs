@@ -33,6 +33,7 @@ mod member_update;
 mod membership;
 mod metrics;
 mod operator;
+mod peer_tls;
 mod proxy;
 mod quota;
 mod raftkvctl;

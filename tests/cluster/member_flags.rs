@@ -320,8 +320,8 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
     let too_big = (raftkv_raft::MAX_REQUEST_BYTES_LIMIT + 1).to_string();
     for (args, expected) in [
         (
-            &["--peer-cert-file", "server.crt"][..],
-            "unsupported flag --peer-cert-file: peer TLS is not supported yet",
+            &["--cipher-suites", "TLS_RSA_WITH_AES_128_CBC_SHA"][..],
+            "--cipher-suites: TLS_RSA_WITH_AES_128_CBC_SHA is not supported by raftkv",
         ),
         (
             &["--auth-token=jwt,pub-key=k"],
@@ -337,10 +337,10 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
         ),
         (
             &[
-                "--listen-peer-urls=https://127.0.0.1:1",
-                "--initial-advertise-peer-urls=https://127.0.0.1:1",
+                "--listen-peer-urls=unixs://127.0.0.1:1",
+                "--initial-advertise-peer-urls=unixs://127.0.0.1:1",
             ],
-            "TLS is not supported yet",
+            "unix sockets are not supported",
         ),
         (&["--enable-v2", "false"], "'false' is not a valid flag"),
     ] {
