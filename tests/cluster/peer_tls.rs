@@ -489,6 +489,36 @@ async fn replaced_certificate_files_are_presented_from_the_next_handshake() {
     .await;
 }
 
+/// `--peer-auto-tls`: each member makes a self-signed certificate in
+/// `<data-dir>/fixtures/peer`, and members skip verifying each other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_auto_tls_forms_a_cluster_as_etcd() {
+    let mut runs = Vec::new();
+    for server in [Server::Raftkv, Server::Etcd] {
+        let opts = Options {
+            extra_args: vec!["--peer-auto-tls".into()],
+            secure_peer: true,
+            ..Options::default()
+        };
+        let cluster = Cluster::start(server, 3, opts).await;
+        let mut out = vec![crate::fixture::etcdctl_ok(
+            &cluster.endpoints(),
+            &["put", "a", "1"],
+        )];
+        for m in &cluster.members {
+            out.push(crate::fixture::etcdctl_ok(&m.endpoint(), &["get", "a"]));
+            let fixtures = m.data_dir.join("fixtures/peer");
+            out.push(format!(
+                "cert.pem {} key.pem {}",
+                fixtures.join("cert.pem").is_file(),
+                fixtures.join("key.pem").is_file()
+            ));
+        }
+        runs.push(out);
+    }
+    assert_eq!(runs[0], runs[1]);
+}
+
 #[test]
 fn bad_peer_tls_settings_stop_raftkv_and_etcd_with_the_same_message() {
     let pki = Pki::new();

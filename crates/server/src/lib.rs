@@ -227,7 +227,7 @@ impl Server {
             }));
         }
         // `--listen-metrics-urls`: /metrics and /health only, over HTTP/1.1 as etcd serves them
-        // (and over HTTP/2 too on an https:// URL, where etcd's ALPN offers only h2).
+        // (and HTTP/2 on an https:// URL, which etcd's ALPN prefers).
         for (listener, tls) in metrics_listeners {
             let routes = http::metrics_routes(&api);
             let mut stop = stop_rx.clone();
@@ -374,8 +374,10 @@ fn client_tls(
 }
 
 /// TLS on an `https://` metrics URL, as etcd's `serveMetrics` sets it up: the client port's
-/// certificate and client-certificate policy, ALPN `h2` only, and the check of a client
-/// certificate's SANs against the connecting address that etcd's plain `NewListener` adds.
+/// certificate and client-certificate policy, and the check of a client certificate's SANs
+/// against the connecting address that etcd's plain `NewListener` adds. etcd's ALPN list is
+/// `h2` alone, but Go lets a client that offers only `http/1.1` through; listing both does
+/// the same with rustls.
 fn metrics_tls(
     client_tls: &tls::ClientTls,
     listener: &TcpListener,
@@ -388,7 +390,7 @@ fn metrics_tls(
         );
     }
     Ok(serve::TlsAccept {
-        config: client_tls.server_config_with(provider.clone(), &[b"h2"])?,
+        config: client_tls.server_config_with(provider.clone(), &[b"h2", b"http/1.1"])?,
         check: Some(tls::san_check()),
     })
 }

@@ -310,3 +310,42 @@ impl ServerCertVerifier for ServerVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str, sans: &[&str]) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn allowed_names_are_checked_as_etcd_checks_them() {
+        let leaf = cert("member-1", &["m1.example", "10.0.0.1"]);
+        assert!(Allowed::Any.check(&leaf).is_ok());
+        assert!(Allowed::CommonName("member-1".into()).check(&leaf).is_ok());
+        let refused = Allowed::CommonName("member-2".into())
+            .check(&leaf)
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "unexpected error: client certificate authentication failed"
+        );
+        assert!(Allowed::Hostname("m1.example".into()).check(&leaf).is_ok());
+        assert!(Allowed::Hostname("10.0.0.1".into()).check(&leaf).is_ok());
+        // The common name is not a host name, as in Go since 1.15.
+        assert!(Allowed::Hostname("member-1".into()).check(&leaf).is_err());
+        assert_eq!(Allowed::from_flags("", "").unwrap(), Allowed::Any);
+        assert_eq!(
+            Allowed::from_flags("a", "b").unwrap_err().to_string(),
+            "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")"
+        );
+    }
+}
