@@ -43,6 +43,8 @@ pub use raftkv_raft::NodeConfig;
 pub use raftkv_server::ServerConfig;
 /// TLS on `https://` client URLs ([`ServerConfig::client_tls`]).
 pub use raftkv_server::tls::ClientTls;
+/// TLS on an `https://` peer URL and towards `https://` peers ([`ServerConfig::peer_tls`]).
+pub use raftkv_server::tls::PeerTls;
 /// gRPC status codes, as [`Error::code`] gives them.
 pub use tonic::Code;
 
