@@ -321,7 +321,10 @@ fn accept_loop(
                         }
                         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
-                                if let (Some(check), Some(peer)) = (check, peer) {
+                                if let Some(check) = check {
+                                    let Some(peer) = peer else {
+                                        return None; // no address to check the certificate against
+                                    };
                                     let chain = tls
                                         .get_ref()
                                         .1

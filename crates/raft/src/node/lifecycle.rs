@@ -228,6 +228,7 @@ fn initial_members(config: &NodeConfig) -> Result<BTreeMap<u64, Member>, NodeErr
 /// Asks the members named in `--initial-cluster` for the cluster id and this member's id.
 async fn join_info(config: &NodeConfig, channels: &Channels) -> Result<(u64, u64), NodeError> {
     let deadline = Instant::now() + config.request_timeout * 3;
+    let mut last_error = None;
     loop {
         for (name, urls) in &config.initial_cluster {
             if name == &config.name {
@@ -245,18 +246,35 @@ async fn join_info(config: &NodeConfig, channels: &Channels) -> Result<(u64, u64
                 peer_urls: config.peer_urls.clone(),
             });
             req.set_timeout(Duration::from_secs(2));
-            if let Ok(resp) = client.cluster_info(req).await {
-                let resp = resp.into_inner();
-                return Ok((resp.member_id, resp.cluster_id));
+            match client.cluster_info(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    return Ok((resp.member_id, resp.cluster_id));
+                }
+                Err(status) => last_error = Some(format!("{name}: {}", with_causes(&status))),
             }
         }
         if Instant::now() >= deadline {
-            return Err(NodeError::Config(
-                "could not join: no member of --initial-cluster knows this member's peer URLs (add it with `member add` first)".into(),
-            ));
+            // A refused TLS handshake, say, is worth naming: the usual hint would mislead.
+            let last = last_error.map_or_else(String::new, |e| format!(" (last answer: {e})"));
+            return Err(NodeError::Config(format!(
+                "could not join: no member of --initial-cluster knows this member's peer URLs (add it with `member add` first){last}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A peer call's failure with what caused it (a refused TLS handshake shows only as
+/// "operation was canceled" or "transport error" without its causes).
+fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut cause = std::error::Error::source(status);
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }
 
 /// The free space a member keeps in hand (see [`crate::space`]): room for entries in flight
