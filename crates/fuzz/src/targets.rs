@@ -91,7 +91,7 @@ pub fn targets() -> &'static [Target] {
         },
         Target {
             name: "cert_common_name",
-            about: "a client certificate's DER, read for its subject common name (the user)",
+            about: "a certificate's DER, read for its subject common name (the user, the allowed CN) and its alternative names",
             run: cert_common_name,
             seeds: cert_common_name_seeds,
         },
@@ -1076,8 +1076,9 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 // ---- cert_common_name ---------------------------------------------------------------------
 
 /// The subject common name of a client certificate (what `--client-cert-auth` makes the
-/// user): anything may come out, or nothing, but it never panics and what comes out is a
-/// name the certificate holds.
+/// user, what `--peer-cert-allowed-cn` checks) and its alternative names: anything may come
+/// out, or nothing, but it never panics and what comes out is no bigger than the
+/// certificate.
 fn cert_common_name(data: &[u8]) {
     if let Some(name) = raftkv_server::caller::common_name(data) {
         assert!(
@@ -1085,6 +1086,17 @@ fn cert_common_name(data: &[u8]) {
             "a name longer than its certificate"
         );
     }
+    // The alternative names (--*-cert-allowed-hostname, the peer SAN check), same reader.
+    let names = raftkv_server::tls::x509::alt_names(data);
+    let text: usize = names.dns.iter().map(String::len).sum();
+    assert!(
+        text <= data.len() * 3,
+        "names longer than their certificate"
+    );
+    assert!(
+        names.ips.len() <= data.len() / 4,
+        "more addresses than bytes"
+    );
 }
 
 fn cert_common_name_seeds() -> Vec<Vec<u8>> {

@@ -129,99 +129,11 @@ where
     }
 }
 
-/// The subject common name of a DER certificate (the first CN attribute, as Go's
-/// `Subject.CommonName`), read with bounds on every length; `None` if there is none or the
-/// certificate does not parse.
+/// The subject common name of a DER certificate, as Go's `Subject.CommonName` gives it;
+/// `None` if there is none or the certificate does not parse (read by
+/// [`crate::tls::x509::common_name`], which `--peer-cert-allowed-cn` uses too).
 pub fn common_name(der: &[u8]) -> Option<String> {
-    let (cert, _) = Der::new(der).next(0x30)?;
-    let (mut tbs, _) = cert.next(0x30)?;
-    // [0] EXPLICIT version, if present.
-    if tbs.peek() == Some(0xa0) {
-        tbs = tbs.next(0xa0)?.1;
-    }
-    let (_, tbs) = tbs.next(0x02)?; // serialNumber
-    let (_, tbs) = tbs.next(0x30)?; // signature
-    let (_, tbs) = tbs.next(0x30)?; // issuer
-    let (_, tbs) = tbs.next(0x30)?; // validity
-    let (mut subject, _) = tbs.next(0x30)?;
-    // Name: SEQUENCE OF SET OF AttributeTypeAndValue.
-    while !subject.is_empty() {
-        let (mut set, rest) = subject.next(0x31)?;
-        subject = rest;
-        while !set.is_empty() {
-            let (atv, rest) = set.next(0x30)?;
-            set = rest;
-            let (oid, value) = atv.next(0x06)?;
-            if oid.0 == [0x55, 0x04, 0x03] {
-                let tag = value.peek()?;
-                let (text, _) = value.next(tag)?;
-                return match tag {
-                    // UTF8String, PrintableString, IA5String, TeletexString (as Latin-1 is
-                    // not worth guessing, only when it is ASCII).
-                    0x0c | 0x13 | 0x16 | 0x14 => {
-                        std::str::from_utf8(text.0).ok().map(str::to_string)
-                    }
-                    // BMPString: UTF-16BE.
-                    0x1e if text.0.len() % 2 == 0 => {
-                        let units: Vec<u16> = text
-                            .0
-                            .chunks_exact(2)
-                            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                            .collect();
-                        String::from_utf16(&units).ok()
-                    }
-                    _ => None,
-                };
-            }
-        }
-    }
-    None
-}
-
-/// A DER cursor: the bytes not read yet.
-#[derive(Clone, Copy)]
-struct Der<'a>(&'a [u8]);
-
-impl<'a> Der<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self(bytes)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.0.first().copied()
-    }
-
-    /// The contents of the next element if its tag is `tag`, and what follows it.
-    fn next(self, tag: u8) -> Option<(Der<'a>, Der<'a>)> {
-        let (&t, rest) = self.0.split_first()?;
-        if t != tag {
-            return None;
-        }
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let mut len = 0usize;
-            for &b in &rest[..n] {
-                len = (len << 8) | usize::from(b);
-            }
-            rest = &rest[n..];
-            len
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (content, after) = rest.split_at(len);
-        Some((Der(content), Der(after)))
-    }
+    crate::tls::x509::common_name(der)
 }
 
 #[cfg(test)]

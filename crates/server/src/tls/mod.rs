@@ -30,7 +30,7 @@
 //! - `files` — reading the PEM files, Go's error texts, change stamps.
 //! - `reload` — the certificate resolver that re-reads changed files.
 //! - `verify` — the client- and server-certificate verifiers (CRL, allowed CN / hostname).
-//! - `x509` — the common name and SANs of a certificate, Go's host-name matching.
+//! - [`x509`] — the common name and SANs of a certificate, Go's host-name matching.
 //! - [`san`] — etcd's peer SAN check against the connecting address.
 //! - [`cipher`] — Go's cipher-suite names.
 
@@ -39,7 +39,7 @@ mod files;
 mod reload;
 pub mod san;
 mod verify;
-mod x509;
+pub mod x509;
 
 use std::net::SocketAddr;
 use std::path::Path;

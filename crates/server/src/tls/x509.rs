@@ -82,7 +82,9 @@ fn subject_and_extensions(cert: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     Some((subject, extensions))
 }
 
-/// The subject's common name (the last one, as Go's `pkix.Name` keeps it), if it has one.
+/// The subject's common name (the last one, as Go's `pkix.Name` keeps it), if it has one
+/// and it is text: a name that is not valid in its string type gives `None`, never a
+/// guess.
 pub fn common_name(cert: &[u8]) -> Option<String> {
     let (subject, _) = subject_and_extensions(cert)?;
     let mut rdns = Der(subject);
@@ -99,17 +101,17 @@ pub fn common_name(cert: &[u8]) -> Option<String> {
     cn
 }
 
-/// A directory string's text (UTF8String, PrintableString, IA5String, T61String,
-/// BMPString).
+/// A directory string's text: UTF8String, PrintableString, IA5String, TeletexString (only
+/// when it is valid UTF-8: Latin-1 is not worth guessing), BMPString (UTF-16BE).
 fn string(tag: u8, value: &[u8]) -> Option<String> {
     match tag {
-        0x0c | 0x13 | 0x16 | 0x14 => Some(String::from_utf8_lossy(value).into_owned()),
-        0x1e => {
+        0x0c | 0x13 | 0x16 | 0x14 => std::str::from_utf8(value).ok().map(str::to_string),
+        0x1e if value.len().is_multiple_of(2) => {
             let units: Vec<u16> = value
                 .chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]))
                 .collect();
-            Some(String::from_utf16_lossy(&units))
+            String::from_utf16(&units).ok()
         }
         _ => None,
     }
