@@ -272,11 +272,13 @@ async fn stalled(port: u16, n: usize) -> Vec<TcpStream> {
     held
 }
 
-/// `text` with every 16-digit hex word (member and cluster ids) as `<id>`.
+/// `text` with every hex word of 8 or more digits (member and cluster ids) as `<id>`, words
+/// joined by one space: etcdctl pads ids to 16 columns (`%16x`), so an id with leading zero
+/// digits comes with extra spaces.
 fn mask_ids(text: &str) -> String {
-    text.split(' ')
+    text.split_whitespace()
         .map(|w| {
-            if w.len() == 16 && w.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if w.len() >= 8 && w.bytes().all(|b| b.is_ascii_hexdigit()) {
                 "<id>"
             } else {
                 w
