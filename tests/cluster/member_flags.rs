@@ -324,8 +324,8 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
             "--cipher-suites: TLS_RSA_WITH_AES_128_CBC_SHA is not supported by raftkv",
         ),
         (
-            &["--auth-token=jwt,pub-key=k"],
-            "unsupported flag --auth-token: only simple tokens are supported (JWT tokens are not yet)",
+            &["--discovery=https://discovery.etcd.io/x"],
+            "unsupported flag --discovery: raftkv has no discovery",
         ),
         (
             &["--wal-dir", "/tmp/elsewhere"],
