@@ -19,14 +19,23 @@ fn mask_members(text: &str, cluster: &Cluster, ids: &[u64]) -> String {
             .replace(&m.advertise_url(), &format!("<peer{i}>"))
             .replace(&m.endpoint(), &format!("<client{i}>"));
     }
+    // etcdctl pads ids to 16 columns (`%16x`): an id with leading zero digits comes with
+    // extra spaces before it, which differ between the clusters.
     let mut lines: Vec<String> = text
         .lines()
+        .map(|l| {
+            let mut l = l.to_string();
+            while l.contains("  <id") {
+                l = l.replace("  <id", " <id");
+            }
+            l
+        })
         .map(
             |l| match (l.split_once(" in cluster "), l.split_once(",\"members\"")) {
                 (Some((head, _)), _) => format!("{head} in cluster <cluster>"),
                 // Members come in id order, and ids differ between the clusters.
                 (_, Some((head, _))) => format!("{head},\"members\":<masked>}}"),
-                _ => l.to_string(),
+                _ => l,
             },
         )
         .collect();
