@@ -1,5 +1,6 @@
 //! Local clusters for the comparison: N member processes of `raftkv` or Debian's `etcd`,
-//! started with the same etcd flags on fresh loopback ports, stopped (SIGKILL) on drop.
+//! started with the same etcd flags on fresh loopback ports (`https://` ones with TLS on
+//! both ports when given [`Certs`]), stopped (SIGKILL) on drop.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::certs::Certs;
 use crate::workload::find_leader;
 
 /// Which server runs the cluster.
@@ -40,7 +42,15 @@ fn free_port() -> Result<u16> {
 
 impl Cluster {
     /// Starts `size` members of `server` (`bin` is its executable) and waits for a leader.
-    pub async fn start(server: Server, bin: &Path, size: usize, flags: &[String]) -> Result<Self> {
+    /// With `tls`, both ports serve TLS and ask for certificates signed by its CA (the
+    /// workloads must then dial with [`crate::workload::use_tls`]).
+    pub async fn start(
+        server: Server,
+        bin: &Path,
+        size: usize,
+        flags: &[String],
+        tls: Option<&Certs>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("raftkv-bench-{}-", server.name()))
             .tempdir()?;
@@ -51,8 +61,10 @@ impl Cluster {
                 ports.push(p);
             }
         }
-        let peer = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i + 1]);
-        let client = |i: usize| format!("http://127.0.0.1:{}", ports[2 * i]);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let peer = |i: usize| format!("{scheme}://127.0.0.1:{}", ports[2 * i + 1]);
+        let client = |i: usize| format!("{scheme}://127.0.0.1:{}", ports[2 * i]);
+        let tls_flags = tls.map(Certs::member_flags).unwrap_or_default();
         let initial: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer(i))).collect();
         let initial = initial.join(",");
         let mut children = Vec::new();
@@ -70,6 +82,7 @@ impl Cluster {
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-token", "bench"])
                 .args(["--initial-cluster-state", "new"])
+                .args(&tls_flags)
                 .args(flags)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)

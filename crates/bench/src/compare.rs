@@ -1,6 +1,8 @@
 //! `raftkv-bench compare`: the same workloads against a real etcd 3.4 cluster and a raftkv
 //! cluster of the same size, in one run on this machine, then a Markdown section (between
-//! markers in `docs/benchmarks.md`) and a PNG plot.
+//! markers in `docs/benchmarks.md`) and a PNG plot. With `--tls` both servers run with TLS
+//! and certificate authentication on both ports, the workloads dial with a client
+//! certificate, and the section has markers of its own, so both runs live in the file.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
 use serde::Serialize;
 
+use crate::certs::Certs;
 use crate::cluster::{Cluster, Server};
 use crate::lease;
 use crate::plot::{self, Panel, Series};
@@ -44,6 +47,8 @@ pub struct Plan {
     pub lease_grant_total: u64,
     /// Extra member flags for both servers.
     pub flags: Vec<String>,
+    /// TLS with certificate authentication on both ports of both servers.
+    pub tls: bool,
     pub markdown: PathBuf,
     pub plot: PathBuf,
     pub json: Option<PathBuf>,
@@ -90,6 +95,7 @@ struct Results {
     memory: Vec<Memory>,
     watch: Vec<WatchNote>,
     flags: Vec<String>,
+    tls: bool,
 }
 
 /// Workload (d)'s watchers per stream, and (e)'s streams.
@@ -100,6 +106,18 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 const BEGIN: &str = "<!-- raftkv-bench compare: begin -->";
 const END: &str = "<!-- raftkv-bench compare: end -->";
+/// The markers of the `--tls` run's section.
+const TLS_BEGIN: &str = "<!-- raftkv-bench compare --tls: begin -->";
+const TLS_END: &str = "<!-- raftkv-bench compare --tls: end -->";
+
+/// The markers of the plan's section.
+fn markers(plan: &Plan) -> (&'static str, &'static str) {
+    if plan.tls {
+        (TLS_BEGIN, TLS_END)
+    } else {
+        (BEGIN, END)
+    }
+}
 
 fn opts(endpoints: &[String], conns: usize, clients: usize, total: u64, leader: bool) -> Options {
     Options {
@@ -152,9 +170,7 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
         workload::run(&opts(eps, 10, 100, plan.total, true), &puts(10_000, false)).await?,
     );
     let leader = workload::find_leader(eps).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))?
-        .connect()
-        .await?;
+    let channel = workload::connect_channel(&leader, None).await?;
     KvClient::new(channel)
         .put(PutRequest {
             key: b"bench-range-key".to_vec().into(),
@@ -318,9 +334,7 @@ async fn lease_workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<
 /// The leader's store revision (every acknowledged write is at or below it).
 async fn leader_revision(eps: &[String]) -> Result<i64> {
     let leader = workload::find_leader(eps).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{leader}"))?
-        .connect()
-        .await?;
+    let channel = workload::connect_channel(&leader, None).await?;
     let header = KvClient::new(channel)
         .range(RangeRequest {
             key: b"\0".to_vec().into(),
@@ -369,6 +383,15 @@ pub async fn run(plan: &Plan) -> Result<()> {
         memory: Vec::new(),
         watch: Vec::new(),
         flags: plan.flags.clone(),
+        tls: plan.tls,
+    };
+    // Dropped (with the keys) once both servers are done.
+    let certs = if plan.tls {
+        let certs = Certs::make()?;
+        workload::use_tls(certs.client_config()?);
+        Some(certs)
+    } else {
+        None
     };
     for &size in &plan.sizes {
         for server in [Server::Etcd, Server::Raftkv] {
@@ -377,7 +400,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
                 Server::Raftkv => &plan.raftkv_bin,
             };
             eprintln!("== {} cluster of {size}", server.name());
-            let cluster = Cluster::start(server, bin, size, &plan.flags).await?;
+            let cluster = Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
             results.rows.extend(workloads(plan, &cluster, size).await?);
             if size == plan.sizes[0] {
                 let (rows, notes) = watch_workloads(plan, &cluster, size).await?;
@@ -389,7 +412,8 @@ pub async fn run(plan: &Plan) -> Result<()> {
                 .extend(lease_workloads(plan, &cluster, size).await?);
             drop(cluster);
             if plan.memory_keys > 0 && size == plan.sizes[0] {
-                let cluster = Cluster::start(server, bin, size, &plan.flags).await?;
+                let cluster =
+                    Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
                 results.memory.push(memory(plan, &cluster, size).await?);
             }
         }
@@ -399,7 +423,8 @@ pub async fn run(plan: &Plan) -> Result<()> {
     }
     draw(plan, &results)?;
     let section = markdown(plan, &results);
-    splice(&plan.markdown, &section)?;
+    let (begin, end) = markers(plan);
+    splice(&plan.markdown, &section, begin, end)?;
     println!("{section}");
     Ok(())
 }
@@ -443,11 +468,23 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     } else {
         format!("flags `{}`", plan.flags.join(" "))
     };
-    let _ = writeln!(md, "{BEGIN}");
+    let (begin, end) = markers(plan);
+    let _ = writeln!(md, "{begin}");
+    let (script, tls) = if plan.tls {
+        (
+            "`scripts/compare-etcd --tls`",
+            " **TLS on** for both servers, on the client and the peer port (`https://` URLs, \
+             one CA made for the run; every member serves one certificate for 127.0.0.1 and \
+             localhost on both ports and presents it to its peers; `--client-cert-auth` and \
+             `--peer-client-cert-auth`), every workload dialling with a client certificate.",
+        )
+    } else {
+        ("`scripts/compare-etcd`", "")
+    };
     let _ = writeln!(
         md,
-        "Written by `raftkv-bench compare` (run `scripts/compare-etcd`): etcd {} and raftkv, \
-         same client, same machine, one run, fsync on for both, {flags}. Keys 8 bytes, values \
+        "Written by `raftkv-bench compare` (run {script}): etcd {} and raftkv, \
+         same client, same machine, one run, fsync on for both, {flags}.{tls} Keys 8 bytes, values \
          256 bytes. (a) sequential put, 1 client, {} puts to the leader; (b) 100 clients over \
          10 connections to the leader, {} puts over 10,000 random keys; (c) linearizable range \
          of one key, 100 clients over 10 connections spread over all members, {} requests.\n",
@@ -712,7 +749,7 @@ fn markdown(plan: &Plan, results: &Results) -> String {
                 .join(", ")
         );
     }
-    let _ = writeln!(md, "{END}");
+    let _ = writeln!(md, "{end}");
     md
 }
 
@@ -838,23 +875,25 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
             });
         }
     }
-    plot::latency_percentiles(
-        &plan.plot,
-        "raftkv vs etcd: latency percentiles (lower is better)",
-        &panels,
-    )
+    let title = if plan.tls {
+        "raftkv vs etcd, TLS on: latency percentiles (lower is better)"
+    } else {
+        "raftkv vs etcd: latency percentiles (lower is better)"
+    };
+    plot::latency_percentiles(&plan.plot, title, &panels)
 }
 
-/// Replaces the section between the markers in `path` (appends it if there is none).
-fn splice(path: &Path, section: &str) -> Result<()> {
+/// Replaces the section between the markers `begin` and `end` in `path` (appends it if
+/// there is none).
+fn splice(path: &Path, section: &str, begin: &str, end: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
             format!(
                 "{}{}{}",
                 &old[..b],
                 section.trim_end(),
-                &old[e + END.len()..]
+                &old[e + end.len()..]
             )
         }
         (None, None) => format!("{}\n{section}", old.trim_end()),
@@ -904,6 +943,7 @@ mod tests {
             lease_keepalive_total: 20_000,
             lease_grant_total: 10_000,
             flags: vec![],
+            tls: false,
             markdown: "b.md".into(),
             plot: "p.png".into(),
             json: None,
@@ -936,6 +976,7 @@ mod tests {
                 note("raftkv", "e", None),
             ],
             flags: vec![],
+            tls: false,
         };
         let md = markdown(&plan, &results);
         assert!(
@@ -998,6 +1039,7 @@ mod tests {
             memory: vec![],
             watch: vec![],
             flags: vec![],
+            tls: false,
         };
         let md = markdown(&plan, &results);
         let lines: Vec<&str> = md.lines().filter(|l| l.contains("| (")).collect();
@@ -1045,6 +1087,7 @@ mod tests {
             memory: vec![],
             watch: vec![],
             flags: vec![],
+            tls: false,
         };
         let md = markdown(&plan(), &results);
         assert!(!md.contains("lease"), "{md}");
@@ -1055,15 +1098,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.md");
         std::fs::write(&path, "# head\n\nbefore\n").unwrap();
-        splice(&path, &format!("{BEGIN}\none\n{END}\n")).unwrap();
+        splice(&path, &format!("{BEGIN}\none\n{END}\n"), BEGIN, END).unwrap();
         std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + "\nafter\n").unwrap();
-        splice(&path, &format!("{BEGIN}\ntwo\n{END}\n")).unwrap();
+        splice(&path, &format!("{BEGIN}\ntwo\n{END}\n"), BEGIN, END).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
             format!("# head\n\nbefore\n{BEGIN}\ntwo\n{END}\n\nafter\n")
         );
         std::fs::write(&path, format!("{END}\n{BEGIN}\n")).unwrap();
-        assert!(splice(&path, "x").is_err());
+        assert!(splice(&path, "x", BEGIN, END).is_err());
+    }
+
+    #[test]
+    fn the_tls_run_has_a_section_of_its_own() {
+        let results = |tls| Results {
+            rows: vec![],
+            memory: vec![],
+            watch: vec![],
+            flags: vec![],
+            tls,
+        };
+        let plain = plan();
+        let tls = Plan {
+            tls: true,
+            ..plan()
+        };
+        let (plain_md, tls_md) = (
+            markdown(&plain, &results(false)),
+            markdown(&tls, &results(true)),
+        );
+        assert!(!plain_md.contains("TLS"), "{plain_md}");
+        assert!(tls_md.contains("**TLS on**"), "{tls_md}");
+        assert!(tls_md.starts_with(TLS_BEGIN) && tls_md.trim_end().ends_with(TLS_END));
+        // Each run replaces its own section and leaves the other's alone.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.md");
+        std::fs::write(
+            &path,
+            format!("{BEGIN}\nold plain\n{END}\n{TLS_BEGIN}\nold tls\n{TLS_END}\n"),
+        )
+        .unwrap();
+        let (b, e) = markers(&tls);
+        splice(&path, &tls_md, b, e).unwrap();
+        let (b, e) = markers(&plain);
+        splice(&path, &plain_md, b, e).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("{}\n{}\n", plain_md.trim_end(), tls_md.trim_end())
+        );
     }
 }

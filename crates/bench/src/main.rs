@@ -1,6 +1,7 @@
 //! `raftkv-bench`: etcd `benchmark`'s workloads over the etcd v3 API, so it measures raftkv
 //! and a real etcd alike, and `compare`, which runs both side by side.
 
+mod certs;
 mod cluster;
 mod compare;
 mod lease;
@@ -249,12 +250,19 @@ enum Cmd {
         /// leader (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         lease_grant_total: u64,
-        /// Markdown file whose marked section is replaced with the results.
+        /// TLS with certificate authentication on the client and peer ports of both servers
+        /// (a CA, a member and a client certificate made for the run); the results go to a
+        /// section of their own.
+        #[arg(long)]
+        tls: bool,
+        /// Markdown file whose marked section (the plain or the --tls run's) is replaced with
+        /// the results.
         #[arg(long, default_value = "docs/benchmarks.md")]
         markdown: PathBuf,
-        /// PNG plot of the latency percentiles.
-        #[arg(long, default_value = "docs/benchmarks-latency.png")]
-        plot: PathBuf,
+        /// PNG plot of the latency percentiles [default: docs/benchmarks-latency.png, with
+        /// --tls docs/benchmarks-latency-tls.png].
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Also write every result as JSON here.
         #[arg(long)]
         json_out: Option<PathBuf>,
@@ -318,11 +326,22 @@ async fn run(cli: Cli) -> Result<()> {
             put_watchers,
             lease_keepalive_total,
             lease_grant_total,
+            tls,
             markdown,
             plot,
             json_out,
             flags,
         } => {
+            if *tls && (g.cacert.is_some() || g.cert.is_some() || g.key.is_some()) {
+                bail!(
+                    "compare --tls makes its own certificates: leave out --cacert, --cert and --key"
+                );
+            }
+            let default_plot = if *tls {
+                "docs/benchmarks-latency-tls.png"
+            } else {
+                "docs/benchmarks-latency.png"
+            };
             let plan = compare::Plan {
                 raftkv_bin: raftkv_bin.clone(),
                 etcd_bin: etcd_bin.clone(),
@@ -337,8 +356,9 @@ async fn run(cli: Cli) -> Result<()> {
                 lease_keepalive_total: *lease_keepalive_total,
                 lease_grant_total: *lease_grant_total,
                 flags: flags.clone(),
+                tls: *tls,
                 markdown: markdown.clone(),
-                plot: plot.clone(),
+                plot: plot.clone().unwrap_or_else(|| default_plot.into()),
                 json: json_out.clone(),
             };
             return compare::run(&plan).await;
@@ -705,6 +725,18 @@ mod tests {
             panic!("not compare");
         };
         assert_eq!((lease_keepalive_total, lease_grant_total), (0, 0));
+    }
+
+    #[test]
+    fn compare_tls_is_off_by_default_and_plots_apart() {
+        let Cmd::Compare { tls, plot, .. } = parse(&["compare"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!((tls, plot), (false, None));
+        let Cmd::Compare { tls, .. } = parse(&["compare", "--tls", "--sizes", "3"]).command else {
+            panic!("not compare");
+        };
+        assert!(tls);
     }
 
     #[test]
