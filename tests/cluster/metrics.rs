@@ -168,7 +168,19 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     };
     let mut cluster = Cluster::start(Server::Raftkv, 3, opts).await;
     let leader = cluster.leader().await.expect("a leader");
-    let before = scrape_all(&cluster).await;
+    // Leader changes are counted by a task polling every 50 ms: wait (at most 10 s) until every
+    // member has counted the first leader it saw; the assertions below check it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let now = scrape_all(&cluster).await;
+        let counted = now
+            .iter()
+            .all(|s| s.value("etcd_server_leader_changes_seen_total", &[]) >= 1.0);
+        if counted || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     // etcd's names, types and help texts: every etcd-style family raftkv writes is one etcd
     // writes too, alike. (A family etcd writes only once a child exists — a send failure —
@@ -231,9 +243,24 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     })
     .await
     .expect("puts");
-    // Followers apply a moment after the leader answers.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = scrape_all(&cluster).await;
+    // Followers apply a moment after the leader answers (longer on a loaded machine): scrape
+    // until every member shows the puts applied and nothing pending, for at most 15 s; the
+    // assertions below then say what is missing, if anything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = scrape_all(&cluster).await;
+        let settled = now.iter().zip(&before).all(|(n, b)| {
+            let grew = |name: &str| n.value(name, &[]) - b.value(name, &[]);
+            grew("etcd_server_proposals_applied_total") >= PUTS as f64
+                && grew("raftkv_apply_duration_seconds_count") >= PUTS as f64
+                && n.value("etcd_server_proposals_pending", &[]) == 0.0
+                && n.value("raftkv_snapshot_build_duration_seconds_count", &[]) >= 1.0
+        });
+        if settled || std::time::Instant::now() > deadline {
+            break now;
+        }
+    };
     let grew = |name: &str, labels: &[(&str, &str)], i: usize| {
         after[i].value(name, labels) - before[i].value(name, labels)
     };
