@@ -18,7 +18,7 @@ use raftkv_raft::node::hex;
 use raftkv_raft::trace;
 use raftkv_raft::{NodeError, RaftNode};
 use raftkv_storage::MvccError;
-use raftkv_storage::mvcc::auth::permit::{self, Access};
+use raftkv_storage::mvcc::auth::permit::Access;
 use raftkv_storage::mvcc::validate;
 use tracing::Instrument;
 
@@ -297,7 +297,7 @@ impl EtcdApi {
                 self.node.read_barrier().await?;
             }
             let auth = self
-                .read_permit(|t, c| permit::permit_read_txn(t, c, &req))
+                .read_permit(|t, c| self.node.store().permit_txn(t, c, &req))
                 .await?;
             let mut resp = self.node.store().txn_read_only(&req).map_err(refused)?;
             self.read_still_valid(auth)?;

@@ -239,7 +239,10 @@ impl crate::mvcc::MvccStore {
         Ok(())
     }
 
-    fn permit_txn(
+    /// The checks of a txn: read on every compare, and each operation of both branches as
+    /// if it came alone (nested txns too). Also what a read-only txn served at the API edge
+    /// is checked with.
+    pub fn permit_txn(
         &self,
         table: &AuthTable,
         caller: &Caller,
@@ -271,33 +274,6 @@ fn permit_delete(
     table.check_op(caller, &r.key, &r.range_end, Access::Write)?;
     if r.prev_kv {
         table.check_op(caller, &r.key, &r.range_end, Access::Read)?;
-    }
-    Ok(())
-}
-
-/// The permission checks of a read served at the API edge (Range, a txn that only reads):
-/// etcd's `IsRangePermitted` for each range and compare.
-pub fn permit_read_txn(
-    table: &AuthTable,
-    caller: &Caller,
-    r: &TxnRequest,
-) -> Result<(), MvccError> {
-    for c in &r.compare {
-        table.check_op(caller, &c.key, &c.range_end, Access::Read)?;
-    }
-    for op in r.success.iter().chain(&r.failure) {
-        match &op.request {
-            Some(Request::RequestRange(q)) => {
-                table.check_op(caller, &q.key, &q.range_end, Access::Read)?
-            }
-            Some(Request::RequestTxn(q)) => permit_read_txn(table, caller, q)?,
-            // A read-only txn holds no writes; if one is there, it is refused elsewhere.
-            Some(Request::RequestPut(q)) => table.check_op(caller, &q.key, b"", Access::Write)?,
-            Some(Request::RequestDeleteRange(q)) => {
-                table.check_op(caller, &q.key, &q.range_end, Access::Write)?
-            }
-            None => {}
-        }
     }
     Ok(())
 }
