@@ -23,6 +23,7 @@ use super::encoding::{
     META_ALARMS, META_COMPACTED, META_POINT, Record, history_key, record_key, split_record_key,
 };
 use super::history::delete_event;
+use super::latest::Newest;
 use super::lease::{
     LeaseInfo, encode_lease, indexed_key, lease_index_bounds, lease_key, lease_key_index,
 };
@@ -96,6 +97,7 @@ impl MvccStore {
         self.counts.txns.inc();
         let read_rev = self.revision();
         let mut txn = WriteTxn::new(self, read_rev);
+        txn.cached = true;
         let result = match &cmd.op {
             Some(command::Op::Put(req)) => txn.put(req).map(command_response::Op::Put),
             Some(command::Op::DeleteRange(req)) => {
@@ -143,6 +145,7 @@ impl MvccStore {
         let tree = self.tree();
         let watched = self.has_sink();
         let mut events = Vec::with_capacity(if watched { txn.order.len() } else { 0 });
+        let mut newest = Vec::with_capacity(txn.order.len());
         for (n, key) in txn.order.iter().enumerate() {
             let change = txn.changes.get(key).and_then(Option::as_ref);
             let record = match change {
@@ -165,6 +168,7 @@ impl MvccStore {
             {
                 tree.insert(lease_key_index(kv.lease, key), &[][..])?;
             }
+            newest.push((key, change.map(Newest::of)));
             if watched {
                 events.push(match change {
                     Some(kv) => Event {
@@ -191,6 +195,11 @@ impl MvccStore {
             self.settle(record, new_rev, applied)?;
         }
         self.revision.store(new_rev, Ordering::Release);
+        let mut latest = self.latest_cache();
+        for (key, newest) in newest {
+            latest.set(key, newest);
+        }
+        drop(latest);
         if new_rev != read_rev {
             self.notify_applied(new_rev, &events);
         }
@@ -462,6 +471,8 @@ struct WriteTxn<'a> {
     order: Vec<Vec<u8>>,
     /// A lease this write revokes.
     revoked: Option<Revoked>,
+    /// Whether this runs under the writer lock, so the newest-version cache may be used.
+    cached: bool,
 }
 
 /// A lease being revoked: its id and every index entry it has.
@@ -478,6 +489,7 @@ impl<'a> WriteTxn<'a> {
             changes: Overlay::new(),
             order: Vec::new(),
             revoked: None,
+            cached: false,
         }
     }
 
@@ -532,30 +544,63 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
+    /// The fields a put carries over from `key`'s newest live version: from this write's
+    /// own changes, the writer's cache, or else the store (then remembered).
+    fn newest(&self, key: &[u8]) -> Result<Option<Newest>, MvccError> {
+        if let Some(change) = self.changes.get(key) {
+            return Ok(change.as_ref().map(Newest::of));
+        }
+        if !self.cached {
+            return Ok(self
+                .store
+                .get_meta_at(key, self.read_rev)?
+                .as_ref()
+                .map(Newest::of));
+        }
+        if let Some(known) = self.store.latest_cache().get(key) {
+            return Ok(known);
+        }
+        let newest = self
+            .store
+            .get_meta_at(key, self.read_rev)?
+            .as_ref()
+            .map(Newest::of);
+        self.store.latest_cache().set(key, newest);
+        Ok(newest)
+    }
+
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, MvccError> {
         self.store.counts.puts.inc();
         if req.lease != 0 && !self.store.lease_table().contains_key(&req.lease) {
             return Err(MvccError::LeaseNotFound);
         }
-        let prev = self.latest(&req.key)?;
-        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+        // The previous value is read only when the put needs it; otherwise its newest
+        // version's fields are enough.
+        let (prev, newest) = if req.prev_kv || req.ignore_value {
+            let prev = self.latest(&req.key)?;
+            let newest = prev.as_ref().map(Newest::of);
+            (prev, newest)
+        } else {
+            (None, self.newest(&req.key)?)
+        };
+        if (req.ignore_value || req.ignore_lease) && newest.is_none() {
             return Err(MvccError::KeyNotFound);
         }
         let value = match (&prev, req.ignore_value) {
             (Some(prev), true) => prev.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = match (&prev, req.ignore_lease) {
+        let lease = match (&newest, req.ignore_lease) {
             (Some(prev), true) => prev.lease,
             _ => req.lease,
         };
         let kv = KeyValue {
             key: req.key.clone(),
-            create_revision: prev
+            create_revision: newest
                 .as_ref()
                 .map_or(self.write_rev(), |p| p.create_revision),
             mod_revision: self.write_rev(),
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: newest.as_ref().map_or(1, |p| p.version + 1),
             value,
             lease,
         };

@@ -20,12 +20,15 @@
 //! - `history` — the changes in revision order (an index kept with the records) and the
 //!   [`WatchSink`] that applied writes are handed to.
 //! - `hash` — HashKV and Hash for etcd's corruption check: CRC-32 over the records.
+//! - `latest` — the writer's memory of recently written keys' newest versions (what a put
+//!   carries over), so a put need not read them back from sled.
 
 mod apply;
 pub mod auth;
 pub(crate) mod encoding;
 mod hash;
 mod history;
+mod latest;
 pub mod lease;
 pub mod metrics;
 mod range;
@@ -108,6 +111,8 @@ pub struct MvccStore {
     compacted: AtomicI64,
     /// Serialises writers.
     writer: Mutex<()>,
+    /// Recently written keys' newest versions; used and updated only under `writer`.
+    latest: Mutex<latest::Latest>,
     /// Compaction's physical deletes take it for writing; snapshot builders for reading.
     compaction_gate: RwLock<()>,
     /// The applied state of the last write, and whether it is not yet stored (writes made
@@ -182,6 +187,7 @@ impl MvccStore {
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
             writer: Mutex::new(()),
+            latest: Mutex::default(),
             compaction_gate: RwLock::new(()),
             point: Mutex::new(Point {
                 state,
@@ -398,6 +404,11 @@ impl MvccStore {
         self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The writer's cache of newest versions (see `latest`); callers hold the writer lock.
+    pub(crate) fn latest_cache(&self) -> MutexGuard<'_, latest::Latest> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Holds off compaction's physical deletes while a snapshot reads old versions.
     pub(crate) fn compaction_read_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.compaction_gate
@@ -545,6 +556,7 @@ impl Restore<'_> {
             self.tree.clone(),
         );
         self.store.revision.store(meta.revision, Ordering::Release);
+        self.store.latest_cache().clear();
         // Whatever was applied before is superseded by the snapshot.
         *self.store.point() = Point {
             state,

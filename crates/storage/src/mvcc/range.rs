@@ -123,6 +123,16 @@ impl MvccStore {
         Ok(found)
     }
 
+    /// The latest live version of `key` at revision `rev`, without its value (empty).
+    pub(crate) fn get_meta_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
+        let mut found = None;
+        self.scan(key, &RangeEnd::Key, rev, false, &mut |kv| {
+            found = Some(kv);
+            false
+        })?;
+        Ok(found)
+    }
+
     /// etcd's `Range` at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         self.counts.ranges.inc();
