@@ -219,11 +219,13 @@ struct Pacing {
 impl Pacing {
     /// Folds one append into the arrival rate; whether it should wait for company.
     fn arrive(&mut self, now: Instant, max_linger: Duration) -> bool {
-        if let Some(prev) = self.last_append.replace(now) {
-            let gap = now.duration_since(prev).as_micros().min(1_000_000) as f64;
-            self.gap_us += (gap - self.gap_us) / 8.0;
-        } else {
-            self.gap_us = f64::MAX / 16.0;
+        const MAX_GAP_US: f64 = 1_000_000.0;
+        match self.last_append.replace(now) {
+            Some(prev) => {
+                let gap = (now.duration_since(prev).as_micros() as f64).min(MAX_GAP_US);
+                self.gap_us += (gap - self.gap_us) / 8.0;
+            }
+            None => self.gap_us = MAX_GAP_US,
         }
         // Hold back only when another append is due within the linger (so one is likely
         // to share the flush): a lone or slow writer flushes at once.
