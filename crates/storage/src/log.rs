@@ -2,8 +2,8 @@
 //!
 //! Why `raft-log` and not our own WAL: it was written for openraft by its author and is used
 //! in production (Databend's meta service). It already does what this layer needs —
-//! chunked files with a CRC-32 per record, a background worker that batches concurrent
-//! flush requests into one `fdatasync` (group commit) and only then runs their callbacks,
+//! chunked files with a CRC-32 per record, a background worker that writes and
+//! `fdatasync`s each flush request in order and only then runs its callbacks,
 //! truncate (conflicting suffix) and purge (prefix, files unlinked only after the purge
 //! record is durable), and recovery that truncates an incomplete tail record and refuses
 //! a damaged one. What is left here is the fit to raftkv: entries and votes as opaque bytes
@@ -192,9 +192,22 @@ pub struct RaftLogStore {
 /// bounded by bytes).
 struct Shared {
     log: Mutex<RaftLog<WalTypes>>,
+    pace: Arc<Pace>,
+    max_linger: Duration,
+}
+
+/// The pacing state and its wake-ups, shared with flush callbacks (which must not own the
+/// log: dropping the last reference to it on the flush worker would make the WAL join
+/// its own thread).
+struct Pace {
     pacing: Mutex<Pacing>,
     wake: Condvar,
-    max_linger: Duration,
+}
+
+impl Pace {
+    fn lock(&self) -> MutexGuard<'_, Pacing> {
+        self.pacing.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Adaptive group commit: appends' callbacks held back for one shared flush.
@@ -252,29 +265,28 @@ impl Pacing {
 struct SharedFlush {
     callbacks: Vec<FlushCallback>,
     asked: Instant,
-    shared: std::sync::Weak<Shared>,
+    pace: Arc<Pace>,
     paced: bool,
 }
 
 impl SharedFlush {
     fn finish(&mut self, res: &io::Result<()>) {
+        // The pacing state first, so the pacer may go on while the callbacks run.
+        let mut p = self.pace.lock();
+        let took = self.asked.elapsed().as_micros().min(1_000_000) as f64;
+        p.flush_us += (took - p.flush_us) / 8.0;
+        if self.paced {
+            p.in_flight = p.in_flight.saturating_sub(1);
+            p.last_done = Some(Instant::now());
+        }
+        drop(p);
+        self.pace.wake.notify_all();
+        self.paced = false;
         for cb in self.callbacks.drain(..) {
             cb.send(match res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
-        }
-        if let Some(shared) = self.shared.upgrade() {
-            let mut p = shared.lock_pacing();
-            let took = self.asked.elapsed().as_micros().min(1_000_000) as f64;
-            p.flush_us += (took - p.flush_us) / 8.0;
-            if self.paced {
-                p.in_flight = p.in_flight.saturating_sub(1);
-                p.last_done = Some(Instant::now());
-                self.paced = false;
-            }
-            drop(p);
-            shared.wake.notify_all();
         }
     }
 }
@@ -293,7 +305,7 @@ impl Shared {
     }
 
     fn lock_pacing(&self) -> MutexGuard<'_, Pacing> {
-        self.pacing.lock().unwrap_or_else(|e| e.into_inner())
+        self.pace.lock()
     }
 
     /// Asks for one synced flush covering everything appended so far; the callbacks held
@@ -308,6 +320,10 @@ impl Shared {
         let mut callbacks = {
             let mut p = self.lock_pacing();
             if paced {
+                if p.pending.is_empty() {
+                    // A direct flush took them between the pacer's decision and now.
+                    return Ok(());
+                }
                 p.in_flight += 1;
             }
             p.take()
@@ -317,7 +333,7 @@ impl Shared {
             let mut shared_flush = SharedFlush {
                 callbacks,
                 asked: Instant::now(),
-                shared: Arc::downgrade(self),
+                pace: self.pace.clone(),
                 paced,
             };
             move |res| shared_flush.finish(&res)
@@ -338,7 +354,7 @@ impl Shared {
                         if p.closed {
                             return;
                         }
-                        p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                        p = self.pace.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                         continue;
                     }
                     if p.closed {
@@ -359,6 +375,7 @@ impl Shared {
                         due - now
                     };
                     p = self
+                        .pace
                         .wake
                         .wait_timeout(p, wait)
                         .unwrap_or_else(|e| e.into_inner())
@@ -376,7 +393,7 @@ impl Shared {
 impl Drop for RaftLogStore {
     fn drop(&mut self) {
         self.shared.lock_pacing().closed = true;
-        self.shared.wake.notify_all();
+        self.shared.pace.wake.notify_all();
         if let Some(pacer) = self.pacer.take() {
             let _ = pacer.join();
         }
@@ -390,15 +407,18 @@ impl RaftLogStore {
         std::fs::create_dir_all(dir)?;
         let mut c = raft_log::Config::new(dir.to_string_lossy());
         c.log_cache_capacity = Some(config.cache_bytes);
-        // Batching is ours (the pacer): the worker takes what is queued, without waiting.
+        // Batching is ours (the pacer). With no wait the worker serves one flush request
+        // per fdatasync: every flush asked for costs one.
         c.wal.flush_batch_wait = Some(Duration::ZERO);
         c.wal.chunk_max_size = Some(config.chunk_bytes);
         c.wal.truncate_incomplete_record = Some(true);
         let log = RaftLog::open(Arc::new(c))?;
         let shared = Arc::new(Shared {
             log: Mutex::new(log),
-            pacing: Mutex::new(Pacing::default()),
-            wake: Condvar::new(),
+            pace: Arc::new(Pace {
+                pacing: Mutex::new(Pacing::default()),
+                wake: Condvar::new(),
+            }),
             max_linger: config.max_linger,
         });
         let pacer = std::thread::Builder::new()
@@ -479,7 +499,7 @@ impl RaftLogStore {
             if p.first_pending.is_none() {
                 p.first_pending = Some(now);
                 drop(p);
-                self.shared.wake.notify_all();
+                self.shared.pace.wake.notify_all();
             }
             return Ok(());
         }
