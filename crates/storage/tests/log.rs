@@ -365,5 +365,8 @@ fn a_vote_saved_after_held_back_appends_completes_after_them() {
     let seen: Vec<_> = rx.iter().collect();
     let mut want: Vec<_> = (1..=200).map(|i| Some((i, true))).collect();
     want.push(None);
-    assert_eq!(seen, want, "every append's callback ran before save_vote returned");
+    assert_eq!(
+        seen, want,
+        "every append's callback ran before save_vote returned"
+    );
 }
