@@ -81,6 +81,35 @@ async fn leader_kill_quorum_loss_and_recovery() {
     }
 }
 
+/// A write sent to a follower the moment the leader dies is not lost in a failed forward:
+/// the follower could not connect, so nothing was sent, and it waits for the next leader
+/// (before, it answered "request timed out" at once, which etcdctl does not retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_follower_as_the_leader_dies_waits_for_the_next_leader() {
+    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let endpoint = cluster.members[follower].endpoint();
+    // The follower's channel to the leader is connected and in use.
+    for i in 0..5 {
+        let out = etcdctl(&endpoint, &["put", &format!("warm-{i}"), "v"], None);
+        assert!(out.status.success(), "{out:?}");
+    }
+    cluster.kill(leader);
+    let out = etcdctl(&endpoint, &["put", "as-the-leader-dies", "v"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = etcdctl(
+        &endpoint,
+        &["get", "as-the-leader-dies", "--print-value-only"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_over_leadership_and_exits_zero() {
     let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
