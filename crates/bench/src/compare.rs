@@ -188,6 +188,15 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
         "c",
         workload::run(&opts(eps, 10, 100, plan.total, false), &range).await?,
     );
+    let serializable = Workload::Range {
+        key: b"bench-range-key".to_vec(),
+        end: Vec::new(),
+        limit: 0,
+        serializable: true,
+    };
+    let mut report = workload::run(&opts(eps, 10, 100, plan.total, false), &serializable).await?;
+    report.workload = "range, serializable".into();
+    push("c-s", report);
     Ok(rows)
 }
 
@@ -487,7 +496,8 @@ fn markdown(plan: &Plan, results: &Results) -> String {
          same client, same machine, one run, fsync on for both, {flags}.{tls} Keys 8 bytes, values \
          256 bytes. (a) sequential put, 1 client, {} puts to the leader; (b) 100 clients over \
          10 connections to the leader, {} puts over 10,000 random keys; (c) linearizable range \
-         of one key, 100 clients over 10 connections spread over all members, {} requests.\n",
+         of one key, 100 clients over 10 connections spread over all members, {} requests; (c-s) \
+         the same with serializable reads (each member answers from its own store).\n",
         etcd_version(&plan.etcd_bin),
         plan.sequential_total,
         plan.total,
@@ -577,6 +587,15 @@ fn markdown(plan: &Plan, results: &Results) -> String {
                 r.requests_per_sec,
                 ratio(r.requests_per_sec, e.requests_per_sec),
                 verdict(r.requests_per_sec >= e.requests_per_sec)
+            );
+        }
+        if let (Some(e), Some(r)) = (get("etcd", "c-s"), get("raftkv", "c-s")) {
+            let _ = writeln!(
+                md,
+                "| {size} | (c-s) serializable get/s (no bar) | {:.0} | {:.0} | {} | – |",
+                e.requests_per_sec,
+                r.requests_per_sec,
+                ratio(r.requests_per_sec, e.requests_per_sec)
             );
         }
         if let (Some(e), Some(r)) = (get("etcd", "d"), get("raftkv", "d")) {
@@ -1078,6 +1097,50 @@ mod tests {
             md.contains("| 5 | raftkv | (f) lease-keepalive | 30000 | 3 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn serializable_gets_have_a_row_without_a_bar() {
+        let row = |server, id, report| Row {
+            size: 3,
+            server,
+            id,
+            report,
+        };
+        let results = Results {
+            rows: vec![
+                row("etcd", "c", report("range", 10_000.0, 8.0, 20.0)),
+                row("raftkv", "c", report("range", 20_000.0, 4.0, 9.0)),
+                row(
+                    "etcd",
+                    "c-s",
+                    report("range, serializable", 16_000.0, 5.0, 12.0),
+                ),
+                row(
+                    "raftkv",
+                    "c-s",
+                    report("range, serializable", 40_000.0, 2.0, 5.0),
+                ),
+            ],
+            memory: vec![],
+            watch: vec![],
+            flags: vec![],
+            tls: false,
+        };
+        let md = markdown(&plan(), &results);
+        assert!(
+            md.contains("| 3 | (c-s) serializable get/s (no bar) | 16000 | 40000 | 2.50 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 3 | raftkv | (c-s) range, serializable | 40000 | 0 |"),
+            "{md}"
+        );
+        let (c, cs) = (
+            md.find("| 3 | (c) get/s").unwrap(),
+            md.find("| 3 | (c-s)").unwrap(),
+        );
+        assert!(c < cs, "{md}");
     }
 
     #[test]
