@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::fixture::{Cluster, Options, Server, etcdctl};
+use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok};
 
 /// Puts with etcdctl against the live members until one succeeds; returns how long it took.
 fn write_until_ok(cluster: &Cluster, key: &str, limit: Duration) -> Option<Duration> {
@@ -92,22 +92,15 @@ async fn a_write_to_a_follower_as_the_leader_dies_waits_for_the_next_leader() {
     let endpoint = cluster.members[follower].endpoint();
     // The follower's channel to the leader is connected and in use.
     for i in 0..5 {
-        let out = etcdctl(&endpoint, &["put", &format!("warm-{i}"), "v"], None);
-        assert!(out.status.success(), "{out:?}");
+        etcdctl_ok(&endpoint, &["put", &format!("warm-{i}"), "v"]);
     }
     cluster.kill(leader);
-    let out = etcdctl(&endpoint, &["put", "as-the-leader-dies", "v"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = etcdctl(
+    etcdctl_ok(&endpoint, &["put", "as-the-leader-dies", "v"]);
+    let got = etcdctl_ok(
         &endpoint,
         &["get", "as-the-leader-dies", "--print-value-only"],
-        None,
     );
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "v\n");
+    assert_eq!(got, "v\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

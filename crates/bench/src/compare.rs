@@ -178,23 +178,17 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
             ..Default::default()
         })
         .await?;
-    let range = Workload::Range {
+    let range = |serializable| Workload::Range {
         key: b"bench-range-key".to_vec(),
         end: Vec::new(),
         limit: 0,
-        serializable: false,
+        serializable,
     };
     push(
         "c",
-        workload::run(&opts(eps, 10, 100, plan.total, false), &range).await?,
+        workload::run(&opts(eps, 10, 100, plan.total, false), &range(false)).await?,
     );
-    let serializable = Workload::Range {
-        key: b"bench-range-key".to_vec(),
-        end: Vec::new(),
-        limit: 0,
-        serializable: true,
-    };
-    let mut report = workload::run(&opts(eps, 10, 100, plan.total, false), &serializable).await?;
+    let mut report = workload::run(&opts(eps, 10, 100, plan.total, false), &range(true)).await?;
     report.workload = "range, serializable".into();
     push("c-s", report);
     Ok(rows)
@@ -933,6 +927,26 @@ mod tests {
         r
     }
 
+    fn row(size: usize, server: &'static str, id: &'static str, report: Report) -> Row {
+        Row {
+            size,
+            server,
+            id,
+            report,
+        }
+    }
+
+    /// A plain run's results holding `rows` and nothing else.
+    fn results(rows: Vec<Row>) -> Results {
+        Results {
+            rows,
+            memory: vec![],
+            watch: vec![],
+            flags: vec![],
+            tls: false,
+        }
+    }
+
     fn note(server: &'static str, id: &'static str, level_after_ms: Option<f64>) -> WatchNote {
         WatchNote {
             server,
@@ -972,30 +986,21 @@ mod tests {
     #[test]
     fn watch_rows_carry_ratios_and_verdicts() {
         let plan = plan();
-        let row = |server, id, report| Row {
-            size: 3,
-            server,
-            id,
-            report,
-        };
         let results = Results {
-            rows: vec![
-                row("etcd", "d", report("watch", 1.0, 20.0, 50.0)),
-                row("raftkv", "d", report("watch", 1.0, 10.0, 40.0)),
-                row("etcd", "e0", report("put", 10_000.0, 1.0, 1.0)),
-                row("etcd", "e", report("put", 2_000.0, 1.0, 1.0)),
-                row("raftkv", "e0", report("put", 8_000.0, 1.0, 1.0)),
-                row("raftkv", "e", report("put", 6_400.0, 1.0, 1.0)),
-            ],
-            memory: vec![],
             watch: vec![
                 note("etcd", "d", None),
                 note("raftkv", "d", None),
                 note("etcd", "e", Some(80.0)),
                 note("raftkv", "e", None),
             ],
-            flags: vec![],
-            tls: false,
+            ..results(vec![
+                row(3, "etcd", "d", report("watch", 1.0, 20.0, 50.0)),
+                row(3, "raftkv", "d", report("watch", 1.0, 10.0, 40.0)),
+                row(3, "etcd", "e0", report("put", 10_000.0, 1.0, 1.0)),
+                row(3, "etcd", "e", report("put", 2_000.0, 1.0, 1.0)),
+                row(3, "raftkv", "e0", report("put", 8_000.0, 1.0, 1.0)),
+                row(3, "raftkv", "e", report("put", 6_400.0, 1.0, 1.0)),
+            ])
         };
         let md = markdown(&plan, &results);
         assert!(
@@ -1018,48 +1023,36 @@ mod tests {
     fn lease_rows_carry_ratios_and_verdicts_per_size() {
         let mut plan = plan();
         plan.sizes = vec![3, 5];
-        let row = |size, server, id, report| Row {
-            size,
-            server,
-            id,
-            report,
-        };
         let mut failing = report("lease-keepalive", 30_000.0, 1.0, 4.0);
         failing.errors = 3;
-        let results = Results {
-            rows: vec![
-                row(3, "etcd", "b", report("put", 9_000.0, 10.0, 20.0)),
-                row(3, "raftkv", "b", report("put", 9_500.0, 9.0, 25.0)),
-                row(
-                    3,
-                    "etcd",
-                    "f",
-                    report("lease-keepalive", 10_000.0, 8.0, 20.0),
-                ),
-                row(
-                    3,
-                    "raftkv",
-                    "f",
-                    report("lease-keepalive", 15_000.0, 5.0, 10.0),
-                ),
-                row(3, "etcd", "g", report("lease-grant", 8_000.0, 10.0, 30.0)),
-                row(3, "raftkv", "g", report("lease-grant", 6_000.0, 12.0, 40.0)),
-                row(5, "etcd", "b", report("put", 7_000.0, 12.0, 40.0)),
-                row(5, "raftkv", "b", report("put", 5_000.0, 16.0, 45.0)),
-                row(
-                    5,
-                    "etcd",
-                    "f",
-                    report("lease-keepalive", 10_000.0, 8.0, 20.0),
-                ),
-                // Faster, but some keep-alives failed: the bars do not hold.
-                row(5, "raftkv", "f", failing),
-            ],
-            memory: vec![],
-            watch: vec![],
-            flags: vec![],
-            tls: false,
-        };
+        let results = results(vec![
+            row(3, "etcd", "b", report("put", 9_000.0, 10.0, 20.0)),
+            row(3, "raftkv", "b", report("put", 9_500.0, 9.0, 25.0)),
+            row(
+                3,
+                "etcd",
+                "f",
+                report("lease-keepalive", 10_000.0, 8.0, 20.0),
+            ),
+            row(
+                3,
+                "raftkv",
+                "f",
+                report("lease-keepalive", 15_000.0, 5.0, 10.0),
+            ),
+            row(3, "etcd", "g", report("lease-grant", 8_000.0, 10.0, 30.0)),
+            row(3, "raftkv", "g", report("lease-grant", 6_000.0, 12.0, 40.0)),
+            row(5, "etcd", "b", report("put", 7_000.0, 12.0, 40.0)),
+            row(5, "raftkv", "b", report("put", 5_000.0, 16.0, 45.0)),
+            row(
+                5,
+                "etcd",
+                "f",
+                report("lease-keepalive", 10_000.0, 8.0, 20.0),
+            ),
+            // Faster, but some keep-alives failed: the bars do not hold.
+            row(5, "raftkv", "f", failing),
+        ]);
         let md = markdown(&plan, &results);
         let lines: Vec<&str> = md.lines().filter(|l| l.contains("| (")).collect();
         let at = |needle: &str| {
@@ -1101,32 +1094,22 @@ mod tests {
 
     #[test]
     fn serializable_gets_have_a_row_without_a_bar() {
-        let row = |server, id, report| Row {
-            size: 3,
-            server,
-            id,
-            report,
-        };
-        let results = Results {
-            rows: vec![
-                row("etcd", "c", report("range", 10_000.0, 8.0, 20.0)),
-                row("raftkv", "c", report("range", 20_000.0, 4.0, 9.0)),
-                row(
-                    "etcd",
-                    "c-s",
-                    report("range, serializable", 16_000.0, 5.0, 12.0),
-                ),
-                row(
-                    "raftkv",
-                    "c-s",
-                    report("range, serializable", 40_000.0, 2.0, 5.0),
-                ),
-            ],
-            memory: vec![],
-            watch: vec![],
-            flags: vec![],
-            tls: false,
-        };
+        let results = results(vec![
+            row(3, "etcd", "c", report("range", 10_000.0, 8.0, 20.0)),
+            row(3, "raftkv", "c", report("range", 20_000.0, 4.0, 9.0)),
+            row(
+                3,
+                "etcd",
+                "c-s",
+                report("range, serializable", 16_000.0, 5.0, 12.0),
+            ),
+            row(
+                3,
+                "raftkv",
+                "c-s",
+                report("range, serializable", 40_000.0, 2.0, 5.0),
+            ),
+        ]);
         let md = markdown(&plan(), &results);
         assert!(
             md.contains("| 3 | (c-s) serializable get/s (no bar) | 16000 | 40000 | 2.50 | – |"),
@@ -1145,14 +1128,7 @@ mod tests {
 
     #[test]
     fn no_lease_text_when_the_lease_workloads_are_skipped() {
-        let results = Results {
-            rows: vec![],
-            memory: vec![],
-            watch: vec![],
-            flags: vec![],
-            tls: false,
-        };
-        let md = markdown(&plan(), &results);
+        let md = markdown(&plan(), &results(vec![]));
         assert!(!md.contains("lease"), "{md}");
     }
 
@@ -1176,11 +1152,8 @@ mod tests {
     #[test]
     fn the_tls_run_has_a_section_of_its_own() {
         let results = |tls| Results {
-            rows: vec![],
-            memory: vec![],
-            watch: vec![],
-            flags: vec![],
             tls,
+            ..results(vec![])
         };
         let plain = plan();
         let tls = Plan {

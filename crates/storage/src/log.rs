@@ -14,9 +14,9 @@
 //! Durability contract: `append` queues the entries and a *synced* flush; `on_flushed` runs
 //! after the fdatasync that covers them. Under load that flush may be held back briefly by
 //! this layer's pacer (adaptive group commit, see [`RaftLogStore::append`]): with many
-//! writers, one fdatasync per flush's time instead of one per append cut the member's CPU
-//! per write by a quarter and raised 100-client put/s by about 30 %. `save_vote`, `truncate_from` and `purge_upto` wait
-//! for their own synced flush before returning.
+//! writers, one fdatasync per flush's time instead of one per append cut the leader's CPU
+//! per write by about 30 % and raised 100-client put/s by about as much. `save_vote`,
+//! `truncate_from` and `purge_upto` wait for their own synced flush before returning.
 
 use std::fmt;
 use std::io;
@@ -229,16 +229,22 @@ struct Pacing {
     closed: bool,
 }
 
+/// A time fed into the pacing averages, in microseconds, capped at one second.
+fn sample_us(d: Duration) -> f64 {
+    d.as_micros().min(1_000_000) as f64
+}
+
+/// One step of the pacing averages (a 1/8 moving average).
+fn average_in(average: &mut f64, sample: f64) {
+    *average += (sample - *average) / 8.0;
+}
+
 impl Pacing {
     /// Folds one append into the arrival rate; whether it should wait for company.
     fn arrive(&mut self, now: Instant, max_linger: Duration) -> bool {
-        const MAX_GAP_US: f64 = 1_000_000.0;
         match self.last_append.replace(now) {
-            Some(prev) => {
-                let gap = (now.duration_since(prev).as_micros() as f64).min(MAX_GAP_US);
-                self.gap_us += (gap - self.gap_us) / 8.0;
-            }
-            None => self.gap_us = MAX_GAP_US,
+            Some(prev) => average_in(&mut self.gap_us, sample_us(now.duration_since(prev))),
+            None => self.gap_us = sample_us(Duration::MAX),
         }
         // Hold back only when another append is due within the linger (so one is likely
         // to share the flush): a lone or slow writer flushes at once.
@@ -273,8 +279,7 @@ impl SharedFlush {
     fn finish(&mut self, res: &io::Result<()>) {
         // The pacing state first, so the pacer may go on while the callbacks run.
         let mut p = self.pace.lock();
-        let took = self.asked.elapsed().as_micros().min(1_000_000) as f64;
-        p.flush_us += (took - p.flush_us) / 8.0;
+        average_in(&mut p.flush_us, sample_us(self.asked.elapsed()));
         if self.paced {
             p.in_flight = p.in_flight.saturating_sub(1);
             p.last_done = Some(Instant::now());
@@ -304,10 +309,6 @@ impl Shared {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_pacing(&self) -> MutexGuard<'_, Pacing> {
-        self.pace.lock()
-    }
-
     /// Asks for one synced flush covering everything appended so far; the callbacks held
     /// back run after it, before `last` (if any). `log` is held, so flushes are asked for
     /// in the order their data was appended and callbacks run in log order.
@@ -318,7 +319,7 @@ impl Shared {
         paced: bool,
     ) -> io::Result<()> {
         let mut callbacks = {
-            let mut p = self.lock_pacing();
+            let mut p = self.pace.lock();
             if paced {
                 if p.pending.is_empty() {
                     // A direct flush took them between the pacer's decision and now.
@@ -348,7 +349,7 @@ impl Shared {
     fn run_pacer(self: Arc<Self>) {
         loop {
             {
-                let mut p = self.lock_pacing();
+                let mut p = self.pace.lock();
                 loop {
                     if p.pending.is_empty() {
                         if p.closed {
@@ -392,7 +393,7 @@ impl Shared {
 
 impl Drop for RaftLogStore {
     fn drop(&mut self) {
-        self.shared.lock_pacing().closed = true;
+        self.shared.pace.lock().closed = true;
         self.shared.pace.wake.notify_all();
         if let Some(pacer) = self.pacer.take() {
             let _ = pacer.join();
@@ -493,7 +494,7 @@ impl RaftLogStore {
         let mut log = self.lock();
         log.append(entries.into_iter().map(|(id, payload)| (id, Blob(payload))))?;
         let now = Instant::now();
-        let mut p = self.shared.lock_pacing();
+        let mut p = self.shared.pace.lock();
         if p.arrive(now, self.shared.max_linger) {
             p.pending.push(on_flushed);
             if p.first_pending.is_none() {

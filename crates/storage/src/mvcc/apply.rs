@@ -96,8 +96,7 @@ impl MvccStore {
         }
         self.counts.txns.inc();
         let read_rev = self.revision();
-        let mut txn = WriteTxn::new(self, read_rev);
-        txn.cached = true;
+        let mut txn = WriteTxn::new(self, read_rev, true);
         let result = match &cmd.op {
             Some(command::Op::Put(req)) => txn.put(req).map(command_response::Op::Put),
             Some(command::Op::DeleteRange(req)) => {
@@ -211,7 +210,8 @@ impl MvccStore {
     /// revision, without going through the log. A write in it is refused.
     pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let read_rev = self.revision();
-        let mut txn = WriteTxn::new(self, read_rev);
+        // Not under the writer lock: the newest-version cache is not to be touched.
+        let mut txn = WriteTxn::new(self, read_rev, false);
         let mut path = Vec::new();
         txn.compare_path(req, &mut path)?;
         let resp = txn.txn(req, &mut path.into_iter())?;
@@ -482,14 +482,15 @@ struct Revoked {
 }
 
 impl<'a> WriteTxn<'a> {
-    fn new(store: &'a MvccStore, read_rev: i64) -> Self {
+    /// A write at `read_rev` + 1; `cached` only under the store's writer lock.
+    fn new(store: &'a MvccStore, read_rev: i64, cached: bool) -> Self {
         Self {
             store,
             read_rev,
             changes: Overlay::new(),
             order: Vec::new(),
             revoked: None,
-            cached: false,
+            cached,
         }
     }
 
@@ -550,21 +551,17 @@ impl<'a> WriteTxn<'a> {
         if let Some(change) = self.changes.get(key) {
             return Ok(change.as_ref().map(Newest::of));
         }
+        let read = || {
+            let kv = self.store.get_meta_at(key, self.read_rev)?;
+            Ok::<_, MvccError>(kv.as_ref().map(Newest::of))
+        };
         if !self.cached {
-            return Ok(self
-                .store
-                .get_meta_at(key, self.read_rev)?
-                .as_ref()
-                .map(Newest::of));
+            return read();
         }
         if let Some(known) = self.store.latest_cache().get(key) {
             return Ok(known);
         }
-        let newest = self
-            .store
-            .get_meta_at(key, self.read_rev)?
-            .as_ref()
-            .map(Newest::of);
+        let newest = read()?;
         self.store.latest_cache().set(key, newest);
         Ok(newest)
     }

@@ -115,18 +115,22 @@ impl MvccStore {
 
     /// The latest live version of `key` at revision `rev`.
     pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
-        let mut found = None;
-        self.scan(key, &RangeEnd::Key, rev, true, &mut |kv| {
-            found = Some(kv);
-            false
-        })?;
-        Ok(found)
+        self.latest_at(key, rev, true)
     }
 
-    /// The latest live version of `key` at revision `rev`, without its value (empty).
+    /// The same without its value (left empty): what a put carries over.
     pub(crate) fn get_meta_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
+        self.latest_at(key, rev, false)
+    }
+
+    fn latest_at(
+        &self,
+        key: &[u8],
+        rev: i64,
+        with_values: bool,
+    ) -> Result<Option<KeyValue>, MvccError> {
         let mut found = None;
-        self.scan(key, &RangeEnd::Key, rev, false, &mut |kv| {
+        self.scan(key, &RangeEnd::Key, rev, with_values, &mut |kv| {
             found = Some(kv);
             false
         })?;
