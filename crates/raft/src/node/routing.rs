@@ -15,8 +15,7 @@ use crate::network::PeerChannel;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum IfCallFails {
     /// The leader may have taken it (a write, a membership change): the outcome is unknown,
-    /// which the client hears as etcd's "request timed out". A call that never connected
-    /// is tried again all the same.
+    /// which the client hears as etcd's "request timed out".
     Unknown,
     /// Asking again changes nothing (a read index, a publish): try again.
     Retry,
@@ -91,27 +90,11 @@ impl RaftNode {
                 Err(NodeError::Transport(_)) if if_fails == IfCallFails::Retry => {
                     pause_before_retry(deadline).await?;
                 }
-                // No connection to the leader could be made, so nothing was sent: the
-                // leader is likely gone, and the request can wait for the next one.
-                Err(NodeError::Transport(status)) if never_sent(&status) => {
-                    tracing::debug!(error = %status.message(), "leader unreachable: trying again");
-                    pause_before_retry(deadline).await?;
-                }
                 Err(NodeError::Transport(_)) => return Err(NodeError::TIMEOUT),
                 other => return other,
             }
         }
     }
-}
-
-/// Whether a failed peer call never left this member: tonic reports a connection that
-/// could not be made as Unavailable with the connector's message (hyper's "tcp connect
-/// error", or the I/O error of the TLS connector's TCP connect); a call that was sent and
-/// then lost (reset, broken pipe, deadline) says otherwise.
-fn never_sent(status: &tonic::Status) -> bool {
-    let message = status.message().to_ascii_lowercase();
-    status.code() == tonic::Code::Unavailable
-        && (message.contains("connect error") || message.contains("connection refused"))
 }
 
 /// Waits a moment before trying again, or fails with "request timed out" if the deadline
