@@ -6,6 +6,7 @@ mod cluster;
 mod compare;
 mod lease;
 mod plot;
+mod snapshots;
 mod stats;
 mod watch;
 mod workload;
@@ -206,6 +207,29 @@ enum Cmd {
         ttl: i64,
     },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
+    /// Snapshot size and speed beside etcd: one corpus loaded into a one-member etcd and a
+    /// one-member raftkv, `etcdctl snapshot save` against each, then each restored with its
+    /// own tool; prints a markdown table (`scripts/snapshot-compare`).
+    SnapshotCompare {
+        /// The raftkv member binary.
+        #[arg(long, default_value = "target/release/raftkv")]
+        raftkv_bin: PathBuf,
+        /// The etcd member binary (Debian's etcd-server).
+        #[arg(long, default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// etcdctl 3.4 (saves both snapshots, restores etcd's).
+        #[arg(long, default_value = "etcdctl")]
+        etcdctl_bin: PathBuf,
+        /// raftkvctl (restores raftkv's); default: the one beside --raftkv-bin.
+        #[arg(long)]
+        raftkvctl_bin: Option<PathBuf>,
+        /// pods (Kubernetes-like objects), config (small values) or repetitive.
+        #[arg(long, default_value = "pods", value_parser = parse_corpus)]
+        corpus: raftkv_codec::samples::Corpus,
+        /// Items of the corpus to load.
+        #[arg(long, default_value_t = 20_000)]
+        items: u64,
+    },
     Compare {
         /// The raftkv member binary.
         #[arg(long, default_value = "target/release/raftkv")]
@@ -294,6 +318,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_corpus(s: &str) -> Result<raftkv_codec::samples::Corpus, String> {
+    raftkv_codec::samples::Corpus::from_name(s)
+        .ok_or_else(|| format!("unknown corpus {s:?} (pods, config or repetitive)"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -313,6 +342,26 @@ async fn run(cli: Cli) -> Result<()> {
         workload::use_tls(tls.client_config()?);
     }
     let workload = match &cli.command {
+        Cmd::SnapshotCompare {
+            raftkv_bin,
+            etcd_bin,
+            etcdctl_bin,
+            raftkvctl_bin,
+            corpus,
+            items,
+        } => {
+            let plan = snapshots::Plan {
+                raftkv_bin: raftkv_bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                etcdctl_bin: etcdctl_bin.clone(),
+                raftkvctl_bin: raftkvctl_bin
+                    .clone()
+                    .unwrap_or_else(|| snapshots::sibling(raftkv_bin, "raftkvctl")),
+                corpus: *corpus,
+                items: *items,
+            };
+            return snapshots::run(&plan).await;
+        }
         Cmd::Compare {
             raftkv_bin,
             etcd_bin,

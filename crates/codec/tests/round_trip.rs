@@ -105,3 +105,27 @@ proptest! {
         prop_assert_eq!(decompress(&frame, usize::MAX).unwrap(), input);
     }
 }
+
+#[test]
+fn the_snapshot_corpora_are_what_their_docs_say() {
+    use raftkv_codec::samples::Corpus;
+    for corpus in Corpus::ALL {
+        assert_eq!(Corpus::from_name(corpus.name()), Some(corpus));
+        // The same item for the same seed; different items differ.
+        assert_eq!(corpus.item(5, 1), corpus.item(5, 1));
+        assert_ne!(corpus.item(5, 1), corpus.item(6, 1));
+        let items: Vec<_> = (0..500).map(|i| corpus.item(i, 1)).collect();
+        let mean = items.iter().map(|(_, v)| v.len()).sum::<usize>() / items.len();
+        match corpus {
+            Corpus::Pods => {
+                assert!((1500..2200).contains(&mean), "pods: {mean} bytes");
+                for (key, value) in &items {
+                    assert!(key.starts_with("/registry/pods/"));
+                    assert!(value.starts_with(br#"{"kind":"Pod""#) && value.ends_with(b"}"));
+                }
+            }
+            Corpus::Config => assert!(items.iter().all(|(_, v)| (1..=60).contains(&v.len()))),
+            Corpus::Repetitive => assert!(items.iter().all(|(_, v)| v.len() == 256)),
+        }
+    }
+}

@@ -855,7 +855,16 @@ fn wal_chunk_seeds() -> Vec<Vec<u8>> {
 fn snapshot_file(data: &[u8]) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("s.snap");
-    std::fs::write(&file, data).expect("write file");
+    // Half the inputs get a correct SHA-256 trailer, so that mutations inside the file reach
+    // the header, block and footer decoders rather than stop at the checksum.
+    let mut data = data.to_vec();
+    if data.len() > 32 && data[data.len() - 1] & 1 == 0 {
+        use sha2::Digest;
+        let n = data.len() - 32;
+        let digest = sha2::Sha256::digest(&data[..n]);
+        data[n..].copy_from_slice(&digest);
+    }
+    std::fs::write(&file, &data).expect("write file");
     if raftkv_storage::snapshot::read_info(&file).is_err() {
         return;
     }
@@ -886,7 +895,16 @@ fn snapshot_seeds() -> Vec<Vec<u8>> {
             );
         }
         let file = dir.path().join(format!("{i}.snap"));
-        raftkv_storage::snapshot::build(&store, &file).expect("builds");
+        // Every way a block can be stored: format 4's codec frames, and format 5's codec,
+        // zstd, and codec-then-zstd blocks.
+        use raftkv_storage::snapshot::BlockStages;
+        let stages = [
+            BlockStages::Smallest,
+            BlockStages::CodecOnly,
+            BlockStages::ZstdOnly,
+            BlockStages::CodecThenZstd,
+        ][i % 4];
+        raftkv_storage::snapshot::build_with(&store, &file, stages).expect("builds");
         seeds.push(std::fs::read(&file).expect("read"));
     }
     seeds

@@ -319,8 +319,8 @@ fn damaged_and_foreign_files_are_refused() {
     assert_eq!(all_at(&target, 0).len(), 1);
 }
 
-/// A snapshot file with a real header and the given block frames, every checksum correct, so
-/// only the bounds can refuse what the frames hold.
+/// A snapshot file with a real (format 5) header and the given blocks as stored (kind byte
+/// first), every checksum correct, so only the bounds can refuse what the blocks hold.
 fn forge(frames: &[Vec<u8>]) -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, file, clean) = build_sample();
     let body_len = u32::from_le_bytes(clean[12..16].try_into().unwrap()) as usize;
@@ -341,6 +341,14 @@ fn forge(frames: &[Vec<u8>]) -> (tempfile::TempDir, std::path::PathBuf) {
     out.extend_from_slice(&digest);
     std::fs::write(&file, &out).unwrap();
     (dir, file)
+}
+
+/// A format 5 block holding `payload` as block kind `kind` (1 codec, 2 zstd, 3 codec then
+/// zstd).
+fn block(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(payload);
+    out
 }
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {
@@ -368,11 +376,32 @@ fn decompression_bombs_are_refused_within_bounded_memory() {
     }
     let crc = crc32fast::hash(&frame);
     frame.extend_from_slice(&crc.to_le_bytes());
-    let (_dir, file) = forge(&[frame]);
-    let (result, peak) = peak::measure(|| snapshot::read_info(&file));
-    assert!(matches!(result, Err(SnapshotError::Block(_))), "{result:?}");
-    assert!(peak < 8 << 20, "reading a 1 GiB claim held {peak} bytes");
-    eprintln!("a frame claiming 1 GiB: refused holding at most {peak} bytes");
+    // As a block of its own, and wrapped in zstd (which must give back only the small
+    // frame for the codec to refuse).
+    let wrapped = zstd::bulk::compress(&frame, 3).unwrap();
+    for stored in [block(1, &frame), block(3, &wrapped)] {
+        let (_dir, file) = forge(&[stored]);
+        let (result, peak) = peak::measure(|| snapshot::read_info(&file));
+        assert!(matches!(result, Err(SnapshotError::Block(_))), "{result:?}");
+        assert!(peak < 8 << 20, "reading a 1 GiB claim held {peak} bytes");
+        eprintln!("a frame claiming 1 GiB: refused holding at most {peak} bytes");
+    }
+
+    // A zstd frame of 96 MiB of zeros (a few KiB on disk), past what any block decodes to:
+    // refused from its header, before the output is allocated.
+    let zeros = zstd::bulk::compress(&vec![0u8; 96 << 20], 1).unwrap();
+    for kind in [2, 3] {
+        let (_dir, file) = forge(&[block(kind, &zeros)]);
+        let (result, peak) = peak::measure(|| snapshot::read_info(&file));
+        assert!(
+            matches!(&result, Err(SnapshotError::Corrupt(m)) if m.contains("larger")),
+            "{result:?}"
+        );
+        assert!(
+            peak < 8 << 20,
+            "reading a 96 MiB zstd claim held {peak} bytes"
+        );
+    }
 
     // Columns whose keys share a 1 MiB prefix with the one before: 1 MiB of raw bytes
     // standing for 4 GiB of keys.
@@ -393,7 +422,7 @@ fn decompression_bombs_are_refused_within_bounded_memory() {
         raw.extend(std::iter::repeat_n(0u8, rows)); // distance, version, lease, value columns
     }
     raw.extend(std::iter::repeat_n(b'k', 1 << 20));
-    let (_dir, file) = forge(&[raftkv_codec::compress(&raw)]);
+    let (_dir, file) = forge(&[block(1, &raftkv_codec::compress(&raw))]);
     let (result, peak) = peak::measure(|| snapshot::read_info(&file));
     assert!(
         matches!(result, Err(SnapshotError::Corrupt(_))),
@@ -471,10 +500,20 @@ fn alarms_travel_in_snapshots_and_version_1_files_still_read() {
     snapshot::restore_with(&file, &fresh, &options).unwrap();
     assert!(fresh.alarms().is_empty());
 
-    // The same file as versions 1 and 3 wrote it: no alarms blob (nor version 3's leases
-    // blob, empty here, nor version 4's auth table) in the header, or only no auth table.
+    assert_eq!(&std::fs::read(&file).unwrap()[8..12], &5u32.to_le_bytes());
+
+    // The same data as version 4 wrote it (every block a codec frame, no kind byte) ...
+    snapshot::build_with(&store, &file, snapshot::BlockStages::CodecOnly).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(&bytes[8..12], &4u32.to_le_bytes());
+    let v4 = open(&dir.path().join("v4"));
+    assert_eq!(
+        snapshot::restore(&file, &v4).unwrap().meta.alarms,
+        vec![(7, 1)]
+    );
+    assert_eq!(all_at(&v4, 0).len(), 1);
+    // ... and as versions 1 and 3 wrote it: no alarms blob (nor version 3's leases blob,
+    // empty here, nor version 4's auth table) in the header, or only no auth table.
     let auth_len = 4 + raftkv_storage::mvcc::auth::AuthTable::default()
         .encode()
         .len();

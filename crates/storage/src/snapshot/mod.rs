@@ -7,7 +7,9 @@
 //!                alarms (version 2 on), leases (version 3 on: id, TTL, remaining TTL,
 //!                each an i64 LE, in id order), auth (version 4 on: the auth table's
 //!                record, an encoded raftkvpb.AuthState)
-//! blocks   (u32 frame length | raftkv-codec frame)* | u32 0
+//! blocks   (u32 frame length | block)* | u32 0
+//!          block: up to version 4 a raftkv-codec frame; from version 5 a kind byte and the
+//!          columns encoded by the codec, zstd, or both (`blocks`), whichever is smallest
 //! padding  zeros, so that the file ends up 32 mod 512 bytes long
 //! footer   magic "RKVSEND1" | records | live keys | raw body bytes | blocks | u32 CRC-32
 //! trailer  SHA-256 of every byte before it
@@ -19,25 +21,29 @@
 //! the key suffixes and the values. The SHA-256 trailer after the padding is what the real
 //! `etcdctl snapshot save` checks, so a raftkv member can stream this file to it.
 //!
+//! - `blocks` — one block's stages: the codec, zstd, or the codec then zstd.
 //! - `writer` — builds a file from a store while writes continue.
 //! - `reader` — verifies a file, reports its status, restores it into a store.
 
+mod blocks;
 mod columns;
 mod reader;
 mod writer;
 
 pub(crate) use columns::Row;
 
+pub use blocks::{BlockStages, ZSTD_LEVEL};
 pub use reader::{RestoreOptions, read_info, restore, restore_with};
-pub use writer::build;
+pub use writer::{build, build_with};
 
 /// First bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";
 /// First bytes of the footer.
 pub const FOOTER_MAGIC: &[u8; 8] = b"RKVSEND1";
 /// The format this build writes; it also reads versions 1 (no alarms in the header), 2
-/// (no leases) and 3 (no auth table: a new, empty one).
-pub const FORMAT_VERSION: u32 = 4;
+/// (no leases), 3 (no auth table: a new, empty one) and 4 (every block a raftkv-codec
+/// frame, which [`BlockStages::CodecOnly`] still writes).
+pub const FORMAT_VERSION: u32 = 5;
 /// Most versions in one body block.
 pub const BLOCK_RECORDS: usize = 4096;
 /// A block is closed once the keys and values in it reach this many bytes (or it holds
@@ -60,8 +66,11 @@ pub(crate) const TRAILER_LEN: usize = 32;
 /// longer than the file that holds it.
 pub(crate) const MAX_HEADER_BODY: usize = 64 << 20;
 /// Largest block frame accepted when reading: a raw block plus the codec's overhead (a byte
-/// per 64 KiB block, header and checksum).
-pub(crate) const MAX_FRAME: usize = MAX_BLOCK_RAW + (MAX_BLOCK_RAW >> 16) + 64;
+/// per 64 KiB block, header and checksum), and zstd's over that (a kind byte, and at most
+/// 3 bytes per 128 KiB block plus its frame header, for incompressible data).
+pub(crate) const MAX_FRAME: usize = MAX_CODEC_FRAME + (MAX_CODEC_FRAME >> 15) + 64;
+/// Largest raftkv-codec frame of one block's columns.
+pub(crate) const MAX_CODEC_FRAME: usize = MAX_BLOCK_RAW + (MAX_BLOCK_RAW >> 16) + 64;
 
 /// What a snapshot captures besides the data.
 #[derive(Debug, Clone, PartialEq, Default)]

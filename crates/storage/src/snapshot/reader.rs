@@ -6,10 +6,11 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::blocks;
 use super::columns::{self, Row};
 use super::{
-    FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_BLOCK_RAW, MAX_FRAME, MAX_HEADER_BODY,
-    SnapshotInfo, SnapshotMeta, TRAILER_LEN,
+    FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_FRAME, MAX_HEADER_BODY, SnapshotInfo,
+    SnapshotMeta, TRAILER_LEN,
 };
 use crate::error::SnapshotError;
 use crate::mvcc::MvccStore;
@@ -160,7 +161,7 @@ fn walk_verified(
         }
         let mut frame = vec![0u8; len];
         r.read_exact(&mut frame)?;
-        let raw = raftkv_codec::decompress(&frame, MAX_BLOCK_RAW)?;
+        let raw = blocks::decode(&frame, version)?;
         let rows = columns::decode(&raw).ok_or_else(|| corrupt("malformed block"))?;
         for row in &rows {
             // Versions must come in store order: key ascending, revision descending.

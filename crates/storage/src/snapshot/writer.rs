@@ -6,10 +6,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::blocks::{self, BlockStages};
 use super::columns::{self, Row};
-use super::{
-    BLOCK_BYTES, BLOCK_RECORDS, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, SnapshotInfo, SnapshotMeta,
-};
+use super::{BLOCK_BYTES, BLOCK_RECORDS, FOOTER_MAGIC, MAGIC, SnapshotInfo, SnapshotMeta};
 use crate::error::SnapshotError;
 use crate::mvcc::MvccStore;
 use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, split_record_key};
@@ -20,6 +19,16 @@ use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, spli
 /// together, then reads only versions at or below that revision (compaction's deletes wait
 /// until it is done). The file is written beside `path`, fsynced, then renamed into place.
 pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    build_with(store, path, BlockStages::default())
+}
+
+/// [`build`] with the blocks encoded by `stages` (to measure what each stage contributes, or
+/// to write format 4 for an older build).
+pub fn build_with(
+    store: &MvccStore,
+    path: &Path,
+    stages: BlockStages,
+) -> Result<SnapshotInfo, SnapshotError> {
     let point = store.snapshot_point()?;
     let revision = point.revision;
     let _no_compaction = store.compaction_read_guard();
@@ -36,7 +45,7 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
     let file = File::create(&tmp)?;
     let mut out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
 
-    write_header(&mut out, &meta)?;
+    write_header(&mut out, &meta, stages.format_version())?;
     let mut rows: Vec<Row> = Vec::with_capacity(BLOCK_RECORDS);
     let mut block_bytes = 0usize;
     let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
@@ -70,14 +79,14 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
         });
         records += 1;
         if rows.len() == BLOCK_RECORDS || block_bytes >= BLOCK_BYTES {
-            raw_size += write_block(&mut out, &rows)?;
+            raw_size += write_block(&mut out, &rows, stages)?;
             blocks += 1;
             rows.clear();
             block_bytes = 0;
         }
     }
     if !rows.is_empty() {
-        raw_size += write_block(&mut out, &rows)?;
+        raw_size += write_block(&mut out, &rows, stages)?;
         blocks += 1;
     }
     out.write_all(&0u32.to_le_bytes())?;
@@ -116,7 +125,7 @@ pub fn build(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotErr
     })
 }
 
-fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
+fn write_header(out: &mut impl Write, meta: &SnapshotMeta, version: u32) -> io::Result<()> {
     let mut body = Vec::new();
     body.extend_from_slice(&meta.revision.to_le_bytes());
     body.extend_from_slice(&meta.compact_revision.to_le_bytes());
@@ -134,7 +143,7 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
     }
     let mut header = Vec::with_capacity(body.len() + 20);
     header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&version.to_le_bytes());
     header.extend_from_slice(&(body.len() as u32).to_le_bytes());
     header.extend_from_slice(&body);
     let crc = crc32fast::hash(&header);
@@ -143,9 +152,9 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> io::Result<()> {
 }
 
 /// Writes one block; returns its raw (uncompressed) size.
-fn write_block(out: &mut impl Write, rows: &[Row]) -> io::Result<u64> {
+fn write_block(out: &mut impl Write, rows: &[Row], stages: BlockStages) -> io::Result<u64> {
     let raw = columns::encode(rows);
-    let frame = raftkv_codec::compress(&raw);
+    let frame = blocks::encode(&raw, stages)?;
     out.write_all(&(frame.len() as u32).to_le_bytes())?;
     out.write_all(&frame)?;
     Ok(raw.len() as u64)
