@@ -896,14 +896,15 @@ fn snapshot_seeds() -> Vec<Vec<u8>> {
         }
         let file = dir.path().join(format!("{i}.snap"));
         // Every way a block can be stored: format 4's codec frames, and format 5's codec,
-        // zstd, and codec-then-zstd blocks.
+        // zstd, codec-then-zstd and split-then-zstd blocks.
         use raftkv_storage::snapshot::BlockStages;
         let stages = [
             BlockStages::Smallest,
             BlockStages::CodecOnly,
             BlockStages::ZstdOnly,
             BlockStages::CodecThenZstd,
-        ][i % 4];
+            BlockStages::SplitThenZstd,
+        ][i % 5];
         raftkv_storage::snapshot::build_with(&store, &file, stages).expect("builds");
         seeds.push(std::fs::read(&file).expect("read"));
     }

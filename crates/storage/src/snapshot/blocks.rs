@@ -6,6 +6,7 @@
 //!   kind 1: raftkv-codec frame of the columns
 //!   kind 2: zstd frame of the columns
 //!   kind 3: zstd frame of a raftkv-codec frame of the columns
+//!   kind 4: zstd frame of the columns with the values split (`columns::ValueLayout::Split`)
 //! ```
 //!
 //! A zstd frame must record its content size, and that size must be within the block bounds
@@ -13,12 +14,15 @@
 //! exactly that size and zstd fails rather than write past it, so a frame cannot make the
 //! reader allocate more than a legitimate block.
 
+use super::columns::{self, Row, ValueLayout};
 use super::{MAX_BLOCK_RAW, MAX_CODEC_FRAME};
 use crate::error::SnapshotError;
+use crate::mvcc::encoding::Record;
 
 const KIND_CODEC: u8 = 1;
 const KIND_ZSTD: u8 = 2;
 const KIND_CODEC_ZSTD: u8 = 3;
+const KIND_SPLIT_ZSTD: u8 = 4;
 
 /// zstd's level for the general-purpose stage: 3 is zstd's default, the level operators use
 /// for etcd snapshots (`zstd -3`).
@@ -27,7 +31,7 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// Which stages encode a snapshot's blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlockStages {
-    /// Per block, the smallest of the three below (the default).
+    /// Per block, the smallest of the ones below that may pay (the default).
     #[default]
     Smallest,
     /// The unit-repetition codec only: format 4, readable by older builds.
@@ -36,6 +40,8 @@ pub enum BlockStages {
     ZstdOnly,
     /// The codec, then zstd over its frame (format 5).
     CodecThenZstd,
+    /// The values split into structure and scalars, then zstd (format 5).
+    SplitThenZstd,
 }
 
 impl BlockStages {
@@ -48,40 +54,81 @@ impl BlockStages {
     }
 }
 
-/// Encodes one block's columns (`raw`) as `stages` say, as the file stores it for the
-/// format [`BlockStages::format_version`] names.
-pub(crate) fn encode(raw: &[u8], stages: BlockStages) -> std::io::Result<Vec<u8>> {
+/// One block as the file stores it, and the length of its columns before compression
+/// (what the footer's raw byte count adds up).
+pub(crate) struct Encoded {
+    pub stored: Vec<u8>,
+    pub raw_len: usize,
+}
+
+/// Encodes one block's rows as `stages` say, as the file stores it for the format
+/// [`BlockStages::format_version`] names.
+pub(crate) fn encode(rows: &[Row], stages: BlockStages) -> std::io::Result<Encoded> {
     let with_kind = |kind: u8, payload: &[u8]| {
         let mut out = Vec::with_capacity(payload.len() + 1);
         out.push(kind);
         out.extend_from_slice(payload);
         out
     };
-    Ok(match stages {
-        BlockStages::CodecOnly => raftkv_codec::compress(raw),
-        BlockStages::ZstdOnly => with_kind(KIND_ZSTD, &zstd(raw)?),
+    let raw = columns::encode(rows, ValueLayout::Shared);
+    let raw_len = raw.len();
+    let stored = match stages {
+        BlockStages::CodecOnly => raftkv_codec::compress(&raw),
+        BlockStages::ZstdOnly => with_kind(KIND_ZSTD, &zstd(&raw)?),
         BlockStages::CodecThenZstd => {
-            with_kind(KIND_CODEC_ZSTD, &zstd(&raftkv_codec::compress(raw))?)
+            with_kind(KIND_CODEC_ZSTD, &zstd(&raftkv_codec::compress(&raw))?)
+        }
+        BlockStages::SplitThenZstd => {
+            let split = columns::encode(rows, ValueLayout::Split);
+            return Ok(Encoded {
+                stored: with_kind(KIND_SPLIT_ZSTD, &zstd(&split)?),
+                raw_len: split.len(),
+            });
         }
         BlockStages::Smallest => {
-            let codec = raftkv_codec::compress(raw);
-            let mut best = (KIND_CODEC, codec.clone());
-            let over_codec = zstd(&codec)?;
-            if over_codec.len() < best.1.len() {
-                best = (KIND_CODEC_ZSTD, over_codec);
-            }
-            // zstd finds repeats itself: over the plain columns it can do better than over
-            // the codec's tokens, but only where the codec folded something is there a
-            // difference to find (otherwise its frame is the columns in raw blocks).
-            if codec.len() + codec.len() / 16 < raw.len() {
-                let plain = zstd(raw)?;
-                if plain.len() < best.1.len() {
-                    best = (KIND_ZSTD, plain);
+            // The codec alone is cheap and always a candidate. zstd is tried over what may
+            // pay: for objects of one shape (most value bytes look like JSON), over the split
+            // values, whose structure repeats and whose scalars do not; otherwise over the
+            // codec's frame, and also over the plain columns when the codec folded enough
+            // that zstd could find something different there.
+            let codec = raftkv_codec::compress(&raw);
+            let mut candidates = Vec::with_capacity(3);
+            if structured(rows) {
+                let split = columns::encode(rows, ValueLayout::Split);
+                candidates.push((KIND_SPLIT_ZSTD, zstd(&split)?, split.len()));
+            } else {
+                candidates.push((KIND_CODEC_ZSTD, zstd(&codec)?, raw_len));
+                if codec.len() + codec.len() / 16 < raw_len {
+                    candidates.push((KIND_ZSTD, zstd(&raw)?, raw_len));
                 }
             }
-            with_kind(best.0, &best.1)
+            candidates.push((KIND_CODEC, codec, raw_len));
+            let best = candidates
+                .into_iter()
+                .min_by_key(|(_, stored, _)| stored.len())
+                .expect("the codec is always a candidate");
+            return Ok(Encoded {
+                stored: with_kind(best.0, &best.1),
+                raw_len: best.2,
+            });
         }
-    })
+    };
+    Ok(Encoded { stored, raw_len })
+}
+
+/// Whether splitting the values may pay: most of the block's value bytes are in values that
+/// look like JSON objects or arrays.
+fn structured(rows: &[Row]) -> bool {
+    let (mut json, mut all) = (0usize, 0usize);
+    for row in rows {
+        if let Record::Put { value, .. } = &row.record {
+            all += value.len();
+            if matches!(value.first(), Some(b'{' | b'[')) {
+                json += value.len();
+            }
+        }
+    }
+    json > all / 2
 }
 
 fn zstd(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -90,21 +137,32 @@ fn zstd(data: &[u8]) -> std::io::Result<Vec<u8>> {
     zstd::bulk::compress(data, ZSTD_LEVEL)
 }
 
-/// Decodes a block as stored by a file of format `version` into its columns.
-pub(crate) fn decode(frame: &[u8], version: u32) -> Result<Vec<u8>, SnapshotError> {
+/// Decodes a block as stored by a file of format `version` into its rows, and the length of
+/// its columns before compression.
+pub(crate) fn decode(frame: &[u8], version: u32) -> Result<(Vec<Row>, usize), SnapshotError> {
+    let (raw, layout) = decompress(frame, version)?;
+    let rows = columns::decode(&raw, layout).ok_or_else(|| corrupt("malformed block"))?;
+    Ok((rows, raw.len()))
+}
+
+/// A stored block's columns, and how they hold the values.
+fn decompress(frame: &[u8], version: u32) -> Result<(Vec<u8>, ValueLayout), SnapshotError> {
     if version < 5 {
-        return Ok(raftkv_codec::decompress(frame, MAX_BLOCK_RAW)?);
+        let raw = raftkv_codec::decompress(frame, MAX_BLOCK_RAW)?;
+        return Ok((raw, ValueLayout::Shared));
     }
     let (&kind, payload) = frame.split_first().ok_or_else(|| corrupt("empty block"))?;
-    match kind {
-        KIND_CODEC => Ok(raftkv_codec::decompress(payload, MAX_BLOCK_RAW)?),
-        KIND_ZSTD => unzstd(payload, MAX_BLOCK_RAW),
+    let raw = match kind {
+        KIND_CODEC => raftkv_codec::decompress(payload, MAX_BLOCK_RAW)?,
+        KIND_ZSTD => unzstd(payload, MAX_BLOCK_RAW)?,
         KIND_CODEC_ZSTD => {
             let codec = unzstd(payload, MAX_CODEC_FRAME)?;
-            Ok(raftkv_codec::decompress(&codec, MAX_BLOCK_RAW)?)
+            raftkv_codec::decompress(&codec, MAX_BLOCK_RAW)?
         }
-        other => Err(corrupt(&format!("unknown block kind {other}"))),
-    }
+        KIND_SPLIT_ZSTD => return Ok((unzstd(payload, MAX_BLOCK_RAW)?, ValueLayout::Split)),
+        other => return Err(corrupt(&format!("unknown block kind {other}"))),
+    };
+    Ok((raw, ValueLayout::Shared))
 }
 
 /// One zstd frame that records its content size, at most `limit` bytes of it.
@@ -137,83 +195,130 @@ fn corrupt(what: &str) -> SnapshotError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftkv_codec::samples::Corpus;
 
-    fn columns_like(n: usize) -> Vec<u8> {
-        (0..n)
-            .flat_map(|i| {
-                format!("/registry/pods/ns/pod-{i:06}{{\"uid\":\"{}\"}}", i * 7919).into_bytes()
+    fn rows_of(corpus: Corpus, n: u64) -> Vec<Row> {
+        let mut rows: Vec<Row> = (0..n)
+            .map(|i| {
+                let (key, value) = corpus.item(i, 1);
+                Row {
+                    key: key.into_bytes(),
+                    revision: i as i64 + 1,
+                    record: Record::Put {
+                        create_revision: i as i64 + 1,
+                        version: 1,
+                        lease: 0,
+                        value,
+                    },
+                }
             })
-            .collect()
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows.dedup_by(|a, b| a.key == b.key);
+        rows
     }
+
+    fn with_tombstone(mut rows: Vec<Row>) -> Vec<Row> {
+        if let Some(first) = rows.first_mut() {
+            first.record = Record::Tombstone;
+        }
+        rows
+    }
+
+    const ALL_STAGES: [BlockStages; 5] = [
+        BlockStages::Smallest,
+        BlockStages::CodecOnly,
+        BlockStages::ZstdOnly,
+        BlockStages::CodecThenZstd,
+        BlockStages::SplitThenZstd,
+    ];
 
     #[test]
     fn every_stage_choice_round_trips() {
-        for raw in [
+        for rows in [
             Vec::new(),
-            vec![0u8; 100_000],
-            columns_like(3000),
-            raftkv_codec::samples::random(70_000, 3),
+            rows_of(Corpus::Pods, 300),
+            with_tombstone(rows_of(Corpus::Pods, 50)),
+            rows_of(Corpus::Config, 2000),
+            with_tombstone(rows_of(Corpus::Repetitive, 2000)),
         ] {
-            for stages in [
-                BlockStages::Smallest,
-                BlockStages::CodecOnly,
-                BlockStages::ZstdOnly,
-                BlockStages::CodecThenZstd,
-            ] {
-                let stored = encode(&raw, stages).unwrap();
-                let back = decode(&stored, stages.format_version()).unwrap();
-                assert_eq!(back, raw, "{stages:?}");
+            for stages in ALL_STAGES {
+                let encoded = encode(&rows, stages).unwrap();
+                let (back, raw_len) = decode(&encoded.stored, stages.format_version()).unwrap();
+                assert_eq!(back, rows, "{stages:?}");
+                assert_eq!(raw_len, encoded.raw_len, "{stages:?}");
             }
         }
     }
 
     #[test]
-    fn the_smallest_choice_is_never_larger_than_the_codec_alone() {
-        for raw in [
-            columns_like(3000),
-            raftkv_codec::samples::repeated_units(200_000, 9),
+    fn the_smallest_choice_is_the_smallest_it_tries() {
+        for (corpus, split_wins) in [
+            (Corpus::Pods, true),
+            (Corpus::Config, false),
+            (Corpus::Repetitive, false),
         ] {
-            let smallest = encode(&raw, BlockStages::Smallest).unwrap();
-            let codec = encode(&raw, BlockStages::CodecOnly).unwrap();
-            assert!(smallest.len() <= codec.len() + 1);
+            let rows = rows_of(corpus, 2000);
+            let smallest = encode(&rows, BlockStages::Smallest).unwrap().stored;
+            for stages in ALL_STAGES {
+                // The split is only tried where most value bytes look like JSON.
+                if stages == BlockStages::SplitThenZstd && !split_wins {
+                    continue;
+                }
+                let other = encode(&rows, stages).unwrap().stored;
+                // (Format 4's codec frame has no kind byte.)
+                assert!(smallest.len() <= other.len() + 1, "{corpus:?} {stages:?}");
+            }
+            assert_eq!(smallest[0] == KIND_SPLIT_ZSTD, split_wins, "{corpus:?}");
         }
-        // On record-like columns zstd wins by far.
-        let raw = columns_like(3000);
-        let smallest = encode(&raw, BlockStages::Smallest).unwrap();
-        assert_ne!(smallest[0], KIND_CODEC);
-        assert!(smallest.len() * 3 < encode(&raw, BlockStages::CodecOnly).unwrap().len());
+        // On Kubernetes-like objects zstd wins by far over the codec alone.
+        let rows = rows_of(Corpus::Pods, 2000);
+        let smallest = encode(&rows, BlockStages::Smallest).unwrap().stored;
+        let codec = encode(&rows, BlockStages::CodecOnly).unwrap().stored;
+        assert!(smallest.len() * 5 < codec.len());
+    }
+
+    fn zstd_block(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut block = vec![kind];
+        block.extend_from_slice(payload);
+        block
     }
 
     #[test]
     fn hostile_zstd_blocks_are_refused_before_allocating() {
-        // A frame whose recorded size is past the bound: refused from its header.
-        let big = zstd::bulk::compress(&vec![0u8; MAX_BLOCK_RAW + 1], 1).unwrap();
-        let mut block = vec![KIND_ZSTD];
-        block.extend_from_slice(&big);
-        assert!(
-            matches!(decode(&block, 5), Err(SnapshotError::Corrupt(m)) if m.contains("larger"))
-        );
-        // A frame that does not record its size (a streaming encoder's).
-        let mut streamed = Vec::new();
-        {
-            let mut enc = zstd::stream::Encoder::new(&mut streamed, 3).unwrap();
-            std::io::Write::write_all(&mut enc, b"hello hello hello").unwrap();
-            enc.finish().unwrap();
+        for kind in [KIND_ZSTD, KIND_CODEC_ZSTD, KIND_SPLIT_ZSTD] {
+            // A frame whose recorded size is past the bound: refused from its header.
+            let big = zstd::bulk::compress(&vec![0u8; MAX_CODEC_FRAME + 1], 1).unwrap();
+            let refused = decode(&zstd_block(kind, &big), 5);
+            assert!(
+                matches!(&refused, Err(SnapshotError::Corrupt(m)) if m.contains("larger")),
+                "{refused:?}"
+            );
+            // A frame that does not record its size (a streaming encoder's).
+            let mut streamed = Vec::new();
+            {
+                let mut enc = zstd::stream::Encoder::new(&mut streamed, 3).unwrap();
+                std::io::Write::write_all(&mut enc, b"hello hello hello").unwrap();
+                enc.finish().unwrap();
+            }
+            let refused = decode(&zstd_block(kind, &streamed), 5);
+            assert!(
+                matches!(&refused, Err(SnapshotError::Corrupt(m)) if m.contains("size")),
+                "{refused:?}"
+            );
+            // A frame followed by another: the output buffer is the first one's size, so
+            // the second cannot grow it.
+            let one = zstd::bulk::compress(b"0123456789", 3).unwrap();
+            let mut two = one.clone();
+            two.extend_from_slice(&one);
+            assert!(decode(&zstd_block(kind, &two), 5).is_err());
         }
-        let mut block = vec![KIND_ZSTD];
-        block.extend_from_slice(&streamed);
-        assert!(matches!(decode(&block, 5), Err(SnapshotError::Corrupt(m)) if m.contains("size")));
-        // A frame followed by another: the output buffer is the first one's size, so the
-        // second cannot grow it.
-        let one = zstd::bulk::compress(b"0123456789", 3).unwrap();
-        let mut block = vec![KIND_ZSTD];
-        block.extend_from_slice(&one);
-        block.extend_from_slice(&one);
-        assert!(decode(&block, 5).is_err());
         // Truncated, empty, unknown kinds, garbage.
-        let good = encode(&columns_like(500), BlockStages::ZstdOnly).unwrap();
-        for cut in [1, 2, 5, good.len() / 2, good.len() - 1] {
-            assert!(decode(&good[..cut], 5).is_err(), "cut at {cut}");
+        for stages in [BlockStages::ZstdOnly, BlockStages::SplitThenZstd] {
+            let good = encode(&rows_of(Corpus::Pods, 100), stages).unwrap().stored;
+            for cut in [1, 2, 5, good.len() / 2, good.len() - 1] {
+                assert!(decode(&good[..cut], 5).is_err(), "cut at {cut}");
+            }
         }
         assert!(decode(&[], 5).is_err());
         assert!(decode(&[9, 1, 2, 3], 5).is_err());

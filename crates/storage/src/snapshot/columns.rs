@@ -15,13 +15,24 @@
 //! value suffixes, concatenated
 //! ```
 //!
+//! With [`ValueLayout::Split`] (format 5, block kind 4) the values are stored split in two
+//! (see [`split`]): the last four entries become
+//!
+//! ```text
+//! n × varint value structure length
+//! n × varint value scalars length
+//! key suffixes, concatenated
+//! value structures, concatenated
+//! value scalars, concatenated
+//! ```
+//!
 //! Grouping like with like is what gives the unit-repetition codec runs to fold: a column
 //! of equal versions or leases, equal value lengths (a repeated 2-byte unit), or revision
 //! deltas of a bulk load all become single repeat tokens. Keys and values are stored as
 //! the part that differs from their predecessor: sorted keys share long prefixes, and so do
 //! the values of similar objects (`{"kind":"Pod","apiVersion":"v1",...`).
 
-use super::{BLOCK_RECORDS, MAX_BLOCK_DECODED};
+use super::{BLOCK_RECORDS, MAX_BLOCK_DECODED, split};
 use crate::mvcc::encoding::{Record, get_varint, put_varint};
 
 /// One stored version of one key.
@@ -32,8 +43,17 @@ pub(crate) struct Row {
     pub record: Record,
 }
 
-/// Encodes rows (in store order) into a block's raw bytes.
-pub(crate) fn encode(rows: &[Row]) -> Vec<u8> {
+/// How a block stores its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueLayout {
+    /// Each value as its suffix after the prefix it shares with the previous value.
+    Shared,
+    /// Each value split into its structure and its scalars ([`split`]).
+    Split,
+}
+
+/// Encodes rows (in store order) into a block's raw bytes, values as `layout` says.
+pub(crate) fn encode(rows: &[Row], layout: ValueLayout) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.iter().map(|r| r.key.len() + 24).sum::<usize>());
     put_varint(&mut out, rows.len() as u64);
     let mut prev: &[u8] = &[];
@@ -76,7 +96,6 @@ pub(crate) fn encode(rows: &[Row]) -> Vec<u8> {
         Record::Put { lease, .. } => *lease as u64,
         Record::Tombstone => 0,
     });
-    // Values: shared prefix with the previous put's value, then the rest.
     let values: Vec<&[u8]> = rows
         .iter()
         .map(|row| match &row.record {
@@ -84,6 +103,26 @@ pub(crate) fn encode(rows: &[Row]) -> Vec<u8> {
             Record::Tombstone => &[],
         })
         .collect();
+    if layout == ValueLayout::Split {
+        let (mut structures, mut scalars) = (Vec::new(), Vec::new());
+        let mut lens = Vec::with_capacity(values.len());
+        for value in &values {
+            let (a, b) = (structures.len(), scalars.len());
+            split::split(value, &mut structures, &mut scalars);
+            lens.push((structures.len() - a, scalars.len() - b));
+        }
+        for &(structure, _) in &lens {
+            put_varint(&mut out, structure as u64);
+        }
+        for &(_, scalar) in &lens {
+            put_varint(&mut out, scalar as u64);
+        }
+        put_key_suffixes(&mut out, rows);
+        out.extend_from_slice(&structures);
+        out.extend_from_slice(&scalars);
+        return out;
+    }
+    // Values: shared prefix with the previous put's value, then the rest.
     let mut value_shared = Vec::with_capacity(rows.len());
     let mut prev: &[u8] = &[];
     for (row, value) in rows.iter().zip(&values) {
@@ -100,22 +139,26 @@ pub(crate) fn encode(rows: &[Row]) -> Vec<u8> {
     for (value, &shared) in values.iter().zip(&value_shared) {
         put_varint(&mut out, (value.len() - shared) as u64);
     }
-    let mut prev: &[u8] = &[];
-    for row in rows {
-        out.extend_from_slice(&row.key[shared_prefix(prev, &row.key)..]);
-        prev = &row.key;
-    }
+    put_key_suffixes(&mut out, rows);
     for (value, &shared) in values.iter().zip(&value_shared) {
         out.extend_from_slice(&value[shared..]);
     }
     out
 }
 
+fn put_key_suffixes(out: &mut Vec<u8>, rows: &[Row]) {
+    let mut prev: &[u8] = &[];
+    for row in rows {
+        out.extend_from_slice(&row.key[shared_prefix(prev, &row.key)..]);
+        prev = &row.key;
+    }
+}
+
 /// Decodes a block's raw bytes; `None` if they are malformed in any way, or would decode to
 /// more than [`BLOCK_RECORDS`] versions or [`MAX_BLOCK_DECODED`] bytes of keys and values
 /// (shared prefixes let a few raw bytes stand for a long key or value in every row, so the
 /// bound is checked on what each row would allocate, before it does).
-pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
+pub(crate) fn decode(raw: &[u8], layout: ValueLayout) -> Option<Vec<Row>> {
     let mut pos = 0;
     let n = usize::try_from(get_varint(raw, &mut pos)?).ok()?;
     // Every record takes at least 9 bytes of columns: refuse counts the block cannot hold.
@@ -137,6 +180,7 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
     let distance = column(&mut pos)?;
     let versions = column(&mut pos)?;
     let leases = column(&mut pos)?;
+    // Shared layout: shared prefix and suffix lengths; split: structure and scalars lengths.
     let value_shared = column(&mut pos)?;
     let value_lens = column(&mut pos)?;
 
@@ -148,6 +192,19 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
         .iter()
         .try_fold(0usize, |acc, &s| acc.checked_add(usize::try_from(s).ok()?))?;
     let mut value_pos = suffix_pos.checked_add(suffix_total)?;
+    // Split layout: where the scalars start, after every structure.
+    let mut scalar_pos = match layout {
+        ValueLayout::Shared => 0,
+        ValueLayout::Split => value_shared.iter().try_fold(value_pos, |acc, &s| {
+            acc.checked_add(usize::try_from(s).ok()?)
+        })?,
+    };
+    let values_end = match layout {
+        ValueLayout::Shared => None,
+        ValueLayout::Split => Some(value_lens.iter().try_fold(scalar_pos, |acc, &s| {
+            acc.checked_add(usize::try_from(s).ok()?)
+        })?),
+    };
     let mut prev_value: Vec<u8> = Vec::new();
     for i in 0..n {
         let shared = usize::try_from(shared[i]).ok()?;
@@ -161,7 +218,29 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
         suffix_pos += len;
         revision = revision.wrapping_add(unzigzag(deltas[i]));
         let record = match kinds[i] {
+            // A tombstone has no value: in the split layout, both its lengths are 0.
+            1 if layout == ValueLayout::Split && (value_shared[i], value_lens[i]) != (0, 0) => {
+                return None;
+            }
             1 => Record::Tombstone,
+            0 if layout == ValueLayout::Split => {
+                let structure_len = usize::try_from(value_shared[i]).ok()?;
+                let scalars_len = usize::try_from(value_lens[i]).ok()?;
+                // A joined value is never longer than its two parts.
+                spend(structure_len.checked_add(scalars_len)?)?;
+                let structure = raw.get(value_pos..value_pos.checked_add(structure_len)?)?;
+                let scalars = raw.get(scalar_pos..scalar_pos.checked_add(scalars_len)?)?;
+                value_pos += structure_len;
+                scalar_pos += scalars_len;
+                let mut value = Vec::with_capacity(structure_len + scalars_len);
+                split::join(structure, scalars, &mut value)?;
+                Record::Put {
+                    create_revision: revision.wrapping_sub(distance[i] as i64),
+                    version: versions[i] as i64,
+                    lease: leases[i] as i64,
+                    value,
+                }
+            }
             0 => {
                 let shared = usize::try_from(value_shared[i]).ok()?;
                 let value_len = usize::try_from(value_lens[i]).ok()?;
@@ -188,7 +267,11 @@ pub(crate) fn decode(raw: &[u8]) -> Option<Vec<Row>> {
             record,
         });
     }
-    (value_pos == raw.len()).then_some(rows)
+    match values_end {
+        // Every structure and every scalar used, and nothing after them.
+        Some(end) => (scalar_pos == end && end == raw.len()).then_some(rows),
+        None => (value_pos == raw.len()).then_some(rows),
+    }
 }
 
 fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
@@ -216,7 +299,10 @@ mod tests {
                 0i64..1000,
                 1i64..50,
                 0i64..3,
-                proptest::collection::vec(any::<u8>(), 0..20),
+                proptest::collection::vec(
+                    prop_oneof![Just(b'"'), Just(b'\\'), Just(b':'), Just(b'{'), any::<u8>()],
+                    0..20,
+                ),
             )),
         )
             .prop_map(|(key, revision, put)| Row {
@@ -238,12 +324,15 @@ mod tests {
         #[test]
         fn blocks_round_trip(mut rows in proptest::collection::vec(row_strategy(), 0..60)) {
             rows.sort_by(|a, b| a.key.cmp(&b.key).then(b.revision.cmp(&a.revision)));
-            prop_assert_eq!(decode(&encode(&rows)), Some(rows));
+            for layout in [ValueLayout::Shared, ValueLayout::Split] {
+                prop_assert_eq!(decode(&encode(&rows, layout), layout), Some(rows.clone()));
+            }
         }
 
         #[test]
         fn garbage_blocks_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(&raw);
+            let _ = decode(&raw, ValueLayout::Shared);
+            let _ = decode(&raw, ValueLayout::Split);
         }
     }
 }

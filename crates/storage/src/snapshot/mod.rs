@@ -21,13 +21,15 @@
 //! the key suffixes and the values. The SHA-256 trailer after the padding is what the real
 //! `etcdctl snapshot save` checks, so a raftkv member can stream this file to it.
 //!
-//! - `blocks` — one block's stages: the codec, zstd, or the codec then zstd.
+//! - `blocks` — one block's stages: the codec, zstd, the codec then zstd, or the values
+//!   split into structure and scalars (`split`) then zstd.
 //! - `writer` — builds a file from a store while writes continue.
 //! - `reader` — verifies a file, reports its status, restores it into a store.
 
 mod blocks;
 mod columns;
 mod reader;
+mod split;
 mod writer;
 
 pub(crate) use columns::Row;

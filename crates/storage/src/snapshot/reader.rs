@@ -7,7 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::blocks;
-use super::columns::{self, Row};
+use super::columns::Row;
 use super::{
     FOOTER_LEN, FOOTER_MAGIC, FORMAT_VERSION, MAGIC, MAX_FRAME, MAX_HEADER_BODY, SnapshotInfo,
     SnapshotMeta, TRAILER_LEN,
@@ -161,8 +161,7 @@ fn walk_verified(
         }
         let mut frame = vec![0u8; len];
         r.read_exact(&mut frame)?;
-        let raw = blocks::decode(&frame, version)?;
-        let rows = columns::decode(&raw).ok_or_else(|| corrupt("malformed block"))?;
+        let (rows, raw_len) = blocks::decode(&frame, version)?;
         for row in &rows {
             // Versions must come in store order: key ascending, revision descending.
             let new_key = match &last {
@@ -184,7 +183,7 @@ fn walk_verified(
             last = Some((row.key.clone(), row.revision));
         }
         records += rows.len() as u64;
-        raw_size += raw.len() as u64;
+        raw_size += raw_len as u64;
         blocks += 1;
         on_rows(&rows)?;
     }

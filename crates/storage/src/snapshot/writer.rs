@@ -7,7 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::blocks::{self, BlockStages};
-use super::columns::{self, Row};
+use super::columns::Row;
 use super::{BLOCK_BYTES, BLOCK_RECORDS, FOOTER_MAGIC, MAGIC, SnapshotInfo, SnapshotMeta};
 use crate::error::SnapshotError;
 use crate::mvcc::MvccStore;
@@ -153,11 +153,10 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta, version: u32) -> io::
 
 /// Writes one block; returns its raw (uncompressed) size.
 fn write_block(out: &mut impl Write, rows: &[Row], stages: BlockStages) -> io::Result<u64> {
-    let raw = columns::encode(rows);
-    let frame = blocks::encode(&raw, stages)?;
-    out.write_all(&(frame.len() as u32).to_le_bytes())?;
-    out.write_all(&frame)?;
-    Ok(raw.len() as u64)
+    let block = blocks::encode(rows, stages)?;
+    out.write_all(&(block.stored.len() as u32).to_le_bytes())?;
+    out.write_all(&block.stored)?;
+    Ok(block.raw_len as u64)
 }
 
 /// A writer that hashes (SHA-256 and CRC-32) and counts what passes through it.
