@@ -245,7 +245,8 @@ pub struct Cluster {
     /// The fault proxies, when started with `proxied`.
     pub net: Option<crate::proxy::Net>,
     dir: tempfile::TempDir,
-    _one_at_a_time: MutexGuard<'static, ()>,
+    /// `None` for a cluster started beside another ([`Cluster::start_beside`]).
+    _one_at_a_time: Option<MutexGuard<'static, ()>>,
 }
 
 impl Cluster {
@@ -265,6 +266,28 @@ impl Cluster {
         let guard = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        Self::start_holding(Some(guard), server, n, opts, prepare).await
+    }
+
+    /// Starts a second cluster while `_first` runs (the one-at-a-time lock `_first` holds
+    /// covers both): for tests that need two at once, such as a mirror from one to the
+    /// other. Drop it before `_first`.
+    pub async fn start_beside(
+        _first: &Cluster,
+        server: Server,
+        n: usize,
+        opts: Options,
+    ) -> Cluster {
+        Self::start_holding(None, server, n, opts, |_, _, _| {}).await
+    }
+
+    async fn start_holding(
+        guard: Option<MutexGuard<'static, ()>>,
+        server: Server,
+        n: usize,
+        opts: Options,
+        prepare: impl Fn(&Member, &str, &str),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("cluster dir");
         let token = format!("test-{}", free_port());
         let mut members: Vec<Member> = (1..=n)

@@ -28,6 +28,7 @@ mod lease;
 mod linearizable;
 mod lock;
 mod maintenance;
+mod make_mirror;
 mod member_flags;
 mod member_update;
 mod membership;

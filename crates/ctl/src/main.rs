@@ -13,6 +13,7 @@ mod elect;
 mod kv;
 mod lease;
 mod lock;
+mod mirror;
 mod print;
 mod prompt;
 mod snapshot;
@@ -128,6 +129,8 @@ enum Command {
         #[arg(long)]
         physical: bool,
     },
+    /// Makes a mirror at the destination etcd cluster.
+    MakeMirror(mirror::MirrorArgs),
     /// Membership commands.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -532,6 +535,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => {
             watch::run(&cli, &cli.write_out, cli.hex, args).await?;
         }
+        Command::MakeMirror(args) => mirror::run(&cli, args).await?,
         Command::User(command) => {
             auth::user(&cli, &auth_printer(&cli), command).await?;
         }
