@@ -428,8 +428,6 @@ impl MvccStore {
             _writer: writer,
             tree,
             name,
-            batch: sled::Batch::default(),
-            pending: 0,
             last_key: None,
             in_use: 0,
         })
@@ -469,8 +467,6 @@ fn records_size(tree: &sled::Tree) -> Result<u64, MvccError> {
 
 /// Name of the active tree, kept in sled's default tree.
 const ACTIVE_TREE: &[u8] = b"active-tree";
-/// Inserts per sled batch while restoring.
-const RESTORE_BATCH: usize = 10_000;
 
 /// A snapshot being loaded into a fresh tree (see [`MvccStore::begin_restore`]).
 pub(crate) struct Restore<'a> {
@@ -478,8 +474,6 @@ pub(crate) struct Restore<'a> {
     _writer: std::sync::MutexGuard<'a, ()>,
     tree: sled::Tree,
     name: String,
-    batch: sled::Batch,
-    pending: usize,
     /// The key of the last row added.
     last_key: Option<Vec<u8>>,
     /// Bytes of the records added (the store's [`MvccStore::size_in_use`] once swapped in).
@@ -487,7 +481,10 @@ pub(crate) struct Restore<'a> {
 }
 
 impl Restore<'_> {
-    /// Adds versions, in store order.
+    /// Adds versions, in store order. Plain inserts, not batches: the tree becomes the
+    /// store's only in `finish`, after a flush, so nothing needs a batch's atomicity, and
+    /// sled seals and writes its log buffer for every batch (a restore of 100,000 Pod
+    /// objects took 3.2–3.4 s with batches of 10,000 inserts, 2.0–2.2 s without).
     pub(crate) fn add(&mut self, rows: &[crate::snapshot::Row]) -> Result<(), MvccError> {
         for row in rows {
             let (raw_key, raw_record) = (
@@ -495,28 +492,22 @@ impl Restore<'_> {
                 row.record.encode(),
             );
             self.in_use += (raw_key.len() + raw_record.len()) as u64;
-            self.batch.insert(raw_key, raw_record);
-            self.batch.insert(
+            self.tree.insert(raw_key, raw_record)?;
+            self.tree.insert(
                 encoding::history_key_of_record(row.revision, &row.key),
                 row.key.as_slice(),
-            );
-            self.pending += 2;
+            )?;
             // Rows come newest version first: only a key's latest version attaches it (an
             // older one's entry would only be checked and skipped).
             if let encoding::Record::Put { lease, .. } = &row.record
                 && *lease != 0
                 && self.last_key.as_deref() != Some(row.key.as_slice())
             {
-                self.batch
-                    .insert(lease::lease_key_index(*lease, &row.key), &[][..]);
-                self.pending += 1;
+                self.tree
+                    .insert(lease::lease_key_index(*lease, &row.key), &[][..])?;
             }
             if self.last_key.as_deref() != Some(row.key.as_slice()) {
                 self.last_key = Some(row.key.clone());
-            }
-            if self.pending >= RESTORE_BATCH {
-                self.tree.apply_batch(std::mem::take(&mut self.batch))?;
-                self.pending = 0;
             }
         }
         Ok(())
@@ -525,7 +516,7 @@ impl Restore<'_> {
     /// Writes the snapshot's metadata, makes the new tree durable and active, and drops
     /// the old one.
     pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = sled::Batch::default();
         batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
         batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
         batch.insert(encoding::META_HISTORY, &[1u8][..]);
