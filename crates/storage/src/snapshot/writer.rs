@@ -46,49 +46,12 @@ pub fn build_with(
     let mut out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
 
     write_header(&mut out, &meta, stages.format_version())?;
-    let mut rows: Vec<Row> = Vec::with_capacity(BLOCK_RECORDS);
-    let mut block_bytes = 0usize;
-    let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
-    // The key being visited, encoded and decoded.
-    let (mut cur_prefix, mut cur_key): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
-    for item in store.tree().range(lower_bound(b"")..vec![META_SPACE]) {
-        let (raw_key, raw_value) = item.map_err(crate::error::MvccError::from)?;
-        let (prefix, version_rev) = split_record_key(&raw_key)?;
-        if version_rev > revision {
-            continue; // written after the snapshot point
-        }
-        let record = Record::decode(&raw_value, true)?;
-        if cur_prefix != prefix {
-            // The newest version at or below the revision decides whether the key is live.
-            cur_prefix.clear();
-            cur_prefix.extend_from_slice(prefix);
-            cur_key = decode_prefix(prefix)?;
-            if matches!(record, Record::Put { .. }) {
-                keys += 1;
-            }
-        }
-        block_bytes += cur_key.len()
-            + match &record {
-                Record::Put { value, .. } => value.len(),
-                Record::Tombstone => 0,
-            };
-        rows.push(Row {
-            key: cur_key.clone(),
-            revision: version_rev,
-            record,
-        });
-        records += 1;
-        if rows.len() == BLOCK_RECORDS || block_bytes >= BLOCK_BYTES {
-            raw_size += write_block(&mut out, &rows, stages)?;
-            blocks += 1;
-            rows.clear();
-            block_bytes = 0;
-        }
-    }
-    if !rows.is_empty() {
-        raw_size += write_block(&mut out, &rows, stages)?;
-        blocks += 1;
-    }
+    let (records, keys, raw_size, blocks) = std::thread::scope(|scope| {
+        let mut compressors = Compressors::start(scope, stages);
+        let counts = write_blocks(store, revision, &mut out, &mut compressors);
+        compressors.stop();
+        counts
+    })?;
     out.write_all(&0u32.to_le_bytes())?;
 
     // Pad so that padding + footer + trailer brings the size to 32 mod 512.
@@ -151,12 +114,153 @@ fn write_header(out: &mut impl Write, meta: &SnapshotMeta, version: u32) -> io::
     out.write_all(&header)
 }
 
-/// Writes one block; returns its raw (uncompressed) size.
-fn write_block(out: &mut impl Write, rows: &[Row], stages: BlockStages) -> io::Result<u64> {
-    let block = blocks::encode(rows, stages)?;
-    out.write_all(&(block.stored.len() as u32).to_le_bytes())?;
-    out.write_all(&block.stored)?;
-    Ok(block.raw_len as u64)
+/// Reads every version at or below `revision` in store order, sends them in blocks to
+/// `compressors`, and writes the encoded blocks to `out` in order; returns the versions,
+/// live keys, raw block bytes and blocks.
+fn write_blocks<W: Write>(
+    store: &MvccStore,
+    revision: i64,
+    out: &mut W,
+    compressors: &mut Compressors,
+) -> Result<(u64, u64, u64, u64), SnapshotError> {
+    let mut rows: Vec<Row> = Vec::with_capacity(BLOCK_RECORDS);
+    let mut block_bytes = 0usize;
+    let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
+    // The key being visited, encoded and decoded.
+    let (mut cur_prefix, mut cur_key): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    for item in store.tree().range(lower_bound(b"")..vec![META_SPACE]) {
+        let (raw_key, raw_value) = item.map_err(crate::error::MvccError::from)?;
+        let (prefix, version_rev) = split_record_key(&raw_key)?;
+        if version_rev > revision {
+            continue; // written after the snapshot point
+        }
+        let record = Record::decode(&raw_value, true)?;
+        if cur_prefix != prefix {
+            // The newest version at or below the revision decides whether the key is live.
+            cur_prefix.clear();
+            cur_prefix.extend_from_slice(prefix);
+            cur_key = decode_prefix(prefix)?;
+            if matches!(record, Record::Put { .. }) {
+                keys += 1;
+            }
+        }
+        block_bytes += cur_key.len()
+            + match &record {
+                Record::Put { value, .. } => value.len(),
+                Record::Tombstone => 0,
+            };
+        rows.push(Row {
+            key: cur_key.clone(),
+            revision: version_rev,
+            record,
+        });
+        records += 1;
+        if rows.len() == BLOCK_RECORDS || block_bytes >= BLOCK_BYTES {
+            raw_size += compressors.send(out, std::mem::take(&mut rows))?;
+            rows.reserve(BLOCK_RECORDS);
+            blocks += 1;
+            block_bytes = 0;
+        }
+    }
+    if !rows.is_empty() {
+        raw_size += compressors.send(out, rows)?;
+        blocks += 1;
+    }
+    raw_size += compressors.finish(out)?;
+    Ok((records, keys, raw_size, blocks))
+}
+
+/// Blocks encoded beside the store's reading: [`COMPRESSORS`] threads take blocks of rows,
+/// and the encoded blocks are written in the order the rows were read. At most
+/// [`IN_FLIGHT`] blocks are between reading and writing at once, so memory stays bounded.
+struct Compressors {
+    work: Option<std::sync::mpsc::SyncSender<(u64, Vec<Row>)>>,
+    done: std::sync::mpsc::Receiver<(u64, io::Result<blocks::Encoded>)>,
+    ready: std::collections::BTreeMap<u64, blocks::Encoded>,
+    sent: u64,
+    written: u64,
+}
+
+/// Threads encoding blocks while the store is read (a snapshot build is otherwise bound by
+/// zstd on one core).
+const COMPRESSORS: usize = 2;
+/// Most blocks read but not yet written.
+const IN_FLIGHT: u64 = 4;
+
+impl Compressors {
+    fn start<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, stages: BlockStages) -> Self {
+        let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<Row>)>(COMPRESSORS);
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        let (results, done) = std::sync::mpsc::channel();
+        for _ in 0..COMPRESSORS {
+            let (jobs, results) = (jobs.clone(), results.clone());
+            scope.spawn(move || {
+                loop {
+                    let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((seq, rows)) = job else { return };
+                    // A panic would leave the writer waiting for this block forever: it
+                    // becomes the block's error instead.
+                    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        blocks::encode(&rows, stages)
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("a snapshot block encoder panicked")));
+                    if results.send((seq, encoded)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self {
+            work: Some(work),
+            done,
+            ready: Default::default(),
+            sent: 0,
+            written: 0,
+        }
+    }
+
+    /// Hands over the next block, first writing what is done (and waiting for it while
+    /// [`IN_FLIGHT`] blocks are out); returns the raw bytes of the blocks written.
+    fn send(&mut self, out: &mut impl Write, rows: Vec<Row>) -> io::Result<u64> {
+        let written = self.write_ready(out, IN_FLIGHT - 1)?;
+        let work = self.work.as_ref().expect("not stopped");
+        work.send((self.sent, rows))
+            .map_err(|_| io::Error::other("a snapshot compressor stopped"))?;
+        self.sent += 1;
+        Ok(written)
+    }
+
+    /// Writes every block still out; returns their raw bytes.
+    fn finish(&mut self, out: &mut impl Write) -> io::Result<u64> {
+        self.write_ready(out, 0)
+    }
+
+    /// Lets the threads end (the scope then joins them).
+    fn stop(&mut self) {
+        self.work = None;
+    }
+
+    /// Writes the done blocks that are next in order, waiting until at most `out_at_most`
+    /// are still out.
+    fn write_ready(&mut self, out: &mut impl Write, out_at_most: u64) -> io::Result<u64> {
+        let mut raw = 0;
+        loop {
+            while let Some(block) = self.ready.remove(&self.written) {
+                out.write_all(&(block.stored.len() as u32).to_le_bytes())?;
+                out.write_all(&block.stored)?;
+                raw += block.raw_len as u64;
+                self.written += 1;
+            }
+            if self.sent - self.written <= out_at_most {
+                return Ok(raw);
+            }
+            let (seq, block) = self
+                .done
+                .recv()
+                .map_err(|_| io::Error::other("a snapshot compressor stopped"))?;
+            self.ready.insert(seq, block?);
+        }
+    }
 }
 
 /// A writer that hashes (SHA-256 and CRC-32) and counts what passes through it.
