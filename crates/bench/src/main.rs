@@ -206,7 +206,6 @@ enum Cmd {
         #[arg(long, default_value_t = lease::KEEPALIVE_TTL)]
         ttl: i64,
     },
-    /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     /// Snapshot size and speed beside etcd: one corpus loaded into a one-member etcd and a
     /// one-member raftkv, `etcdctl snapshot save` against each, then each restored with its
     /// own tool; prints a markdown table (`scripts/snapshot-compare`).
@@ -230,6 +229,7 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         items: u64,
     },
+    /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
         #[arg(long, default_value = "target/release/raftkv")]

@@ -23,6 +23,9 @@ mod watch;
 use kv::{DelArgs, GetArgs, PutArgs};
 use print::Printer;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A command line client for raftkv and etcd (etcdctl 3.4's commands and flags).
 #[derive(Parser)]
 #[command(name = "raftkvctl", disable_version_flag = true)]

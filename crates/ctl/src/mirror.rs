@@ -26,12 +26,14 @@ use crate::Cli;
 
 /// Keys per range of the initial copy (clientv3 mirror's `batchLimit`).
 const BATCH: i64 = 1000;
+/// The "timeout" of the mirror's calls.
+const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// `make-mirror [options] <destination>`.
 #[derive(Args)]
 pub struct MirrorArgs {
-    /// The destination's endpoint.
-    destination: Option<String>,
+    /// The destination's endpoint (exactly one; more is etcdctl's usage error).
+    destination: Vec<String>,
     /// Key-value prefix to mirror.
     #[arg(long, default_value = "")]
     prefix: String,
@@ -64,13 +66,23 @@ pub struct MirrorArgs {
 }
 
 pub async fn run(cli: &Cli, args: MirrorArgs) -> anyhow::Result<()> {
-    let Some(destination) = args.destination.clone() else {
+    let [destination] = args.destination.as_slice() else {
         return Err(crate::bad_args(anyhow!(
             "make-mirror takes one destination argument"
         )));
     };
-    let dest = destination_client(cli, &args, destination).map_err(crate::bad_args)?;
-    let source = cli.client().await?;
+    let dest = destination_client(cli, &args, destination.clone()).map_err(crate::bad_args)?;
+    // etcdctl mirrors with no deadline on its calls (context.TODO()): a slow destination
+    // or an election makes it wait, not fail. A year stands for none.
+    let source = cli
+        .client()
+        .await?
+        .with_timeouts(cli.dial_timeout, NO_DEADLINE);
+    if args.no_dest_prefix && !args.dest_prefix.is_empty() {
+        return Err(crate::bad_args(anyhow!(
+            "`--dest-prefix` and `--no-dest-prefix` cannot be set at the same time, choose one"
+        )));
+    }
 
     // The revision the copy is taken at, from any get (clientv3 asks for "foo").
     let header = source
@@ -87,12 +99,6 @@ pub async fn run(cli: &Cli, args: MirrorArgs) -> anyhow::Result<()> {
         .header
         .context("a range answer without its header")?;
     let revision = header.revision;
-
-    if args.no_dest_prefix && !args.dest_prefix.is_empty() {
-        return Err(crate::bad_args(anyhow!(
-            "`--dest-prefix` and `--no-dest-prefix` cannot be set at the same time, choose one"
-        )));
-    }
     let rename = Rename {
         from: args.prefix.clone().into_bytes(),
         to: if args.no_dest_prefix {
@@ -121,8 +127,7 @@ pub async fn run(cli: &Cli, args: MirrorArgs) -> anyhow::Result<()> {
 /// flags as etcdctl reads them (no credentials: etcdctl passes none).
 fn destination_client(cli: &Cli, args: &MirrorArgs, destination: String) -> anyhow::Result<Client> {
     use raftkv_client::TlsConfig;
-    let client =
-        Client::new(vec![destination]).with_timeouts(cli.dial_timeout, cli.command_timeout);
+    let client = Client::new(vec![destination]).with_timeouts(cli.dial_timeout, NO_DEADLINE);
     let named = args.dest_cacert.is_some() || args.dest_cert.is_some() || args.dest_key.is_some();
     let tls = if named {
         Some(TlsConfig::from_files(

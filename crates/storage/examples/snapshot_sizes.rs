@@ -15,6 +15,10 @@ use raftkv_proto::raftkvpb::{Command, command};
 use raftkv_storage::snapshot::{self, BlockStages};
 use raftkv_storage::{AppliedState, MvccConfig, MvccStore};
 
+// The allocator of the member and raftkvctl, which build and restore snapshots.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let items: u64 = args

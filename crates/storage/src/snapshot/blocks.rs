@@ -80,10 +80,16 @@ pub(crate) fn encode(rows: &[Row], stages: BlockStages) -> std::io::Result<Encod
         }
         BlockStages::SplitThenZstd => {
             let split = columns::encode(rows, ValueLayout::Split);
-            return Ok(Encoded {
-                stored: with_kind(KIND_SPLIT_ZSTD, &zstd(&split)?),
-                raw_len: split.len(),
-            });
+            // Split parts are longer than the values (a quote per scalar): a block near
+            // the bound may not fit split, and is stored as zstd of the plain columns.
+            if split.len() > MAX_BLOCK_RAW {
+                with_kind(KIND_ZSTD, &zstd(&raw)?)
+            } else {
+                return Ok(Encoded {
+                    stored: with_kind(KIND_SPLIT_ZSTD, &zstd(&split)?),
+                    raw_len: split.len(),
+                });
+            }
         }
         BlockStages::Smallest => {
             // The codec alone is cheap and always a candidate. zstd is tried over what may
@@ -93,8 +99,11 @@ pub(crate) fn encode(rows: &[Row], stages: BlockStages) -> std::io::Result<Encod
             // that zstd could find something different there.
             let codec = raftkv_codec::compress(&raw);
             let mut candidates = Vec::with_capacity(3);
-            if structured(rows) {
-                let split = columns::encode(rows, ValueLayout::Split);
+            let split = structured(rows)
+                .then(|| columns::encode(rows, ValueLayout::Split))
+                // (Only where the reader's bound on a block's columns allows.)
+                .filter(|split| split.len() <= MAX_BLOCK_RAW);
+            if let Some(split) = split {
                 candidates.push((KIND_SPLIT_ZSTD, zstd(&split)?, split.len()));
             } else {
                 candidates.push((KIND_CODEC_ZSTD, zstd(&codec)?, raw_len));
@@ -278,6 +287,35 @@ mod tests {
         assert!(smallest.len() * 5 < codec.len());
     }
 
+    #[test]
+    fn a_largest_value_of_short_strings_still_fits_when_split() {
+        // A value at the size limit made of short JSON strings: split, its parts are a
+        // fifth longer than it (a quote per scalar), past the bound on a block's columns.
+        // The default choice must then store it otherwise, and every stage must read back.
+        let mut value = b"[".to_vec();
+        while value.len() < 60 << 20 {
+            value.extend_from_slice(br#""ab","#);
+        }
+        value.extend_from_slice(br#""ab"]"#);
+        let rows = vec![Row {
+            key: b"/big".to_vec(),
+            revision: 1,
+            record: Record::Put {
+                create_revision: 1,
+                version: 1,
+                lease: 0,
+                value,
+            },
+        }];
+        assert!(columns::encode(&rows, ValueLayout::Split).len() > MAX_BLOCK_RAW);
+        for stages in [BlockStages::Smallest, BlockStages::SplitThenZstd] {
+            let encoded = encode(&rows, stages).unwrap();
+            assert_ne!(encoded.stored[0], KIND_SPLIT_ZSTD, "{stages:?}");
+            let (back, _) = decode(&encoded.stored, 5).unwrap();
+            assert_eq!(back, rows, "{stages:?}");
+        }
+    }
+
     fn zstd_block(kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut block = vec![kind];
         block.extend_from_slice(payload);
@@ -311,7 +349,11 @@ mod tests {
             let one = zstd::bulk::compress(b"0123456789", 3).unwrap();
             let mut two = one.clone();
             two.extend_from_slice(&one);
-            assert!(decode(&zstd_block(kind, &two), 5).is_err());
+            let refused = decode(&zstd_block(kind, &two), 5);
+            assert!(
+                matches!(&refused, Err(SnapshotError::Corrupt(m)) if m.starts_with("zstd block")),
+                "{refused:?}"
+            );
         }
         // Truncated, empty, unknown kinds, garbage.
         for stages in [BlockStages::ZstdOnly, BlockStages::SplitThenZstd] {

@@ -226,14 +226,16 @@ pub(crate) fn decode(raw: &[u8], layout: ValueLayout) -> Option<Vec<Row>> {
             0 if layout == ValueLayout::Split => {
                 let structure_len = usize::try_from(value_shared[i]).ok()?;
                 let scalars_len = usize::try_from(value_lens[i]).ok()?;
-                // A joined value is never longer than its two parts.
-                spend(structure_len.checked_add(scalars_len)?)?;
+                // The parts are slices of `raw`, and a joined value is never longer than
+                // its two parts, so this allocation is bounded by the block; the budget
+                // counts the value itself (its parts may be longer: a quote per scalar).
                 let structure = raw.get(value_pos..value_pos.checked_add(structure_len)?)?;
                 let scalars = raw.get(scalar_pos..scalar_pos.checked_add(scalars_len)?)?;
                 value_pos += structure_len;
                 scalar_pos += scalars_len;
                 let mut value = Vec::with_capacity(structure_len + scalars_len);
                 split::join(structure, scalars, &mut value)?;
+                spend(value.len())?;
                 Record::Put {
                     create_revision: revision.wrapping_sub(distance[i] as i64),
                     version: versions[i] as i64,
