@@ -3,7 +3,9 @@
 //! source the real tool reads and watches). Writers keep putting, deleting and writing
 //! txns at the source while the mirror runs; once they stop, the destination must hold
 //! exactly the source's keys under the prefix, renamed, with the same values — nothing
-//! missing, nothing extra, nothing written outside the destination prefix.
+//! missing, nothing extra, nothing written outside the destination prefix. The fault test
+//! kills source members (the one the mirror's watch is on, then the leader) mid-mirror:
+//! the mirror must ride through, as etcdctl's does, by resuming its watch elsewhere.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -32,33 +34,47 @@ async fn everything(endpoints: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 /// Puts, deletes and txns at the source: `rounds` of them over 40 keys of `/app/`, and a
 /// key outside the prefix now and then.
-async fn write_load(endpoints: &str, round_offset: u64, rounds: u64) {
+async fn write_load(endpoints: &str, first: u64, rounds: u64) {
     let client = Client::new(endpoints.split(','));
-    for r in round_offset..round_offset + rounds {
-        let k = |i: u64| format!("/app/k{:02}", i % 40);
-        match r % 5 {
-            0 | 1 => {
-                client.put(k(r * 7), format!("v{r}")).await.expect("put");
-            }
-            2 => {
-                client.delete(k(r * 3)).await.expect("delete");
-            }
-            3 => {
-                let txn = Txn::new().then([
-                    TxnOp::put(k(r * 11), format!("t{r}")),
-                    TxnOp::put(k(r * 13), format!("t{r}")),
-                    TxnOp::delete(k(r * 17)),
-                ]);
-                client.txn(txn).await.expect("txn");
-            }
-            _ => {
-                client
-                    .put(format!("/other/{r}"), "x")
-                    .await
-                    .expect("put outside");
-            }
+    for r in first..first + rounds {
+        one_write(&client, r)
+            .await
+            .expect("no write fails while no member fails");
+    }
+}
+
+/// [`write_load`] while members fail: a failed write is skipped (its outcome may be
+/// unknown, which does not matter: the destination is compared with what the source holds
+/// in the end).
+async fn write_load_through_faults(endpoints: &str, first: u64, rounds: u64) {
+    let client = Client::new(endpoints.split(','));
+    for r in first..first + rounds {
+        let _ = one_write(&client, r).await;
+    }
+}
+
+async fn one_write(client: &Client, r: u64) -> Result<(), raftkv_client::Error> {
+    let k = |i: u64| format!("/app/k{:02}", i % 40);
+    match r % 5 {
+        0 | 1 => {
+            client.put(k(r * 7), format!("v{r}")).await?;
+        }
+        2 => {
+            client.delete(k(r * 3)).await?;
+        }
+        3 => {
+            let txn = Txn::new().then([
+                TxnOp::put(k(r * 11), format!("t{r}")),
+                TxnOp::put(k(r * 13), format!("t{r}")),
+                TxnOp::delete(k(r * 17)),
+            ]);
+            client.txn(txn).await?;
+        }
+        _ => {
+            client.put(format!("/other/{r}"), "x").await?;
         }
     }
+    Ok(())
 }
 
 /// The source's `/app/` keys renamed to `/copy/`.
@@ -72,24 +88,34 @@ fn expected(source: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
         .collect()
 }
 
-async fn mirror_under_load(source: &Cluster, dest: &Cluster, mut tool: Command) {
+/// `tool` (etcdctl or raftkvctl, with the source's endpoints) mirroring `/app/` to `/copy/`
+/// at `dest`.
+fn start_mirror(dest: &Cluster, mut tool: Command) -> Child {
+    tool.args([
+        "make-mirror",
+        "--prefix",
+        "/app/",
+        "--dest-prefix",
+        "/copy/",
+    ])
+    .arg(dest.members[0].endpoint())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("make-mirror starts")
+}
+
+async fn mirror_under_load(source: &Cluster, dest: &Cluster, tool: Command) {
     // Some keys before the mirror starts (its initial copy), more while it runs (its watch).
     write_load(&source.endpoints(), 0, 120).await;
-    let mut child: Child = tool
-        .args([
-            "make-mirror",
-            "--prefix",
-            "/app/",
-            "--dest-prefix",
-            "/copy/",
-        ])
-        .arg(dest.members[0].endpoint())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("make-mirror starts");
+    let child = start_mirror(dest, tool);
     write_load(&source.endpoints(), 120, 400).await;
+    converges(source, dest, child).await;
+}
 
+/// Waits until the destination holds the source's `/app/` keys as `/copy/` (the mirror
+/// still running), then stops the mirror and fails on any difference.
+async fn converges(source: &Cluster, dest: &Cluster, mut child: Child) {
     let want = expected(&everything(&source.endpoints()).await);
     assert!(want.len() > 10, "the load left keys under the prefix");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -139,4 +165,34 @@ async fn make_mirror_keeps_the_destination_equal_under_load_both_ways() {
     mirror_under_load(&raftkv, &fresh_etcd, tool).await;
     drop(fresh_etcd);
     drop(raftkv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_mirror_rides_through_source_member_kills() {
+    let mut raftkv = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let etcd = Cluster::start_beside(&raftkv, Server::Etcd, 1, Options::default()).await;
+    let endpoints = raftkv.endpoints();
+    write_load(&endpoints, 0, 100).await;
+    let mut tool = Command::new(raftkvctl_bin());
+    tool.arg(format!("--endpoints={endpoints}"));
+    let child = start_mirror(&etcd, tool);
+    write_load(&endpoints, 100, 100).await;
+
+    // The member the mirror's watch is on (the first endpoint that answers), then whichever
+    // member leads: killed while writes go on, brought back, writes go on.
+    let mut round = 200;
+    for victim in [Some(0), None] {
+        let i = match victim {
+            Some(i) => i,
+            None => raftkv.leader().await.expect("a leader"),
+        };
+        raftkv.kill(i);
+        write_load_through_faults(&endpoints, round, 150).await;
+        raftkv.restart(i);
+        raftkv.wait_healthy(Duration::from_secs(30)).await;
+        write_load_through_faults(&endpoints, round + 150, 100).await;
+        round += 250;
+    }
+    converges(&raftkv, &etcd, child).await;
+    drop(etcd);
 }
