@@ -11,13 +11,14 @@ const QUOTA: &str = "200000";
 
 /// Lines listing NOSPACE alarms (alarm list / disarm, status errors), summed up: which
 /// members raised one, and their order (a Go map's), are not deterministic in etcd (see
-/// `quota_session`).
+/// `quota_session`). Not even member 0's, which refused the put: in one CI run (2026-12-01)
+/// etcd's other members raised theirs as they applied the last put, and member 0 then
+/// refused on the alarm it saw without raising its own.
 fn alarms_named(text: &str) -> String {
     let nospace = text.matches("alarm:NOSPACE").count();
     format!(
-        "NOSPACE alarms: {}, member 0's among them: {}, other alarms: {}",
+        "NOSPACE alarms: {}, other alarms: {}",
         nospace > 0,
-        text.contains("memberID:<id0> alarm:NOSPACE"),
         text.matches("alarm:").count() - nospace
     )
 }
