@@ -14,28 +14,15 @@
 
 /// Appends `value`'s structure to `structure` and its scalars to `scalars`.
 pub(crate) fn split(value: &[u8], structure: &mut Vec<u8>, scalars: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] != b'"' {
-            let next = value[i..]
-                .iter()
-                .position(|&b| b == b'"')
-                .map_or(value.len(), |p| i + p);
-            structure.extend_from_slice(&value[i..next]);
-            i = next;
-            continue;
+    for piece in pieces(value) {
+        match piece {
+            Piece::Kept(bytes) => structure.extend_from_slice(bytes),
+            Piece::Scalar(content) => {
+                structure.extend_from_slice(b"\"\"");
+                scalars.extend_from_slice(content);
+                scalars.push(b'"');
+            }
         }
-        let Some(close) = string_end(value, i) else {
-            structure.extend_from_slice(&value[i..]);
-            return;
-        };
-        if value.get(close + 1) == Some(&b':') {
-            structure.extend_from_slice(&value[i..=close]);
-        } else {
-            structure.extend_from_slice(b"\"\"");
-            scalars.extend_from_slice(&value[i + 1..=close]);
-        }
-        i = close + 1;
     }
 }
 
@@ -43,47 +30,71 @@ pub(crate) fn split(value: &[u8], structure: &mut Vec<u8>, scalars: &mut Vec<u8>
 /// exactly what [`split`] makes (every scalar used, every placeholder empty). What it
 /// appends is never longer than `structure` and `scalars` together.
 pub(crate) fn join(structure: &[u8], scalars: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let mut i = 0;
     let mut taken = 0;
-    while i < structure.len() {
-        if structure[i] != b'"' {
-            let next = structure[i..]
-                .iter()
-                .position(|&b| b == b'"')
-                .map_or(structure.len(), |p| i + p);
-            out.extend_from_slice(&structure[i..next]);
-            i = next;
-            continue;
-        }
-        let Some(close) = string_end(structure, i) else {
-            out.extend_from_slice(&structure[i..]);
-            break;
-        };
-        if structure.get(close + 1) == Some(&b':') {
-            out.extend_from_slice(&structure[i..=close]);
-        } else {
-            if close != i + 1 {
-                return None; // a scalar's place is always empty
+    for piece in pieces(structure) {
+        match piece {
+            Piece::Kept(bytes) => out.extend_from_slice(bytes),
+            // A scalar's place in the structure is always empty.
+            Piece::Scalar(content) if !content.is_empty() => return None,
+            Piece::Scalar(_) => {
+                let end = string_end(scalars, taken)?;
+                out.push(b'"');
+                out.extend_from_slice(&scalars[taken..=end]);
+                taken = end + 1;
             }
-            // The scalar runs to the first unescaped `"` in the scalars: string_end scans
-            // from the byte after `taken - 1`, i.e. from `taken`.
-            let end = scalar_end(scalars, taken)?;
-            out.push(b'"');
-            out.extend_from_slice(&scalars[taken..=end]);
-            taken = end + 1;
         }
-        i = close + 1;
     }
     (taken == scalars.len()).then_some(())
 }
 
-/// The index of the `"` that ends the string opening at `open`, if it ends.
-fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
-    scalar_end(bytes, open + 1)
+/// A run of bytes as [`split`] sees it: kept in the structure as they are (outside strings,
+/// an object key with its quotes, a string that never ends), or a string value's content.
+enum Piece<'a> {
+    Kept(&'a [u8]),
+    Scalar(&'a [u8]),
 }
 
-/// The index of the first `"` at or after `from` not escaped by a backslash.
-fn scalar_end(bytes: &[u8], from: usize) -> Option<usize> {
+/// `bytes` cut into [`Piece`]s, in order; together they are all of `bytes`, and every step
+/// moves forward.
+fn pieces(bytes: &[u8]) -> impl Iterator<Item = Piece<'_>> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= bytes.len() {
+            return None;
+        }
+        let piece = if bytes[i] != b'"' {
+            let next = bytes[i..]
+                .iter()
+                .position(|&b| b == b'"')
+                .map_or(bytes.len(), |p| i + p);
+            let piece = Piece::Kept(&bytes[i..next]);
+            i = next;
+            piece
+        } else {
+            match string_end(bytes, i + 1) {
+                None => {
+                    let piece = Piece::Kept(&bytes[i..]);
+                    i = bytes.len();
+                    piece
+                }
+                Some(close) => {
+                    let piece = if bytes.get(close + 1) == Some(&b':') {
+                        Piece::Kept(&bytes[i..=close])
+                    } else {
+                        Piece::Scalar(&bytes[i + 1..close])
+                    };
+                    i = close + 1;
+                    piece
+                }
+            }
+        };
+        Some(piece)
+    })
+}
+
+/// The index of the first `"` at or after `from` not escaped by a backslash (a backslash
+/// escapes the byte after it): the end of a string whose content starts at `from`.
+fn string_end(bytes: &[u8], from: usize) -> Option<usize> {
     let mut k = from;
     while k < bytes.len() {
         match bytes[k] {
