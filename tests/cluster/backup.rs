@@ -165,6 +165,6 @@ async fn etcdctl_save_raftkvctl_status_and_restore_into_a_new_cluster() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "Error: not a raftkv snapshot file (bad magic)"
+        "Error: not a raftkv or etcd snapshot file (bad magic)"
     );
 }

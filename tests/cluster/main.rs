@@ -17,6 +17,7 @@ mod chaos_watch;
 mod client;
 mod disk_full;
 mod endpoint_cluster;
+mod etcd_import;
 mod etcdctl;
 mod faults;
 mod fixture;

@@ -3,6 +3,8 @@
 //! `etcdctl snapshot save` and restored with its own tool (`etcdctl` / `raftkvctl snapshot
 //! restore`); file sizes beside etcd's file compressed with zstd at level 3 (what
 //! `zstd -3` gives; k3s, rke2 and Gardener compress etcd snapshots this way), and the times.
+//! etcd's file is also imported with `raftkvctl snapshot restore` (the offline way from
+//! etcd, revisions kept), timed beside etcd's own restore of it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +36,8 @@ struct Figures {
     file_bytes: u64,
     zstd3_bytes: u64,
     restore_secs: f64,
+    /// etcd's file restored by `raftkvctl` (only for etcd).
+    import_secs: Option<f64>,
 }
 
 /// Loads, saves, restores on both servers; prints a markdown table.
@@ -88,6 +92,22 @@ pub async fn run(plan: &Plan) -> Result<()> {
                 .arg(&restored),
         )?;
         let restore_secs = started.elapsed().as_secs_f64();
+        let import_secs = if server == Server::Etcd {
+            let imported = work.path().join("etcd-imported");
+            let started = Instant::now();
+            run_tool(
+                Command::new(&plan.raftkvctl_bin)
+                    .args(["snapshot", "restore"])
+                    .arg(&file)
+                    .arg("--data-dir")
+                    .arg(&imported),
+            )?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("  raftkvctl import of etcd's file {secs:.2} s");
+            Some(secs)
+        } else {
+            None
+        };
         eprintln!(
             "  load {load_secs:.1} s, save {save_secs:.2} s, {} bytes (zstd -3: {zstd3_bytes}), restore {restore_secs:.2} s",
             bytes.len()
@@ -98,6 +118,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
             file_bytes: bytes.len() as u64,
             zstd3_bytes,
             restore_secs,
+            import_secs,
         });
     }
     print!("{}", table(plan, &figures[0], &figures[1]));
@@ -127,6 +148,13 @@ fn table(plan: &Plan, etcd: &Figures, raftkv: &Figures) -> String {
         ("`snapshot restore`", etcd.restore_secs, raftkv.restore_secs),
     ] {
         out += &format!("| {name} | {e:.2} s | {r:.2} s | {:.2} |\n", r / e);
+    }
+    if let Some(import) = etcd.import_secs {
+        out += &format!(
+            "| etcd's file: `etcdctl snapshot restore` / `raftkvctl snapshot restore` (import) | {:.2} s | {import:.2} s | {:.2} |\n",
+            etcd.restore_secs,
+            import / etcd.restore_secs
+        );
     }
     out
 }

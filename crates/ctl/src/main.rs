@@ -686,11 +686,17 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 initial_advertise_peer_urls: args.initial_advertise_peer_urls,
                 skip_hash_check: args.skip_hash_check,
             };
-            let (dir, info) = snapshot::restore(&args.filename, &flags)?;
+            let (dir, restored) = snapshot::restore(&args.filename, &flags)?;
+            if let Some(i) = &restored.etcd {
+                eprintln!(
+                    "imported etcd snapshot: {} versions, compacted at {}, {} leases, {} users, {} roles",
+                    i.versions, i.compact_revision, i.leases, i.users, i.roles
+                );
+            }
             eprintln!(
                 "restored snapshot (revision {}, {} keys) into {}; start the member with the same --name, --initial-cluster and --initial-cluster-token",
-                info.meta.revision,
-                info.key_count,
+                restored.revision,
+                restored.keys,
                 dir.display()
             );
         }

@@ -1,10 +1,13 @@
-//! `snapshot save | status | restore` on raftkv's snapshot files.
+//! `snapshot save | status | restore` on raftkv's snapshot files, and on etcd's (a bbolt
+//! database with a SHA-256 trailer), told apart by their first bytes: etcd's status as
+//! etcdctl prints it, and a restore that imports it with every revision kept.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use raftkv_proto::etcdserverpb::SnapshotRequest;
+use raftkv_storage::etcd::{self, EtcdStatus};
 use raftkv_storage::snapshot::{RestoreOptions, SnapshotInfo};
 use raftkv_storage::{MvccConfig, MvccStore, layout};
 use tokio::io::AsyncWriteExt;
@@ -22,9 +25,19 @@ fn go_status(status: &tonic::Status) -> String {
     format!("rpc error: code = {code} desc = {}", status.message())
 }
 
-/// Streams a snapshot from the client's member into `path` (written to `path.part`,
-/// fsynced, renamed), then verifies the saved file. Shows progress on a terminal.
-pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotInfo> {
+/// A snapshot file's status: raftkv's own, or etcd's.
+#[derive(Debug)]
+pub enum Status {
+    /// A raftkv snapshot.
+    Raftkv(SnapshotInfo),
+    /// An etcd snapshot, as `etcdctl snapshot status` reads it.
+    Etcd(EtcdStatus),
+}
+
+/// Streams a snapshot from the client's member (raftkv or etcd) into `path` (written to
+/// `path.part`, fsynced, renamed), then verifies the saved file. Shows progress on a
+/// terminal.
+pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<Status> {
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
@@ -59,44 +72,82 @@ pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<SnapshotIn
     if show_progress {
         eprintln!();
     }
+    if etcd::looks_like_bolt(&part)? && received % 512 != 32 {
+        // etcdctl's check of what an etcd member sent.
+        bail!("sha256 checksum not found [bytes: {received}]");
+    }
     file.sync_all().await?;
     drop(file);
     tokio::fs::rename(&part, path).await?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
+    // Verified further than etcdctl goes: the SHA-256 trailer and every page of an etcd
+    // file, every block of a raftkv one.
+    if etcd::looks_like_bolt(path)? {
+        etcd::check_hash(path, false)
+            .map_err(|e| anyhow::anyhow!("saved snapshot is not valid: {e}"))?;
+    }
+    status(path).map_err(|e| anyhow::anyhow!("saved snapshot is not valid: {e}"))
+}
+
+/// The status of a snapshot file, fully verified (an etcd file's pages as etcdctl checks
+/// them; its trailer is checked by restore, as etcdctl checks it).
+pub fn status(path: &Path) -> anyhow::Result<Status> {
+    if etcd::looks_like_bolt(path)? {
+        return etcd::status(path)
+            .map(Status::Etcd)
+            .map_err(|e| anyhow::anyhow!("{e}"));
+    }
     raftkv_storage::snapshot::read_info(path)
-        .map_err(|e| anyhow::anyhow!("saved snapshot is not valid: {e}"))
+        .map(Status::Raftkv)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The status of a snapshot file, fully verified.
-pub fn status(path: &Path) -> anyhow::Result<SnapshotInfo> {
-    raftkv_storage::snapshot::read_info(path).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Formats a status as etcdctl does (`simple`, `table`, `json`; `fields` like simple).
-pub fn format_status(info: &SnapshotInfo, format: &str) -> anyhow::Result<String> {
-    let size = human_bytes(info.total_size);
-    Ok(match format {
-        "simple" | "fields" => format!(
-            "{:x}, {}, {}, {}\n",
-            info.hash, info.meta.revision, info.key_count, size
+/// Formats a status as etcdctl does (`simple`, `table`, `json`; `fields` like simple). A
+/// raftkv file's JSON adds `rawSize`, the body's size before compression.
+pub fn format_status(status: &Status, format: &str) -> anyhow::Result<String> {
+    let (hash, revision, keys, total_size, raw_size) = match status {
+        Status::Raftkv(i) => (
+            i.hash,
+            i.meta.revision,
+            i.key_count,
+            i.total_size,
+            Some(i.raw_size),
         ),
+        Status::Etcd(s) => (s.hash, s.revision, s.total_key, s.total_size, None),
+    };
+    let size = human_bytes(total_size);
+    Ok(match format {
+        "simple" | "fields" => format!("{hash:x}, {revision}, {keys}, {size}\n"),
         "table" => table(
             &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
             &[vec![
-                format!("{:x}", info.hash),
-                info.meta.revision.to_string(),
-                info.key_count.to_string(),
+                format!("{hash:x}"),
+                revision.to_string(),
+                keys.to_string(),
                 size,
             ]],
         ),
-        "json" => format!(
-            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{},\"rawSize\":{}}}\n",
-            info.hash, info.meta.revision, info.key_count, info.total_size, info.raw_size
-        ),
+        "json" => {
+            let raw = raw_size.map_or(String::new(), |r| format!(",\"rawSize\":{r}"));
+            format!(
+                "{{\"hash\":{hash},\"revision\":{revision},\"totalKey\":{keys},\"totalSize\":{total_size}{raw}}}\n"
+            )
+        }
         other => bail!("{other} not supported as output format"),
     })
+}
+
+/// What a restore brought in, for its closing line.
+#[derive(Debug)]
+pub struct Restored {
+    /// The store's revision.
+    pub revision: i64,
+    /// Keys live at it.
+    pub keys: u64,
+    /// For an etcd file: versions, leases, users and roles imported, and the compaction.
+    pub etcd: Option<etcd::Imported>,
 }
 
 /// Flags of `snapshot restore`, named as etcdctl's.
@@ -117,7 +168,9 @@ pub struct RestoreFlags {
 /// Creates the data dir of one member of a *new* cluster holding the snapshot's keys and
 /// revision. The snapshot's old membership is dropped: the member bootstraps the cluster
 /// named by the same `--initial-cluster` when it first starts. Refuses an existing dir.
-pub fn restore(path: &Path, flags: &RestoreFlags) -> anyhow::Result<(PathBuf, SnapshotInfo)> {
+/// An etcd snapshot is imported: every version with its revisions, the compaction, the
+/// leases and the auth store.
+pub fn restore(path: &Path, flags: &RestoreFlags) -> anyhow::Result<(PathBuf, Restored)> {
     let data_dir = flags
         .data_dir
         .clone()
@@ -135,13 +188,27 @@ pub fn restore(path: &Path, flags: &RestoreFlags) -> anyhow::Result<(PathBuf, Sn
     .map_err(anyhow::Error::msg)?;
     let result = (|| {
         let store = MvccStore::open(&layout::db_dir(&data_dir), &MvccConfig::default())?;
-        let options = RestoreOptions {
-            keep_raft_state: false,
-            skip_hash_check: flags.skip_hash_check,
+        let restored = if etcd::looks_like_bolt(path)? {
+            let imported = etcd::restore(path, &store, flags.skip_hash_check)?;
+            Restored {
+                revision: imported.revision,
+                keys: imported.keys,
+                etcd: Some(imported),
+            }
+        } else {
+            let options = RestoreOptions {
+                keep_raft_state: false,
+                skip_hash_check: flags.skip_hash_check,
+            };
+            let info = raftkv_storage::snapshot::restore_with(path, &store, &options)?;
+            Restored {
+                revision: info.meta.revision,
+                keys: info.key_count,
+                etcd: None,
+            }
         };
-        let info = raftkv_storage::snapshot::restore_with(path, &store, &options)?;
         store.flush()?;
-        anyhow::Ok(info)
+        anyhow::Ok(restored)
     })();
     match result {
         Ok(info) => Ok((data_dir, info)),

@@ -186,9 +186,13 @@ pub enum SnapshotError {
     /// Reading or writing the file failed.
     #[error("snapshot I/O: {0}")]
     Io(#[from] io::Error),
-    /// The file is not a raftkv snapshot (e.g. an etcd bbolt snapshot).
-    #[error("not a raftkv snapshot file (bad magic)")]
+    /// The file is neither a raftkv snapshot nor an etcd (bbolt) one.
+    #[error("not a raftkv or etcd snapshot file (bad magic)")]
     NotASnapshot,
+    /// An etcd snapshot without the SHA-256 trailer `snapshot save` appends, restored
+    /// without `--skip-hash-check` (etcdctl's message).
+    #[error("snapshot missing hash but --skip-hash-check=false")]
+    MissingHash,
     /// A format version this build does not read.
     #[error("unsupported snapshot format version {0}")]
     UnsupportedVersion(u32),

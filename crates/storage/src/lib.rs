@@ -8,6 +8,8 @@
 //!   appends are on disk (fdatasync) before they are reported flushed, with group commit.
 //! - [`snapshot`] — point-in-time snapshot files of the MVCC state: header, blocks encoded
 //!   with `raftkv-codec`, SHA-256 trailer (the layout `etcdctl snapshot save` accepts).
+//! - [`etcd`] — etcd's own snapshot files (bbolt): their status as etcdctl reports it, and
+//!   their import into a store, revisions, leases and users kept.
 //! - [`layout`] — where a member's files live under `--data-dir`, and its identity file.
 //! - [`bootstrap`] — `--initial-cluster`, parsed and checked for the member it describes.
 //! - [`error`] — error types; `MvccError` displays etcd's exact messages.
@@ -16,6 +18,7 @@
 
 pub mod bootstrap;
 pub mod error;
+pub mod etcd;
 pub mod layout;
 pub mod log;
 pub mod mvcc;

@@ -430,6 +430,7 @@ impl MvccStore {
             name,
             last_key: None,
             in_use: 0,
+            lease_ids: None,
         })
     }
 }
@@ -478,9 +479,19 @@ pub(crate) struct Restore<'a> {
     last_key: Option<Vec<u8>>,
     /// Bytes of the records added (the store's [`MvccStore::size_in_use`] once swapped in).
     in_use: u64,
+    /// When set, keys are attached only to these leases (see [`Restore::attach_only`]).
+    lease_ids: Option<std::collections::BTreeSet<i64>>,
 }
 
 impl Restore<'_> {
+    /// Attaches keys only to leases among `ids`. A key of an etcd snapshot may name a lease
+    /// the snapshot does not hold; etcd keeps the id in the key but attaches it to nothing
+    /// (`mvcc/kvstore.go` `restore`), so a lease granted later with that id must not
+    /// revoke the key.
+    pub(crate) fn attach_only(&mut self, ids: std::collections::BTreeSet<i64>) {
+        self.lease_ids = Some(ids);
+    }
+
     /// Adds versions, in store order. Plain inserts, not batches: the tree becomes the
     /// store's only in `finish`, after a flush, so nothing needs a batch's atomicity, and
     /// sled seals and writes its log buffer for every batch (a restore of 100,000 Pod
@@ -502,6 +513,10 @@ impl Restore<'_> {
             if let encoding::Record::Put { lease, .. } = &row.record
                 && *lease != 0
                 && self.last_key.as_deref() != Some(row.key.as_slice())
+                && self
+                    .lease_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(lease))
             {
                 self.tree
                     .insert(lease::lease_key_index(*lease, &row.key), &[][..])?;

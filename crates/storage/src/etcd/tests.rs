@@ -1,0 +1,262 @@
+//! Importing etcd snapshots: what the sample session left is what the store holds, and a
+//! damaged or crafted file changes nothing.
+
+use bytes::Bytes;
+use raftkv_proto::etcdserverpb::RangeRequest;
+use raftkv_proto::mvccpb::KeyValue;
+
+use super::samples::{buckets_with, seal, snapshot, versions};
+use super::*;
+use crate::error::MvccError;
+use crate::mvcc::MvccConfig;
+
+struct Fixture {
+    store: MvccStore,
+    dir: tempfile::TempDir,
+}
+
+fn open() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MvccStore::open(&dir.path().join("db"), &MvccConfig::default()).unwrap();
+    Fixture { store, dir }
+}
+
+impl Fixture {
+    fn file(&self, bytes: &[u8]) -> std::path::PathBuf {
+        let path = self.dir.path().join("etcd.db");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn range(&self, key: &str, end: &str, rev: i64) -> Result<Vec<KeyValue>, MvccError> {
+        let req = RangeRequest {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            range_end: Bytes::copy_from_slice(end.as_bytes()),
+            revision: rev,
+            ..Default::default()
+        };
+        Ok(self.store.range(&req)?.kvs)
+    }
+}
+
+fn kv(key: &str, create: i64, modified: i64, version: i64, value: &str, lease: i64) -> KeyValue {
+    KeyValue {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        create_revision: create,
+        mod_revision: modified,
+        version,
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        lease,
+    }
+}
+
+#[test]
+fn every_version_lease_and_user_comes_across() {
+    let f = open();
+    let path = f.file(&snapshot(None));
+    let imported = restore(&path, &f.store, false).unwrap();
+    assert_eq!(
+        imported,
+        Imported {
+            revision: 7,
+            compact_revision: 3,
+            keys: 4,
+            versions: 7,
+            leases: 1,
+            users: 1,
+            roles: 2,
+        }
+    );
+    assert_eq!(f.store.revision(), 7);
+    assert_eq!(f.store.compacted_revision(), 3);
+    assert_eq!(
+        f.range("a", "z", 0).unwrap(),
+        vec![
+            kv("a", 2, 5, 2, "2", 0),
+            kv("b", 3, 3, 1, "x", 0x10),
+            kv("d", 4, 4, 1, "1", 0),
+            kv("e", 7, 7, 1, "1", 0x99),
+        ]
+    );
+    // History above the compaction is there; below it is refused as etcd refuses it.
+    assert_eq!(
+        f.range("a", "z", 4).unwrap(),
+        vec![
+            kv("a", 2, 2, 1, "1", 0),
+            kv("b", 3, 3, 1, "x", 0x10),
+            kv("c", 4, 4, 1, "1", 0),
+            kv("d", 4, 4, 1, "1", 0),
+        ]
+    );
+    assert!(matches!(f.range("a", "z", 2), Err(MvccError::Compacted)));
+    // The lease the file holds, with b attached; e keeps its lease id, attached to
+    // nothing (etcd's restore cannot attach it either).
+    assert_eq!(
+        f.store.leases(),
+        vec![(
+            0x10,
+            LeaseInfo {
+                ttl: 60,
+                remaining: 0
+            }
+        )]
+    );
+    assert_eq!(f.store.lease_keys(0x10).unwrap(), vec![Bytes::from("b")]);
+    assert!(f.store.lease_keys(0x99).unwrap().is_empty());
+    let auth = f.store.auth();
+    assert!(auth.enabled);
+    assert_eq!(auth.revision, 5);
+    assert_eq!(auth.users.keys().collect::<Vec<_>>(), ["root"]);
+    assert_eq!(auth.roles.keys().collect::<Vec<_>>(), ["reader", "root"]);
+    assert_eq!(auth.roles["reader"].key_permission[0].key, "/r/");
+}
+
+#[test]
+fn a_scheduled_compaction_is_finished_as_etcd_finishes_it() {
+    let f = open();
+    let path = f.file(&snapshot(Some(5)));
+    let imported = restore(&path, &f.store, false).unwrap();
+    assert_eq!(imported.compact_revision, 5);
+    assert_eq!(f.store.compacted_revision(), 5);
+    assert!(matches!(f.range("a", "z", 4), Err(MvccError::Compacted)));
+    assert_eq!(f.range("a", "", 5).unwrap(), vec![kv("a", 2, 5, 2, "2", 0)]);
+}
+
+#[test]
+fn status_is_what_etcdctl_computes() {
+    let f = open();
+    let bytes = snapshot(None);
+    let path = f.file(&bytes);
+    let status = status(&path).unwrap();
+    // Keys in all buckets: 2 auth, 2 roles, 1 user, 1 cluster, 7 versions, 1 lease,
+    // 1 member, 3 meta.
+    assert_eq!(status.total_key, 18);
+    assert_eq!(status.revision, 7);
+    assert_eq!(status.total_size, bytes.len() as u64 - 32);
+    // The hash is CRC-32C over names, keys and values in order (the known answer for the
+    // CRC-32C check string, then the fold itself).
+    let mut crc = Crc32c::default();
+    crc.update(b"123456789");
+    assert_eq!(crc.finish(), 0xE306_9283);
+    let mut crc = Crc32c::default();
+    for (name, items) in buckets_with(versions(), None) {
+        crc.update(&name);
+        for (k, v) in items {
+            crc.update(&k);
+            crc.update(&v);
+        }
+    }
+    assert_eq!(status.hash, crc.finish());
+}
+
+#[test]
+fn the_trailer_is_checked_as_etcdctl_checks_it() {
+    let f = open();
+    let mut bytes = snapshot(None);
+    let path = f.file(&bytes[..bytes.len() - 32]);
+    assert!(matches!(
+        restore(&path, &f.store, false),
+        Err(SnapshotError::MissingHash)
+    ));
+    // A database file copied from a data dir restores with --skip-hash-check.
+    restore(&path, &f.store, true).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let path = f.file(&bytes);
+    assert!(matches!(
+        restore(&path, &f.store, false),
+        Err(SnapshotError::ChecksumMismatch)
+    ));
+}
+
+/// A refused file leaves the store exactly as it was.
+fn refused(f: &Fixture, keys: Vec<(Vec<u8>, Vec<u8>)>, says: &str) {
+    let before = f.range("\0", "", 0).unwrap();
+    let path = f.file(&seal(bolt_writer::write(&buckets_with(keys, None), 4096)));
+    match restore(&path, &f.store, false) {
+        Err(SnapshotError::Corrupt(m)) => assert!(m.contains(says), "{m}"),
+        other => panic!("expected corrupt ({says}), got {other:?}"),
+    }
+    assert_eq!(f.range("\0", "", 0).unwrap(), before);
+}
+
+#[test]
+fn inconsistent_versions_are_refused_and_change_nothing() {
+    let f = open();
+    let path = f.file(&snapshot(None));
+    restore(&path, &f.store, false).unwrap();
+
+    let mut keys = versions();
+    // Two versions of "a" at revision 5 (subs 0 and 1).
+    let mut dup = keys[4].clone();
+    dup.0[16] = 1;
+    keys.insert(5, dup);
+    refused(&f, keys, "two versions");
+
+    let mut keys = versions();
+    keys[0].1 = kv("a", 2, 3, 1, "1", 0).encode_to_vec(); // mod revision not its own
+    refused(&f, keys, "out of range");
+
+    let mut keys = versions();
+    keys[0].1 = kv("a", 9, 2, 1, "1", 0).encode_to_vec(); // created after it changed
+    refused(&f, keys, "out of range");
+
+    let mut keys = versions();
+    keys[0].1 = kv("", 2, 2, 1, "1", 0).encode_to_vec();
+    refused(&f, keys, "key empty");
+
+    let mut keys = versions();
+    keys[0].0.truncate(16);
+    refused(&f, keys, "a key of 16 bytes");
+
+    let mut keys = versions();
+    keys[1].1 = vec![0xFF; 8];
+    refused(&f, keys, "not a KeyValue");
+
+    let mut keys = versions();
+    keys[0].0[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+    keys.rotate_left(1); // keep the bucket in order
+    refused(&f, keys, "revision");
+}
+
+#[test]
+fn malformed_leases_and_users_are_refused() {
+    let f = open();
+    let good = buckets_with(versions(), None);
+    let find = |b: &mut Vec<bolt_writer::BucketData>, name: &[u8]| {
+        b.iter().position(|(n, _)| n == name).unwrap()
+    };
+    let mut b = good.clone();
+    let i = find(&mut b, b"lease");
+    b[i].1[0].1 = vec![0x08, 0x11, 0x10, 0x3c]; // id 0x11 stored under key 0x10
+    let path = f.file(&seal(bolt_writer::write(&b, 4096)));
+    assert!(matches!(
+        restore(&path, &f.store, false),
+        Err(SnapshotError::Corrupt(_))
+    ));
+
+    let mut b = good.clone();
+    let i = find(&mut b, b"authUsers");
+    b[i].1[0].0 = b"toor".to_vec(); // a user under another name
+    let path = f.file(&seal(bolt_writer::write(&b, 4096)));
+    assert!(matches!(
+        restore(&path, &f.store, false),
+        Err(SnapshotError::Corrupt(_))
+    ));
+
+    let mut b = good;
+    let i = find(&mut b, b"meta");
+    b[i].1[1].1 = rev_bytes(9); // compacted past the last revision
+    let path = f.file(&seal(bolt_writer::write(&b, 4096)));
+    restore(&path, &f.store, false).unwrap();
+    // etcd's rule: the revision is the compaction's when that is later.
+    assert_eq!(f.store.revision(), 9);
+    assert_eq!(f.store.compacted_revision(), 9);
+}
+
+fn rev_bytes(main: u64) -> Vec<u8> {
+    let mut out = main.to_be_bytes().to_vec();
+    out.push(b'_');
+    out.extend_from_slice(&0u64.to_be_bytes());
+    out
+}
