@@ -79,6 +79,71 @@ fn revision_of(out: &str) -> i64 {
     json(out)["header"]["revision"].as_i64().unwrap()
 }
 
+/// The load both directions start from: puts in three prefixes, overwrites, a txn, two
+/// leases (one with keys), a deleted prefix, a compaction, writes after it, and users and
+/// roles with auth on. Returns the leased lease's id and the compacted revision.
+fn load(eps: &str) -> (String, i64) {
+    for i in 0..150 {
+        etcdctl_ok(
+            eps,
+            &[
+                "put",
+                &format!("/app/{}/key{i:03}", i % 3),
+                &format!("value-{i}-{}", "x".repeat(i % 40)),
+            ],
+        );
+    }
+    for i in (0..150).step_by(7) {
+        etcdctl_ok(eps, &["put", &format!("/app/{}/key{i:03}", i % 3), "again"]);
+    }
+    // A txn: two puts at one revision (subs 0 and 1 in etcd's key bucket).
+    let txn = etcdctl(eps, &["txn"], Some("\nput /txn/a 1\nput /txn/b 2\n\n\n"));
+    assert!(
+        txn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&txn.stderr)
+    );
+    let lease = etcdctl_ok(eps, &["lease", "grant", "600"])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    etcdctl_ok(eps, &["lease", "grant", "900"]);
+    etcdctl_ok(
+        eps,
+        &["put", "/leased/1", "l1", &format!("--lease={lease}")],
+    );
+    etcdctl_ok(
+        eps,
+        &["put", "/leased/2", "l2", &format!("--lease={lease}")],
+    );
+    etcdctl_ok(eps, &["del", "/app/2/", "--prefix"]);
+    let compacted = revision_of(&etcdctl_ok(eps, &["put", "/mark", "m", "-w", "json"]));
+    etcdctl_ok(eps, &["compact", &compacted.to_string()]);
+    for i in 0..20 {
+        etcdctl_ok(eps, &["put", &format!("/app/0/key{i:03}"), "after"]);
+    }
+    etcdctl_ok(eps, &["del", "/app/1/key001"]);
+    for args in [
+        &["user", "add", "root:rootpw", "--interactive=false"][..],
+        &["user", "add", "alice:alicepw", "--interactive=false"],
+        &["role", "add", "reader"],
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "read",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "reader"],
+        &["auth", "enable"],
+    ] {
+        etcdctl_ok(eps, args);
+    }
+    (lease, compacted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_snapshot_restores_into_raftkv_with_revisions_leases_and_users() {
     let backup = tempfile::tempdir().unwrap();
@@ -88,67 +153,7 @@ async fn etcd_snapshot_restores_into_raftkv_with_revisions_leases_and_users() {
     let (source, lease) = {
         let etcd = Cluster::start(Server::Etcd, 1, Options::default()).await;
         let eps = etcd.endpoints();
-        for i in 0..150 {
-            etcdctl_ok(
-                &eps,
-                &[
-                    "put",
-                    &format!("/app/{}/key{i:03}", i % 3),
-                    &format!("value-{i}-{}", "x".repeat(i % 40)),
-                ],
-            );
-        }
-        for i in (0..150).step_by(7) {
-            etcdctl_ok(
-                &eps,
-                &["put", &format!("/app/{}/key{i:03}", i % 3), "again"],
-            );
-        }
-        // A txn: two puts at one revision (subs 0 and 1 in etcd's key bucket).
-        let txn = etcdctl(&eps, &["txn"], Some("\nput /txn/a 1\nput /txn/b 2\n\n\n"));
-        assert!(
-            txn.status.success(),
-            "{}",
-            String::from_utf8_lossy(&txn.stderr)
-        );
-        let lease = etcdctl_ok(&eps, &["lease", "grant", "600"])
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string();
-        etcdctl_ok(&eps, &["lease", "grant", "900"]);
-        etcdctl_ok(
-            &eps,
-            &["put", "/leased/1", "l1", &format!("--lease={lease}")],
-        );
-        etcdctl_ok(
-            &eps,
-            &["put", "/leased/2", "l2", &format!("--lease={lease}")],
-        );
-        etcdctl_ok(&eps, &["del", "/app/2/", "--prefix"]);
-        let compacted = revision_of(&etcdctl_ok(&eps, &["put", "/mark", "m", "-w", "json"]));
-        etcdctl_ok(&eps, &["compact", &compacted.to_string()]);
-        for i in 0..20 {
-            etcdctl_ok(&eps, &["put", &format!("/app/0/key{i:03}"), "after"]);
-        }
-        etcdctl_ok(&eps, &["del", "/app/1/key001"]);
-        for args in [
-            &["user", "add", "root:rootpw", "--interactive=false"][..],
-            &["user", "add", "alice:alicepw", "--interactive=false"],
-            &["role", "add", "reader"],
-            &[
-                "role",
-                "grant-permission",
-                "reader",
-                "read",
-                "/app/",
-                "--prefix",
-            ],
-            &["user", "grant-role", "alice", "reader"],
-            &["auth", "enable"],
-        ] {
-            etcdctl_ok(&eps, args);
-        }
+        let (lease, compacted) = load(&eps);
         let source = answers(&eps, compacted + 5, &lease, compacted);
         assert_eq!(source.lease_ids.len(), 2);
         assert_eq!(source.lease_keys.len(), 2, "{:?}", source.lease_keys);
@@ -256,19 +261,7 @@ async fn etcd_snapshot_restores_into_raftkv_with_revisions_leases_and_users() {
     for i in 0..3 {
         let eps = restored.members[i].endpoint();
         let got = answers(&eps, source.compacted + 5, &lease, source.compacted);
-        assert_eq!(
-            got.all, source.all,
-            "member {i}: every key and its revisions"
-        );
-        assert_eq!(got.at_history, source.at_history, "member {i}: history");
-        assert_eq!(got.lease_ids, source.lease_ids, "member {i}: leases");
-        assert_eq!(got.lease_keys, source.lease_keys, "member {i}: leased keys");
-        assert_eq!(got.users, source.users, "member {i}: users");
-        assert_eq!(got.reader, source.reader, "member {i}: role");
-        assert_eq!(
-            got.refused_without_user, source.refused_without_user,
-            "member {i}: auth is on"
-        );
+        assert_same(&got, &source, &format!("raftkv member {i}"));
         // Below the compaction, refused as etcd refused it.
         let old = etcdctl(
             &eps,
@@ -350,4 +343,127 @@ fn etcdctl_reads_the_bolt_files_raftkv_writes() {
             "file {i}"
         );
     }
+}
+
+/// Compares what `got` answers with what `source` answered, for member `who`.
+fn assert_same(got: &Answers, source: &Answers, who: &str) {
+    assert_eq!(got.all, source.all, "{who}: every key and its revisions");
+    assert_eq!(got.at_history, source.at_history, "{who}: history");
+    assert_eq!(got.lease_ids, source.lease_ids, "{who}: leases");
+    assert_eq!(got.lease_keys, source.lease_keys, "{who}: leased keys");
+    assert_eq!(got.users, source.users, "{who}: users");
+    assert_eq!(got.reader, source.reader, "{who}: role");
+    assert_eq!(
+        got.refused_without_user, source.refused_without_user,
+        "{who}: auth is on"
+    );
+}
+
+/// The way back: a loaded raftkv cluster's snapshot, exported with `raftkvctl snapshot
+/// export`, restored by the real `etcdctl snapshot restore` into a new 3-member etcd that
+/// then answers as raftkv did and takes writes from raftkv's revision on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raftkv_snapshot_exports_to_an_etcd_that_etcdctl_restores() {
+    let backup = tempfile::tempdir().unwrap();
+    let own = backup.path().join("raftkv.snap");
+    let own_arg = own.to_str().unwrap().to_string();
+    let exported = backup.path().join("etcd.db");
+    let exported_arg = exported.to_str().unwrap().to_string();
+
+    let (source, lease) = {
+        let raftkv = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+        let eps = raftkv.endpoints();
+        let (lease, compacted) = load(&eps);
+        let source = answers(&eps, compacted + 5, &lease, compacted);
+        let ep = format!("--endpoints={}", raftkv.members[0].endpoint());
+        let saved = raftkvctl(&[&ep, ROOT, "snapshot", "save", &own_arg]);
+        assert!(
+            saved.status.success(),
+            "{}",
+            String::from_utf8_lossy(&saved.stderr)
+        );
+        (source, lease)
+    };
+
+    let out = raftkvctl(&[
+        "snapshot",
+        "export",
+        &own_arg,
+        &exported_arg,
+        "--format",
+        "etcd",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("2 leases at revision {}", source.revision)),
+        "{said}"
+    );
+    // etcdctl checks the file's pages and reports what raftkvctl reports.
+    let theirs = etcdctl(
+        "127.0.0.1:1",
+        &["snapshot", "status", &exported_arg, "-w", "json"],
+        None,
+    );
+    assert!(
+        theirs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    let ours = raftkvctl(&["snapshot", "status", &exported_arg, "-w", "json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&theirs.stdout)
+            .contains(&format!("\"revision\":{}", source.revision)),
+        "{}",
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+    let bad = raftkvctl(&["snapshot", "export", &own_arg, "x.db", "--format", "bbolt"]);
+    assert!(!bad.status.success());
+
+    let etcd = Cluster::start_prepared(Server::Etcd, 3, Options::default(), |m, initial, token| {
+        let out = etcdctl(
+            "127.0.0.1:1",
+            &[
+                "snapshot",
+                "restore",
+                &exported_arg,
+                "--name",
+                &m.name,
+                "--data-dir",
+                m.data_dir.to_str().unwrap(),
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-token",
+                token,
+                "--initial-advertise-peer-urls",
+                &m.peer_url(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "etcdctl restore for {}: {}",
+            m.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await;
+    for i in 0..3 {
+        let eps = etcd.members[i].endpoint();
+        let got = answers(&eps, source.compacted + 5, &lease, source.compacted);
+        assert_same(&got, &source, &format!("etcd member {i}"));
+    }
+    let put = etcdctl_ok(&etcd.endpoints(), &[ROOT, "put", "/new", "1", "-w", "json"]);
+    assert_eq!(revision_of(&put), source.revision + 1);
+    etcdctl_ok(&etcd.endpoints(), &[ROOT, "lease", "revoke", &lease]);
+    let left = kvs(&etcd.endpoints(), &["/leased/", "--prefix"]);
+    assert!(left["kvs"].is_null(), "{left}");
 }

@@ -218,6 +218,17 @@ enum SnapshotCommand {
     Status { filename: PathBuf },
     /// Restores a snapshot into the data directory of a member of a new cluster.
     Restore(RestoreArgs),
+    /// Writes a raftkv snapshot file as an etcd snapshot that `etcdctl snapshot restore`
+    /// takes (every revision, the leases and the auth store kept).
+    Export {
+        /// The raftkv snapshot file.
+        filename: PathBuf,
+        /// The etcd snapshot file to write.
+        output: PathBuf,
+        /// The format to write: `etcd` (etcd 3.4's bbolt backend with its SHA-256 trailer).
+        #[arg(long, default_value = "etcd")]
+        format: String,
+    },
 }
 
 #[derive(Args)]
@@ -677,6 +688,31 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot(SnapshotCommand::Status { filename }) => {
             let info = snapshot::status(&filename)?;
             print!("{}", snapshot::format_status(&info, &cli.write_out)?);
+        }
+        Command::Snapshot(SnapshotCommand::Export {
+            filename,
+            output,
+            format,
+        }) => {
+            if format != "etcd" {
+                anyhow::bail!("unsupported export format {format:?} (supported: etcd)");
+            }
+            let e = raftkv_storage::etcd::export(&filename, &output)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if e.revision != e.source_revision {
+                eprintln!(
+                    "warning: etcd will open the file at revision {} (the snapshot's is {}): no version is left at the newest revisions",
+                    e.revision, e.source_revision
+                );
+            }
+            println!(
+                "Exported {} versions and {} leases at revision {} to {} ({} bytes)",
+                e.versions,
+                e.leases,
+                e.revision,
+                output.display(),
+                e.bytes
+            );
         }
         Command::Snapshot(SnapshotCommand::Restore(args)) => {
             let flags = snapshot::RestoreFlags {

@@ -21,6 +21,7 @@
 
 pub mod bolt;
 pub mod bolt_writer;
+mod export;
 #[doc(hidden)]
 pub mod samples;
 
@@ -45,6 +46,7 @@ use crate::snapshot::{MAX_VERSION_BYTES, Row, SnapshotMeta};
 use bolt::{Bolt, Bucket};
 
 pub use bolt::looks_like_bolt;
+pub use export::{Exported, export};
 
 /// What `etcdctl snapshot status` reports of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,6 +35,7 @@ mod writer;
 pub(crate) use columns::Row;
 
 pub use blocks::{BlockStages, ZSTD_LEVEL};
+pub(crate) use reader::walk;
 pub use reader::{RestoreOptions, read_info, restore, restore_with};
 pub use writer::{build, build_with};
 

@@ -78,7 +78,9 @@ fn check_magic(path: &Path) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-fn walk(
+/// Verifies the file at `path` in full and hands its versions to `on_rows`, block by block,
+/// in store order (key ascending, newest version first).
+pub(crate) fn walk(
     path: &Path,
     on_rows: &mut dyn FnMut(&[Row]) -> Result<(), SnapshotError>,
 ) -> Result<SnapshotInfo, SnapshotError> {
