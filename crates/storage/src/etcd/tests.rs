@@ -262,14 +262,14 @@ fn rev_bytes(main: u64) -> Vec<u8> {
 }
 
 /// Every version, lease and user of a store, as reads see them.
-fn everything(
-    f: &Fixture,
-) -> (
+type Everything = (
     Vec<KeyValue>,
     Vec<KeyValue>,
     Vec<(i64, LeaseInfo)>,
     AuthTable,
-) {
+);
+
+fn everything(f: &Fixture) -> Everything {
     (
         f.range("\0", "", 0).unwrap(),
         f.range("\0", "", 4).unwrap(),
