@@ -57,7 +57,10 @@ pub async fn run(plan: &Plan) -> Result<()> {
             plan.items,
             plan.corpus.name()
         );
-        let cluster = Cluster::start(server, bin, 1, &[], None).await?;
+        // 1M Pod objects outgrow etcd's default 2 GiB quota: give both 8 GiB (etcd's
+        // suggested maximum), so the quota never decides a run.
+        let quota = ["--quota-backend-bytes=8589934592".to_string()];
+        let cluster = Cluster::start(server, bin, 1, &quota, None).await?;
         let endpoint = cluster.client_endpoints[0].clone();
         let started = Instant::now();
         load(&endpoint, plan.corpus, plan.items).await?;

@@ -72,12 +72,14 @@ pub async fn save(client: &Connection, path: &Path) -> anyhow::Result<Status> {
     if show_progress {
         eprintln!();
     }
-    if etcd::looks_like_bolt(&part)? && received % 512 != 32 {
-        // etcdctl's check of what an etcd member sent.
-        bail!("sha256 checksum not found [bytes: {received}]");
-    }
+    file.flush().await?;
     file.sync_all().await?;
     drop(file);
+    if etcd::looks_like_bolt(&part)? && received % 512 != 32 {
+        // etcdctl's check of what an etcd member sent; like etcdctl, keep no part file.
+        let _ = std::fs::remove_file(&part);
+        bail!("sha256 checksum not found [bytes: {received}]");
+    }
     tokio::fs::rename(&part, path).await?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;

@@ -37,6 +37,7 @@ const ELEMENT: usize = 16;
 const META_SUMMED: usize = 56;
 const BRANCH_PAGE: u16 = 0x01;
 const LEAF_PAGE: u16 = 0x02;
+const META_PAGE: u16 = 0x04;
 const BUCKET_LEAF: u32 = 0x01;
 /// Deepest tree accepted: a B+tree of two or more keys a page this deep would hold more
 /// keys than any file can.
@@ -44,6 +45,10 @@ pub const MAX_DEPTH: usize = 64;
 /// Smallest and largest page sizes accepted (bbolt uses the OS page size, 4 KiB here).
 const MIN_PAGE_SIZE: u32 = 1024;
 const MAX_PAGE_SIZE: u32 = 1 << 20;
+/// Most bytes one page may span with its overflow pages: the largest version raftkv takes
+/// (`snapshot::MAX_VERSION_BYTES`) with room for its key and the page's header. A page is
+/// read whole, so this bounds what one read allocates, whatever the file's size.
+pub const MAX_PAGE_SPAN: u64 = (crate::snapshot::MAX_VERSION_BYTES as u64) + (2 << 20);
 
 fn corrupt(what: String) -> SnapshotError {
     SnapshotError::Corrupt(format!("bbolt: {what}"))
@@ -96,11 +101,16 @@ fn parse_meta(page: &[u8]) -> Option<Meta> {
     })
 }
 
-/// Whether the file at `path` starts like a bbolt file (its first meta page's magic).
+/// Whether the file at `path` starts like a bbolt file: page 0, flagged a meta page, with
+/// bbolt's magic and version. (A raftkv snapshot starts with `RKVSNAP1`, never page id 0.)
 pub fn looks_like_bolt(path: &Path) -> std::io::Result<bool> {
     let file = File::open(path)?;
-    let mut head = [0u8; PAGE_HEADER + 4];
-    Ok(file.read_exact_at(&mut head, 0).is_ok() && u32_at(&head, PAGE_HEADER) == MAGIC)
+    let mut head = [0u8; PAGE_HEADER + 8];
+    Ok(file.read_exact_at(&mut head, 0).is_ok()
+        && u64_at(&head, 0) == 0
+        && u16_at(&head, 8) & META_PAGE != 0
+        && u32_at(&head, PAGE_HEADER) == MAGIC
+        && u32_at(&head, PAGE_HEADER + 4) == VERSION)
 }
 
 /// An open bbolt file.
@@ -140,19 +150,21 @@ pub struct Bucket {
     root: Root,
 }
 
-/// Which pages a walk has reached: each may be reached once.
-#[derive(Debug)]
-pub struct Reached(Vec<u64>);
+/// Which pages a walk has reached (first page → one past its last overflow page): each
+/// page may be reached once. Its size follows the pages read, not what the file claims.
+#[derive(Debug, Default)]
+pub struct Reached(std::collections::BTreeMap<u64, u64>);
 
 impl Reached {
     fn mark(&mut self, first: u64, count: u64) -> Result<(), SnapshotError> {
-        for id in first..first + count {
-            let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
-            if self.0[word] & bit != 0 {
-                return Err(corrupt(format!("page {id}: multiple references")));
-            }
-            self.0[word] |= bit;
+        let end = first + count;
+        // Spans never overlap, so only the last one starting before `end` can.
+        if let Some((_, &e)) = self.0.range(..end).next_back()
+            && e > first
+        {
+            return Err(corrupt(format!("page {first}: multiple references")));
         }
+        self.0.insert(first, end);
         Ok(())
     }
 }
@@ -215,7 +227,7 @@ impl Bolt {
 
     /// A fresh record of reached pages, for one walk of the whole file.
     pub fn reached(&self) -> Reached {
-        Reached(vec![0; self.meta.high_water.div_ceil(64) as usize])
+        Reached::default()
     }
 
     /// Reads `len` bytes at `offset` (a value found by a walk).
@@ -246,6 +258,9 @@ impl Bolt {
             return Err(corrupt(format!(
                 "page {id}: overflow past the high-water mark"
             )));
+        }
+        if pages * self.page_size > MAX_PAGE_SPAN {
+            return Err(corrupt(format!("page {id}: {pages} pages long")));
         }
         reached.mark(id, pages)?;
         self.read_at(id * self.page_size, (pages * self.page_size) as usize)
@@ -308,17 +323,26 @@ impl Bolt {
         };
         let flags = u16_at(&page, 8);
         let count = usize::from(u16_at(&page, 10));
+        // bbolt reads a page as a branch only when it is not flagged a leaf.
+        let is_branch = flags & BRANCH_PAGE != 0 && flags & LEAF_PAGE == 0;
         if PAGE_HEADER + count * ELEMENT > page.len() {
             return Err(corrupt(format!(
                 "page at {base}: {count} elements overflow it"
             )));
         }
-        if flags & BRANCH_PAGE != 0 && !inline {
+        if is_branch && !inline {
             if count == 0 {
                 return Err(corrupt(format!("page at {base}: empty branch")));
             }
+            let mut next = (PAGE_HEADER + count * ELEMENT) as u64;
             for i in 0..count {
                 let elem = PAGE_HEADER + i * ELEMENT;
+                let key_at = elem as u64 + u64::from(u32_at(&page, elem));
+                let end = key_at + u64::from(u32_at(&page, elem + 4));
+                if key_at < next || end > page.len() as u64 {
+                    return Err(corrupt(format!("page at {base}: element {i} misplaced")));
+                }
+                next = end;
                 let child = u64_at(&page, elem + 8);
                 self.walk(&Root::Page(child), depth + 1, reached, f)?;
             }
@@ -327,6 +351,10 @@ impl Bolt {
         if flags & LEAF_PAGE == 0 {
             return Err(corrupt(format!("page at {base}: invalid type {flags:#x}")));
         }
+        // bbolt lays each element's key and value out after the element table, in element
+        // order, end to end (`node.write`): requiring that keeps a walk's work and what it
+        // hands out within the page, where overlapping elements could repeat it many times.
+        let mut next = (PAGE_HEADER + count * ELEMENT) as u64;
         for i in 0..count {
             let elem = PAGE_HEADER + i * ELEMENT;
             let flags = u32_at(&page, elem);
@@ -338,6 +366,10 @@ impl Bolt {
                     "page at {base}: element {i} past the page"
                 )));
             }
+            if key_at < next {
+                return Err(corrupt(format!("page at {base}: element {i} misplaced")));
+            }
+            next = end;
             let (key_at, value_at, end) = (key_at as usize, value_at as usize, end as usize);
             let entry = Entry {
                 key: &page[key_at..value_at],

@@ -44,7 +44,7 @@ impl Pages {
     }
 
     /// Writes the tree of `items` (each a flag, key and value) and returns its root page.
-    fn tree(&mut self, items: &[(u32, Vec<u8>, Vec<u8>)]) -> u64 {
+    fn tree(&mut self, items: &[(u32, &[u8], &[u8])]) -> u64 {
         let room = self.page_size - PAGE_HEADER;
         // Leaves: as many elements as fit (at least one, which may overflow).
         let mut level: Vec<(Vec<u8>, u64)> = Vec::new();
@@ -74,7 +74,7 @@ impl Pages {
                 body.extend_from_slice(k);
                 body.extend_from_slice(v);
             }
-            let first = chunk.first().map(|c| c.1.clone()).unwrap_or_default();
+            let first = chunk.first().map(|c| c.1.to_vec()).unwrap_or_default();
             level.push((first, self.push(LEAF_PAGE, chunk.len(), body)));
             start = end;
             if items.is_empty() {
@@ -131,13 +131,19 @@ pub fn write(buckets: &[BucketData], page_size: usize) -> Vec<u8> {
     for (name, items) in buckets {
         let items: Vec<_> = items
             .iter()
-            .map(|(k, v)| (0u32, k.clone(), v.clone()))
+            .map(|(k, v)| (0u32, k.as_slice(), v.as_slice()))
             .collect();
         let root = pages.tree(&items);
         let mut header = root.to_le_bytes().to_vec();
         header.extend_from_slice(&0u64.to_le_bytes()); // sequence
         roots.push((1u32, name.clone(), header));
     }
+    let roots: Vec<_> = roots
+        .iter()
+        .map(|(flags, name, header): &(u32, Vec<u8>, Vec<u8>)| {
+            (*flags, name.as_slice(), header.as_slice())
+        })
+        .collect();
     let root = pages.tree(&roots);
     let high_water = pages.next_id();
     for (id, txid) in [(0u64, 2u64), (1, 1)] {

@@ -95,7 +95,7 @@ pub fn status(path: &Path) -> Result<EtcdStatus, SnapshotError> {
             crc.update(e.key);
             crc.update(e.value);
             if is_key {
-                revision = parse_revision(e.key)?.main;
+                revision = parse_revision(e.key, "key bucket")?.main;
             }
             total_key += 1;
             Ok(())
@@ -150,19 +150,26 @@ struct Revision {
     tombstone: bool,
 }
 
-fn parse_revision(raw: &[u8]) -> Result<Revision, SnapshotError> {
+/// A revision as the key bucket's keys (and the meta bucket's compaction marks) store it.
+/// Main revision 0 is refused in the key bucket by the caller.
+fn parse_revision(raw: &[u8], place: &str) -> Result<Revision, SnapshotError> {
     let tombstone = match raw.len() {
         17 => false,
         18 if raw[17] == b't' => true,
-        _ => return Err(corrupt(format!("key bucket: a key of {} bytes", raw.len()))),
+        _ => {
+            return Err(corrupt(format!(
+                "{place}: a revision of {} bytes",
+                raw.len()
+            )));
+        }
     };
     if raw[8] != b'_' {
-        return Err(corrupt("key bucket: a key without its '_'".into()));
+        return Err(corrupt(format!("{place}: a revision without its '_'")));
     }
     let word = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
     let (main, sub) = (word(0), word(9));
-    if main == 0 || main > i64::MAX as u64 || sub > i64::MAX as u64 {
-        return Err(corrupt(format!("key bucket: revision {main}_{sub}")));
+    if main > i64::MAX as u64 || sub > i64::MAX as u64 {
+        return Err(corrupt(format!("{place}: revision {main}_{sub}")));
     }
     Ok(Revision {
         main: main as i64,
@@ -203,12 +210,12 @@ fn decode_version(raw: &[u8], rev: Revision) -> Result<(Vec<u8>, Record), Snapsh
     if rev.tombstone {
         return Ok((kv.key.to_vec(), Record::Tombstone));
     }
+    // Any lease id but 0 ("none") is one: etcd takes a client's negative id as raftkv does.
     if kv.mod_revision != rev.main
         || !(1..=rev.main).contains(&kv.create_revision)
         || kv.version < 1
-        || kv.lease < 0
     {
-        return Err(bad("revisions, version or lease out of range"));
+        return Err(bad("revisions or version out of range"));
     }
     Ok((
         kv.key.to_vec(),
@@ -229,8 +236,10 @@ struct Found {
     len: u32,
 }
 
-/// Rows handed to the store at a time.
+/// Rows handed to the store at a time, or fewer when their keys and values reach
+/// [`ROW_BYTES_PER_ADD`] (so a file of large values holds few in memory).
 const ROWS_PER_ADD: usize = 1024;
+const ROW_BYTES_PER_ADD: usize = crate::snapshot::BLOCK_BYTES;
 
 /// Replaces the contents of `store` with the etcd snapshot at `path`: every version of
 /// every key with its revisions, version and lease, the compacted revision, the leases
@@ -269,7 +278,10 @@ pub fn restore(
             if e.is_bucket {
                 return Err(corrupt("key bucket: a nested bucket".into()));
             }
-            let rev = parse_revision(e.key)?;
+            let rev = parse_revision(e.key, "key bucket")?;
+            if rev.main == 0 {
+                return Err(corrupt("key bucket: revision 0".into()));
+            }
             let (key, _) = decode_version(e.value, rev)?;
             last_main = rev.main;
             found.push(Found {
@@ -284,11 +296,13 @@ pub fn restore(
     // etcd's current revision: the last version's, or the compaction's if later
     // (`store.restore`: the versions up to it may all have been compacted away).
     let revision = last_main.max(finished).max(1);
-    if finished < 0 || scheduled < 0 || finished > revision {
-        return Err(corrupt(format!(
-            "compacted revision {finished} past the revision {revision}"
-        )));
-    }
+    // A compaction etcd had scheduled but not finished, it finishes when it opens the
+    // backend; the import finishes it as it writes (below), so it is never half done.
+    let compact = if scheduled > finished && scheduled <= revision {
+        scheduled
+    } else {
+        finished
+    };
     found.sort_unstable_by(|a, b| a.key.cmp(&b.key).then(b.rev.main.cmp(&a.rev.main)));
     if found
         .windows(2)
@@ -299,47 +313,55 @@ pub fn restore(
 
     let mut load = store.begin_restore()?;
     load.attach_only(leases.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>());
-    let (mut keys, mut rows) = (0u64, Vec::with_capacity(ROWS_PER_ADD));
-    let mut previous: Option<&[u8]> = None;
+    let (mut keys, mut versions, mut rows, mut row_bytes) = (0u64, 0u64, Vec::new(), 0usize);
+    // The key of the previous version, and whether a version of it at or below the
+    // compaction has been kept (every older one is then compacted away).
+    let mut previous: Option<(&[u8], bool)> = None;
     for f in &found {
+        let same_key = previous.is_some_and(|(k, _)| k == f.key.as_slice());
+        let settled = same_key && previous.is_some_and(|(_, s)| s);
+        previous = Some((&f.key, settled || f.rev.main <= compact));
+        if settled || (f.rev.main <= compact && f.rev.tombstone) {
+            // Compacted: older than the key's newest version at or below the compaction,
+            // or that version itself when it is a deletion (etcd's `keyIndex.compact`).
+            continue;
+        }
         // Read again: the file is checked again, not trusted to be what the first pass saw.
         let raw = db.read_at(f.at, f.len as usize)?;
         let (key, record) = decode_version(&raw, f.rev)?;
         if key != f.key {
             return Err(corrupt("the file changed while it was read".into()));
         }
-        if previous != Some(f.key.as_slice()) && matches!(record, Record::Put { .. }) {
+        if !same_key && matches!(record, Record::Put { .. }) {
             keys += 1;
         }
-        previous = Some(&f.key);
+        row_bytes += key.len() + raw.len();
+        versions += 1;
         rows.push(Row {
             key,
             revision: f.rev.main,
             record,
         });
-        if rows.len() == ROWS_PER_ADD {
+        if rows.len() == ROWS_PER_ADD || row_bytes >= ROW_BYTES_PER_ADD {
             load.add(&rows)?;
             rows.clear();
+            row_bytes = 0;
         }
     }
     load.add(&rows)?;
     let meta = SnapshotMeta {
         revision,
-        compact_revision: finished,
+        compact_revision: compact,
         leases: leases.clone(),
         auth: auth.clone(),
         ..SnapshotMeta::default()
     };
     load.finish(&meta)?;
-    // etcd finishes a compaction it had only scheduled when it next opens the backend.
-    if scheduled > finished && scheduled <= revision {
-        store.resume_compaction(scheduled)?;
-    }
     Ok(Imported {
         revision,
-        compact_revision: store.compacted_revision(),
+        compact_revision: compact,
         keys,
-        versions: found.len() as u64,
+        versions,
         leases: leases.len() as u64,
         users: auth.users.len() as u64,
         roles: auth.roles.len() as u64,
@@ -359,7 +381,7 @@ fn compaction_marks(
             b"scheduledCompactRev" => &mut scheduled,
             _ => return Ok(()),
         };
-        *slot = parse_revision(e.value)?.main;
+        *slot = parse_revision(e.value, "meta bucket")?.main;
         Ok(())
     })?;
     Ok((finished, scheduled))

@@ -118,6 +118,10 @@ fn a_scheduled_compaction_is_finished_as_etcd_finishes_it() {
     let imported = restore(&path, &f.store, false).unwrap();
     assert_eq!(imported.compact_revision, 5);
     assert_eq!(f.store.compacted_revision(), 5);
+    // a@2 is gone (a@5 is a's newest version at or below 5); c@4 stays (c's newest at or
+    // below 5, deleted only at 6), and so does every version above 5.
+    assert_eq!(imported.versions, 6);
+    assert_eq!(imported.keys, 4);
     assert!(matches!(f.range("a", "z", 4), Err(MvccError::Compacted)));
     assert_eq!(f.range("a", "", 5).unwrap(), vec![kv("a", 2, 5, 2, "2", 0)]);
 }
@@ -150,6 +154,46 @@ fn status_is_what_etcdctl_computes() {
 }
 
 #[test]
+fn a_compaction_at_a_deletion_drops_the_key_entirely() {
+    // Compacted at 6, where c was deleted: c's tombstone and every older c go (etcd keeps
+    // no trace of c), the rest as at 6.
+    let f = open();
+    let path = f.file(&snapshot(Some(6)));
+    let imported = restore(&path, &f.store, false).unwrap();
+    assert_eq!(imported.compact_revision, 6);
+    assert_eq!(imported.versions, 4); // a@5, b@3, d@4, e@7
+    assert_eq!(f.range("c", "", 6).unwrap(), vec![], "c is not live at 6");
+    assert!(matches!(f.range("c", "", 5), Err(MvccError::Compacted)));
+}
+
+#[test]
+fn a_negative_lease_id_is_a_lease_as_in_etcd() {
+    let f = open();
+    let mut keys = versions();
+    keys[0].1 = kv("a", 2, 2, 1, "1", -5).encode_to_vec();
+    let path = f.file(&seal(bolt_writer::write(&buckets_with(keys, None), 4096)));
+    restore(&path, &f.store, false).unwrap();
+    assert_eq!(f.range("a", "", 4).unwrap()[0].lease, -5);
+}
+
+#[test]
+fn only_bolt_files_are_taken_for_etcd_snapshots() {
+    let f = open();
+    let path = f.file(&snapshot(None));
+    assert!(looks_like_bolt(&path).unwrap());
+    restore(&path, &f.store, false).unwrap();
+    let own = f.dir.path().join("own.snap");
+    crate::snapshot::build(&f.store, &own).unwrap();
+    assert!(!looks_like_bolt(&own).unwrap());
+    // A raftkv snapshot whose revision's low half reads as bbolt's magic at byte 16 is
+    // still raftkv's: page 0 of a bbolt file starts with its id, 0.
+    let mut bytes = std::fs::read(&own).unwrap();
+    bytes[16..20].copy_from_slice(&bolt::MAGIC.to_le_bytes());
+    std::fs::write(&own, &bytes).unwrap();
+    assert!(!looks_like_bolt(&own).unwrap());
+}
+
+#[test]
 fn the_trailer_is_checked_as_etcdctl_checks_it() {
     let f = open();
     let mut bytes = snapshot(None);
@@ -169,15 +213,25 @@ fn the_trailer_is_checked_as_etcdctl_checks_it() {
     ));
 }
 
-/// A refused file leaves the store exactly as it was.
+/// A refused file leaves the store exactly as it was: every version, the history, the
+/// leases, the auth store, the revision and the compaction.
 fn refused(f: &Fixture, keys: Vec<(Vec<u8>, Vec<u8>)>, says: &str) {
-    let before = f.range("\0", "", 0).unwrap();
+    let before = (
+        everything(f),
+        f.store.revision(),
+        f.store.compacted_revision(),
+    );
     let path = f.file(&seal(bolt_writer::write(&buckets_with(keys, None), 4096)));
     match restore(&path, &f.store, false) {
         Err(SnapshotError::Corrupt(m)) => assert!(m.contains(says), "{m}"),
         other => panic!("expected corrupt ({says}), got {other:?}"),
     }
-    assert_eq!(f.range("\0", "", 0).unwrap(), before);
+    let after = (
+        everything(f),
+        f.store.revision(),
+        f.store.compacted_revision(),
+    );
+    assert_eq!(after, before);
 }
 
 #[test]
@@ -195,11 +249,11 @@ fn inconsistent_versions_are_refused_and_change_nothing() {
 
     let mut keys = versions();
     keys[0].1 = kv("a", 2, 3, 1, "1", 0).encode_to_vec(); // mod revision not its own
-    refused(&f, keys, "out of range");
+    refused(&f, keys, "revision 2_0: revisions or version out of range");
 
     let mut keys = versions();
     keys[0].1 = kv("a", 9, 2, 1, "1", 0).encode_to_vec(); // created after it changed
-    refused(&f, keys, "out of range");
+    refused(&f, keys, "revision 2_0: revisions or version out of range");
 
     let mut keys = versions();
     keys[0].1 = kv("", 2, 2, 1, "1", 0).encode_to_vec();
@@ -207,7 +261,7 @@ fn inconsistent_versions_are_refused_and_change_nothing() {
 
     let mut keys = versions();
     keys[0].0.truncate(16);
-    refused(&f, keys, "a key of 16 bytes");
+    refused(&f, keys, "a revision of 16 bytes");
 
     let mut keys = versions();
     keys[1].1 = vec![0xFF; 8];
@@ -216,7 +270,7 @@ fn inconsistent_versions_are_refused_and_change_nothing() {
     let mut keys = versions();
     keys[0].0[..8].copy_from_slice(&u64::MAX.to_be_bytes());
     keys.rotate_left(1); // keep the bucket in order
-    refused(&f, keys, "revision");
+    refused(&f, keys, "key bucket: revision 18446744073709551615_0");
 }
 
 #[test]

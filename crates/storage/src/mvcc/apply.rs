@@ -417,21 +417,6 @@ impl MvccStore {
         })
     }
 
-    /// Finishes a compaction to `rev` that a restored store's source had scheduled but not
-    /// finished (etcd resumes such a compaction when it opens its backend). Nothing to do
-    /// at or below the compacted revision, nor past the current one.
-    pub(crate) fn resume_compaction(&self, rev: i64) -> Result<(), MvccError> {
-        if rev <= self.compacted_revision() || rev > self.revision() {
-            return Ok(());
-        }
-        self.tree().insert(META_COMPACTED, &rev.to_be_bytes())?;
-        self.compacted.store(rev, Ordering::Release);
-        self.remove_compacted_versions(rev)?;
-        self.remove_history_below(rev)?;
-        self.tree().flush()?;
-        Ok(())
-    }
-
     /// Deletes every version that no read at or above `rev` can see: for each key, all
     /// versions older than its newest version at or below `rev`, and that version too if it
     /// is a tombstone. Idempotent, so a crash half-way only leaves work for the next one.
