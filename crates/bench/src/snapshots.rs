@@ -98,7 +98,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
         let import_secs = if server == Server::Etcd {
             let imported = work.path().join("etcd-imported");
             let started = Instant::now();
-            run_tool(
+            let said = run_tool(
                 Command::new(&plan.raftkvctl_bin)
                     .args(["snapshot", "restore"])
                     .arg(&file)
@@ -106,7 +106,18 @@ pub async fn run(plan: &Plan) -> Result<()> {
                     .arg(&imported),
             )?;
             let secs = started.elapsed().as_secs_f64();
-            eprintln!("  raftkvctl import of etcd's file {secs:.2} s");
+            // Every item must have come across as a live key.
+            let keys = format!(", {} keys)", plan.items);
+            if !said.contains(&keys) {
+                bail!(
+                    "the import of etcd's file did not bring {} keys: {said}",
+                    plan.items
+                );
+            }
+            eprintln!(
+                "  raftkvctl import of etcd's file {secs:.2} s: {}",
+                said.trim()
+            );
             Some(secs)
         } else {
             None
@@ -162,7 +173,8 @@ fn table(plan: &Plan, etcd: &Figures, raftkv: &Figures) -> String {
     out
 }
 
-fn run_tool(cmd: &mut Command) -> Result<()> {
+/// Runs a tool to success and returns what it wrote to stderr.
+fn run_tool(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -173,7 +185,7 @@ fn run_tool(cmd: &mut Command) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Puts items `0..items` of `corpus`, 64 at a time over 8 connections.
