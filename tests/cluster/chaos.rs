@@ -650,6 +650,13 @@ pub async fn run_schedule(
         epoch: Instant::now(),
         stop: std::sync::atomic::AtomicBool::new(false),
     });
+    // A mirror of the `k` keys into a cluster beside, from every member's endpoint, started
+    // before the writers so that it follows nearly every change (not in
+    // membership runs, which replace the members it was given).
+    let mirror = match schedule {
+        Schedule::Faults => Some(crate::chaos_mirror::Mirror::start(&cluster).await),
+        Schedule::Membership => None,
+    };
     // The gRPC clients, and one more through the JSON gateway.
     let clients: Vec<_> = (0..=CLIENTS)
         .map(|id| {
@@ -792,6 +799,13 @@ pub async fn run_schedule(
     converge(&cluster, seed).await;
     let watched = check_watchers(&cluster, watchers, &history, seed).await;
     eprintln!("chaos: seed {seed}: {watched}");
+    if let Some(mirror) = mirror {
+        let leader = cluster.leader().await.expect("leader after the run");
+        let mirrored = mirror
+            .finish(&cluster.members[leader].endpoint(), seed)
+            .await;
+        eprintln!("chaos: seed {seed}: {mirrored}");
+    }
     eprintln!("chaos: seed {seed}: {leased}");
     eprintln!("chaos: seed {seed}: {locked}");
     for m in &cluster.members {

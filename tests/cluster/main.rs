@@ -13,6 +13,7 @@ mod chaos_auth;
 mod chaos_gateway;
 mod chaos_lease;
 mod chaos_lock;
+mod chaos_mirror;
 mod chaos_watch;
 mod client;
 mod disk_full;
