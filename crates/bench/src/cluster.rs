@@ -33,7 +33,24 @@ pub struct Cluster {
     pub server: Server,
     children: Vec<Child>,
     pub client_endpoints: Vec<String>,
+    /// How each member was started (its binary, arguments and log), to restart it.
+    launch: Vec<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
     _dir: tempfile::TempDir,
+}
+
+/// Starts one member, appending to its log.
+fn spawn(bin: &Path, args: &[std::ffi::OsString], log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
 }
 
 fn free_port() -> Result<u16> {
@@ -68,32 +85,44 @@ impl Cluster {
         let initial: Vec<String> = (0..size).map(|i| format!("m{i}={}", peer(i))).collect();
         let initial = initial.join(",");
         let mut children = Vec::new();
+        let mut launch = Vec::new();
         for i in 0..size {
             let data: PathBuf = dir.path().join(format!("m{i}"));
-            let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))?;
-            let child = Command::new(bin)
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["--listen-client-urls", &client(i)])
-                .args(["--advertise-client-urls", &client(i)])
-                .args(["--listen-peer-urls", &peer(i)])
-                .args(["--initial-advertise-peer-urls", &peer(i)])
-                .args(["--initial-cluster", &initial])
-                .args(["--initial-cluster-token", "bench"])
-                .args(["--initial-cluster-state", "new"])
-                .args(&tls_flags)
-                .args(flags)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("cannot start {}", bin.display()))?;
-            children.push(child);
+            let log = dir.path().join(format!("m{i}.log"));
+            let mut args: Vec<std::ffi::OsString> = Vec::new();
+            let mut arg = |a: &str| args.push(a.into());
+            for a in [
+                "--name",
+                &format!("m{i}"),
+                "--data-dir",
+                data.to_str().context("data dir path")?,
+                "--listen-client-urls",
+                &client(i),
+                "--advertise-client-urls",
+                &client(i),
+                "--listen-peer-urls",
+                &peer(i),
+                "--initial-advertise-peer-urls",
+                &peer(i),
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-token",
+                "bench",
+                "--initial-cluster-state",
+                "new",
+            ] {
+                arg(a);
+            }
+            for a in tls_flags.iter().chain(flags) {
+                arg(a);
+            }
+            children.push(spawn(bin, &args, &log)?);
+            launch.push((bin.to_path_buf(), args, log));
         }
         let cluster = Self {
             server,
             children,
+            launch,
             client_endpoints: (0..size)
                 .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
                 .collect(),
@@ -113,6 +142,19 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(cluster)
+    }
+
+    /// Stops member `i` (SIGKILL), keeping its data dir.
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+    }
+
+    /// Starts member `i` again with its data dir and flags.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let (bin, args, log) = &self.launch[i];
+        self.children[i] = spawn(bin, args, log)?;
+        Ok(())
     }
 
     /// Resident set size of each member, in bytes (Linux `/proc`).

@@ -1,6 +1,7 @@
 //! `raftkv-bench`: etcd `benchmark`'s workloads over the etcd v3 API, so it measures raftkv
 //! and a real etcd alike, and `compare`, which runs both side by side.
 
+mod catchup;
 mod certs;
 mod cluster;
 mod compare;
@@ -229,6 +230,26 @@ enum Cmd {
         #[arg(long, default_value_t = 20_000)]
         items: u64,
     },
+    /// Follower catch-up beside etcd: a 3-member cluster with a low --snapshot-count, one
+    /// follower down while the corpus is loaded, then timed from its restart until it has
+    /// the leader's revision (`scripts/catch-up-compare`).
+    CatchUp {
+        /// The raftkv member binary.
+        #[arg(long, default_value = "target/release/raftkv")]
+        raftkv_bin: PathBuf,
+        /// The etcd member binary (Debian's etcd-server).
+        #[arg(long, default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// pods (Kubernetes-like objects), config (small values) or repetitive.
+        #[arg(long, default_value = "pods", value_parser = parse_corpus)]
+        corpus: raftkv_codec::samples::Corpus,
+        /// Items of the corpus to load while the follower is down.
+        #[arg(long, default_value_t = 20_000)]
+        items: u64,
+        /// `--snapshot-count` of both servers (low, so the follower is sent a snapshot).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_count: u64,
+    },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
@@ -361,6 +382,22 @@ async fn run(cli: Cli) -> Result<()> {
                 items: *items,
             };
             return snapshots::run(&plan).await;
+        }
+        Cmd::CatchUp {
+            raftkv_bin,
+            etcd_bin,
+            corpus,
+            items,
+            snapshot_count,
+        } => {
+            let plan = catchup::Plan {
+                raftkv_bin: raftkv_bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                corpus: *corpus,
+                items: *items,
+                snapshot_count: *snapshot_count,
+            };
+            return catchup::run(&plan).await;
         }
         Cmd::Compare {
             raftkv_bin,

@@ -189,7 +189,7 @@ fn run_tool(cmd: &mut Command) -> Result<String> {
 }
 
 /// Puts items `0..items` of `corpus`, 64 at a time over 8 connections.
-async fn load(endpoint: &str, corpus: Corpus, items: u64) -> Result<()> {
+pub(crate) async fn load(endpoint: &str, corpus: Corpus, items: u64) -> Result<()> {
     const CLIENTS: u64 = 64;
     let mut channels = Vec::new();
     for _ in 0..8 {
