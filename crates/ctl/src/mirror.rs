@@ -204,6 +204,7 @@ async fn mirror(
                 async move { c.kv().range(request).await.map(tonic::Response::into_inner) }
             })
             .await?;
+        check_page(&key, &end, page.kvs.iter().map(|kv| kv.key.as_ref()))?;
         for kv in &page.kvs {
             let put = PutRequest {
                 key: rename.apply(&kv.key),
@@ -239,6 +240,10 @@ async fn mirror(
                 .start_revision(revision + 1),
         )
         .await?;
+    // The newest source revision written at the destination (or copied): a source that
+    // sends an older or the same revision again is refused, so nothing is applied twice
+    // or out of order.
+    let mut applied = revision;
     while let Some(answer) = updates.next().await {
         let answer = answer?;
         if answer.compact_revision != 0 {
@@ -248,8 +253,17 @@ async fn mirror(
         let mut last_revision = 0;
         for event in &answer.events {
             let Some(kv) = &event.kv else { continue };
+            if kv.mod_revision > last_revision {
+                check_revision(applied, kv.mod_revision)?;
+            }
             if last_revision != 0 && kv.mod_revision > last_revision {
                 commit(dest, std::mem::take(&mut ops)).await?;
+                applied = last_revision;
+            } else if kv.mod_revision < last_revision {
+                bail!(
+                    "the source sent revision {} after {last_revision}",
+                    kv.mod_revision
+                );
             }
             last_revision = kv.mod_revision;
             let key = rename.apply(&kv.key);
@@ -270,9 +284,42 @@ async fn mirror(
         }
         if !ops.is_empty() {
             commit(dest, ops).await?;
+            applied = last_revision;
         }
     }
     Err(anyhow!("watch closed"))
+}
+
+/// A page of the initial copy must be keys of the range asked for, ascending: a source
+/// that ignores where the page should start would otherwise be copied forever.
+fn check_page<'a>(
+    start: &[u8],
+    end: &[u8],
+    keys: impl Iterator<Item = &'a [u8]>,
+) -> anyhow::Result<()> {
+    let mut previous: Option<&[u8]> = None;
+    for key in keys {
+        let in_range = key >= start && (end == [0] || key < end);
+        if !in_range || previous.is_some_and(|p| p >= key) {
+            bail!(
+                "the source answered a range from {:?} with key {:?} out of range or order",
+                String::from_utf8_lossy(start),
+                String::from_utf8_lossy(key)
+            );
+        }
+        previous = Some(key);
+    }
+    Ok(())
+}
+
+/// A watched revision must be newer than the last one the mirror wrote.
+fn check_revision(applied: i64, revision: i64) -> anyhow::Result<()> {
+    if revision <= applied {
+        bail!(
+            "the source sent revision {revision} again or out of order (mirrored up to {applied})"
+        );
+    }
+    Ok(())
 }
 
 /// One source revision's writes, as one transaction at the destination.
@@ -292,6 +339,30 @@ async fn commit(dest: &Client, ops: Vec<RequestOp>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_must_answer_the_range_asked_in_order() {
+        let keys = |k: &[&'static str]| k.iter().map(|k| k.as_bytes()).collect::<Vec<_>>();
+        let ok = |start: &str, end: &[u8], k: &[&'static str]| {
+            check_page(start.as_bytes(), end, keys(k).into_iter()).is_ok()
+        };
+        assert!(ok("/a/", b"/a0", &["/a/1", "/a/2"]));
+        assert!(ok("/a/1\0", b"/a0", &[]));
+        // The whole key space ends at "\0".
+        assert!(ok("\0", &[0], &["a", "z"]));
+        // The same page again (the start ignored), past the end, or out of order.
+        assert!(!ok("/a/2\0", b"/a0", &["/a/1", "/a/2"]));
+        assert!(!ok("/a/", b"/a0", &["/a/1", "/b"]));
+        assert!(!ok("/a/", b"/a0", &["/a/2", "/a/1"]));
+        assert!(!ok("/a/", b"/a0", &["/a/1", "/a/1"]));
+    }
+
+    #[test]
+    fn a_revision_is_mirrored_once_in_order() {
+        assert!(check_revision(10, 11).is_ok());
+        assert!(check_revision(10, 10).is_err());
+        assert!(check_revision(10, 9).is_err());
+    }
 
     #[test]
     fn renaming_is_go_strings_replace_once() {
