@@ -1247,7 +1247,12 @@ fn restored_snapshots_and_older_stores_are_indexed_from_their_records() {
         f.put(k, v);
     }
     f.del("b", b"", false);
+    // Enough versions that a restore writes its history index in several sorted chunks.
+    for i in 0..200 {
+        f.put(&format!("k{}", i % 37), &i.to_string());
+    }
     let want = history(&f, 1);
+    let revision = f.store.revision();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snap");
     crate::snapshot::build(&f.store, &path).unwrap();
@@ -1256,7 +1261,7 @@ fn restored_snapshots_and_older_stores_are_indexed_from_their_records() {
     g.store.set_watch_sink(recorder.clone());
     crate::snapshot::restore(&path, &g.store).unwrap();
     assert_eq!(history(&g, 1), want);
-    assert_eq!(*recorder.replaced.lock().unwrap(), [5]);
+    assert_eq!(*recorder.replaced.lock().unwrap(), [revision]);
     assert!(recorder.seen.lock().unwrap().is_empty());
 
     // A store whose index is missing (written before it existed) is indexed when opened.
