@@ -889,9 +889,7 @@ fn etcd_snapshot_seeds() -> Vec<Vec<u8>> {
     // Enough versions for branch pages, with a value on overflow pages.
     for i in 0..400u64 {
         let main = 8 + i as i64;
-        let mut rev = (main as u64).to_be_bytes().to_vec();
-        rev.push(b'_');
-        rev.extend_from_slice(&0u64.to_be_bytes());
+        let rev = raftkv_storage::etcd::revision_bytes(main, 0, false);
         let kv = raftkv_proto::mvccpb::KeyValue {
             key: Bytes::from(format!("/pods/{:03}", i % 150)),
             create_revision: main,

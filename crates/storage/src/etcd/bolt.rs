@@ -30,15 +30,17 @@ use crate::error::SnapshotError;
 /// bbolt's magic, in each meta page.
 pub const MAGIC: u32 = 0xED0C_DAED;
 /// The only bbolt data format there is.
-const VERSION: u32 = 2;
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
+pub(super) const VERSION: u32 = 2;
+// The layout, shared with `bolt_writer`.
+pub(super) const PAGE_HEADER: usize = 16;
+pub(super) const ELEMENT: usize = 16;
 /// Meta bytes covered by its checksum.
-const META_SUMMED: usize = 56;
-const BRANCH_PAGE: u16 = 0x01;
-const LEAF_PAGE: u16 = 0x02;
-const META_PAGE: u16 = 0x04;
-const BUCKET_LEAF: u32 = 0x01;
+pub(super) const META_SUMMED: usize = 56;
+pub(super) const BRANCH_PAGE: u16 = 0x01;
+pub(super) const LEAF_PAGE: u16 = 0x02;
+pub(super) const META_PAGE: u16 = 0x04;
+pub(super) const FREELIST_PAGE: u16 = 0x10;
+pub(super) const BUCKET_LEAF: u32 = 0x01;
 /// Deepest tree accepted: a B+tree of two or more keys a page this deep would hold more
 /// keys than any file can.
 pub const MAX_DEPTH: usize = 64;
@@ -67,7 +69,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// FNV-1a, 64 bits (the meta page's checksum).
-fn fnv64a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv64a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

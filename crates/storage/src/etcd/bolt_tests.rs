@@ -73,9 +73,7 @@ fn set_meta(bytes: &mut [u8], page_size: usize, id: usize, txid: u64, high_water
     let meta = &mut bytes[id * page_size + 16..id * page_size + 16 + 64];
     meta[40..48].copy_from_slice(&high_water.to_le_bytes());
     meta[48..56].copy_from_slice(&txid.to_le_bytes());
-    let sum = meta[..56].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let sum = super::bolt::fnv64a(&meta[..56]);
     meta[56..64].copy_from_slice(&sum.to_le_bytes());
 }
 

@@ -6,14 +6,10 @@
 //! The whole file is built in memory: this serves tests and fuzz seeds (and a first
 //! export), not files of gigabytes.
 
-use super::bolt::MAGIC;
-
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const BRANCH_PAGE: u16 = 0x01;
-const LEAF_PAGE: u16 = 0x02;
-const META_PAGE: u16 = 0x04;
-const FREELIST_PAGE: u16 = 0x10;
+use super::bolt::{
+    BRANCH_PAGE, BUCKET_LEAF, ELEMENT, FREELIST_PAGE, LEAF_PAGE, MAGIC, META_PAGE, META_SUMMED,
+    PAGE_HEADER, VERSION, fnv64a,
+};
 
 /// A bucket: its name and its keys (ascending, no duplicates) with their values.
 pub type BucketData = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
@@ -113,12 +109,6 @@ fn branch_fanout(level: &[(Vec<u8>, u64)], room: usize) -> usize {
     (room / (ELEMENT + longest)).clamp(2, u16::MAX as usize)
 }
 
-fn fnv64a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// A bbolt file holding `buckets` (in name order), with pages of `page_size` bytes.
 pub fn write(buckets: &[BucketData], page_size: usize) -> Vec<u8> {
     assert!(page_size >= 1024, "bbolt pages are at least 1 KiB here");
@@ -136,7 +126,7 @@ pub fn write(buckets: &[BucketData], page_size: usize) -> Vec<u8> {
         let root = pages.tree(&items);
         let mut header = root.to_le_bytes().to_vec();
         header.extend_from_slice(&0u64.to_le_bytes()); // sequence
-        roots.push((1u32, name.clone(), header));
+        roots.push((BUCKET_LEAF, name.clone(), header));
     }
     let roots: Vec<_> = roots
         .iter()
@@ -149,7 +139,7 @@ pub fn write(buckets: &[BucketData], page_size: usize) -> Vec<u8> {
     for (id, txid) in [(0u64, 2u64), (1, 1)] {
         let mut meta = Vec::new();
         meta.extend_from_slice(&MAGIC.to_le_bytes());
-        meta.extend_from_slice(&2u32.to_le_bytes());
+        meta.extend_from_slice(&VERSION.to_le_bytes());
         meta.extend_from_slice(&(page_size as u32).to_le_bytes());
         meta.extend_from_slice(&0u32.to_le_bytes());
         meta.extend_from_slice(&root.to_le_bytes());
@@ -157,6 +147,7 @@ pub fn write(buckets: &[BucketData], page_size: usize) -> Vec<u8> {
         meta.extend_from_slice(&freelist.to_le_bytes());
         meta.extend_from_slice(&high_water.to_le_bytes());
         meta.extend_from_slice(&txid.to_le_bytes());
+        debug_assert_eq!(meta.len(), META_SUMMED);
         let sum = fnv64a(&meta);
         meta.extend_from_slice(&sum.to_le_bytes());
         let at = id as usize * page_size;

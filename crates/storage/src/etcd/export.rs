@@ -19,6 +19,7 @@ use prost::Message;
 use raftkv_proto::mvccpb::KeyValue;
 
 use super::bolt_writer::{self, BucketData};
+use super::{encode_lease, revision_bytes, seal};
 use crate::error::SnapshotError;
 use crate::mvcc::encoding::Record;
 
@@ -37,17 +38,6 @@ pub struct Exported {
     pub leases: u64,
     /// Bytes written, trailer included.
     pub bytes: u64,
-}
-
-fn rev_bytes(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(18);
-    out.extend_from_slice(&(main as u64).to_be_bytes());
-    out.push(b'_');
-    out.extend_from_slice(&(sub as u64).to_be_bytes());
-    if tombstone {
-        out.push(b't');
-    }
-    out
 }
 
 /// Writes the raftkv snapshot at `src` (verified in full first) as an etcd snapshot at
@@ -105,7 +95,7 @@ pub fn export(src: &Path, dest: &Path) -> Result<Exported, SnapshotError> {
                 },
             ),
         };
-        keys.push((rev_bytes(*main, sub, tombstone), kv.encode_to_vec()));
+        keys.push((revision_bytes(*main, sub, tombstone), kv.encode_to_vec()));
     }
     let version_count = keys.len() as u64;
     drop(versions);
@@ -114,15 +104,10 @@ pub fn export(src: &Path, dest: &Path) -> Result<Exported, SnapshotError> {
         .leases
         .iter()
         .map(|(id, l)| {
-            // leasepb.Lease: ID = 1, TTL = 2, RemainingTTL = 3.
-            let mut v = Vec::with_capacity(32);
-            for (tag, n) in [(0x08u8, *id), (0x10, l.ttl), (0x18, l.remaining)] {
-                if n != 0 {
-                    v.push(tag);
-                    prost::encoding::encode_varint(n as u64, &mut v);
-                }
-            }
-            ((*id as u64).to_be_bytes().to_vec(), v)
+            (
+                (*id as u64).to_be_bytes().to_vec(),
+                encode_lease(*id, l.ttl, l.remaining),
+            )
         })
         .collect();
     leases.sort_unstable();
@@ -130,7 +115,7 @@ pub fn export(src: &Path, dest: &Path) -> Result<Exported, SnapshotError> {
 
     let mut meta_bucket = vec![(b"consistent_index".to_vec(), 0u64.to_be_bytes().to_vec())];
     if meta.compact_revision > 0 {
-        let c = rev_bytes(meta.compact_revision, 0, false);
+        let c = revision_bytes(meta.compact_revision, 0, false);
         meta_bucket.push((b"finishedCompactRev".to_vec(), c.clone()));
         meta_bucket.push((b"scheduledCompactRev".to_vec(), c));
     }
@@ -165,7 +150,7 @@ pub fn export(src: &Path, dest: &Path) -> Result<Exported, SnapshotError> {
         (b"meta".to_vec(), meta_bucket),
     ];
     buckets.sort_by(|a, b| a.0.cmp(&b.0));
-    let file = super::samples::seal(bolt_writer::write(&buckets, 4096));
+    let file = seal(bolt_writer::write(&buckets, 4096));
     drop(buckets);
 
     let mut part = dest.as_os_str().to_owned();

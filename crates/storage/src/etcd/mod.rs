@@ -182,6 +182,36 @@ fn corrupt(what: String) -> SnapshotError {
     SnapshotError::Corrupt(format!("etcd snapshot: {what}"))
 }
 
+/// A revision as etcd's key bucket stores it (and its meta bucket's compaction marks): the
+/// main revision (u64 BE), `_`, the sub-revision (u64 BE), then `t` for a deletion.
+pub fn revision_bytes(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(18);
+    out.extend_from_slice(&(main as u64).to_be_bytes());
+    out.push(b'_');
+    out.extend_from_slice(&(sub as u64).to_be_bytes());
+    if tombstone {
+        out.push(b't');
+    }
+    out
+}
+
+/// Appends the SHA-256 trailer `snapshot save` writes after a bbolt file.
+pub fn seal(mut db: Vec<u8>) -> Vec<u8> {
+    let digest = Sha256::digest(&db);
+    db.extend_from_slice(&digest);
+    db
+}
+
+/// An encoded `leasepb.Lease` (zero fields left out, as Go's marshaler does).
+fn encode_lease(id: i64, ttl: i64, remaining_ttl: i64) -> Vec<u8> {
+    EtcdLease {
+        id,
+        ttl,
+        remaining_ttl,
+    }
+    .encode_to_vec()
+}
+
 /// etcd's `leasepb.Lease`.
 #[derive(Clone, PartialEq, Message)]
 struct EtcdLease {

@@ -13,19 +13,10 @@ use bytes::Bytes;
 use prost::Message;
 use raftkv_proto::authpb::{Permission, Role, User, permission};
 use raftkv_proto::mvccpb::KeyValue;
-use sha2::{Digest, Sha256};
 
 use super::bolt_writer::{BucketData, write};
-
-fn rev(main: i64, sub: i64, tombstone: bool) -> Vec<u8> {
-    let mut out = (main as u64).to_be_bytes().to_vec();
-    out.push(b'_');
-    out.extend_from_slice(&(sub as u64).to_be_bytes());
-    if tombstone {
-        out.push(b't');
-    }
-    out
-}
+pub use super::seal;
+use super::{encode_lease, revision_bytes};
 
 fn kv(key: &str, create: i64, modified: i64, version: i64, value: &str, lease: i64) -> Vec<u8> {
     KeyValue {
@@ -47,26 +38,20 @@ pub fn versions() -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     .encode_to_vec();
     vec![
-        (rev(2, 0, false), kv("a", 2, 2, 1, "1", 0)),
-        (rev(3, 0, false), kv("b", 3, 3, 1, "x", 0x10)),
-        (rev(4, 0, false), kv("c", 4, 4, 1, "1", 0)),
-        (rev(4, 1, false), kv("d", 4, 4, 1, "1", 0)),
-        (rev(5, 0, false), kv("a", 2, 5, 2, "2", 0)),
-        (rev(6, 0, true), tomb),
-        (rev(7, 0, false), kv("e", 7, 7, 1, "1", 0x99)),
+        (revision_bytes(2, 0, false), kv("a", 2, 2, 1, "1", 0)),
+        (revision_bytes(3, 0, false), kv("b", 3, 3, 1, "x", 0x10)),
+        (revision_bytes(4, 0, false), kv("c", 4, 4, 1, "1", 0)),
+        (revision_bytes(4, 1, false), kv("d", 4, 4, 1, "1", 0)),
+        (revision_bytes(5, 0, false), kv("a", 2, 5, 2, "2", 0)),
+        (revision_bytes(6, 0, true), tomb),
+        (revision_bytes(7, 0, false), kv("e", 7, 7, 1, "1", 0x99)),
     ]
 }
 
 /// The buckets of the session, with `key` as given (to build damaged variants).
 pub fn buckets_with(keys: Vec<(Vec<u8>, Vec<u8>)>, scheduled: Option<i64>) -> Vec<BucketData> {
-    let lease = |id: i64, ttl: i64| {
-        // leasepb.Lease: ID = 1, TTL = 2, RemainingTTL = 3 (left 0: never checkpointed).
-        let mut v = vec![0x08];
-        prost::encoding::encode_varint(id as u64, &mut v);
-        v.push(0x10);
-        prost::encoding::encode_varint(ttl as u64, &mut v);
-        ((id as u64).to_be_bytes().to_vec(), v)
-    };
+    // Remaining TTL 0: never checkpointed.
+    let lease = |id: i64, ttl: i64| ((id as u64).to_be_bytes().to_vec(), encode_lease(id, ttl, 0));
     let root_user = User {
         name: Bytes::from_static(b"root"),
         password: Bytes::from_static(
@@ -92,11 +77,11 @@ pub fn buckets_with(keys: Vec<(Vec<u8>, Vec<u8>)>, scheduled: Option<i64>) -> Ve
     }];
     let mut meta = vec![
         (b"consistent_index".to_vec(), 42u64.to_be_bytes().to_vec()),
-        (b"finishedCompactRev".to_vec(), rev(3, 0, false)),
+        (b"finishedCompactRev".to_vec(), revision_bytes(3, 0, false)),
     ];
     meta.push((
         b"scheduledCompactRev".to_vec(),
-        rev(scheduled.unwrap_or(3), 0, false),
+        revision_bytes(scheduled.unwrap_or(3), 0, false),
     ));
     vec![
         (b"alarm".to_vec(), vec![]),
@@ -134,11 +119,4 @@ pub fn buckets_with(keys: Vec<(Vec<u8>, Vec<u8>)>, scheduled: Option<i64>) -> Ve
 /// SHA-256 of it.
 pub fn snapshot(scheduled: Option<i64>) -> Vec<u8> {
     seal(write(&buckets_with(versions(), scheduled), 4096))
-}
-
-/// Appends the SHA-256 trailer `snapshot save` writes.
-pub fn seal(mut db: Vec<u8>) -> Vec<u8> {
-    let digest = Sha256::digest(&db);
-    db.extend_from_slice(&digest);
-    db
 }

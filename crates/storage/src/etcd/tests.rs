@@ -300,19 +300,12 @@ fn malformed_leases_and_users_are_refused() {
 
     let mut b = good;
     let i = find(&mut b, b"meta");
-    b[i].1[1].1 = rev_bytes(9); // compacted past the last revision
+    b[i].1[1].1 = revision_bytes(9, 0, false); // compacted past the last revision
     let path = f.file(&seal(bolt_writer::write(&b, 4096)));
     restore(&path, &f.store, false).unwrap();
     // etcd's rule: the revision is the compaction's when that is later.
     assert_eq!(f.store.revision(), 9);
     assert_eq!(f.store.compacted_revision(), 9);
-}
-
-fn rev_bytes(main: u64) -> Vec<u8> {
-    let mut out = main.to_be_bytes().to_vec();
-    out.push(b'_');
-    out.extend_from_slice(&0u64.to_be_bytes());
-    out
 }
 
 /// Every version, lease and user of a store, as reads see them.
