@@ -68,9 +68,13 @@ impl Cluster {
         flags: &[String],
         tls: Option<&Certs>,
     ) -> Result<Self> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix(&format!("raftkv-bench-{}-", server.name()))
             .tempdir()?;
+        if std::env::var_os("RAFTKV_BENCH_KEEP").is_some() {
+            eprintln!("keeping {}", dir.path().display());
+            dir.disable_cleanup(true);
+        }
         let mut ports = Vec::new();
         while ports.len() < size * 2 {
             let p = free_port()?;

@@ -446,21 +446,38 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         }
         let n = self.transfers.fetch_add(1, Ordering::Relaxed);
         let path = self.sm.incoming_path().with_extension(format!("{n}.part"));
+        // The three steps are logged with what they took, as etcd logs its "receiving
+        // database snapshot" and "received and saved database snapshot".
+        let index = meta.last_log_id.as_ref().map_or(0, |id| id.index);
+        let started = std::time::Instant::now();
+        tracing::info!(index, "receiving snapshot");
         let received = self.receive_snapshot(&mut chunks, &path).await;
+        let took_receiving = started.elapsed();
         let verified = match received {
             Ok(()) => self.verify_snapshot(&path, &meta).await,
             Err(e) => Err(e),
         };
         if let Err(status) = verified {
             let _ = tokio::fs::remove_file(&path).await;
+            tracing::warn!(index, error = %status.message(), "refused a snapshot");
             return Err(status);
         }
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        tracing::info!(
+            index,
+            bytes,
+            receiving = ?took_receiving,
+            verifying = ?(started.elapsed() - took_receiving),
+            "received and verified snapshot"
+        );
         let snapshot = Snapshot {
             meta,
             snapshot: SnapshotFile { path: path.clone() },
         };
+        let installing = std::time::Instant::now();
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
         let _ = tokio::fs::remove_file(&path).await; // installed files were moved already
+        tracing::info!(index, took = ?installing.elapsed(), ok = result.is_ok(), "installed snapshot");
         reply(result)
     }
 

@@ -575,3 +575,55 @@ fn many_blocks_encoded_in_parallel_come_back_in_order() {
     assert_eq!(all_at(&restored, 0), all_at(&store, 0));
     assert_eq!(restored.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
 }
+
+#[test]
+fn a_restore_that_fails_part_way_leaves_the_store_as_it_was() {
+    // Blocks are decoded on one thread while another writes them, so a failure after some
+    // blocks were written must still leave the store untouched and usable.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("a"));
+    for i in 0..12_000u32 {
+        put(
+            &store,
+            &format!("k/{i:06}"),
+            &format!("{:08x}", i.wrapping_mul(97)),
+        );
+    }
+    let file = dir.path().join("s.db");
+    let info = snapshot::build(&store, &file).unwrap();
+    assert!(info.meta.revision > 0);
+    let clean = std::fs::read(&file).unwrap();
+    // The first block starts after the fixed header, its body and the body's CRC.
+    let body_len = u32::from_le_bytes(clean[12..16].try_into().unwrap()) as usize;
+    let first = 16 + body_len + 4;
+    let first_len = u32::from_le_bytes(clean[first..first + 4].try_into().unwrap()) as usize;
+    let second = first + 4 + first_len;
+    let second_len = u32::from_le_bytes(clean[second..second + 4].try_into().unwrap());
+    assert!(second_len > 0, "the sample must have at least two blocks");
+
+    let target = open(&dir.path().join("t"));
+    put(&target, "keep", "me");
+    let before = all_at(&target, 0);
+    // (1) The second block's length runs past the end: the first block was handed to the
+    // writer already. (2) The footer's counts are wrong: every block was written first.
+    let footer = clean.len() - 32 - 44;
+    for damage in [(second, 0xFFu8), (footer + 8, 0x55u8)] {
+        let mut bad = clean.clone();
+        bad[damage.0] ^= damage.1;
+        reseal(&mut bad);
+        std::fs::write(&file, &bad).unwrap();
+        assert!(matches!(
+            snapshot::restore(&file, &target),
+            Err(SnapshotError::Corrupt(_))
+        ));
+        assert_eq!(all_at(&target, 0), before);
+    }
+    // Writers were let go.
+    put(&target, "keep", "too");
+    assert_eq!(all_at(&target, 0)[0].value, &b"too"[..]);
+    // The same store then takes the undamaged file.
+    std::fs::write(&file, &clean).unwrap();
+    snapshot::restore(&file, &target).unwrap();
+    assert_eq!(all_at(&target, 0), all_at(&store, 0));
+    assert_eq!(target.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
+}

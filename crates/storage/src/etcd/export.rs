@@ -45,10 +45,7 @@ pub struct Exported {
 pub fn export(src: &Path, dest: &Path) -> Result<Exported, SnapshotError> {
     let mut versions: Vec<(i64, Vec<u8>, Record)> = Vec::new();
     let info = crate::snapshot::walk(src, &mut |rows| {
-        versions.extend(
-            rows.iter()
-                .map(|r| (r.revision, r.key.clone(), r.record.clone())),
-        );
+        versions.extend(rows.into_iter().map(|r| (r.revision, r.key, r.record)));
         Ok(())
     })?;
     let meta = &info.meta;

@@ -141,6 +141,16 @@ impl MvccStore {
         // were (same keys, same revision, same values).
         // Each change goes in with its history index entry, in the order the write made
         // them (etcd's sub-revision order, which watchers see).
+        // The filter of held keys learns the new keys before their records go in, so that
+        // it holds every key with a record whatever fails part-way.
+        {
+            let mut latest = self.latest_cache();
+            for (key, change) in &txn.changes {
+                if change.is_some() {
+                    latest.note_held(key);
+                }
+            }
+        }
         let tree = self.tree();
         let watched = self.has_sink();
         let mut events = Vec::with_capacity(if watched { txn.order.len() } else { 0 });
