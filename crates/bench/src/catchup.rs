@@ -26,7 +26,7 @@ pub struct Plan {
 }
 
 /// The revision member `endpoint` has applied, as it answers a serializable read.
-async fn revision(endpoint: &str) -> Result<i64> {
+pub(crate) async fn revision(endpoint: &str) -> Result<i64> {
     let channel = connect_channel(endpoint, Some(Duration::from_secs(2))).await?;
     let resp = KvClient::new(channel)
         .range(RangeRequest {

@@ -35,7 +35,7 @@ pub struct Cluster {
     pub client_endpoints: Vec<String>,
     /// How each member was started (its binary, arguments and log), to restart it.
     launch: Vec<(PathBuf, Vec<std::ffi::OsString>, PathBuf)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Starts one member, appending to its log.
@@ -130,7 +130,7 @@ impl Cluster {
             client_endpoints: (0..size)
                 .map(|i| format!("127.0.0.1:{}", ports[2 * i]))
                 .collect(),
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -159,6 +159,16 @@ impl Cluster {
         let (bin, args, log) = &self.launch[i];
         self.children[i] = spawn(bin, args, log)?;
         Ok(())
+    }
+
+    /// Member `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("m{i}"))
+    }
+
+    /// A path for a scratch file beside the members' data dirs (removed with them).
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Resident set size of each member, in bytes (Linux `/proc`).

@@ -7,6 +7,7 @@ mod cluster;
 mod compare;
 mod lease;
 mod plot;
+mod scale;
 mod snapshots;
 mod stats;
 mod watch;
@@ -250,6 +251,20 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         snapshot_count: u64,
     },
+    /// Scale beside etcd (issue 18): load N keys into 3 members of each, then RSS, disk,
+    /// `snapshot save`, a follower's restart and its catch-up from a snapshot
+    /// (`scripts/scale-compare`).
+    Scale {
+        /// The raftkv member binary.
+        #[arg(long, default_value = "target/release/raftkv")]
+        raftkv_bin: PathBuf,
+        /// The etcd member binary (Debian's etcd-server).
+        #[arg(long, default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// Key counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000000")]
+        keys: Vec<u64>,
+    },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
@@ -398,6 +413,18 @@ async fn run(cli: Cli) -> Result<()> {
                 snapshot_count: *snapshot_count,
             };
             return catchup::run(&plan).await;
+        }
+        Cmd::Scale {
+            raftkv_bin,
+            etcd_bin,
+            keys,
+        } => {
+            let plan = scale::Plan {
+                raftkv_bin: raftkv_bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                keys: keys.clone(),
+            };
+            return scale::run(&plan).await;
         }
         Cmd::Compare {
             raftkv_bin,

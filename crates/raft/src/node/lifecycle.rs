@@ -12,6 +12,11 @@ use openraft::rt::WatchReceiver;
 use raftkv_proto::raftkvpb::{ClusterInfoRequest, Command, MemberInfo};
 use raftkv_storage::layout::{self, Identity};
 use raftkv_storage::log::{LogConfig, RaftLogStore};
+
+/// Most entries in one AppendEntries (openraft's default is 300); replication also stops a
+/// message at [`crate::REPLICATION_BATCH_BYTES`]. A follower catching up on its log takes
+/// it in fewer, larger messages, each one WAL write and fdatasync.
+const MAX_PAYLOAD_ENTRIES: u64 = 4096;
 use raftkv_storage::{MvccConfig, MvccStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -93,6 +98,7 @@ impl RaftNode {
             election_timeout_max: millis(config.election_timeout) * 3 / 5,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: 0,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             enable_pre_vote: Some(true),
             // A member that led before a restart must win a new election (and commit a
             // blank entry in its new term) before it serves: the state machine is not
