@@ -400,23 +400,36 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // come one per request, in order, so the front one is the answer's request.
             let in_flight: Arc<Mutex<VecDeque<Option<Instant>>>> = Arc::default();
             let out_flight = in_flight.clone();
-            let outbound = input.map(move |req| {
-                let mut flight = out_flight.lock().unwrap_or_else(|e| e.into_inner());
-                if flight.len() >= MAX_TIMED_IN_FLIGHT {
-                    flight.clear(); // answers lost track of: time none rather than wrongly
-                }
-                flight.push_back(req.entries.is_empty().then(Instant::now));
-                drop(flight);
-                if let Some(last) = last_sent(&req) {
-                    let mut sent = record.lock().unwrap_or_else(|e| e.into_inner());
-                    if sent.is_none_or(|s| s < last) {
-                        *sent = Some(last);
+            // Nothing more goes out through the old URL once the target moved: an entry
+            // sent there after the move would reach the member at its old address.
+            let (moved_out, dialed_out) = (moved.clone(), dialed.clone());
+            let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let cut_out = cut.clone();
+            let outbound = input
+                .take_while(move |_| {
+                    let same = moved_out.url(target) == dialed_out;
+                    if !same {
+                        cut_out.store(true, std::sync::atomic::Ordering::Release);
                     }
-                }
-                let data = encode_unbounded(&req);
-                out_traffic.sent_bytes.add(data.len() as u64);
-                RaftMessage { data: data.into() }
-            });
+                    futures_util::future::ready(same)
+                })
+                .map(move |req| {
+                    let mut flight = out_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    if flight.len() >= MAX_TIMED_IN_FLIGHT {
+                        flight.clear(); // answers lost track of: time none rather than wrongly
+                    }
+                    flight.push_back(req.entries.is_empty().then(Instant::now));
+                    drop(flight);
+                    if let Some(last) = last_sent(&req) {
+                        let mut sent = record.lock().unwrap_or_else(|e| e.into_inner());
+                        if sent.is_none_or(|s| s < last) {
+                            *sent = Some(last);
+                        }
+                    }
+                    let data = encode_unbounded(&req);
+                    out_traffic.sent_bytes.add(data.len() as u64);
+                    RaftMessage { data: data.into() }
+                });
             let inbound = match client.stream_append(outbound).await {
                 Ok(answers) => answers.into_inner(),
                 Err(status) => {
@@ -445,6 +458,15 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 admission::stream_result(&result, sent.as_ref()).map_err(refused_answer)?;
                 Ok(result)
             });
+            // The outbound side ended because the target moved: the answers end with it,
+            // and the error tells openraft to open a new stream (to the current URLs),
+            // whatever the URLs are by then.
+            let moved_error = futures_util::stream::once(async move {
+                cut.load(std::sync::atomic::Ordering::Acquire)
+                    .then(|| Err(unreachable(&io::Error::other("peer URLs changed"))))
+            })
+            .filter_map(futures_util::future::ready);
+            let results = results.chain(moved_error);
             Ok(Box::pin(results) as BoxStream<'s, _>)
         })
     }
