@@ -76,7 +76,11 @@ fn disk_used(dir: &Path) -> Result<u64> {
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // A member may remove a file (a WAL segment, a snapshot part) meanwhile.
+            let meta = match entry.metadata() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
             if meta.is_dir() {
                 stack.push(entry.path());
             } else {

@@ -462,7 +462,7 @@ impl<N: LeaderSide> Peer for PeerService<N> {
             tracing::warn!(index, error = %status.message(), "refused a snapshot");
             return Err(status);
         }
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
         tracing::info!(
             index,
             bytes,

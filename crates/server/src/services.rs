@@ -220,7 +220,7 @@ impl Maintenance for EtcdApi {
         let build_path = path.clone();
         let store = node.store().clone();
         let info = tokio::task::spawn_blocking(move || {
-            raftkv_storage::snapshot::build(&store, &build_path)
+            raftkv_storage::snapshot::build_scratch(&store, &build_path)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -627,3 +627,19 @@ fn a_restore_that_fails_part_way_leaves_the_store_as_it_was() {
     assert_eq!(all_at(&target, 0), all_at(&store, 0));
     assert_eq!(target.hash_kv(0).unwrap(), store.hash_kv(0).unwrap());
 }
+
+#[test]
+fn a_scratch_build_writes_the_same_file() {
+    // `Maintenance.Snapshot` builds without fsync; the bytes must not differ for it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = loaded(&dir.path().join("a"));
+    let (durable, scratch) = (dir.path().join("d.db"), dir.path().join("s.db"));
+    let a = snapshot::build(&store, &durable).unwrap();
+    let b = snapshot::build_scratch(&store, &scratch).unwrap();
+    assert_eq!(a.hash, b.hash);
+    assert_eq!(
+        std::fs::read(&durable).unwrap(),
+        std::fs::read(&scratch).unwrap()
+    );
+    assert!(!dir.path().join("s.part").exists());
+}

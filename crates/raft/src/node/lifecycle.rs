@@ -13,15 +13,16 @@ use raftkv_proto::raftkvpb::{ClusterInfoRequest, Command, MemberInfo};
 use raftkv_storage::layout::{self, Identity};
 use raftkv_storage::log::{LogConfig, RaftLogStore};
 
-/// Most entries in one AppendEntries (openraft's default is 300); replication also stops a
-/// message at [`crate::REPLICATION_BATCH_BYTES`]. A follower catching up on its log takes
-/// it in fewer, larger messages, each one WAL write and fdatasync.
-const MAX_PAYLOAD_ENTRIES: u64 = 4096;
 use raftkv_storage::{MvccConfig, MvccStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// Most entries in one AppendEntries (openraft's default is 300); replication also stops a
+/// message at [`crate::REPLICATION_BATCH_BYTES`]. A follower catching up on its log takes
+/// it in fewer, larger messages, each one WAL write and fdatasync.
+const MAX_PAYLOAD_ENTRIES: u64 = 4096;
 
 use super::routing::IfCallFails;
 use super::{RaftNode, hex};

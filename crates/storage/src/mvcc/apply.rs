@@ -142,7 +142,7 @@ impl MvccStore {
         // Each change goes in with its history index entry, in the order the write made
         // them (etcd's sub-revision order, which watchers see).
         // The filter of held keys learns the new keys before their records go in, so that
-        // it holds every key with a record whatever fails part-way.
+        // it holds every key with a live version whatever fails part-way.
         {
             let mut latest = self.latest_cache();
             for (key, change) in &txn.changes {

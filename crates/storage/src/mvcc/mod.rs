@@ -528,7 +528,7 @@ impl Helper {
                     }
                 }
             })
-            .map_err(|e| MvccError::Corrupt(format!("starting a restore writer: {e}")))?;
+            .map_err(|e| MvccError::Sled(sled::Error::Io(e)))?;
         Ok(Self {
             runs,
             done,
@@ -707,6 +707,9 @@ const PARALLEL_MIN: usize = if cfg!(test) { 16 } else { 256 };
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
+        // The second writer first (it joins its thread), so nothing writes into the tree
+        // after this.
+        drop(self.helper.take());
         if !self.name.is_empty() {
             // Abandoned (an error part-way): the half-written tree is not needed.
             let _ = self.store.db.drop_tree(self.name.as_bytes());

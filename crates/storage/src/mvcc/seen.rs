@@ -3,19 +3,21 @@
 //! replaying its log) skips the sled iterator that looks for the key's newest version.
 //! That read was 45% of applying such a put (`examples/restore_time`'s load, under perf).
 //!
-//! It answers "certainly not" or "maybe". Every key with a record in the active tree is in
-//! it: it is built from the records when the store opens and from the rows of a restore,
+//! It answers "certainly not" or "maybe". Every key with a live version in the active tree
+//! is in it (a key a transaction put and deleted again leaves only a tombstone, and its
+//! answer is "no live version" either way): it is built from the records when the store opens and from the rows of a restore,
 //! and each write adds its keys (see `latest`). Compaction and deletes leave keys in it; a
 //! stale "maybe" costs only the read it would have cost anyway.
 //!
 //! It grows in layers, each four times the one before, so it never needs the keys again.
 //! Each layer is a blocked Bloom filter: the bits for one key lie in one 64-byte block, so
-//! a lookup reads one cache line per layer (four layers at 1M keys). Past [`MAX_BYTES`] it stops growing and answers
+//! a lookup reads one cache line per layer (three layers at 1M keys). Past [`MAX_BYTES`] it stops growing and answers
 //! "maybe" to everything (correct, only slower) until the store is opened or restored again.
 
 use std::hash::BuildHasher;
 
-/// Bound on the filter's memory (over 20 million keys; tests use a small one).
+/// Bound on the filter's memory: over 20 million distinct keys written since the store
+/// opened or was restored (deleted keys stay in; tests use a small bound).
 pub(crate) const MAX_BYTES: usize = if cfg!(test) { 1 << 20 } else { 64 << 20 };
 
 /// Keys the first layer is sized for.

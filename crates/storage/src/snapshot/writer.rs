@@ -29,6 +29,22 @@ pub fn build_with(
     path: &Path,
     stages: BlockStages,
 ) -> Result<SnapshotInfo, SnapshotError> {
+    write(store, path, stages, true)
+}
+
+/// [`build`] for a file that is streamed to a client and deleted (`Maintenance.Snapshot`):
+/// not fsynced, since nothing needs it to survive a crash, and the client that saves it
+/// syncs its own copy.
+pub fn build_scratch(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    write(store, path, BlockStages::default(), false)
+}
+
+fn write(
+    store: &MvccStore,
+    path: &Path,
+    stages: BlockStages,
+    durable: bool,
+) -> Result<SnapshotInfo, SnapshotError> {
     let point = store.snapshot_point()?;
     let revision = point.revision;
     let _no_compaction = store.compaction_read_guard();
@@ -71,10 +87,15 @@ pub fn build_with(
     let mut inner = out.inner;
     inner.write_all(&digest)?;
     let file = inner.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     drop(file);
     fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| durable && !d.as_os_str().is_empty())
+    {
         File::open(dir)?.sync_all()?;
     }
     let total_size = fs::metadata(path)?.len();
