@@ -133,7 +133,8 @@ fn opts(endpoints: &[String], conns: usize, clients: usize, total: u64, leader: 
     }
 }
 
-fn puts(key_space: u64, sequential: bool) -> Workload {
+/// Puts of 8-byte keys and 256-byte values over `key_space` keys (compare's and scale's).
+pub(crate) fn puts(key_space: u64, sequential: bool) -> Workload {
     Workload::Put(KeyGen {
         key_size: 8,
         val_size: 256,

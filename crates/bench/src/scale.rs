@@ -20,7 +20,8 @@ use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use tokio::io::AsyncWriteExt;
 
 use crate::cluster::{Cluster, Server};
-use crate::workload::{self, KeyGen, Options, Workload, connect_channel, find_leader};
+use crate::compare::puts;
+use crate::workload::{self, Options, connect_channel, find_leader};
 
 /// Overwrites put while the follower is down for the catch-up: above both servers' default
 /// `--snapshot-count` (100,000), so each leader snapshots and truncates its log meanwhile.
@@ -56,15 +57,6 @@ fn opts(endpoints: &[String], total: u64) -> Options {
         progress: false,
         timeout: Duration::from_secs(30),
     }
-}
-
-fn puts(key_space: u64, sequential: bool) -> Workload {
-    Workload::Put(KeyGen {
-        key_size: 8,
-        val_size: 256,
-        key_space,
-        sequential,
-    })
 }
 
 /// Bytes a directory tree takes on disk (allocated blocks, so sparse and preallocated
