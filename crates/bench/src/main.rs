@@ -113,6 +113,9 @@ enum Cmd {
     Put(Keys),
     /// Benchmark range: `range <key> [end-range]`.
     Range {
+        /// (Its own id: `key` is the global TLS key file's, and one id with two types
+        /// made clap panic on every `range`.)
+        #[arg(id = "range_key", value_name = "KEY")]
         key: String,
         end: Option<String>,
         /// Linearizable (l) or serializable (s).
@@ -621,6 +624,16 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("raftkv-bench").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn range_takes_a_key_beside_the_tls_key_flag() {
+        let cli = parse(&["range", "foo", "fop", "--key", "client.key"]);
+        let Cmd::Range { key, end, .. } = cli.command else {
+            panic!("not range");
+        };
+        assert_eq!((key.as_str(), end.as_deref()), ("foo", Some("fop")));
+        assert_eq!(cli.global.key, Some(PathBuf::from("client.key")));
     }
 
     #[test]
