@@ -383,3 +383,78 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
     .await
     .expect("metrics port");
 }
+
+/// Linearizable reads share ReadIndex rounds: many reads at once on a follower take fewer
+/// rounds than reads (one round each, without the sharing), and every one is answered
+/// with what the leader wrote before they began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_share_read_index_rounds() {
+    use raftkv_proto::etcdserverpb::kv_client::KvClient;
+    use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
+
+    const READS: usize = 200;
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let leader = cluster.leader().await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    let connect = |i: usize| {
+        let ep = cluster.members[i].endpoint();
+        async move {
+            KvClient::new(
+                crate::chaos::channel(&ep)
+                    .await
+                    .expect("connection to a member"),
+            )
+        }
+    };
+    connect(leader)
+        .await
+        .put(PutRequest {
+            key: b"shared".to_vec().into(),
+            value: b"v1".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("put on the leader");
+    let ep = cluster.members[follower].endpoint();
+    let before = tokio::task::spawn_blocking(move || scrape(&ep))
+        .await
+        .expect("scrape");
+    let client = connect(follower).await;
+    let reads: Vec<_> = (0..READS)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .range(RangeRequest {
+                        key: b"shared".to_vec().into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner().kvs[0].value.to_vec())
+            })
+        })
+        .collect();
+    for read in reads {
+        let value = read.await.expect("read task").expect("linearizable read");
+        assert_eq!(value, b"v1");
+    }
+    let ep = cluster.members[follower].endpoint();
+    let after = tokio::task::spawn_blocking(move || scrape(&ep))
+        .await
+        .expect("scrape");
+    let grew = |name: &str| after.value(name, &[]) - before.value(name, &[]);
+    let (reads, rounds) = (
+        grew("raftkv_read_index_reads_total"),
+        grew("raftkv_read_index_rounds_total"),
+    );
+    assert!(reads >= READS as f64, "{reads} reads counted");
+    assert!(
+        rounds >= 1.0 && rounds < reads,
+        "{rounds} ReadIndex rounds for {reads} concurrent reads"
+    );
+    assert_eq!(
+        after.value("etcd_server_read_indexes_failed_total", &[]),
+        0.0
+    );
+    eprintln!("{reads} concurrent linearizable reads on a follower took {rounds} ReadIndex rounds");
+}

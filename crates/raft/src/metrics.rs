@@ -1,7 +1,7 @@
 //! What a member measures for `/metrics`, in etcd's terms (the server crate writes them out
 //! with etcd's names). One [`NodeMetrics`] per member, shared by the parts that update it:
 //!
-//! - the node: proposals pending and failed, leader changes;
+//! - the node: proposals pending and failed, leader changes, read index rounds;
 //! - the state machine: how long each run of applied entries took to write into the store
 //!   (etcd's backend commit duration: raftkv's store has no separate batched commit), each
 //!   entry's apply and how many took too long, and snapshot builds;
@@ -29,6 +29,12 @@ pub struct NodeMetrics {
     pub backend_commit: Histogram,
     /// Entries whose apply took 100 ms or more.
     pub slow_applies: Counter,
+    /// Linearizable reads that waited for a read index on this member.
+    pub read_index_reads: Counter,
+    /// ReadIndex rounds this member ran (each answers every read waiting when it began).
+    pub read_index_rounds: Counter,
+    /// Rounds that failed (no leader in time, stopping), as etcd's `readIndexFailed`.
+    pub read_indexes_failed: Counter,
     /// Time to apply each entry, in seconds (where apply stalls show).
     pub apply_entry: Histogram,
     /// Time to build each Raft snapshot file, in seconds.
@@ -79,6 +85,9 @@ impl Default for NodeMetrics {
             // etcd's buckets for backend commit and WAL fsync durations.
             backend_commit: Histogram::exponential(0.001, 2.0, 14),
             slow_applies: Counter::default(),
+            read_index_reads: Counter::default(),
+            read_index_rounds: Counter::default(),
+            read_indexes_failed: Counter::default(),
             apply_entry: Histogram::exponential(0.0001, 2.0, 16),
             // etcd's buckets for etcd_disk_backend_snapshot_duration_seconds.
             snapshot_build: Histogram::exponential(0.01, 2.0, 17),

@@ -387,6 +387,18 @@ fn own(e: &mut Exposition, api: &EtcdApi) {
         &[],
         m.snapshot_bytes.get() as f64,
     );
+    e.counter(
+        "raftkv_read_index_reads_total",
+        "Linearizable reads that waited for a read index on this member.",
+        &[],
+        m.read_index_reads.get() as f64,
+    );
+    e.counter(
+        "raftkv_read_index_rounds_total",
+        "ReadIndex rounds this member ran; each answers every linearizable read waiting when it began (raftkv_read_index_reads_total / this is the sharing).",
+        &[],
+        m.read_index_rounds.get() as f64,
+    );
     e.gauge(
         "raftkv_snapshot_raw_bytes",
         "Size of the last Raft snapshot's body before the codec (raftkv_snapshot_bytes / this is the codec's ratio).",
@@ -458,6 +470,12 @@ fn server(e: &mut Exposition, api: &EtcdApi) {
         "The total number of slow apply requests (likely overloaded from slow disk).",
         &[],
         m.slow_applies.get() as f64,
+    );
+    e.counter(
+        "etcd_server_read_indexes_failed_total",
+        "The total number of failed read indexes seen.",
+        &[],
+        m.read_indexes_failed.get() as f64,
     );
     // As etcd: the quota in force (its 2 GiB default included), negative when disabled.
     let quota = node.config().quota_backend_bytes.map_or(-1.0, |q| q as f64);

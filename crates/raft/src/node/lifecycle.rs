@@ -139,6 +139,7 @@ impl RaftNode {
             .map_err(NodeError::storage("writing the identity file"))?;
 
         let (stop_peer, stop_rx) = watch::channel(false);
+        let (reads, waiting_reads) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Self {
             id,
             cluster_id,
@@ -154,6 +155,7 @@ impl RaftNode {
             started: std::time::Instant::now(),
             lessor: std::sync::Mutex::new(Default::default()),
             metrics,
+            reads,
         });
         let peer_tls = node.config.peer_tls.accept.clone();
         let service = PeerService::new(
@@ -171,6 +173,11 @@ impl RaftNode {
             tokio::spawn(watch_space(Arc::downgrade(&node))),
             tokio::spawn(super::leases::expire_leases(Arc::downgrade(&node))),
             tokio::spawn(measure(Arc::downgrade(&node), wal)),
+            tokio::spawn(super::reads::read_loop(
+                Arc::downgrade(&node),
+                waiting_reads,
+                node.stop_peer.subscribe(),
+            )),
         ];
         Ok(node)
     }

@@ -7,7 +7,7 @@
 //!   leads, else on the leader through the peer service, trying again while leadership
 //!   moves, within a deadline. Every leader-only request goes through it.
 //! - `writes` — proposals from any member, forwarded ones on the leader, NOSPACE admission.
-//! - `reads` — linearizable read barriers (ReadIndex).
+//! - `reads` — linearizable read barriers (ReadIndex), one per round of waiting reads.
 //! - `leases` — lease grants and revokes, and the leader's lessor (expiry, keep-alive,
 //!   time-to-live).
 //! - `membership` — member add / remove / promote with etcd's policy, publish, joining,
@@ -84,6 +84,8 @@ pub struct RaftNode {
     lessor: std::sync::Mutex<leases::Lessor>,
     /// What this member measures for `/metrics`.
     metrics: Arc<crate::metrics::NodeMetrics>,
+    /// Linearizable reads waiting for a read index (`reads::read_loop`).
+    reads: tokio::sync::mpsc::UnboundedSender<reads::ReadWaiter>,
 }
 
 impl RaftNode {

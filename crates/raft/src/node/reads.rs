@@ -1,36 +1,41 @@
 //! Linearizable reads: a read index from the leader, then this member's own store once it
 //! has applied that far.
+//!
+//! Reads share read indexes as etcd's do (its `linearizableReadLoop`): every read waiting
+//! when a round starts is answered by that round's one ReadIndex, and reads that arrive
+//! while a round is out wait for the next. A round starts only after each read it answers
+//! arrived, so the index it returns is one the read may use; under many clients this is
+//! one ReadIndex (and one heartbeat round on the leader) per round instead of one per read.
+
+use std::sync::Weak;
 
 use openraft::ReadPolicy;
 use openraft::error::RaftError;
 use raftkv_proto::raftkvpb::ReadIndexRequest;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::RaftNode;
 use super::routing::{IfCallFails, with_deadline};
 use crate::error::NodeError;
 
+/// A read waiting for a round's read index.
+pub(super) type ReadWaiter = oneshot::Sender<Result<u64, NodeError>>;
+
 impl RaftNode {
     /// Waits until a read on this member's store is linearizable: the leader confirms it
     /// still leads (ReadIndex) and this member has applied up to the read index.
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
-        let index = self
-            .on_leader(
-                deadline,
-                IfCallFails::Retry,
-                || self.read_index_as_leader(),
-                |mut leader, left| {
-                    let request = with_deadline(ReadIndexRequest {}, left);
-                    async move {
-                        leader
-                            .read_index(request)
-                            .await
-                            .map(|r| r.into_inner().index)
-                    }
-                },
-            )
-            .await?;
+        let (waiter, answer) = oneshot::channel();
+        self.reads.send(waiter).map_err(|_| NodeError::STOPPED)?;
+        self.metrics.read_index_reads.inc();
+        let index = match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => return Err(NodeError::TIMEOUT),
+            // The read loop ended: the member is stopping.
+            Ok(Err(_)) => return Err(NodeError::STOPPED),
+            Ok(Ok(index)) => index?,
+        };
         tracing::debug!(index, "read index: waiting to have applied it");
         // On the leader this holds already (ensure_linearizable waits for the apply).
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -40,6 +45,27 @@ impl RaftNode {
             .await
             .map(|_| ())
             .map_err(|_| NodeError::TIMEOUT)
+    }
+
+    /// One round: a read index from the leader (this member's own if it leads), within
+    /// the request timeout.
+    async fn read_index_round(&self) -> Result<u64, NodeError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        self.on_leader(
+            deadline,
+            IfCallFails::Retry,
+            || self.read_index_as_leader(),
+            |mut leader, left| {
+                let request = with_deadline(ReadIndexRequest {}, left);
+                async move {
+                    leader
+                        .read_index(request)
+                        .await
+                        .map(|r| r.into_inner().index)
+                }
+            },
+        )
+        .await
     }
 
     /// Waits (at most the request timeout) until this member has applied log index `index`.
@@ -64,6 +90,49 @@ impl RaftNode {
             Ok(Ok(read)) => Ok(read.index()),
             Ok(Err(RaftError::APIError(_))) => Err(NodeError::NotLeader),
             Ok(Err(RaftError::Fatal(_))) => Err(NodeError::STOPPED),
+        }
+    }
+}
+
+/// The member's read loop: takes every read waiting, runs one round for them all, answers
+/// them, and again, until the member stops.
+pub(super) async fn read_loop(
+    node: Weak<RaftNode>,
+    mut waiting: mpsc::UnboundedReceiver<ReadWaiter>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            waiter = waiting.recv() => match waiter {
+                Some(waiter) => waiter,
+                None => return,
+            },
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let mut round = vec![first];
+        while let Ok(waiter) = waiting.try_recv() {
+            round.push(waiter);
+        }
+        // Reads that gave up (timed out, or their client went away) need no index.
+        round.retain(|waiter| !waiter.is_closed());
+        if round.is_empty() {
+            continue;
+        }
+        let Some(node) = node.upgrade() else { return };
+        node.metrics.read_index_rounds.inc();
+        let result = tokio::select! {
+            result = node.read_index_round() => result,
+            _ = stop.wait_for(|stopped| *stopped) => Err(NodeError::STOPPED),
+        };
+        if result.is_err() {
+            node.metrics.read_indexes_failed.inc();
+        }
+        drop(node);
+        for waiter in round {
+            let _ = waiter.send(result.clone());
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }
