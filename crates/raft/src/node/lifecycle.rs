@@ -156,6 +156,7 @@ impl RaftNode {
             lessor: std::sync::Mutex::new(Default::default()),
             metrics,
             reads,
+            reads_in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let peer_tls = node.config.peer_tls.accept.clone();
         let service = PeerService::new(

@@ -86,6 +86,8 @@ pub struct RaftNode {
     metrics: Arc<crate::metrics::NodeMetrics>,
     /// Linearizable reads waiting for a read index (`reads::read_loop`).
     reads: tokio::sync::mpsc::UnboundedSender<reads::ReadWaiter>,
+    /// Read barriers in flight (one alone runs its own round).
+    reads_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl RaftNode {
