@@ -166,6 +166,11 @@ impl Cluster {
         self.dir.path().join(format!("m{i}"))
     }
 
+    /// Member `i`'s log (its stdout and stderr).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.launch[i].2.clone()
+    }
+
     /// A path for a scratch file beside the members' data dirs (removed with them).
     pub fn scratch_path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

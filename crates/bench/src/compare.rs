@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use raftkv_codec::samples::Corpus;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::{PutRequest, RangeRequest};
 use serde::Serialize;
@@ -31,6 +32,9 @@ pub struct Plan {
     pub sequential_total: u64,
     /// Requests in workloads (b) and (c).
     pub total: u64,
+    /// Requests in workloads (b-k) and (c-k), with Kubernetes-like Pod values (0: skip
+    /// (a-k), (b-k) and (c-k)).
+    pub pod_total: u64,
     /// Keys loaded for the memory comparison (0: skip it).
     pub memory_keys: u64,
     /// Watchers in workload (d), watch latency (0: skip it).
@@ -192,7 +196,59 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
     let mut report = workload::run(&opts(eps, 10, 100, plan.total, false), &range(true)).await?;
     report.workload = "range, serializable".into();
     push("c-s", report);
+    if plan.pod_total > 0 {
+        // (a), (b) and (c) again with ~1.5 KB Kubernetes-like Pod objects under
+        // `/registry/pods/...` keys instead of 8-byte keys and 256-byte values.
+        let items = pod_items(POD_ITEMS.max(plan.sequential_total));
+        let pods = |sequential| Workload::PutItems {
+            items: items.clone(),
+            sequential,
+        };
+        let mut report =
+            workload::run(&opts(eps, 1, 1, plan.sequential_total, true), &pods(true)).await?;
+        report.workload = "put, pods".into();
+        push("a-k", report);
+        let mut report =
+            workload::run(&opts(eps, 10, 100, plan.pod_total, true), &pods(false)).await?;
+        report.workload = "put, pods".into();
+        push("b-k", report);
+        let (key, value) = &items[0];
+        KvClient::new(workload::connect_channel(&leader, None).await?)
+            .put(PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await?;
+        let pod_range = Workload::Range {
+            key: key.to_vec(),
+            end: Vec::new(),
+            limit: 0,
+            serializable: false,
+        };
+        let mut report =
+            workload::run(&opts(eps, 10, 100, plan.pod_total, false), &pod_range).await?;
+        report.workload = "range, pod".into();
+        push("c-k", report);
+    }
     Ok(rows)
+}
+
+/// Distinct Pods in workloads (a-k) and (b-k) (at least (a)'s puts, so that each of its
+/// puts creates a key).
+const POD_ITEMS: u64 = 10_000;
+
+/// Items `0..n` of the Kubernetes-like corpus (`raftkv_codec::samples::Corpus::Pods`).
+fn pod_items(n: u64) -> std::sync::Arc<[(bytes::Bytes, bytes::Bytes)]> {
+    (0..n)
+        .map(|i| {
+            let (key, value) = Corpus::Pods.item(i, 1);
+            (
+                bytes::Bytes::from(key.into_bytes()),
+                bytes::Bytes::from(value),
+            )
+        })
+        .collect()
 }
 
 fn log(server: &str, size: usize, id: &str, report: &Report) {
@@ -485,6 +541,18 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     } else {
         ("`scripts/compare-etcd`", "")
     };
+    let pods = if results.rows.iter().any(|r| r.id == "b-k") {
+        format!(
+            " (a-k), (b-k), (c-k): (a), (b) and (c) with Kubernetes-like Pod objects instead \
+             (`/registry/pods/<namespace>/<name>` keys, ~1.5 KB of JSON values with random \
+             uids, hashes, IPs and timestamps: the snapshot section's corpus), (b-k) over {} \
+             Pods, {} requests each in (b-k) and (c-k).",
+            POD_ITEMS.max(plan.sequential_total),
+            plan.pod_total
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         md,
         "Written by `raftkv-bench compare` (run {script}): etcd {} and raftkv, \
@@ -492,7 +560,7 @@ fn markdown(plan: &Plan, results: &Results) -> String {
          256 bytes. (a) sequential put, 1 client, {} puts to the leader; (b) 100 clients over \
          10 connections to the leader, {} puts over 10,000 random keys; (c) linearizable range \
          of one key, 100 clients over 10 connections spread over all members, {} requests; (c-s) \
-         the same with serializable reads (each member answers from its own store).\n",
+         the same with serializable reads (each member answers from its own store).{pods}\n",
         etcd_version(&plan.etcd_bin),
         plan.sequential_total,
         plan.total,
@@ -546,44 +614,7 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     );
     for &size in &plan.sizes {
         let get = |server, id| find(results, size, server, id);
-        if let (Some(e), Some(r)) = (get("etcd", "a"), get("raftkv", "a")) {
-            let _ = writeln!(
-                md,
-                "| {size} | (a) put p50 ≤ etcd's | {:.3} ms | {:.3} ms | {} | {} |",
-                e.latency_ms.p50,
-                r.latency_ms.p50,
-                ratio(r.latency_ms.p50, e.latency_ms.p50),
-                verdict(r.latency_ms.p50 <= e.latency_ms.p50)
-            );
-        }
-        if let (Some(e), Some(r)) = (get("etcd", "b"), get("raftkv", "b")) {
-            let _ = writeln!(
-                md,
-                "| {size} | (b) put/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
-                e.requests_per_sec,
-                r.requests_per_sec,
-                ratio(r.requests_per_sec, e.requests_per_sec),
-                verdict(r.requests_per_sec >= e.requests_per_sec)
-            );
-            let _ = writeln!(
-                md,
-                "| {size} | (b) put p99 ≤ etcd's | {:.3} ms | {:.3} ms | {} | {} |",
-                e.latency_ms.p99,
-                r.latency_ms.p99,
-                ratio(r.latency_ms.p99, e.latency_ms.p99),
-                verdict(r.latency_ms.p99 <= e.latency_ms.p99)
-            );
-        }
-        if let (Some(e), Some(r)) = (get("etcd", "c"), get("raftkv", "c")) {
-            let _ = writeln!(
-                md,
-                "| {size} | (c) get/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
-                e.requests_per_sec,
-                r.requests_per_sec,
-                ratio(r.requests_per_sec, e.requests_per_sec),
-                verdict(r.requests_per_sec >= e.requests_per_sec)
-            );
-        }
+        kv_rows(&mut md, results, size, ["a", "b", "c"], "");
         if let (Some(e), Some(r)) = (get("etcd", "c-s"), get("raftkv", "c-s")) {
             let _ = writeln!(
                 md,
@@ -593,6 +624,13 @@ fn markdown(plan: &Plan, results: &Results) -> String {
                 ratio(r.requests_per_sec, e.requests_per_sec)
             );
         }
+        kv_rows(
+            &mut md,
+            results,
+            size,
+            ["a-k", "b-k", "c-k"],
+            ", 1.5 KB Pods",
+        );
         if let (Some(e), Some(r)) = (get("etcd", "d"), get("raftkv", "d")) {
             let _ = writeln!(
                 md,
@@ -767,41 +805,76 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     md
 }
 
+/// The bar rows of a put/put/get trio for one cluster size: one client's put p50 at most
+/// etcd's, 100 clients' put/s at least etcd's and their p99 at most etcd's, get/s at least
+/// etcd's. `label` tells the trio apart in the bar's text.
+fn kv_rows(md: &mut String, results: &Results, size: usize, ids: [&str; 3], label: &str) {
+    let get = |server, id| find(results, size, server, id);
+    let [a, b, c] = ids;
+    if let (Some(e), Some(r)) = (get("etcd", a), get("raftkv", a)) {
+        let bar = format!("({a}) put p50 ≤ etcd's{label}");
+        latency_row(md, size, &bar, e.latency_ms.p50, r.latency_ms.p50, true);
+    }
+    if let (Some(e), Some(r)) = (get("etcd", b), get("raftkv", b)) {
+        rate_row(
+            md,
+            size,
+            &format!("({b}) put/s ≥ etcd's{label}"),
+            e,
+            r,
+            false,
+        );
+        let bar = format!("({b}) put p99 ≤ etcd's{label}");
+        latency_row(md, size, &bar, e.latency_ms.p99, r.latency_ms.p99, true);
+    }
+    if let (Some(e), Some(r)) = (get("etcd", c), get("raftkv", c)) {
+        rate_row(
+            md,
+            size,
+            &format!("({c}) get/s ≥ etcd's{label}"),
+            e,
+            r,
+            false,
+        );
+    }
+}
+
 /// The bar rows of (f) and (g) for one cluster size: rates at least etcd's with no errors,
 /// the keep-alive p99 at most etcd's.
 fn lease_rows(md: &mut String, results: &Results, size: usize) {
     let get = |server, id| find(results, size, server, id);
     if let (Some(e), Some(r)) = (get("etcd", "f"), get("raftkv", "f")) {
-        let _ = writeln!(
-            md,
-            "| {size} | (f) lease keep-alive/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
-            e.requests_per_sec,
-            r.requests_per_sec,
-            ratio(r.requests_per_sec, e.requests_per_sec),
-            verdict(r.requests_per_sec >= e.requests_per_sec && r.errors == 0)
-        );
-        let _ = writeln!(
-            md,
-            "| {size} | (f) lease keep-alive p99 ≤ etcd's | {:.3} ms | {:.3} ms | {} | {} |",
-            e.latency_ms.p99,
-            r.latency_ms.p99,
-            ratio(r.latency_ms.p99, e.latency_ms.p99),
-            verdict(r.latency_ms.p99 <= e.latency_ms.p99 && r.errors == 0)
-        );
+        rate_row(md, size, "(f) lease keep-alive/s ≥ etcd's", e, r, true);
+        let (bar, clean) = ("(f) lease keep-alive p99 ≤ etcd's", r.errors == 0);
+        latency_row(md, size, bar, e.latency_ms.p99, r.latency_ms.p99, clean);
     }
     if let (Some(e), Some(r)) = (get("etcd", "g"), get("raftkv", "g")) {
-        let _ = writeln!(
-            md,
-            "| {size} | (g) lease grant/s ≥ etcd's | {:.0} | {:.0} | {} | {} |",
-            e.requests_per_sec,
-            r.requests_per_sec,
-            ratio(r.requests_per_sec, e.requests_per_sec),
-            verdict(r.requests_per_sec >= e.requests_per_sec && r.errors == 0)
-        );
+        rate_row(md, size, "(g) lease grant/s ≥ etcd's", e, r, true);
     }
 }
 
-fn etcd_version(bin: &Path) -> String {
+/// A bar row on requests a second: raftkv's at least etcd's (with `clean`, and no errors).
+fn rate_row(md: &mut String, size: usize, bar: &str, e: &Report, r: &Report, clean: bool) {
+    let (e, r, errors) = (e.requests_per_sec, r.requests_per_sec, r.errors);
+    let _ = writeln!(
+        md,
+        "| {size} | {bar} | {e:.0} | {r:.0} | {} | {} |",
+        ratio(r, e),
+        verdict(r >= e && (!clean || errors == 0))
+    );
+}
+
+/// A bar row on a latency in ms: raftkv's at most etcd's (and `also`).
+fn latency_row(md: &mut String, size: usize, bar: &str, e: f64, r: f64, also: bool) {
+    let _ = writeln!(
+        md,
+        "| {size} | {bar} | {e:.3} ms | {r:.3} ms | {} | {} |",
+        ratio(r, e),
+        verdict(r <= e && also)
+    );
+}
+
+pub(crate) fn etcd_version(bin: &Path) -> String {
     std::process::Command::new(bin)
         .arg("--version")
         .output()
@@ -815,28 +888,34 @@ fn etcd_version(bin: &Path) -> String {
 }
 
 fn draw(plan: &Plan, results: &Results) -> Result<()> {
-    let titles = [
+    // One panel per workload, a series per server and cluster size; panels of workloads
+    // that did not run are left out.
+    let by_size = |id: &str, title: &str| Panel {
+        title: title.to_string(),
+        series: results
+            .rows
+            .iter()
+            .filter(|r| r.id == id)
+            .map(|r| Series {
+                label: format!("{} x{}", r.server, r.size),
+                report: &r.report,
+                colour: usize::from(r.server == "raftkv"),
+                hollow: Some(&r.size) != plan.sizes.first(),
+            })
+            .collect(),
+    };
+    let mut panels: Vec<Panel> = [
         ("a", "(a) sequential put, 1 client"),
         ("b", "(b) put, 100 clients"),
         ("c", "(c) linearizable get, 100 clients"),
-    ];
-    let mut panels: Vec<Panel> = titles
-        .iter()
-        .map(|(id, title)| Panel {
-            title: title.to_string(),
-            series: results
-                .rows
-                .iter()
-                .filter(|r| r.id == *id)
-                .map(|r| Series {
-                    label: format!("{} x{}", r.server, r.size),
-                    report: &r.report,
-                    colour: usize::from(r.server == "raftkv"),
-                    hollow: Some(&r.size) != plan.sizes.first(),
-                })
-                .collect(),
-        })
-        .collect();
+        ("a-k", "(a-k) sequential put of 1.5 KB Pods, 1 client"),
+        ("b-k", "(b-k) put of 1.5 KB Pods, 100 clients"),
+        ("c-k", "(c-k) linearizable get of a Pod, 100 clients"),
+    ]
+    .iter()
+    .map(|(id, title)| by_size(id, title))
+    .filter(|panel| !panel.series.is_empty())
+    .collect();
     let series = |ids: &[&str]| -> Vec<Series> {
         results
             .rows
@@ -871,22 +950,9 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
         ("f", "(f) lease keep-alive, 100 clients"),
         ("g", "(g) lease grant, 100 clients"),
     ] {
-        let by_size: Vec<Series> = results
-            .rows
-            .iter()
-            .filter(|r| r.id == id)
-            .map(|r| Series {
-                label: format!("{} x{}", r.server, r.size),
-                report: &r.report,
-                colour: usize::from(r.server == "raftkv"),
-                hollow: Some(&r.size) != plan.sizes.first(),
-            })
-            .collect();
-        if !by_size.is_empty() {
-            panels.push(Panel {
-                title: title.into(),
-                series: by_size,
-            });
+        let panel = by_size(id, title);
+        if !panel.series.is_empty() {
+            panels.push(panel);
         }
     }
     let title = if plan.tls {
@@ -899,7 +965,7 @@ fn draw(plan: &Plan, results: &Results) -> Result<()> {
 
 /// Replaces the section between the markers `begin` and `end` in `path` (appends it if
 /// there is none).
-fn splice(path: &Path, section: &str, begin: &str, end: &str) -> Result<()> {
+pub(crate) fn splice(path: &Path, section: &str, begin: &str, end: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
@@ -969,6 +1035,7 @@ mod tests {
             sizes: vec![3],
             sequential_total: 1,
             total: 1,
+            pod_total: 0,
             memory_keys: 0,
             watch_latency_watchers: 10_000,
             watch_put_total: 1_000,
@@ -1125,6 +1192,50 @@ mod tests {
             md.find("| 3 | (c-s)").unwrap(),
         );
         assert!(c < cs, "{md}");
+    }
+
+    #[test]
+    fn pod_workloads_have_bar_rows_of_their_own() {
+        let pods = results(vec![
+            row(3, "etcd", "a", report("put", 1_000.0, 0.8, 2.0)),
+            row(3, "raftkv", "a", report("put", 1_100.0, 0.6, 1.9)),
+            row(3, "etcd", "a-k", report("put, pods", 900.0, 1.0, 2.0)),
+            row(3, "raftkv", "a-k", report("put, pods", 800.0, 1.2, 2.5)),
+            row(3, "etcd", "b-k", report("put, pods", 8_000.0, 10.0, 20.0)),
+            row(3, "raftkv", "b-k", report("put, pods", 12_000.0, 8.0, 16.0)),
+            row(3, "etcd", "c-k", report("range, pod", 10_000.0, 8.0, 20.0)),
+            row(
+                3,
+                "raftkv",
+                "c-k",
+                report("range, pod", 5_000.0, 16.0, 40.0),
+            ),
+        ]);
+        let plan = Plan {
+            pod_total: 20_000,
+            ..plan()
+        };
+        let md = markdown(&plan, &pods);
+        for line in [
+            "| 3 | (a) put p50 ≤ etcd's | 0.800 ms | 0.600 ms | 0.75 | yes |",
+            "| 3 | (a-k) put p50 ≤ etcd's, 1.5 KB Pods | 1.000 ms | 1.200 ms | 1.20 | **no** |",
+            "| 3 | (b-k) put/s ≥ etcd's, 1.5 KB Pods | 8000 | 12000 | 1.50 | yes |",
+            "| 3 | (b-k) put p99 ≤ etcd's, 1.5 KB Pods | 20.000 ms | 16.000 ms | 0.80 | yes |",
+            "| 3 | (c-k) get/s ≥ etcd's, 1.5 KB Pods | 10000 | 5000 | 0.50 | **no** |",
+            "| 3 | raftkv | (b-k) put, pods | 12000 | 0 |",
+            "(a-k), (b-k), (c-k): (a), (b) and (c) with Kubernetes-like Pod objects",
+            "(b-k) over 10000 Pods, 20000 requests each in (b-k) and (c-k).",
+        ] {
+            assert!(md.contains(line), "{line} not in {md}");
+        }
+        let (a, ak) = (
+            md.find("| 3 | (a) put p50").unwrap(),
+            md.find("| 3 | (a-k)").unwrap(),
+        );
+        assert!(a < ak, "{md}");
+        // Without them, no Pod rows and no text about them.
+        let md = markdown(&plan, &results(vec![]));
+        assert!(!md.contains("Pod"), "{md}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod lease;
 mod plot;
 mod scale;
 mod snapshots;
+mod soak;
 mod stats;
 mod watch;
 mod workload;
@@ -268,6 +269,28 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1000000")]
         keys: Vec<u64>,
     },
+    /// Stalls beside etcd (issue 18): workload (b) for a long time against each, then puts
+    /// over 50 ms, slow applies, slow fsyncs and commits, snapshots (`scripts/soak-compare`).
+    Soak {
+        /// The raftkv member binary.
+        #[arg(long, default_value = "target/release/raftkv")]
+        raftkv_bin: PathBuf,
+        /// The etcd member binary (Debian's etcd-server).
+        #[arg(long, default_value = "etcd")]
+        etcd_bin: PathBuf,
+        /// Members of each cluster.
+        #[arg(long, default_value_t = 3)]
+        size: usize,
+        /// How long the puts run against each server.
+        #[arg(long = "for", value_parser = parse_duration, default_value = "10m")]
+        run_for: Duration,
+        /// Markdown file whose marked section is replaced with the results.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Member flags for both servers.
+        #[arg(last = true)]
+        flags: Vec<String>,
+    },
     /// Run the same workloads against etcd and raftkv clusters; write docs and a plot.
     Compare {
         /// The raftkv member binary.
@@ -285,6 +308,10 @@ enum Cmd {
         /// Requests in workloads (b) and (c).
         #[arg(long = "workload-total", default_value_t = 20_000)]
         workload_total: u64,
+        /// Requests in workloads (b-k) and (c-k): (b) and (c) with ~1.5 KB Kubernetes-like
+        /// Pod objects, run with (a-k), (a) with Pods (0 skips the three).
+        #[arg(long, default_value_t = 20_000)]
+        pod_total: u64,
         /// Keys loaded before measuring members' memory (0 skips it).
         #[arg(long, default_value_t = 1_000_000)]
         memory_keys: u64,
@@ -429,12 +456,31 @@ async fn run(cli: Cli) -> Result<()> {
             };
             return scale::run(&plan).await;
         }
+        Cmd::Soak {
+            raftkv_bin,
+            etcd_bin,
+            size,
+            run_for,
+            markdown,
+            flags,
+        } => {
+            let plan = soak::Plan {
+                raftkv_bin: raftkv_bin.clone(),
+                etcd_bin: etcd_bin.clone(),
+                size: *size,
+                duration: *run_for,
+                flags: flags.clone(),
+                markdown: markdown.clone(),
+            };
+            return soak::run(&plan).await;
+        }
         Cmd::Compare {
             raftkv_bin,
             etcd_bin,
             sizes,
             sequential_total,
             workload_total,
+            pod_total,
             memory_keys,
             watch_latency_watchers,
             watch_put_total,
@@ -464,6 +510,7 @@ async fn run(cli: Cli) -> Result<()> {
                 sizes: sizes.clone(),
                 sequential_total: *sequential_total,
                 total: *workload_total,
+                pod_total: *pod_total,
                 memory_keys: *memory_keys,
                 watch_latency_watchers: *watch_latency_watchers,
                 watch_put_total: *watch_put_total,

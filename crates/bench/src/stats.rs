@@ -12,7 +12,13 @@ pub struct Recorder {
     hist: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,
+    /// Requests slower than [`STALL_MICROS`] recorded with [`Recorder::ok_at`]: when each
+    /// started (µs into the run) and how long it took (µs), at most [`STALLS_KEPT`].
+    stalled: Vec<(u64, u64)>,
 }
+
+/// Stalled requests kept for the stall episodes (16 bytes each).
+const STALLS_KEPT: usize = 1 << 20;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -28,6 +34,7 @@ impl Recorder {
                 .expect("static histogram bounds are valid"),
             errors: 0,
             first_error: None,
+            stalled: Vec::new(),
         }
     }
 
@@ -35,6 +42,16 @@ impl Recorder {
     pub fn ok(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.hist.saturating_record(micros.max(1));
+    }
+
+    /// Records one successful request that started `at` into the run; a stalled one is
+    /// kept for the report's stall episodes too.
+    pub fn ok_at(&mut self, at: Duration, latency: Duration) {
+        self.ok(latency);
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if micros(latency) > STALL_MICROS && self.stalled.len() < STALLS_KEPT {
+            self.stalled.push((micros(at), micros(latency)));
+        }
     }
 
     /// Records one failed request.
@@ -65,6 +82,9 @@ impl Recorder {
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
+        let room = STALLS_KEPT.saturating_sub(self.stalled.len());
+        self.stalled
+            .extend(other.stalled.iter().take(room).copied());
     }
 
     /// The report for a run that took `elapsed`.
@@ -99,8 +119,55 @@ impl Recorder {
                 p999: percentile(0.999),
             },
             histogram: buckets(h),
+            stalls: episodes(&self.stalled),
+            over_stall: if count == 0 || h.max() <= STALL_MICROS {
+                0
+            } else {
+                h.count_between(h.next_non_equivalent(STALL_MICROS), h.max())
+            },
         }
     }
+}
+
+/// A request slower than this (in µs) counts as stalled: issue 18's "no stall over 50 ms".
+pub const STALL_MICROS: u64 = 50_000;
+
+/// Stalled requests whose times in flight overlap, as one episode each, in time order.
+fn episodes(stalled: &[(u64, u64)]) -> Vec<Stall> {
+    let mut by_start = stalled.to_vec();
+    by_start.sort_unstable();
+    let mut out: Vec<(u64, u64, u64, u64)> = Vec::new(); // start, end, longest, requests
+    for (start, latency) in by_start {
+        let end = start.saturating_add(latency);
+        match out.last_mut() {
+            Some(last) if start <= last.1 => {
+                last.1 = last.1.max(end);
+                last.2 = last.2.max(latency);
+                last.3 += 1;
+            }
+            _ => out.push((start, end, latency, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(start, end, longest, requests)| Stall {
+            at_s: start as f64 / 1e6,
+            span_ms: (end - start) as f64 / 1e3,
+            longest_ms: longest as f64 / 1e3,
+            requests,
+        })
+        .collect()
+}
+
+/// Requests over [`STALL_MICROS`] whose times in flight overlapped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stall {
+    /// When the first of them started, in seconds into the run.
+    pub at_s: f64,
+    /// From the first one's start to the last one's end, in ms.
+    pub span_ms: f64,
+    /// The slowest of them, in ms.
+    pub longest_ms: f64,
+    pub requests: u64,
 }
 
 /// Ten equal-width buckets between the fastest and slowest request, as etcd prints them.
@@ -161,6 +228,12 @@ pub struct Report {
     pub requests_per_sec: f64,
     pub latency_ms: Latency,
     pub histogram: Vec<Bucket>,
+    /// Requests that took longer than [`STALL_MICROS`].
+    #[serde(default)]
+    pub over_stall: u64,
+    /// Their episodes (only for requests recorded with [`Recorder::ok_at`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stalls: Vec<Stall>,
 }
 
 impl Report {
@@ -214,6 +287,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overlapping_stalled_requests_make_one_episode() {
+        let ms = Duration::from_millis;
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        // One episode from 1.000 s to 1.400 s (three requests, chained by overlap).
+        a.ok_at(ms(1_000), ms(300));
+        b.ok_at(ms(1_250), ms(60));
+        a.ok_at(ms(1_290), ms(110));
+        // Not a stall.
+        a.ok_at(ms(1_500), ms(50));
+        // A second episode.
+        b.ok_at(ms(5_000), ms(70));
+        a.merge(&b);
+        let r = a.report("put", Duration::from_secs(6));
+        assert_eq!(r.over_stall, 4);
+        assert_eq!(r.stalls.len(), 2, "{:?}", r.stalls);
+        let first = &r.stalls[0];
+        assert_eq!(first.requests, 3);
+        assert!((first.at_s - 1.0).abs() < 1e-9);
+        assert!((first.span_ms - 400.0).abs() < 1e-9, "{first:?}");
+        assert!((first.longest_ms - 300.0).abs() < 1e-9);
+        assert_eq!(r.stalls[1].requests, 1);
+        assert!((r.stalls[1].at_s - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn report_summarises_what_was_recorded() {
         let mut a = Recorder::new();
         let mut b = Recorder::new();
@@ -240,6 +339,9 @@ mod tests {
         assert!((r.latency_ms.max - 1000.0).abs() < 1.0);
         assert!((r.latency_ms.min - 1.0).abs() < 0.01);
         assert_eq!(r.histogram.iter().map(|b| b.count).sum::<u64>(), 101);
+        // 51 ms to 100 ms, and the 1 s one; 50 ms itself is no stall.
+        assert_eq!(r.over_stall, 51);
+        assert!(r.stalls.is_empty(), "recorded without times: no episodes");
         assert!(r.histogram.windows(2).all(|w| w[0].le_ms < w[1].le_ms));
         let text = r.text();
         assert!(text.contains("Requests/sec:\t50.5000"), "{text}");

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bytes::Bytes;
 use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
@@ -51,6 +52,12 @@ pub struct Options {
 pub enum Workload {
     /// `put`: one key per request.
     Put(KeyGen),
+    /// `put` of prepared items (a corpus's keys and values, e.g. Kubernetes-like Pods): one
+    /// item per request, picked at random or in turn.
+    PutItems {
+        items: Arc<[(Bytes, Bytes)]>,
+        sequential: bool,
+    },
     /// `range`: one range request for `key`..`end`.
     Range {
         key: Vec<u8>,
@@ -73,7 +80,7 @@ impl Workload {
     /// The name used in reports.
     pub fn name(&self) -> &'static str {
         match self {
-            Workload::Put(_) => "put",
+            Workload::Put(_) | Workload::PutItems { .. } => "put",
             Workload::Range { .. } => "range",
             Workload::TxnPut { .. } => "txn-put",
             Workload::Mixed { .. } => "mixed",
@@ -209,6 +216,9 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
     if opts.endpoints.is_empty() {
         bail!("no endpoints");
     }
+    if matches!(workload, Workload::PutItems { items, .. } if items.is_empty()) {
+        bail!("no items to put");
+    }
     let endpoints = if opts.target_leader {
         vec![find_leader(&opts.endpoints).await?]
     } else {
@@ -224,6 +234,7 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
             | Workload::TxnPut { keys: k, .. }
             | Workload::Mixed { keys: k, .. } => k.val_size,
             Workload::Range { .. }
+            | Workload::PutItems { .. }
             | Workload::LeaseKeepAlive { .. }
             | Workload::LeaseGrant { .. } => 0,
         };
@@ -277,7 +288,7 @@ pub async fn run(opts: &Options, workload: &Workload) -> Result<Report> {
                 let t0 = Instant::now();
                 let result = one_request(&mut client, &workload, &value, seq, &mut rng).await;
                 match result {
-                    Ok(()) => rec.ok(t0.elapsed()),
+                    Ok(()) => rec.ok_at(t0.saturating_duration_since(started), t0.elapsed()),
                     Err(status) => rec.error(|| status.message().to_string()),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
@@ -356,6 +367,19 @@ async fn one_request(
         Workload::Put(keys) => {
             let key = keys.key(keys.pick(seq, rng));
             client.kv.put(put_request(key, value)).await?;
+        }
+        Workload::PutItems { items, sequential } => {
+            let n = items.len() as u64;
+            let i = if *sequential { seq % n } else { rng.below(n) };
+            let (key, value) = &items[i as usize];
+            client
+                .kv
+                .put(PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await?;
         }
         Workload::Range {
             key,
