@@ -146,6 +146,17 @@ impl StateMachine {
     }
 }
 
+/// Gives the calling thread (and the threads it starts) the lowest CPU priority, nice 19.
+/// Best effort: a failure leaves the priority as it was.
+fn lowest_priority() {
+    // On Linux the nice value is a thread's own; PRIO_PROCESS with a thread id sets it.
+    let tid = unsafe { libc::gettid() };
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+    if rc != 0 {
+        warn!(error = %io::Error::last_os_error(), "cannot lower the snapshot build's priority");
+    }
+}
+
 /// openraft's view of a snapshot file's header.
 pub(crate) fn meta_of(meta: &snapshot::SnapshotMeta) -> io::Result<SnapshotMeta> {
     let last_log_id: Option<LogId> = if meta.applied.is_empty() {
@@ -171,12 +182,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let tmp = self.snap_dir.join("building.part");
         let started = std::time::Instant::now();
-        let info = tokio::task::spawn_blocking(move || {
-            snapshot::build(&store, &tmp).map(|info| (info, tmp))
-        })
-        .await
-        .map_err(io::Error::other)?
-        .map_err(io::Error::other)?;
+        // On a thread of its own at the lowest priority (its encoding threads inherit it):
+        // the build reads the whole store, and at full priority it took the CPU from the
+        // member's serving threads (with three members on two cores, from the whole
+        // cluster) for the seconds it ran — a slow phase for every client each
+        // `--snapshot-count` entries. Nothing waits for it but the log's purge.
+        let (done, built) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("raftkv-snapshot".into())
+            .spawn(move || {
+                lowest_priority();
+                let _ = done.send(snapshot::build(&store, &tmp).map(|info| (info, tmp)));
+            })?;
+        let info = built
+            .await
+            .map_err(|_| io::Error::other("the snapshot build thread ended without a result"))?
+            .map_err(io::Error::other)?;
         let (info, tmp) = info;
         self.metrics
             .snapshot_build
@@ -354,5 +375,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of_this_thread() -> i32 {
+        let tid = unsafe { libc::gettid() };
+        // getpriority returns the nice value (-1 is also a legal one; errno tells them apart,
+        // and a thread's own id never fails).
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) }
+    }
+
+    #[test]
+    fn the_build_thread_and_the_threads_it_starts_run_at_the_lowest_priority() {
+        let before = nice_of_this_thread();
+        let (own, inherited) = std::thread::spawn(|| {
+            lowest_priority();
+            // The snapshot writer encodes blocks on scoped threads: they must inherit it.
+            let inherited = std::thread::scope(|s| s.spawn(nice_of_this_thread).join().unwrap());
+            (nice_of_this_thread(), inherited)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, inherited), (19, 19));
+        // The test's own thread (and so the member's other threads) keep theirs.
+        assert_eq!(nice_of_this_thread(), before);
     }
 }
