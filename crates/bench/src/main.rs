@@ -901,6 +901,33 @@ mod tests {
     }
 
     #[test]
+    fn soak_runs_ten_minutes_unless_told_and_passes_member_flags() {
+        let Cmd::Soak { run_for, size, .. } = parse(&["soak"]).command else {
+            panic!("not soak");
+        };
+        assert_eq!((run_for, size), (Duration::from_secs(600), 3));
+        // `--for`, not the global `--duration` (which the workloads read).
+        let cli = parse(&["soak", "--for", "2m", "--", "--snapshot-count=1000"]);
+        let Cmd::Soak { run_for, flags, .. } = cli.command else {
+            panic!("not soak");
+        };
+        assert_eq!(run_for, Duration::from_secs(120));
+        assert_eq!(flags, ["--snapshot-count=1000"]);
+    }
+
+    #[test]
+    fn compare_runs_the_pod_workloads_unless_told() {
+        let Cmd::Compare { pod_total, .. } = parse(&["compare"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!(pod_total, 20_000);
+        let Cmd::Compare { pod_total, .. } = parse(&["compare", "--pod-total", "0"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!(pod_total, 0);
+    }
+
+    #[test]
     fn compare_tls_is_off_by_default_and_plots_apart() {
         let Cmd::Compare { tls, plot, .. } = parse(&["compare"]).command else {
             panic!("not compare");

@@ -269,7 +269,8 @@ fn scrape(endpoint: &str) -> Result<String> {
     let Some((head, body)) = response.split_once("\r\n\r\n") else {
         bail!("no HTTP response from {endpoint}/metrics");
     };
-    if !head.starts_with("HTTP/1.") || !head.split(' ').nth(1).is_some_and(|c| c == "200") {
+    let status = head.split(' ').nth(1);
+    if !head.starts_with("HTTP/1.") || status != Some("200") {
         bail!(
             "{endpoint}/metrics answered {}",
             head.lines().next().unwrap_or("")
