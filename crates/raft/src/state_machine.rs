@@ -182,11 +182,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let tmp = self.snap_dir.join("building.part");
         let started = std::time::Instant::now();
-        // On a thread of its own at the lowest priority (its encoding threads inherit it):
-        // the build reads the whole store, and at full priority it took the CPU from the
-        // member's serving threads (with three members on two cores, from the whole
-        // cluster) for the seconds it ran — a slow phase for every client each
-        // `--snapshot-count` entries. Nothing waits for it but the log's purge.
+        // On a thread of its own at the lowest priority (its encoding threads inherit it),
+        // so that it yields the CPU to the member's serving threads: the build reads every
+        // version in the store, for seconds, and nothing waits for it but the log's purge.
+        // It still slows the member while it runs (docs/benchmarks.md, "Stalls").
         let (done, built) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("raftkv-snapshot".into())
