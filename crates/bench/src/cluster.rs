@@ -20,6 +20,14 @@ pub enum Server {
 }
 
 impl Server {
+    /// Of two things, the one for this server (its binary, its figures): etcd's first.
+    pub fn pick<'a, T: ?Sized>(self, etcd: &'a T, raftkv: &'a T) -> &'a T {
+        match self {
+            Server::Etcd => etcd,
+            Server::Raftkv => raftkv,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Server::Raftkv => "raftkv",

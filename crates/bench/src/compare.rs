@@ -455,10 +455,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
     };
     for &size in &plan.sizes {
         for server in [Server::Etcd, Server::Raftkv] {
-            let bin = match server {
-                Server::Etcd => &plan.etcd_bin,
-                Server::Raftkv => &plan.raftkv_bin,
-            };
+            let bin = server.pick(&plan.etcd_bin, &plan.raftkv_bin);
             eprintln!("== {} cluster of {size}", server.name());
             let cluster = Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
             results.rows.extend(workloads(plan, &cluster, size).await?);

@@ -47,10 +47,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
         .tempdir()?;
     let mut figures = Vec::new();
     for server in [Server::Etcd, Server::Raftkv] {
-        let bin = match server {
-            Server::Etcd => &plan.etcd_bin,
-            Server::Raftkv => &plan.raftkv_bin,
-        };
+        let bin = server.pick(&plan.etcd_bin, &plan.raftkv_bin);
         eprintln!(
             "== {}: {} {} items",
             server.name(),

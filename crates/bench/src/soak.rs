@@ -62,10 +62,7 @@ const SLOW_BUCKET: &str = "0.064";
 pub async fn run(plan: &Plan) -> Result<()> {
     let mut soaks = Vec::new();
     for server in [Server::Etcd, Server::Raftkv] {
-        let bin = match server {
-            Server::Etcd => &plan.etcd_bin,
-            Server::Raftkv => &plan.raftkv_bin,
-        };
+        let bin = server.pick(&plan.etcd_bin, &plan.raftkv_bin);
         eprintln!(
             "== {} cluster of {}, {:?} of puts",
             server.name(),
@@ -293,8 +290,14 @@ mod tests {
              etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.064\"} 97\n\
              etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 100\n\
              etcd_disk_wal_fsync_duration_seconds_count 100\n\
-             etcd_disk_wal_fsync_duration_seconds_sum 1.5e-01\n",
+             etcd_disk_wal_fsync_duration_seconds_sum 1.5e-01\n\
+             no_value_here\n\
+             etcd_not_a_number abc\n\
+             \u{0}\u{ff} 12 junk\n",
         );
+        // Lines that are not `name value` are skipped, not trusted.
+        assert_eq!(m.value("etcd_not_a_number"), 0.0);
+        assert_eq!(m.value("no_value_here"), 0.0);
         assert_eq!(m.value("etcd_server_slow_apply_total"), 3.0);
         assert_eq!(
             m.value("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.064\"}"),

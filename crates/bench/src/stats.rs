@@ -40,17 +40,16 @@ impl Recorder {
 
     /// Records one successful request.
     pub fn ok(&mut self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.hist.saturating_record(micros.max(1));
+        self.hist.saturating_record(micros(latency).max(1));
     }
 
     /// Records one successful request that started `at` into the run; a stalled one is
     /// kept for the report's stall episodes too.
     pub fn ok_at(&mut self, at: Duration, latency: Duration) {
-        self.ok(latency);
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        if micros(latency) > STALL_MICROS && self.stalled.len() < STALLS_KEPT {
-            self.stalled.push((micros(at), micros(latency)));
+        let took = micros(latency);
+        self.hist.saturating_record(took.max(1));
+        if took > STALL_MICROS && self.stalled.len() < STALLS_KEPT {
+            self.stalled.push((micros(at), took));
         }
     }
 
@@ -127,6 +126,11 @@ impl Recorder {
             },
         }
     }
+}
+
+/// `d` in whole microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A request slower than this (in µs) counts as stalled: issue 18's "no stall over 50 ms".
