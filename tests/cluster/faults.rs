@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::fixture::{Cluster, Options, Server, etcdctl};
+use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok};
 
 /// Puts with etcdctl against the live members until one succeeds; returns how long it took.
 fn write_until_ok(cluster: &Cluster, key: &str, limit: Duration) -> Option<Duration> {
@@ -219,21 +219,6 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let snap_dirs: Vec<_> = cluster
-        .members
-        .iter()
-        .map(|m| m.data_dir.join("member/snap"))
-        .collect();
-    let snaps = |i: usize| {
-        std::fs::read_dir(&snap_dirs[i])
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
-                    .count()
-            })
-            .unwrap_or(0)
-    };
-    assert!(snaps(leader) > 0, "the leader built a snapshot");
     cluster.restart(follower);
     cluster.wait_healthy(Duration::from_secs(20)).await;
     // Serializable: what the follower itself holds, without asking the leader.
@@ -254,7 +239,83 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
         assert!(Instant::now() < deadline, "follower holds {n} of 150 keys");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(snaps(follower) > 0, "the follower installed a snapshot");
+    // A snapshot is the store itself: the leader wrote a file only to send it (and keeps
+    // that one for the next follower), the follower restored it and keeps none.
+    assert!(
+        cluster.members[leader]
+            .log_text()
+            .contains("snapshot written for a follower"),
+        "{}",
+        cluster.members[leader].log_tail()
+    );
+    assert!(
+        cluster.members[follower]
+            .log_text()
+            .contains("installed snapshot"),
+        "{}",
+        cluster.members[follower].log_tail()
+    );
+    let snap_dirs: Vec<_> = cluster
+        .members
+        .iter()
+        .map(|m| m.data_dir.join("member/snap"))
+        .collect();
+    let files = |i: usize| -> Vec<_> {
+        std::fs::read_dir(&snap_dirs[i])
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    for i in 0..3 {
+        let left = files(i);
+        assert!(
+            left.len() <= usize::from(i == leader),
+            "member {i}: {left:?}"
+        );
+    }
+
+    // kill -9 of every member: the log before the last snapshot is gone, so each member
+    // comes back from its store as the snapshot flushed it, plus the log after it.
+    cluster.kill_and_restart_all().await;
+    cluster.wait_healthy(Duration::from_secs(20)).await;
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = etcdctl(
+                &cluster.members[i].endpoint(),
+                &["get", "s", "--prefix", "--keys-only", "--consistency=s"],
+                None,
+            );
+            let n = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count();
+            if n == 150 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {i} holds {n} of 150 keys"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for i in 0..3 {
+        assert!(files(i).is_empty(), "member {i}: {:?}", files(i));
+    }
+    // Every member holds the same versions: nothing was applied twice on the way back.
+    let kvs: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            let out = etcdctl_ok(
+                &cluster.members[i].endpoint(),
+                &["get", "s", "--prefix", "--consistency=s", "-w", "json"],
+            );
+            let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl's JSON");
+            json["kvs"].clone()
+        })
+        .collect();
+    assert_eq!(kvs[0].as_array().map(Vec::len), Some(150));
+    assert_eq!(kvs[0], kvs[1]);
+    assert_eq!(kvs[0], kvs[2]);
 }
 
 /// kill -9 of every member right after a burst of writes, then a linearizable read on the

@@ -298,9 +298,9 @@ async fn metrics_carry_etcds_names_and_move_with_the_cluster() {
             assert!(grew(name, &[], i) >= 1.0, "member {i}: {name}");
         }
         assert!(grew("raftkv_apply_duration_seconds_count", &[], i) >= PUTS as f64);
+        // Snapshots taken (every 10 entries). Files are written only for a follower that
+        // needs one (tests/cluster/faults.rs).
         assert!(now.value("raftkv_snapshot_build_duration_seconds_count", &[]) >= 1.0);
-        assert!(now.value("raftkv_snapshot_bytes", &[]) > 0.0);
-        assert!(now.value("raftkv_snapshot_raw_bytes", &[]) > 0.0);
         assert_eq!(now.value("etcd_server_proposals_pending", &[]), 0.0);
         assert!(now.value("etcd_mvcc_db_total_size_in_bytes", &[]) > 0.0);
     }

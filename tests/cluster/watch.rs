@@ -536,16 +536,40 @@ async fn a_watcher_on_a_follower_continues_across_a_snapshot_install() {
         put(&mut kv, &format!("s{i:04}"), b"v".to_vec()).await;
     }
     cluster.pause(follower);
-    for i in 10..150 {
-        put(&mut kv, &format!("s{i:04}"), b"v".to_vec()).await;
+    // The leader keeps the entries a replication in flight may still need: only once the
+    // paused member's connection is given up (HTTP/2 keep-alive, about 10 s) does it purge
+    // its log behind the next snapshot and write a snapshot file for it. Writes go on until
+    // it has (or 60 s have passed), so that the member can only catch up from that file.
+    let mut n = 10;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while n < 150
+        || (!cluster.members[leader]
+            .log_text()
+            .contains("snapshot written for a follower")
+            && std::time::Instant::now() < deadline)
+    {
+        put(&mut kv, &format!("s{n:04}"), b"v".to_vec()).await;
+        n += 1;
+        if n >= 150 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     cluster.resume(follower);
-    let seen = collect_events(&mut watch.answers, 150, Duration::from_secs(30)).await;
-    assert_same_events(&seen, &expected_puts("s", 150, 2), "the follower's watcher");
-    let snaps = std::fs::read_dir(cluster.members[follower].data_dir.join("member/snap"))
-        .map(|d| d.filter_map(Result::ok).count())
-        .unwrap_or(0);
-    assert!(snaps > 0, "the follower installed a snapshot");
+    let seen = collect_events(&mut watch.answers, n, Duration::from_secs(30)).await;
+    assert_same_events(&seen, &expected_puts("s", n, 2), "the follower's watcher");
+    // Its log line comes a moment after the restore that woke the watcher.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cluster.members[follower]
+        .log_text()
+        .contains("installed snapshot")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower installed no snapshot: {}",
+            cluster.members[follower].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(cluster);
 }
 

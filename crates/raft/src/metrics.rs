@@ -37,9 +37,13 @@ pub struct NodeMetrics {
     pub read_indexes_failed: Counter,
     /// Time to apply each entry, in seconds (where apply stalls show).
     pub apply_entry: Histogram,
-    /// Time to build each Raft snapshot file, in seconds.
+    /// Time to take each Raft snapshot (the store flushed up to the applied point), in
+    /// seconds.
     pub snapshot_build: Histogram,
-    /// The last Raft snapshot built: its file's bytes, and its body's before compression.
+    /// Time to write each snapshot file sent to a follower, in seconds.
+    pub snapshot_write: Histogram,
+    /// The last snapshot file sent to a follower: its bytes, and its body's before
+    /// compression.
     pub snapshot_bytes: Gauge,
     /// See `snapshot_bytes`.
     pub snapshot_raw_bytes: Gauge,
@@ -91,6 +95,7 @@ impl Default for NodeMetrics {
             apply_entry: Histogram::exponential(0.0001, 2.0, 16),
             // etcd's buckets for etcd_disk_backend_snapshot_duration_seconds.
             snapshot_build: Histogram::exponential(0.01, 2.0, 17),
+            snapshot_write: Histogram::exponential(0.01, 2.0, 17),
             snapshot_bytes: Gauge::default(),
             snapshot_raw_bytes: Gauge::default(),
             wal_fsync: Histogram::exponential(0.001, 2.0, 14),

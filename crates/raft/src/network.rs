@@ -516,10 +516,16 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut client = self
             .current_client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let file = tokio::fs::File::open(&snapshot.snapshot.path)
+        // Written out here if it is a point of this member's store (its pin on compaction
+        // goes once it is written), while applies go on.
+        let meta = snapshot.meta;
+        let file = snapshot
+            .snapshot
+            .open()
             .await
+            .map(tokio::fs::File::from_std)
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let header = encode_unbounded(&(vote, snapshot.meta.clone()));
+        let header = encode_unbounded(&(vote, meta));
         // The first chunk carries the header; then the file, read as the call sends.
         let chunks =
             futures_util::stream::unfold((Some(header), file), |(header, mut file)| async move {

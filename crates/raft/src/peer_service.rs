@@ -472,11 +472,11 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         );
         let snapshot = Snapshot {
             meta,
-            snapshot: SnapshotFile { path: path.clone() },
+            snapshot: SnapshotFile::file(path.clone()),
         };
         let installing = std::time::Instant::now();
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
-        let _ = tokio::fs::remove_file(&path).await; // installed files were moved already
+        let _ = tokio::fs::remove_file(&path).await;
         tracing::info!(index, took = ?installing.elapsed(), ok = result.is_ok(), "installed snapshot");
         reply(result)
     }

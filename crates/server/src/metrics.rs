@@ -377,13 +377,19 @@ fn own(e: &mut Exposition, api: &EtcdApi) {
     );
     e.histogram(
         "raftkv_snapshot_build_duration_seconds",
-        "Time to build each Raft snapshot file.",
+        "Time to take each Raft snapshot (the store flushed up to the applied point).",
         &[],
         &m.snapshot_build,
     );
+    e.histogram(
+        "raftkv_snapshot_write_duration_seconds",
+        "Time to write each snapshot file sent to a follower.",
+        &[],
+        &m.snapshot_write,
+    );
     e.gauge(
         "raftkv_snapshot_bytes",
-        "Size of the last Raft snapshot file built.",
+        "Size of the last snapshot file sent to a follower.",
         &[],
         m.snapshot_bytes.get() as f64,
     );
@@ -401,7 +407,7 @@ fn own(e: &mut Exposition, api: &EtcdApi) {
     );
     e.gauge(
         "raftkv_snapshot_raw_bytes",
-        "Size of the last Raft snapshot's body before the codec (raftkv_snapshot_bytes / this is the codec's ratio).",
+        "Size of the last snapshot file's body before the codec (raftkv_snapshot_bytes / this is the codec's ratio).",
         &[],
         m.snapshot_raw_bytes.get() as f64,
     );

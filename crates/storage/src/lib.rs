@@ -25,4 +25,4 @@ pub mod mvcc;
 pub mod snapshot;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};
-pub use mvcc::{AppliedState, MvccConfig, MvccStore};
+pub use mvcc::{AppliedState, MvccConfig, MvccStore, PinnedPoint};

@@ -270,6 +270,58 @@ fn snapshot_while_writes_continue_is_a_consistent_cut() {
     assert_eq!(all_at(&restored, 0), all_at(&store, info.meta.revision));
 }
 
+/// A Raft snapshot sent to a follower is written from a point pinned earlier, between two
+/// applies: writes and a compaction that came after the pin must not show in the file, and
+/// the compaction's deletes wait until the file is written.
+#[test]
+fn a_pinned_point_written_later_is_the_store_as_it_was_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(loaded(dir.path()));
+    let pinned = store.pin_snapshot_point().unwrap();
+    let at = pinned.point.revision;
+    let expected = all_at(&store, at);
+    for i in 0..3000 {
+        put(
+            &store,
+            &format!("/registry/pods/ns-{:02}/pod-{i:05}", i % 7),
+            "after the pin",
+        );
+    }
+    // A compaction above the pinned revision: applied (the writer lock is free again once
+    // the deletes are done), but its deletes wait for the pin.
+    let compacted = Arc::new(AtomicBool::new(false));
+    let compaction = {
+        let (store, compacted) = (store.clone(), compacted.clone());
+        std::thread::spawn(move || {
+            let revision = store.revision();
+            apply(
+                &store,
+                command::Op::Compaction(CompactionRequest {
+                    revision,
+                    physical: true,
+                }),
+            );
+            compacted.store(true, Ordering::SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !compacted.load(Ordering::SeqCst),
+        "the compaction removed versions under a pin"
+    );
+    let file = dir.path().join("sent.part");
+    let info = snapshot::build_scratch_at(&store, &pinned, &file).unwrap();
+    assert_eq!(info.meta.revision, at);
+    drop(pinned);
+    compaction.join().unwrap();
+    assert!(compacted.load(Ordering::SeqCst));
+    let other = tempfile::tempdir().unwrap();
+    let restored = open(other.path());
+    snapshot::restore(&file, &restored).unwrap();
+    assert_eq!(all_at(&restored, 0), expected);
+    assert_eq!(restored.revision(), at);
+}
+
 fn build_sample() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

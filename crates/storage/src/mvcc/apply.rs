@@ -431,10 +431,7 @@ impl MvccStore {
     /// versions older than its newest version at or below `rev`, and that version too if it
     /// is a tombstone. Idempotent, so a crash half-way only leaves work for the next one.
     fn remove_compacted_versions(&self, rev: i64) -> Result<(), MvccError> {
-        let _gate = self
-            .compaction_gate
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let _gate = self.compaction_gate.write();
         let mut batch = sled::Batch::default();
         let mut pending = 0;
         let mut freed = 0;

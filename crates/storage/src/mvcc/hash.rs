@@ -65,12 +65,9 @@ impl MvccStore {
     /// etcd's `Hash`: the hash of the whole replicated state at the current revision (see the
     /// module doc for what it covers), and that revision.
     pub fn hash_all(&self) -> Result<(u32, i64), MvccError> {
-        // The point first: it takes the writer lock, which a compaction holds while it
-        // waits for the gate (taking them the other way round would deadlock). A compaction
-        // in between only changes what `compacted`, read under the gate, says.
-        let point = self.snapshot_point()?;
-        let _gate = self.compaction_read_guard();
-        let compacted = self.compacted_revision();
+        // The point and the compacted revision of one instant, held against compaction.
+        let pinned = self.pin_snapshot_point()?;
+        let (point, compacted) = (&pinned.point, pinned.compacted);
         let mut hasher = crc32fast::Hasher::new();
         self.hash_versions(&mut hasher, point.revision, compacted)?;
         hasher.update(b"compacted");

@@ -7,8 +7,8 @@
 //! Concurrency: one writer at a time (`apply`, serialised by a mutex — the Raft state
 //! machine applies entries in order anyway) and lock-free readers. A reader fixes the
 //! revision it reads at before it starts and ignores versions above it, so a batch being
-//! written for the next revision cannot be half-seen; compaction's physical deletes wait
-//! for snapshot builders through `compaction_gate`.
+//! written for the next revision cannot be half-seen; compaction's physical deletes and
+//! restores wait for snapshot builders through `compaction_gate` (`gate`).
 //!
 //! - `encoding` — sled key and value layout.
 //! - `range` — reads: `Range` with etcd's range_end conventions, filters, sort, limit.
@@ -27,6 +27,7 @@
 mod apply;
 pub mod auth;
 pub(crate) mod encoding;
+mod gate;
 mod hash;
 mod history;
 mod latest;
@@ -45,6 +46,7 @@ use raftkv_proto::etcdserverpb::ResponseHeader;
 use crate::error::MvccError;
 use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 
+pub use gate::CompactionPin;
 pub use hash::KvHash;
 pub use history::{HistoryBatch, HistoryLimits, WatchSink};
 pub use range::RangeEnd;
@@ -57,7 +59,8 @@ pub struct MvccConfig {
     /// How often sled writes dirty pages in the background (ms); `None` (the default) leaves
     /// it to sled's full buffers and explicit flushes. Durability of the data does not rest
     /// on it: the Raft log is the write-ahead log, replayed from the applied index, and a
-    /// log prefix is purged only once a snapshot file (fsynced) covers it. A timed flush
+    /// log prefix is purged only once a Raft snapshot has flushed sled past it
+    /// ([`MvccStore::persist`]). A timed flush
     /// costs a sync_file_range wait that competed with the log's fdatasync on every write.
     pub flush_every_ms: Option<u64>,
 }
@@ -102,9 +105,24 @@ pub struct SnapshotPoint {
     pub auth: auth::SharedAuth,
 }
 
+/// A [`SnapshotPoint`] whose versions compaction leaves in place while it is held (see
+/// [`MvccStore::pin_snapshot_point`]).
+#[derive(Debug)]
+pub struct PinnedPoint {
+    /// The point.
+    pub point: SnapshotPoint,
+    /// The compacted revision at that point.
+    pub compacted: i64,
+    _pin: CompactionPin,
+}
+
 /// An etcd-semantics multi-version key-value store.
 pub struct MvccStore {
     db: sled::Db,
+    /// sled's directory, and the newest blob file (by log sequence number, its name) that
+    /// [`MvccStore::persist`] fsynced.
+    dir: std::path::PathBuf,
+    blobs_synced: Mutex<i64>,
     /// The tree holding records and metadata; a restore swaps in a new one.
     tree: RwLock<sled::Tree>,
     /// Current revision: the revision of the last write, or 1 for an empty store.
@@ -115,8 +133,9 @@ pub struct MvccStore {
     writer: Mutex<()>,
     /// Recently written keys' newest versions; used and updated only under `writer`.
     latest: Mutex<latest::Latest>,
-    /// Compaction's physical deletes take it for writing; snapshot builders for reading.
-    compaction_gate: RwLock<()>,
+    /// Compaction's physical deletes and restores take it for writing; snapshot builders
+    /// and hashes pin it for reading.
+    compaction_gate: std::sync::Arc<gate::Gate>,
     /// The applied state of the last write, and whether it is not yet stored (writes made
     /// by [`MvccStore::apply_unrecorded`] since the last recording write).
     point: Mutex<Point>,
@@ -185,12 +204,14 @@ impl MvccStore {
         let (in_use, seen) = scan_records(&tree)?;
         Ok(Self {
             db,
+            dir: path.to_path_buf(),
+            blobs_synced: Mutex::new(-1),
             tree: RwLock::new(tree),
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
             writer: Mutex::new(()),
             latest: Mutex::new(latest::Latest::with_seen(seen)),
-            compaction_gate: RwLock::new(()),
+            compaction_gate: Default::default(),
             point: Mutex::new(Point {
                 state,
                 unrecorded: false,
@@ -348,6 +369,11 @@ impl MvccStore {
     /// between).
     pub fn snapshot_point(&self) -> Result<SnapshotPoint, MvccError> {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.point_locked()
+    }
+
+    /// [`MvccStore::snapshot_point`]; the caller holds the writer lock.
+    fn point_locked(&self) -> Result<SnapshotPoint, MvccError> {
         Ok(SnapshotPoint {
             revision: self.revision(),
             applied: self.applied_state()?,
@@ -412,22 +438,99 @@ impl MvccStore {
     }
 
     /// Holds off compaction's physical deletes while a snapshot reads old versions.
-    pub(crate) fn compaction_read_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.compaction_gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn compaction_read_guard(&self) -> CompactionPin {
+        self.compaction_gate.pin()
+    }
+
+    /// [`MvccStore::snapshot_point`] with compaction's physical deletes held off until the
+    /// pin is dropped, so that the versions the point can see stay readable while writes go
+    /// on: what a snapshot of that point is written from, now or later.
+    pub fn pin_snapshot_point(&self) -> Result<PinnedPoint, MvccError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.pin_locked()
+    }
+
+    /// The point, pinned; the caller holds the writer lock. Everything that takes the gate
+    /// for writing (compaction, restore) does so under the writer lock, so the pin is taken
+    /// at once, with no write in between.
+    fn pin_locked(&self) -> Result<PinnedPoint, MvccError> {
+        Ok(PinnedPoint {
+            point: self.point_locked()?,
+            compacted: self.compacted_revision(),
+            _pin: self.compaction_read_guard(),
+        })
+    }
+
+    /// Makes every write applied so far durable without the log: records the applied point
+    /// if the last writes left it unrecorded, then flushes sled (an fsync). Returns that
+    /// point, pinned: a restart finds the store at least there, so it can be a Raft
+    /// snapshot's point (the log up to it may go).
+    pub fn persist(&self) -> Result<PinnedPoint, MvccError> {
+        let pinned = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if self.point().unrecorded {
+                self.record(self.revision(), &AppliedState::default())?;
+            }
+            self.pin_locked()?
+        };
+        self.db.flush()?;
+        self.sync_files().map_err(sled::Error::Io)?;
+        Ok(pinned)
+    }
+
+    /// fsyncs what sled's flush leaves short of the disk: sled 0.34 writes its log with
+    /// `sync_file_range`, which neither writes the file's metadata (its size as it grows)
+    /// nor flushes the device's cache, and writes large nodes to blob files with no sync at
+    /// all. An fsync of the log file, of every blob file newer than the last one synced, and
+    /// of the directories makes the flush survive a power loss, not only a crash.
+    fn sync_files(&self) -> std::io::Result<()> {
+        let sync = |path: &Path| match std::fs::File::open(path).and_then(|f| f.sync_all()) {
+            // A blob sled collected meanwhile is not needed any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
+        sync(&self.dir.join("db"))?;
+        let blobs = self.dir.join("blobs");
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
+        let mut newest = *synced;
+        match std::fs::read_dir(&blobs) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry?;
+                    let lsn = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<i64>().ok());
+                    if let Some(lsn) = lsn
+                        && lsn > *synced
+                    {
+                        sync(&entry.path())?;
+                        newest = newest.max(lsn);
+                    }
+                }
+                sync(&blobs)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        sync(&self.dir)?;
+        *synced = newest;
+        Ok(())
     }
 
     /// Starts replacing the whole contents with a snapshot's: rows go into a fresh tree,
     /// which [`Restore::finish`] swaps in atomically. Writers wait until then.
     pub(crate) fn begin_restore(&self) -> Result<Restore<'_>, MvccError> {
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // No snapshot or hash may read the old tree at a pinned point while it is replaced.
+        let gate = self.compaction_gate.write();
         let name = format!("mvcc-{}", self.db.generate_id()?);
         let tree = self.db.open_tree(&name)?;
         tree.clear()?;
         Ok(Restore {
             store: self,
             _writer: writer,
+            _gate: gate,
             tree,
             name,
             last_key: None,
@@ -487,6 +590,7 @@ const ACTIVE_TREE: &[u8] = b"active-tree";
 pub(crate) struct Restore<'a> {
     store: &'a MvccStore,
     _writer: std::sync::MutexGuard<'a, ()>,
+    _gate: gate::GateWrite<'a>,
     tree: sled::Tree,
     name: String,
     /// The key of the last row added.

@@ -1061,6 +1061,61 @@ fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
     assert_eq!(all_records(&store), expected);
 }
 
+/// A Raft snapshot's point: `persist` records what unrecorded writes left, flushes, and
+/// returns that point, which a reopened store is at (the log before it may be purged).
+#[test]
+fn persist_records_the_unrecorded_point_and_the_store_reopens_there() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        store
+            .apply(
+                &cmd(command::Op::Put(put_req("a", "1"))),
+                &applied_at(1, None),
+            )
+            .unwrap();
+        for i in 2..=4u8 {
+            store
+                .apply_unrecorded(
+                    &cmd(command::Op::Put(put_req("b", &i.to_string()))),
+                    &applied_at(i, Some("m")),
+                )
+                .unwrap();
+        }
+        let pinned = store.persist().unwrap();
+        assert_eq!(pinned.point.revision, 5);
+        assert_eq!(pinned.point.applied.applied, Some(vec![4]));
+        assert_eq!(pinned.point.applied.membership, Some(b"m".to_vec()));
+        // A large value, for a blob file if sled makes one: synced along.
+        store
+            .apply(
+                &cmd(command::Op::Put(put_req("big", &"x".repeat(1 << 20)))),
+                &applied_at(5, None),
+            )
+            .unwrap();
+        drop(pinned);
+        store.persist().unwrap();
+        let synced = *store.blobs_synced.lock().unwrap();
+        let blobs: Vec<i64> = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            blobs.iter().all(|&lsn| lsn <= synced),
+            "{blobs:?} above {synced}"
+        );
+    }
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!(store.revision(), 6);
+    assert_eq!(store.applied_state().unwrap().applied, Some(vec![5]));
+    assert_eq!(
+        store.get_at(b"big", 6).unwrap().unwrap().value.len(),
+        1 << 20
+    );
+}
+
 #[test]
 fn a_recording_write_stores_the_newest_unrecorded_state_and_keeps_membership() {
     let f = open();

@@ -37,7 +37,7 @@ pub(crate) use columns::Row;
 pub use blocks::{BlockStages, ZSTD_LEVEL};
 pub(crate) use reader::walk;
 pub use reader::{RestoreOptions, read_info, restore, restore_with};
-pub use writer::{build, build_scratch, build_with};
+pub use writer::{build, build_scratch, build_scratch_at, build_with};
 
 /// First bytes of every snapshot file.
 pub const MAGIC: &[u8; 8] = b"RKVSNAP1";

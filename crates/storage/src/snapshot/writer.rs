@@ -10,8 +10,8 @@ use super::blocks::{self, BlockStages};
 use super::columns::Row;
 use super::{BLOCK_BYTES, BLOCK_RECORDS, FOOTER_MAGIC, MAGIC, SnapshotInfo, SnapshotMeta};
 use crate::error::SnapshotError;
-use crate::mvcc::MvccStore;
 use crate::mvcc::encoding::{META_SPACE, Record, decode_prefix, lower_bound, split_record_key};
+use crate::mvcc::{MvccStore, PinnedPoint};
 
 /// Writes a snapshot of `store` at its current revision to `path` and returns its status.
 ///
@@ -39,18 +39,39 @@ pub fn build_scratch(store: &MvccStore, path: &Path) -> Result<SnapshotInfo, Sna
     write(store, path, BlockStages::default(), false)
 }
 
+/// [`build_scratch`] of a point pinned earlier ([`MvccStore::pin_snapshot_point`]): the
+/// file holds the store as it was then, whatever was written since (a Raft snapshot sent to
+/// a follower, whose point was fixed between two applies).
+pub fn build_scratch_at(
+    store: &MvccStore,
+    pinned: &PinnedPoint,
+    path: &Path,
+) -> Result<SnapshotInfo, SnapshotError> {
+    write_at(store, pinned, path, BlockStages::default(), false)
+}
+
 fn write(
     store: &MvccStore,
     path: &Path,
     stages: BlockStages,
     durable: bool,
 ) -> Result<SnapshotInfo, SnapshotError> {
-    let point = store.snapshot_point()?;
+    let pinned = store.pin_snapshot_point()?;
+    write_at(store, &pinned, path, stages, durable)
+}
+
+fn write_at(
+    store: &MvccStore,
+    pinned: &PinnedPoint,
+    path: &Path,
+    stages: BlockStages,
+    durable: bool,
+) -> Result<SnapshotInfo, SnapshotError> {
+    let point = pinned.point.clone();
     let revision = point.revision;
-    let _no_compaction = store.compaction_read_guard();
     let meta = SnapshotMeta {
         revision,
-        compact_revision: store.compacted_revision(),
+        compact_revision: pinned.compacted,
         applied: point.applied.applied.unwrap_or_default(),
         membership: point.applied.membership.unwrap_or_default(),
         alarms: point.alarms,
