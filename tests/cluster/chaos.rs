@@ -633,6 +633,11 @@ pub async fn run_schedule(
         Options {
             heartbeat_ms: 50,
             election_ms: 300,
+            // Raft snapshots every 100 entries, so that the log is purged behind them all
+            // through the faults: a member killed, paused or cut off for long comes back
+            // through a snapshot file written for it, and a kill -9 of everyone restarts
+            // from stores flushed at a snapshot plus the log after it.
+            snapshot_count: Some(100),
             proxied: matches!(schedule, Schedule::Faults),
             // Lease checkpoints every second, so the kept lease's remainder is recorded and
             // cleared through the log all through the faults.
@@ -808,6 +813,19 @@ pub async fn run_schedule(
     }
     eprintln!("chaos: seed {seed}: {leased}");
     eprintln!("chaos: seed {seed}: {locked}");
+    let logged = |line: &str| -> usize {
+        cluster
+            .members
+            .iter()
+            .map(|m| m.log_text().matches(line).count())
+            .sum()
+    };
+    eprintln!(
+        "chaos: seed {seed}: {} snapshots taken, {} snapshot files written for followers, {} installed",
+        logged("snapshot taken"),
+        logged("snapshot written for a follower"),
+        logged("installed snapshot index"),
+    );
     for m in &cluster.members {
         let log = m.log_text();
         for line in FALSE_REFUSALS {
