@@ -198,6 +198,31 @@ async fn follower_catches_up_after_large_writes() {
     assert_eq!(keys.split_whitespace().count(), 60);
 }
 
+/// Waits (at most 15 s) until member `i` itself holds the 150 `s` keys: serializable reads,
+/// without asking the leader.
+async fn wait_for_s_keys(cluster: &Cluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = etcdctl(
+            &cluster.members[i].endpoint(),
+            &["get", "s", "--prefix", "--keys-only", "--consistency=s"],
+            None,
+        );
+        let n = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count();
+        if n == 150 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {i} holds {n} of 150 keys"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     // Snapshot every 20 entries, log purged behind it: a follower that misses 150 writes can
@@ -221,40 +246,16 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     }
     cluster.restart(follower);
     cluster.wait_healthy(Duration::from_secs(20)).await;
-    // Serializable: what the follower itself holds, without asking the leader.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let out = etcdctl(
-            &cluster.members[follower].endpoint(),
-            &["get", "s", "--prefix", "--keys-only", "--consistency=s"],
-            None,
-        );
-        let n = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .count();
-        if n == 150 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "follower holds {n} of 150 keys");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_s_keys(&cluster, follower).await;
     // A snapshot is the store itself: the leader wrote a file only to send it (and keeps
     // that one for the next follower), the follower restored it and keeps none.
-    assert!(
-        cluster.members[leader]
-            .log_text()
-            .contains("snapshot written for a follower"),
-        "{}",
-        cluster.members[leader].log_tail()
-    );
-    assert!(
-        cluster.members[follower]
-            .log_text()
-            .contains("installed snapshot"),
-        "{}",
-        cluster.members[follower].log_tail()
-    );
+    let now = Duration::ZERO;
+    cluster.members[leader]
+        .wait_logged("snapshot written for a follower", now)
+        .await;
+    cluster.members[follower]
+        .wait_logged("installed snapshot", now)
+        .await;
     let snap_dirs: Vec<_> = cluster
         .members
         .iter()
@@ -278,26 +279,7 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     cluster.kill_and_restart_all().await;
     cluster.wait_healthy(Duration::from_secs(20)).await;
     for i in 0..3 {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = etcdctl(
-                &cluster.members[i].endpoint(),
-                &["get", "s", "--prefix", "--keys-only", "--consistency=s"],
-                None,
-            );
-            let n = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| !l.is_empty())
-                .count();
-            if n == 150 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "member {i} holds {n} of 150 keys"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_s_keys(&cluster, i).await;
     }
     for i in 0..3 {
         assert!(files(i).is_empty(), "member {i}: {:?}", files(i));

@@ -193,6 +193,21 @@ impl Member {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
+
+    /// Waits until the member's log holds `line`, for at most `limit`; panics with the
+    /// log's tail if it never does.
+    pub async fn wait_logged(&self, line: &str, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.log_text().contains(line) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never logged {line:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Options for starting a cluster. `{name}` in [`Options::extra_args`] stands for each

@@ -216,13 +216,9 @@ async fn hashes_agree_after_restart_and_snapshot_catch_up() {
     cluster.restart(lagging);
     cluster.wait_healthy(Duration::from_secs(20)).await;
     sync_all(&cluster).await;
-    assert!(
-        cluster.members[lagging]
-            .log_text()
-            .contains("installed snapshot"),
-        "the lagging member installed a snapshot: {}",
-        cluster.members[lagging].log_tail()
-    );
+    cluster.members[lagging]
+        .wait_logged("installed snapshot", Duration::ZERO)
+        .await;
     let hashes = hash_kv_everywhere(&cluster, at).await;
     assert_all_equal("hashes after the snapshot catch-up", &hashes);
     assert_eq!(hashes[0].1, 60);

@@ -558,18 +558,9 @@ async fn a_watcher_on_a_follower_continues_across_a_snapshot_install() {
     let seen = collect_events(&mut watch.answers, n, Duration::from_secs(30)).await;
     assert_same_events(&seen, &expected_puts("s", n, 2), "the follower's watcher");
     // Its log line comes a moment after the restore that woke the watcher.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cluster.members[follower]
-        .log_text()
-        .contains("installed snapshot")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the follower installed no snapshot: {}",
-            cluster.members[follower].log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster.members[follower]
+        .wait_logged("installed snapshot", Duration::from_secs(10))
+        .await;
     drop(cluster);
 }
 

@@ -144,37 +144,22 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    /// Writes the pinned point to a file and opens it (see [`SnapshotFile::open`]).
-    fn write(&self) -> io::Result<std::fs::File> {
+    /// Writes the pinned point to a new file in `dir` named `<what>-<pid>-<n>.part` (a
+    /// crash's leftover is deleted when the member opens again) and returns its path; a
+    /// failed write leaves nothing behind.
+    fn write_file(&self, what: &str) -> io::Result<PathBuf> {
         let n = WRITTEN.fetch_add(1, Ordering::Relaxed);
-        // `.part`: whatever a crash leaves is deleted when the member opens again.
         let path = self
             .dir
-            .join(format!("sending-{}-{n}.part", std::process::id()));
+            .join(format!("{what}-{}-{n}.part", std::process::id()));
         let started = std::time::Instant::now();
-        let written = snapshot::build_scratch_at(&self.store, &self.point, &path);
-        let info = match written {
+        let info = match snapshot::build_scratch_at(&self.store, &self.point, &path) {
             Ok(info) => info,
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 return Err(io::Error::other(e));
             }
         };
-        let file = std::fs::File::open(&path);
-        {
-            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            if file.is_ok()
-                && files
-                    .sent
-                    .as_ref()
-                    .is_none_or(|(m, _)| m.last_log_id < self.meta.last_log_id)
-            {
-                files.keep(self.meta.clone(), path.clone());
-                files.drop_stale();
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
         self.metrics
             .snapshot_write
             .observe_duration(started.elapsed());
@@ -188,6 +173,26 @@ impl Pending {
             took = ?started.elapsed(),
             "snapshot written for a follower"
         );
+        Ok(path)
+    }
+
+    /// Writes the pinned point to a file, keeps it as the last one sent if it is the newest,
+    /// and opens it (see [`SnapshotFile::open`]).
+    fn write(&self) -> io::Result<std::fs::File> {
+        let path = self.write_file("sending")?;
+        let file = std::fs::File::open(&path);
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if file.is_ok()
+            && files
+                .sent
+                .as_ref()
+                .is_none_or(|(m, _)| m.last_log_id < self.meta.last_log_id)
+        {
+            files.keep(self.meta.clone(), path);
+            files.drop_stale();
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
         file
     }
 }
@@ -239,12 +244,7 @@ impl StateMachine {
             files.push(path);
         }
         if let Some((meta, path)) = newest {
-            let applied: Option<LogId> =
-                match store.applied_state().map_err(io::Error::other)?.applied {
-                    Some(bytes) => decode(&bytes)?,
-                    None => None,
-                };
-            if meta.last_log_id > applied {
+            if meta.last_log_id > stored_log_id(&store)? {
                 info!(path = %path.display(), "restoring the store from an older raftkv's snapshot file");
                 snapshot::restore(&path, &store).map_err(io::Error::other)?;
             }
@@ -254,10 +254,7 @@ impl StateMachine {
             let _ = std::fs::remove_file(&path);
         }
         // openraft takes the store's applied point for the last snapshot when it starts.
-        let taken: Option<LogId> = match store.applied_state().map_err(io::Error::other)?.applied {
-            Some(bytes) => decode(&bytes)?,
-            None => None,
-        };
+        let taken = stored_log_id(&store)?;
         Ok(Self {
             store,
             snap_dir: snap_dir.to_path_buf(),
@@ -299,6 +296,14 @@ fn lowest_priority() {
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
     if rc != 0 {
         warn!(error = %io::Error::last_os_error(), "cannot lower the snapshot writer's priority");
+    }
+}
+
+/// The last log id applied to `store`.
+fn stored_log_id(store: &MvccStore) -> io::Result<Option<LogId>> {
+    match store.applied_state().map_err(io::Error::other)?.applied {
+        Some(bytes) => decode(&bytes),
+        None => Ok(None),
     }
 }
 
@@ -511,28 +516,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         data: SnapshotFile,
     ) -> Result<(), io::Error> {
         let store = self.store.clone();
-        let received = data.path().map(Path::to_path_buf);
-        let (path, scratch) = match received {
-            Some(path) => (path, None),
-            None => {
-                let n = WRITTEN.fetch_add(1, Ordering::Relaxed);
-                let scratch = self
-                    .snap_dir
-                    .join(format!("installing-{}-{n}.part", std::process::id()));
-                let mut file = data.open().await?;
-                let target = scratch.clone();
-                let copied = tokio::task::spawn_blocking(move || {
-                    let mut out = std::fs::File::create(&target)?;
-                    io::copy(&mut file, &mut out).map(drop)
-                })
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r);
-                if let Err(e) = copied {
-                    let _ = std::fs::remove_file(&scratch);
-                    return Err(e);
-                }
-                (scratch.clone(), Some(scratch))
+        // A pending point (another member's store, in openraft's storage tests) is written
+        // to a scratch file of its own first.
+        let (path, scratch) = match data.source {
+            Source::File(path) => (path, None),
+            Source::Pending(pending) => {
+                let path = tokio::task::spawn_blocking(move || pending.write_file("installing"))
+                    .await
+                    .map_err(io::Error::other)??;
+                (path.clone(), Some(path))
             }
         };
         let restored = tokio::task::spawn_blocking(move || snapshot::restore(&path, &store))
@@ -629,6 +621,12 @@ mod tests {
         )
         .unwrap();
         std::fs::write(snap_dir.join("incoming-1.part"), b"leftover").unwrap();
+        // Bytes that are no snapshot, named as a newer one: not trusted, deleted.
+        std::fs::write(
+            snap_dir.join("0000000000000009-00000000000000ff.snap"),
+            b"RKSNAP not a snapshot",
+        )
+        .unwrap();
 
         // Behind (empty): restored to the file's point.
         let behind = open_store(&dir.path().join("behind"));
@@ -672,8 +670,12 @@ mod tests {
         }
         let other = open_store(&dir.path().join("other"));
         let mut follower = StateMachine::open(other.clone(), &dir.path().join("snap2")).unwrap();
+        // As the network sends it and the follower's peer service receives it.
+        let mut sent = snap.snapshot.open().await.unwrap();
+        let received = dir.path().join("received.part");
+        io::copy(&mut sent, &mut std::fs::File::create(&received).unwrap()).unwrap();
         follower
-            .install_snapshot(&snap.meta, snap.snapshot)
+            .install_snapshot(&snap.meta, SnapshotFile::file(received))
             .await
             .unwrap();
         assert_eq!(other.revision(), 11);
