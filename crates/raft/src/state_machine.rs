@@ -527,24 +527,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 (path.clone(), Some(path))
             }
         };
-        let restored = tokio::task::spawn_blocking(move || snapshot::restore(&path, &store))
+        // A follower that fell behind has the snapshot merged into its store (only what it
+        // lacks is written); an empty store has it restored.
+        let restored = tokio::task::spawn_blocking(move || snapshot::install(&path, &store))
             .await
             .map_err(io::Error::other);
         if let Some(scratch) = &scratch {
             let _ = std::fs::remove_file(scratch);
         }
-        let info = restored?.map_err(io::Error::other)?;
+        let (info, merged) = restored?.map_err(io::Error::other)?;
         if meta_of(&info.meta)?.last_log_id != meta.last_log_id {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "snapshot file does not match its meta",
             ));
         }
-        info!(
-            revision = info.meta.revision,
-            keys = info.key_count,
-            "snapshot installed"
-        );
+        match merged {
+            Some(m) => info!(
+                revision = info.meta.revision,
+                keys = info.key_count,
+                kept = m.kept,
+                written = m.written,
+                removed = m.removed,
+                dropped = m.dropped,
+                "snapshot installed (merged)"
+            ),
+            None => info!(
+                revision = info.meta.revision,
+                keys = info.key_count,
+                "snapshot installed"
+            ),
+        }
         // The store is flushed at the snapshot's point, which openraft now takes for its
         // last snapshot (the log up to it may go).
         let mut files = self.files();

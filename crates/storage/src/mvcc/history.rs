@@ -178,20 +178,7 @@ impl MvccStore {
 
     /// Drops history index entries below `rev` (compaction at `rev`).
     pub(crate) fn remove_history_below(&self, rev: i64) -> Result<(), MvccError> {
-        let tree = self.tree();
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        for item in tree.range(history_bound(0)..history_bound(rev)) {
-            let (raw_key, _) = item?;
-            batch.remove(raw_key);
-            pending += 1;
-            if pending >= 10_000 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        tree.apply_batch(batch)?;
-        Ok(())
+        remove_history(&self.tree(), 0, rev)
     }
 
     /// Indexes every record of a store written before the history index existed, once.
@@ -216,6 +203,23 @@ impl MvccStore {
         tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// Drops the history index entries of revisions `from..to`.
+pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<(), MvccError> {
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in tree.range(history_bound(from)..history_bound(to)) {
+        let (raw_key, _) = item?;
+        batch.remove(raw_key);
+        pending += 1;
+        if pending >= 10_000 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
 }
 
 /// A delete event as etcd sends it: the key and the tombstone's revision only.

@@ -57,6 +57,18 @@ pub(crate) fn lease_key_index(id: i64, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The lease id of an index key, checking its shape.
+pub(crate) fn indexed_lease(raw: &[u8]) -> Result<i64, MvccError> {
+    match raw.get(1..9) {
+        Some(id) if raw[0] == LEASE_KEY_SPACE => {
+            Ok(u64::from_be_bytes(id.try_into().expect("8 bytes")) as i64)
+        }
+        _ => Err(MvccError::Corrupt(format!(
+            "malformed lease index key {raw:02x?}"
+        ))),
+    }
+}
+
 /// The first index key of lease `id`, and the first after its entries.
 pub(crate) fn lease_index_bounds(id: i64) -> (Vec<u8>, Vec<u8>) {
     let start = lease_key_index(id, b"");

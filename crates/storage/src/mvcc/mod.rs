@@ -32,6 +32,7 @@ mod hash;
 mod history;
 mod latest;
 pub mod lease;
+pub(crate) mod merge;
 pub mod metrics;
 mod range;
 mod seen;
@@ -49,6 +50,7 @@ use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 pub use gate::CompactionPin;
 pub use hash::KvHash;
 pub use history::{HistoryBatch, HistoryLimits, WatchSink};
+pub use merge::MergeCounts;
 pub use range::RangeEnd;
 
 /// Tuning for the sled database under the store.
@@ -176,6 +178,7 @@ impl MvccStore {
         };
         let tree = db.open_tree(name)?;
         Self::index_history_if_missing(&tree)?;
+        merge::recover(&tree)?;
         let (revision, state) = match tree.get(META_POINT)? {
             Some(raw) => {
                 let (revision, applied, membership) = encoding::decode_point(&raw)?;

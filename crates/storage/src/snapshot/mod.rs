@@ -28,7 +28,7 @@
 
 mod blocks;
 mod columns;
-mod reader;
+pub(crate) mod reader;
 mod split;
 mod writer;
 
@@ -36,7 +36,7 @@ pub(crate) use columns::Row;
 
 pub use blocks::{BlockStages, ZSTD_LEVEL};
 pub(crate) use reader::walk;
-pub use reader::{RestoreOptions, read_info, restore, restore_with};
+pub use reader::{RestoreOptions, install, read_info, restore, restore_with};
 pub use writer::{build, build_scratch, build_scratch_at, build_with};
 
 /// First bytes of every snapshot file.

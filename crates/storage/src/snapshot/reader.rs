@@ -13,8 +13,8 @@ use super::{
     SnapshotMeta, TRAILER_LEN,
 };
 use crate::error::SnapshotError;
-use crate::mvcc::MvccStore;
 use crate::mvcc::encoding::Record;
+use crate::mvcc::{MergeCounts, MvccStore};
 
 /// Reads and fully verifies a snapshot file (checksums, structure, every block) and returns
 /// its status. A file that is not a raftkv snapshot, or is damaged, is an error.
@@ -55,9 +55,75 @@ pub fn restore_with(
     } else {
         verify_trailer(path)?;
     }
-    let mut load = store.begin_restore()?;
-    // Blocks are decoded and checked on a thread of their own while this one writes the
-    // versions decoded before them: decoding was about a quarter of a restore's time.
+    let mut load = Load::Fresh(Box::new(store.begin_restore()?));
+    let mut info = load_rows(path, &mut load)?;
+    if !options.keep_raft_state {
+        // A new cluster: new member ids, so the old members' alarms mean nothing there.
+        info.meta.applied.clear();
+        info.meta.membership.clear();
+        info.meta.alarms.clear();
+    }
+    load.finish(&info.meta)?;
+    Ok(info)
+}
+
+/// Installs a snapshot from the leader, as [`restore`] does, and returns what it merged.
+/// A store that holds records (a follower that fell behind) has the snapshot merged into
+/// it, which writes only the versions it lacks (see `mvcc::merge`); an empty one is
+/// restored. Either way the store ends as the snapshot describes it.
+pub fn install(
+    path: &Path,
+    store: &MvccStore,
+) -> Result<(SnapshotInfo, Option<MergeCounts>), SnapshotError> {
+    verify_trailer(path)?;
+    let mut load = if store.size_in_use() > 0 {
+        let mut file = BufReader::new(File::open(path)?);
+        let total_size = file.get_ref().metadata()?.len();
+        let (_, meta) = read_header(&mut file, total_size)?;
+        Load::Merge(Box::new(store.begin_merge(meta.revision)?))
+    } else {
+        Load::Fresh(Box::new(store.begin_restore()?))
+    };
+    let info = load_rows(path, &mut load)?;
+    if meta_revision_differs(&load, info.meta.revision) {
+        return Err(SnapshotError::Corrupt("the header changed".to_string()));
+    }
+    let merged = load.finish(&info.meta)?;
+    Ok((info, merged))
+}
+
+/// A restore into a fresh tree or a merge into the live one.
+enum Load<'a> {
+    Fresh(Box<crate::mvcc::Restore<'a>>),
+    Merge(Box<crate::mvcc::merge::Merge<'a>>),
+}
+
+impl Load<'_> {
+    fn add(&mut self, rows: &[Row]) -> Result<(), crate::error::MvccError> {
+        match self {
+            Load::Fresh(r) => r.add(rows),
+            Load::Merge(m) => m.add(rows),
+        }
+    }
+
+    fn finish(self, meta: &SnapshotMeta) -> Result<Option<MergeCounts>, SnapshotError> {
+        Ok(match self {
+            Load::Fresh(r) => {
+                (*r).finish(meta)?;
+                None
+            }
+            Load::Merge(m) => Some((*m).finish(meta)?),
+        })
+    }
+}
+
+fn meta_revision_differs(load: &Load<'_>, revision: i64) -> bool {
+    matches!(load, Load::Merge(m) if m.revision() != revision)
+}
+
+/// Decodes the verified file's blocks on a thread of their own and hands their versions to
+/// `load` as they come (decoding was about a quarter of a restore's time).
+fn load_rows(path: &Path, load: &mut Load<'_>) -> Result<SnapshotInfo, SnapshotError> {
     let (blocks, decoded) = std::sync::mpsc::sync_channel::<Vec<Row>>(DECODED_AHEAD);
     let (walked, added) = std::thread::scope(|scope| {
         let decoder = scope.spawn(move || {
@@ -84,15 +150,7 @@ pub fn restore_with(
         (walked, added)
     });
     added?;
-    let mut info = walked?;
-    if !options.keep_raft_state {
-        // A new cluster: new member ids, so the old members' alarms mean nothing there.
-        info.meta.applied.clear();
-        info.meta.membership.clear();
-        info.meta.alarms.clear();
-    }
-    load.finish(&info.meta)?;
-    Ok(info)
+    walked
 }
 
 /// Decoded blocks a restore queues ahead of its writes. A block holds about
@@ -158,27 +216,7 @@ fn walk_verified(
         read: 0,
     };
 
-    let mut fixed = [0u8; 16];
-    r.read_exact(&mut fixed)?;
-    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
-    if !(1..=FORMAT_VERSION).contains(&version) {
-        return Err(SnapshotError::UnsupportedVersion(version));
-    }
-    let body_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
-    if body_len > MAX_HEADER_BODY || body_len as u64 > total_size {
-        return Err(corrupt("header too large"));
-    }
-    let mut body = vec![0u8; body_len];
-    r.read_exact(&mut body)?;
-    let mut stored_crc = [0u8; 4];
-    let mut header_crc = crc32fast::Hasher::new();
-    header_crc.update(&fixed);
-    header_crc.update(&body);
-    r.read_exact(&mut stored_crc)?;
-    if header_crc.finalize() != u32::from_le_bytes(stored_crc) {
-        return Err(corrupt("header checksum mismatch"));
-    }
-    let meta = parse_header(&body, version).ok_or_else(|| corrupt("malformed header"))?;
+    let (version, meta) = read_header(&mut r, total_size)?;
 
     let (mut records, mut keys, mut raw_size, mut blocks) = (0u64, 0u64, 0u64, 0u64);
     let mut last: Option<(Vec<u8>, i64)> = None;
@@ -252,6 +290,34 @@ fn walk_verified(
         total_size,
         hash,
     })
+}
+
+/// Reads and checks the header at the start of `r` (a file of `total_size` bytes): the
+/// format version and what the snapshot describes.
+fn read_header(r: &mut impl Read, total_size: u64) -> Result<(u32, SnapshotMeta), SnapshotError> {
+    let corrupt = |what: &str| SnapshotError::Corrupt(what.to_string());
+    let mut fixed = [0u8; 16];
+    r.read_exact(&mut fixed)?;
+    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4 bytes"));
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    let body_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4 bytes")) as usize;
+    if body_len > MAX_HEADER_BODY || body_len as u64 > total_size {
+        return Err(corrupt("header too large"));
+    }
+    let mut body = vec![0u8; body_len];
+    r.read_exact(&mut body)?;
+    let mut stored_crc = [0u8; 4];
+    let mut header_crc = crc32fast::Hasher::new();
+    header_crc.update(&fixed);
+    header_crc.update(&body);
+    r.read_exact(&mut stored_crc)?;
+    if header_crc.finalize() != u32::from_le_bytes(stored_crc) {
+        return Err(corrupt("header checksum mismatch"));
+    }
+    let meta = parse_header(&body, version).ok_or_else(|| corrupt("malformed header"))?;
+    Ok((version, meta))
 }
 
 fn parse_header(body: &[u8], version: u32) -> Option<SnapshotMeta> {
