@@ -201,23 +201,28 @@ async fn follower_catches_up_after_large_writes() {
 /// Waits (at most 15 s) until member `i` itself holds the 150 `s` keys: serializable reads,
 /// without asking the leader.
 async fn wait_for_s_keys(cluster: &Cluster, i: usize) {
+    wait_for_keys(cluster, i, "s", 150).await;
+}
+
+/// Waits (at most 15 s) until member `i` itself holds `count` keys under `prefix`.
+async fn wait_for_keys(cluster: &Cluster, i: usize, prefix: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let out = etcdctl(
             &cluster.members[i].endpoint(),
-            &["get", "s", "--prefix", "--keys-only", "--consistency=s"],
+            &["get", prefix, "--prefix", "--keys-only", "--consistency=s"],
             None,
         );
         let n = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.is_empty())
             .count();
-        if n == 150 {
+        if n == count {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "member {i} holds {n} of 150 keys"
+            "member {i} holds {n} of {count} keys under {prefix:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -234,8 +239,23 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     let mut cluster = Cluster::start(Server::Raftkv, 3, opts).await;
     let leader = cluster.leader().await.expect("a leader");
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    // The follower holds keys when it goes down, so the snapshot is merged into its store;
+    // while it is down half of them are deleted and compacted away, so versions it holds
+    // must go.
+    let all = cluster.endpoints();
+    for i in 0..30 {
+        etcdctl_ok(&all, &["put", &format!("a{i:02}"), &format!("held {i}")]);
+    }
+    wait_for_keys(&cluster, follower, "a", 30).await;
     cluster.kill(follower);
     let live = cluster.live_endpoints();
+    for i in (0..30).step_by(2) {
+        etcdctl_ok(&live, &["del", &format!("a{i:02}")]);
+    }
+    let put = etcdctl_ok(&live, &["put", "a-mark", "x", "-w", "json"]);
+    let put: serde_json::Value = serde_json::from_str(&put).expect("etcdctl's JSON");
+    let compact_at = put["header"]["revision"].as_i64().expect("a revision");
+    etcdctl_ok(&live, &["compact", &compact_at.to_string()]);
     for i in 0..150 {
         let out = etcdctl(&live, &["put", &format!("s{i:03}"), &"v".repeat(100)], None);
         assert!(
@@ -252,6 +272,9 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     let now = Duration::ZERO;
     cluster.members[leader]
         .wait_logged("snapshot written for a follower", now)
+        .await;
+    cluster.members[follower]
+        .wait_logged("snapshot installed (merged)", now)
         .await;
     cluster.members[follower]
         .wait_logged("installed snapshot", now)
@@ -298,6 +321,32 @@ async fn lagging_follower_catches_up_from_a_snapshot_after_the_log_is_purged() {
     assert_eq!(kvs[0].as_array().map(Vec::len), Some(150));
     assert_eq!(kvs[0], kvs[1]);
     assert_eq!(kvs[0], kvs[2]);
+    // The whole keyspace too (the `a` keys the follower held through the merge), and the
+    // hash of every version since the compaction, which counts versions a merge kept that
+    // the leader's compaction dropped.
+    let everything = |i: usize| {
+        let out = etcdctl_ok(
+            &cluster.members[i].endpoint(),
+            &["get", "", "--from-key", "--consistency=s", "-w", "json"],
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl's JSON");
+        json["kvs"].clone()
+    };
+    assert_eq!(everything(0).as_array().map(Vec::len), Some(150 + 15 + 1));
+    assert_eq!(everything(0), everything(1));
+    assert_eq!(everything(0), everything(2));
+    let hashes: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            let out = etcdctl_ok(
+                &cluster.members[i].endpoint(),
+                &["endpoint", "hashkv", "-w", "json"],
+            );
+            let json: serde_json::Value = serde_json::from_str(&out).expect("etcdctl's JSON");
+            json[0]["HashKV"]["hash"].clone()
+        })
+        .collect();
+    assert_eq!(hashes[0], hashes[1], "{hashes:?}");
+    assert_eq!(hashes[0], hashes[2], "{hashes:?}");
 }
 
 /// kill -9 of every member right after a burst of writes, then a linearizable read on the

@@ -22,7 +22,7 @@ use openraft::raft::{
 };
 use openraft::{OptionalSend, base::BoxFuture, base::BoxStream};
 use raftkv_proto::raftkvpb::peer_client::PeerClient;
-use raftkv_proto::raftkvpb::{RaftMessage, SnapshotChunk};
+use raftkv_proto::raftkvpb::{ClusterInfoRequest, RaftMessage, SnapshotChunk};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
@@ -72,6 +72,9 @@ impl tonic::service::Interceptor for Stamp {
 
 /// Bytes of snapshot file per chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// How long a follower has to answer before a snapshot file is written for it.
+const SNAPSHOT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Channels to peers, shared by the Raft network and the node's own peer calls.
 #[derive(Clone, Default)]
@@ -516,6 +519,32 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut client = self
             .current_client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        // A file is written only for a follower that answers: the channel connects lazily,
+        // so without this every attempt to reach a member that is down (openraft retries
+        // after a backoff) wrote a new file of the whole store, seconds of work each at a
+        // million keys. Any answer will do, an error status included; only a transport
+        // failure or silence is taken for unreachable.
+        if snapshot.snapshot.path().is_none() {
+            let mut probe = tonic::Request::new(ClusterInfoRequest::default());
+            probe.set_timeout(SNAPSHOT_PROBE_TIMEOUT);
+            let answered = tokio::time::timeout(SNAPSHOT_PROBE_TIMEOUT, client.cluster_info(probe))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer"))
+                .and_then(|reply| match reply {
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        ) =>
+                    {
+                        Err(io::Error::other(s.message().to_string()))
+                    }
+                    _ => Ok(()),
+                });
+            if let Err(e) = answered {
+                return Err(StreamingError::Unreachable(Unreachable::new(&e)));
+            }
+        }
         // Written out here if it is a point of this member's store (its pin on compaction
         // goes once it is written), while applies go on.
         let meta = snapshot.meta;

@@ -23,7 +23,8 @@
 //!
 //! Crash safety: the merge first records the store's point with a marker, `META_MERGING`,
 //! and flushes. Until the batch that moves the point (and clears the marker), everything
-//! the merge wrote is above that point. So if the merge does not finish (a crash, or an
+//! the merge wrote is above that point (for a store that holds a prefix of the leader's
+//! history, as Raft makes it: the versions it already has are only read). So if the merge does not finish (a crash, or an
 //! error, which drops it), every record and history entry above the point is removed again
 //! when the store opens (or on drop), which gives back the store as it was.
 
@@ -32,8 +33,8 @@ use std::sync::atomic::Ordering;
 
 use super::encoding::{
     HISTORY_SPACE, META_ALARMS, META_COMPACTED, META_HISTORY, META_POINT, META_SPACE, Record,
-    decode_i64, encode_alarms, encode_point, history_key_of_record, lower_bound, record_key,
-    split_record_key,
+    decode_i64, decode_prefix, encode_alarms, encode_point, history_bound, history_key_of_record,
+    lower_bound, record_key, split_record_key,
 };
 use super::{AppliedState, MvccStore, Point, auth, gate, lease, seen};
 use crate::error::MvccError;
@@ -196,7 +197,7 @@ impl Merge<'_> {
                 // index entry goes.
                 let held = lease_of_raw(v)?;
                 if held != 0 {
-                    let key = super::encoding::decode_prefix(prefix)?;
+                    let key = decode_prefix(prefix)?;
                     self.lease_index
                         .push((lease::lease_key_index(held, &key), false));
                 }
@@ -272,11 +273,26 @@ impl Merge<'_> {
         batch.remove(META_MERGING);
         self.counts.dropped = self.stale.len() as u64;
         for key in self.stale.drain(..) {
+            let (prefix, rev) = split_record_key(&key)?;
+            if rev > meta.compact_revision {
+                // Not a version the leader's compactions dropped (a store that holds a prefix
+                // of the leader's history, as Raft makes it, has none): its history entries
+                // would name a record that is gone.
+                let user_key = decode_prefix(prefix)?;
+                for item in self.tree.range(history_bound(rev)..history_bound(rev + 1)) {
+                    let (raw, named) = item?;
+                    if named.as_ref() == user_key.as_slice() {
+                        batch.remove(raw);
+                    }
+                }
+            }
             batch.remove(key);
         }
         self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
+        // From here the store is at the snapshot's point (or, after a failed flush, may come
+        // back there): nothing may be undone.
         self.done = true;
+        self.tree.flush()?;
         let store = self.store;
         let compacted_before = store.compacted_revision();
         store.revision.store(meta.revision, Ordering::Release);
