@@ -8,11 +8,15 @@
 //! instead walks the snapshot's versions and the store's records side by side (both in store
 //! order) and writes only what differs, in the live tree:
 //!
-//! - a version the store lacks is inserted with its history-index entry; one it holds with
-//!   other bytes is overwritten; one it holds as is costs a read;
-//! - a record above the snapshot's revision is removed at once (none exist unless the store
-//!   applied past its recorded point before a crash; readers never see above the store's
-//!   revision), with its history entries at the end;
+//! - a version the store lacks is inserted with its history-index entry; one it holds costs
+//!   a read; one it should hold (above its compacted revision, at or below its revision) but
+//!   lacks or holds otherwise means the store is not a prefix of the snapshot's history (Raft
+//!   makes it one; a data dir from elsewhere would not be), and the merge is undone and the
+//!   snapshot restored instead;
+//! - a record above the store's recorded point is left from a crash part-way through a run
+//!   of writes (its history or lease index entry may be missing), so it is not trusted: it
+//!   is removed as the walk meets it (readers never look above the store's revision), and
+//!   history entries above the point go first;
 //! - a record at or below it that the snapshot lacks (one the leader's compactions dropped)
 //!   is removed in the batch that moves the point, so no reader at the old revision misses
 //!   it and none at the new one sees it (their keys are held in memory until then: one
@@ -49,7 +53,7 @@ pub struct MergeCounts {
     pub kept: u64,
     /// Versions written (missing, or held with other bytes).
     pub written: u64,
-    /// Records above the snapshot's revision, removed.
+    /// Records above the store's recorded point (left by a crash), removed.
     pub removed: u64,
     /// Records at or below the snapshot's revision that it does not hold (dropped by the
     /// leader's compactions), removed with the point.
@@ -70,6 +74,12 @@ pub(crate) struct Merge<'a> {
     revision: i64,
     /// The store's revision before the merge (recorded with the marker).
     before: i64,
+    /// The store's compacted revision before the merge.
+    compacted: i64,
+    /// Set when the store turned out not to hold a prefix of the snapshot's history (a
+    /// version it should hold is missing or differs); the merge stops and is undone, and
+    /// the snapshot is restored instead (see `snapshot::install`).
+    pub(crate) diverged: bool,
     /// The encoded prefix of the last snapshot key seen.
     last_prefix: Vec<u8>,
     /// The encoded prefix of the last store key passed.
@@ -100,18 +110,23 @@ impl MvccStore {
         batch.insert(META_MERGING, &before.to_be_bytes());
         tree.apply_batch(batch)?;
         tree.flush()?;
-        self.point().unrecorded = false;
-        let mut local = tree.range(lower_bound(b"")..vec![META_SPACE]);
-        let next_local = local.next().transpose()?;
-        Ok(Merge {
+        // Anything above the point is left from a crash part-way through a run of writes
+        // (a record may have survived without its history or lease index entry), so it is
+        // not trusted: its history entries go now, its records as the walk meets them.
+        super::history::remove_history(&tree, before + 1, i64::MAX)?;
+        let local = tree.range(lower_bound(b"")..vec![META_SPACE]);
+        let compacted = self.compacted_revision();
+        let mut merge = Merge {
             store: self,
             _writer: writer,
             _gate: gate,
             tree,
             local,
-            next_local,
+            next_local: None,
             revision,
             before,
+            compacted,
+            diverged: false,
             last_prefix: Vec::new(),
             local_prefix: Vec::new(),
             in_use: 0,
@@ -120,7 +135,9 @@ impl MvccStore {
             stale: Vec::new(),
             counts: MergeCounts::default(),
             done: false,
-        })
+        };
+        merge.advance()?;
+        Ok(merge)
     }
 }
 
@@ -166,13 +183,22 @@ impl Merge<'_> {
             self.pass_before(&raw_key)?;
             match &self.next_local {
                 Some((k, v)) if k.as_ref() == raw_key.as_slice() => {
-                    if v.as_ref() == raw_record.as_slice() {
-                        self.counts.kept += 1;
-                    } else {
-                        self.tree.insert(raw_key, raw_record)?;
-                        self.counts.written += 1;
+                    if v.as_ref() != raw_record.as_slice() {
+                        self.diverged = true;
+                        return Err(MvccError::Corrupt(format!(
+                            "the store holds {:02x?} at revision {} otherwise than a snapshot",
+                            row.key, row.revision
+                        )));
                     }
-                    self.next_local = self.local.next().transpose()?;
+                    self.counts.kept += 1;
+                    self.advance()?;
+                }
+                _ if row.revision <= self.before && row.revision > self.compacted => {
+                    self.diverged = true;
+                    return Err(MvccError::Corrupt(format!(
+                        "the store lacks {:02x?} at revision {}, which a snapshot holds",
+                        row.key, row.revision
+                    )));
                 }
                 _ => {
                     self.tree.insert(raw_key, raw_record)?;
@@ -191,7 +217,7 @@ impl Merge<'_> {
             if k.as_ref() >= bound {
                 break;
             }
-            let (prefix, rev) = split_record_key(k)?;
+            let (prefix, _) = split_record_key(k)?;
             if prefix != self.local_prefix.as_slice() {
                 // The newest version of a key the snapshot does not hold at all: its lease
                 // index entry goes.
@@ -203,15 +229,25 @@ impl Merge<'_> {
                 }
                 self.local_prefix = prefix.to_vec();
             }
-            if rev > self.revision {
-                self.tree.remove(k)?;
-                self.counts.removed += 1;
-            } else {
-                self.stale.push(k.clone());
-            }
-            self.next_local = self.local.next().transpose()?;
+            self.stale.push(k.clone());
+            self.advance()?;
         }
         Ok(())
+    }
+
+    /// Moves to the store's next record at or below its point, removing those above it
+    /// (left by a crash; no reader looks above the store's revision).
+    fn advance(&mut self) -> Result<(), MvccError> {
+        loop {
+            self.next_local = self.local.next().transpose()?;
+            match &self.next_local {
+                Some((k, _)) if split_record_key(k)?.1 > self.before => {
+                    self.tree.remove(k)?;
+                    self.counts.removed += 1;
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Writes the snapshot's metadata with its point, makes it durable, and removes the
@@ -290,9 +326,9 @@ impl Merge<'_> {
         }
         self.tree.apply_batch(batch)?;
         // From here the store is at the snapshot's point (or, after a failed flush, may come
-        // back there): nothing may be undone.
+        // back there): nothing may be undone, and readers move to it at once (a reader at the
+        // old revision would miss the versions the batch dropped).
         self.done = true;
-        self.tree.flush()?;
         let store = self.store;
         let compacted_before = store.compacted_revision();
         store.revision.store(meta.revision, Ordering::Release);
@@ -308,6 +344,7 @@ impl Merge<'_> {
         *store.lease_table() = meta.leases.iter().copied().collect();
         store.set_auth(meta.auth.clone());
         store.notify_replaced(meta.revision);
+        self.tree.flush()?;
         if meta.compact_revision > compacted_before {
             // As a compaction does, once no watch can start below it.
             store.remove_history_below(meta.compact_revision)?;
@@ -320,8 +357,9 @@ impl Merge<'_> {
 impl Drop for Merge<'_> {
     fn drop(&mut self) {
         if !self.done {
-            // Abandoned part-way: the store goes back to its point (or, if this fails, it
-            // does when it next opens).
+            // Abandoned part-way: the store goes back to its point. If this fails the marker
+            // stays and the store is undone when it next opens; until then nothing reads
+            // above the store's revision, and an install error stops Raft on this member.
             let _ = undo(&self.tree, self.before);
         }
     }
@@ -337,11 +375,18 @@ fn lease_of_raw(raw: &[u8]) -> Result<i64, MvccError> {
 
 /// Removes every record and history entry above `before` and the marker.
 fn undo(tree: &sled::Tree, before: i64) -> Result<(), MvccError> {
+    // In batches of bounded size; the marker goes last, so an undo cut short runs again.
     let mut batch = sled::Batch::default();
+    let mut pending = 0;
     for item in tree.range(lower_bound(b"")..vec![META_SPACE]) {
         let (raw_key, _) = item?;
         if split_record_key(&raw_key)?.1 > before {
             batch.remove(raw_key);
+            pending += 1;
+            if pending >= 10_000 {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
         }
     }
     tree.apply_batch(batch)?;
@@ -681,6 +726,73 @@ mod tests {
         let fresh = open();
         snapshot::install(&file, &fresh.store).unwrap();
         same(&dump(&store), &dump(&fresh.store), "merged after the undo");
+    }
+
+    #[test]
+    fn records_a_crash_left_above_the_point_are_not_trusted() {
+        let ops = history(3, 240);
+        let leader = open();
+        apply(&leader.store, &ops[..200]);
+        let file = leader.dir.path().join("s.snap");
+        snapshot::build(&leader.store, &file).unwrap();
+
+        // Writes past the recorded point, then a crash that kept their records but lost
+        // their history entries (sled keeps a prefix of its log; the entries came after).
+        let follower = open();
+        apply(&follower.store, &ops[..100]);
+        for op in &ops[100..130] {
+            let cmd = Command {
+                op: Some(op.clone()),
+                ..Default::default()
+            };
+            let _ = follower
+                .store
+                .apply_unrecorded(&cmd, &AppliedState::default());
+        }
+        // (Some writes record the point too: a refusal, a lease grant.)
+        let point = follower.store.tree().get(META_POINT).unwrap().unwrap();
+        let recorded = super::super::encoding::decode_point(&point).unwrap().0;
+        assert!(follower.store.revision() > recorded);
+        super::super::history::remove_history(&follower.store.tree(), recorded + 1, i64::MAX)
+            .unwrap();
+        // The crash: a copy of the files once sled has written them (a clean close would
+        // record the point).
+        follower.store.tree().flush().unwrap();
+        let image = tempfile::tempdir().unwrap();
+        copy_dir(&follower.dir.path().join("db"), &image.path().join("db"));
+        let store = MvccStore::open(&image.path().join("db"), &MvccConfig::default()).unwrap();
+        assert_eq!(store.revision(), recorded);
+
+        let (_, merged) = snapshot::install(&file, &store).unwrap();
+        let merged = merged.expect("merged");
+        assert!(merged.removed > 0, "{merged:?}");
+        let fresh = open();
+        snapshot::install(&file, &fresh.store).unwrap();
+        same(
+            &dump(&store),
+            &dump(&fresh.store),
+            "merged over a crash's leftovers",
+        );
+    }
+
+    #[test]
+    fn a_store_with_another_history_is_restored_instead() {
+        let leader = open();
+        apply(&leader.store, &history(1, 200));
+        let file = leader.dir.path().join("s.snap");
+        snapshot::build(&leader.store, &file).unwrap();
+        let other = open();
+        apply(&other.store, &history(2, 120));
+        let (_, merged) = snapshot::install(&file, &other.store).unwrap();
+        assert_eq!(merged, None, "restored, not merged");
+        assert!(other.store.tree().get(META_MERGING).unwrap().is_none());
+        let fresh = open();
+        snapshot::install(&file, &fresh.store).unwrap();
+        same(
+            &dump(&other.store),
+            &dump(&fresh.store),
+            "restored over another history",
+        );
     }
 
     fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -76,15 +76,32 @@ pub fn install(
     store: &MvccStore,
 ) -> Result<(SnapshotInfo, Option<MergeCounts>), SnapshotError> {
     verify_trailer(path)?;
-    let mut load = if store.size_in_use() > 0 {
+    let revision = {
         let mut file = BufReader::new(File::open(path)?);
         let total_size = file.get_ref().metadata()?.len();
-        let (_, meta) = read_header(&mut file, total_size)?;
-        Load::Merge(Box::new(store.begin_merge(meta.revision)?))
+        read_header(&mut file, total_size)?.1.revision
+    };
+    // A merge needs a store behind the snapshot (Raft never installs one behind what it
+    // applied); an empty one is restored.
+    let mut load = if store.size_in_use() > 0 && revision >= store.revision() {
+        Load::Merge(Box::new(store.begin_merge(revision)?))
     } else {
         Load::Fresh(Box::new(store.begin_restore()?))
     };
-    let info = load_rows(path, &mut load)?;
+    let info = match load_rows(path, &mut load) {
+        Ok(info) => info,
+        Err(_) if matches!(&load, Load::Merge(m) if m.diverged) => {
+            // The store does not hold a prefix of the snapshot's history (Raft makes it so;
+            // a data dir from elsewhere would not): the merge is undone as it drops, and
+            // the snapshot is restored instead.
+            drop(load);
+            let mut fresh = Load::Fresh(Box::new(store.begin_restore()?));
+            let info = load_rows(path, &mut fresh)?;
+            fresh.finish(&info.meta)?;
+            return Ok((info, None));
+        }
+        Err(e) => return Err(e),
+    };
     if meta_revision_differs(&load, info.meta.revision) {
         return Err(SnapshotError::Corrupt("the header changed".to_string()));
     }
