@@ -207,11 +207,21 @@ impl MvccStore {
 
 /// Drops the history index entries of revisions `from..to`.
 pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<(), MvccError> {
+    let keys = tree
+        .range(history_bound(from)..history_bound(to))
+        .map(|item| item.map(|(raw_key, _)| raw_key).map_err(MvccError::from));
+    remove_batched(tree, keys)
+}
+
+/// Removes `keys` from `tree` in batches of 10,000 (each batch atomic, the whole not).
+pub(crate) fn remove_batched(
+    tree: &sled::Tree,
+    keys: impl Iterator<Item = Result<sled::IVec, MvccError>>,
+) -> Result<(), MvccError> {
     let mut batch = sled::Batch::default();
     let mut pending = 0;
-    for item in tree.range(history_bound(from)..history_bound(to)) {
-        let (raw_key, _) = item?;
-        batch.remove(raw_key);
+    for key in keys {
+        batch.remove(key?);
         pending += 1;
         if pending >= 10_000 {
             tree.apply_batch(std::mem::take(&mut batch))?;

@@ -36,11 +36,10 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::encoding::{
-    HISTORY_SPACE, META_ALARMS, META_COMPACTED, META_HISTORY, META_POINT, META_SPACE, Record,
-    decode_i64, decode_prefix, encode_alarms, encode_point, history_bound, history_key_of_record,
-    lower_bound, record_key, split_record_key,
+    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix, history_bound,
+    history_key_of_record, lower_bound, record_key, split_record_key,
 };
-use super::{AppliedState, MvccStore, Point, auth, gate, lease, seen};
+use super::{MvccStore, gate, lease, seen};
 use crate::error::MvccError;
 
 /// Set while a merge writes (value: the store's revision before it, i64 BE).
@@ -286,26 +285,7 @@ impl Merge<'_> {
                 batch.remove(raw_key);
             }
         }
-        for (id, info) in &meta.leases {
-            batch.insert(&lease::lease_key(*id)[..], lease::encode_lease(info));
-        }
-        batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
-        batch.insert(META_ALARMS, encode_alarms(&meta.alarms));
-        batch.insert(META_HISTORY, &[1u8][..]);
-        batch.insert(auth::META_AUTH, meta.auth.encode());
-        let state = AppliedState {
-            applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
-            membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
-            index: 0,
-        };
-        batch.insert(
-            META_POINT,
-            encode_point(
-                meta.revision,
-                state.applied.as_deref(),
-                state.membership.as_deref(),
-            ),
-        );
+        let state = super::snapshot_metadata(meta, &mut batch);
         batch.remove(META_MERGING);
         self.counts.dropped = self.stale.len() as u64;
         for key in self.stale.drain(..) {
@@ -331,19 +311,7 @@ impl Merge<'_> {
         self.done = true;
         let store = self.store;
         let compacted_before = store.compacted_revision();
-        store.revision.store(meta.revision, Ordering::Release);
-        store.latest_cache().reset(std::mem::take(&mut self.seen));
-        *store.point() = Point {
-            state,
-            unrecorded: false,
-        };
-        store
-            .compacted
-            .store(meta.compact_revision, Ordering::Release);
-        store.set_alarms(meta.alarms.clone());
-        *store.lease_table() = meta.leases.iter().copied().collect();
-        store.set_auth(meta.auth.clone());
-        store.notify_replaced(meta.revision);
+        store.adopt_snapshot(meta, state, std::mem::take(&mut self.seen));
         self.tree.flush()?;
         if meta.compact_revision > compacted_before {
             // As a compaction does, once no watch can start below it.
@@ -376,20 +344,17 @@ fn lease_of_raw(raw: &[u8]) -> Result<i64, MvccError> {
 /// Removes every record and history entry above `before` and the marker.
 fn undo(tree: &sled::Tree, before: i64) -> Result<(), MvccError> {
     // In batches of bounded size; the marker goes last, so an undo cut short runs again.
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
-    for item in tree.range(lower_bound(b"")..vec![META_SPACE]) {
-        let (raw_key, _) = item?;
-        if split_record_key(&raw_key)?.1 > before {
-            batch.remove(raw_key);
-            pending += 1;
-            if pending >= 10_000 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-    }
-    tree.apply_batch(batch)?;
+    let above = tree
+        .range(lower_bound(b"")..vec![META_SPACE])
+        .filter_map(|item| match item {
+            Ok((raw_key, _)) => match split_record_key(&raw_key) {
+                Ok((_, rev)) if rev <= before => None,
+                Ok(_) => Some(Ok(raw_key)),
+                Err(e) => Some(Err(e)),
+            },
+            Err(e) => Some(Err(e.into())),
+        });
+    super::history::remove_batched(tree, above)?;
     super::history::remove_history(tree, before + 1, i64::MAX)?;
     tree.remove(META_MERGING)?;
     tree.flush()?;
@@ -420,7 +385,7 @@ mod tests {
 
     use super::super::encoding::{HISTORY_SPACE, history_revision};
     use super::*;
-    use crate::mvcc::MvccConfig;
+    use crate::mvcc::{AppliedState, MvccConfig};
     use crate::snapshot;
 
     struct Store {

@@ -752,26 +752,7 @@ impl Restore<'_> {
     pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
         self.write_history()?;
         let mut batch = sled::Batch::default();
-        batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
-        batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
-        batch.insert(encoding::META_HISTORY, &[1u8][..]);
-        for (id, info) in &meta.leases {
-            batch.insert(&lease::lease_key(*id)[..], lease::encode_lease(info));
-        }
-        batch.insert(auth::META_AUTH, meta.auth.encode());
-        let state = AppliedState {
-            applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
-            membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
-            index: 0,
-        };
-        batch.insert(
-            META_POINT,
-            encoding::encode_point(
-                meta.revision,
-                state.applied.as_deref(),
-                state.membership.as_deref(),
-            ),
-        );
+        let state = snapshot_metadata(meta, &mut batch);
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         let db = &self.store.db;
@@ -784,27 +765,68 @@ impl Restore<'_> {
             &mut *self.store.tree.write().unwrap_or_else(|e| e.into_inner()),
             self.tree.clone(),
         );
-        self.store.revision.store(meta.revision, Ordering::Release);
         self.store
-            .latest_cache()
-            .reset(std::mem::take(&mut self.seen));
-        // Whatever was applied before is superseded by the snapshot.
-        *self.store.point() = Point {
-            state,
-            unrecorded: false,
-        };
-        self.store
-            .compacted
-            .store(meta.compact_revision, Ordering::Release);
-        self.store.set_alarms(meta.alarms.clone());
+            .adopt_snapshot(meta, state, std::mem::take(&mut self.seen));
         self.store.in_use.store(self.in_use, Ordering::Relaxed);
-        *self.store.lease_table() = meta.leases.iter().copied().collect();
-        self.store.set_auth(meta.auth.clone());
-        self.store.notify_replaced(meta.revision);
         // The restore is done; a failure to free the old tree only leaves its space
         // behind (sled reports the I/O error again on the next write).
         let _ = db.drop_tree(old.name());
         Ok(())
+    }
+}
+
+/// Adds a snapshot's metadata to `batch` (compacted revision, alarms, the history flag,
+/// leases, auth and the applied point) and returns the applied state it describes: what a
+/// restore and a merge write beside the versions.
+pub(crate) fn snapshot_metadata(
+    meta: &crate::snapshot::SnapshotMeta,
+    batch: &mut sled::Batch,
+) -> AppliedState {
+    batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
+    batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
+    batch.insert(encoding::META_HISTORY, &[1u8][..]);
+    for (id, info) in &meta.leases {
+        batch.insert(&lease::lease_key(*id)[..], lease::encode_lease(info));
+    }
+    batch.insert(auth::META_AUTH, meta.auth.encode());
+    let state = AppliedState {
+        applied: Some(meta.applied.clone()).filter(|a| !a.is_empty()),
+        membership: Some(meta.membership.clone()).filter(|m| !m.is_empty()),
+        index: 0,
+    };
+    batch.insert(
+        META_POINT,
+        encoding::encode_point(
+            meta.revision,
+            state.applied.as_deref(),
+            state.membership.as_deref(),
+        ),
+    );
+    state
+}
+
+impl MvccStore {
+    /// Takes a snapshot's point as the store's in memory, once its tree holds it (after a
+    /// restore or a merge): readers move to its revision; what was applied before is
+    /// superseded.
+    pub(crate) fn adopt_snapshot(
+        &self,
+        meta: &crate::snapshot::SnapshotMeta,
+        state: AppliedState,
+        seen: seen::Seen,
+    ) {
+        self.revision.store(meta.revision, Ordering::Release);
+        self.latest_cache().reset(seen);
+        *self.point() = Point {
+            state,
+            unrecorded: false,
+        };
+        self.compacted
+            .store(meta.compact_revision, Ordering::Release);
+        self.set_alarms(meta.alarms.clone());
+        *self.lease_table() = meta.leases.iter().copied().collect();
+        self.set_auth(meta.auth.clone());
+        self.notify_replaced(meta.revision);
     }
 }
 
