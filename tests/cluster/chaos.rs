@@ -821,10 +821,11 @@ pub async fn run_schedule(
             .sum()
     };
     eprintln!(
-        "chaos: seed {seed}: {} snapshots taken, {} snapshot files written for followers, {} installed",
+        "chaos: seed {seed}: {} snapshots taken, {} snapshot files written for followers, {} installed ({} merged into a follower's store)",
         logged("snapshot taken"),
         logged("snapshot written for a follower"),
         logged("installed snapshot index"),
+        logged("snapshot installed (merged)"),
     );
     for m in &cluster.members {
         let log = m.log_text();

@@ -760,6 +760,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_damaged_snapshot_changes_nothing_in_a_store_it_would_be_merged_into() {
+        let ops = history(5, 240);
+        let leader = open();
+        apply(&leader.store, &ops[..200]);
+        let file = leader.dir.path().join("s.snap");
+        snapshot::build(&leader.store, &file).unwrap();
+        let follower = open();
+        apply(&follower.store, &ops[..120]);
+        let before = dump(&follower.store);
+        let good = std::fs::read(&file).unwrap();
+        // A flipped byte in the body, and the same with the trailer made to match it (a
+        // block's own checks must then refuse it), and a file cut short.
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x40;
+        let mut resealed = flipped.clone();
+        let body = resealed.len() - 32;
+        use sha2::Digest;
+        let sum = sha2::Sha256::digest(&resealed[..body]);
+        resealed[body..].copy_from_slice(&sum);
+        for (what, bytes) in [
+            ("flipped", flipped),
+            ("resealed", resealed),
+            ("cut", good[..good.len() / 3].to_vec()),
+        ] {
+            let damaged = leader.dir.path().join(format!("{what}.snap"));
+            std::fs::write(&damaged, bytes).unwrap();
+            assert!(
+                snapshot::install(&damaged, &follower.store).is_err(),
+                "{what}"
+            );
+            same(&dump(&follower.store), &before, what);
+            assert!(follower.store.tree().get(META_MERGING).unwrap().is_none());
+        }
+    }
+
     fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
