@@ -376,4 +376,79 @@ fn export_refuses_a_damaged_raftkv_snapshot_and_writes_nothing() {
     let dest = f.dir.path().join("out.db");
     assert!(export(&own, &dest).is_err());
     assert!(!dest.exists());
+    assert!(!f.dir.path().join("out.db.part").exists());
+}
+
+#[test]
+fn a_spilled_export_writes_the_same_file_and_leaves_no_runs() {
+    use raftkv_proto::etcdserverpb::request_op::Request;
+    use raftkv_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RequestOp, TxnRequest};
+    use raftkv_proto::raftkvpb::{Command, command};
+
+    use crate::mvcc::AppliedState;
+
+    let f = open();
+    let path = f.file(&snapshot(None));
+    restore(&path, &f.store, false).unwrap();
+    let apply = |op: command::Op| {
+        let cmd = Command {
+            op: Some(op),
+            ..Default::default()
+        };
+        f.store.apply(&cmd, &AppliedState::default()).unwrap();
+    };
+    let put = |key: String, len: usize| PutRequest {
+        key: Bytes::from(key),
+        value: Bytes::from(vec![b'v'; len]),
+        ..Default::default()
+    };
+    // Overwrites, values of many sizes (some over a bbolt page), a transaction's puts in
+    // one revision (numbered by key), and a delete of many keys in one revision.
+    for i in 0..300 {
+        apply(command::Op::Put(put(
+            format!("k{:03}", i % 120),
+            (i * 37) % 5000,
+        )));
+    }
+    let txn = TxnRequest {
+        success: (0..20)
+            .rev()
+            .map(|i| RequestOp {
+                request: Some(Request::RequestPut(put(format!("t{i:02}"), 10))),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    apply(command::Op::Txn(txn));
+    apply(command::Op::DeleteRange(DeleteRangeRequest {
+        key: Bytes::from("k050"),
+        range_end: Bytes::from("k070"),
+        prev_kv: false,
+    }));
+    f.store.flush().unwrap();
+    let own = f.dir.path().join("own.snap");
+    crate::snapshot::build(&f.store, &own).unwrap();
+
+    let whole = f.dir.path().join("whole.db");
+    let spilled = f.dir.path().join("spilled.db");
+    let one_run = super::export::export_with(&own, &whole, super::export::RUN_BYTES).unwrap();
+    // Every version its own run: the merge decides the whole order.
+    let many_runs = super::export::export_with(&own, &spilled, 1).unwrap();
+    assert_eq!(one_run.versions, 7 + 300 + 20 + 20);
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&spilled).unwrap()
+    );
+    assert_eq!(many_runs.bytes, one_run.bytes);
+    let left: Vec<_> = std::fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".part"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // What etcd would read back is what the store holds.
+    let second = open();
+    restore(&spilled, &second.store, false).unwrap();
+    assert_eq!(everything(&second), everything(&f));
 }
