@@ -20,7 +20,9 @@
 //! - a record at or below it that the snapshot lacks (one the leader's compactions dropped)
 //!   is removed in the batch that moves the point, so no reader at the old revision misses
 //!   it and none at the new one sees it (their keys are held in memory until then: one
-//!   entry per version the store holds and the snapshot does not);
+//!   entry per version the store holds and the snapshot does not, up to
+//!   [`MAX_HELD_BYTES`] with the lease index changes; a merge that would hold more is
+//!   undone and the snapshot restored instead);
 //! - the lease index follows each key's newest version, and loses the entries of leases
 //!   the snapshot does not hold; leases, auth, alarms and the point go in that same batch;
 //! - history entries below the new compacted revision go afterwards, as a compaction's do.
@@ -41,6 +43,15 @@ use super::encoding::{
 };
 use super::{MvccStore, gate, lease, seen};
 use crate::error::MvccError;
+
+/// Bound on what a merge holds in memory until its last batch: the keys of the records it
+/// drops and the lease index entries it changes. A merge that would hold more (a store
+/// with far more history than the snapshot keeps) is undone and the snapshot restored
+/// instead, whose memory does not grow with the store (tests use a small bound).
+pub(crate) const MAX_HELD_BYTES: usize = if cfg!(test) { 8 << 10 } else { 256 << 20 };
+
+/// What each held entry costs beside its key's bytes (the vector's slot, the allocation).
+const HELD_ENTRY_COST: usize = 48;
 
 /// Set while a merge writes (value: the store's revision before it, i64 BE).
 pub(crate) const META_MERGING: &[u8] = b"\x02merging";
@@ -76,9 +87,12 @@ pub(crate) struct Merge<'a> {
     /// The store's compacted revision before the merge.
     compacted: i64,
     /// Set when the store turned out not to hold a prefix of the snapshot's history (a
-    /// version it should hold is missing or differs); the merge stops and is undone, and
-    /// the snapshot is restored instead (see `snapshot::install`).
-    pub(crate) diverged: bool,
+    /// version it should hold is missing or differs), or when the merge would hold more
+    /// than [`MAX_HELD_BYTES`]; the merge stops and is undone, and the snapshot is restored
+    /// instead (see `snapshot::install`).
+    pub(crate) restore_instead: bool,
+    /// Bytes held in `stale` and `lease_index` (with [`HELD_ENTRY_COST`] each).
+    held: usize,
     /// The encoded prefix of the last snapshot key seen.
     last_prefix: Vec<u8>,
     /// The encoded prefix of the last store key passed.
@@ -125,7 +139,8 @@ impl MvccStore {
             revision,
             before,
             compacted,
-            diverged: false,
+            restore_instead: false,
+            held: 0,
             last_prefix: Vec::new(),
             local_prefix: Vec::new(),
             in_use: 0,
@@ -167,12 +182,10 @@ impl Merge<'_> {
                 };
                 if held != lease {
                     if held != 0 {
-                        self.lease_index
-                            .push((lease::lease_key_index(held, &row.key), false));
+                        self.hold_lease_entry(lease::lease_key_index(held, &row.key), false)?;
                     }
                     if lease != 0 {
-                        self.lease_index
-                            .push((lease::lease_key_index(lease, &row.key), true));
+                        self.hold_lease_entry(lease::lease_key_index(lease, &row.key), true)?;
                     }
                 }
                 self.seen.insert(&row.key);
@@ -183,7 +196,7 @@ impl Merge<'_> {
             match &self.next_local {
                 Some((k, v)) if k.as_ref() == raw_key.as_slice() => {
                     if v.as_ref() != raw_record.as_slice() {
-                        self.diverged = true;
+                        self.restore_instead = true;
                         return Err(MvccError::Corrupt(format!(
                             "the store holds {:02x?} at revision {} otherwise than a snapshot",
                             row.key, row.revision
@@ -193,7 +206,7 @@ impl Merge<'_> {
                     self.advance()?;
                 }
                 _ if row.revision <= self.before && row.revision > self.compacted => {
-                    self.diverged = true;
+                    self.restore_instead = true;
                     return Err(MvccError::Corrupt(format!(
                         "the store lacks {:02x?} at revision {}, which a snapshot holds",
                         row.key, row.revision
@@ -216,21 +229,43 @@ impl Merge<'_> {
             if k.as_ref() >= bound {
                 break;
             }
-            let (prefix, _) = split_record_key(k)?;
+            let (k, v) = (k.clone(), v.clone());
+            let (prefix, _) = split_record_key(&k)?;
             if prefix != self.local_prefix.as_slice() {
                 // The newest version of a key the snapshot does not hold at all: its lease
                 // index entry goes.
-                let held = lease_of_raw(v)?;
+                let held = lease_of_raw(&v)?;
                 if held != 0 {
                     let key = decode_prefix(prefix)?;
-                    self.lease_index
-                        .push((lease::lease_key_index(held, &key), false));
+                    self.hold_lease_entry(lease::lease_key_index(held, &key), false)?;
                 }
                 self.local_prefix = prefix.to_vec();
             }
-            self.stale.push(k.clone());
+            self.hold(k.len())?;
+            self.stale.push(k);
             self.advance()?;
         }
+        Ok(())
+    }
+
+    /// Counts `bytes` more held until the last batch; past [`MAX_HELD_BYTES`] the merge
+    /// stops, to be undone and replaced by a restore.
+    fn hold(&mut self, bytes: usize) -> Result<(), MvccError> {
+        self.held = self
+            .held
+            .saturating_add(bytes.saturating_add(HELD_ENTRY_COST));
+        if self.held > MAX_HELD_BYTES {
+            self.restore_instead = true;
+            return Err(MvccError::Corrupt(format!(
+                "a merge would hold over {MAX_HELD_BYTES} bytes of keys to drop until its last batch"
+            )));
+        }
+        Ok(())
+    }
+
+    fn hold_lease_entry(&mut self, key: Vec<u8>, insert: bool) -> Result<(), MvccError> {
+        self.hold(key.len())?;
+        self.lease_index.push((key, insert));
         Ok(())
     }
 
@@ -249,13 +284,18 @@ impl Merge<'_> {
         }
     }
 
+    /// Passes the store's records after the snapshot's last key (none of them is in it).
+    pub(crate) fn rows_done(&mut self) -> Result<(), MvccError> {
+        self.pass_before(&[META_SPACE])
+    }
+
     /// Writes the snapshot's metadata with its point, makes it durable, and removes the
     /// versions its compactions dropped.
     pub(crate) fn finish(
         mut self,
         meta: &crate::snapshot::SnapshotMeta,
     ) -> Result<MergeCounts, MvccError> {
-        self.pass_before(&[META_SPACE])?;
+        self.rows_done()?;
         // History entries above the snapshot (of the records removed above it).
         super::history::remove_history(&self.tree, self.revision + 1, i64::MAX)?;
         let mut batch = sled::Batch::default();
@@ -757,6 +797,62 @@ mod tests {
             &dump(&other.store),
             &dump(&fresh.store),
             "restored over another history",
+        );
+    }
+
+    #[test]
+    fn a_merge_that_would_hold_too_much_is_restored_instead() {
+        // Both hold 400 keys; the leader then deletes and compacts them all away, so the
+        // follower's merge would hold every one of their records until its last batch.
+        let puts: Vec<command::Op> = (0..400)
+            .map(|i| {
+                command::Op::Put(PutRequest {
+                    key: Bytes::from(format!("stale/{i:04}")),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let leader = open();
+        let follower = open();
+        apply(&leader.store, &puts);
+        apply(&follower.store, &puts);
+        apply(
+            &leader.store,
+            &[
+                command::Op::DeleteRange(DeleteRangeRequest {
+                    key: Bytes::from_static(b"stale/"),
+                    range_end: Bytes::from_static(b"stale0"),
+                    prev_kv: false,
+                }),
+                command::Op::Put(PutRequest {
+                    key: Bytes::from_static(b"kept"),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                }),
+            ],
+        );
+        let revision = leader.store.revision();
+        apply(
+            &leader.store,
+            &[command::Op::Compaction(CompactionRequest {
+                revision,
+                physical: true,
+            })],
+        );
+        let file = leader.dir.path().join("s.snap");
+        snapshot::build(&leader.store, &file).unwrap();
+        const { assert!(400 * (HELD_ENTRY_COST + 8) > MAX_HELD_BYTES) };
+
+        let (_, merged) = snapshot::install(&file, &follower.store).unwrap();
+        assert_eq!(merged, None, "restored, not merged");
+        assert!(follower.store.tree().get(META_MERGING).unwrap().is_none());
+        let fresh = open();
+        snapshot::install(&file, &fresh.store).unwrap();
+        same(
+            &dump(&follower.store),
+            &dump(&fresh.store),
+            "restored instead of merged",
         );
     }
 

@@ -88,12 +88,16 @@ pub fn install(
     } else {
         Load::Fresh(Box::new(store.begin_restore()?))
     };
-    let info = match load_rows(path, &mut load) {
+    let walked = load_rows(path, &mut load).and_then(|info| {
+        load.rows_done()?;
+        Ok(info)
+    });
+    let info = match walked {
         Ok(info) => info,
-        Err(_) if matches!(&load, Load::Merge(m) if m.diverged) => {
+        Err(_) if matches!(&load, Load::Merge(m) if m.restore_instead) => {
             // The store does not hold a prefix of the snapshot's history (Raft makes it so;
-            // a data dir from elsewhere would not): the merge is undone as it drops, and
-            // the snapshot is restored instead.
+            // a data dir from elsewhere would not), or the merge would hold too much in
+            // memory: the merge is undone as it drops, and the snapshot is restored instead.
             drop(load);
             let mut fresh = Load::Fresh(Box::new(store.begin_restore()?));
             let info = load_rows(path, &mut fresh)?;
@@ -120,6 +124,14 @@ impl Load<'_> {
         match self {
             Load::Fresh(r) => r.add(rows),
             Load::Merge(m) => m.add(rows),
+        }
+    }
+
+    /// Every row is in: a merge passes the store's records after the snapshot's last key.
+    fn rows_done(&mut self) -> Result<(), crate::error::MvccError> {
+        match self {
+            Load::Fresh(_) => Ok(()),
+            Load::Merge(m) => m.rows_done(),
         }
     }
 
