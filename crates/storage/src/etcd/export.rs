@@ -270,10 +270,30 @@ const SPILLED_HEADER: usize = 8 + 8 + 1 + 4;
 /// fields. A run file is this export's own, but what it reads back is checked all the same.
 const MAX_SPILLED_KV: usize = 2 * crate::snapshot::MAX_VERSION_BYTES;
 
+/// Runs merged at once at most: past it the runs so far are merged into one first, so the
+/// files open at once stay few whatever the store's size.
+const MAX_RUNS: usize = 64;
+
 /// Sorted runs spilled next to the destination (`<dest>.part.run<N>`), removed when dropped.
 struct Runs {
     part: PathBuf,
     files: Vec<PathBuf>,
+    /// Run files made so far (names are not reused).
+    made: usize,
+}
+
+/// Writes `versions` (sorted) as a run file at `path`.
+fn write_run(path: &Path, versions: impl Iterator<Item = io::Result<Version>>) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    for v in versions {
+        let v = v?;
+        out.write_all(&v.revision.to_le_bytes())?;
+        out.write_all(&v.seq.to_le_bytes())?;
+        out.write_all(&[u8::from(v.tombstone)])?;
+        out.write_all(&(v.kv.len() as u32).to_le_bytes())?;
+        out.write_all(&v.kv)?;
+    }
+    out.flush()
 }
 
 impl Runs {
@@ -281,25 +301,41 @@ impl Runs {
         Self {
             part: part.to_path_buf(),
             files: Vec::new(),
+            made: 0,
         }
     }
 
-    /// Sorts `pending` and writes it as a run; leaves `pending` empty.
+    /// Sorts `pending` and writes it as a run; leaves `pending` empty. Past [`MAX_RUNS`]
+    /// runs, those so far are first merged into one.
     fn spill(&mut self, pending: &mut Vec<Version>) -> io::Result<()> {
-        pending.sort_unstable_by_key(|v| (v.revision, v.seq));
-        let mut name = self.part.as_os_str().to_owned();
-        name.push(format!(".run{}", self.files.len()));
-        let path = PathBuf::from(name);
-        self.files.push(path.clone());
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        for v in pending.drain(..) {
-            out.write_all(&v.revision.to_le_bytes())?;
-            out.write_all(&v.seq.to_le_bytes())?;
-            out.write_all(&[u8::from(v.tombstone)])?;
-            out.write_all(&(v.kv.len() as u32).to_le_bytes())?;
-            out.write_all(&v.kv)?;
+        if self.files.len() >= MAX_RUNS {
+            self.combine()?;
         }
-        out.flush()
+        pending.sort_unstable_by_key(|v| (v.revision, v.seq));
+        let path = self.next_path();
+        self.files.push(path.clone());
+        write_run(&path, pending.drain(..).map(Ok))
+    }
+
+    /// Merges every run so far into one.
+    fn combine(&mut self) -> io::Result<()> {
+        let merged = self.merged(Vec::new())?;
+        let path = self.next_path();
+        let old = self.files.len();
+        self.files.push(path.clone());
+        write_run(&path, merged)?;
+        for f in self.files.drain(..old) {
+            std::fs::remove_file(f)?;
+        }
+        Ok(())
+    }
+
+    /// A new run file's name, `<dest>.part.run<N>`.
+    fn next_path(&mut self) -> PathBuf {
+        let mut name = self.part.as_os_str().to_owned();
+        name.push(format!(".run{}", self.made));
+        self.made += 1;
+        PathBuf::from(name)
     }
 
     /// Every version in (revision, key) order: the spilled runs merged with `last` (sorted).
