@@ -788,16 +788,18 @@ mod tests {
         snapshot::build(&leader.store, &file).unwrap();
         let other = open();
         apply(&other.store, &history(2, 120));
-        let (_, merged) = snapshot::install(&file, &other.store).unwrap();
-        assert_eq!(merged, None, "restored, not merged");
-        assert!(other.store.tree().get(META_MERGING).unwrap().is_none());
+        installs_by_restore(&file, &other.store, "restored over another history");
+    }
+
+    /// Installs `file` into `store`, which must take a restore, not a merge, and end as a
+    /// fresh store that installed it.
+    fn installs_by_restore(file: &std::path::Path, store: &MvccStore, what: &str) {
+        let (_, merged) = snapshot::install(file, store).unwrap();
+        assert_eq!(merged, None, "{what}: restored, not merged");
+        assert!(store.tree().get(META_MERGING).unwrap().is_none());
         let fresh = open();
-        snapshot::install(&file, &fresh.store).unwrap();
-        same(
-            &dump(&other.store),
-            &dump(&fresh.store),
-            "restored over another history",
-        );
+        snapshot::install(file, &fresh.store).unwrap();
+        same(&dump(store), &dump(&fresh.store), what);
     }
 
     #[test]
@@ -844,16 +846,7 @@ mod tests {
         snapshot::build(&leader.store, &file).unwrap();
         const { assert!(400 * (HELD_ENTRY_COST + 8) > MAX_HELD_BYTES) };
 
-        let (_, merged) = snapshot::install(&file, &follower.store).unwrap();
-        assert_eq!(merged, None, "restored, not merged");
-        assert!(follower.store.tree().get(META_MERGING).unwrap().is_none());
-        let fresh = open();
-        snapshot::install(&file, &fresh.store).unwrap();
-        same(
-            &dump(&follower.store),
-            &dump(&fresh.store),
-            "restored instead of merged",
-        );
+        installs_by_restore(&file, &follower.store, "restored instead of merged");
     }
 
     #[test]
