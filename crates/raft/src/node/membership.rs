@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::ChangeMembers;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::rt::WatchReceiver;
+use openraft::{ChangeMembers, Precondition};
 use raftkv_proto::raftkvpb::{
     ChangeMembersRequest, ChangeMembersResponse, ClusterInfoRequest, MemberInfo,
     change_members_request,
@@ -20,6 +20,12 @@ use super::{RaftNode, hex};
 use crate::config::member_id_at;
 use crate::error::{EtcdError, NodeError};
 use crate::types::Member;
+
+/// A planned membership change (`None`: nothing to change) and the member it adds.
+type Planned = (
+    Option<ChangeMembers<u64, Member>>,
+    Option<raftkv_proto::etcdserverpb::Member>,
+);
 
 impl RaftNode {
     /// Adds, removes or promotes a member (on the leader, wherever it was asked).
@@ -52,11 +58,56 @@ impl RaftNode {
         if !self.is_leader().await {
             return Err(NodeError::NotLeader);
         }
-        let membership = self.membership_config().membership().clone();
-        let voters = super::voters_of(&membership);
+        let op = req.op.ok_or_else(|| {
+            NodeError::Remote(tonic::Status::invalid_argument("empty membership request"))
+        })?;
+        // A voter added to a lone voter: see `add_to_lone_voter`.
+        if let change_members_request::Op::Add(add) = &op
+            && !add.is_learner
+            && super::voters_of(self.membership_config().membership()).len() == 1
+        {
+            let (change, added) = self.plan_change(self.membership_config().membership(), &op)?;
+            if let (Some(change), Some(member)) = (change, &added) {
+                self.add_to_lone_voter(change, member.id).await?;
+            }
+            return Ok(ChangeMembersResponse {
+                member: added,
+                members: self.members(),
+            });
+        }
+        // The change is planned against the membership it is proposed on (see
+        // `apply_membership`): planned again if another change lands first.
         let mut added = None;
-        let change = match req.op {
-            Some(change_members_request::Op::Add(add)) => {
+        let committed = self
+            .apply_membership(|membership| {
+                let (change, member) = self.plan_change(membership, &op)?;
+                added = member;
+                Ok(change)
+            })
+            .await?;
+        // Only `member update` sets nodes here.
+        if let Some(ChangeMembers::SetNodes(moved)) = &committed {
+            for (id, member) in moved {
+                self.channels.member_moved(*id, member);
+            }
+        }
+        Ok(ChangeMembersResponse {
+            member: added,
+            members: self.members(),
+        })
+    }
+
+    /// What `op` changes in `membership`, with etcd's checks, and the member it adds;
+    /// `None` when it changes nothing.
+    fn plan_change(
+        &self,
+        membership: &openraft::Membership<u64, Member>,
+        op: &change_members_request::Op,
+    ) -> Result<Planned, NodeError> {
+        let voters = super::voters_of(membership);
+        let mut added = None;
+        let change = match op.clone() {
+            change_members_request::Op::Add(add) => {
                 let urls = add.peer_ur_ls.clone();
                 if urls.is_empty() {
                     return Err(EtcdError::NoPeerUrls.into());
@@ -67,7 +118,7 @@ impl RaftNode {
                 {
                     return Err(EtcdError::PeerUrlsExist.into());
                 }
-                self.may_add(&membership, &voters, add.is_learner)?;
+                self.may_add(membership, &voters, add.is_learner)?;
                 // As etcd: a member added at runtime hashes its URLs with the time, so the
                 // same URLs added again after a removal get a new id.
                 let now = std::time::SystemTime::now()
@@ -89,7 +140,7 @@ impl RaftNode {
                     ChangeMembers::AddVoters(BTreeMap::from([(id, member)]))
                 }
             }
-            Some(change_members_request::Op::Remove(remove)) => {
+            change_members_request::Op::Remove(remove) => {
                 if membership.get_node(&remove.id).is_none() {
                     return Err(EtcdError::MemberNotFound.into());
                 }
@@ -97,7 +148,7 @@ impl RaftNode {
                     if voters.len() == 1 {
                         return Err(EtcdError::NotEnoughStartedMembers.into());
                     }
-                    self.may_remove(&membership, &voters, remove.id)?;
+                    self.may_remove(membership, &voters, remove.id)?;
                     // With retain = false (apply_membership), a removed voter leaves the
                     // node list too.
                     ChangeMembers::RemoveVoters(BTreeSet::from([remove.id]))
@@ -105,7 +156,7 @@ impl RaftNode {
                     ChangeMembers::RemoveNodes(BTreeSet::from([remove.id]))
                 }
             }
-            Some(change_members_request::Op::Promote(promote)) => {
+            change_members_request::Op::Promote(promote) => {
                 if membership.get_node(&promote.id).is_none() {
                     return Err(EtcdError::MemberNotFound.into());
                 }
@@ -115,45 +166,14 @@ impl RaftNode {
                 if !self.learner_in_sync(promote.id) {
                     return Err(EtcdError::LearnerNotReady.into());
                 }
-                self.may_promote(&membership, &voters)?;
+                self.may_promote(membership, &voters)?;
                 ChangeMembers::AddVoterIds(BTreeSet::from([promote.id]))
             }
-            Some(change_members_request::Op::Update(update)) => {
-                match self.updated_peer_urls(&membership, update)? {
-                    Some(change) => change,
-                    None => {
-                        return Ok(ChangeMembersResponse {
-                            member: None,
-                            members: self.members(),
-                        });
-                    }
-                }
-            }
-            None => {
-                return Err(NodeError::Remote(tonic::Status::invalid_argument(
-                    "empty membership request",
-                )));
+            change_members_request::Op::Update(update) => {
+                return Ok((self.updated_peer_urls(membership, update)?, None));
             }
         };
-        let moved = match &change {
-            ChangeMembers::SetNodes(nodes) => nodes.clone(),
-            _ => BTreeMap::new(),
-        };
-        match (&change, voters.len()) {
-            // A lone voter adding a voter: see `add_to_lone_voter`.
-            (ChangeMembers::AddVoters(new), 1) => {
-                let id = new.keys().next().copied().unwrap_or_default();
-                self.add_to_lone_voter(change, id).await?;
-            }
-            _ => self.apply_membership(change).await?,
-        }
-        for (id, member) in &moved {
-            self.channels.member_moved(*id, member);
-        }
-        Ok(ChangeMembersResponse {
-            member: added,
-            members: self.members(),
-        })
+        Ok((Some(change), added))
     }
 
     /// `member add` of a voter to a one-member cluster. etcd commits the change under the old
@@ -316,27 +336,47 @@ impl RaftNode {
         matched.is_some_and(|log_id| last.saturating_sub(log_id.index) <= 100)
     }
 
-    /// Commits a membership change. A change that finds another still in progress (a
-    /// member publishing its URLs, say) waits for it and tries again, as etcd serialises
-    /// configuration changes; other refusals keep openraft's reason.
-    async fn apply_membership(&self, change: ChangeMembers<u64, Member>) -> Result<(), NodeError> {
+    /// Commits the membership change `plan` makes of the current membership, and returns it
+    /// (`None` when `plan` finds nothing to change). The change is proposed only on the
+    /// membership it was planned from (openraft's `LastMembershipLogId` precondition): one
+    /// that finds another change still in flight (a member publishing its URLs, say) or landed
+    /// meanwhile waits for it and is planned again, as etcd serialises configuration changes.
+    /// Planned once and proposed later, a member's `publish` could write back the peer URLs a
+    /// `member update` had just changed. Other refusals keep openraft's reason.
+    async fn apply_membership(
+        &self,
+        mut plan: impl FnMut(
+            &openraft::Membership<u64, Member>,
+        ) -> Result<Option<ChangeMembers<u64, Member>>, NodeError>,
+    ) -> Result<Option<ChangeMembers<u64, Member>>, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout * 2;
         loop {
+            // Planned first, so a change etcd refuses is refused at once (`--strict-reconfig-check`
+            // while a lone voter's addition waits for the new member, say).
+            let observed = self.membership_config();
+            let Some(change) = plan(observed.membership())? else {
+                return Ok(None);
+            };
             // Wait out a change still in flight (the bootstrap membership, another member's
             // publish) rather than have openraft refuse — and log an error for — this one.
             if self.membership_change_in_flight() {
                 pause_before_retry(deadline).await?;
                 continue;
             }
-            let attempt = self.raft.change_membership(change.clone(), false);
+            let unchanged = Precondition::LastMembershipLogId {
+                last_membership_log_id: *observed.log_id(),
+            };
+            let attempt = self
+                .raft
+                .change_membership_if(change.clone(), false, [unchanged]);
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(NodeError::TIMEOUT),
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => return Ok(Some(change)),
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                     return Err(NodeError::NotLeader);
                 }
                 // Another change is in flight, or landed between our read of the membership
-                // and the proposal: wait and propose again against the newer one.
+                // and the proposal: wait and plan again against the newer one.
                 Ok(Err(RaftError::APIError(
                     ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))
                     | ClientWriteError::PreconditionFailed(_),
@@ -367,20 +407,20 @@ impl RaftNode {
         if !self.is_leader().await {
             return Err(NodeError::NotLeader);
         }
-        let Some(current) = self.member(info.id) else {
-            return Err(EtcdError::MemberNotFound.into());
-        };
-        let updated = Member {
-            name: info.name,
-            peer_urls: current.peer_urls.clone(),
-            client_urls: info.client_urls,
-        };
-        if updated != current {
-            self.apply_membership(ChangeMembers::SetNodes(BTreeMap::from([(
-                info.id, updated,
-            )])))
-            .await?;
-        }
+        // The peer URLs stay those of the membership the change is proposed on.
+        self.apply_membership(|membership| {
+            let Some(current) = membership.get_node(&info.id) else {
+                return Err(EtcdError::MemberNotFound.into());
+            };
+            let updated = Member {
+                name: info.name.clone(),
+                peer_urls: current.peer_urls.clone(),
+                client_urls: info.client_urls.clone(),
+            };
+            Ok((updated != *current)
+                .then(|| ChangeMembers::SetNodes(BTreeMap::from([(info.id, updated)]))))
+        })
+        .await?;
         Ok(ChangeMembersResponse {
             member: None,
             members: self.members(),
