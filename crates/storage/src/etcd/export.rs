@@ -451,8 +451,11 @@ mod tests {
         out
     }
 
+    /// A version read back: revision, seq, tombstone, `KeyValue` bytes.
+    type Spilled = (i64, u64, bool, Vec<u8>);
+
     /// Every version `bytes` holds as a run file, or the first error reading it.
-    fn read_run(bytes: &[u8]) -> io::Result<Vec<(i64, u64, bool, Vec<u8>)>> {
+    fn read_run(bytes: &[u8]) -> io::Result<Vec<Spilled>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("run");
         std::fs::write(&path, bytes)?;
