@@ -20,7 +20,8 @@ use raftkv_proto::raftkvpb::{Command, CommandResponse, auth_command, command, co
 use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
-    META_ALARMS, META_COMPACTED, META_POINT, Record, history_key, record_key, split_record_key,
+    META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, history_key, record_key,
+    split_record_key,
 };
 use super::history::delete_event;
 use super::latest::Newest;
@@ -157,16 +158,12 @@ impl MvccStore {
         let mut newest = Vec::with_capacity(txn.order.len());
         for (n, key) in txn.order.iter().enumerate() {
             let change = txn.changes.get(key).and_then(Option::as_ref);
-            let record = match change {
-                Some(kv) => Record::Put {
-                    create_revision: kv.create_revision,
-                    version: kv.version,
-                    lease: kv.lease,
-                    value: kv.value.to_vec(),
-                },
-                None => Record::Tombstone,
+            // Encoded from the change's value itself: one copy of the value per record.
+            let raw_record = match change {
+                Some(kv) => encode_put(kv.create_revision, kv.version, kv.lease, &kv.value),
+                None => Record::Tombstone.encode(),
             };
-            let (raw_key, raw_record) = (record_key(key, new_rev), record.encode());
+            let raw_key = record_key(key, new_rev);
             let stored = raw_key.len() + raw_record.len();
             // A replay after a crash rewrites a record that may already be there.
             let before = tree.insert(raw_key.as_slice(), raw_record)?;

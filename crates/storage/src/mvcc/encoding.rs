@@ -188,6 +188,18 @@ pub(crate) enum Record {
 const KIND_PUT: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
 
+/// The encoded [`Record::Put`] of these fields, written straight from the value (an apply
+/// encodes from the request's value without first copying it into a `Record`).
+pub(crate) fn encode_put(create_revision: i64, version: i64, lease: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 31);
+    out.push(KIND_PUT);
+    put_varint(&mut out, create_revision as u64);
+    put_varint(&mut out, version as u64);
+    put_varint(&mut out, lease as u64);
+    out.extend_from_slice(value);
+    out
+}
+
 impl Record {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
@@ -197,15 +209,7 @@ impl Record {
                 version,
                 lease,
                 value,
-            } => {
-                let mut out = Vec::with_capacity(value.len() + 16);
-                out.push(KIND_PUT);
-                put_varint(&mut out, *create_revision as u64);
-                put_varint(&mut out, *version as u64);
-                put_varint(&mut out, *lease as u64);
-                out.extend_from_slice(value);
-                out
-            }
+            } => encode_put(*create_revision, *version, *lease, value),
         }
     }
 
