@@ -62,11 +62,12 @@ impl RaftNode {
             NodeError::Remote(tonic::Status::invalid_argument("empty membership request"))
         })?;
         // A voter added to a lone voter: see `add_to_lone_voter`.
+        let current = self.membership_config();
         if let change_members_request::Op::Add(add) = &op
             && !add.is_learner
-            && super::voters_of(self.membership_config().membership()).len() == 1
+            && super::voters_of(current.membership()).len() == 1
         {
-            let (change, added) = self.plan_change(self.membership_config().membership(), &op)?;
+            let (change, added) = self.plan_change(current.membership(), &op)?;
             if let (Some(change), Some(member)) = (change, &added) {
                 self.add_to_lone_voter(change, member.id).await?;
             }

@@ -191,7 +191,8 @@ const KIND_TOMBSTONE: u8 = 1;
 /// The encoded [`Record::Put`] of these fields, written straight from the value (an apply
 /// encodes from the request's value without first copying it into a `Record`).
 pub(crate) fn encode_put(create_revision: i64, version: i64, lease: i64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len() + 31);
+    // The kind byte and three varints of at most 10 bytes each.
+    let mut out = Vec::with_capacity(1 + 3 * 10 + value.len());
     out.push(KIND_PUT);
     put_varint(&mut out, create_revision as u64);
     put_varint(&mut out, version as u64);
