@@ -422,3 +422,18 @@ async fn member_and_cluster_ids_are_etcds() {
     members.dedup();
     assert_eq!(members.len(), 3, "{etcd:?}");
 }
+
+/// A member runs with transparent huge pages off (`PR_SET_THP_DISABLE`): its allocator's
+/// arenas ask for huge pages, and zeroing a 2 MiB page on each first touch after memory was
+/// handed back cost a fifth of a loaded member's CPU (docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_runs_without_transparent_huge_pages() {
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let pid = cluster.members[0].pid().expect("the member runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("the kernel reports THP_enabled (Linux 5.0 and later)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
