@@ -56,14 +56,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Turns transparent huge pages off for this process (and the members `raftkv local` starts,
-/// which inherit it), before the first allocation that could be backed by one.
+/// which inherit it). The kernel checks the flag at each page fault, so it covers memory
+/// mapped before `main` too.
 ///
 /// mimalloc asks for huge pages on its arenas (`MADV_HUGEPAGE`), and when it hands memory back
-/// and takes it again, every first touch faults in and zeroes a whole 2 MiB page for a few
-/// kilobytes of use. Under 100 clients writing 1.5 KB values that zeroing
-/// (`clear_page_erms`) was 21% of all three members' CPU; with this off it is under 1%, put/s
-/// rose 20–45% and the put p99 halved (docs/benchmarks.md, "Where the time goes"). Memory of
-/// this kind is short-lived request and node buffers, which gain nothing from huge pages.
+/// and takes it again, the first touch faults in and zeroes a whole 2 MiB page, however little
+/// of it is then used. Under 100 clients writing 1.5 KB values that zeroing
+/// (`clear_page_erms`) was 21% of all three members' CPU; with this off it is under 1%. In
+/// 20,000-put runs on fresh members put/s rose 20–45% and the p99 halved; over two-minute
+/// runs the difference was within the spread; RSS after 1M keys fell by a fifth
+/// (docs/benchmarks.md, "transparent huge pages").
 fn opt_out_of_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this
