@@ -424,8 +424,8 @@ async fn member_and_cluster_ids_are_etcds() {
 }
 
 /// A member runs with transparent huge pages off (`PR_SET_THP_DISABLE`): its allocator's
-/// arenas ask for huge pages, and zeroing a 2 MiB page on each first touch after memory was
-/// handed back cost a fifth of a loaded member's CPU (docs/benchmarks.md).
+/// arenas ask for huge pages, and zeroing a 2 MiB page on each first touch of arena memory
+/// cost a fifth of the members' CPU during a burst of writes (docs/benchmarks.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_runs_without_transparent_huge_pages() {
     let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
