@@ -184,6 +184,22 @@ impl Cluster {
         self.dir.path().join(name)
     }
 
+    /// Bytes each member has caused to be written to storage so far: `write_bytes` of
+    /// Linux's `/proc/<pid>/io`, counted as the page cache is dirtied (a page dirtied again
+    /// before it is written back counts once), so what its files cost the disk.
+    pub fn bytes_written(&self) -> Result<Vec<u64>> {
+        self.children
+            .iter()
+            .map(|c| {
+                let io = std::fs::read_to_string(format!("/proc/{}/io", c.id()))?;
+                io.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .context("no write_bytes in /proc io")
+            })
+            .collect()
+    }
+
     /// Resident set size of each member, in bytes (Linux `/proc`).
     pub fn rss(&self) -> Result<Vec<u64>> {
         self.children

@@ -61,7 +61,7 @@ fn opts(endpoints: &[String], total: u64) -> Options {
 
 /// Bytes a directory tree takes on disk (allocated blocks, so sparse and preallocated
 /// files count as the file system counts them).
-fn disk_used(dir: &Path) -> Result<u64> {
+pub(crate) fn disk_used(dir: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -8,7 +8,10 @@
 //!   (`etcd_server_slow_apply_total`, ≥ 100 ms, etcd's "apply request took too long"), WAL
 //!   fsyncs and backend commits over 64 ms (their histograms' buckets: 50 ms is no bucket
 //!   bound), and snapshots taken;
-//! - the lines of every member's log that say something "took too long".
+//! - the lines of every member's log that say something "took too long";
+//! - the put rate minute by minute, what the members caused to be written to disk per put
+//!   (Linux `/proc/<pid>/io`) and what their data dirs take at the end: where a rate falls
+//!   as the store grows, and what its files cost.
 //!
 //! The result is a Markdown section between markers in `docs/benchmarks.md`.
 
@@ -51,6 +54,10 @@ struct Soak {
     snapshots: f64,
     /// Log lines with "took too long", over all members.
     too_long_lines: usize,
+    /// Bytes the members caused to be written to storage over the run, summed.
+    bytes_written: u64,
+    /// What the members' data dirs take on disk at the end, summed.
+    disk_used: u64,
 }
 
 const BEGIN: &str = "<!-- raftkv-bench soak: begin -->";
@@ -58,6 +65,9 @@ const END: &str = "<!-- raftkv-bench soak: end -->";
 
 /// The histograms' bucket bound the stall counts use (etcd's buckets: 1 ms doubling).
 const SLOW_BUCKET: &str = "0.064";
+
+/// The window of the put rate shown over time.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 pub async fn run(plan: &Plan) -> Result<()> {
     let mut soaks = Vec::new();
@@ -71,6 +81,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
         );
         let cluster = Cluster::start(server, bin, plan.size, &plan.flags, None).await?;
         let before = scrape_all(&cluster)?;
+        let written_before: u64 = cluster.bytes_written()?.iter().sum();
         let opts = Options {
             endpoints: cluster.client_endpoints.clone(),
             conns: 10,
@@ -84,6 +95,14 @@ pub async fn run(plan: &Plan) -> Result<()> {
         };
         let report = workload::run(&opts, &puts(10_000, false)).await?;
         let after = scrape_all(&cluster)?;
+        let written = cluster
+            .bytes_written()?
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(written_before);
+        let disk_used = (0..plan.size)
+            .map(|i| crate::scale::disk_used(&cluster.data_dir(i)))
+            .sum::<Result<u64>>()?;
         let grew = |f: &dyn Fn(&Metrics) -> f64| -> f64 {
             after.iter().map(f).sum::<f64>() - before.iter().map(f).sum::<f64>()
         };
@@ -108,6 +127,8 @@ pub async fn run(plan: &Plan) -> Result<()> {
                         .unwrap_or(0)
                 })
                 .sum(),
+            bytes_written: written,
+            disk_used,
             report,
         };
         eprintln!(
@@ -146,7 +167,10 @@ fn markdown(plan: &Plan, soaks: &[Soak]) -> String {
          10,000 random keys, 256-byte values. Stalls: puts slower than {} ms as the client saw \
          them; from every member's `/metrics` over the run, summed over members: slow applies \
          (≥ 100 ms, each also logged as \"took too long\"), WAL fsyncs and backend commits over \
-         64 ms (the histograms' nearest bucket bound), snapshots taken.\n",
+         64 ms (the histograms' nearest bucket bound), snapshots taken. Written per put: what \
+         the members caused to be written to storage (Linux `/proc/<pid>/io` `write_bytes`, \
+         counted as the page cache is dirtied), summed over members, over the puts; data dirs: \
+         what they take on disk at the end, summed.\n",
         compare::etcd_version(&plan.etcd_bin),
         plan.size,
         plan.duration.as_secs(),
@@ -154,15 +178,15 @@ fn markdown(plan: &Plan, soaks: &[Soak]) -> String {
     );
     let _ = writeln!(
         md,
-        "| server | put/s | puts | errors | p99 | p99.9 | max (ms) | puts over {} ms | stall episodes | slow applies | \"took too long\" log lines | fsyncs over 64 ms | backend commits over 64 ms | snapshots |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | put/s | puts | errors | p99 | p99.9 | max (ms) | puts over {} ms | stall episodes | slow applies | \"took too long\" log lines | fsyncs over 64 ms | backend commits over 64 ms | snapshots | written per put (bytes) | data dirs (MiB) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         STALL_MICROS / 1000
     );
     for s in soaks {
         let r = &s.report;
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} | {} | {:.0} of {:.0} | {:.0} of {:.0} | {:.0} |",
+            "| {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {:.0} | {} | {:.0} of {:.0} | {:.0} of {:.0} | {:.0} | {:.0} | {:.0} |",
             s.server,
             r.requests_per_sec,
             r.total,
@@ -178,8 +202,26 @@ fn markdown(plan: &Plan, soaks: &[Soak]) -> String {
             s.fsyncs,
             s.slow_commits,
             s.commits,
-            s.snapshots
+            s.snapshots,
+            s.bytes_written as f64 / r.total.max(1) as f64,
+            s.disk_used as f64 / (1024.0 * 1024.0)
         );
+    }
+    for s in soaks {
+        let rates: Vec<String> = s
+            .report
+            .rate_by_window(RATE_WINDOW)
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
+        if !rates.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n{}'s put/s, minute by minute: {}.",
+                s.server,
+                rates.join(", ")
+            );
+        }
     }
     for s in soaks {
         let mut longest: Vec<_> = s.report.stalls.iter().collect();
@@ -313,7 +355,14 @@ mod tests {
 
     #[test]
     fn the_table_has_a_row_per_server() {
-        let mut report = crate::stats::Recorder::new().report("put", Duration::from_secs(600));
+        let mut recorder = crate::stats::Recorder::new();
+        // 2 requests a second for two minutes, then 1 a second.
+        for s in 0..150u64 {
+            for _ in 0..if s < 120 { 2 } else { 1 } {
+                recorder.ok_at(Duration::from_secs(s), Duration::from_millis(1));
+            }
+        }
+        let mut report = recorder.report("put", Duration::from_secs(150));
         report.requests_per_sec = 9000.0;
         report.over_stall = 12;
         report.stalls = vec![
@@ -340,6 +389,8 @@ mod tests {
             commits: 400.0,
             snapshots: 54.0,
             too_long_lines: 2,
+            bytes_written: 270 * 1_500,
+            disk_used: 3 << 30,
         };
         let plan = Plan {
             raftkv_bin: "raftkv".into(),
@@ -356,11 +407,16 @@ mod tests {
         );
         assert!(md.contains("for 600 s each"), "{md}");
         assert!(
-            md.contains("| raftkv | 9000 | 0 | 0 | 0.000 | 0.000 | 0.000 | 12 | 2 | 2 | 2 | 1 of 500 | 0 of 400 | 54 |"),
+            md.contains("| raftkv | 9000 | 270 | 0 | 1.000 | 1.000 | 1.000 | 12 | 2 | 2 | 2 | 1 of 500 | 0 of 400 | 54 | 1500 | 3072 |"),
             "{md}"
         );
         assert!(
             md.contains("raftkv's longest stall episodes (puts over 50 ms whose times in flight overlap): 120.5 s in: 438 ms, 10 puts (slowest 430 ms); 3.5 s in: 80 ms, 2 puts (slowest 70 ms)."),
+            "{md}"
+        );
+        // Two whole minutes; the last 30 s make no window.
+        assert!(
+            md.contains("raftkv's put/s, minute by minute: 2, 2."),
             "{md}"
         );
     }

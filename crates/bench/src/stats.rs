@@ -15,10 +15,16 @@ pub struct Recorder {
     /// Requests slower than [`STALL_MICROS`] recorded with [`Recorder::ok_at`]: when each
     /// started (µs into the run) and how long it took (µs), at most [`STALLS_KEPT`].
     stalled: Vec<(u64, u64)>,
+    /// Requests recorded with [`Recorder::ok_at`] by the second of the run they finished in,
+    /// for the first [`TIMELINE_SECONDS`] seconds.
+    finished_per_second: Vec<u64>,
 }
 
 /// Stalled requests kept for the stall episodes (16 bytes each).
 const STALLS_KEPT: usize = 1 << 20;
+
+/// How many seconds of a run the per-second counts cover (one day; 8 bytes a second).
+const TIMELINE_SECONDS: usize = 86_400;
 
 impl Default for Recorder {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Recorder {
             errors: 0,
             first_error: None,
             stalled: Vec::new(),
+            finished_per_second: Vec::new(),
         }
     }
 
@@ -50,6 +57,15 @@ impl Recorder {
         self.hist.saturating_record(took.max(1));
         if took > STALL_MICROS && self.stalled.len() < STALLS_KEPT {
             self.stalled.push((micros(at), took));
+        }
+        let second = (at + latency).as_secs();
+        if let Ok(second) = usize::try_from(second)
+            && second < TIMELINE_SECONDS
+        {
+            if self.finished_per_second.len() <= second {
+                self.finished_per_second.resize(second + 1, 0);
+            }
+            self.finished_per_second[second] += 1;
         }
     }
 
@@ -84,6 +100,17 @@ impl Recorder {
         let room = STALLS_KEPT.saturating_sub(self.stalled.len());
         self.stalled
             .extend(other.stalled.iter().take(room).copied());
+        if self.finished_per_second.len() < other.finished_per_second.len() {
+            self.finished_per_second
+                .resize(other.finished_per_second.len(), 0);
+        }
+        for (mine, theirs) in self
+            .finished_per_second
+            .iter_mut()
+            .zip(&other.finished_per_second)
+        {
+            *mine += theirs;
+        }
     }
 
     /// The report for a run that took `elapsed`.
@@ -119,6 +146,7 @@ impl Recorder {
             },
             histogram: buckets(h),
             stalls: episodes(&self.stalled),
+            finished_per_second: self.finished_per_second.clone(),
             over_stall: if count == 0 || h.max() <= STALL_MICROS {
                 0
             } else {
@@ -238,9 +266,28 @@ pub struct Report {
     /// Their episodes (only for requests recorded with [`Recorder::ok_at`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stalls: Vec<Stall>,
+    /// Requests recorded with [`Recorder::ok_at`], by the second of the run they finished in
+    /// (the first day of a run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished_per_second: Vec<u64>,
 }
 
 impl Report {
+    /// Requests per second over each whole `window` of the run (from
+    /// [`Report::finished_per_second`]); a last window the run did not fill is left out.
+    pub fn rate_by_window(&self, window: Duration) -> Vec<f64> {
+        let width = usize::try_from(window.as_secs())
+            .unwrap_or(usize::MAX)
+            .max(1);
+        // Whole seconds the run lasted (requests still in flight at the end may finish in the
+        // second after it; they do not make a window).
+        let lasted = (self.seconds.max(0.0) as usize).min(self.finished_per_second.len());
+        self.finished_per_second[..lasted]
+            .chunks_exact(width)
+            .map(|w| w.iter().sum::<u64>() as f64 / width as f64)
+            .collect()
+    }
+
     /// The human-readable report, laid out like etcd `benchmark`'s.
     pub fn text(&self) -> String {
         let l = &self.latency_ms;
@@ -314,6 +361,44 @@ mod tests {
         assert!((first.longest_ms - 300.0).abs() < 1e-9);
         assert_eq!(r.stalls[1].requests, 1);
         assert!((r.stalls[1].at_s - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rates_by_window_count_requests_by_when_they_finished() {
+        let ms = Duration::from_millis;
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        // Window [0, 2 s): 4 requests; window [2 s, 4 s): 2; the run lasted 4.5 s, so the
+        // requests finishing in [4 s, 5 s) make no window; one finishing after the run (in
+        // flight at its end) neither.
+        a.ok_at(ms(0), ms(10));
+        a.ok_at(ms(900), ms(200)); // finishes at 1.1 s
+        b.ok_at(ms(1_500), ms(100));
+        b.ok_at(ms(1_950), ms(49)); // 1.999 s
+        a.ok_at(ms(1_950), ms(60)); // 2.010 s: the second window
+        b.ok_at(ms(3_000), ms(999));
+        a.ok_at(ms(4_100), ms(100));
+        b.ok_at(ms(4_400), ms(700));
+        // Recorded without a start time: in the totals, not in the timeline.
+        a.ok(ms(5));
+        a.merge(&b);
+        let r = a.report("put", ms(4_500));
+        assert_eq!(r.total, 9);
+        assert_eq!(r.finished_per_second, vec![1, 3, 1, 1, 1, 1]);
+        assert_eq!(r.rate_by_window(Duration::from_secs(2)), vec![2.0, 1.0]);
+        assert_eq!(
+            r.rate_by_window(Duration::from_secs(1)),
+            vec![1.0, 3.0, 1.0, 1.0]
+        );
+        assert!(r.rate_by_window(Duration::from_secs(5)).is_empty());
+        // A window of zero seconds is taken as one second, not a division by zero.
+        assert_eq!(r.rate_by_window(Duration::ZERO).len(), 4);
+        // Seconds past the timeline's day are counted in the totals only.
+        let mut late = Recorder::new();
+        late.ok_at(Duration::from_secs(TIMELINE_SECONDS as u64 + 5), ms(1));
+        let r = late.report("put", Duration::from_secs(1));
+        assert_eq!(r.total, 1);
+        assert!(r.finished_per_second.is_empty());
     }
 
     #[test]
