@@ -1,0 +1,269 @@
+//! What sled writes to disk per put (issue 18): the store as it is, beside a revision-ordered
+//! key layout written into a sled tree with the same configuration.
+//!
+//! In a 10-minute soak raftkv's members caused ~3.5 KB of disk writes per 256-byte put each,
+//! etcd's ~1 KB, and raftkv's put rate fell as its store grew. The store keeps a key's
+//! versions together (`(key, inverted revision)`), so every put lands in the leaf of its
+//! key's newest versions, somewhere in the tree; sled rewrites a leaf every ten changes,
+//! splits it past 16 items, and moves the live pages out of any log segment half garbage.
+//! etcd's backend keys versions by revision instead, so writes only ever append. This
+//! measures both layouts on one workload, so the difference is a figure:
+//!
+//! - `store`: the real [`MvccStore`], puts applied in runs of ten (one applied-point write per
+//!   run, as the state machine does);
+//! - `by-revision`: each put's key and record under its revision (appended at the tree's right
+//!   edge), plus an index entry `(key, inverted revision)` with no value, and one point write
+//!   per run of ten;
+//! - `values-apart`: the store's layout (`(key, inverted revision)`, and the history index
+//!   `(revision, n)` → key), but each record in the tree holds only its metadata and where its
+//!   value lies in an append-only file beside the tree (written through a 64 KiB buffer,
+//!   fdatasynced at the end), and one point write per run of ten.
+//!
+//! Reported per layout: bytes the process caused to be written to storage (Linux
+//! `/proc/self/io` `write_bytes`, counted as pages are dirtied) per put, including a final
+//! flush; what the directory takes on disk; the time taken.
+//!
+//! `cargo run --release -p raftkv-storage --example layout_writes -- [puts] [keys] [value bytes]`
+//! (default 500,000 puts over 10,000 keys, 256-byte values: `raftkv-bench soak`'s workload).
+
+use std::path::Path;
+use std::time::Instant;
+
+use raftkv_proto::etcdserverpb::PutRequest;
+use raftkv_proto::raftkvpb::{Command, command};
+use raftkv_storage::{AppliedState, MvccConfig, MvccStore};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Puts between two applied-point writes.
+const RUN: u64 = 10;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut number = |default: u64| {
+        args.next()
+            .map(|n| n.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let puts = number(500_000);
+    let keys = number(10_000).max(1);
+    let value_size = usize::try_from(number(256)).expect("value bytes");
+    let dir = tempfile::tempdir().expect("temp dir");
+    println!("{puts} puts over {keys} random keys, {value_size}-byte values");
+    println!("layout\tbytes written per put\tdisk used (MiB)\tseconds");
+    for layout in [Layout::Store, Layout::ByRevision, Layout::ValuesApart] {
+        let path = dir.path().join(layout.name());
+        let before = write_bytes();
+        let started = Instant::now();
+        match layout {
+            Layout::Store => fill_store(&path, puts, keys, value_size),
+            Layout::ByRevision => fill_by_revision(&path, puts, keys, value_size),
+            Layout::ValuesApart => fill_values_apart(&path, puts, keys, value_size),
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let written = write_bytes().saturating_sub(before);
+        println!(
+            "{}\t{:.0}\t{:.1}\t{:.1}",
+            layout.name(),
+            written as f64 / puts.max(1) as f64,
+            disk_used(&path) as f64 / (1024.0 * 1024.0),
+            seconds
+        );
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Layout {
+    Store,
+    ByRevision,
+    ValuesApart,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Store => "store",
+            Layout::ByRevision => "by-revision",
+            Layout::ValuesApart => "values-apart",
+        }
+    }
+}
+
+/// The same sequence of (key, value) for both layouts: 8-byte keys like `raftkv-bench`'s,
+/// values of pseudo-random bytes (so no layer could shrink them by compressing).
+struct Puts {
+    state: u64,
+    keys: u64,
+    value_size: usize,
+}
+
+impl Puts {
+    fn new(keys: u64, value_size: usize) -> Self {
+        Self {
+            state: 0x9e37_79b9_7f4a_7c15,
+            keys,
+            value_size,
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn next(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let key = (self.next_u64() % self.keys).to_be_bytes().to_vec();
+        let mut value = Vec::with_capacity(self.value_size + 8);
+        while value.len() < self.value_size {
+            value.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        value.truncate(self.value_size);
+        (key, value)
+    }
+}
+
+fn fill_store(path: &Path, puts: u64, keys: u64, value_size: usize) {
+    let store = MvccStore::open(path, &MvccConfig::default()).expect("store");
+    let mut source = Puts::new(keys, value_size);
+    for i in 0..puts {
+        let (key, value) = source.next();
+        let cmd = Command {
+            op: Some(command::Op::Put(PutRequest {
+                key: key.into(),
+                value: value.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        store
+            .apply_unrecorded(&cmd, &AppliedState::default())
+            .expect("put");
+        if (i + 1) % RUN == 0 {
+            store.record_applied().expect("point");
+        }
+    }
+    store.record_applied().expect("point");
+    store.flush().expect("flush");
+}
+
+fn fill_by_revision(path: &Path, puts: u64, keys: u64, value_size: usize) {
+    let defaults = MvccConfig::default();
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(defaults.cache_capacity)
+        .flush_every_ms(defaults.flush_every_ms)
+        .open()
+        .expect("sled");
+    let tree = db.open_tree("mvcc").expect("tree");
+    let mut source = Puts::new(keys, value_size);
+    for i in 0..puts {
+        let revision = i + 2;
+        let (key, value) = source.next();
+        // The record as the store encodes one (create and mod revision, version, lease, value)
+        // is replaced here by the key, three varint-sized fields and the value: the same bytes
+        // to within a few.
+        let mut record = Vec::with_capacity(key.len() + value.len() + 24);
+        record.push(key.len() as u8);
+        record.extend_from_slice(&key);
+        record.extend_from_slice(&revision.to_be_bytes()[5..]); // create revision
+        record.extend_from_slice(&revision.to_be_bytes()[5..]); // mod revision
+        record.extend_from_slice(&[1, 0]); // version, lease
+        record.extend_from_slice(&value);
+        let mut at = vec![0x01];
+        at.extend_from_slice(&revision.to_be_bytes());
+        tree.insert(at, record).expect("record");
+        let mut index = vec![0x03];
+        index.extend_from_slice(&key);
+        index.extend_from_slice(&(!revision).to_be_bytes());
+        tree.insert(index, &[][..]).expect("index");
+        if (i + 1) % RUN == 0 {
+            tree.insert(b"\x02point", &revision.to_be_bytes()[..])
+                .expect("point");
+        }
+    }
+    db.flush().expect("flush");
+}
+
+fn fill_values_apart(path: &Path, puts: u64, keys: u64, value_size: usize) {
+    use std::io::Write;
+    let defaults = MvccConfig::default();
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(defaults.cache_capacity)
+        .flush_every_ms(defaults.flush_every_ms)
+        .open()
+        .expect("sled");
+    let tree = db.open_tree("mvcc").expect("tree");
+    let file = std::fs::File::create(path.join("values.log")).expect("value file");
+    let mut values = std::io::BufWriter::with_capacity(64 << 10, file);
+    let mut offset = 0u64;
+    let mut source = Puts::new(keys, value_size);
+    for i in 0..puts {
+        let revision = i + 2;
+        let (key, value) = source.next();
+        values.write_all(&value).expect("value");
+        // Metadata (create and mod revision, version, lease) and the value's place.
+        let mut record = Vec::with_capacity(24);
+        record.extend_from_slice(&revision.to_be_bytes()[5..]);
+        record.extend_from_slice(&revision.to_be_bytes()[5..]);
+        record.extend_from_slice(&[1, 0]);
+        record.extend_from_slice(&offset.to_be_bytes()[3..]);
+        record.extend_from_slice(&(value.len() as u32).to_be_bytes()[1..]);
+        offset += value.len() as u64;
+        let mut at = vec![0x01];
+        at.extend_from_slice(&key);
+        at.extend_from_slice(&[0x00, 0x01]);
+        at.extend_from_slice(&(!revision).to_be_bytes());
+        tree.insert(at, record).expect("record");
+        let mut history = vec![0x03];
+        history.extend_from_slice(&revision.to_be_bytes());
+        history.extend_from_slice(&[0, 0, 0, 0, 0]);
+        tree.insert(history, key).expect("history");
+        if (i + 1) % RUN == 0 {
+            tree.insert(b"\x02point", &revision.to_be_bytes()[..])
+                .expect("point");
+        }
+    }
+    let file = values.into_inner().expect("value buffer");
+    file.sync_data().expect("value sync");
+    db.flush().expect("flush");
+}
+
+/// Bytes this process has caused to be written to storage (0 where `/proc` has no answer).
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes a directory tree takes on disk (allocated blocks).
+fn disk_used(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
+}
