@@ -23,8 +23,9 @@
 //! `/proc/self/io` `write_bytes`, counted as pages are dirtied) per put, including a final
 //! flush; what the directory takes on disk; the time taken.
 //!
-//! `cargo run --release -p raftkv-storage --example layout_writes -- [puts] [keys] [value bytes]`
-//! (default 500,000 puts over 10,000 keys, 256-byte values: `raftkv-bench soak`'s workload).
+//! `cargo run --release -p raftkv-storage --example layout_writes -- [puts] [keys] [value bytes]
+//! [sled cache MiB]` (default 500,000 puts over 10,000 keys, 256-byte values: `raftkv-bench
+//! soak`'s workload; the store's default cache).
 
 use std::path::Path;
 use std::time::Instant;
@@ -49,17 +50,24 @@ fn main() {
     let puts = number(500_000);
     let keys = number(10_000).max(1);
     let value_size = usize::try_from(number(256)).expect("value bytes");
+    let config = MvccConfig {
+        cache_capacity: number(MvccConfig::default().cache_capacity >> 20) << 20,
+        ..MvccConfig::default()
+    };
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("{puts} puts over {keys} random keys, {value_size}-byte values");
+    println!(
+        "{puts} puts over {keys} random keys, {value_size}-byte values, sled cache {} MiB",
+        config.cache_capacity >> 20
+    );
     println!("layout\tbytes written per put\tdisk used (MiB)\tseconds");
     for layout in [Layout::Store, Layout::ByRevision, Layout::ValuesApart] {
         let path = dir.path().join(layout.name());
         let before = write_bytes();
         let started = Instant::now();
         match layout {
-            Layout::Store => fill_store(&path, puts, keys, value_size),
-            Layout::ByRevision => fill_by_revision(&path, puts, keys, value_size),
-            Layout::ValuesApart => fill_values_apart(&path, puts, keys, value_size),
+            Layout::Store => fill_store(&path, &config, puts, keys, value_size),
+            Layout::ByRevision => fill_by_revision(&path, &config, puts, keys, value_size),
+            Layout::ValuesApart => fill_values_apart(&path, &config, puts, keys, value_size),
         }
         let seconds = started.elapsed().as_secs_f64();
         let written = write_bytes().saturating_sub(before);
@@ -126,8 +134,8 @@ impl Puts {
     }
 }
 
-fn fill_store(path: &Path, puts: u64, keys: u64, value_size: usize) {
-    let store = MvccStore::open(path, &MvccConfig::default()).expect("store");
+fn fill_store(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
+    let store = MvccStore::open(path, config).expect("store");
     let mut source = Puts::new(keys, value_size);
     for i in 0..puts {
         let (key, value) = source.next();
@@ -150,12 +158,11 @@ fn fill_store(path: &Path, puts: u64, keys: u64, value_size: usize) {
     store.flush().expect("flush");
 }
 
-fn fill_by_revision(path: &Path, puts: u64, keys: u64, value_size: usize) {
-    let defaults = MvccConfig::default();
+fn fill_by_revision(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
     let db = sled::Config::new()
         .path(path)
-        .cache_capacity(defaults.cache_capacity)
-        .flush_every_ms(defaults.flush_every_ms)
+        .cache_capacity(config.cache_capacity)
+        .flush_every_ms(config.flush_every_ms)
         .open()
         .expect("sled");
     let tree = db.open_tree("mvcc").expect("tree");
@@ -188,13 +195,12 @@ fn fill_by_revision(path: &Path, puts: u64, keys: u64, value_size: usize) {
     db.flush().expect("flush");
 }
 
-fn fill_values_apart(path: &Path, puts: u64, keys: u64, value_size: usize) {
+fn fill_values_apart(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
     use std::io::Write;
-    let defaults = MvccConfig::default();
     let db = sled::Config::new()
         .path(path)
-        .cache_capacity(defaults.cache_capacity)
-        .flush_every_ms(defaults.flush_every_ms)
+        .cache_capacity(config.cache_capacity)
+        .flush_every_ms(config.flush_every_ms)
         .open()
         .expect("sled");
     let tree = db.open_tree("mvcc").expect("tree");
