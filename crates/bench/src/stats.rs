@@ -58,7 +58,7 @@ impl Recorder {
         if took > STALL_MICROS && self.stalled.len() < STALLS_KEPT {
             self.stalled.push((micros(at), took));
         }
-        let second = (at + latency).as_secs();
+        let second = at.saturating_add(latency).as_secs();
         if let Ok(second) = usize::try_from(second)
             && second < TIMELINE_SECONDS
         {

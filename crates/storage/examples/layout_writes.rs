@@ -159,13 +159,7 @@ fn fill_store(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size
 }
 
 fn fill_by_revision(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(config.cache_capacity)
-        .flush_every_ms(config.flush_every_ms)
-        .open()
-        .expect("sled");
-    let tree = db.open_tree("mvcc").expect("tree");
+    let (db, tree) = open_sled(path, config);
     let mut source = Puts::new(keys, value_size);
     for i in 0..puts {
         let revision = i + 2;
@@ -176,9 +170,7 @@ fn fill_by_revision(path: &Path, config: &MvccConfig, puts: u64, keys: u64, valu
         let mut record = Vec::with_capacity(key.len() + value.len() + 24);
         record.push(key.len() as u8);
         record.extend_from_slice(&key);
-        record.extend_from_slice(&revision.to_be_bytes()[5..]); // create revision
-        record.extend_from_slice(&revision.to_be_bytes()[5..]); // mod revision
-        record.extend_from_slice(&[1, 0]); // version, lease
+        record.extend_from_slice(&metadata(revision));
         record.extend_from_slice(&value);
         let mut at = vec![0x01];
         at.extend_from_slice(&revision.to_be_bytes());
@@ -197,13 +189,7 @@ fn fill_by_revision(path: &Path, config: &MvccConfig, puts: u64, keys: u64, valu
 
 fn fill_values_apart(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
     use std::io::Write;
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(config.cache_capacity)
-        .flush_every_ms(config.flush_every_ms)
-        .open()
-        .expect("sled");
-    let tree = db.open_tree("mvcc").expect("tree");
+    let (db, tree) = open_sled(path, config);
     let file = std::fs::File::create(path.join("values.log")).expect("value file");
     let mut values = std::io::BufWriter::with_capacity(64 << 10, file);
     let mut offset = 0u64;
@@ -214,9 +200,7 @@ fn fill_values_apart(path: &Path, config: &MvccConfig, puts: u64, keys: u64, val
         values.write_all(&value).expect("value");
         // Metadata (create and mod revision, version, lease) and the value's place.
         let mut record = Vec::with_capacity(24);
-        record.extend_from_slice(&revision.to_be_bytes()[5..]);
-        record.extend_from_slice(&revision.to_be_bytes()[5..]);
-        record.extend_from_slice(&[1, 0]);
+        record.extend_from_slice(&metadata(revision));
         record.extend_from_slice(&offset.to_be_bytes()[3..]);
         record.extend_from_slice(&(value.len() as u32).to_be_bytes()[1..]);
         offset += value.len() as u64;
@@ -237,6 +221,28 @@ fn fill_values_apart(path: &Path, config: &MvccConfig, puts: u64, keys: u64, val
     let file = values.into_inner().expect("value buffer");
     file.sync_data().expect("value sync");
     db.flush().expect("flush");
+}
+
+/// A sled database with the store's configuration, and the tree the rows go in.
+fn open_sled(path: &Path, config: &MvccConfig) -> (sled::Db, sled::Tree) {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(config.cache_capacity)
+        .flush_every_ms(config.flush_every_ms)
+        .open()
+        .expect("sled");
+    let tree = db.open_tree("mvcc").expect("tree");
+    (db, tree)
+}
+
+/// A record's metadata as the store encodes about as many bytes of it: create and mod
+/// revision, version 1, no lease.
+fn metadata(revision: u64) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..3].copy_from_slice(&revision.to_be_bytes()[5..]);
+    out[3..6].copy_from_slice(&revision.to_be_bytes()[5..]);
+    out[6] = 1;
+    out
 }
 
 /// Bytes this process has caused to be written to storage (0 where `/proc` has no answer).
