@@ -37,6 +37,9 @@ pub struct Plan {
     pub pod_total: u64,
     /// Keys loaded for the memory comparison (0: skip it).
     pub memory_keys: u64,
+    /// Rounds of the workloads other than (d) and (e) (and memory), the servers alternating
+    /// which goes first; each figure is the median of its rounds. At least 1.
+    pub rounds: usize,
     /// Watchers in workload (d), watch latency (0: skip it).
     pub watch_latency_watchers: usize,
     /// Puts in workload (d).
@@ -63,6 +66,8 @@ struct Row {
     size: usize,
     server: &'static str,
     id: &'static str,
+    /// The round it ran in, from 0 (a median over rounds: the number of rounds).
+    round: usize,
     report: Report,
 }
 
@@ -95,7 +100,10 @@ struct WatchNote {
 
 #[derive(Debug, Clone, Serialize)]
 struct Results {
+    /// Each workload's figures: the medians over the rounds where there were several.
     rows: Vec<Row>,
+    /// Every round's own rows (empty with one round: `rows` holds them).
+    by_round: Vec<Row>,
     memory: Vec<Memory>,
     watch: Vec<WatchNote>,
     flags: Vec<String>,
@@ -157,6 +165,7 @@ async fn workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Vec<Ro
             size,
             server,
             id,
+            round: 0,
             report,
         });
     };
@@ -274,6 +283,7 @@ async fn watch_workloads(
             size,
             server,
             id,
+            round: 0,
             report,
         });
     };
@@ -369,6 +379,7 @@ async fn lease_workloads(plan: &Plan, cluster: &Cluster, size: usize) -> Result<
             size,
             server,
             id,
+            round: 0,
             report,
         });
     };
@@ -440,6 +451,7 @@ async fn memory(plan: &Plan, cluster: &Cluster, size: usize) -> Result<Memory> {
 pub async fn run(plan: &Plan) -> Result<()> {
     let mut results = Results {
         rows: Vec::new(),
+        by_round: Vec::new(),
         memory: Vec::new(),
         watch: Vec::new(),
         flags: plan.flags.clone(),
@@ -453,27 +465,44 @@ pub async fn run(plan: &Plan) -> Result<()> {
     } else {
         None
     };
+    let rounds = plan.rounds.max(1);
     for &size in &plan.sizes {
-        for server in [Server::Etcd, Server::Raftkv] {
-            let bin = server.pick(&plan.etcd_bin, &plan.raftkv_bin);
-            eprintln!("== {} cluster of {size}", server.name());
-            let cluster = Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
-            results.rows.extend(workloads(plan, &cluster, size).await?);
-            if size == plan.sizes[0] {
-                let (rows, notes) = watch_workloads(plan, &cluster, size).await?;
-                results.rows.extend(rows);
-                results.watch.extend(notes);
-            }
-            results
-                .rows
-                .extend(lease_workloads(plan, &cluster, size).await?);
-            drop(cluster);
-            if plan.memory_keys > 0 && size == plan.sizes[0] {
+        for round in 0..rounds {
+            for server in round_order(round) {
+                let bin = server.pick(&plan.etcd_bin, &plan.raftkv_bin);
+                if rounds > 1 {
+                    eprintln!(
+                        "== {} cluster of {size}, round {} of {rounds}",
+                        server.name(),
+                        round + 1
+                    );
+                } else {
+                    eprintln!("== {} cluster of {size}", server.name());
+                }
                 let cluster =
                     Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
-                results.memory.push(memory(plan, &cluster, size).await?);
+                let mut rows = workloads(plan, &cluster, size).await?;
+                if size == plan.sizes[0] && round == 0 {
+                    let (watch_rows, notes) = watch_workloads(plan, &cluster, size).await?;
+                    rows.extend(watch_rows);
+                    results.watch.extend(notes);
+                }
+                rows.extend(lease_workloads(plan, &cluster, size).await?);
+                drop(cluster);
+                results
+                    .rows
+                    .extend(rows.into_iter().map(|row| Row { round, ..row }));
+                if plan.memory_keys > 0 && size == plan.sizes[0] && round == 0 {
+                    let cluster =
+                        Cluster::start(server, bin, size, &plan.flags, certs.as_ref()).await?;
+                    results.memory.push(memory(plan, &cluster, size).await?);
+                }
             }
         }
+    }
+    if rounds > 1 {
+        results.by_round = std::mem::take(&mut results.rows);
+        results.rows = medians(&results.by_round);
     }
     if let Some(path) = &plan.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
@@ -484,6 +513,110 @@ pub async fn run(plan: &Plan) -> Result<()> {
     splice(&plan.markdown, &section, begin, end)?;
     println!("{section}");
     Ok(())
+}
+
+/// Which server goes first in `round`: etcd in even rounds, raftkv in odd ones, so that
+/// a machine that slows down or speeds up over a run favours neither.
+fn round_order(round: usize) -> [Server; 2] {
+    if round.is_multiple_of(2) {
+        [Server::Etcd, Server::Raftkv]
+    } else {
+        [Server::Raftkv, Server::Etcd]
+    }
+}
+
+/// One row per workload, server and size: every figure the median of its rounds' figures
+/// (of an even count, the mean of the middle two), errors and requests summed, the
+/// histogram and the stall episodes of the round whose rate is the median one. `round` is
+/// the number of rounds it was taken over.
+fn medians(by_round: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for row in by_round {
+        if out
+            .iter()
+            .any(|o| (o.size, o.server, o.id) == (row.size, row.server, row.id))
+        {
+            continue;
+        }
+        let same: Vec<&Report> = by_round
+            .iter()
+            .filter(|r| (r.size, r.server, r.id) == (row.size, row.server, row.id))
+            .map(|r| &r.report)
+            .collect();
+        let median = |f: &dyn Fn(&Report) -> f64| {
+            let mut v: Vec<f64> = same.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if !n.is_multiple_of(2) {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        let rate = median(&|r| r.requests_per_sec);
+        // The round nearest the median rate lends its histogram and episodes.
+        let middle = same
+            .iter()
+            .min_by(|a, b| {
+                (a.requests_per_sec - rate)
+                    .abs()
+                    .total_cmp(&(b.requests_per_sec - rate).abs())
+            })
+            .expect("a row has at least its own round");
+        let mut report = (*middle).clone();
+        report.requests_per_sec = rate;
+        report.seconds = median(&|r| r.seconds);
+        report.total = same.iter().map(|r| r.total).sum();
+        report.errors = same.iter().map(|r| r.errors).sum();
+        report.first_error = same.iter().find_map(|r| r.first_error.clone());
+        report.over_stall = same.iter().map(|r| r.over_stall).sum();
+        let l = &mut report.latency_ms;
+        l.avg = median(&|r| r.latency_ms.avg);
+        l.stddev = median(&|r| r.latency_ms.stddev);
+        l.min = median(&|r| r.latency_ms.min);
+        l.max = median(&|r| r.latency_ms.max);
+        l.p50 = median(&|r| r.latency_ms.p50);
+        l.p90 = median(&|r| r.latency_ms.p90);
+        l.p95 = median(&|r| r.latency_ms.p95);
+        l.p99 = median(&|r| r.latency_ms.p99);
+        l.p999 = median(&|r| r.latency_ms.p999);
+        out.push(Row {
+            size: row.size,
+            server: row.server,
+            id: row.id,
+            round: same.len(),
+            report,
+        });
+    }
+    out
+}
+
+/// raftkv's figure over etcd's in each round, lowest and highest: " (0.81–1.12 by round)",
+/// or nothing with one round.
+fn round_spread(
+    results: &Results,
+    size: usize,
+    id: &str,
+    figure: &dyn Fn(&Report) -> f64,
+) -> String {
+    let of = |server: &str, round: usize| {
+        results
+            .by_round
+            .iter()
+            .find(|r| (r.size, r.server, r.id, r.round) == (size, server, id, round))
+            .map(|r| figure(&r.report))
+    };
+    let ratios: Vec<f64> = (0..)
+        .map_while(|round| Some((of("etcd", round)?, of("raftkv", round)?)))
+        .filter(|&(e, _)| e > 0.0)
+        .map(|(e, r)| r / e)
+        .collect();
+    if ratios.len() < 2 {
+        return String::new();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" ({lo:.2}–{hi:.2} by round)")
 }
 
 fn find<'a>(results: &'a Results, size: usize, server: &str, id: &str) -> Option<&'a Report> {
@@ -550,10 +683,21 @@ fn markdown(plan: &Plan, results: &Results) -> String {
     } else {
         String::new()
     };
+    let rounds = if plan.rounds > 1 {
+        format!(
+            "one run of {} rounds (each round starts a fresh cluster of each server, the two \
+             taking turns to go first; every figure below is the median of its rounds, errors \
+             their sum, and a bar's ratio is followed by its lowest and highest in a single \
+             round; the watch workloads and the memory row are from the first round)",
+            plan.rounds
+        )
+    } else {
+        "one run".to_string()
+    };
     let _ = writeln!(
         md,
         "Written by `raftkv-bench compare` (run {script}): etcd {} and raftkv, \
-         same client, same machine, one run, fsync on for both, {flags}.{tls} Keys 8 bytes, values \
+         same client, same machine, {rounds}, fsync on for both, {flags}.{tls} Keys 8 bytes, values \
          256 bytes. (a) sequential put, 1 client, {} puts to the leader; (b) 100 clients over \
          10 connections to the leader, {} puts over 10,000 random keys; (c) linearizable range \
          of one key, 100 clients over 10 connections spread over all members, {} requests; (c-s) \
@@ -807,32 +951,27 @@ fn markdown(plan: &Plan, results: &Results) -> String {
 /// etcd's. `label` tells the trio apart in the bar's text.
 fn kv_rows(md: &mut String, results: &Results, size: usize, ids: [&str; 3], label: &str) {
     let get = |server, id| find(results, size, server, id);
+    let spread = |id, figure: &dyn Fn(&Report) -> f64| round_spread(results, size, id, figure);
     let [a, b, c] = ids;
     if let (Some(e), Some(r)) = (get("etcd", a), get("raftkv", a)) {
         let bar = format!("({a}) put p50 ≤ etcd's{label}");
-        latency_row(md, size, &bar, e.latency_ms.p50, r.latency_ms.p50, true);
+        let by_round = spread(a, &|r| r.latency_ms.p50);
+        let (e, r) = (e.latency_ms.p50, r.latency_ms.p50);
+        latency_row(md, size, &bar, e, r, true, &by_round);
     }
     if let (Some(e), Some(r)) = (get("etcd", b), get("raftkv", b)) {
-        rate_row(
-            md,
-            size,
-            &format!("({b}) put/s ≥ etcd's{label}"),
-            e,
-            r,
-            false,
-        );
+        let bar = format!("({b}) put/s ≥ etcd's{label}");
+        let by_round = spread(b, &|r| r.requests_per_sec);
+        rate_row(md, size, &bar, e, r, false, &by_round);
         let bar = format!("({b}) put p99 ≤ etcd's{label}");
-        latency_row(md, size, &bar, e.latency_ms.p99, r.latency_ms.p99, true);
+        let by_round = spread(b, &|r| r.latency_ms.p99);
+        let (e, r) = (e.latency_ms.p99, r.latency_ms.p99);
+        latency_row(md, size, &bar, e, r, true, &by_round);
     }
     if let (Some(e), Some(r)) = (get("etcd", c), get("raftkv", c)) {
-        rate_row(
-            md,
-            size,
-            &format!("({c}) get/s ≥ etcd's{label}"),
-            e,
-            r,
-            false,
-        );
+        let bar = format!("({c}) get/s ≥ etcd's{label}");
+        let by_round = spread(c, &|r| r.requests_per_sec);
+        rate_row(md, size, &bar, e, r, false, &by_round);
     }
 }
 
@@ -840,32 +979,71 @@ fn kv_rows(md: &mut String, results: &Results, size: usize, ids: [&str; 3], labe
 /// the keep-alive p99 at most etcd's.
 fn lease_rows(md: &mut String, results: &Results, size: usize) {
     let get = |server, id| find(results, size, server, id);
+    let spread = |id, figure: &dyn Fn(&Report) -> f64| round_spread(results, size, id, figure);
     if let (Some(e), Some(r)) = (get("etcd", "f"), get("raftkv", "f")) {
-        rate_row(md, size, "(f) lease keep-alive/s ≥ etcd's", e, r, true);
+        let by_round = spread("f", &|r| r.requests_per_sec);
+        rate_row(
+            md,
+            size,
+            "(f) lease keep-alive/s ≥ etcd's",
+            e,
+            r,
+            true,
+            &by_round,
+        );
         let (bar, clean) = ("(f) lease keep-alive p99 ≤ etcd's", r.errors == 0);
-        latency_row(md, size, bar, e.latency_ms.p99, r.latency_ms.p99, clean);
+        let by_round = spread("f", &|r| r.latency_ms.p99);
+        let (e, r) = (e.latency_ms.p99, r.latency_ms.p99);
+        latency_row(md, size, bar, e, r, clean, &by_round);
     }
     if let (Some(e), Some(r)) = (get("etcd", "g"), get("raftkv", "g")) {
-        rate_row(md, size, "(g) lease grant/s ≥ etcd's", e, r, true);
+        let by_round = spread("g", &|r| r.requests_per_sec);
+        rate_row(
+            md,
+            size,
+            "(g) lease grant/s ≥ etcd's",
+            e,
+            r,
+            true,
+            &by_round,
+        );
     }
 }
 
 /// A bar row on requests a second: raftkv's at least etcd's (with `clean`, and no errors).
-fn rate_row(md: &mut String, size: usize, bar: &str, e: &Report, r: &Report, clean: bool) {
+/// `by_round` follows the ratio (see [`round_spread`]).
+fn rate_row(
+    md: &mut String,
+    size: usize,
+    bar: &str,
+    e: &Report,
+    r: &Report,
+    clean: bool,
+    by_round: &str,
+) {
     let (e, r, errors) = (e.requests_per_sec, r.requests_per_sec, r.errors);
     let _ = writeln!(
         md,
-        "| {size} | {bar} | {e:.0} | {r:.0} | {} | {} |",
+        "| {size} | {bar} | {e:.0} | {r:.0} | {}{by_round} | {} |",
         ratio(r, e),
         verdict(r >= e && (!clean || errors == 0))
     );
 }
 
-/// A bar row on a latency in ms: raftkv's at most etcd's (and `also`).
-fn latency_row(md: &mut String, size: usize, bar: &str, e: f64, r: f64, also: bool) {
+/// A bar row on a latency in ms: raftkv's at most etcd's (and `also`). `by_round` follows
+/// the ratio (see [`round_spread`]).
+fn latency_row(
+    md: &mut String,
+    size: usize,
+    bar: &str,
+    e: f64,
+    r: f64,
+    also: bool,
+    by_round: &str,
+) {
     let _ = writeln!(
         md,
-        "| {size} | {bar} | {e:.3} ms | {r:.3} ms | {} | {} |",
+        "| {size} | {bar} | {e:.3} ms | {r:.3} ms | {}{by_round} | {} |",
         ratio(r, e),
         verdict(r <= e && also)
     );
@@ -996,6 +1174,7 @@ mod tests {
             size,
             server,
             id,
+            round: 0,
             report,
         }
     }
@@ -1004,6 +1183,7 @@ mod tests {
     fn results(rows: Vec<Row>) -> Results {
         Results {
             rows,
+            by_round: vec![],
             memory: vec![],
             watch: vec![],
             flags: vec![],
@@ -1034,6 +1214,7 @@ mod tests {
             total: 1,
             pod_total: 0,
             memory_keys: 0,
+            rounds: 1,
             watch_latency_watchers: 10_000,
             watch_put_total: 1_000,
             watch_put_rate: 100,
@@ -1293,5 +1474,135 @@ mod tests {
             text,
             format!("{}\n{}\n", plain_md.trim_end(), tls_md.trim_end())
         );
+    }
+
+    /// Three rounds of (a)-(c) for both servers, with etcd's and raftkv's figures in each
+    /// round given as (put p50, put/s, put p99, get/s).
+    fn three_rounds(
+        etcd: [(f64, f64, f64, f64); 3],
+        raftkv: [(f64, f64, f64, f64); 3],
+    ) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (round, (e, r)) in etcd.iter().zip(raftkv.iter()).enumerate() {
+            for (server, &(p50, put, p99, get)) in [("etcd", e), ("raftkv", r)] {
+                rows.push(Row {
+                    round,
+                    ..row(3, server, "a", report("put", 500.0, p50, p50 * 3.0))
+                });
+                let mut b = report("put", put, 10.0, p99);
+                b.errors = round as u64;
+                b.total = 1_000;
+                rows.push(Row {
+                    round,
+                    ..row(3, server, "b", b)
+                });
+                rows.push(Row {
+                    round,
+                    ..row(3, server, "c", report("range", get, 5.0, 20.0))
+                });
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn rounds_give_the_median_of_each_figure_and_the_ratio_by_round() {
+        let by_round = three_rounds(
+            [
+                (1.0, 6_000.0, 40.0, 8_000.0),
+                (1.5, 3_000.0, 30.0, 9_500.0),
+                (1.2, 5_000.0, 80.0, 7_000.0),
+            ],
+            [
+                (1.1, 5_000.0, 60.0, 9_000.0),
+                (1.0, 4_400.0, 45.0, 9_900.0),
+                (0.7, 3_000.0, 20.0, 14_000.0),
+            ],
+        );
+        let rows = medians(&by_round);
+        assert_eq!(rows.len(), 6, "one row per server and workload");
+        let get = |server, id| {
+            let r = rows
+                .iter()
+                .find(|r| r.server == server && r.id == id)
+                .unwrap();
+            assert_eq!(r.round, 3, "a median row counts its rounds");
+            &r.report
+        };
+        // Each figure is its own median (not the mean, not the median round's).
+        assert_eq!(get("etcd", "a").latency_ms.p50, 1.2);
+        assert_eq!(get("raftkv", "a").latency_ms.p50, 1.0);
+        assert_eq!(get("etcd", "b").requests_per_sec, 5_000.0);
+        assert_eq!(get("etcd", "b").latency_ms.p99, 40.0);
+        assert_eq!(get("raftkv", "b").requests_per_sec, 4_400.0);
+        assert_eq!(get("raftkv", "b").latency_ms.p99, 45.0);
+        // Errors and requests are summed over the rounds.
+        assert_eq!(get("raftkv", "b").errors, 3);
+        assert_eq!(get("raftkv", "b").total, 3_000);
+        assert_eq!(get("raftkv", "c").requests_per_sec, 9_900.0);
+
+        let plan = Plan {
+            rounds: 3,
+            ..plan()
+        };
+        let results = Results {
+            by_round,
+            ..results(rows)
+        };
+        let md = markdown(&plan, &results);
+        assert!(md.contains("one run of 3 rounds"), "{md}");
+        // (a): ratios 1.10, 0.67, 0.58 by round; medians 1.0 over 1.2.
+        assert!(
+            md.contains(
+                "| 3 | (a) put p50 ≤ etcd's | 1.200 ms | 1.000 ms | 0.83 (0.58–1.10 by round) | yes |"
+            ),
+            "{md}"
+        );
+        // (b): 0.83, 1.47, 0.60 by round (its errors do not count: (b) is no clean bar).
+        assert!(
+            md.contains(
+                "| 3 | (b) put/s ≥ etcd's | 5000 | 4400 | 0.88 (0.60–1.47 by round) | **no** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 3 | (b) put p99 ≤ etcd's | 40.000 ms | 45.000 ms | 1.12 (0.25–1.50 by round) | **no** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 3 | (c) get/s ≥ etcd's | 8000 | 9900 | 1.24 (1.04–2.00 by round) | yes |"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn an_even_number_of_rounds_takes_the_mean_of_the_middle_two_and_one_round_has_no_spread() {
+        let mut by_round = Vec::new();
+        for (round, put) in [6_000.0, 2_000.0, 5_000.0, 3_000.0].into_iter().enumerate() {
+            by_round.push(Row {
+                round,
+                ..row(3, "raftkv", "b", report("put", put, 1.0, 1.0))
+            });
+        }
+        let rows = medians(&by_round);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].report.requests_per_sec, 4_000.0);
+        // With one round there is nothing to spread.
+        let one = results(vec![
+            row(3, "etcd", "b", report("put", 5_000.0, 1.0, 1.0)),
+            row(3, "raftkv", "b", report("put", 4_000.0, 1.0, 1.0)),
+        ]);
+        assert_eq!(round_spread(&one, 3, "b", &|r| r.requests_per_sec), "");
+    }
+
+    #[test]
+    fn servers_take_turns_going_first() {
+        assert_eq!(round_order(0)[0].name(), "etcd");
+        assert_eq!(round_order(1)[0].name(), "raftkv");
+        assert_eq!(round_order(2)[0].name(), "etcd");
     }
 }

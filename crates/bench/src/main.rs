@@ -315,6 +315,11 @@ enum Cmd {
         /// Keys loaded before measuring members' memory (0 skips it).
         #[arg(long, default_value_t = 1_000_000)]
         memory_keys: u64,
+        /// Rounds of workloads (a)-(c-k), (f) and (g) for each cluster size, the two servers
+        /// alternating which goes first; every figure reported is the median of its rounds.
+        /// The watch workloads and the memory comparison run in the first round only.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+        rounds: u64,
         /// Watchers in the watch-latency workload (d), 100 per stream, on the first cluster
         /// size only (0 skips it).
         #[arg(long, default_value_t = 10_000)]
@@ -482,6 +487,7 @@ async fn run(cli: Cli) -> Result<()> {
             workload_total,
             pod_total,
             memory_keys,
+            rounds,
             watch_latency_watchers,
             watch_put_total,
             watch_put_rate,
@@ -512,6 +518,7 @@ async fn run(cli: Cli) -> Result<()> {
                 total: *workload_total,
                 pod_total: *pod_total,
                 memory_keys: *memory_keys,
+                rounds: *rounds as usize,
                 watch_latency_watchers: *watch_latency_watchers,
                 watch_put_total: *watch_put_total,
                 watch_put_rate: *watch_put_rate,
@@ -937,6 +944,21 @@ mod tests {
             panic!("not compare");
         };
         assert!(tls);
+    }
+
+    #[test]
+    fn compare_runs_one_round_unless_told_and_bounds_them() {
+        let Cmd::Compare { rounds, .. } = parse(&["compare"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!(rounds, 1);
+        let Cmd::Compare { rounds, .. } = parse(&["compare", "--rounds", "3"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!(rounds, 3);
+        for bad in ["0", "21", "-1"] {
+            assert!(Cli::try_parse_from(["raftkv-bench", "compare", "--rounds", bad]).is_err());
+        }
     }
 
     #[test]
