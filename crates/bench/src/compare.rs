@@ -515,8 +515,8 @@ pub async fn run(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// Which server goes first in `round`: etcd in even rounds, raftkv in odd ones, so that
-/// a machine that slows down or speeds up over a run favours neither.
+/// Which server goes first in `round` (from 0): etcd in even rounds, raftkv in odd ones, so
+/// that a machine that slows down or speeds up over a run favours neither.
 fn round_order(round: usize) -> [Server; 2] {
     if round.is_multiple_of(2) {
         [Server::Etcd, Server::Raftkv]
