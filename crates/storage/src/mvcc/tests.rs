@@ -1061,6 +1061,45 @@ fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
     assert_eq!(all_records(&store), expected);
 }
 
+/// A lease grant in a run of entries is an unrecorded write like a put (one sled batch per
+/// grant made sled write out its log buffer for each). After a crash that kept the lease
+/// but not the point, the replayed grant is refused and the store ends as if applied once.
+#[test]
+fn an_unrecorded_grant_replayed_after_a_crash_leaves_the_same_store() {
+    use raftkv_proto::etcdserverpb::LeaseGrantRequest;
+    let grant = cmd(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }));
+    let leased = cmd(command::Op::Put(PutRequest {
+        lease: 7,
+        ..put_req("b", "2")
+    }));
+    let commands = [cmd(command::Op::Put(put_req("a", "1"))), grant, leased];
+    let expected = {
+        let f = open();
+        for (i, c) in commands.iter().enumerate() {
+            f.store.apply(c, &applied_at(i as u8 + 1, None)).unwrap();
+        }
+        (all_records(&f.store), f.store.lease(7))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        store.apply(&commands[0], &applied_at(1, None)).unwrap();
+        store
+            .apply_unrecorded(&commands[1], &applied_at(2, None))
+            .unwrap();
+        assert!(store.point().unrecorded, "a grant in a run is not recorded");
+        store.flush().unwrap(); // the lease reached the disk, the point did not
+    }
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    assert_eq!(store.applied_state().unwrap().applied, Some(vec![1]));
+    assert_eq!(store.lease(7), expected.1, "the lease is back from the disk");
+    let replayed = store.apply_unrecorded(&commands[1], &applied_at(2, None));
+    assert!(matches!(replayed, Err(MvccError::LeaseExist)), "{replayed:?}");
+    store.apply(&commands[2], &applied_at(3, None)).unwrap();
+    assert_eq!((all_records(&store), store.lease(7)), expected);
+    assert_eq!(store.applied_state().unwrap().applied, Some(vec![3]));
+}
+
 /// A Raft snapshot's point: `persist` records what unrecorded writes left, flushes, and
 /// returns that point, which a reopened store is at (the log before it may be purged).
 #[test]
