@@ -1067,7 +1067,10 @@ fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
 #[test]
 fn an_unrecorded_grant_replayed_after_a_crash_leaves_the_same_store() {
     use raftkv_proto::etcdserverpb::LeaseGrantRequest;
-    let grant = cmd(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 7 }));
+    let grant = cmd(command::Op::LeaseGrant(LeaseGrantRequest {
+        ttl: 60,
+        id: 7,
+    }));
     let leased = cmd(command::Op::Put(PutRequest {
         lease: 7,
         ..put_req("b", "2")
@@ -1092,9 +1095,16 @@ fn an_unrecorded_grant_replayed_after_a_crash_leaves_the_same_store() {
     }
     let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
     assert_eq!(store.applied_state().unwrap().applied, Some(vec![1]));
-    assert_eq!(store.lease(7), expected.1, "the lease is back from the disk");
+    assert_eq!(
+        store.lease(7),
+        expected.1,
+        "the lease is back from the disk"
+    );
     let replayed = store.apply_unrecorded(&commands[1], &applied_at(2, None));
-    assert!(matches!(replayed, Err(MvccError::LeaseExist)), "{replayed:?}");
+    assert!(
+        matches!(replayed, Err(MvccError::LeaseExist)),
+        "{replayed:?}"
+    );
     store.apply(&commands[2], &applied_at(3, None)).unwrap();
     assert_eq!((all_records(&store), store.lease(7)), expected);
     assert_eq!(store.applied_state().unwrap().applied, Some(vec![3]));
