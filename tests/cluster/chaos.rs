@@ -673,6 +673,7 @@ pub async fn run_schedule(
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
     let watchers = crate::chaos_watch::Watchers::start(&endpoints);
     let leases = crate::chaos_lease::LeaseKeeper::start(&endpoints).await;
+    let granter = crate::chaos_lease::Granter::start(&endpoints);
     let locks = crate::chaos_lock::LockContenders::start(&endpoints);
     let mut rng = Rng::new(seed);
     let mut windows = Vec::new();
@@ -802,6 +803,17 @@ pub async fn run_schedule(
         }
     }
     converge(&cluster, seed).await;
+    let granted = {
+        let leader = cluster.leader().await.expect("leader after the run");
+        let live: Vec<String> = running(&cluster)
+            .into_iter()
+            .map(|i| cluster.members[i].endpoint())
+            .collect();
+        granter
+            .finish(&live, &cluster.members[leader].endpoint(), seed)
+            .await
+    };
+    eprintln!("chaos: seed {seed}: {granted}");
     let watched = check_watchers(&cluster, watchers, &history, seed).await;
     eprintln!("chaos: seed {seed}: {watched}");
     if let Some(mirror) = mirror {

@@ -8,6 +8,14 @@
 //!   leader after it was sent at s, so the lease lives until at least s + TTL): expiry
 //!   only by running out, never while kept alive;
 //! - the unrenewed lease has expired and its key is gone on every member.
+//!
+//! Beside them a granter grants a fresh lease (long TTL, an ID of its choosing) through the
+//! members in turn all through the schedule, so grants are committed while members are
+//! killed, paused, cut off and restarted (a grant is applied without a batch: a crash can
+//! leave the lease stored without the applied point, and the replay must end the same).
+//! Afterwards every member holds the same set of these leases, every acknowledged grant is
+//! in it, nothing that was never sent is, and each acknowledged lease has the TTL it was
+//! granted with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +24,8 @@ use std::time::{Duration, Instant};
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::lease_client::LeaseClient;
 use raftkv_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseTimeToLiveRequest,
+    PutRequest, RangeRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -277,6 +286,175 @@ impl LeaseKeeper {
             },
             log.len(),
             acked.len()
+        )
+    }
+}
+
+/// TTL of the granter's leases: longer than any run, so none expires before the check.
+const GRANTED_TTL: i64 = 900;
+/// The granter's lease IDs are `GRANTED_BASE + n`, apart from the server-chosen ones.
+const GRANTED_BASE: i64 = 0x6772_616e_0000;
+
+/// What became of one grant.
+#[derive(Debug)]
+enum Grant {
+    /// Acknowledged with this ID and TTL.
+    Acked(i64, i64),
+    /// Refused with an error in the response, or no answer: the outcome is unknown.
+    Unknown(String),
+}
+
+/// Grants leases all through the schedule (see the module's doc).
+pub struct Granter {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(i64, Grant)>>,
+}
+
+impl Granter {
+    pub fn start(endpoints: &[String]) -> Self {
+        let endpoints = endpoints.to_vec();
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut log = Vec::new();
+                let mut n = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = GRANTED_BASE + n;
+                    let ep = &endpoints[n as usize % endpoints.len()];
+                    n += 1;
+                    let answer = async {
+                        let c = channel(ep)
+                            .await
+                            .ok_or_else(|| "no connection".to_string())?;
+                        LeaseClient::new(c)
+                            .lease_grant(LeaseGrantRequest {
+                                ttl: GRANTED_TTL,
+                                id,
+                            })
+                            .await
+                            .map(|r| r.into_inner())
+                            .map_err(|s| s.message().to_string())
+                    };
+                    let grant = match tokio::time::timeout(Duration::from_secs(2), answer).await {
+                        Ok(Ok(r)) if r.error.is_empty() => Grant::Acked(r.id, r.ttl),
+                        Ok(Ok(r)) => Grant::Unknown(r.error),
+                        Ok(Err(e)) => Grant::Unknown(e),
+                        Err(_) => Grant::Unknown("timed out".into()),
+                    };
+                    log.push((id, grant));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                log
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops granting and checks the grants on every member in `live` (endpoints of the
+    /// members running now, converged); `leader` answers the TTL reads. Returns a summary.
+    pub async fn finish(self, live: &[String], leader: &str, seed: u64) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let log = self.task.await.expect("granter task");
+        let sent: std::collections::BTreeSet<i64> = log.iter().map(|(id, _)| *id).collect();
+        let mut acked = std::collections::BTreeSet::new();
+        for (id, grant) in &log {
+            if let Grant::Acked(got, ttl) = grant {
+                assert_eq!(
+                    (*got, *ttl),
+                    (*id, GRANTED_TTL),
+                    "seed {seed}: grant of lease {id:#x} for {GRANTED_TTL} s acknowledged as {got:#x} for {ttl} s"
+                );
+                acked.insert(*id);
+            }
+        }
+        // Each member's own leases (LeaseLeases answers from the member's applied state).
+        // Grants move no revision, so the members' convergence on keys does not say they
+        // have applied the last grants: wait until they hold the same set.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let sets = loop {
+            let mut sets = Vec::new();
+            for ep in live {
+                let Some(c) = channel(ep).await else { break };
+                let Ok(r) = LeaseClient::new(c)
+                    .lease_leases(LeaseLeasesRequest {})
+                    .await
+                else {
+                    break;
+                };
+                let ids: std::collections::BTreeSet<i64> = r
+                    .into_inner()
+                    .leases
+                    .iter()
+                    .map(|l| l.id)
+                    .filter(|id| (GRANTED_BASE..GRANTED_BASE + log.len() as i64 + 1).contains(id))
+                    .collect();
+                sets.push(ids);
+            }
+            let done = sets.len() == live.len()
+                && sets.windows(2).all(|w| w[0] == w[1])
+                && sets.first().is_some_and(|s| s.is_superset(&acked));
+            if done || Instant::now() > deadline {
+                break sets;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(
+            sets.len(),
+            live.len(),
+            "seed {seed}: a member did not list its leases"
+        );
+        for (i, set) in sets.iter().enumerate() {
+            let missing: Vec<String> = acked.difference(set).map(|id| format!("{id:#x}")).collect();
+            assert!(
+                missing.is_empty(),
+                "seed {seed}: member {} lacks acknowledged grants {missing:?}",
+                live[i]
+            );
+            let phantom: Vec<String> = set.difference(&sent).map(|id| format!("{id:#x}")).collect();
+            assert!(
+                phantom.is_empty(),
+                "seed {seed}: member {} holds leases never granted {phantom:?}",
+                live[i]
+            );
+            assert_eq!(
+                set, &sets[0],
+                "seed {seed}: members {} and {} hold different leases",
+                live[0], live[i]
+            );
+        }
+        let c = channel(leader).await.expect("leader connection");
+        let mut lease = LeaseClient::new(c);
+        for id in &sets[0] {
+            let t = lease
+                .lease_time_to_live(LeaseTimeToLiveRequest {
+                    id: *id,
+                    keys: false,
+                })
+                .await
+                .expect("time to live")
+                .into_inner();
+            assert!(
+                t.granted_ttl == GRANTED_TTL && t.ttl > 0 && t.ttl <= GRANTED_TTL,
+                "seed {seed}: lease {id:#x} granted for {GRANTED_TTL} s reads {t:?}"
+            );
+        }
+        let unknown: Vec<&str> = log
+            .iter()
+            .filter_map(|(_, g)| match g {
+                Grant::Unknown(e) => Some(e.as_str()),
+                Grant::Acked(..) => None,
+            })
+            .collect();
+        let kept_of_unknown = sets[0].len() - acked.len();
+        format!(
+            "{} grants through the faults: {} acknowledged, {} unknown ({kept_of_unknown} of them applied; first errors {:?}), the same {} leases on all {} members, each with its TTL",
+            log.len(),
+            acked.len(),
+            unknown.len(),
+            unknown.iter().take(3).collect::<Vec<_>>(),
+            sets[0].len(),
+            live.len()
         )
     }
 }
