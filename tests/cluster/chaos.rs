@@ -875,7 +875,7 @@ async fn check_watchers(
     let reference = read_history(&cluster.members[leader].endpoint(), last).await;
     let logs = watchers.finish(last, Duration::from_secs(30)).await;
     for (i, log) in logs.iter().enumerate() {
-        if let Err(e) = check_stream(&format!("watcher on member {i}"), log) {
+        if let Err(e) = check_stream(&format!("watcher on member {i}"), log, &reference) {
             panic!("seed {seed}: {e}");
         }
         let events = without_sentinel(log.events());

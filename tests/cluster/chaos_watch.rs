@@ -45,6 +45,9 @@ pub struct WatchLog {
     pub responses: Vec<Vec<Seen>>,
     /// How often it resumed after its stream broke.
     pub resumes: usize,
+    /// Where each watch was opened: responses recorded before it, its start revision and
+    /// the member's index (to explain a failed check).
+    pub opened: Vec<(usize, i64, usize)>,
     /// Answers it should never get (cancels, errors in created answers).
     pub unexpected: Vec<String>,
 }
@@ -121,8 +124,13 @@ async fn watcher(
                 .await;
                 match opened {
                     Ok(Ok(answers)) => {
-                        if !first {
-                            log.lock().unwrap().resumes += 1;
+                        {
+                            let mut log = log.lock().unwrap();
+                            if !first {
+                                log.resumes += 1;
+                            }
+                            let at = log.responses.len();
+                            log.opened.push((at, start, target));
                         }
                         first = false;
                         failures = 0;
@@ -259,8 +267,9 @@ pub fn without_sentinel(mut events: Vec<Seen>) -> Vec<Seen> {
 
 /// Checks one stream on its own: ordered, no duplicates, atomic per revision, prev_kv the
 /// key's previous value in the stream (it starts at the first revision, with nothing
-/// compacted).
-pub fn check_stream(name: &str, log: &WatchLog) -> Result<(), String> {
+/// compacted). A failed prev_kv check shows the key's events in the stream and in
+/// `reference` (the history as a fresh watch reads it) and where the stream was opened.
+pub fn check_stream(name: &str, log: &WatchLog, reference: &[Seen]) -> Result<(), String> {
     if !log.unexpected.is_empty() {
         return Err(format!("{name}: unexpected answers {:?}", log.unexpected));
     }
@@ -287,8 +296,30 @@ pub fn check_stream(name: &str, log: &WatchLog) -> Result<(), String> {
         let (rev, kind, key, value, prev) = &event;
         let before = values.get(key).cloned().flatten();
         if *prev != before {
+            let of_key = |events: &[Seen]| -> Vec<String> {
+                events
+                    .iter()
+                    .filter(|e| &e.2 == key && e.0 <= *rev)
+                    .rev()
+                    .take(8)
+                    .map(|e| format!("{}:{}:{}<-{:?}", e.0, e.1, e.3, e.4))
+                    .collect()
+            };
+            let opened: Vec<(i64, usize, Option<i64>)> = log
+                .opened
+                .iter()
+                .map(|&(at, start, member)| {
+                    let first = log.responses.get(at).and_then(|r| r.first()).map(|e| e.0);
+                    (start, member, first)
+                })
+                .collect();
             return Err(format!(
-                "{name}: prev_kv of {key} at {rev} is {prev:?}, the stream had {before:?}"
+                "{name}: prev_kv of {key} at {rev} is {prev:?}, the stream had {before:?}\n  \
+                 {key} up to {rev}, newest first, in the stream: {:?}\n  \
+                 in the history: {:?}\n  \
+                 watches opened (start revision, member, first revision received): {opened:?}",
+                of_key(&log.events()),
+                of_key(reference)
             ));
         }
         values.insert(key.clone(), (*kind == 0).then(|| value.clone()));
