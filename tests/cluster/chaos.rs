@@ -888,7 +888,7 @@ async fn check_watchers(
             panic!(
                 "seed {seed}: watcher on member {i} ({} events, {} resumes) differs from the history ({} events) at event {at}: {:?} vs {:?}",
                 events.len(),
-                log.resumes,
+                log.resumes(),
                 reference.len(),
                 events.get(at),
                 reference.get(at)
@@ -920,7 +920,7 @@ async fn check_watchers(
             );
         }
     }
-    let resumes: usize = logs.iter().map(|l| l.resumes).sum();
+    let resumes: usize = logs.iter().map(|l| l.resumes()).sum();
     format!(
         "{} watchers, {} events each, {resumes} resumes, streams equal to the MVCC history",
         logs.len(),

@@ -43,16 +43,19 @@ fn seen(event: &Event) -> Seen {
 pub struct WatchLog {
     /// Each response's events, in arrival order.
     pub responses: Vec<Vec<Seen>>,
-    /// How often it resumed after its stream broke.
-    pub resumes: usize,
-    /// Where each watch was opened: responses recorded before it, its start revision and
-    /// the member's index (to explain a failed check).
+    /// Where each watch was opened (the first, then every resume after a break): responses
+    /// recorded before it, its start revision and the member's index.
     pub opened: Vec<(usize, i64, usize)>,
     /// Answers it should never get (cancels, errors in created answers).
     pub unexpected: Vec<String>,
 }
 
 impl WatchLog {
+    /// How often it resumed after its stream broke.
+    pub fn resumes(&self) -> usize {
+        self.opened.len().saturating_sub(1)
+    }
+
     fn last_revision(&self) -> i64 {
         self.responses
             .iter()
@@ -107,7 +110,6 @@ async fn watcher(
 ) {
     let mut target = home;
     let mut failures = 0;
-    let mut first = true;
     while !stop.load(Ordering::Relaxed) {
         let next = log.lock().unwrap().last_revision() + 1;
         let start = next.max(1);
@@ -126,13 +128,9 @@ async fn watcher(
                     Ok(Ok(answers)) => {
                         {
                             let mut log = log.lock().unwrap();
-                            if !first {
-                                log.resumes += 1;
-                            }
                             let at = log.responses.len();
                             log.opened.push((at, start, target));
                         }
-                        first = false;
                         failures = 0;
                         follow(answers.into_inner(), &log, &stop).await;
                         drop(tx);
