@@ -7,6 +7,7 @@ mod auth_client;
 mod auth_enforce;
 mod auth_jwt;
 mod auth_management;
+mod auto_compaction;
 mod backup;
 mod chaos;
 mod chaos_auth;

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     /// bytes in use ([`raftkv_storage::MvccStore::size_in_use`]) to this raise NOSPACE and
     /// are refused, as etcd's quota check. `None`: no quota (etcd: a negative value).
     pub quota_backend_bytes: Option<u64>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`: off (etcd's
+    /// default, a retention of 0).
+    pub auto_compaction: Option<crate::node::compactor::AutoCompaction>,
     /// TLS between members (etcd's `--peer-*` TLS flags, built by the server crate).
     pub peer_tls: PeerTls,
 }
@@ -104,6 +107,7 @@ impl NodeConfig {
             strict_reconfig_check: true,
             lease_checkpoint_interval: None,
             quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
+            auto_compaction: None,
             peer_tls: PeerTls::default(),
         }
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::FromArgMatches;
 use clap::parser::ValueSource;
+use raftkv_raft::node::compactor::AutoCompaction;
 use raftkv_raft::{ClusterState, MAX_REQUEST_BYTES_LIMIT, NodeConfig};
 
 pub use crate::flags::MemberFlags;
@@ -275,6 +276,9 @@ impl ServerConfig {
             0 => Some(raftkv_raft::config::DEFAULT_QUOTA_BACKEND_BYTES),
             q => Some(q as u64),
         };
+        node.auto_compaction =
+            auto_compaction(&c.auto_compaction_mode, &c.auto_compaction_retention)
+                .map_err(anyhow::Error::msg)?;
         node.lease_checkpoint_interval = flags
             .experimental
             .experimental_enable_lease_checkpoint
@@ -337,6 +341,47 @@ impl ServerConfig {
             cipher_suites,
         })
     }
+}
+
+/// etcd's reading of `--auto-compaction-mode` and `--auto-compaction-retention`: a
+/// retention that is a whole number is hours (periodic) or revisions (revision); anything
+/// else is a Go duration (in revision mode, its nanoseconds are the revisions). `None`: off
+/// (a retention of 0). Errors are etcd's messages.
+fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, String> {
+    match mode {
+        "" | "periodic" | "revision" => {}
+        other => return Err(format!("unknown auto-compaction-mode {other:?}")),
+    }
+    let policy = match retention.parse::<i64>() {
+        Ok(n) if n >= 0 => match mode {
+            "periodic" => {
+                AutoCompaction::Periodic(Duration::from_secs((n as u64).saturating_mul(3600)))
+            }
+            "revision" => AutoCompaction::Revision(n),
+            _ => return Ok(None), // etcd reads a number as 0 when the mode is empty
+        },
+        _ => {
+            let nanos = crate::go_values::parse_signed_duration(retention)
+                .map_err(|e| format!("error parsing CompactionRetention: {e}"))?;
+            if nanos < 0 {
+                // etcd would run its compactor with a negative period, without a pause.
+                return Err(format!(
+                    "error parsing CompactionRetention: negative retention {retention:?}"
+                ));
+            }
+            match mode {
+                "periodic" => AutoCompaction::Periodic(Duration::from_nanos(nanos as u64)),
+                "revision" => AutoCompaction::Revision(nanos),
+                _ if nanos == 0 => return Ok(None),
+                _ => return Err(format!("unsupported compaction mode {mode}")),
+            }
+        }
+    };
+    Ok(match policy {
+        AutoCompaction::Periodic(d) if d.is_zero() => None,
+        AutoCompaction::Revision(0) => None,
+        p => Some(p),
+    })
 }
 
 /// etcd's `defaultLeaseCheckpointInterval`.
@@ -480,6 +525,50 @@ pub async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_compaction_flags_are_read_as_etcd_reads_them() {
+        let p = auto_compaction;
+        let hours = |h: u64| {
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(
+                h * 3600,
+            ))))
+        };
+        assert_eq!(p("periodic", "0"), Ok(None));
+        assert_eq!(p("periodic", "1"), hours(1));
+        assert_eq!(p("periodic", "+2"), hours(2));
+        assert_eq!(p("periodic", "72"), hours(72));
+        assert_eq!(
+            p("periodic", "5m"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(300))))
+        );
+        assert_eq!(p("periodic", "0s"), Ok(None));
+        assert_eq!(
+            p("revision", "1000"),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        assert_eq!(p("revision", "0"), Ok(None));
+        assert_eq!(
+            p("revision", "1us"),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        // etcd's messages (etcd 3.4.23 with the same flags).
+        assert_eq!(
+            p("foo", "1"),
+            Err("unknown auto-compaction-mode \"foo\"".into())
+        );
+        assert_eq!(
+            p("periodic", "abc"),
+            Err("error parsing CompactionRetention: time: invalid duration \"abc\"".into())
+        );
+        assert_eq!(
+            p("periodic", "-1"),
+            Err("error parsing CompactionRetention: time: missing unit in duration \"-1\"".into())
+        );
+        assert!(p("periodic", "-1h").is_err());
+        assert_eq!(p("", "5"), Ok(None));
+        assert_eq!(p("", "5m"), Err("unsupported compaction mode ".into()));
+    }
 
     fn args(list: &[&str]) -> Vec<OsString> {
         let command = MemberFlags::command();

@@ -82,11 +82,6 @@ const IGNORED: &[Rule] = &[
         why: "raftkv does not enforce a minimum interval between client pings",
     },
     Rule {
-        flag: "auto-compaction-retention",
-        applies: |f| !matches!(f.clustering.auto_compaction_retention.as_str(), "" | "0"),
-        why: "raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
-    },
-    Rule {
         flag: "enable-v2",
         applies: |f| f.clustering.enable_v2,
         why: NO_V2,
@@ -283,7 +278,6 @@ mod tests {
                 "--snapshot",
             ]),
             [
-                "ignoring --auto-compaction-retention: raftkv does not compact on its own yet (with either --auto-compaction-mode); run `etcdctl compaction`",
                 "ignoring --enable-v2: raftkv serves only the v3 API",
                 "ignoring --experimental-initial-corrupt-check: raftkv has no corruption check yet",
                 "flag \"-snapshot\" is no longer supported - ignoring.",

@@ -96,7 +96,7 @@ impl RaftNode {
     }
 
     /// The term this member leads in, once it has applied an entry of that term.
-    fn primary_term(&self) -> Option<u64> {
+    pub(super) fn primary_term(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
         let applied_own = m

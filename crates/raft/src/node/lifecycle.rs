@@ -168,7 +168,7 @@ impl RaftNode {
             space,
             node.metrics.clone(),
         );
-        *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = vec![
+        let mut tasks = vec![
             tokio::spawn(service.serve(peer_listener, peer_tls, stop_rx)),
             tokio::spawn(publish_self(Arc::downgrade(&node))),
             tokio::spawn(watch_space(Arc::downgrade(&node))),
@@ -180,6 +180,13 @@ impl RaftNode {
                 node.stop_peer.subscribe(),
             )),
         ];
+        if let Some(policy) = node.config.auto_compaction {
+            tasks.push(tokio::spawn(super::compactor::auto_compact(
+                Arc::downgrade(&node),
+                policy,
+            )));
+        }
+        *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(node)
     }
 

@@ -13,10 +13,12 @@
 //! - `membership` — member add / remove / promote with etcd's policy, publish, joining,
 //!   leadership transfer.
 //! - `convert` — members in etcd's form.
+//! - `compactor` — auto compaction on etcd's schedule (`--auto-compaction-*`), by the leader.
 //!
 //! The peer service (`crate::peer_service`) reaches the leader-side handlers through its
 //! `LeaderSide` trait, which the node implements here; it does not depend on the node.
 
+pub mod compactor;
 mod convert;
 mod leases;
 mod lifecycle;
