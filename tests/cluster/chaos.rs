@@ -33,8 +33,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::fixture::{Cluster, Options, Server, etcdctl, etcdctl_ok, free_port};
 use crate::linearizable::{self, Input, Op, Output};
 
-const KEYS: usize = 4;
-const CLIENTS: usize = 6;
+pub(crate) const KEYS: usize = 4;
+pub(crate) const CLIENTS: usize = 6;
 
 /// Seeded: the schedule and the clients' choices (rand's small generator).
 pub(crate) struct Rng(rand::rngs::SmallRng);
@@ -94,7 +94,7 @@ const MEMBERSHIP_FAULTS: [Fault; 5] = [
     Fault::RollingRestart,
 ];
 
-fn running(cluster: &Cluster) -> Vec<usize> {
+pub(crate) fn running(cluster: &Cluster) -> Vec<usize> {
     (0..cluster.members.len())
         .filter(|&i| cluster.members[i].is_running())
         .collect()
@@ -226,7 +226,13 @@ const FALSE_REFUSALS: [&str; 2] = ["ending a peer's append stream", "refused a p
 /// One client: random operations one at a time, moving to another member after an error.
 /// One client of random ops on the chaos keys, through gRPC or (`gateway`) etcd's JSON
 /// gateway, moving to the next member after a failure.
-async fn client(id: usize, endpoints: Vec<String>, seed: u64, shared: Arc<Shared>, gateway: bool) {
+pub(crate) async fn client(
+    id: usize,
+    endpoints: Vec<String>,
+    seed: u64,
+    shared: Arc<Shared>,
+    gateway: bool,
+) {
     let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 7919));
     let mut target = id % endpoints.len();
     let mut kv: Option<KvClient<Channel>> = None;
@@ -709,33 +715,7 @@ pub async fn run_schedule(
     );
     // Final reads of every key, after everything healed, join the history: an acknowledged
     // write that was lost shows up as a violation here.
-    let leader = cluster.leader().await.expect("leader after the run");
-    let mut kv = KvClient::new(
-        channel(&cluster.members[leader].endpoint())
-            .await
-            .expect("leader connection"),
-    );
-    let mut history: Vec<(Op, usize, i64)> = shared.history.lock().unwrap().clone();
-    for k in 0..KEYS {
-        let key = format!("k{k}");
-        let call = shared.now();
-        let out = run_op(&mut kv, &key, &Input::Get)
-            .await
-            .expect("final read");
-        history.push((
-            Op {
-                client: usize::MAX,
-                key,
-                input: Input::Get,
-                output: out,
-                call,
-                ret: Some(shared.now()),
-                note: "(final read)".into(),
-            },
-            leader,
-            0,
-        ));
-    }
+    let (mut kv, history) = final_reads(&cluster, &shared).await;
     let ops: Vec<Op> = history.iter().map(|(op, _, _)| op.clone()).collect();
     let acknowledged_writes = ops
         .iter()
@@ -788,20 +768,7 @@ pub async fn run_schedule(
     if let Err(v) = linearizable::check(&ops) {
         panic!("seed {seed}: history is not linearizable (faults {faults:?}):\n{v}");
     }
-    // A member cut off from every majority never acknowledges a write made wholly inside
-    // the cut.
-    for (op, target, _) in &history {
-        let Some(ret) = op.ret else { continue };
-        if op.input == Input::Get {
-            continue;
-        }
-        for w in &windows {
-            assert!(
-                !(w.members.contains(target) && op.call >= w.from && ret <= w.to),
-                "seed {seed}: member {target}, in a minority {w:?}, acknowledged {op:?}"
-            );
-        }
-    }
+    check_minorities(&history, &windows, seed);
     converge(&cluster, seed).await;
     let granted = {
         let leader = cluster.leader().await.expect("leader after the run");
@@ -851,6 +818,60 @@ pub async fn run_schedule(
         }
     }
     (ops.len(), faults.len())
+}
+
+/// The history so far with a final read of every key from the leader after everything
+/// healed (an acknowledged write that was lost shows up in the check as a violation), and
+/// a client of the leader.
+pub(crate) async fn final_reads(
+    cluster: &Cluster,
+    shared: &Shared,
+) -> (KvClient<Channel>, Vec<(Op, usize, i64)>) {
+    let leader = cluster.leader().await.expect("leader after the run");
+    let mut kv = KvClient::new(
+        channel(&cluster.members[leader].endpoint())
+            .await
+            .expect("leader connection"),
+    );
+    let mut history: Vec<(Op, usize, i64)> = shared.history.lock().unwrap().clone();
+    for k in 0..KEYS {
+        let key = format!("k{k}");
+        let call = shared.now();
+        let out = run_op(&mut kv, &key, &Input::Get)
+            .await
+            .expect("final read");
+        history.push((
+            Op {
+                client: usize::MAX,
+                key,
+                input: Input::Get,
+                output: out,
+                call,
+                ret: Some(shared.now()),
+                note: "(final read)".into(),
+            },
+            leader,
+            0,
+        ));
+    }
+    (kv, history)
+}
+
+/// A member cut off from every majority never acknowledges a write made wholly inside the
+/// cut.
+pub(crate) fn check_minorities(history: &[(Op, usize, i64)], windows: &[Minority], seed: u64) {
+    for (op, target, _) in history {
+        let Some(ret) = op.ret else { continue };
+        if op.input == Input::Get {
+            continue;
+        }
+        for w in windows {
+            assert!(
+                !(w.members.contains(target) && op.call >= w.from && ret <= w.to),
+                "seed {seed}: member {target}, in a minority {w:?}, acknowledged {op:?}"
+            );
+        }
+    }
 }
 
 /// The watchers' streams (see `chaos_watch`): each on its own, each equal to the history
@@ -999,7 +1020,8 @@ async fn chaos_short_membership_changes() {
     run_schedule(3, 3, seed().wrapping_add(2), Schedule::Membership).await;
 }
 
-/// `RAFTKV_SOAK=<minutes>`: seed after seed on 3 and 5 members until the time is up.
+/// `RAFTKV_SOAK=<minutes>`: seed after seed on 3 and 5 members until the time is up; every
+/// fourth run is the auto-compaction schedule (`chaos_compaction`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak() {
     let Some(minutes) = std::env::var("RAFTKV_SOAK")
@@ -1019,7 +1041,11 @@ async fn chaos_soak() {
         } else {
             Schedule::Faults
         };
-        let (o, f) = run_schedule(size, 6, base, schedule).await;
+        let (o, f) = if runs % 4 == 3 {
+            crate::chaos_compaction::run(base, 6).await
+        } else {
+            run_schedule(size, 6, base, schedule).await
+        };
         runs += 1;
         ops += o;
         faults += f;

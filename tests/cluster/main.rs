@@ -11,6 +11,7 @@ mod auto_compaction;
 mod backup;
 mod chaos;
 mod chaos_auth;
+mod chaos_compaction;
 mod chaos_gateway;
 mod chaos_lease;
 mod chaos_lock;

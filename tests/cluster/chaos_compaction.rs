@@ -1,0 +1,273 @@
+//! Auto compaction under faults: a 3-member cluster with `--auto-compaction-mode=periodic`
+//! and a retention of one second compacts on its own all through a seeded schedule of kills,
+//! pauses, partitions and slow links while the chaos clients run (`chaos::client`).
+//!
+//! What it checks, beside the chaos run's own linearizability and minority checks:
+//!
+//! - **Nothing younger than the retention is compacted.** A prober reads acknowledged puts
+//!   at their own revision on any member while the faults run. A put called at time `c`
+//!   gets a revision above any revision a member had applied before `c`, and the compactor
+//!   compacts only at a revision it sampled at least a retention earlier, so until `c` plus
+//!   a retention a read at that revision must answer, and with the put's value.
+//! - **It keeps compacting through the faults** (leader changes, restarts, snapshots):
+//!   several compactions complete, and once the writers stop the leader compacts up to the
+//!   last revision.
+//! - **Every member ends with the same compaction point and the same history after it**
+//!   (HashKV at the last revision: equal hash and compact revision), so a compaction reaches
+//!   members through the log, snapshots and restarts alike.
+//! - Every acknowledged put at or above that point still reads back; below it, a read is
+//!   refused as compacted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use raftkv_proto::etcdserverpb::kv_client::KvClient;
+use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use raftkv_proto::etcdserverpb::{HashKvRequest, RangeRequest};
+
+use crate::chaos::{
+    CLIENTS, PROXIED_FAULTS, Rng, Shared, channel, check_minorities, client, final_reads, inject,
+    running,
+};
+use crate::fixture::{Cluster, Options, Server};
+use crate::linearizable::{self, Input, Op};
+
+const RETENTION: Duration = Duration::from_secs(1);
+/// Slack for the instant between a member's start and its first sample.
+const SLACK: Duration = Duration::from_millis(10);
+const COMPACTED: &str = "required revision has been compacted";
+
+/// What the prober saw.
+#[derive(Default)]
+struct Probed {
+    /// Reads answered with the put's value.
+    read: usize,
+    violations: Vec<String>,
+}
+
+/// Reads acknowledged puts younger than a retention at their own revision, on the members
+/// in turn, until the run stops.
+async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) -> Probed {
+    let mut rng = Rng::new(seed ^ 0xc0ac);
+    let mut probed = Probed::default();
+    let retention = RETENTION.as_nanos() as u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let now = shared.now();
+        // Puts between a third of a retention and nearly a retention old: those a compactor
+        // that kept too short a window would remove first.
+        let candidates: Vec<(Op, i64)> = shared
+            .history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(op, _, rev)| {
+                matches!(op.input, Input::Put(_))
+                    && op.ret.is_some()
+                    && *rev > 0
+                    && now.saturating_sub(op.call) >= retention / 3
+                    && now.saturating_sub(op.call) < retention - retention / 10
+            })
+            .map(|(op, _, rev)| (op.clone(), *rev))
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let (op, rev) = &candidates[rng.below(candidates.len())];
+        let member = rng.below(endpoints.len());
+        let Some(c) = channel(&endpoints[member]).await else {
+            continue;
+        };
+        let answer = KvClient::new(c)
+            .range(RangeRequest {
+                key: op.key.clone().into_bytes().into(),
+                revision: *rev,
+                serializable: true,
+                ..Default::default()
+            })
+            .await;
+        let age = Duration::from_nanos(shared.now().saturating_sub(op.call));
+        let Input::Put(value) = &op.input else {
+            continue;
+        };
+        match answer {
+            Ok(r) => {
+                let got = r
+                    .into_inner()
+                    .kvs
+                    .first()
+                    .map(|kv| (kv.value.to_vec(), kv.mod_revision));
+                if got != Some((value.clone().into_bytes(), *rev)) {
+                    probed.violations.push(format!(
+                        "member {member} read {op:?} at revision {rev} as {got:?}"
+                    ));
+                }
+                probed.read += 1;
+            }
+            Err(s) if s.message().contains(COMPACTED) => {
+                // (The answer may come after a retention, if the member was paused.)
+                if age + SLACK < RETENTION {
+                    probed.violations.push(format!(
+                        "member {member} had compacted revision {rev} of {op:?} {age:?} after the put was sent"
+                    ));
+                }
+            }
+            // A member behind the revision, down, paused or cut off: nothing to learn.
+            Err(_) => {}
+        }
+    }
+    probed
+}
+
+/// Waits until every running member has compacted up to the last revision and reports the
+/// same revision, compact revision and HashKV hash; returns the revision.
+async fn converge_compacted(cluster: &Cluster, seed: u64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for i in running(cluster) {
+            let Some(c) = channel(&cluster.members[i].endpoint()).await else {
+                break;
+            };
+            let Ok(r) = MaintenanceClient::new(c)
+                .hash_kv(HashKvRequest { revision: 0 })
+                .await
+            else {
+                break;
+            };
+            let r = r.into_inner();
+            seen.push((
+                r.header.map_or(0, |h| h.revision),
+                r.compact_revision,
+                r.hash,
+            ));
+        }
+        if seen.len() == running(cluster).len()
+            && seen.windows(2).all(|w| w[0] == w[1])
+            && seen[0].0 == seen[0].1
+        {
+            return seen[0].0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: members did not all compact up to one last revision with one history (revision, compact revision, hash): {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One seeded schedule of `rounds` faults (also run by `chaos_soak`).
+pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
+    eprintln!("chaos compaction: 3 members, {rounds} faults, RAFTKV_SEED={seed}");
+    let mut cluster = Cluster::start(
+        Server::Raftkv,
+        3,
+        Options {
+            heartbeat_ms: 50,
+            election_ms: 300,
+            snapshot_count: Some(100),
+            proxied: true,
+            extra_args: vec![
+                "--auto-compaction-mode=periodic".into(),
+                format!("--auto-compaction-retention={}ms", RETENTION.as_millis()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    let shared = Arc::new(Shared {
+        history: std::sync::Mutex::new(Vec::new()),
+        epoch: Instant::now(),
+        stop: std::sync::atomic::AtomicBool::new(false),
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| tokio::spawn(client(id, endpoints.clone(), seed, shared.clone(), false)))
+        .collect();
+    let prober = tokio::spawn(probe(endpoints.clone(), seed, shared.clone()));
+    let mut rng = Rng::new(seed);
+    let (mut windows, mut faults) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(500) as u64)).await;
+        let fault = PROXIED_FAULTS[rng.below(PROXIED_FAULTS.len())];
+        faults.push(fault);
+        windows.extend(inject(&mut cluster, fault, &mut rng, &shared).await);
+        cluster.wait_healthy(Duration::from_secs(30)).await;
+    }
+    // Past a retention after the last fault, so that the healed leader compacts again.
+    tokio::time::sleep(RETENTION * 2).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let probed = prober.await.expect("prober task");
+    let (mut kv, history) = final_reads(&cluster, &shared).await;
+    let ops: Vec<Op> = history.iter().map(|(op, _, _)| op.clone()).collect();
+    if let Err(v) = linearizable::check(&ops) {
+        panic!("seed {seed}: history is not linearizable (faults {faults:?}):\n{v}");
+    }
+    check_minorities(&history, &windows, seed);
+    assert!(
+        probed.violations.is_empty(),
+        "seed {seed}: compacted too early or read wrong (faults {faults:?}):\n{}",
+        probed.violations.join("\n")
+    );
+    let last = converge_compacted(&cluster, seed).await;
+    // Every acknowledged put at or above the compaction point reads back; below it the
+    // read is refused as compacted (all of it is below here: the point is the last revision).
+    let mut wrong = Vec::new();
+    for (op, target, rev) in &history {
+        let (Input::Put(value), Some(_)) = (&op.input, op.ret) else {
+            continue;
+        };
+        let answer = kv
+            .range(RangeRequest {
+                key: op.key.clone().into_bytes().into(),
+                revision: *rev,
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(r) if *rev >= last => {
+                let got = r.into_inner().kvs.first().map(|kv| kv.value.to_vec());
+                if got.as_deref() != Some(value.as_bytes()) {
+                    wrong.push(format!(
+                        "{op:?} (member {target}, revision {rev}) reads {got:?}"
+                    ));
+                }
+            }
+            Err(s) if *rev < last && s.message().contains(COMPACTED) => {}
+            other => wrong.push(format!(
+                "{op:?} (member {target}, revision {rev}, compacted at {last}): {other:?}"
+            )),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "seed {seed}: reads at acknowledged revisions after the run:\n{}",
+        wrong.join("\n")
+    );
+    let completed: usize = cluster
+        .members
+        .iter()
+        .map(|m| m.log_text().matches("completed auto compaction").count())
+        .sum();
+    eprintln!(
+        "chaos compaction: seed {seed}: {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts younger than a retention read back",
+        ops.len(),
+        probed.read
+    );
+    // A run of several seconds with a one-second retention compacts again and again.
+    assert!(
+        completed >= 3,
+        "seed {seed}: only {completed} auto compactions completed"
+    );
+    assert!(probed.read > 0, "seed {seed}: the prober read nothing back");
+    (ops.len(), faults.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_auto_compaction() {
+    run(crate::chaos::seed().wrapping_add(3), 3).await;
+}
