@@ -313,6 +313,30 @@ fn a_variable_shadowed_by_a_flag_stops_etcd_and_raftkv_alike() {
 }
 
 #[test]
+fn bad_auto_compaction_flags_stop_etcd_and_raftkv_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    for (flag, message) in [
+        (
+            "--auto-compaction-mode=foo",
+            "error verifying flags, unknown auto-compaction-mode \"foo\". See '",
+        ),
+        (
+            "--auto-compaction-retention=abc",
+            "error parsing CompactionRetention: time: invalid duration \"abc\"",
+        ),
+    ] {
+        for program in [Path::new("etcd"), raftkv_bin()] {
+            let (code, out) =
+                run_to_exit(program, &[flag, "--data-dir", data.to_str().unwrap()], &[]);
+            assert_eq!(code, Some(1), "{program:?} {flag}: {out}");
+            assert!(out.contains(message), "{program:?} {flag}: {out}");
+        }
+    }
+    assert!(!data.exists(), "a member started");
+}
+
+#[test]
 fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
     let too_big = (raftkv_raft::MAX_REQUEST_BYTES_LIMIT + 1).to_string();
     for (args, expected) in [

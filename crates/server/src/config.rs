@@ -343,15 +343,26 @@ impl ServerConfig {
     }
 }
 
+/// etcd's checks of flag values that it makes before it starts (its "error verifying flags",
+/// which `main` prints as etcd does): today the auto-compaction mode, which clap would
+/// otherwise refuse with its own message.
+pub fn verify(flags: &MemberFlags) -> Result<(), String> {
+    known_compaction_mode(&flags.clustering.auto_compaction_mode)
+}
+
+fn known_compaction_mode(mode: &str) -> Result<(), String> {
+    match mode {
+        "" | "periodic" | "revision" => Ok(()),
+        other => Err(format!("unknown auto-compaction-mode {other:?}")),
+    }
+}
+
 /// etcd's reading of `--auto-compaction-mode` and `--auto-compaction-retention`: a
 /// retention that is a whole number is hours (periodic) or revisions (revision); anything
 /// else is a Go duration (in revision mode, its nanoseconds are the revisions). `None`: off
 /// (a retention of 0). Errors are etcd's messages.
 fn auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, String> {
-    match mode {
-        "" | "periodic" | "revision" => {}
-        other => return Err(format!("unknown auto-compaction-mode {other:?}")),
-    }
+    known_compaction_mode(mode)?;
     let policy = match retention.parse::<i64>() {
         Ok(n) if n >= 0 => match mode {
             "periodic" => {

@@ -173,7 +173,7 @@ pub struct Clustering {
     #[arg(long, default_value = "0")]
     pub auto_compaction_retention: String,
     /// Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.
-    #[arg(long, default_value = "periodic", value_parser = ["periodic", "revision"])]
+    #[arg(long, default_value = "periodic")]
     pub auto_compaction_mode: String,
     /// Accept etcd V2 client requests.
     #[arg(long)]

@@ -47,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
     let loaded = config::load(&args, &env)?;
+    if let Err(e) = config::verify(&loaded.flags) {
+        eprintln!("raftkv: error verifying flags, {e}. See 'raftkv --help'.");
+        std::process::exit(1);
+    }
     raftkv_server::logging::init(&loaded.flags.logging)?;
     for notice in &loaded.notices {
         notice.log();
