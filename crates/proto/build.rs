@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/v3election.proto",
         "raftkv/command.proto",
         "raftkv/peer.proto",
+        "grpc/health.proto",
     ]
     .map(|f| root.join(f));
     for file in &files {

@@ -25,6 +25,7 @@ mod etcdctl;
 mod faults;
 mod fixture;
 mod gateway;
+mod grpc_health;
 mod hostile;
 mod hostile_peer;
 mod http_access;

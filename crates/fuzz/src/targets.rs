@@ -143,7 +143,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 24 {
+    match which % 25 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -167,7 +167,8 @@ fn grpc_message(data: &[u8]) {
         20 => round_trip::<raftkv_proto::etcdserverpb::MemberUpdateRequest>(bytes),
         21 => round_trip::<raftkv_proto::etcdserverpb::AuthUserAddRequest>(bytes),
         22 => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGrantPermissionRequest>(bytes),
-        _ => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGetResponse>(bytes),
+        23 => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGetResponse>(bytes),
+        _ => round_trip::<raftkv_proto::grpc_health_v1::HealthCheckRequest>(bytes),
     }
 }
 
@@ -490,6 +491,13 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
         raftkv_proto::v3lockpb::LockRequest {
             name: "lock".into(),
             lease: -5,
+        }
+        .encode_to_vec(),
+    ));
+    seeds.push(tagged(
+        24,
+        raftkv_proto::grpc_health_v1::HealthCheckRequest {
+            service: "etcdserverpb.KV".into(),
         }
         .encode_to_vec(),
     ));

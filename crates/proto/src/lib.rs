@@ -51,6 +51,12 @@ pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
+/// The gRPC health checking protocol (`grpc.health.v1`), served on the client port as etcd
+/// serves it.
+pub mod grpc_health_v1 {
+    tonic::include_proto!("grpc.health.v1");
+}
+
 /// raftkv's own messages, not part of the etcd API.
 pub mod raftkvpb {
     tonic::include_proto!("raftkvpb");

@@ -36,6 +36,7 @@ mod env;
 mod flag_policy;
 pub mod flags;
 pub mod go_values;
+mod grpc_health;
 mod http;
 pub mod json_stream;
 pub mod jwt;
@@ -208,6 +209,12 @@ impl Server {
                 .add_service(
                     raftkv_proto::etcdserverpb::auth_server::AuthServer::new(api.clone())
                         .max_decoding_message_size(max_message),
+                )
+                .add_service(
+                    raftkv_proto::grpc_health_v1::health_server::HealthServer::new(
+                        grpc_health::HealthService::new(stop.clone()),
+                    )
+                    .max_decoding_message_size(max_message),
                 );
                 // HTTP/1.1 (health, version, the JSON gateway) on the same listener, as etcd.
                 let routes = tonic::service::Routes::from(http::routes(
