@@ -17,6 +17,12 @@
 //!   members through the log, snapshots and restarts alike.
 //! - Every acknowledged put at or above that point still reads back; below it, a read is
 //!   refused as compacted.
+//! - **Watchers miss nothing silently.** One watcher per member follows the chaos keys from
+//!   the first revision, resuming after every break; a resume the server answers with a
+//!   compaction (canceled, with its compact revision) is where it may skip revisions, and it
+//!   goes on from the compact revision. Each stream is ordered, without duplicates, atomic per
+//!   revision, its prev_kvs right wherever it saw the key's previous change; every
+//!   acknowledged put is in it at its revision with its value, or inside an announced gap.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +36,7 @@ use crate::chaos::{
     CLIENTS, PROXIED_FAULTS, Rng, Shared, channel, check_minorities, client, final_reads, inject,
     running,
 };
+use crate::chaos_watch::{Compaction, Watchers, check_stream, write_sentinel};
 use crate::fixture::{Cluster, Options, Server};
 use crate::linearizable::{self, Input, Op};
 
@@ -120,6 +127,68 @@ async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) -> Probed
     probed
 }
 
+/// The watchers' streams after the run (see the module's doc); a summary line.
+async fn check_watchers(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    watchers: Watchers,
+    history: &[(Op, usize, i64)],
+    seed: u64,
+) -> String {
+    let last = write_sentinel(kv).await;
+    let logs = watchers.finish(last, Duration::from_secs(30)).await;
+    // Every value is written once ("c<client>-<n>"): where each acknowledged put landed.
+    let acknowledged: std::collections::HashMap<&str, (&str, i64)> = history
+        .iter()
+        .filter_map(|(op, _, rev)| match (&op.input, op.ret) {
+            (Input::Put(v), Some(_)) => Some((v.as_str(), (op.key.as_str(), *rev))),
+            _ => None,
+        })
+        .collect();
+    let (mut events, mut gaps, mut skipped) = (0, 0, 0);
+    for (i, log) in logs.iter().enumerate() {
+        let name = format!("watcher on member {i}");
+        if let Err(e) = check_stream(&name, log, &[]) {
+            panic!("seed {seed}: {e}");
+        }
+        let seen = log.events();
+        assert!(
+            seen.last().is_some_and(|e| e.0 == last),
+            "seed {seed}: {name} never reached the sentinel at {last} (last event {:?})",
+            seen.last()
+        );
+        for (rev, kind, key, value, _) in &seen {
+            if let (0, Some(&(put_key, put_rev))) = (*kind, acknowledged.get(value.as_str())) {
+                assert!(
+                    (put_key, put_rev) == (key.as_str(), *rev),
+                    "seed {seed}: {name} has {value:?} at {key} {rev}; it was acknowledged at {put_key} {put_rev}"
+                );
+            }
+        }
+        let in_stream: std::collections::HashSet<(i64, &str, &str)> = seen
+            .iter()
+            .filter(|e| e.1 == 0)
+            .map(|e| (e.0, e.2.as_str(), e.3.as_str()))
+            .collect();
+        for (value, &(key, rev)) in &acknowledged {
+            if in_stream.contains(&(rev, key, *value)) {
+                continue;
+            }
+            assert!(
+                log.skipped_over(rev),
+                "seed {seed}: {name} lacks the acknowledged put of {value:?} at {key} {rev}, and no compaction was announced over it (gaps {:?})",
+                log.skipped
+            );
+            skipped += 1;
+        }
+        events += seen.len();
+        gaps += log.skipped.len();
+    }
+    format!(
+        "{} watchers: {events} events, {gaps} compacted resumes, {skipped} acknowledged puts inside announced gaps",
+        logs.len()
+    )
+}
+
 /// Waits until every running member has compacted up to the last revision and reports the
 /// same revision, compact revision and HashKV hash; returns the revision.
 async fn converge_compacted(cluster: &Cluster, seed: u64) -> i64 {
@@ -186,6 +255,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         .map(|id| tokio::spawn(client(id, endpoints.clone(), seed, shared.clone(), false)))
         .collect();
     let prober = tokio::spawn(probe(endpoints.clone(), seed, shared.clone()));
+    let watchers = Watchers::start_with(&endpoints, Compaction::Expected);
     let mut rng = Rng::new(seed);
     let (mut windows, mut faults) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -213,6 +283,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         "seed {seed}: compacted too early or read wrong (faults {faults:?}):\n{}",
         probed.violations.join("\n")
     );
+    let watched = check_watchers(&mut kv, watchers, &history, seed).await;
     let last = converge_compacted(&cluster, seed).await;
     // Every acknowledged put at or above the compaction point reads back; below it the
     // read is refused as compacted (all of it is below here: the point is the last revision).
@@ -254,7 +325,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         .map(|m| m.log_text().matches("completed auto compaction").count())
         .sum();
     eprintln!(
-        "chaos compaction: seed {seed}: {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts younger than a retention read back",
+        "chaos compaction: seed {seed}: {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts younger than a retention read back; {watched}",
         ops.len(),
         probed.read
     );

@@ -48,6 +48,10 @@ pub struct WatchLog {
     pub opened: Vec<(usize, i64, usize)>,
     /// Answers it should never get (cancels, errors in created answers).
     pub unexpected: Vec<String>,
+    /// Where the server said a resume was compacted (only where compaction is expected):
+    /// responses recorded before it, and the revisions it never delivered, from the one
+    /// asked for up to the compact revision it resumed at.
+    pub skipped: Vec<(usize, i64, i64)>,
 }
 
 impl WatchLog {
@@ -64,6 +68,20 @@ impl WatchLog {
             .unwrap_or(0)
     }
 
+    /// Where to resume: after the last event, or at the compact revision the last resume
+    /// was told of.
+    fn next_revision(&self) -> i64 {
+        let after_skip = self.skipped.last().map_or(0, |s| s.2);
+        (self.last_revision() + 1).max(after_skip)
+    }
+
+    /// Whether the server said it had compacted `revision` before this stream got it.
+    pub fn skipped_over(&self, revision: i64) -> bool {
+        self.skipped
+            .iter()
+            .any(|&(_, from, to)| (from..to).contains(&revision))
+    }
+
     /// The events, flattened.
     pub fn events(&self) -> Vec<Seen> {
         self.responses.iter().flatten().cloned().collect()
@@ -75,6 +93,16 @@ pub struct Watchers {
     logs: Vec<Arc<Mutex<WatchLog>>>,
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Whether a watcher may be told that its resume revision was compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compaction {
+    /// Nothing is compacted in the run: such an answer is a failure.
+    Never,
+    /// The cluster compacts on its own: the watcher records the gap and resumes at the
+    /// compact revision, as etcd's clients do.
+    Expected,
 }
 
 const PREFIX: &str = "k";
@@ -107,12 +135,12 @@ async fn watcher(
     endpoints: Vec<String>,
     log: Arc<Mutex<WatchLog>>,
     stop: Arc<AtomicBool>,
+    compaction: Compaction,
 ) {
     let mut target = home;
     let mut failures = 0;
     while !stop.load(Ordering::Relaxed) {
-        let next = log.lock().unwrap().last_revision() + 1;
-        let start = next.max(1);
+        let start = log.lock().unwrap().next_revision().max(1);
         let broke = match channel(&endpoints[target]).await {
             None => true,
             Some(channel) => {
@@ -132,7 +160,7 @@ async fn watcher(
                             log.opened.push((at, start, target));
                         }
                         failures = 0;
-                        follow(answers.into_inner(), &log, &stop).await;
+                        follow(answers.into_inner(), &log, &stop, compaction).await;
                         drop(tx);
                         true
                     }
@@ -157,6 +185,7 @@ async fn follow(
     mut answers: tonic::Streaming<raftkv_proto::etcdserverpb::WatchResponse>,
     log: &Mutex<WatchLog>,
     stop: &AtomicBool,
+    compaction: Compaction,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let answer = match tokio::time::timeout(Duration::from_millis(300), answers.next()).await {
@@ -165,6 +194,16 @@ async fn follow(
             Ok(_) => return,
         };
         let mut log = log.lock().unwrap();
+        let next = log.next_revision();
+        if compaction == Compaction::Expected
+            && answer.canceled
+            && answer.compact_revision > next
+            && answer.events.is_empty()
+        {
+            let at = log.responses.len();
+            log.skipped.push((at, next, answer.compact_revision));
+            return;
+        }
         if answer.canceled || answer.compact_revision != 0 {
             log.unexpected.push(format!("{answer:?}"));
             return;
@@ -176,8 +215,13 @@ async fn follow(
 }
 
 impl Watchers {
-    /// One watcher per member, from the first revision.
+    /// One watcher per member, from the first revision, in a run that never compacts.
     pub fn start(endpoints: &[String]) -> Self {
+        Self::start_with(endpoints, Compaction::Never)
+    }
+
+    /// One watcher per member, from the first revision.
+    pub fn start_with(endpoints: &[String], compaction: Compaction) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let mut logs = Vec::new();
         let mut tasks = Vec::new();
@@ -189,6 +233,7 @@ impl Watchers {
                 endpoints.to_vec(),
                 log,
                 stop.clone(),
+                compaction,
             )));
         }
         Self { logs, stop, tasks }
@@ -264,9 +309,10 @@ pub fn without_sentinel(mut events: Vec<Seen>) -> Vec<Seen> {
 }
 
 /// Checks one stream on its own: ordered, no duplicates, atomic per revision, prev_kv the
-/// key's previous value in the stream (it starts at the first revision, with nothing
-/// compacted). A failed prev_kv check shows the key's events in the stream and in
-/// `reference` (the history as a fresh watch reads it) and where the stream was opened.
+/// key's previous value in the stream (it starts at the first revision; after a gap the
+/// server announced as compacted, only for keys seen again since). A failed prev_kv check
+/// shows the key's events in the stream and in `reference` (the history as a fresh watch
+/// reads it, if there is one) and where the stream was opened.
 pub fn check_stream(name: &str, log: &WatchLog, reference: &[Seen]) -> Result<(), String> {
     if !log.unexpected.is_empty() {
         return Err(format!("{name}: unexpected answers {:?}", log.unexpected));
@@ -290,8 +336,24 @@ pub fn check_stream(name: &str, log: &WatchLog, reference: &[Seen]) -> Result<()
         last_rev = response.last().map_or(last_rev, |e| e.0);
     }
     let mut values: std::collections::HashMap<String, Option<String>> = Default::default();
-    for event in log.events() {
-        let (rev, kind, key, value, prev) = &event;
+    // Until a gap, a key not seen yet had no value.
+    let mut all_known = true;
+    let mut events = Vec::new();
+    for (i, response) in log.responses.iter().enumerate() {
+        let gap = log.skipped.iter().any(|&(at, _, _)| at == i);
+        events.extend(response.iter().enumerate().map(|(j, e)| (gap && j == 0, e)));
+    }
+    for (after_gap, event) in events {
+        if after_gap {
+            // Events may have been missed here: what the stream knew of each key is stale.
+            all_known = false;
+            values.clear();
+        }
+        let (rev, kind, key, value, prev) = event;
+        if !all_known && !values.contains_key(key) {
+            values.insert(key.clone(), (*kind == 0).then(|| value.clone()));
+            continue;
+        }
         let before = values.get(key).cloned().flatten();
         if *prev != before {
             let of_key = |events: &[Seen]| -> Vec<String> {
