@@ -313,27 +313,97 @@ fn a_variable_shadowed_by_a_flag_stops_etcd_and_raftkv_alike() {
 }
 
 #[test]
-fn bad_auto_compaction_flags_stop_etcd_and_raftkv_alike() {
+fn bad_values_stop_etcd_and_raftkv_alike() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    for (flag, message) in [
+    for (flags, message) in [
         (
-            "--auto-compaction-mode=foo",
+            &["--auto-compaction-mode=foo"][..],
             "error verifying flags, unknown auto-compaction-mode \"foo\". See '",
         ),
         (
-            "--auto-compaction-retention=abc",
+            &["--auto-compaction-retention=abc"],
             "error parsing CompactionRetention: time: invalid duration \"abc\"",
+        ),
+        (
+            &["--logger=glog"],
+            "error verifying flags, unknown logger option \"glog\". See '",
+        ),
+        (
+            &["--log-outputs=stderr,stdout"],
+            "error verifying flags, --logger=capnslog supports only 1 value in '--log-outputs', got [\"stderr\" \"stdout\"]. See '",
+        ),
+        (
+            &["--log-outputs=/tmp/x.log"],
+            "error verifying flags, unknown log-output \"/tmp/x.log\" (only supports \"default\", \"stderr\", \"stdout\"). See '",
+        ),
+        (
+            &["--logger=zap", "--log-outputs=default,stderr"],
+            "error verifying flags, multi logoutput for \"default\" is not supported yet. See '",
         ),
     ] {
         for program in [Path::new("etcd"), raftkv_bin()] {
-            let (code, out) =
-                run_to_exit(program, &[flag, "--data-dir", data.to_str().unwrap()], &[]);
-            assert_eq!(code, Some(1), "{program:?} {flag}: {out}");
-            assert!(out.contains(message), "{program:?} {flag}: {out}");
+            let mut args = flags.to_vec();
+            args.extend(["--data-dir", data.to_str().unwrap()]);
+            let (code, out) = run_to_exit(program, &args, &[]);
+            assert_eq!(code, Some(1), "{program:?} {flags:?}: {out}");
+            assert!(out.contains(message), "{program:?} {flags:?}: {out}");
         }
     }
     assert!(!data.exists(), "a member started");
+}
+
+/// `--logger=zap --log-outputs=stderr,<file>`: etcd and raftkv both log to the file (each in
+/// its own format) and to stderr, and the file is appended to across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_outputs_name_files_with_zap() {
+    for program in [Path::new("etcd"), raftkv_bin()] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("member.log");
+        let mut lengths = Vec::new();
+        for _ in 0..2 {
+            let (client, peer) = (free_port(), free_port());
+            let args = [
+                "--data-dir".to_string(),
+                dir.path().join("d").display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster".into(),
+                format!("default=http://127.0.0.1:{peer}"),
+                "--logger=zap".into(),
+                format!("--log-outputs=stderr,{}", file.display()),
+            ];
+            let member = Process::spawn(program, &args, &[], &dir.path().join("stderr.log"));
+            let endpoint = format!("127.0.0.1:{client}");
+            wait_serving(
+                std::slice::from_ref(&endpoint),
+                std::slice::from_ref(&member),
+            )
+            .await;
+            drop(member);
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            lengths.push(text.lines().count());
+        }
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert!(
+            lengths[0] > 0,
+            "{program:?} wrote nothing to the file; stderr:\n{stderr}"
+        );
+        assert!(
+            lengths[1] > lengths[0],
+            "{program:?} did not append on restart: {lengths:?}"
+        );
+        assert!(
+            !stderr.trim().is_empty(),
+            "{program:?} wrote nothing to stderr"
+        );
+    }
 }
 
 #[test]

@@ -344,9 +344,9 @@ impl ServerConfig {
 }
 
 /// etcd's checks of flag values that it makes before it starts (its "error verifying flags",
-/// which `main` prints as etcd does): today the auto-compaction mode, which clap would
-/// otherwise refuse with its own message.
+/// which `main` prints as etcd does): the logger and its outputs, the auto-compaction mode.
 pub fn verify(flags: &MemberFlags) -> Result<(), String> {
+    crate::logging::verify(&flags.logging)?;
     known_compaction_mode(&flags.clustering.auto_compaction_mode)
 }
 

@@ -112,9 +112,9 @@ const IGNORED: &[Rule] = &[
         why: "raftkv writes its own text or JSON lines (see --log-format)",
     },
     Rule {
-        flag: "log-outputs",
-        applies: |f| logging::Output::from_flags(&f.logging).is_none(),
-        why: "raftkv logs to stderr or stdout only; logging to stderr",
+        flag: "log-output",
+        applies: |f| logging::Output::ignored(&f.logging),
+        why: "deprecated; raftkv follows only stderr and stdout there (use --log-outputs); logging to stderr",
     },
     Rule {
         flag: "log-package-levels",

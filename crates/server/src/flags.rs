@@ -275,7 +275,7 @@ pub struct Monitoring {
 #[command(next_help_heading = "Logging")]
 pub struct Logging {
     /// Specify 'zap' for structured logging or 'capnslog'. (raftkv: see --log-format.)
-    #[arg(long, default_value = "capnslog", value_parser = ["zap", "capnslog"])]
+    #[arg(long, default_value = "capnslog")]
     pub logger: String,
     /// Specify 'stdout' or 'stderr' to skip journald logging even when running under systemd, or list of comma separated output targets.
     #[arg(long, default_value = "default")]
