@@ -1,17 +1,22 @@
-//! Auto compaction under faults: a 3-member cluster with `--auto-compaction-mode=periodic`
-//! and a retention of one second compacts on its own all through a seeded schedule of kills,
-//! pauses, partitions and slow links while the chaos clients run (`chaos::client`).
+//! Auto compaction under faults: a 3-member cluster compacts on its own all through a
+//! seeded schedule of kills, pauses, partitions and slow links while the chaos clients run
+//! (`chaos::client`). Even seeds run `--auto-compaction-mode=periodic` with a retention of
+//! one second; odd seeds `--auto-compaction-mode=revision` keeping 50 revisions, looking
+//! every half second (a hidden flag; etcd's is fixed at five minutes).
 //!
 //! What it checks, beside the chaos run's own linearizability and minority checks:
 //!
-//! - **Nothing younger than the retention is compacted.** A prober reads acknowledged puts
-//!   at their own revision on any member while the faults run. A put called at time `c`
-//!   gets a revision above any revision a member had applied before `c`, and the compactor
-//!   compacts only at a revision it sampled at least a retention earlier, so until `c` plus
-//!   a retention a read at that revision must answer, and with the put's value.
+//! - **Nothing inside the retention is compacted.** A prober reads acknowledged puts at
+//!   their own revision on any member while the faults run. Periodic: a put called at time
+//!   `c` gets a revision above any revision a member had applied before `c`, and the
+//!   compactor compacts only at a revision it sampled at least a retention earlier, so until
+//!   `c` plus a retention a read at that revision must answer, and with the put's value.
+//!   Revision: the leader compacts at its revision minus the retention, and a linearizable
+//!   read after a refusal sees at least that revision, so a refused revision must lie more
+//!   than the retention below what that read sees.
 //! - **It keeps compacting through the faults** (leader changes, restarts, snapshots):
 //!   several compactions complete, and once the writers stop the leader compacts up to the
-//!   last revision.
+//!   last revision (minus the retention, in revision mode).
 //! - **Every member ends with the same compaction point and the same history after it**
 //!   (HashKV at the last revision: equal hash and compact revision), so a compaction reaches
 //!   members through the log, snapshots and restarts alike.
@@ -41,6 +46,16 @@ use crate::fixture::{Cluster, Options, Server};
 use crate::linearizable::{self, Input, Op};
 
 const RETENTION: Duration = Duration::from_secs(1);
+/// The revision mode's retention, and how often it looks.
+const REVISIONS: i64 = 50;
+const REVISION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Which of etcd's two schedules a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Periodic,
+    Revision,
+}
 /// Slack for the instant between a member's start and its first sample.
 const SLACK: Duration = Duration::from_millis(10);
 const COMPACTED: &str = "required revision has been compacted";
@@ -53,30 +68,33 @@ struct Probed {
     violations: Vec<String>,
 }
 
-/// Reads acknowledged puts younger than a retention at their own revision, on the members
-/// in turn, until the run stops.
-async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) -> Probed {
+/// Reads acknowledged puts inside the retention at their own revision, on the members in
+/// turn, until the run stops.
+async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>, mode: Mode) -> Probed {
     let mut rng = Rng::new(seed ^ 0xc0ac);
     let mut probed = Probed::default();
     let retention = RETENTION.as_nanos() as u64;
     while !shared.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let now = shared.now();
-        // Puts between a third of a retention and nearly a retention old: those a compactor
-        // that kept too short a window would remove first.
-        let candidates: Vec<(Op, i64)> = shared
-            .history
-            .lock()
-            .unwrap()
-            .iter()
+        let history = shared.history.lock().unwrap().clone();
+        let newest = history.iter().map(|(_, _, rev)| *rev).max().unwrap_or(0);
+        // Periodic: puts between a third of a retention and nearly a retention old, those a
+        // compactor that kept too short a window would remove first. Revision: puts within
+        // the retention of the newest acknowledged revision.
+        let candidates: Vec<(Op, i64)> = history
+            .into_iter()
             .filter(|(op, _, rev)| {
+                let age = now.saturating_sub(op.call);
                 matches!(op.input, Input::Put(_))
                     && op.ret.is_some()
                     && *rev > 0
-                    && now.saturating_sub(op.call) >= retention / 3
-                    && now.saturating_sub(op.call) < retention - retention / 10
+                    && match mode {
+                        Mode::Periodic => age >= retention / 3 && age < retention - retention / 10,
+                        Mode::Revision => *rev >= newest - REVISIONS,
+                    }
             })
-            .map(|(op, _, rev)| (op.clone(), *rev))
+            .map(|(op, _, rev)| (op, rev))
             .collect();
         if candidates.is_empty() {
             continue;
@@ -86,7 +104,8 @@ async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) -> Probed
         let Some(c) = channel(&endpoints[member]).await else {
             continue;
         };
-        let answer = KvClient::new(c)
+        let mut kv = KvClient::new(c);
+        let answer = kv
             .range(RangeRequest {
                 key: op.key.clone().into_bytes().into(),
                 revision: *rev,
@@ -112,14 +131,31 @@ async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>) -> Probed
                 }
                 probed.read += 1;
             }
-            Err(s) if s.message().contains(COMPACTED) => {
+            Err(s) if s.message().contains(COMPACTED) => match mode {
                 // (The answer may come after a retention, if the member was paused.)
-                if age + SLACK < RETENTION {
-                    probed.violations.push(format!(
-                        "member {member} had compacted revision {rev} of {op:?} {age:?} after the put was sent"
-                    ));
+                Mode::Periodic if age + SLACK < RETENTION => probed.violations.push(format!(
+                    "member {member} had compacted revision {rev} of {op:?} {age:?} after the put was sent"
+                )),
+                Mode::Periodic => {}
+                Mode::Revision => {
+                    // At least the revision the leader compacted from.
+                    let Ok(now) = kv
+                        .range(RangeRequest {
+                            key: op.key.clone().into_bytes().into(),
+                            ..Default::default()
+                        })
+                        .await
+                    else {
+                        continue;
+                    };
+                    let seen = now.into_inner().header.map_or(0, |h| h.revision);
+                    if *rev >= seen - REVISIONS {
+                        probed.violations.push(format!(
+                            "member {member} had compacted revision {rev} of {op:?}, within {REVISIONS} revisions of {seen}"
+                        ));
+                    }
                 }
-            }
+            },
             // A member behind the revision, down, paused or cut off: nothing to learn.
             Err(_) => {}
         }
@@ -189,9 +225,14 @@ async fn check_watchers(
     )
 }
 
-/// Waits until every running member has compacted up to the last revision and reports the
-/// same revision, compact revision and HashKV hash; returns the revision.
-async fn converge_compacted(cluster: &Cluster, seed: u64) -> i64 {
+/// Waits until every running member has compacted up to the last revision (less the
+/// retention, in revision mode) and reports the same revision, compact revision and HashKV
+/// hash; returns the compact revision.
+async fn converge_compacted(cluster: &Cluster, seed: u64, mode: Mode) -> i64 {
+    let kept = match mode {
+        Mode::Periodic => 0,
+        Mode::Revision => REVISIONS,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut seen = Vec::new();
@@ -214,13 +255,13 @@ async fn converge_compacted(cluster: &Cluster, seed: u64) -> i64 {
         }
         if seen.len() == running(cluster).len()
             && seen.windows(2).all(|w| w[0] == w[1])
-            && seen[0].0 == seen[0].1
+            && seen[0].0 - kept == seen[0].1
         {
-            return seen[0].0;
+            return seen[0].1;
         }
         assert!(
             Instant::now() < deadline,
-            "seed {seed}: members did not all compact up to one last revision with one history (revision, compact revision, hash): {seen:?}"
+            "seed {seed}: members did not all compact up to {kept} below one last revision with one history (revision, compact revision, hash): {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -228,7 +269,26 @@ async fn converge_compacted(cluster: &Cluster, seed: u64) -> i64 {
 
 /// One seeded schedule of `rounds` faults (also run by `chaos_soak`).
 pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
-    eprintln!("chaos compaction: 3 members, {rounds} faults, RAFTKV_SEED={seed}");
+    let mode = if seed.is_multiple_of(2) {
+        Mode::Periodic
+    } else {
+        Mode::Revision
+    };
+    eprintln!("chaos compaction: 3 members, {rounds} faults, {mode:?}, RAFTKV_SEED={seed}");
+    let flags = match mode {
+        Mode::Periodic => vec![
+            "--auto-compaction-mode=periodic".to_string(),
+            format!("--auto-compaction-retention={}ms", RETENTION.as_millis()),
+        ],
+        Mode::Revision => vec![
+            "--auto-compaction-mode=revision".to_string(),
+            format!("--auto-compaction-retention={REVISIONS}"),
+            format!(
+                "--raftkv-auto-compaction-revision-interval={}ms",
+                REVISION_INTERVAL.as_millis()
+            ),
+        ],
+    };
     let mut cluster = Cluster::start(
         Server::Raftkv,
         3,
@@ -237,10 +297,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
             election_ms: 300,
             snapshot_count: Some(100),
             proxied: true,
-            extra_args: vec![
-                "--auto-compaction-mode=periodic".into(),
-                format!("--auto-compaction-retention={}ms", RETENTION.as_millis()),
-            ],
+            extra_args: flags,
             ..Options::default()
         },
     )
@@ -254,7 +311,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| tokio::spawn(client(id, endpoints.clone(), seed, shared.clone(), false)))
         .collect();
-    let prober = tokio::spawn(probe(endpoints.clone(), seed, shared.clone()));
+    let prober = tokio::spawn(probe(endpoints.clone(), seed, shared.clone(), mode));
     let watchers = Watchers::start_with(&endpoints, Compaction::Expected);
     let mut rng = Rng::new(seed);
     let (mut windows, mut faults) = (Vec::new(), Vec::new());
@@ -284,9 +341,9 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         probed.violations.join("\n")
     );
     let watched = check_watchers(&mut kv, watchers, &history, seed).await;
-    let last = converge_compacted(&cluster, seed).await;
+    let last = converge_compacted(&cluster, seed, mode).await;
     // Every acknowledged put at or above the compaction point reads back; below it the
-    // read is refused as compacted (all of it is below here: the point is the last revision).
+    // read is refused as compacted.
     let mut wrong = Vec::new();
     for (op, target, rev) in &history {
         let (Input::Put(value), Some(_)) = (&op.input, op.ret) else {
@@ -325,7 +382,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         .map(|m| m.log_text().matches("completed auto compaction").count())
         .sum();
     eprintln!(
-        "chaos compaction: seed {seed}: {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts younger than a retention read back; {watched}",
+        "chaos compaction: seed {seed}: {mode:?}, {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts inside the retention read back; {watched}",
         ops.len(),
         probed.read
     );

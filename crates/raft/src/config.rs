@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`: off (etcd's
     /// default, a retention of 0).
     pub auto_compaction: Option<crate::node::compactor::AutoCompaction>,
+    /// How often the revision mode of auto compaction looks (etcd's fixed 5 minutes,
+    /// [`crate::node::compactor::REVISION_INTERVAL`]; shorter only in tests).
+    pub auto_compaction_revision_interval: Duration,
     /// TLS between members (etcd's `--peer-*` TLS flags, built by the server crate).
     pub peer_tls: PeerTls,
 }
@@ -108,6 +111,7 @@ impl NodeConfig {
             lease_checkpoint_interval: None,
             quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
             auto_compaction: None,
+            auto_compaction_revision_interval: crate::node::compactor::REVISION_INTERVAL,
             peer_tls: PeerTls::default(),
         }
     }

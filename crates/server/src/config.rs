@@ -279,6 +279,11 @@ impl ServerConfig {
         node.auto_compaction =
             auto_compaction(&c.auto_compaction_mode, &c.auto_compaction_retention)
                 .map_err(anyhow::Error::msg)?;
+        if let Some(every) =
+            unless_zero(flags.experimental.raftkv_auto_compaction_revision_interval)
+        {
+            node.auto_compaction_revision_interval = every;
+        }
         node.lease_checkpoint_interval = flags
             .experimental
             .experimental_enable_lease_checkpoint

@@ -346,6 +346,10 @@ pub struct Experimental {
     /// raftkv's own: the time between a lease's checkpoints (etcd's fixed 5 minutes when 0).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
     pub raftkv_lease_checkpoint_interval: Duration,
+    /// raftkv's own: how often --auto-compaction-mode=revision looks (etcd's fixed 5 minutes
+    /// when 0).
+    #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
+    pub raftkv_auto_compaction_revision_interval: Duration,
     /// ExperimentalCompactionBatchLimit sets the maximum revisions deleted in each compaction batch.
     #[arg(long, default_value = "1000", value_parser = parse_int)]
     pub experimental_compaction_batch_limit: i64,

@@ -130,8 +130,13 @@ impl ByRevision {
     }
 }
 
-/// The compactor's loop, while the member runs.
-pub(super) async fn auto_compact(node: Weak<RaftNode>, policy: AutoCompaction) {
+/// The compactor's loop, while the member runs; the revision mode looks every
+/// `revision_interval` ([`REVISION_INTERVAL`] but in tests).
+pub(super) async fn auto_compact(
+    node: Weak<RaftNode>,
+    policy: AutoCompaction,
+    revision_interval: Duration,
+) {
     match policy {
         AutoCompaction::Periodic(retention) => {
             let mut schedule = Periodic::new(retention, Instant::now());
@@ -154,7 +159,7 @@ pub(super) async fn auto_compact(node: Weak<RaftNode>, policy: AutoCompaction) {
         AutoCompaction::Revision(retention) => {
             let mut schedule = ByRevision::new(retention);
             loop {
-                tokio::time::sleep(REVISION_INTERVAL).await;
+                tokio::time::sleep(revision_interval).await;
                 let Some(n) = node.upgrade() else { return };
                 if *n.stop_peer.borrow() {
                     return;

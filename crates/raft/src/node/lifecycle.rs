@@ -184,6 +184,7 @@ impl RaftNode {
             tasks.push(tokio::spawn(super::compactor::auto_compact(
                 Arc::downgrade(&node),
                 policy,
+                node.config.auto_compaction_revision_interval,
             )));
         }
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
