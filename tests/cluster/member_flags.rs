@@ -353,6 +353,27 @@ fn bad_values_stop_etcd_and_raftkv_alike() {
     assert!(!data.exists(), "a member started");
 }
 
+/// An unknown `--log-level` stops etcd (a Go panic, exit 2) and raftkv (exit 1) with the same
+/// words, rather than running with logging off.
+#[test]
+fn an_unknown_log_level_stops_etcd_and_raftkv() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    for program in [Path::new("etcd"), raftkv_bin()] {
+        let (code, out) = run_to_exit(
+            program,
+            &["--log-level=warning", "--data-dir", data.to_str().unwrap()],
+            &[],
+        );
+        assert!(matches!(code, Some(1 | 2)), "{program:?}: {code:?} {out}");
+        assert!(
+            out.contains("unknown level \"warning\""),
+            "{program:?}: {out}"
+        );
+    }
+    assert!(!data.exists(), "a member started");
+}
+
 /// `--logger=zap --log-outputs=stderr,<file>`: etcd and raftkv both log to the file (each in
 /// its own format) and to stderr, and the file is appended to across restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,10 +69,18 @@ impl Output {
     }
 }
 
-/// etcd's checks of the logging flags before it starts ("error verifying flags, ...").
+/// The levels etcd 3.4 takes in `--log-level` (lower case only; it panics on any other).
+const LEVELS: [&str; 7] = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"];
+
+/// etcd's checks of the logging flags before it starts ("error verifying flags, ..."). An
+/// unknown `--log-level` stops etcd with a panic ("unknown level ..."); raftkv stops with
+/// the same words rather than run with a filter that logs nothing.
 pub fn verify(logging: &Logging) -> Result<(), String> {
     if !matches!(logging.logger.as_str(), "zap" | "capnslog") {
         return Err(format!("unknown logger option {:?}", logging.logger));
+    }
+    if !LEVELS.contains(&logging.log_level.as_str()) {
+        return Err(format!("unknown level {:?}", logging.log_level));
     }
     Output::from_flags(logging).map(drop)
 }
@@ -235,6 +243,15 @@ mod tests {
             verify(&flags("glog", "default", "default")),
             Err("unknown logger option \"glog\"".into())
         );
+        let mut level = flags("capnslog", "default", "default");
+        for ok in LEVELS {
+            level.log_level = ok.into();
+            assert_eq!(verify(&level), Ok(()), "{ok}");
+        }
+        for bad in ["warning", "DEBUG", "trace", "foo,raftkv=debug"] {
+            level.log_level = bad.into();
+            assert_eq!(verify(&level), Err(format!("unknown level {bad:?}")));
+        }
         // The deprecated flag: followed where it names a stream, else stderr, never refused.
         let old = |value| Output::from_flags(&flags("capnslog", "default", value));
         assert_eq!(old("stdout"), Ok(vec![Output::Stdout]));
