@@ -770,6 +770,7 @@ pub async fn run_schedule(
     }
     check_minorities(&history, &windows, seed);
     converge(&cluster, seed).await;
+    serving(&cluster, seed).await;
     let granted = {
         let leader = cluster.leader().await.expect("leader after the run");
         let live: Vec<String> = running(&cluster)
@@ -947,6 +948,26 @@ async fn check_watchers(
         logs.len(),
         reference.len()
     )
+}
+
+/// Every running member answers gRPC's health check with SERVING after the faults.
+async fn serving(cluster: &Cluster, seed: u64) {
+    use raftkv_proto::grpc_health_v1::HealthCheckRequest;
+    use raftkv_proto::grpc_health_v1::health_client::HealthClient;
+    for i in running(cluster) {
+        let c = channel(&cluster.members[i].endpoint())
+            .await
+            .unwrap_or_else(|| panic!("seed {seed}: member {i} does not connect"));
+        let status = HealthClient::new(c)
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status);
+        assert_eq!(
+            status.ok(),
+            Some(1),
+            "seed {seed}: member {i}'s health check"
+        );
+    }
 }
 
 /// Every member reaches the same revision and the same data.

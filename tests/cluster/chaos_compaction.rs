@@ -77,25 +77,29 @@ async fn probe(endpoints: Vec<String>, seed: u64, shared: Arc<Shared>, mode: Mod
     while !shared.stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let now = shared.now();
-        let history = shared.history.lock().unwrap().clone();
-        let newest = history.iter().map(|(_, _, rev)| *rev).max().unwrap_or(0);
-        // Periodic: puts between a third of a retention and nearly a retention old, those a
-        // compactor that kept too short a window would remove first. Revision: puts within
-        // the retention of the newest acknowledged revision.
-        let candidates: Vec<(Op, i64)> = history
-            .into_iter()
-            .filter(|(op, _, rev)| {
-                let age = now.saturating_sub(op.call);
-                matches!(op.input, Input::Put(_))
-                    && op.ret.is_some()
-                    && *rev > 0
-                    && match mode {
-                        Mode::Periodic => age >= retention / 3 && age < retention - retention / 10,
-                        Mode::Revision => *rev >= newest - REVISIONS,
-                    }
-            })
-            .map(|(op, _, rev)| (op, rev))
-            .collect();
+        let candidates: Vec<(Op, i64)> = {
+            let history = shared.history.lock().unwrap();
+            let newest = history.iter().map(|(_, _, rev)| *rev).max().unwrap_or(0);
+            // Periodic: puts between a third of a retention and nearly a retention old, those a
+            // compactor that kept too short a window would remove first. Revision: puts within
+            // the retention of the newest acknowledged revision. (Only those are cloned.)
+            history
+                .iter()
+                .filter(|(op, _, rev)| {
+                    let age = now.saturating_sub(op.call);
+                    matches!(op.input, Input::Put(_))
+                        && op.ret.is_some()
+                        && *rev > 0
+                        && match mode {
+                            Mode::Periodic => {
+                                age >= retention / 3 && age < retention - retention / 10
+                            }
+                            Mode::Revision => *rev >= newest - REVISIONS,
+                        }
+                })
+                .map(|(op, _, rev)| (op.clone(), *rev))
+                .collect()
+        };
         if candidates.is_empty() {
             continue;
         }

@@ -52,10 +52,10 @@ pub struct WatchLog {
     /// responses recorded before it, and the revisions it never delivered, from the one
     /// asked for up to the compact revision it resumed at.
     pub skipped: Vec<(usize, i64, i64)>,
-    /// The run compacts: an event's prev_kv may be missing, as in etcd, which reads it at
-    /// the event's revision - 1 when it sends the event and leaves it out once that is
-    /// compacted.
-    pub compacting: bool,
+    /// Whether the run compacts: then an event's prev_kv may be missing, as in etcd, which
+    /// reads it at the event's revision - 1 when it sends the event and leaves it out once
+    /// that is compacted.
+    pub compaction: Compaction,
 }
 
 impl WatchLog {
@@ -100,9 +100,10 @@ pub struct Watchers {
 }
 
 /// Whether a watcher may be told that its resume revision was compacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Compaction {
     /// Nothing is compacted in the run: such an answer is a failure.
+    #[default]
     Never,
     /// The cluster compacts on its own: the watcher records the gap and resumes at the
     /// compact revision, as etcd's clients do.
@@ -139,7 +140,6 @@ async fn watcher(
     endpoints: Vec<String>,
     log: Arc<Mutex<WatchLog>>,
     stop: Arc<AtomicBool>,
-    compaction: Compaction,
 ) {
     let mut target = home;
     let mut failures = 0;
@@ -164,7 +164,7 @@ async fn watcher(
                             log.opened.push((at, start, target));
                         }
                         failures = 0;
-                        follow(answers.into_inner(), &log, &stop, compaction).await;
+                        follow(answers.into_inner(), &log, &stop).await;
                         drop(tx);
                         true
                     }
@@ -189,7 +189,6 @@ async fn follow(
     mut answers: tonic::Streaming<raftkv_proto::etcdserverpb::WatchResponse>,
     log: &Mutex<WatchLog>,
     stop: &AtomicBool,
-    compaction: Compaction,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let answer = match tokio::time::timeout(Duration::from_millis(300), answers.next()).await {
@@ -199,7 +198,7 @@ async fn follow(
         };
         let mut log = log.lock().unwrap();
         let next = log.next_revision();
-        if compaction == Compaction::Expected
+        if log.compaction == Compaction::Expected
             && answer.canceled
             && answer.compact_revision > next
             && answer.events.is_empty()
@@ -231,7 +230,7 @@ impl Watchers {
         let mut tasks = Vec::new();
         for home in 0..endpoints.len() {
             let log = Arc::new(Mutex::new(WatchLog {
-                compacting: compaction == Compaction::Expected,
+                compaction,
                 ..WatchLog::default()
             }));
             logs.push(log.clone());
@@ -240,7 +239,6 @@ impl Watchers {
                 endpoints.to_vec(),
                 log,
                 stop.clone(),
-                compaction,
             )));
         }
         Self { logs, stop, tasks }
@@ -363,7 +361,7 @@ pub fn check_stream(name: &str, log: &WatchLog, reference: &[Seen]) -> Result<()
             continue;
         }
         let before = values.get(key).cloned().flatten();
-        if *prev != before && !(log.compacting && prev.is_none()) {
+        if *prev != before && !(log.compaction == Compaction::Expected && prev.is_none()) {
             let of_key = |events: &[Seen]| -> Vec<String> {
                 events
                     .iter()

@@ -69,7 +69,27 @@ fn counted(endpoint: &str) -> Vec<String> {
     lines
 }
 
-async fn session(server: Server) -> Vec<String> {
+/// A Check whose name is past the server's message limit (hostile input): its code, and
+/// whether the service answers SERVING after it.
+async fn oversized(endpoint: &str) -> (tonic::Code, bool) {
+    let mut health = HealthClient::connect(format!("http://{endpoint}"))
+        .await
+        .expect("connect")
+        .max_encoding_message_size(8 << 20);
+    let code = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(3 << 20),
+        })
+        .await
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    let after = health
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok_and(|r| r.into_inner().status == 1);
+    (code, after)
+}
+
+async fn session(server: Server) -> (Vec<String>, (tonic::Code, bool)) {
     let cluster = Cluster::start(server, 1, Options::default()).await;
     let endpoint = cluster.members[0].endpoint();
     let mut out = answers(&endpoint).await;
@@ -80,13 +100,13 @@ async fn session(server: Server) -> Vec<String> {
     out.push("auth enabled".into());
     out.extend(answers(&endpoint).await);
     out.extend(counted(&endpoint));
-    out
+    (out, oversized(&endpoint).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_service_answers_as_etcds() {
-    let etcd = session(Server::Etcd).await;
-    let raftkv = session(Server::Raftkv).await;
+    let (etcd, etcd_oversized) = session(Server::Etcd).await;
+    let (raftkv, raftkv_oversized) = session(Server::Raftkv).await;
     assert_eq!(raftkv, etcd);
     // Not vacuous: the empty name is SERVING (1) on both, and the calls were counted.
     assert!(etcd.contains(&"check \"\": Ok(1)".to_string()), "{etcd:#?}");
@@ -95,4 +115,8 @@ async fn health_service_answers_as_etcds() {
             .any(|l| l.starts_with("grpc_server_handled_total")),
         "{etcd:#?}"
     );
+    // An oversized request is refused and changes nothing. etcd (grpc-go) answers
+    // ResourceExhausted; raftkv's codec, as tonic's, OutOfRange — for every service.
+    assert_eq!(etcd_oversized, (tonic::Code::ResourceExhausted, true));
+    assert_eq!(raftkv_oversized, (tonic::Code::OutOfRange, true));
 }

@@ -28,13 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     opt_out_of_transparent_huge_pages();
     let command = flags::go_style(Cli::command());
-    let args = match flags::go_args(std::env::args_os(), &command) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("raftkv: error verifying flags, {e}. See 'raftkv --help'.");
-            std::process::exit(1);
-        }
-    };
+    let args = flags::go_args(std::env::args_os(), &command).unwrap_or_else(|e| refuse_flags(&e));
     let matches = command.get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,8 +42,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let loaded = config::load(&args, &env)?;
     if let Err(e) = config::verify(&loaded.flags) {
-        eprintln!("raftkv: error verifying flags, {e}. See 'raftkv --help'.");
-        std::process::exit(1);
+        refuse_flags(&e);
     }
     raftkv_server::logging::init(&loaded.flags.logging)?;
     for notice in &loaded.notices {
@@ -57,6 +50,12 @@ fn main() -> anyhow::Result<()> {
     }
     let config = ServerConfig::from_flags(&loaded.flags)?;
     runtime.block_on(raftkv_server::run(config, raftkv_server::shutdown_signal()))
+}
+
+/// Stops on flags etcd would refuse, with etcd's "error verifying flags" line (exit 1).
+fn refuse_flags(e: &str) -> ! {
+    eprintln!("raftkv: error verifying flags, {e}. See 'raftkv --help'.");
+    std::process::exit(1);
 }
 
 /// Turns transparent huge pages off for this process (and the members `raftkv local` starts,
