@@ -721,3 +721,26 @@ pub fn put_op(key: &str, value: &str) -> raftkv_proto::etcdserverpb::RequestOp {
         })),
     }
 }
+
+/// The member's non-zero `grpc_server_*` series for `service` in `/metrics`, each with its
+/// labels in name order (whatever order the server writes them in), sorted.
+pub fn grpc_server_counts(endpoint: &str, service: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{endpoint}/metrics")])
+        .output()
+        .expect("curl (scripts/setup installs it)");
+    let service = format!("grpc_service=\"{service}\"");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_") && l.contains(&service) && !l.ends_with(" 0"))
+        .map(|l| {
+            let (name, rest) = l.split_once('{').unwrap_or((l, ""));
+            let (labels, value) = rest.split_once("} ").unwrap_or((rest, ""));
+            let mut labels: Vec<&str> = labels.split(',').collect();
+            labels.sort_unstable();
+            format!("{name}{{{}}} {value}", labels.join(","))
+        })
+        .collect();
+    lines.sort();
+    lines
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use raftkv_proto::grpc_health_v1::HealthCheckRequest;
 use raftkv_proto::grpc_health_v1::health_client::HealthClient;
 
-use crate::fixture::{Cluster, Options, Server, etcdctl_ok};
+use crate::fixture::{Cluster, Options, Server, etcdctl_ok, grpc_server_counts};
 
 /// Check and the first Watch message for each name, as text.
 async fn answers(endpoint: &str) -> Vec<String> {
@@ -43,53 +43,41 @@ async fn answers(endpoint: &str) -> Vec<String> {
 /// The health service's non-zero call counts in `/metrics`: calls started, and Check calls
 /// handled by code (a Watch is handled when its stream ends, whenever the server notices).
 fn counted(endpoint: &str) -> Vec<String> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{endpoint}/metrics")])
-        .output()
-        .expect("curl (scripts/setup installs it)");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("grpc_service=\"grpc.health.v1.Health\""))
+    grpc_server_counts(endpoint, "grpc.health.v1.Health")
+        .into_iter()
         .filter(|l| {
             l.starts_with("grpc_server_started_total")
                 || (l.starts_with("grpc_server_handled_total")
                     && l.contains("grpc_method=\"Check\""))
         })
-        .filter(|l| !l.ends_with(" 0"))
-        .map(|l| {
-            // Labels in name order, whatever order the server writes them in.
-            let (name, rest) = l.split_once('{').unwrap_or((l, ""));
-            let (labels, value) = rest.split_once("} ").unwrap_or((rest, ""));
-            let mut labels: Vec<&str> = labels.split(',').collect();
-            labels.sort_unstable();
-            format!("{name}{{{}}} {value}", labels.join(","))
-        })
-        .collect();
-    lines.sort();
-    lines
+        .collect()
 }
 
-/// A Check whose name is past the server's message limit (hostile input): its code, and
-/// whether the service answers SERVING after it.
-async fn oversized(endpoint: &str) -> (tonic::Code, bool) {
+/// A Check whose name is past the server's message limit (hostile input): its status, the
+/// health calls counted after it, and whether the service answers SERVING after it.
+async fn oversized(endpoint: &str) -> (String, Vec<String>, bool) {
     let mut health = HealthClient::connect(format!("http://{endpoint}"))
         .await
         .expect("connect")
         .max_encoding_message_size(8 << 20);
-    let code = health
+    let refused = health
         .check(HealthCheckRequest {
             service: "x".repeat(3 << 20),
         })
         .await
-        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        .map_or_else(
+            |s| format!("{:?}: {}", s.code(), s.message()),
+            |_| "ok".into(),
+        );
+    let counts = counted(endpoint);
     let after = health
         .check(HealthCheckRequest::default())
         .await
         .is_ok_and(|r| r.into_inner().status == 1);
-    (code, after)
+    (refused, counts, after)
 }
 
-async fn session(server: Server) -> (Vec<String>, (tonic::Code, bool)) {
+async fn session(server: Server) -> (Vec<String>, (String, Vec<String>, bool)) {
     let cluster = Cluster::start(server, 1, Options::default()).await;
     let endpoint = cluster.members[0].endpoint();
     let mut out = answers(&endpoint).await;
@@ -115,8 +103,14 @@ async fn health_service_answers_as_etcds() {
             .any(|l| l.starts_with("grpc_server_handled_total")),
         "{etcd:#?}"
     );
-    // An oversized request is refused and changes nothing. etcd (grpc-go) answers
-    // ResourceExhausted; raftkv's codec, as tonic's, OutOfRange — for every service.
-    assert_eq!(etcd_oversized, (tonic::Code::ResourceExhausted, true));
-    assert_eq!(raftkv_oversized, (tonic::Code::OutOfRange, true));
+    // An oversized request is refused with grpc-go's status, is not counted (the unary
+    // interceptor never ran), and changes nothing.
+    assert_eq!(raftkv_oversized, etcd_oversized);
+    assert!(
+        etcd_oversized
+            .0
+            .starts_with("ResourceExhausted: grpc: received message larger"),
+        "{etcd_oversized:?}"
+    );
+    assert!(etcd_oversized.2, "{etcd_oversized:?}");
 }

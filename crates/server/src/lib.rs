@@ -180,7 +180,10 @@ impl Server {
                 .http2_keepalive_interval(config.grpc_keepalive_interval)
                 .http2_keepalive_timeout(config.grpc_keepalive_timeout)
                 .layer(budget.layer())
-                .layer(metrics::GrpcMetricsLayer(api.client_metrics().clone()))
+                .layer(metrics::GrpcMetricsLayer::new(
+                    api.client_metrics().clone(),
+                    max_message,
+                ))
                 .layer(access::AccessLayer(Arc::new(access)))
                 .layer(caller::CredentialsLayer {
                     cert_auth: config.client_tls.client_cert_auth,

@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
@@ -169,9 +170,31 @@ impl ClientMetrics {
     }
 }
 
-/// Counts the gRPC calls of a tonic server into [`ClientMetrics`].
+/// Counts the gRPC calls of a tonic server into [`ClientMetrics`], and answers a request
+/// message over the port's limit as grpc-go does.
+///
+/// go-grpc-prometheus counts a unary call from its interceptor, which grpc-go runs only once
+/// the request is received and decoded, so a unary call whose request never arrives whole
+/// (over the size limit, or cut off) is not counted at all; streams count from their start.
+/// A message over the limit is refused by tonic with `OutOfRange` ("decoded message length
+/// too large"); grpc-go answers `ResourceExhausted` "grpc: received message larger than max
+/// (N vs. M)", and clients see that, so the layer answers with grpc-go's status.
 #[derive(Clone)]
-pub struct GrpcMetricsLayer(pub Arc<ClientMetrics>);
+pub struct GrpcMetricsLayer {
+    metrics: Arc<ClientMetrics>,
+    /// The largest request message the port's services accept, in bytes.
+    max_message: usize,
+}
+
+impl GrpcMetricsLayer {
+    /// Counts into `metrics`, for services that accept messages up to `max_message` bytes.
+    pub fn new(metrics: Arc<ClientMetrics>, max_message: usize) -> Self {
+        Self {
+            metrics,
+            max_message,
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetricsService<S>;
@@ -179,7 +202,8 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcMetricsService {
             inner,
-            metrics: self.0.clone(),
+            metrics: self.metrics.clone(),
+            max_message: self.max_message,
         }
     }
 }
@@ -189,9 +213,19 @@ impl<S> tower::Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetricsService<S> {
     inner: S,
     metrics: Arc<ClientMetrics>,
+    max_message: usize,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the request and the response side of one call share.
+#[derive(Default)]
+struct CallState {
+    /// A whole request message has arrived.
+    received: AtomicBool,
+    /// The length a request message declared, when it was over the limit (0: none was).
+    oversized: AtomicU64,
+}
 
 impl<S, B> tower::Service<http::Request<Body>> for GrpcMetricsService<S>
 where
@@ -222,15 +256,30 @@ where
         };
         let metrics = self.metrics.clone();
         let started = std::time::Instant::now();
-        metrics.methods[method].started.inc();
-        let req =
-            req.map(|body| Body::new(Counted::new(body, metrics.clone(), method, Direction::In)));
+        let unary = METHODS[method].2 == "unary";
+        if !unary {
+            metrics.methods[method].started.inc();
+        }
+        let call = Arc::new(CallState::default());
+        let max_message = self.max_message;
+        let req = req.map(|body| {
+            let mut counted = Counted::new(body, metrics.clone(), method, Direction::In);
+            counted.call = Some((call.clone(), max_message, unary));
+            Body::new(counted)
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let (parts, body) = fut.await?.into_parts();
+            let (mut parts, body) = fut.await?.into_parts();
             let mut counted = Counted::new(Body::new(body), metrics, method, Direction::Out);
             counted.started = started;
+            counted.answers = Some((call.clone(), max_message));
+            if unary && !call.received.load(Ordering::Acquire) {
+                // Refused before its request arrived: grpc-go never ran the interceptor.
+                counted.uncounted = true;
+                counted.finished = true;
+            }
             // A trailers-only answer (an error before any message) carries its status here.
+            counted.translate(&mut parts.headers);
             if let Some(code) = grpc_status(&parts.headers) {
                 counted.finish(code);
             }
@@ -266,7 +315,17 @@ struct Counted {
     prefix_len: u32,
     /// Message bytes still to come of the current message.
     remaining: u64,
+    /// The current message is over the limit: it is not counted when (if ever) it ends.
+    skipping: bool,
     finished: bool,
+    /// Request side: the call's shared state, the port's message limit, and whether the
+    /// method is unary.
+    call: Option<(Arc<CallState>, usize, bool)>,
+    /// Response side: the call's shared state and the port's message limit (a stream's
+    /// request can be over it after the response began).
+    answers: Option<(Arc<CallState>, usize)>,
+    /// Response side: the call is not counted (see [`GrpcMetricsLayer`]).
+    uncounted: bool,
 }
 
 impl Counted {
@@ -280,7 +339,45 @@ impl Counted {
             prefix_seen: 0,
             prefix_len: 0,
             remaining: 0,
+            skipping: false,
             finished: direction == Direction::In,
+            call: None,
+            answers: None,
+            uncounted: false,
+        }
+    }
+
+    /// Gives a refusal of an oversized request grpc-go's code and words (see
+    /// [`GrpcMetricsLayer`]), in the headers or trailers that carry the call's status.
+    fn translate(&self, headers: &mut http::HeaderMap) {
+        let Some((call, limit)) = &self.answers else {
+            return;
+        };
+        let declared = call.oversized.load(Ordering::Acquire);
+        if declared == 0 || grpc_status(headers) != Some(tonic::Code::OutOfRange as usize) {
+            return;
+        }
+        let status = tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({declared} vs. {limit})"
+        ));
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        // Only fails for a message that cannot be encoded; this one always can.
+        let _ = status.add_header(headers);
+    }
+
+    /// A request message has arrived whole.
+    fn received_whole(&mut self) {
+        if std::mem::take(&mut self.skipping) {
+            return;
+        }
+        let counts = &self.metrics.methods[self.method];
+        counts.received.inc();
+        if let Some((call, _, unary)) = &self.call
+            && !call.received.swap(true, Ordering::AcqRel)
+            && *unary
+        {
+            counts.started.inc();
         }
     }
 
@@ -295,7 +392,8 @@ impl Counted {
         }
     }
 
-    /// Walks `data` through the message framing, counting each message that starts.
+    /// Walks `data` through the message framing, counting each answer as it starts and each
+    /// request once it is whole.
     fn count(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             if self.remaining > 0 {
@@ -303,6 +401,9 @@ impl Counted {
                 self.remaining -= take as u64;
                 self.bytes().add(take as u64);
                 data = &data[take..];
+                if self.remaining == 0 && self.direction == Direction::In {
+                    self.received_whole();
+                }
                 continue;
             }
             // In the prefix: a flag byte, then a 4-byte big-endian length.
@@ -312,14 +413,20 @@ impl Counted {
             self.prefix_seen += 1;
             data = &data[1..];
             if self.prefix_seen == 5 {
-                let counts = &self.metrics.methods[self.method];
-                match self.direction {
-                    Direction::In => counts.received.inc(),
-                    Direction::Out => counts.sent.inc(),
-                }
                 self.remaining = u64::from(self.prefix_len);
                 self.prefix_seen = 0;
                 self.prefix_len = 0;
+                match (self.direction, &self.call) {
+                    (Direction::Out, _) if !self.uncounted => {
+                        self.metrics.methods[self.method].sent.inc();
+                    }
+                    (Direction::In, Some((call, limit, _))) if self.remaining > *limit as u64 => {
+                        call.oversized.store(self.remaining, Ordering::Release);
+                        self.skipping = true;
+                    }
+                    (Direction::In, _) if self.remaining == 0 => self.received_whole(),
+                    _ => {}
+                }
             }
         }
     }
@@ -346,13 +453,14 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let data = data.clone();
                     self.count(&data);
-                } else if let Some(trailers) = frame.trailers_ref() {
+                } else if let Some(trailers) = frame.trailers_mut() {
+                    self.translate(trailers);
                     let code = grpc_status(trailers).unwrap_or(2);
                     self.finish(code);
                 }
@@ -834,4 +942,79 @@ fn proc_stat() -> Option<ProcStat> {
         rss_bytes: num(24)? * page,
         start_seconds: boot + num(22)? / ticks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request body of one unary method, counted as the layer counts it.
+    fn request_side(metrics: &Arc<ClientMetrics>, call: &Arc<CallState>) -> Counted {
+        let put = metrics.method("/etcdserverpb.KV/Put").expect("Put is served");
+        let mut counted = Counted::new(Body::empty(), metrics.clone(), put, Direction::In);
+        counted.call = Some((call.clone(), 100, true));
+        counted
+    }
+
+    fn frame(len: u32) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_unary_call_counts_once_its_request_is_whole() {
+        let metrics = Arc::new(ClientMetrics::new(false));
+        let call = Arc::new(CallState::default());
+        let mut counted = request_side(&metrics, &call);
+        let put = &metrics.methods[counted.method];
+        let mut bytes = frame(10);
+        bytes.extend_from_slice(&[7; 10]);
+        // The header split, then the message in two parts.
+        counted.count(&bytes[..3]);
+        counted.count(&bytes[3..9]);
+        assert_eq!((put.started.get(), put.received.get()), (0, 0));
+        counted.count(&bytes[9..]);
+        assert_eq!((put.started.get(), put.received.get()), (1, 1));
+        assert!(call.received.load(Ordering::Acquire));
+        // An empty message is whole at its header.
+        let call = Arc::new(CallState::default());
+        request_side(&metrics, &call).count(&frame(0));
+        assert_eq!((put.started.get(), put.received.get()), (2, 2));
+    }
+
+    #[test]
+    fn an_oversized_request_is_not_counted_and_gets_grpc_gos_status() {
+        let metrics = Arc::new(ClientMetrics::new(false));
+        let call = Arc::new(CallState::default());
+        let mut counted = request_side(&metrics, &call);
+        let method = counted.method;
+        counted.count(&frame(101));
+        counted.count(&[1; 101]);
+        let put = &metrics.methods[method];
+        assert_eq!((put.started.get(), put.received.get()), (0, 0));
+        assert_eq!(call.oversized.load(Ordering::Acquire), 101);
+
+        let mut answer = Counted::new(Body::empty(), metrics.clone(), method, Direction::Out);
+        answer.answers = Some((call.clone(), 100));
+        let mut headers = http::HeaderMap::new();
+        tonic::Status::out_of_range("Error, decoded message length too large")
+            .add_header(&mut headers)
+            .expect("encodable");
+        answer.translate(&mut headers);
+        let status = tonic::Status::from_header_map(&headers).expect("a status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "grpc: received message larger than max (101 vs. 100)"
+        );
+        // Any other status of the call is left as it is.
+        let mut headers = http::HeaderMap::new();
+        tonic::Status::invalid_argument("etcdserver: request is too large")
+            .add_header(&mut headers)
+            .expect("encodable");
+        answer.translate(&mut headers);
+        let status = tonic::Status::from_header_map(&headers).expect("a status");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
 }

@@ -149,9 +149,13 @@ impl WatchStream {
             let answers = tokio::select! {
                 request = requests.next(), if requests_open => match request {
                     Some(Ok(request)) => self.request(request),
-                    // The client is done sending (etcd keeps answering until it goes), or
-                    // its stream broke.
-                    Some(Err(_)) => break,
+                    // Its stream broke, or a request could not be received (over the size
+                    // limit, malformed): the watch ends with that status, as etcd's.
+                    Some(Err(status)) => {
+                        let _ = self.out.send(Err(status)).await;
+                        break;
+                    }
+                    // The client is done sending: etcd keeps answering until it goes.
                     None => {
                         requests_open = false;
                         Vec::new()
