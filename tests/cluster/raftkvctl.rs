@@ -372,3 +372,148 @@ fn size_masking_hides_only_sizes() {
         "127.0.0.1:1, 2ef9, v, 936 B, true\n[{\"dbSize\":936,\"raftIndex\":5,\"dbSizeInUse\":936}]";
     assert_ne!(without_sizes(b), without_sizes(c));
 }
+
+/// Environment-variable steps: the variables (`{E}` is the endpoint) and the arguments.
+const ENV_STEPS: &[(&[(&str, &str)], &[&str])] = &[
+    (&[("ETCDCTL_ENDPOINTS", "{E}")], &["put", "k", "v"]),
+    (
+        &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_HEX", "true")],
+        &["get", "k"],
+    ),
+    (
+        &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_WRITE_OUT", "json")],
+        &["get", "k"],
+    ),
+    // An unknown variable and an empty one are warned of; ETCDCTL_API is not.
+    (
+        &[
+            ("ETCDCTL_API", "3"),
+            ("ETCDCTL_ENDPOINTS", "{E}"),
+            ("ETCDCTL_FOO", "bar"),
+            ("ETCDCTL_HEX", ""),
+            ("ETCDCTL_WRITE_OUT", "fields"),
+        ],
+        &["get", "k"],
+    ),
+    // A value the flag cannot take is dropped.
+    (
+        &[
+            ("ETCDCTL_DIAL_TIMEOUT", "soon"),
+            ("ETCDCTL_ENDPOINTS", "{E}"),
+        ],
+        &["get", "k", "--print-value-only"],
+    ),
+    // Beside its flag on the command line, a variable stops the command, even empty.
+    (
+        &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_FOO", "bar")],
+        &["--endpoints={E}", "put", "k", "w"],
+    ),
+    (
+        &[("ETCDCTL_ENDPOINTS", "")],
+        &["get", "k", "--endpoints={E}"],
+    ),
+    // The credentials come from the environment too.
+    (&[("ETCDCTL_ENDPOINTS", "{E}")], &["user", "add", "root:pw"]),
+    (&[("ETCDCTL_ENDPOINTS", "{E}")], &["auth", "enable"]),
+    (&[("ETCDCTL_ENDPOINTS", "{E}")], &["get", "k"]),
+    (
+        &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_USER", "root:nope")],
+        &["get", "k"],
+    ),
+    (
+        &[
+            ("ETCDCTL_COMMAND_TIMEOUT", "3s"),
+            ("ETCDCTL_ENDPOINTS", "{E}"),
+            ("ETCDCTL_PASSWORD", "pw"),
+            ("ETCDCTL_USER", "root"),
+        ],
+        &["del", "k"],
+    ),
+    (
+        &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_USER", "root:pw")],
+        &["auth", "disable"],
+    ),
+];
+
+/// capnslog's timestamp at the start of a line, masked.
+fn mask_log_time(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let stamp = "2026-12-04 11:41:38.934134 ";
+            let shaped = line.len() > stamp.len()
+                && line.bytes().zip(stamp.bytes()).all(|(a, b)| {
+                    if b.is_ascii_digit() {
+                        a.is_ascii_digit()
+                    } else {
+                        a == b
+                    }
+                });
+            if shaped {
+                format!("<time> {}\n", &line[stamp.len()..])
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
+
+fn env_session(endpoint: &str, use_raftkvctl: bool) -> Vec<String> {
+    ENV_STEPS
+        .iter()
+        .map(|(vars, args)| {
+            let args: Vec<String> = args.iter().map(|a| a.replace("{E}", endpoint)).collect();
+            let mut cmd = Command::new(if use_raftkvctl {
+                raftkvctl_bin().as_os_str()
+            } else {
+                std::ffi::OsStr::new("etcdctl")
+            });
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .args(&args);
+            for (key, value) in *vars {
+                cmd.env(key, value.replace("{E}", endpoint));
+            }
+            let out = run_with_stdin(cmd, None);
+            mask_log_time(&transcript(&format!("{vars:?} {}", args.join(" ")), &out))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_act_as_etcdctls() {
+    let mut runs = Vec::new();
+    for use_raftkvctl in [false, true] {
+        let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+        let endpoint = cluster.members[0].endpoint();
+        // The endpoint varies; the transcripts name it as {E}.
+        let run: Vec<String> = env_session(&endpoint, use_raftkvctl)
+            .into_iter()
+            .map(|t| t.replace(&endpoint, "{E}"))
+            .collect();
+        runs.push(run);
+    }
+    let (etcdctl, raftkvctl) = (&runs[0], &runs[1]);
+    let differences: Vec<String> = etcdctl
+        .iter()
+        .zip(raftkvctl)
+        .filter(|(want, got)| want != got)
+        .map(|(want, got)| format!("--- etcdctl\n{want}--- raftkvctl\n{got}"))
+        .collect();
+    assert_no_differences(&differences);
+    // Not vacuous: the variables did what they say.
+    let all = etcdctl.concat();
+    for expected in [
+        "\\x6b\n\\x76\n",
+        "\"kvs\":[{\"key\":\"aw==\"",
+        "<time> W | pkg/flags: unrecognized environment variable ETCDCTL_FOO=bar\n",
+        "<time> W | pkg/flags: unrecognized environment variable ETCDCTL_HEX=\n",
+        "\"Key\" : \"k\"",
+        "<time> C | pkg/flags: conflicting environment variable \"ETCDCTL_ENDPOINTS\" is shadowed",
+        "Error: etcdserver: user name is empty",
+        "Error: etcdserver: authentication failed, invalid user ID or password",
+        "del k (exit 0)\n1\n",
+    ] {
+        assert!(all.contains(expected), "no {expected:?} in\n{all}");
+    }
+    assert!(!all.contains("variable ETCDCTL_API"), "{all}");
+}

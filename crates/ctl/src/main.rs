@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use raftkv_client::{Client, Connection};
 
 mod auth;
 mod cluster;
 mod elect;
+mod env;
 mod kv;
 mod lease;
 mod lock;
@@ -58,6 +59,28 @@ struct Cli {
     /// Keepalive time for client connections (accepted for etcdctl compatibility).
     #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
     keepalive_time: Duration,
+    /// Keepalive timeout for client connections (accepted for etcdctl compatibility).
+    #[arg(long, global = true, default_value = "6s", value_parser = parse_duration)]
+    keepalive_timeout: Duration,
+    /// Accept insecure SRV records describing cluster endpoints (accepted for etcdctl
+    /// compatibility; raftkvctl has no DNS discovery).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    insecure_discovery: bool,
+    /// Domain name to query for SRV records describing cluster endpoints (refused:
+    /// raftkvctl has no DNS discovery; name the endpoints).
+    #[arg(short = 'd', long, global = true)]
+    discovery_srv: Option<String>,
+    /// Service name to query when using DNS discovery (refused, as --discovery-srv).
+    #[arg(long, global = true)]
+    discovery_srv_name: Option<String>,
     /// Enable client-side debug logging (accepted; raftkvctl has nothing extra to log yet).
     #[arg(long, global = true)]
     debug: bool,
@@ -305,7 +328,42 @@ const EXIT_BAD_CONNECTION: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 5;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if makes_client(&cli.command) {
+        // etcdctl's main takes ETCDCTL_API out of the environment before flags read it.
+        let environ: Vec<(String, String)> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .filter(|(k, _)| k != "ETCDCTL_API")
+            .collect();
+        let watch = matches!(cli.command, Command::Watch(_));
+        match env::apply(&mut cli, &matches, &environ, watch) {
+            env::Outcome::Go(warnings) => {
+                for warning in warnings {
+                    eprintln!("{}", env::log_line('W', &warning));
+                }
+            }
+            env::Outcome::Conflict(warnings, conflict) => {
+                for warning in warnings {
+                    eprintln!("{}", env::log_line('W', &warning));
+                }
+                eprintln!("{}", env::log_line('C', &conflict));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if cli.discovery_srv.is_some() || cli.discovery_srv_name.is_some() {
+        eprintln!(
+            "Error: raftkvctl has no DNS discovery (--discovery-srv, --discovery-srv-name); \
+             name the members with --endpoints"
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,6 +384,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether a command makes a client, and so reads etcdctl's `ETCDCTL_*` variables (see
+/// [`env`]): every command but `version` and the offline snapshot ones.
+fn makes_client(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Version
+            | Command::Snapshot(
+                SnapshotCommand::Status { .. }
+                    | SnapshotCommand::Restore(_)
+                    | SnapshotCommand::Export { .. }
+            )
+    )
 }
 
 /// A member id as etcdctl takes it: hexadecimal.

@@ -951,7 +951,9 @@ mod tests {
 
     /// A request body of one unary method, counted as the layer counts it.
     fn request_side(metrics: &Arc<ClientMetrics>, call: &Arc<CallState>) -> Counted {
-        let put = metrics.method("/etcdserverpb.KV/Put").expect("Put is served");
+        let put = metrics
+            .method("/etcdserverpb.KV/Put")
+            .expect("Put is served");
         let mut counted = Counted::new(Body::empty(), metrics.clone(), put, Direction::In);
         counted.call = Some((call.clone(), 100, true));
         counted
@@ -965,12 +967,21 @@ mod tests {
 
     #[test]
     fn every_served_method_is_found() {
-        assert!(METHODS.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        assert!(
+            METHODS
+                .windows(2)
+                .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+        );
         let metrics = ClientMetrics::new(false);
         for (i, (service, method, _)) in METHODS.iter().enumerate() {
             assert_eq!(metrics.method(&format!("/{service}/{method}")), Some(i));
         }
-        for path in ["/etcdserverpb.KV/Nope", "/nope/Put", "etcdserverpb.KV/Put", "/"] {
+        for path in [
+            "/etcdserverpb.KV/Nope",
+            "/nope/Put",
+            "etcdserverpb.KV/Put",
+            "/",
+        ] {
             assert_eq!(metrics.method(path), None, "{path}");
         }
     }
