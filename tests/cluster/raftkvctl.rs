@@ -44,6 +44,11 @@ const SESSION: &[&[&str]] = &[
     &["get", "missing", "-w", "json"],
     &["get", "foo", "-w", "table"],
     &["get", "foo", "--consistency=s"],
+    // Go's boolean flags take a value after `=`.
+    &["get", "a/", "--prefix=true", "--keys-only=1"],
+    &["get", "a/1", "--prefix=false", "--print-value-only=T"],
+    &["--hex=true", "get", "foo"],
+    &["put", "foo", "quux", "--prev-kv=False"],
     &["del", "nothing"],
     &["del", "a/", "--prefix", "--prev-kv"],
     &["del", "foo2", "-w", "json"],

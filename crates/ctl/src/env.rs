@@ -121,7 +121,7 @@ pub(crate) fn apply(
 /// Sets flag `name` from `value`; a value the flag cannot take leaves it as it was.
 fn set(cli: &mut Cli, name: &str, value: &str) {
     let duration = || crate::parse_duration(value).ok();
-    let boolean = || parse_bool(value);
+    let boolean = || crate::go_flags::parse_bool(value);
     match name {
         "endpoints" => cli.endpoints = value.split(',').map(str::to_string).collect(),
         "debug" => cli.debug = boolean().unwrap_or(cli.debug),
@@ -150,15 +150,6 @@ fn set(cli: &mut Cli, name: &str, value: &str) {
         "discovery-srv" => cli.discovery_srv = Some(value.to_string()),
         "discovery-srv-name" => cli.discovery_srv_name = Some(value.to_string()),
         _ => {}
-    }
-}
-
-/// Go's `strconv.ParseBool`, which pflag's boolean flags use.
-fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
     }
 }
 

@@ -11,6 +11,7 @@ mod auth;
 mod cluster;
 mod elect;
 mod env;
+mod go_flags;
 mod kv;
 mod lease;
 mod lock;
@@ -71,7 +72,8 @@ struct Cli {
         action = clap::ArgAction::Set,
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = go_flags::bool_value
     )]
     insecure_discovery: bool,
     /// Domain name to query for SRV records describing cluster endpoints (refused:
@@ -105,7 +107,8 @@ struct Cli {
         action = clap::ArgAction::Set,
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = go_flags::bool_value
     )]
     insecure_transport: bool,
     /// username[:password] for authentication (prompt if password is not supplied).
@@ -328,7 +331,14 @@ const EXIT_BAD_CONNECTION: u8 = 2;
 const EXIT_INTERRUPTED: u8 = 5;
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let args = match go_flags::normalize(std::env::args_os().collect(), &Cli::command()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = Cli::command().get_matches_from(args);
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if makes_client(&cli.command) {
         // etcdctl's main takes ETCDCTL_API out of the environment before flags read it.
