@@ -6,7 +6,8 @@
 //! write, and every member converges to the same revision and data.
 //!
 //! Throughout, a hostile client and peer (`hostile`) send what issue 11 found could stop a
-//! member — over-nested and malformed txns, oversized requests, half-sent bodies, forged
+//! member — over-nested and malformed txns, oversized puts and watch requests, half-sent
+//! bodies, forged
 //! votes — beside deep txns that are valid and must survive every kill and restart; and no
 //! member may refuse a message or an answer from a correct peer (the logs are checked).
 //!
@@ -153,7 +154,7 @@ async fn hostile(
     while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(150) as u64)).await;
         let i = rng.below(endpoints.len());
-        let case = rng.below(5);
+        let case = rng.below(6);
         sent += 1;
         if case == 4 {
             // A forged vote with the largest term, straight at a peer port.
@@ -181,6 +182,14 @@ async fn hostile(
         let Some(c) = channel(&endpoints[i]).await else {
             continue;
         };
+        if case == 5 {
+            // A watch whose create request is over the message limit: the stream must end
+            // with an error, never create the watch.
+            if oversized_watch_answered(c).await {
+                wrongly_taken.push("a 3 MB watch request".into());
+            }
+            continue;
+        }
         let mut kv = KvClient::new(c).max_encoding_message_size(8 << 20);
         let (what, result) = match case {
             0 => (
@@ -218,6 +227,31 @@ async fn hostile(
         }
     }
     (sent, wrongly_taken)
+}
+
+/// Whether a member answered a watch create request over the gRPC message limit (it must
+/// end the stream with an error instead). A stream cut by a fault counts as refused.
+async fn oversized_watch_answered(channel: Channel) -> bool {
+    use raftkv_proto::etcdserverpb::watch_client::WatchClient;
+    use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
+    use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: vec![b'k'; 3 << 20].into(),
+            ..Default::default()
+        })),
+    };
+    let mut watch = WatchClient::new(channel).max_encoding_message_size(8 << 20);
+    let answer = tokio::time::timeout(Duration::from_secs(5), async move {
+        let mut stream = watch
+            .watch(tokio_stream::iter([create]))
+            .await
+            .ok()?
+            .into_inner();
+        stream.message().await.ok().flatten()
+    })
+    .await;
+    matches!(answer, Ok(Some(_)))
 }
 
 /// Log lines that mean a member refused something a correct peer sent.
