@@ -7,9 +7,9 @@
 //!
 //! Throughout, a hostile client and peer (`hostile`) send what issue 11 found could stop a
 //! member — over-nested and malformed txns, oversized puts and watch requests, half-sent
-//! bodies, forged
-//! votes — beside deep txns that are valid and must survive every kill and restart; and no
-//! member may refuse a message or an answer from a correct peer (the logs are checked).
+//! bodies, forged votes — beside deep txns that are valid and must survive every kill and
+//! restart; and no member may refuse a message or an answer from a correct peer (the logs
+//! are checked).
 //!
 //! One of the clients speaks etcd's JSON gateway instead of gRPC (`chaos_gateway`); its
 //! operations join the same history.
