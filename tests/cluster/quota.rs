@@ -1,9 +1,25 @@
 //! `--quota-backend-bytes` beside a real etcd: fill a store past a small quota, see the
 //! NOSPACE alarm and etcd's errors (writes refused on every member, reads and deletes
 //! working), then compact, defragment and disarm, and write again — nothing acknowledged lost.
+//! The same session runs with raftkvctl in etcdctl's place (its `alarm` and `defrag`).
+
+use std::process::{Command, Output};
 
 use crate::etcdctl::transcript;
-use crate::fixture::{Cluster, Options, Server, assert_no_differences, etcdctl, etcdctl_ok};
+use crate::fixture::{
+    Cluster, Options, Server, assert_no_differences, etcdctl, etcdctl_ok, raftkvctl_bin,
+    run_with_stdin,
+};
+
+/// The real etcdctl, or raftkvctl when `raftkvctl` is set.
+fn ctl(raftkvctl: bool, endpoints: &str, args: &[&str]) -> Output {
+    if !raftkvctl {
+        return etcdctl(endpoints, args, None);
+    }
+    let mut cmd = Command::new(raftkvctl_bin());
+    cmd.arg(format!("--endpoints={endpoints}")).args(args);
+    run_with_stdin(cmd, None)
+}
 
 /// Small enough to fill with a few puts of 20 kB (etcd measures its bbolt file, raftkv the
 /// bytes of its version records; neither starts at 0).
@@ -31,7 +47,7 @@ fn alarms_named(text: &str) -> String {
 /// alarm). Which check fires first depends on when bbolt commits, so with etcd a refused
 /// put is sometimes stored and the alarms' members vary. raftkv checks at the edge only:
 /// a refused put is never applied.
-async fn quota_session(server: Server) -> (Vec<String>, bool) {
+async fn quota_session(server: Server, raftkvctl: bool) -> (Vec<String>, bool) {
     let opts = Options {
         extra_args: vec!["--quota-backend-bytes".into(), QUOTA.into()],
         ..Options::default()
@@ -57,7 +73,7 @@ async fn quota_session(server: Server) -> (Vec<String>, bool) {
     };
     let mut t = Vec::new();
     let run = |t: &mut Vec<String>, endpoints: &str, args: &[&str]| -> String {
-        let out = etcdctl(endpoints, args, None);
+        let out = ctl(raftkvctl, endpoints, args);
         t.push(masked(transcript(
             &format!("etcdctl {}", args.join(" ")),
             &out,
@@ -70,7 +86,7 @@ async fn quota_session(server: Server) -> (Vec<String>, bool) {
     let mut acknowledged = 0;
     let mut refusal = None;
     for i in 0..100 {
-        let out = etcdctl(&eps[0], &["put", &format!("big{i:03}"), &value], None);
+        let out = ctl(raftkvctl, &eps[0], &["put", &format!("big{i:03}"), &value]);
         if out.status.success() {
             acknowledged += 1;
         } else {
@@ -89,13 +105,49 @@ async fn quota_session(server: Server) -> (Vec<String>, bool) {
 
     let list = run(&mut t, &all, &["alarm", "list"]);
     t.pop();
-    t.push(format!("alarm list: {}", alarms_named(&masked(list))));
+    // Which members' alarms varies (see above); each line's shape does not.
+    let mut shapes: Vec<String> = masked(list.clone())
+        .lines()
+        .map(|l| {
+            let mut l = l.to_string();
+            for i in 0..3 {
+                l = l.replace(&format!("<id{i}>"), "<id>");
+            }
+            l
+        })
+        .collect();
+    shapes.dedup();
+    t.push(format!(
+        "alarm list: {}, lines like {shapes:?}",
+        alarms_named(&masked(list))
+    ));
+    // The other formats, each brought to the simple one's words to be counted.
+    let out = ctl(raftkvctl, &all, &["alarm", "list", "-w", "json"]);
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace("\"alarm\":1", "alarm:NOSPACE")
+        .replace("\"alarm\":", "alarm:");
+    t.push(format!("alarm list -w json: {}", alarms_named(&text)));
+    let out = ctl(raftkvctl, &all, &["alarm", "list", "-w", "protobuf"]);
+    let decoded = <raftkv_proto::etcdserverpb::AlarmResponse as prost::Message>::decode(
+        out.stdout.as_slice(),
+    )
+    .map(|r| {
+        r.alarms
+            .iter()
+            .map(|a| format!("alarm:{} ", a.alarm().as_str_name()))
+            .collect::<String>()
+    });
+    t.push(format!(
+        "alarm list -w protobuf: {}",
+        decoded.map_or_else(|e| e.to_string(), |text| alarms_named(&text))
+    ));
+    run(&mut t, &all, &["alarm", "list", "-w", "table"]);
     run(&mut t, &eps[0], &["put", "small", "v"]);
     // The alarm went through the log: another member refuses too. A put as large as the
     // refused one is over the quota there as well (same data), so that member raises its
     // own alarm, in etcd and raftkv alike; a small one may not be (etcd measures whole
     // bbolt pages, raftkv records), so it is not compared.
-    let out = etcdctl(&eps[1], &["put", "big-again", &value], None);
+    let out = ctl(raftkvctl, &eps[1], &["put", "big-again", &value]);
     t.push(masked(transcript("etcdctl put big-again <20 kB>", &out)));
     run(&mut t, &eps[1], &["lease", "grant", "100"]);
     run(&mut t, &eps[1], &["get", "big000", "--keys-only"]);
@@ -123,6 +175,12 @@ async fn quota_session(server: Server) -> (Vec<String>, bool) {
         out.status.code()
     ));
     run(&mut t, &all, &["defrag"]);
+    // Every member's URL, in member-list order (by id, which differs between runs).
+    let out = run(&mut t, &eps[1], &["defrag", "--cluster"]);
+    t.pop();
+    let mut lines: Vec<String> = masked(out).lines().map(str::to_string).collect();
+    lines.sort();
+    t.push(format!("defrag --cluster:\n{}", lines.join("\n")));
     // Still armed: compaction and defragment do not disarm.
     run(&mut t, &eps[0], &["put", "small", "v"]);
     let disarmed = run(&mut t, &all, &["alarm", "disarm"]);
@@ -136,19 +194,36 @@ async fn quota_session(server: Server) -> (Vec<String>, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_raises_nospace_and_disarm_restores_writes_as_etcd() {
-    let (ours, exact) = quota_session(Server::Raftkv).await;
+    let (ours, exact) = quota_session(Server::Raftkv, false).await;
     assert!(
         exact,
         "raftkv: the puts acknowledged are exactly the ones stored"
     );
-    let (reference, _) = quota_session(Server::Etcd).await;
+    let (with_raftkvctl, exact) = quota_session(Server::Raftkv, true).await;
+    assert!(exact, "raftkv, with raftkvctl: the same");
+    let (reference, _) = quota_session(Server::Etcd, false).await;
     eprintln!("{}", reference.join("\n"));
     let mut differences = Vec::new();
-    for (o, r) in ours.iter().zip(&reference) {
-        if o != r {
-            differences.push(format!("--- etcd\n{r}\n--- raftkv\n{o}"));
+    for (name, run) in [
+        ("raftkv", &ours),
+        ("raftkv with raftkvctl", &with_raftkvctl),
+    ] {
+        for (o, r) in run.iter().zip(&reference) {
+            if o != r {
+                differences.push(format!("--- etcd\n{r}\n--- {name}\n{o}"));
+            }
         }
+        assert_eq!(run.len(), reference.len(), "{name}");
     }
-    assert_eq!(ours.len(), reference.len());
     assert_no_differences(&differences);
+    // Not vacuous: every format listed the alarm.
+    for format in ["", " -w json", " -w protobuf"] {
+        let line = format!("alarm list{format}: NOSPACE alarms: ");
+        assert!(
+            reference
+                .iter()
+                .any(|l| l.starts_with(&line) && !l.starts_with(&format!("{line}0"))),
+            "{line} {reference:#?}"
+        );
+    }
 }

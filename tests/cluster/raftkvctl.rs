@@ -378,8 +378,11 @@ fn size_masking_hides_only_sizes() {
     assert_ne!(without_sizes(b), without_sizes(c));
 }
 
-/// Environment-variable steps: the variables (`{E}` is the endpoint) and the arguments.
-const ENV_STEPS: &[(&[(&str, &str)], &[&str])] = &[
+/// Variables of one step, as (name, value); `{E}` is the endpoint.
+type Vars = &'static [(&'static str, &'static str)];
+
+/// Environment-variable steps: the variables and the arguments.
+const ENV_STEPS: &[(Vars, &[&str])] = &[
     (&[("ETCDCTL_ENDPOINTS", "{E}")], &["put", "k", "v"]),
     (
         &[("ETCDCTL_ENDPOINTS", "{E}"), ("ETCDCTL_HEX", "true")],

@@ -3,12 +3,12 @@
 use bytes::Bytes;
 use raftkv_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse,
-    DeleteRangeRequest, DeleteRangeResponse, HashKvRequest, HashKvResponse, MemberAddRequest,
-    MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
-    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest,
-    MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, SnapshotRequest, StatusRequest, StatusResponse, TxnResponse,
-    alarm_request,
+    DefragmentRequest, DefragmentResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest,
+    HashKvResponse, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest, MoveLeaderResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, SnapshotRequest, StatusRequest, StatusResponse,
+    TxnResponse, alarm_request,
 };
 use raftkv_proto::mvccpb::KeyValue;
 
@@ -205,6 +205,17 @@ impl Client {
         self.on(endpoint, |c| async move {
             c.maintenance()
                 .status(StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Maintenance/Defragment of one member (etcd's `Defragment(ctx, endpoint)`).
+    pub async fn defragment_of(&self, endpoint: &str) -> Result<DefragmentResponse, Error> {
+        self.on(endpoint, |c| async move {
+            c.maintenance()
+                .defragment(DefragmentRequest {})
                 .await
                 .map(tonic::Response::into_inner)
         })

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use raftkv_client::{Client, Connection};
 
+mod alarm;
 mod auth;
 mod cluster;
 mod elect;
@@ -132,6 +133,12 @@ struct Cli {
 enum Command {
     /// Puts the given key into the store.
     Put(PutArgs),
+    /// Alarm related commands.
+    #[command(subcommand)]
+    Alarm(alarm::AlarmCommand),
+    /// Defragments the storage of the members with given endpoints (a raftkv member has
+    /// nothing to defragment and answers at once).
+    Defrag(alarm::DefragArgs),
     /// Gets the key or a range of keys.
     Get(GetArgs),
     /// Removes the specified key or range of keys [key, range_end).
@@ -300,7 +307,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// An error with etcdctl's exit code for its kind (ExitInvalidInput = 3, ExitBadFeature = 4,
-/// ExitBadArgs = 128; everything else ExitError = 1).
+/// ExitBadArgs = 128; everything else ExitError = 1); with an empty message, nothing more is
+/// printed.
 #[derive(Debug)]
 struct Exit(u8, String);
 
@@ -387,7 +395,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // An empty message: the command has said everything (etcdctl's bare os.Exit).
+            if !e.downcast_ref::<Exit>().is_some_and(|x| x.1.is_empty()) {
+                eprintln!("Error: {e:#}");
+            }
             match e.downcast_ref::<Exit>() {
                 Some(Exit(code, _)) => ExitCode::from(*code),
                 None => ExitCode::FAILURE,
@@ -639,6 +650,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             auth::role(&cli, &auth_printer(&cli), command).await?;
         }
         Command::Auth(command) => auth::auth(&cli, command).await?,
+        Command::Alarm(command) => alarm::alarm(&cli, command).await?,
+        Command::Defrag(args) => alarm::defrag(&cli, args).await?,
         Command::Lease(command) => {
             lease::run(&cli, cli.dial_timeout, &cli.write_out, command).await?;
         }
