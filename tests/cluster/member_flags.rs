@@ -440,10 +440,6 @@ fn flags_raftkv_cannot_honour_stop_it_with_a_clear_message() {
             "unsupported flag --discovery: raftkv has no discovery",
         ),
         (
-            &["--wal-dir", "/tmp/elsewhere"],
-            "a dedicated WAL directory is not supported",
-        ),
-        (
             &["--max-request-bytes", &too_big],
             "is above raftkv's limit of",
         ),
@@ -548,4 +544,95 @@ async fn a_member_runs_without_transparent_huge_pages() {
         .find(|l| l.starts_with("THP_enabled:"))
         .expect("the kernel reports THP_enabled (Linux 5.0 and later)");
     assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
+/// `--wal-dir` with `server`: a member keeps its Raft log there (and nothing in
+/// `<data-dir>/member/wal`) and restarts from it. Returns the member's data dir, the WAL
+/// dir and the cluster (stopped), for the caller's further checks.
+async fn wal_dir_session(server: Server, root: &Path) -> (std::path::PathBuf, Cluster) {
+    let wal = root.join(format!("{server:?}-wal"));
+    let opts = Options {
+        extra_args: vec!["--wal-dir".into(), wal.display().to_string()],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(server, 1, opts).await;
+    let endpoints = cluster.endpoints();
+    etcdctl_ok(&endpoints, &["put", "a", "1"]);
+    etcdctl_ok(&endpoints, &["put", "b", "2"]);
+    cluster.kill_and_restart_all().await;
+    assert_eq!(
+        etcdctl_ok(&cluster.endpoints(), &["get", "a", "b"]),
+        "a\n1\n",
+        "{server:?}"
+    );
+    assert_eq!(
+        etcdctl_ok(
+            &cluster.endpoints(),
+            &["get", "", "--from-key", "--keys-only"]
+        )
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["a", "b"],
+        "{server:?}"
+    );
+    let files = std::fs::read_dir(&wal).map_or(0, |d| d.count());
+    assert!(files > 0, "{server:?}: nothing in {}", wal.display());
+    let own = cluster.members[0].data_dir.join("member").join("wal");
+    assert!(!own.exists(), "{server:?}: {} was made", own.display());
+    cluster.stop(0);
+    (wal, cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_dir_keeps_the_raft_log_apart_as_etcds() {
+    let root = tempfile::tempdir().expect("tempdir");
+    drop(wal_dir_session(Server::Etcd, root.path()).await);
+    let (wal, mut cluster) = wal_dir_session(Server::Raftkv, root.path()).await;
+    // Without its WAL the member refuses to start (it could vote twice in one term).
+    std::fs::rename(&wal, root.path().join("moved-away")).expect("rename");
+    cluster.restart(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(code) = cluster.exited(0) {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member kept running without its WAL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(code, Some(0));
+    let log = cluster.members[0].log_text();
+    assert!(
+        log.contains(&format!("{} is missing", wal.display())),
+        "{log}"
+    );
+    // `snapshot restore --wal-dir` refuses a directory that exists, as etcdctl does.
+    let existing = root.path().join("moved-away");
+    let snapshot = root.path().join("none.db");
+    std::fs::write(&snapshot, b"not read").expect("write");
+    let mut messages = Vec::new();
+    for program in [
+        std::ffi::OsStr::new("etcdctl"),
+        crate::fixture::raftkvctl_bin().as_os_str(),
+    ] {
+        let out = Command::new(program)
+            .env("ETCDCTL_API", "3")
+            .args(["snapshot", "restore"])
+            .arg(&snapshot)
+            .arg("--data-dir")
+            .arg(root.path().join("restored"))
+            .arg("--wal-dir")
+            .arg(&existing)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        messages.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    assert_eq!(messages[1], messages[0]);
+    assert_eq!(
+        messages[0],
+        format!("Error: wal-dir {:?} exists", existing.display().to_string())
+    );
 }

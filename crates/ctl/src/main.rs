@@ -273,6 +273,11 @@ struct RestoreArgs {
     /// Path to the data directory [default: <name>.raftkv].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Path to the WAL directory (use --data-dir if none given). Refused if it exists, as
+    /// etcdctl refuses it; a raftkv member writes its WAL when it first starts, where its
+    /// own --wal-dir says.
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
     /// Initial cluster configuration for restore bootstrap.
     #[arg(long, default_value = "default=http://127.0.0.1:2380")]
     initial_cluster: String,
@@ -813,6 +818,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             let flags = snapshot::RestoreFlags {
                 name: args.name,
                 data_dir: args.data_dir,
+                wal_dir: args.wal_dir,
                 initial_cluster: args.initial_cluster,
                 initial_advertise_peer_urls: args.initial_advertise_peer_urls,
                 skip_hash_check: args.skip_hash_check,

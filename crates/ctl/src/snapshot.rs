@@ -159,6 +159,9 @@ pub struct RestoreFlags {
     pub name: String,
     /// `--data-dir` (default `<name>.raftkv`).
     pub data_dir: Option<PathBuf>,
+    /// `--wal-dir`: only checked (it must not exist, as etcdctl checks); the member writes
+    /// its WAL when it first starts, where its own `--wal-dir` says.
+    pub wal_dir: Option<PathBuf>,
     /// `--initial-cluster`.
     pub initial_cluster: String,
     /// `--initial-advertise-peer-urls`.
@@ -179,6 +182,9 @@ pub fn restore(path: &Path, flags: &RestoreFlags) -> anyhow::Result<(PathBuf, Re
         .unwrap_or_else(|| PathBuf::from(format!("{}.raftkv", flags.name)));
     if data_dir.exists() {
         bail!("data-dir {:?} exists", data_dir.display().to_string());
+    }
+    if let Some(wal_dir) = flags.wal_dir.as_ref().filter(|d| d.exists()) {
+        bail!("wal-dir {:?} exists", wal_dir.display().to_string());
     }
     let cluster = raftkv_storage::bootstrap::parse_initial_cluster(&flags.initial_cluster)
         .map_err(anyhow::Error::msg)?;

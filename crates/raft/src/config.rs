@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub name: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: where the Raft log and vote live, if not `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     /// `--initial-advertise-peer-urls`: how other members reach this one.
     pub peer_urls: Vec<String>,
     /// `--advertise-client-urls`: how clients reach this one.
@@ -93,6 +95,7 @@ impl NodeConfig {
         Self {
             name: name.to_string(),
             data_dir,
+            wal_dir: None,
             peer_urls: vec!["http://127.0.0.1:2380".into()],
             client_urls: vec!["http://127.0.0.1:2379".into()],
             initial_cluster: BTreeMap::from([(
@@ -114,6 +117,13 @@ impl NodeConfig {
             auto_compaction_revision_interval: crate::node::compactor::REVISION_INTERVAL,
             peer_tls: PeerTls::default(),
         }
+    }
+
+    /// The directory of the Raft log and vote: `--wal-dir`, or `<data-dir>/member/wal`.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| raftkv_storage::layout::wal_dir(&self.data_dir))
     }
 
     /// This member's id.

@@ -22,7 +22,7 @@ use crate::disk;
 /// Free space on a member's data dir, refreshed by [`Space::refresh`].
 #[derive(Debug)]
 pub struct Space {
-    dir: PathBuf,
+    dirs: Vec<PathBuf>,
     reserve: u64,
     available: AtomicU64,
 }
@@ -30,8 +30,14 @@ pub struct Space {
 impl Space {
     /// Watches the file system holding `dir`, keeping `reserve` bytes in hand.
     pub fn new(dir: &Path, reserve: u64) -> Self {
+        Self::watching(&[dir], reserve)
+    }
+
+    /// Watches the file systems holding `dirs` (the data dir, and a `--wal-dir` elsewhere),
+    /// keeping `reserve` bytes in hand on each: what is free is the least free on any.
+    pub fn watching(dirs: &[&Path], reserve: u64) -> Self {
         let space = Self {
-            dir: dir.to_path_buf(),
+            dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
             reserve,
             available: AtomicU64::new(u64::MAX),
         };
@@ -46,7 +52,13 @@ impl Space {
 
     /// Measures again; returns the bytes free. A failed measurement keeps the last one.
     pub fn refresh(&self) -> u64 {
-        if let Ok(bytes) = disk::available_bytes(&self.dir) {
+        // A directory not made yet (a new `--wal-dir`) is measured where it will be.
+        let least = self
+            .dirs
+            .iter()
+            .filter_map(|d| d.ancestors().find_map(|a| disk::available_bytes(a).ok()))
+            .min();
+        if let Some(bytes) = least {
             self.available.store(bytes, Ordering::Relaxed);
         }
         self.available()
@@ -93,5 +105,9 @@ mod tests {
         let tight = Space::new(dir.path(), free.saturating_mul(2).max(1 << 40));
         assert!(tight.is_low() && !tight.recovered());
         assert!(!tight.has_room_for(0));
+        // A directory not made yet is measured where it will be made.
+        let later = dir.path().join("not/yet");
+        let both = Space::watching(&[dir.path(), later.as_path()], 0);
+        assert!(both.available() > 0 && both.available() < u64::MAX);
     }
 }

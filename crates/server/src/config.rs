@@ -222,7 +222,7 @@ impl ServerConfig {
             Some(dir) if !dir.is_empty() => dir.to_string(),
             _ => format!("{}.raftkv", m.name),
         });
-        check_wal_dir(&m.wal_dir, &data_dir)?;
+        let wal_dir = wal_dir(&m.wal_dir, &data_dir);
         check_timing(m.heartbeat_interval, m.election_timeout)?;
         let max_request_bytes = check_max_request_bytes(m.max_request_bytes)?;
         if flags
@@ -256,6 +256,7 @@ impl ServerConfig {
         let cipher_suites = crate::tls::cipher::parse_flag(&flags.security.cipher_suites);
         crate::tls::cipher::provider(&cipher_suites)?;
         let mut node = NodeConfig::new(&m.name, data_dir);
+        node.wal_dir = wal_dir;
         node.peer_urls = c.initial_advertise_peer_urls.0.clone();
         node.client_urls = c.advertise_client_urls.0.clone();
         node.initial_cluster = parse_initial_cluster(&initial_cluster(flags))?;
@@ -424,16 +425,11 @@ fn initial_cluster(flags: &MemberFlags) -> String {
     c.initial_cluster.clone()
 }
 
-/// raftkv keeps its WAL in `<data-dir>/member/wal` and nowhere else.
-fn check_wal_dir(wal_dir: &str, data_dir: &Path) -> anyhow::Result<()> {
+/// `--wal-dir`: a dedicated directory for the Raft log and vote (etcd's `cfg.WALDir()`),
+/// `None` for the data dir's own `member/wal`.
+fn wal_dir(wal_dir: &str, data_dir: &Path) -> Option<PathBuf> {
     let own = raftkv_storage::layout::wal_dir(data_dir);
-    if wal_dir.is_empty() || Path::new(wal_dir) == own {
-        return Ok(());
-    }
-    bail!(
-        "--wal-dir {wal_dir:?}: a dedicated WAL directory is not supported; raftkv keeps its WAL in <data-dir>/member/wal ({})",
-        own.display()
-    )
+    (!wal_dir.is_empty() && Path::new(wal_dir) != own).then(|| PathBuf::from(wal_dir))
 }
 
 /// etcd's checks of `--heartbeat-interval` and `--election-timeout` (`embed.Config.Validate`).
@@ -735,11 +731,11 @@ mod tests {
             err(&["--cipher-suites=TLS_AES_128_GCM_SHA256,BAD"]),
             "unexpected TLS cipher suite \"BAD\""
         );
-        assert!(
-            err(&["--wal-dir=/tmp/elsewhere"])
-                .contains("a dedicated WAL directory is not supported")
-        );
-        assert!(config(&["--data-dir=/d", "--wal-dir=/d/member/wal"]).is_ok());
+        let elsewhere = config(&["--data-dir=/d", "--wal-dir=/w"]).expect("taken");
+        assert_eq!(elsewhere.node.wal_dir(), PathBuf::from("/w"));
+        let own = config(&["--data-dir=/d", "--wal-dir=/d/member/wal"]).expect("taken");
+        assert_eq!(own.node.wal_dir, None);
+        assert_eq!(own.node.wal_dir(), PathBuf::from("/d/member/wal"));
         // --auth-token is read as the member starts (its key files then).
         assert_eq!(
             config(&["--auth-token=jwt,sign-method=RS256"])

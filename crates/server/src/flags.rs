@@ -70,7 +70,7 @@ pub struct Member {
     /// Path to the data directory [default: <name>.raftkv].
     #[arg(long)]
     pub data_dir: Option<String>,
-    /// Path to the dedicated wal directory (raftkv: only <data-dir>/member/wal).
+    /// Path to the dedicated wal directory.
     #[arg(long, default_value = "")]
     pub wal_dir: String,
     /// Number of committed transactions to trigger a snapshot to disk.

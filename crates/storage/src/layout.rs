@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <data-dir>/member/db        MVCC state (sled)
-//! <data-dir>/member/wal       Raft log and vote
+//! <data-dir>/member/wal       Raft log and vote (or --wal-dir, elsewhere)
 //! <data-dir>/member/snap      snapshot files
 //! <data-dir>/member/identity  member and cluster ids, written once bootstrapped or joined
 //! ```

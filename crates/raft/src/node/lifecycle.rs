@@ -52,13 +52,13 @@ impl RaftNode {
         let identity = layout::read_identity(&config.data_dir)
             .map_err(|e| NodeError::Config(e.to_string()))?
             .map(|i| (i.member, i.cluster));
-        let wal_dir = layout::wal_dir(&config.data_dir);
+        let wal_dir = config.wal_dir();
         let wal_existed = wal_dir.exists();
         let store = Arc::new(
             MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
                 .map_err(NodeError::storage("opening the store"))?,
         );
-        check_data_dir(&config.data_dir, identity, wal_existed, &store)?;
+        check_data_dir(&config.data_dir, &wal_dir, identity, wal_existed, &store)?;
         let (id, cluster_id, bootstrap) = match identity {
             Some((id, cluster_id)) => (id, cluster_id, None),
             None => match config.initial_cluster_state {
@@ -79,8 +79,10 @@ impl RaftNode {
             RaftLogStore::open(&wal_dir, &LogConfig::default())
                 .map_err(NodeError::storage("opening the WAL"))?,
         );
-        let space = Arc::new(Space::new(
-            &config.data_dir,
+        // The WAL's file system too, when it is another (`--wal-dir`): a full WAL disk
+        // would stop the member.
+        let space = Arc::new(Space::watching(
+            &[config.data_dir.as_path(), wal_dir.as_path()],
             space_reserve(config.max_request_bytes),
         ));
         let metrics = Arc::new(NodeMetrics::default());
@@ -453,6 +455,7 @@ async fn publish_self(node: Weak<RaftNode>) {
 /// to recover: replace the member.
 fn check_data_dir(
     data_dir: &Path,
+    wal_dir: &Path,
     identity: Option<(u64, u64)>,
     wal_existed: bool,
     store: &MvccStore,
@@ -494,7 +497,7 @@ fn check_data_dir(
         return Err(NodeError::Config(format!(
             "{} is missing: member {id:x} of cluster {cluster:x} has lost its Raft log and \
              vote, and restarting without them could vote twice in one term; {}",
-            layout::wal_dir(data_dir).display(),
+            wal_dir.display(),
             recover(Some(id))
         )));
     }
