@@ -466,7 +466,7 @@ fn mask_log_time(text: &str) -> String {
 }
 
 fn env_session(endpoint: &str, use_raftkvctl: bool) -> Vec<String> {
-    ENV_STEPS
+    let mut out: Vec<String> = ENV_STEPS
         .iter()
         .map(|(vars, args)| {
             let args: Vec<String> = args.iter().map(|a| a.replace("{E}", endpoint)).collect();
@@ -484,7 +484,35 @@ fn env_session(endpoint: &str, use_raftkvctl: bool) -> Vec<String> {
             let out = run_with_stdin(cmd, None);
             mask_log_time(&transcript(&format!("{vars:?} {}", args.join(" ")), &out))
         })
-        .collect()
+        .collect();
+    // `--debug`: the flags in use, as variables (etcdctl's gRPC debug lines left out).
+    let mut cmd = Command::new(if use_raftkvctl {
+        raftkvctl_bin().as_os_str()
+    } else {
+        std::ffi::OsStr::new("etcdctl")
+    });
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ETCDCTL_ENDPOINTS", endpoint)
+        .env("ETCDCTL_DIAL_TIMEOUT", "1500ms")
+        .env("ETCDCTL_KEY", "/no/such.key")
+        .args([
+            "--debug",
+            "--command-timeout=90s",
+            "-w",
+            "json",
+            "watch",
+            "w",
+        ]);
+    let debug = run_with_stdin(cmd, None);
+    out.push(
+        String::from_utf8_lossy(&debug.stderr)
+            .lines()
+            .filter(|l| l.starts_with("ETCDCTL_"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    );
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,6 +548,8 @@ async fn environment_variables_act_as_etcdctls() {
         "Error: etcdserver: user name is empty",
         "Error: etcdserver: authentication failed, invalid user ID or password",
         "del k (exit 0)\n1\n",
+        "ETCDCTL_COMMAND_TIMEOUT=1m30s\nETCDCTL_DEBUG=true\nETCDCTL_DIAL_TIMEOUT=1.5s\n",
+        "ETCDCTL_WATCH_RANGE_END=\nETCDCTL_WRITE_OUT=json\n",
     ] {
         assert!(all.contains(expected), "no {expected:?} in\n{all}");
     }

@@ -153,6 +153,80 @@ fn set(cli: &mut Cli, name: &str, value: &str) {
     }
 }
 
+/// `--debug`'s lines: every global flag as its variable with the value in use, in name
+/// order, as etcdctl prints them when it makes its client (`watch` adds its two). etcdctl
+/// then also turns on gRPC's own debug log, which raftkvctl does not have.
+pub(crate) fn debug_lines(cli: &Cli, watch: bool) -> Vec<String> {
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let text = |s: &Option<String>| s.clone().unwrap_or_default();
+    let mut values: Vec<(&str, String)> = vec![
+        ("cacert", path(&cli.cacert)),
+        ("cert", path(&cli.cert)),
+        ("command-timeout", go_duration(cli.command_timeout)),
+        ("debug", cli.debug.to_string()),
+        ("dial-timeout", go_duration(cli.dial_timeout)),
+        ("discovery-srv", text(&cli.discovery_srv)),
+        ("discovery-srv-name", text(&cli.discovery_srv_name)),
+        ("endpoints", format!("[{}]", cli.endpoints.join(","))),
+        ("hex", cli.hex.to_string()),
+        ("insecure-discovery", cli.insecure_discovery.to_string()),
+        (
+            "insecure-skip-tls-verify",
+            cli.insecure_skip_tls_verify.to_string(),
+        ),
+        ("insecure-transport", cli.insecure_transport.to_string()),
+        ("keepalive-time", go_duration(cli.keepalive_time)),
+        ("keepalive-timeout", go_duration(cli.keepalive_timeout)),
+        ("key", path(&cli.key)),
+        ("password", text(&cli.password)),
+        ("user", text(&cli.user)),
+        ("write-out", cli.write_out.clone()),
+    ];
+    if watch {
+        values.extend(WATCH_FLAGS.iter().map(|name| (*name, String::new())));
+    }
+    values.sort();
+    values
+        .into_iter()
+        .map(|(name, value)| format!("{}={value}", variable(name)))
+        .collect()
+}
+
+/// Go's `time.Duration.String`: `0s`, `300ms`, `1.5s`, `1m30s`, `2h0m0s`.
+fn go_duration(d: std::time::Duration) -> String {
+    /// `v / unit` with the remainder as a decimal fraction, trailing zeros dropped.
+    fn frac(v: u128, unit: u128) -> String {
+        let (whole, rest) = (v / unit, v % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let digits = format!("{rest:0width$}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    }
+    let ns = d.as_nanos();
+    match ns {
+        0 => "0s".into(),
+        1..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}µs", frac(ns, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", frac(ns, 1_000_000)),
+        _ => {
+            let secs = ns / 1_000_000_000;
+            let (h, m) = (secs / 3600, secs / 60 % 60);
+            let s = frac(ns % 60_000_000_000, 1_000_000_000);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
+            }
+        }
+    }
+}
+
 /// A log line as etcdctl's logger (capnslog) writes it: `2026-12-04 11:41:38.934134 W |
 /// pkg/flags: ...`, in UTC.
 pub(crate) fn log_line(level: char, message: &str) -> String {
@@ -270,6 +344,24 @@ mod tests {
         // `watch` reads its own two.
         let (_, outcome) = run(&["raftkvctl", "watch"], &[("ETCDCTL_WATCH_KEY", "k")]);
         assert_eq!(outcome, Outcome::Go(vec![]));
+    }
+
+    #[test]
+    fn durations_read_as_gos() {
+        use std::time::Duration;
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(12), "12ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(300), "300ms"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(7200), "2h0m0s"),
+            (Duration::from_nanos(3_723_000_000_001), "1h2m3.000000001s"),
+        ] {
+            assert_eq!(go_duration(d), want, "{d:?}");
+        }
     }
 
     #[test]

@@ -84,7 +84,8 @@ struct Cli {
     /// Service name to query when using DNS discovery (refused, as --discovery-srv).
     #[arg(long, global = true)]
     discovery_srv_name: Option<String>,
-    /// Enable client-side debug logging (accepted; raftkvctl has nothing extra to log yet).
+    /// Enable client-side debug logging (the flags in use, as etcdctl prints them; raftkvctl
+    /// has no gRPC debug log to add).
     #[arg(long, global = true)]
     debug: bool,
     /// Verify certificates of TLS-enabled secure servers using this CA bundle.
@@ -369,6 +370,17 @@ fn main() -> ExitCode {
             env::Outcome::Go(warnings) => {
                 for warning in warnings {
                     eprintln!("{}", env::log_line('W', &warning));
+                }
+                // etcdctl prints these as it makes its client; `endpoint health` makes
+                // one per endpoint without them.
+                let health = matches!(
+                    cli.command,
+                    Command::Endpoint(EndpointCommand::Health { .. })
+                );
+                if cli.debug && !health {
+                    for line in env::debug_lines(&cli, watch) {
+                        eprintln!("{line}");
+                    }
                 }
             }
             env::Outcome::Conflict(warnings, conflict) => {
