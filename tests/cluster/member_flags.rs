@@ -353,6 +353,40 @@ fn bad_values_stop_etcd_and_raftkv_alike() {
     assert!(!data.exists(), "a member started");
 }
 
+/// A flag value Go's `flag` package refuses stops etcd with its words before the usage (exit
+/// 2); raftkv says the same first line.
+#[test]
+fn refused_flag_values_get_gos_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    for flag in [
+        "--snapshot-count=abc",
+        "--snapshot-count=99999999999999999999999",
+        "--heartbeat-interval=-1",
+        "--strict-reconfig-check=maybe",
+        "-client-cert-auth=2",
+        "--grpc-keepalive-interval=5",
+        "--election-timeout=1s",
+        "--listen-client-urls=foo",
+        "--initial-cluster-state=foo",
+        "--proxy=foo",
+    ] {
+        let mut lines = Vec::new();
+        for program in [Path::new("etcd"), raftkv_bin()] {
+            let (code, out) =
+                run_to_exit(program, &[flag, "--data-dir", data.to_str().unwrap()], &[]);
+            assert_eq!(code, Some(2), "{program:?} {flag}: {out}");
+            let first = out
+                .lines()
+                .find(|l| l.starts_with("invalid "))
+                .map(str::to_string);
+            lines.push(first.unwrap_or_else(|| format!("no \"invalid\" line in:\n{out}")));
+        }
+        assert_eq!(lines[1], lines[0], "{flag}");
+    }
+    assert!(!data.exists(), "a member started");
+}
+
 /// An unknown `--log-level` stops etcd (a Go panic, exit 2) and raftkv (exit 1) with the same
 /// words, rather than running with logging off.
 #[test]

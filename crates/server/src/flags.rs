@@ -482,6 +482,44 @@ pub fn go_style(command: Command) -> Command {
     })
 }
 
+/// A refused flag value in the words of Go's `flag` package, as etcd prints it before its
+/// usage: `invalid value "abc" for flag -snapshot-count: parse error`, `invalid boolean value
+/// "maybe" for -strict-reconfig-check: parse error`, `... -initial-cluster-state: invalid
+/// value`. `None` for clap's other errors.
+pub fn go_flag_error(e: &clap::Error, command: &Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let reason = match e.kind() {
+        ErrorKind::ValueValidation => crate::env::clap_reason(e),
+        // A value outside a fixed list (etcd's SelectiveStringValue).
+        ErrorKind::InvalidValue => "invalid value".to_string(),
+        _ => return None,
+    };
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg)?;
+    let value = text(ContextKind::InvalidValue)?;
+    let name = arg
+        .trim_start_matches('-')
+        .split([' ', '[', '='])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // Booleans are the flags that may stand alone or take `=value` (see `go_style`).
+    let boolean = command.get_arguments().any(|a| {
+        a.get_long() == Some(name.as_str())
+            && a.is_require_equals_set()
+            && a.get_num_args()
+                .is_some_and(|n| n.min_values() == 0 && n.max_values() == 1)
+    });
+    Some(if boolean {
+        format!("invalid boolean value {value:?} for -{name}: {reason}")
+    } else {
+        format!("invalid value {value:?} for flag -{name}: {reason}")
+    })
+}
+
 /// Rewrites Go-style arguments for clap: `-flag` → `--flag`, `-h`/`-help` → `--help`,
 /// `-version` → `--version`, leaving flag values and everything from a subcommand on as they
 /// are. A stray word where a flag should be is an error, with etcd's message.

@@ -29,7 +29,17 @@ fn main() -> anyhow::Result<()> {
     opt_out_of_transparent_huge_pages();
     let command = flags::go_style(Cli::command());
     let args = flags::go_args(std::env::args_os(), &command).unwrap_or_else(|e| refuse_flags(&e));
-    let matches = command.get_matches_from(&args);
+    let matches = match command.clone().try_get_matches_from(&args) {
+        Ok(matches) => matches,
+        Err(e) => match flags::go_flag_error(&e, &command) {
+            // Go's flag package: the line, then the usage, exit 2.
+            Some(line) => {
+                eprintln!("{line}\nRun 'raftkv --help' for the flags.");
+                std::process::exit(2);
+            }
+            None => e.exit(),
+        },
+    };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
