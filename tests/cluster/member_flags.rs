@@ -350,6 +350,27 @@ fn bad_values_stop_etcd_and_raftkv_alike() {
             assert!(out.contains(message), "{program:?} {flags:?}: {out}");
         }
     }
+    // A variable's value is verified as the flag's would be.
+    for (var, message) in [
+        (
+            ("ETCD_SNAPSHOT_COUNT", "abc"),
+            "error verifying flags, invalid value \"abc\" for ETCD_SNAPSHOT_COUNT: parse error. See '",
+        ),
+        (
+            ("ETCD_GRPC_KEEPALIVE_TIMEOUT", "5"),
+            "error verifying flags, invalid value \"5\" for ETCD_GRPC_KEEPALIVE_TIMEOUT: parse error. See '",
+        ),
+        (
+            ("ETCD_CLIENT_CERT_AUTH", "maybe"),
+            "error verifying flags, invalid value \"maybe\" for ETCD_CLIENT_CERT_AUTH: parse error. See '",
+        ),
+    ] {
+        for program in [Path::new("etcd"), raftkv_bin()] {
+            let (code, out) = run_to_exit(program, &["--data-dir", data.to_str().unwrap()], &[var]);
+            assert_eq!(code, Some(1), "{program:?} {var:?}: {out}");
+            assert!(out.contains(message), "{program:?} {var:?}: {out}");
+        }
+    }
     assert!(!data.exists(), "a member started");
 }
 

@@ -22,6 +22,19 @@ pub struct FromEnv {
     pub notices: Vec<Notice>,
 }
 
+/// A variable's value the flag refuses: etcd stops while verifying its flags (`error
+/// verifying flags, invalid value "abc" for ETCD_SNAPSHOT_COUNT: parse error`, exit 1).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Reads `env` against the member `command`, whose command-line parse is `cli`.
 pub fn flags_from_env(
     command: &Command,
@@ -56,7 +69,11 @@ pub fn flags_from_env(
             .clone()
             .try_get_matches_from(["raftkv", arg.as_str()])
         {
-            bail!("invalid value {value:?} for {key}: {}", clap_reason(&e));
+            return Err(Refused(format!(
+                "invalid value {value:?} for {key}: {}",
+                clap_reason(&e)
+            ))
+            .into());
         }
         out.notices.push(Notice::info(format!(
             "recognized and used environment variable {key}={value}"

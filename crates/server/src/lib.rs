@@ -32,7 +32,7 @@ pub mod caller;
 pub mod concurrency;
 pub mod config;
 mod config_file;
-mod env;
+pub mod env;
 mod flag_policy;
 pub mod flags;
 pub mod go_values;

@@ -50,7 +50,13 @@ fn main() -> anyhow::Result<()> {
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let loaded = config::load(&args, &env)?;
+    let loaded = match config::load(&args, &env) {
+        Ok(loaded) => loaded,
+        Err(e) => match e.downcast_ref::<raftkv_server::env::Refused>() {
+            Some(refused) => refuse_flags(&refused.0),
+            None => return Err(e),
+        },
+    };
     if let Err(e) = config::verify(&loaded.flags) {
         refuse_flags(&e);
     }
