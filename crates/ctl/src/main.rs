@@ -354,43 +354,8 @@ fn main() -> ExitCode {
     };
     let matches = Cli::command().get_matches_from(args);
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if makes_client(&cli.command) {
-        // etcdctl's main takes ETCDCTL_API out of the environment before flags read it.
-        let environ: Vec<(String, String)> = std::env::vars_os()
-            .map(|(k, v)| {
-                (
-                    k.to_string_lossy().into_owned(),
-                    v.to_string_lossy().into_owned(),
-                )
-            })
-            .filter(|(k, _)| k != "ETCDCTL_API")
-            .collect();
-        let watch = matches!(cli.command, Command::Watch(_));
-        match env::apply(&mut cli, &matches, &environ, watch) {
-            env::Outcome::Go(warnings) => {
-                for warning in warnings {
-                    eprintln!("{}", env::log_line('W', &warning));
-                }
-                // etcdctl prints these as it makes its client; `endpoint health` makes
-                // one per endpoint without them.
-                let health = matches!(
-                    cli.command,
-                    Command::Endpoint(EndpointCommand::Health { .. })
-                );
-                if cli.debug && !health {
-                    for line in env::debug_lines(&cli, watch) {
-                        eprintln!("{line}");
-                    }
-                }
-            }
-            env::Outcome::Conflict(warnings, conflict) => {
-                for warning in warnings {
-                    eprintln!("{}", env::log_line('W', &warning));
-                }
-                eprintln!("{}", env::log_line('C', &conflict));
-                return ExitCode::FAILURE;
-            }
-        }
+    if makes_client(&cli.command) && !read_environment(&mut cli, &matches) {
+        return ExitCode::FAILURE;
     }
     if cli.discovery_srv.is_some() || cli.discovery_srv_name.is_some() {
         eprintln!(
@@ -422,6 +387,46 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Sets the global flags from `ETCDCTL_*` variables as etcdctl does (see [`env`]), printing
+/// its warnings and, with `--debug`, the flags in use; `false` when a variable conflicts
+/// with a flag on the command line (the command stops).
+fn read_environment(cli: &mut Cli, matches: &clap::ArgMatches) -> bool {
+    // etcdctl's main takes ETCDCTL_API out of the environment before flags read it.
+    let environ: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(k, _)| k != "ETCDCTL_API")
+        .collect();
+    let watch = matches!(cli.command, Command::Watch(_));
+    let (warnings, conflict) = match env::apply(cli, matches, &environ, watch) {
+        env::Outcome::Go(warnings) => (warnings, None),
+        env::Outcome::Conflict(warnings, conflict) => (warnings, Some(conflict)),
+    };
+    for warning in warnings {
+        eprintln!("{}", env::log_line('W', &warning));
+    }
+    if let Some(conflict) = conflict {
+        eprintln!("{}", env::log_line('C', &conflict));
+        return false;
+    }
+    // etcdctl prints these as it makes its client; `endpoint health` makes one per
+    // endpoint without them.
+    let health = matches!(
+        cli.command,
+        Command::Endpoint(EndpointCommand::Health { .. })
+    );
+    if cli.debug && !health {
+        for line in env::debug_lines(cli, watch) {
+            eprintln!("{line}");
+        }
+    }
+    true
 }
 
 /// Whether a command makes a client, and so reads etcdctl's `ETCDCTL_*` variables (see
