@@ -744,3 +744,14 @@ pub fn grpc_server_counts(endpoint: &str, service: &str) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// The real etcdctl (v3 API) or, with `raftkvctl`, this repository's raftkvctl, for tests
+/// that run the same steps through both.
+pub fn ctl_command(raftkvctl: bool) -> Command {
+    if raftkvctl {
+        return Command::new(raftkvctl_bin());
+    }
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3");
+    cmd
+}

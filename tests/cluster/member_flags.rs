@@ -668,12 +668,8 @@ async fn wal_dir_keeps_the_raft_log_apart_as_etcds() {
     let snapshot = root.path().join("none.db");
     std::fs::write(&snapshot, b"not read").expect("write");
     let mut messages = Vec::new();
-    for program in [
-        std::ffi::OsStr::new("etcdctl"),
-        crate::fixture::raftkvctl_bin().as_os_str(),
-    ] {
-        let out = Command::new(program)
-            .env("ETCDCTL_API", "3")
+    for raftkvctl in [false, true] {
+        let out = crate::fixture::ctl_command(raftkvctl)
             .args(["snapshot", "restore"])
             .arg(&snapshot)
             .arg("--data-dir")

@@ -3,20 +3,17 @@
 //! working), then compact, defragment and disarm, and write again — nothing acknowledged lost.
 //! The same session runs with raftkvctl in etcdctl's place (its `alarm` and `defrag`).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::etcdctl::transcript;
 use crate::fixture::{
-    Cluster, Options, Server, assert_no_differences, etcdctl, etcdctl_ok, raftkvctl_bin,
+    Cluster, Options, Server, assert_no_differences, ctl_command, etcdctl, etcdctl_ok,
     run_with_stdin,
 };
 
 /// The real etcdctl, or raftkvctl when `raftkvctl` is set.
 fn ctl(raftkvctl: bool, endpoints: &str, args: &[&str]) -> Output {
-    if !raftkvctl {
-        return etcdctl(endpoints, args, None);
-    }
-    let mut cmd = Command::new(raftkvctl_bin());
+    let mut cmd = ctl_command(raftkvctl);
     cmd.arg(format!("--endpoints={endpoints}")).args(args);
     run_with_stdin(cmd, None)
 }

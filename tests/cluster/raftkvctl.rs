@@ -465,19 +465,21 @@ fn mask_log_time(text: &str) -> String {
         .collect()
 }
 
+/// etcdctl or raftkvctl with no environment but `PATH`.
+fn bare(use_raftkvctl: bool) -> Command {
+    let mut cmd = crate::fixture::ctl_command(use_raftkvctl);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
 fn env_session(endpoint: &str, use_raftkvctl: bool) -> Vec<String> {
     let mut out: Vec<String> = ENV_STEPS
         .iter()
         .map(|(vars, args)| {
             let args: Vec<String> = args.iter().map(|a| a.replace("{E}", endpoint)).collect();
-            let mut cmd = Command::new(if use_raftkvctl {
-                raftkvctl_bin().as_os_str()
-            } else {
-                std::ffi::OsStr::new("etcdctl")
-            });
-            cmd.env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .args(&args);
+            let mut cmd = bare(use_raftkvctl);
+            cmd.args(&args);
             for (key, value) in *vars {
                 cmd.env(key, value.replace("{E}", endpoint));
             }
@@ -486,14 +488,8 @@ fn env_session(endpoint: &str, use_raftkvctl: bool) -> Vec<String> {
         })
         .collect();
     // `--debug`: the flags in use, as variables (etcdctl's gRPC debug lines left out).
-    let mut cmd = Command::new(if use_raftkvctl {
-        raftkvctl_bin().as_os_str()
-    } else {
-        std::ffi::OsStr::new("etcdctl")
-    });
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("ETCDCTL_ENDPOINTS", endpoint)
+    let mut cmd = bare(use_raftkvctl);
+    cmd.env("ETCDCTL_ENDPOINTS", endpoint)
         .env("ETCDCTL_DIAL_TIMEOUT", "1500ms")
         .env("ETCDCTL_KEY", "/no/such.key")
         .args([
