@@ -25,7 +25,7 @@ fn mask_field(text: &str, field: &str) -> String {
 }
 
 /// One curl call: `method path [body]` → "status line / content type / body".
-fn curl(endpoint: &str, method: &str, path: &str, body: Option<&str>) -> String {
+pub(crate) fn curl(endpoint: &str, method: &str, path: &str, body: Option<&str>) -> String {
     curl_for(endpoint, method, path, body, None)
 }
 

@@ -18,6 +18,7 @@ mod chaos_lock;
 mod chaos_mirror;
 mod chaos_watch;
 mod client;
+mod corruption;
 mod disk_full;
 mod endpoint_cluster;
 mod etcd_import;

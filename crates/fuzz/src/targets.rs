@@ -143,7 +143,7 @@ fn grpc_message(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 25 {
+    match which % 26 {
         0 => round_trip::<RangeRequest>(bytes),
         1 => round_trip::<PutRequest>(bytes),
         2 => round_trip::<DeleteRangeRequest>(bytes),
@@ -168,6 +168,8 @@ fn grpc_message(data: &[u8]) {
         21 => round_trip::<raftkv_proto::etcdserverpb::AuthUserAddRequest>(bytes),
         22 => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGrantPermissionRequest>(bytes),
         23 => round_trip::<raftkv_proto::etcdserverpb::AuthRoleGetResponse>(bytes),
+        // A peer's answer to the corruption checks.
+        24 => round_trip::<raftkv_proto::etcdserverpb::HashKvResponse>(bytes),
         _ => round_trip::<raftkv_proto::grpc_health_v1::HealthCheckRequest>(bytes),
     }
 }
@@ -455,6 +457,20 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
             raftkv_proto::etcdserverpb::HashKvRequest { revision: 7 }.encode_to_vec(),
         ),
         tagged(
+            24,
+            raftkv_proto::etcdserverpb::HashKvResponse {
+                header: Some(raftkv_proto::etcdserverpb::ResponseHeader {
+                    cluster_id: 1,
+                    member_id: 2,
+                    revision: 9,
+                    raft_term: 3,
+                }),
+                hash: 0xdead_beef,
+                compact_revision: -1,
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
             20,
             raftkv_proto::etcdserverpb::MemberUpdateRequest {
                 id: 9,
@@ -495,7 +511,7 @@ fn grpc_message_seeds() -> Vec<Vec<u8>> {
         .encode_to_vec(),
     ));
     seeds.push(tagged(
-        24,
+        25,
         raftkv_proto::grpc_health_v1::HealthCheckRequest {
             service: "etcdserverpb.KV".into(),
         }

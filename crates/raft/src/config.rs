@@ -73,6 +73,12 @@ pub struct NodeConfig {
     pub auto_compaction_revision_interval: Duration,
     /// TLS between members (etcd's `--peer-*` TLS flags, built by the server crate).
     pub peer_tls: PeerTls,
+    /// `--experimental-initial-corrupt-check`: a restarting member compares its HashKV with
+    /// every peer's before it starts Raft, and refuses to start on a mismatch.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares HashKV with every
+    /// follower's and raises the CORRUPT alarm on a mismatch. `None`: never (etcd's 0).
+    pub corrupt_check_interval: Option<Duration>,
 }
 
 /// TLS between members: how this member serves its peer port, and how it dials members
@@ -116,6 +122,8 @@ impl NodeConfig {
             auto_compaction: None,
             auto_compaction_revision_interval: crate::node::compactor::REVISION_INTERVAL,
             peer_tls: PeerTls::default(),
+            initial_corrupt_check: false,
+            corrupt_check_interval: None,
         }
     }
 

@@ -239,6 +239,7 @@ impl From<NodeError> for tonic::Status {
                     RefusalCode::PermissionDenied => tonic::Code::PermissionDenied,
                     RefusalCode::Unauthenticated => tonic::Code::Unauthenticated,
                     RefusalCode::Unknown => tonic::Code::Unknown,
+                    RefusalCode::DataLoss => tonic::Code::DataLoss,
                 };
                 tonic::Status::new(code, message)
             }

@@ -57,3 +57,9 @@ pub const REPLICATION_BATCH_BYTES: usize = 16 << 20;
 /// Largest gRPC message between members: one batch of entries (at most the WAL's largest
 /// entry, or [`REPLICATION_BATCH_BYTES`]) with room for the request around it.
 pub const MAX_MESSAGE_BYTES: usize = raftkv_storage::log::MAX_ENTRY_BYTES + (1 << 20);
+
+/// A compacted revision as etcd reports it in HashKV answers: etcd's store starts with
+/// `compactMainRev` -1 ("never compacted"), raftkv's with 0.
+pub fn etcd_compact_revision(compacted: i64) -> i64 {
+    if compacted == 0 { -1 } else { compacted }
+}

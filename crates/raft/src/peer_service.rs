@@ -10,7 +10,8 @@ use futures_util::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::rt::WatchReceiver;
 use raftkv_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
 use raftkv_proto::raftkvpb::peer_server::{Peer, PeerServer};
 use raftkv_proto::raftkvpb::{
@@ -94,6 +95,9 @@ pub(crate) struct PeerService<N> {
     space: Arc<Space>,
     /// Traffic with the members that call this one, for `/metrics`.
     metrics: Arc<NodeMetrics>,
+    /// One HashKV at a time: each reads the whole store, so callers queue for it rather
+    /// than take every blocking thread (a caller that gives up leaves the queue).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl<N: LeaderSide> PeerService<N> {
@@ -115,6 +119,7 @@ impl<N: LeaderSide> PeerService<N> {
             cluster_id,
             space,
             metrics,
+            hashing: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -515,6 +520,37 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         let req = req.into_inner();
         let work = async move { answer(node.lease_time_to_live(req.id, req.keys).await) };
         trace::with_request_id(rid, work.instrument(span)).await
+    }
+
+    /// etcd's peer `/members/hashkv`: this member's HashKV at the asked revision, for another
+    /// member's corruption check. The hash reads every version, so it runs on a blocking
+    /// thread; a compacted or future revision gets etcd's refusal.
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        self.check_origin(&req, None)?;
+        let revision = req.into_inner().revision;
+        let _turn = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| NodeError::STOPPED.to_peer_status())?;
+        let store = self.sm.store().clone();
+        let hashed = tokio::task::spawn_blocking(move || store.hash_kv(revision))
+            .await
+            .map_err(|e| NodeError::internal(format!("hashing the store: {e}")).to_peer_status())?;
+        let h = hashed.map_err(|e| NodeError::from(e).to_peer_status())?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(ResponseHeader {
+                cluster_id: self.cluster_id,
+                member_id: self.me,
+                revision: h.revision,
+                raft_term: self.raft.metrics().borrow_watched().current_term,
+            }),
+            hash: h.hash,
+            compact_revision: crate::etcd_compact_revision(h.compact_revision),
+        }))
     }
 
     async fn read_index(

@@ -105,6 +105,7 @@ pub enum RefusalCode {
     PermissionDenied,
     Unauthenticated,
     Unknown,
+    DataLoss,
 }
 
 impl From<ErrorCode> for RefusalCode {
@@ -119,6 +120,7 @@ impl From<ErrorCode> for RefusalCode {
             ErrorCode::PermissionDenied => Self::PermissionDenied,
             ErrorCode::Unauthenticated => Self::Unauthenticated,
             ErrorCode::Unknown => Self::Unknown,
+            ErrorCode::DataLoss => Self::DataLoss,
         }
     }
 }

@@ -380,12 +380,7 @@ impl EtcdApi {
             Ok(HashKvResponse {
                 header: self.header(h.revision),
                 hash: h.hash,
-                // etcd's store starts with compactMainRev -1 ("never compacted").
-                compact_revision: if h.compact_revision == 0 {
-                    -1
-                } else {
-                    h.compact_revision
-                },
+                compact_revision: raftkv_raft::etcd_compact_revision(h.compact_revision),
             })
         })
         .await

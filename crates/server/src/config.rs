@@ -292,6 +292,9 @@ impl ServerConfig {
                 unless_zero(flags.experimental.raftkv_lease_checkpoint_interval)
                     .unwrap_or(LEASE_CHECKPOINT_INTERVAL)
             });
+        node.initial_corrupt_check = flags.experimental.experimental_initial_corrupt_check;
+        node.corrupt_check_interval =
+            unless_zero(flags.experimental.experimental_corrupt_check_time);
         // etcd: 5 s plus two election timeouts; capped so that a client's default 5 s
         // command timeout sees our error rather than its own.
         node.request_timeout =

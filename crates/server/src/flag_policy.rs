@@ -147,16 +147,6 @@ const IGNORED: &[Rule] = &[
         why: NO_PROXY,
     },
     Rule {
-        flag: "experimental-initial-corrupt-check",
-        applies: |f| f.experimental.experimental_initial_corrupt_check,
-        why: "raftkv has no corruption check yet",
-    },
-    Rule {
-        flag: "experimental-corrupt-check-time",
-        applies: |f| !f.experimental.experimental_corrupt_check_time.is_zero(),
-        why: "raftkv has no corruption check yet",
-    },
-    Rule {
         flag: "experimental-enable-v2v3",
         applies: |f| !f.experimental.experimental_enable_v2v3.is_empty(),
         why: NO_V2,
@@ -272,14 +262,12 @@ mod tests {
         assert_eq!(
             lines(&[
                 "--enable-v2",
-                "--experimental-initial-corrupt-check",
                 "--auto-compaction-retention=1h",
                 "--auto-compaction-mode=revision",
                 "--snapshot",
             ]),
             [
                 "ignoring --enable-v2: raftkv serves only the v3 API",
-                "ignoring --experimental-initial-corrupt-check: raftkv has no corruption check yet",
                 "flag \"-snapshot\" is no longer supported - ignoring.",
             ]
         );

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// `Unknown`: an error etcd's gRPC layer does not translate.
     Unknown,
+    /// `DataLoss`
+    DataLoss,
 }
 
 /// An etcd request that the MVCC store refuses, or a storage failure.
@@ -64,6 +66,10 @@ pub enum MvccError {
     /// A write refused while a NOSPACE alarm is up (or this member's disk is nearly full).
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A write applied while a CORRUPT alarm is up: etcd's corrupt applier refuses puts,
+    /// deletes, txns, compactions, lease grants and revokes until the alarm is disarmed.
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// An alarm request that is not a raise or clear of a known alarm.
     #[error("raftkv: invalid alarm request")]
     BadAlarm,
@@ -168,6 +174,7 @@ impl MvccError {
             Self::NoPasswordUser => ErrorCode::Unknown,
             Self::LeaseTtlTooLarge => ErrorCode::OutOfRange,
             Self::NoSpace => ErrorCode::ResourceExhausted,
+            Self::CorruptCluster => ErrorCode::DataLoss,
             Self::Sled(_) | Self::Corrupt(_) => ErrorCode::Internal,
             _ => ErrorCode::InvalidArgument,
         }

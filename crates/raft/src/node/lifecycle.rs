@@ -75,6 +75,10 @@ impl RaftNode {
         };
 
         channels.set_ids(cluster_id, id);
+        // etcd checks a member that already holds data, before it serves or starts Raft.
+        if identity.is_some() && config.initial_corrupt_check {
+            super::corruption::initial_check(&store, &channels, id, config.request_timeout).await?;
+        }
         let wal = Arc::new(
             RaftLogStore::open(&wal_dir, &LogConfig::default())
                 .map_err(NodeError::storage("opening the WAL"))?,
@@ -187,6 +191,12 @@ impl RaftNode {
                 Arc::downgrade(&node),
                 policy,
                 node.config.auto_compaction_revision_interval,
+            )));
+        }
+        if let Some(every) = node.config.corrupt_check_interval {
+            tasks.push(tokio::spawn(super::corruption::monitor(
+                Arc::downgrade(&node),
+                every,
             )));
         }
         *node.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;

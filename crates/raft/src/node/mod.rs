@@ -14,12 +14,16 @@
 //!   leadership transfer.
 //! - `convert` — members in etcd's form.
 //! - `compactor` — auto compaction on etcd's schedule (`--auto-compaction-*`), by the leader.
+//! - `corruption` — etcd's corruption checks: a restarting member's HashKV against its peers'
+//!   (`--experimental-initial-corrupt-check`), and the leader's periodic comparison that
+//!   raises the CORRUPT alarm (`--experimental-corrupt-check-time`).
 //!
 //! The peer service (`crate::peer_service`) reaches the leader-side handlers through its
 //! `LeaderSide` trait, which the node implements here; it does not depend on the node.
 
 pub mod compactor;
 mod convert;
+mod corruption;
 mod leases;
 mod lifecycle;
 mod membership;

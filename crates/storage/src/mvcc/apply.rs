@@ -9,10 +9,10 @@ use raftkv_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUn
 use raftkv_proto::etcdserverpb::request_op::Request;
 use raftkv_proto::etcdserverpb::response_op::Response;
 use raftkv_proto::etcdserverpb::{
-    AlarmMember, AlarmRequest, AlarmResponse, CompactionRequest, CompactionResponse, Compare,
-    DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, ResponseOp, TxnRequest, TxnResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpointRequest,
+    LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse,
+    PutRequest, PutResponse, RangeRequest, ResponseOp, TxnRequest, TxnResponse,
 };
 use raftkv_proto::mvccpb::{Event, KeyValue, event::EventType};
 use raftkv_proto::raftkvpb::{Command, CommandResponse, auth_command, command, command_response};
@@ -34,6 +34,22 @@ use crate::error::MvccError;
 
 /// Deletions per sled batch during physical compaction.
 const COMPACTION_BATCH: usize = 10_000;
+
+/// Whether etcd's corrupt applier refuses `cmd`: Put, DeleteRange, Txn, Compaction,
+/// LeaseGrant and LeaseRevoke (alarms, auth changes and lease checkpoints still apply).
+fn refused_while_corrupt(cmd: &Command) -> bool {
+    matches!(
+        cmd.op,
+        Some(
+            command::Op::Put(_)
+                | command::Op::DeleteRange(_)
+                | command::Op::Txn(_)
+                | command::Op::Compaction(_)
+                | command::Op::LeaseGrant(_)
+                | command::Op::LeaseRevoke(_)
+        )
+    )
+}
 
 impl MvccStore {
     /// Applies one command and stores `applied` with the new revision (the applied point).
@@ -73,6 +89,12 @@ impl MvccStore {
         if let Err(e) = super::validate::check_structure(cmd) {
             self.settle(record, self.revision(), applied)?;
             return Err(e);
+        }
+        // etcd's corrupt applier: while a CORRUPT alarm is up, every member refuses the
+        // writes it names (in log order, so alike everywhere) until the alarm is disarmed.
+        if refused_while_corrupt(cmd) && self.has_alarm(AlarmType::Corrupt as i32) {
+            self.settle(record, self.revision(), applied)?;
+            return Err(MvccError::CorruptCluster);
         }
         if let Some(command::Op::Compaction(req)) = &cmd.op {
             return self.compact(req, applied);
