@@ -295,7 +295,7 @@ async fn half_sent_round(cluster: &Cluster, sent: usize) -> (u64, u64) {
     for task in held {
         task.abort();
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     (during, rss(pid))
 }
 
@@ -303,10 +303,16 @@ async fn half_sent_round(cluster: &Cluster, sent: usize) -> (u64, u64) {
 async fn half_sent_requests_do_not_exhaust_memory() {
     // (bytes sent of the 2 MB each request announces, raftkv's bound on growth while they
     // hang). etcd, measured in the same run for the report, grows by about 270 MB with
-    // 64 KiB sent and by 1.3 GB with 1 MiB sent.
+    // 64 KiB sent; with 1 MiB sent it grew by 1.3 GB (2026-12-04; not run each time, as
+    // its 1 GB round took a fifth of the test).
     let cases = [(64 << 10, 192u64 << 20), (1 << 20, 640 << 20)];
     for (sent, bound) in cases {
-        for server in [Server::Etcd, Server::Raftkv] {
+        let servers: &[Server] = if sent == 64 << 10 {
+            &[Server::Etcd, Server::Raftkv]
+        } else {
+            &[Server::Raftkv]
+        };
+        for &server in servers {
             let cluster = Cluster::start(server, 1, Options::default()).await;
             let before = rss(cluster.members[0].pid().expect("running"));
             let (during, after) = half_sent_round(&cluster, sent).await;

@@ -189,7 +189,14 @@ async fn keep_alive_once(endpoints: &[String], id: i64) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_lease_survives_twenty_leader_kills() {
     const TTL: i64 = 6;
-    let mut cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    // Elections of half etcd's default, so twenty take half the time; the TTL keeps its
+    // margin over them (twelve election timeouts).
+    let opts = Options {
+        heartbeat_ms: 50,
+        election_ms: 500,
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(Server::Raftkv, 3, opts).await;
     let eps = cluster.endpoints();
     let granted = tokio::task::spawn_blocking({
         let eps = eps.clone();
@@ -232,9 +239,9 @@ async fn a_kept_alive_lease_survives_twenty_leader_kills() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         cluster.kill(leader);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
         cluster.restart(leader);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let live = cluster.live_endpoints();
         let held = tokio::task::spawn_blocking(move || {
             etcdctl(&live, &["get", "--prefix", "held/", "--keys-only"], None)

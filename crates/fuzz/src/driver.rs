@@ -199,7 +199,7 @@ mod tests {
         let seconds: f64 = std::env::var("RAFTKV_FUZZ_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(2.0);
+            .unwrap_or(1.0);
         let seed: u64 = std::env::var("RAFTKV_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
