@@ -96,8 +96,9 @@ pub(crate) struct PeerService<N> {
     /// Traffic with the members that call this one, for `/metrics`.
     metrics: Arc<NodeMetrics>,
     /// One HashKV at a time: each reads the whole store, so callers queue for it rather
-    /// than take every blocking thread (a caller that gives up leaves the queue).
-    hashing: tokio::sync::Semaphore,
+    /// than take every blocking thread. The hashing thread holds the turn to its end, so a
+    /// caller that gives up mid-hash cannot start a second one beside it.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl<N: LeaderSide> PeerService<N> {
@@ -119,7 +120,7 @@ impl<N: LeaderSide> PeerService<N> {
             cluster_id,
             space,
             metrics,
-            hashing: tokio::sync::Semaphore::new(1),
+            hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -531,15 +532,19 @@ impl<N: LeaderSide> Peer for PeerService<N> {
     ) -> Result<Response<HashKvResponse>, Status> {
         self.check_origin(&req, None)?;
         let revision = req.into_inner().revision;
-        let _turn = self
+        let turn = self
             .hashing
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| NodeError::STOPPED.to_peer_status())?;
         let store = self.sm.store().clone();
-        let hashed = tokio::task::spawn_blocking(move || store.hash_kv(revision))
-            .await
-            .map_err(|e| NodeError::internal(format!("hashing the store: {e}")).to_peer_status())?;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            store.hash_kv(revision)
+        })
+        .await
+        .map_err(|e| NodeError::internal(format!("hashing the store: {e}")).to_peer_status())?;
         let h = hashed.map_err(|e| NodeError::from(e).to_peer_status())?;
         Ok(Response::new(HashKvResponse {
             header: Some(ResponseHeader {
