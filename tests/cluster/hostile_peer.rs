@@ -320,3 +320,73 @@ async fn a_hostile_peer_changes_nothing_and_stops_no_member() {
         ["before", "during"]
     );
 }
+
+/// The peer port's HashKV (the corruption checks' question) from a stranger: revisions far
+/// in the future, compacted, negative, another cluster's id, and a flood of hashes given up
+/// half-way. Each gets an answer or etcd's refusal, every member still serves, and the
+/// members' hashes at one revision still agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_kv_asked_by_a_stranger_answers_or_refuses() {
+    use raftkv_proto::etcdserverpb::HashKvRequest;
+    let cluster = Cluster::start(Server::Raftkv, 3, Options::default()).await;
+    let eps = cluster.endpoints();
+    tokio::task::block_in_place(|| {
+        for i in 0..5 {
+            etcdctl_ok(&eps, &["put", &format!("k{i}"), "v"]);
+        }
+        etcdctl_ok(&eps, &["compaction", "3"]);
+    });
+    let mut client = peer(&cluster, 0).await;
+    let ask = |revision| tonic::Request::new(HashKvRequest { revision });
+    assert_eq!(
+        outcome(client.hash_kv(ask(i64::MAX)).await),
+        "OutOfRange: etcdserver: mvcc: required revision is a future revision"
+    );
+    assert_eq!(
+        outcome(client.hash_kv(ask(2)).await),
+        "OutOfRange: etcdserver: mvcc: required revision has been compacted"
+    );
+    // etcd: a revision of 0 or below is the current one.
+    let current = client.hash_kv(ask(-7)).await.expect("hash").into_inner();
+    assert_eq!(current.compact_revision, 3);
+    let mut foreign = ask(0);
+    foreign.metadata_mut().insert(
+        raftkv_raft::network::CLUSTER_ID_HEADER,
+        "123".parse().expect("header"),
+    );
+    assert!(
+        outcome(client.hash_kv(foreign).await)
+            .starts_with("FailedPrecondition: raftkv: request from cluster"),
+    );
+    // Two hundred hashes asked at once and given up after 20 ms: they queue for one turn.
+    let flood: Vec<_> = (0..200)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(20),
+                    c.hash_kv(tonic::Request::new(HashKvRequest { revision: 0 })),
+                )
+                .await;
+            })
+        })
+        .collect();
+    for f in flood {
+        f.await.expect("flood task");
+    }
+    let revision = current.header.as_ref().expect("header").revision;
+    let mut hashes = Vec::new();
+    for i in 0..3 {
+        let answer = peer(&cluster, i)
+            .await
+            .hash_kv(ask(revision))
+            .await
+            .expect("hash at one revision")
+            .into_inner();
+        hashes.push(answer.hash);
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    assert_eq!(hashes[0], current.hash);
+    let after = tokio::task::block_in_place(|| etcdctl(&eps, &["put", "after", "1"], None));
+    assert!(after.status.success(), "{after:?}");
+}

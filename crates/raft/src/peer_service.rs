@@ -538,14 +538,9 @@ impl<N: LeaderSide> Peer for PeerService<N> {
             .acquire_owned()
             .await
             .map_err(|_| NodeError::STOPPED.to_peer_status())?;
-        let store = self.sm.store().clone();
-        let hashed = tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            store.hash_kv(revision)
-        })
-        .await
-        .map_err(|e| NodeError::internal(format!("hashing the store: {e}")).to_peer_status())?;
-        let h = hashed.map_err(|e| NodeError::from(e).to_peer_status())?;
+        let h = crate::node::hash_off_runtime(self.sm.store(), revision, turn)
+            .await
+            .map_err(|e| e.to_peer_status())?;
         Ok(Response::new(HashKvResponse {
             header: Some(ResponseHeader {
                 cluster_id: self.cluster_id,

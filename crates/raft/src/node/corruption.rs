@@ -64,13 +64,21 @@ fn id_text(id: u64) -> String {
     format!("{id:x}")
 }
 
-/// HashKV of `store` at `revision` (0: its current one), on a blocking thread.
-async fn hash_here(store: &Arc<MvccStore>, revision: i64) -> Result<KvHash, NodeError> {
+/// HashKV of `store` at `revision` (0: its current one), on a blocking thread that keeps
+/// `held` (a turn to hash, say) until the hash is done, even if the caller gives up.
+pub(crate) async fn hash_off_runtime<H: Send + 'static>(
+    store: &Arc<MvccStore>,
+    revision: i64,
+    held: H,
+) -> Result<KvHash, NodeError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.hash_kv(revision))
-        .await
-        .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
-        .map_err(NodeError::from)
+    tokio::task::spawn_blocking(move || {
+        let _held = held;
+        store.hash_kv(revision)
+    })
+    .await
+    .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
+    .map_err(NodeError::from)
 }
 
 /// Asks every member in `members` but `me` for its HashKV at `revision`, trying its peer
@@ -171,7 +179,7 @@ pub(super) async fn initial_check(
     timeout: Duration,
 ) -> Result<(), NodeError> {
     info!(local_member_id = %id_text(me), ?timeout, "starting initial corruption check");
-    let local = hash_here(store, 0)
+    let local = hash_off_runtime(store, 0, ())
         .await
         .map_err(|e| NodeError::Config(format!("{} failed to fetch hash ({e})", id_text(me))))?;
     let members = applied_members(store)?;
@@ -208,20 +216,20 @@ pub(super) async fn initial_check(
                     );
                 }
             }
-            Err(NoHash::Future) => warn!(
-                local_member_id = %id_text(me),
-                local_member_revision = local.revision,
-                remote_peer_id = %id_text(peer.id),
-                remote_peer_endpoints = ?peer.urls,
-                "cannot fetch hash from slow remote peer"
-            ),
-            Err(NoHash::Compacted) => warn!(
-                local_member_id = %id_text(me),
-                local_member_revision = local.revision,
-                remote_peer_id = %id_text(peer.id),
-                remote_peer_endpoints = ?peer.urls,
-                "cannot fetch hash from remote peer; local member is behind"
-            ),
+            Err(behind @ (NoHash::Future | NoHash::Compacted)) => {
+                let what = if matches!(behind, NoHash::Future) {
+                    "cannot fetch hash from slow remote peer"
+                } else {
+                    "cannot fetch hash from remote peer; local member is behind"
+                };
+                warn!(
+                    local_member_id = %id_text(me),
+                    local_member_revision = local.revision,
+                    remote_peer_id = %id_text(peer.id),
+                    remote_peer_endpoints = ?peer.urls,
+                    "{what}"
+                );
+            }
             // Logged per URL already, as etcd does.
             Err(NoHash::Failed(_)) => {}
         }
@@ -262,7 +270,7 @@ impl RaftNode {
     /// on any mismatch it finds (see the module doc).
     async fn check_hash_kv(&self) -> Result<(), NodeError> {
         let timeout = self.config.request_timeout;
-        let first = hash_here(&self.store, 0).await?;
+        let first = hash_off_runtime(&self.store, 0, ()).await?;
         let members: Vec<(u64, Member)> = self
             .membership_config()
             .membership()
@@ -271,7 +279,7 @@ impl RaftNode {
             .collect();
         let peers = peer_hashes(&self.channels, self.id, &members, first.revision, timeout).await;
         self.read_barrier().await?;
-        let second = hash_here(&self.store, 0).await?;
+        let second = hash_off_runtime(&self.store, 0, ()).await?;
         let first_compacted = crate::etcd_compact_revision(first.compact_revision);
         let second_compacted = crate::etcd_compact_revision(second.compact_revision);
         let mut corrupt = false;

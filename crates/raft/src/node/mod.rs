@@ -44,6 +44,7 @@ use tokio::sync::watch;
 
 use convert::members_of;
 pub use convert::{hex, pb_member};
+pub(crate) use corruption::hash_off_runtime;
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;

@@ -1676,14 +1676,15 @@ fn corrupt_alarm_refuses_writes_until_disarmed() {
         id: 7,
     }));
     assert!(granted.is_ok(), "{granted:?}");
-    let alarm = |action: AlarmAction| {
+    let alarm = |action: AlarmAction, member_id: u64, kind: AlarmType| {
         command::Op::Alarm(AlarmRequest {
             action: action as i32,
-            member_id: 0,
-            alarm: AlarmType::Corrupt as i32,
+            member_id,
+            alarm: kind as i32,
         })
     };
-    f.apply(alarm(AlarmAction::Activate)).unwrap();
+    let corrupt = |action| alarm(action, 0, AlarmType::Corrupt);
+    f.apply(corrupt(AlarmAction::Activate)).unwrap();
     let before = f.store.revision();
     let hash = f.store.hash_kv(0).unwrap();
     let refused = [
@@ -1727,19 +1728,13 @@ fn corrupt_alarm_refuses_writes_until_disarmed() {
     assert_eq!(f.store.compacted_revision(), 0);
     // A second alarm of another kind, and clearing it, leaves the CORRUPT one in force
     // (etcd 3.4 would lift its corrupt applier here; raftkv follows the alarm list).
-    let nospace = |action: AlarmAction| {
-        command::Op::Alarm(AlarmRequest {
-            action: action as i32,
-            member_id: 1,
-            alarm: AlarmType::Nospace as i32,
-        })
-    };
+    let nospace = |action| alarm(action, 1, AlarmType::Nospace);
     f.apply(nospace(AlarmAction::Activate)).unwrap();
     f.apply(nospace(AlarmAction::Deactivate)).unwrap();
     assert!(matches!(
         f.apply(command::Op::Put(put_req("a", "2"))),
         Err(MvccError::CorruptCluster)
     ));
-    f.apply(alarm(AlarmAction::Deactivate)).unwrap();
+    f.apply(corrupt(AlarmAction::Deactivate)).unwrap();
     assert_eq!(f.put("a", "2"), before + 1);
 }
