@@ -397,3 +397,146 @@ async fn idle_connections_do_not_lock_clients_out() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The number of threads of process `pid`.
+fn threads(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The client snapshot files in a member's snap dir (built for `Maintenance.Snapshot`).
+fn client_snapshot_files(data_dir: &std::path::Path) -> Vec<String> {
+    let dir = raftkv_storage::layout::snap_dir(data_dir);
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("client-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Hash, HashKV and Snapshot each read the whole store, and anyone may ask for them while
+/// auth is off. Asked for hundreds of times at once and given up after 20 ms, they must not
+/// pile up work behind the client's back: the hashes take one turn at a time (a flood costs
+/// a thread or two, not one per request), a snapshot build whose client left leaves no
+/// file behind (each is the size of the store), and the member keeps serving with the same
+/// hash as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_store_requests_given_up_leave_no_work_behind() {
+    use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use raftkv_proto::etcdserverpb::{HashKvRequest, HashRequest, PutRequest, SnapshotRequest};
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let member = &cluster.members[0];
+    let pid = member.pid().expect("running");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", member.endpoint()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    // A store that takes a while to hash and to snapshot: 4,000 keys of 2 KB.
+    let loaders: Vec<_> = (0..16)
+        .map(|t| {
+            let mut kv = KvClient::new(channel.clone());
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    let value = format!("{t}-{i}-").repeat(300);
+                    kv.put(PutRequest {
+                        key: format!("key-{t}-{i}").into_bytes().into(),
+                        value: value.into_bytes().into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("put");
+                }
+            })
+        })
+        .collect();
+    for l in loaders {
+        l.await.expect("loader");
+    }
+    let mut maintenance = MaintenanceClient::new(channel.clone());
+    let before = maintenance
+        .hash_kv(HashKvRequest { revision: 0 })
+        .await
+        .expect("hash")
+        .into_inner();
+    // (Idle blocking threads from the load may take some of the flood's work without new
+    // threads: that can only lower the count below.)
+    let threads_before = threads(pid);
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let mut m = MaintenanceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let give_up = Duration::from_millis(20);
+                if i % 2 == 0 {
+                    let _ = tokio::time::timeout(give_up, m.hash_kv(HashKvRequest { revision: 0 }))
+                        .await;
+                } else {
+                    let _ = tokio::time::timeout(give_up, m.hash(HashRequest {})).await;
+                }
+            })
+        })
+        .collect();
+    for f in flood {
+        f.await.expect("flood task");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let threads_during = threads(pid);
+    assert!(
+        threads_during < threads_before + 20,
+        "200 abandoned hashes took {threads_before} → {threads_during} threads"
+    );
+    // Snapshots asked for and dropped before their first piece arrives.
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            let mut m = MaintenanceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(20), m.snapshot(SnapshotRequest {}))
+                        .await;
+            })
+        })
+        .collect();
+    for f in flood {
+        f.await.expect("flood task");
+    }
+    // The member still serves: the same hash, a whole snapshot, a write.
+    let after = maintenance
+        .hash_kv(HashKvRequest {
+            revision: before.header.as_ref().expect("header").revision,
+        })
+        .await
+        .expect("hash")
+        .into_inner();
+    assert_eq!(after.hash, before.hash);
+    let mut stream = maintenance
+        .snapshot(SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    let mut bytes = 0usize;
+    while let Some(piece) = stream.message().await.expect("snapshot piece") {
+        bytes += piece.blob.len();
+    }
+    assert!(bytes > 0);
+    // By now every abandoned build has at least begun (each names its file as it starts);
+    // none may stay once they are over.
+    let mut left = client_snapshot_files(&member.data_dir);
+    for _ in 0..600 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = client_snapshot_files(&member.data_dir);
+    }
+    assert!(left.is_empty(), "abandoned snapshot files stay: {left:?}");
+    let out = tokio::task::block_in_place(|| etcdctl(&member.endpoint(), &["put", "k", "v"], None));
+    assert!(out.status.success(), "{out:?}");
+}

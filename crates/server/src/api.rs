@@ -41,6 +41,42 @@ pub struct EtcdApi {
     bcrypt_cost: u32,
     /// `--auth-token`: the tokens Authenticate hands out and requests are checked against.
     tokens: crate::token_provider::TokenProvider,
+    /// Turns to read the whole store for a client: Hash and HashKV share one, and each
+    /// Snapshot holds one of [`SNAPSHOT_STREAMS`] from its build to its stream's end. A
+    /// turn goes with the work to the blocking thread, so a client that gives up and asks
+    /// again cannot set several whole-store reads (or several store-sized files) going
+    /// behind its back.
+    pub(crate) turns: WholeStoreTurns,
+}
+
+/// Snapshot builds and streams served at once; more wait for a turn.
+pub const SNAPSHOT_STREAMS: usize = 2;
+
+/// See [`EtcdApi`]'s `turns`.
+#[derive(Clone)]
+pub(crate) struct WholeStoreTurns {
+    pub(crate) hash: Arc<tokio::sync::Semaphore>,
+    pub(crate) snapshot: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for WholeStoreTurns {
+    fn default() -> Self {
+        Self {
+            hash: Arc::new(tokio::sync::Semaphore::new(1)),
+            snapshot: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_STREAMS)),
+        }
+    }
+}
+
+/// Waits for a turn from `turns` (never closed, so an error is a member going away).
+pub(crate) async fn take_turn(
+    turns: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, NodeError> {
+    turns
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| NodeError::STOPPED)
 }
 
 fn refused(e: MvccError) -> NodeError {
@@ -67,6 +103,7 @@ impl EtcdApi {
             client_metrics: Arc::default(),
             bcrypt_cost: crate::auth::BCRYPT_COST,
             tokens: Default::default(),
+            turns: WholeStoreTurns::default(),
         }
     }
 
@@ -368,15 +405,20 @@ impl EtcdApi {
     }
 
     /// Maintenance/HashKV: etcd's `HashByRev` over this member's store (see
-    /// `raftkv_storage::mvcc` `hash`), on a blocking thread since it reads every version.
+    /// `raftkv_storage::mvcc` `hash`), on a blocking thread since it reads every version,
+    /// one hash at a time (see `turns`).
     pub async fn hash_kv(&self, req: HashKvRequest) -> Result<HashKvResponse, NodeError> {
         self.traced("HashKV", async {
             self.require_admin_maintenance().await?;
+            let turn = take_turn(&self.turns.hash).await?;
             let store = self.node.store().clone();
-            let h = tokio::task::spawn_blocking(move || store.hash_kv(req.revision))
-                .await
-                .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
-                .map_err(refused)?;
+            let h = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                store.hash_kv(req.revision)
+            })
+            .await
+            .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
+            .map_err(refused)?;
             Ok(HashKvResponse {
                 header: self.header(h.revision),
                 hash: h.hash,
@@ -387,15 +429,20 @@ impl EtcdApi {
     }
 
     /// Maintenance/Hash: a hash of the member's whole replicated state (see
-    /// `raftkv_storage::mvcc` `hash`), on a blocking thread.
+    /// `raftkv_storage::mvcc` `hash`), on a blocking thread, one hash at a time (see
+    /// `turns`).
     pub async fn hash(&self) -> Result<HashResponse, NodeError> {
         self.traced("Hash", async {
             self.require_admin_maintenance().await?;
+            let turn = take_turn(&self.turns.hash).await?;
             let store = self.node.store().clone();
-            let (hash, revision) = tokio::task::spawn_blocking(move || store.hash_all())
-                .await
-                .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
-                .map_err(refused)?;
+            let (hash, revision) = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                store.hash_all()
+            })
+            .await
+            .map_err(|e| NodeError::internal(format!("hashing the store: {e}")))?
+            .map_err(refused)?;
             Ok(HashResponse {
                 header: self.header(revision),
                 hash,

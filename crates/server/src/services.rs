@@ -214,25 +214,34 @@ impl Maintenance for EtcdApi {
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.require_admin_maintenance().await?;
+        // A turn from the build to the stream's end: the file is the size of the store.
+        let turn = crate::api::take_turn(&self.turns.snapshot).await?;
         let node = self.node().clone();
         let dir = raftkv_storage::layout::snap_dir(&node.config().data_dir);
         let path = dir.join(format!("client-{}-{}.part", std::process::id(), unique()));
-        let build_path = path.clone();
         let store = node.store().clone();
-        let info = tokio::task::spawn_blocking(move || {
-            raftkv_storage::snapshot::build_scratch(&store, &build_path)
+        // Built, opened and unlinked on the blocking thread, so that whatever becomes of
+        // this request (the client gone, the build failed part-way), no file is left behind:
+        // the open file keeps its bytes only while it is streamed, and the turn with it.
+        let (info, file, turn) = tokio::task::spawn_blocking(move || {
+            let built = raftkv_storage::snapshot::build_scratch(&store, &path)
+                .map_err(|e| format!("building snapshot: {e}"))
+                .and_then(|info| {
+                    std::fs::File::open(&path)
+                        .map(|file| (info, file, turn))
+                        .map_err(|e| e.to_string())
+                });
+            let _ = std::fs::remove_file(&path);
+            built
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("building snapshot: {e}")))?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        // The file is already renamed into place; unlinking now frees it once streamed.
-        let _ = std::fs::remove_file(&path);
+        .map_err(Status::internal)?;
+        let mut file = tokio::fs::File::from_std(file);
         let total = info.total_size;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
         tokio::spawn(async move {
+            let _turn = turn;
             // The body in 32 KiB pieces, then the 32-byte SHA-256 on its own, as etcd does.
             let body = total.saturating_sub(32);
             let mut sent = 0u64;
