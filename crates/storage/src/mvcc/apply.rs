@@ -20,8 +20,7 @@ use raftkv_proto::raftkvpb::{Command, CommandResponse, auth_command, command, co
 use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
-    META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, history_key, record_key,
-    split_record_key,
+    META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, record_key, split_record_key,
 };
 use super::history::delete_event;
 use super::latest::Newest;
@@ -178,6 +177,7 @@ impl MvccStore {
         let watched = self.has_sink();
         let mut events = Vec::with_capacity(if watched { txn.order.len() } else { 0 });
         let mut newest = Vec::with_capacity(txn.order.len());
+        let mut history = Vec::with_capacity(txn.order.len());
         for (n, key) in txn.order.iter().enumerate() {
             let change = txn.changes.get(key).and_then(Option::as_ref);
             // Encoded from the change's value itself: one copy of the value per record.
@@ -190,7 +190,7 @@ impl MvccStore {
             // A replay after a crash rewrites a record that may already be there.
             let before = tree.insert(raw_key.as_slice(), raw_record)?;
             self.note_in_use(stored, before.map_or(0, |v| raw_key.len() + v.len()));
-            tree.insert(history_key(new_rev, n as u32), key.as_slice())?;
+            history.push((new_rev, n as u32, Bytes::copy_from_slice(key)));
             if let Some(kv) = change
                 && kv.lease != 0
             {
@@ -209,6 +209,8 @@ impl MvccStore {
             }
         }
         drop(tree);
+        // Held for the run's history group, which goes in before the applied point.
+        self.note_history(history)?;
         if let Some(revoked) = txn.revoked {
             // The lease and its index go with the applied point, atomically (see `lease`).
             let mut batch = sled::Batch::default();
@@ -216,7 +218,7 @@ impl MvccStore {
             for raw in &revoked.index {
                 batch.remove(raw.as_slice());
             }
-            batch.insert(META_POINT, self.point_record(new_rev, applied));
+            batch.insert(META_POINT, self.point_record(new_rev, applied)?);
             self.tree().apply_batch(batch)?;
             self.lease_table().remove(&revoked.id);
         } else {
@@ -274,7 +276,7 @@ impl MvccStore {
     ) -> Result<CommandResponse, MvccError> {
         let current = self.revision();
         let mut batch = sled::Batch::default();
-        batch.insert(META_POINT, self.point_record(current, applied));
+        batch.insert(META_POINT, self.point_record(current, applied)?);
         let refusal = if req.revision <= self.compacted_revision() {
             Some(MvccError::Compacted)
         } else if req.revision > current {
@@ -357,7 +359,7 @@ impl MvccStore {
                 updated.push((cp.id, info));
             }
         }
-        batch.insert(META_POINT, self.point_record(rev, applied));
+        batch.insert(META_POINT, self.point_record(rev, applied)?);
         self.tree().apply_batch(batch)?;
         table.extend(updated);
         Ok(CommandResponse {
@@ -383,7 +385,7 @@ impl MvccStore {
         if let Ok(Some(next)) = &outcome {
             batch.insert(super::auth::META_AUTH, next.encode());
         }
-        batch.insert(META_POINT, self.point_record(rev, applied));
+        batch.insert(META_POINT, self.point_record(rev, applied)?);
         self.tree().apply_batch(batch)?;
         if let Some(next) = outcome? {
             self.set_auth(next);
@@ -437,7 +439,7 @@ impl MvccStore {
         };
         let mut batch = sled::Batch::default();
         batch.insert(META_ALARMS, super::encoding::encode_alarms(&alarms));
-        batch.insert(META_POINT, self.point_record(self.revision(), applied));
+        batch.insert(META_POINT, self.point_record(self.revision(), applied)?);
         self.tree().apply_batch(batch)?;
         self.set_alarms(alarms);
         Ok(CommandResponse {

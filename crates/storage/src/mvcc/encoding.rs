@@ -8,11 +8,15 @@
 //!   writes `0x00` as `0x00 0xFF`, so encoded keys sort exactly like the user keys, a key's
 //!   versions sit together, and the inverted revision puts the newest version first.
 //! - `0x02 | name` → metadata (see `META_*`).
-//! - `0x03 | revision (u64 BE) | tag` → the user key changed at that revision: the history
-//!   index, which reads changes in revision order (watch catch-up) without scanning the
-//!   keyspace. The tag orders a revision's changes: `0x00 | n (u32 BE)` for the n-th change
-//!   a write made (etcd's sub-revision order), `0x01 | user key` for changes indexed from
-//!   records (a restored snapshot or an older store), which keep key order.
+//! - `0x03 | revision (u64 BE) | tag` → the history index, which reads changes in revision
+//!   order (watch catch-up) without scanning the keyspace. Three forms:
+//!   `0x02` (a *group*) → every change of a run of applied writes from `revision` on, in
+//!   order, each as (revision − the group's, n, user key) — one insert per run of entries
+//!   instead of one per change (see [`encode_history_group`]); `0x00 | n (u32 BE)` → the
+//!   user key of the n-th change a write made (etcd's sub-revision order; stores written
+//!   before groups existed); `0x01 | user key` for changes indexed from records (a restored
+//!   snapshot or an older store), which keep key order. Groups never overlap: each ends at
+//!   or below the applied point stored right after it.
 //!
 //! Everything read back from disk is decoded with checks: damage is an error, never a panic.
 
@@ -28,7 +32,9 @@ pub(crate) const HISTORY_SPACE: u8 = 0x03;
 /// Marks a store whose history index covers every record (value: `1`).
 pub(crate) const META_HISTORY: &[u8] = b"\x02history";
 
-/// The history index key of the `n`-th change written at `revision`.
+/// The history index key of the `n`-th change written at `revision` (the form stores wrote
+/// before groups; kept to test that they are still read).
+#[cfg(test)]
 pub(crate) fn history_key(revision: i64, n: u32) -> [u8; 14] {
     let mut out = [0u8; 14];
     out[0] = HISTORY_SPACE;
@@ -48,6 +54,72 @@ pub(crate) fn history_key_of_record(revision: i64, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The tag of a history group key.
+pub(crate) const HISTORY_GROUP: u8 = 0x02;
+
+/// The history index key of a group of changes starting at `first` (see
+/// [`encode_history_group`]).
+pub(crate) fn history_group_key(first: i64) -> [u8; 10] {
+    let mut out = [0u8; 10];
+    out[0] = HISTORY_SPACE;
+    out[1..9].copy_from_slice(&(first as u64).to_be_bytes());
+    out[9] = HISTORY_GROUP;
+    out
+}
+
+/// One change in the history: its revision, its place among the revision's changes, the key.
+pub(crate) type HistoryEntry = (i64, u32, bytes::Bytes);
+
+/// Encodes the changes of a group keyed by `first` (the first entry's revision); the entries
+/// are in (revision, n) order, none below `first`.
+pub(crate) fn encode_history_group(first: i64, entries: &[HistoryEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|(_, _, k)| k.len() + 6).sum::<usize>());
+    for (rev, n, key) in entries {
+        put_varint(&mut out, (rev - first) as u64);
+        put_varint(&mut out, u64::from(*n));
+        put_varint(&mut out, key.len() as u64);
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+/// One change of a decoded group, its key borrowed from the group: (revision, n, user key).
+pub(crate) type GroupEntry<'a> = (i64, u32, &'a [u8]);
+
+/// Decodes a group keyed by `first`, checking every length against what is there and that
+/// the entries are in strictly increasing (revision, n) order: damage is an error.
+pub(crate) fn decode_history_group(
+    first: i64,
+    raw: &[u8],
+) -> Result<Vec<GroupEntry<'_>>, MvccError> {
+    let bad = || MvccError::Corrupt(format!("malformed history group at revision {first}"));
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut last: Option<(i64, u32)> = None;
+    while pos < raw.len() {
+        let delta = get_varint(raw, &mut pos).ok_or_else(bad)?;
+        let n = get_varint(raw, &mut pos).ok_or_else(bad)?;
+        let len = get_varint(raw, &mut pos).ok_or_else(bad)?;
+        let rev = i64::try_from(delta)
+            .ok()
+            .and_then(|d| first.checked_add(d))
+            .ok_or_else(bad)?;
+        let n = u32::try_from(n).map_err(|_| bad())?;
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&e| e <= raw.len())
+            .ok_or_else(bad)?;
+        if last.is_some_and(|l| l >= (rev, n)) {
+            return Err(bad());
+        }
+        last = Some((rev, n));
+        out.push((rev, n, &raw[pos..end]));
+        pos = end;
+    }
+    Ok(out)
+}
+
 /// The first history index key at or after `revision` (for revisions ≥ 0).
 pub(crate) fn history_bound(revision: i64) -> [u8; 9] {
     let mut out = [0u8; 9];
@@ -60,7 +132,9 @@ pub(crate) fn history_bound(revision: i64) -> [u8; 9] {
 pub(crate) fn history_revision(raw: &[u8]) -> Result<i64, MvccError> {
     let well_formed = raw.len() >= 10
         && raw[0] == HISTORY_SPACE
-        && ((raw[9] == 0x00 && raw.len() == 14) || raw[9] == 0x01);
+        && ((raw[9] == 0x00 && raw.len() == 14)
+            || raw[9] == 0x01
+            || (raw[9] == HISTORY_GROUP && raw.len() == 10));
     if !well_formed {
         return Err(MvccError::Corrupt(format!(
             "malformed history key {raw:02x?}"
@@ -375,6 +449,37 @@ mod tests {
         fn garbage_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = Record::decode(&raw, true);
             let _ = split_record_key(&raw).map(|(p, _)| decode_prefix(p));
+            let _ = history_revision(&raw);
+            if let Ok(entries) = decode_history_group(i64::MAX - 3, &raw) {
+                prop_assert!(entries.iter().all(|(rev, _, _)| *rev >= i64::MAX - 3));
+            }
+        }
+
+        #[test]
+        fn history_groups_round_trip(
+            first in 0i64..1 << 50,
+            changes in proptest::collection::vec(
+                (0i64..3, 0u32..4, proptest::collection::vec(any::<u8>(), 0..12)), 0..20),
+        ) {
+            // Strictly increasing (revision, n), as a run of writes makes them.
+            let mut entries: Vec<HistoryEntry> = Vec::new();
+            let (mut rev, mut n) = (first, 0u32);
+            for (step, skip, key) in changes {
+                if step > 0 { rev += step; n = 0 } else if !entries.is_empty() { n += 1 + skip }
+                entries.push((rev, n, bytes::Bytes::from(key)));
+            }
+            let raw = encode_history_group(first, &entries);
+            let back = decode_history_group(first, &raw).unwrap();
+            prop_assert_eq!(back.len(), entries.len());
+            for ((r, n, k), (r2, n2, k2)) in back.iter().zip(&entries) {
+                prop_assert_eq!((*r, *n, *k), (*r2, *n2, k2.as_ref()));
+            }
+            // Cut anywhere inside, a group is refused or decodes to a prefix, never more.
+            for cut in 0..raw.len() {
+                if let Ok(part) = decode_history_group(first, &raw[..cut]) {
+                    prop_assert!(part.len() <= entries.len());
+                }
+            }
         }
     }
 }

@@ -1,13 +1,17 @@
 //! The store's history in revision order, for watchers.
 //!
-//! Every write indexes the keys it changed under `0x03 | revision | n` (see `encoding`), in
-//! the order it changed them, beside the records themselves and in the same unrecorded run:
-//! a crash before the applied point is stored leaves index entries above the stored
-//! revision, which replaying the log rewrites exactly as they were. Reading the changes
-//! between two revisions then costs one index entry and one record lookup per change, never
-//! a scan of the keyspace. Compaction drops the index below the compacted revision; a
-//! restored snapshot (or a store written before the index existed) is indexed from its
-//! records.
+//! Every write indexes the keys it changed, in the order it changed them. The changes of a
+//! run of writes (the entries the state machine applies before it stores the applied point)
+//! are held in memory and stored as one *group* (`0x03 | first revision | 0x02`, see
+//! `encoding`) just before the point — one sled insert per run instead of one per change,
+//! which under 100 writing clients (runs of ~20 entries) was worth about a tenth of the put
+//! rate. Readers take the held changes as well, so nothing applied is missing from the
+//! history. A crash before the point is stored can leave groups above it; opening the store
+//! drops them, and replaying the log writes them again. Reading the changes between two
+//! revisions then costs one record lookup per change, never a scan of the keyspace.
+//! Compaction drops the index below the compacted revision (keeping a group that reaches
+//! it whole); a restored snapshot (or a store written before the index existed) is indexed
+//! from its records, and stores written before groups keep their one entry per change.
 //!
 //! Each applied write is also handed, as etcd events, to the [`WatchSink`] if one is set:
 //! that is how watchers that are caught up get events without reading the store.
@@ -19,7 +23,8 @@ use raftkv_proto::mvccpb::{Event, KeyValue, event::EventType};
 
 use super::MvccStore;
 use super::encoding::{
-    HISTORY_SPACE, META_HISTORY, META_SPACE, Record, decode_prefix, history_bound,
+    HISTORY_GROUP, HISTORY_SPACE, HistoryEntry, META_HISTORY, META_SPACE, Record,
+    decode_history_group, decode_prefix, encode_history_group, history_bound,
     history_key_of_record, history_revision, lower_bound, record_key, split_record_key,
 };
 use crate::error::MvccError;
@@ -105,21 +110,30 @@ impl MvccStore {
             batch.next = from;
             return Ok(batch);
         }
+        // The changes not stored yet, taken first: a group stored meanwhile is then read
+        // from sled as well, and skipped here.
+        let held = self.held_history(from, to);
         let (mut revisions, mut bytes, mut last_rev) = (0usize, 0usize, 0i64);
+        // The last stored change read, by (revision, n).
+        let last = std::cell::Cell::new(None::<(i64, u32)>);
         let tree = self.tree();
-        for item in tree.range(history_bound(from)..history_bound(to.saturating_add(1))) {
-            let (raw_key, user_key) = item?;
-            let rev = history_revision(&raw_key)?;
+        let mut take = |rev: i64, n: Option<u32>, user_key: &[u8]| -> Result<bool, MvccError> {
+            if rev < from || rev > to {
+                return Ok(true);
+            }
             if rev != last_rev && (revisions >= limits.revisions || bytes >= limits.bytes) {
                 // A revision boundary past the limits: stop before this one.
                 batch.next = rev;
-                return Ok(batch);
+                return Ok(false);
             }
-            if !wanted(&user_key) {
-                continue;
+            if let Some(n) = n {
+                last.set(Some((rev, n)));
             }
-            let Some(event) = self.event_at(&tree, &user_key, rev)? else {
-                continue;
+            if !wanted(user_key) {
+                return Ok(true);
+            }
+            let Some(event) = self.event_at(&tree, user_key, rev)? else {
+                return Ok(true);
             };
             if rev != last_rev {
                 revisions += 1;
@@ -127,6 +141,37 @@ impl MvccStore {
             }
             bytes += user_key.len() + event.kv.as_ref().map_or(0, |kv| kv.value.len());
             batch.events.push(event);
+            Ok(true)
+        };
+        for item in history_from(&tree, from, to)? {
+            let (raw_key, value) = item?;
+            let rev = history_revision(&raw_key)?;
+            let more = if raw_key[9] == HISTORY_GROUP {
+                let mut more = true;
+                for (rev, n, user_key) in decode_history_group(rev, &value)? {
+                    more = take(rev, Some(n), user_key)?;
+                    if !more {
+                        break;
+                    }
+                }
+                more
+            } else if raw_key[9] == 0x00 {
+                let n = u32::from_be_bytes(raw_key[10..14].try_into().expect("4 bytes"));
+                take(rev, Some(n), &value)?
+            } else {
+                take(rev, None, &value)?
+            };
+            if !more {
+                return Ok(batch);
+            }
+        }
+        for (rev, n, user_key) in &held {
+            if last.get().is_some_and(|l| l >= (*rev, *n)) {
+                continue; // stored meanwhile, and read above
+            }
+            if !take(*rev, Some(*n), user_key)? {
+                return Ok(batch);
+            }
         }
         Ok(batch)
     }
@@ -205,12 +250,103 @@ impl MvccStore {
     }
 }
 
-/// Drops the history index entries of revisions `from..to`.
+/// The history index entries that may hold changes of revisions `from..=to`, in order: the
+/// group that starts below `from` and reaches it, if any, then every entry keyed in
+/// `from..=to`.
+fn history_from(
+    tree: &sled::Tree,
+    from: i64,
+    to: i64,
+) -> Result<impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>, MvccError> {
+    let start = match straddling_group(tree, from)? {
+        Some((key, _)) => key.to_vec(),
+        None => history_bound(from).to_vec(),
+    };
+    Ok(tree.range(start..history_bound(to.saturating_add(1)).to_vec()))
+}
+
+/// The group keyed below `rev` that holds a change at or above `rev` (groups never
+/// overlap, so only the last one keyed below `rev` can), with its key.
+fn straddling_group(
+    tree: &sled::Tree,
+    rev: i64,
+) -> Result<Option<(sled::IVec, sled::IVec)>, MvccError> {
+    let Some(item) = tree.range(history_bound(0)..history_bound(rev)).next_back() else {
+        return Ok(None);
+    };
+    let (key, value) = item?;
+    if key.get(9) != Some(&HISTORY_GROUP) || key.len() != 10 {
+        return Ok(None);
+    }
+    let first = history_revision(&key)?;
+    let reaches = decode_history_group(first, &value)?
+        .last()
+        .is_some_and(|(last, _, _)| *last >= rev);
+    Ok(reaches.then_some((key, value)))
+}
+
+/// Drops the history index entries of revisions `from..to`. A group that starts below
+/// `to` and reaches it stays whole (readers skip what lies below where they start); one
+/// that starts below `from` and reaches it is cut back to below `from`.
 pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<(), MvccError> {
+    let end = match straddling_group(tree, to)? {
+        Some((key, _)) => key.to_vec(),
+        None => history_bound(to).to_vec(),
+    };
+    if from > 0
+        && let Some((key, value)) = straddling_group(tree, from)?
+    {
+        let first = history_revision(&key)?;
+        let kept: Vec<HistoryEntry> = decode_history_group(first, &value)?
+            .into_iter()
+            .filter(|(rev, _, _)| *rev < from)
+            .map(|(rev, n, k)| (rev, n, Bytes::copy_from_slice(k)))
+            .collect();
+        tree.insert(key, encode_history_group(first, &kept))?;
+    }
     let keys = tree
-        .range(history_bound(from)..history_bound(to))
+        .range(history_bound(from).to_vec()..end)
         .map(|item| item.map(|(raw_key, _)| raw_key).map_err(MvccError::from));
     remove_batched(tree, keys)
+}
+
+/// Removes `key`'s change at `rev` from the history index, into `batch`: its own entry, or
+/// the group that holds it, written back without it.
+pub(crate) fn remove_history_entry(
+    tree: &sled::Tree,
+    batch: &mut sled::Batch,
+    rev: i64,
+    key: &[u8],
+) -> Result<(), MvccError> {
+    if let Some((group, value)) = straddling_group(tree, rev)? {
+        let first = history_revision(&group)?;
+        let entries = decode_history_group(first, &value)?;
+        if entries.iter().any(|(r, _, k)| *r == rev && *k == key) {
+            let kept: Vec<HistoryEntry> = entries
+                .into_iter()
+                .filter(|(r, _, k)| !(*r == rev && *k == key))
+                .map(|(r, n, k)| (r, n, Bytes::copy_from_slice(k)))
+                .collect();
+            batch.insert(group, encode_history_group(first, &kept));
+        }
+    }
+    for item in tree.range(history_bound(rev)..history_bound(rev + 1)) {
+        let (raw, named) = item?;
+        if raw.get(9) == Some(&HISTORY_GROUP) {
+            let entries = decode_history_group(rev, &named)?;
+            if entries.iter().any(|(r, _, k)| *r == rev && *k == key) {
+                let kept: Vec<HistoryEntry> = entries
+                    .into_iter()
+                    .filter(|(r, _, k)| !(*r == rev && *k == key))
+                    .map(|(r, n, k)| (r, n, Bytes::copy_from_slice(k)))
+                    .collect();
+                batch.insert(raw, encode_history_group(rev, &kept));
+            }
+        } else if named.as_ref() == key {
+            batch.remove(raw);
+        }
+    }
+    Ok(())
 }
 
 /// Removes `keys` from `tree` in batches of 10,000 (each batch atomic, the whole not).
@@ -230,6 +366,28 @@ pub(crate) fn remove_batched(
     }
     tree.apply_batch(batch)?;
     Ok(())
+}
+
+/// Every change the history index names, whatever its form, in key order then group order,
+/// each under the key of its per-change form: stores grouped differently compare equal.
+#[cfg(test)]
+pub(crate) fn logical_history(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for item in tree.range(history_bound(0)..history_bound(i64::MAX)) {
+        let (key, value) = item.unwrap();
+        let rev = history_revision(&key).unwrap();
+        if key[9] == HISTORY_GROUP {
+            for (rev, n, user_key) in decode_history_group(rev, &value).unwrap() {
+                out.push((
+                    super::encoding::history_key(rev, n).to_vec(),
+                    user_key.to_vec(),
+                ));
+            }
+        } else {
+            out.push((key.to_vec(), value.to_vec()));
+        }
+    }
+    out
 }
 
 /// A delete event as etcd sends it: the key and the tombstone's revision only.

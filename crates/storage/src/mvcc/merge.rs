@@ -38,7 +38,7 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::encoding::{
-    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix, history_bound,
+    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix,
     history_key_of_record, lower_bound, record_key, split_record_key,
 };
 use super::{MvccStore, gate, lease, seen};
@@ -119,7 +119,7 @@ impl MvccStore {
         // The point is recorded with the marker, so that everything above it is the merge's.
         let state = self.point().state.clone();
         let mut batch = sled::Batch::default();
-        batch.insert(META_POINT, self.point_record(before, &state));
+        batch.insert(META_POINT, self.point_record(before, &state)?);
         batch.insert(META_MERGING, &before.to_be_bytes());
         tree.apply_batch(batch)?;
         tree.flush()?;
@@ -335,12 +335,7 @@ impl Merge<'_> {
                 // of the leader's history, as Raft makes it, has none): its history entries
                 // would name a record that is gone.
                 let user_key = decode_prefix(prefix)?;
-                for item in self.tree.range(history_bound(rev)..history_bound(rev + 1)) {
-                    let (raw, named) = item?;
-                    if named.as_ref() == user_key.as_slice() {
-                        batch.remove(raw);
-                    }
-                }
+                super::history::remove_history_entry(&self.tree, &mut batch, rev, &user_key)?;
             }
             batch.remove(key);
         }
@@ -592,14 +587,18 @@ mod tests {
                     orphans.push(k.to_vec());
                 }
             } else if k[0] == HISTORY_SPACE {
-                let rev = history_revision(&k).unwrap();
-                // At the compacted revision itself a compaction may leave the entry of a
-                // tombstone it removed (read as nothing); a restore has none.
-                if rev > compacted {
-                    history.insert((rev, v.to_vec()));
-                }
+                // Read as the changes named below, whatever the grouping.
+                let _ = (history_revision(&k).unwrap(), v);
             } else {
                 entries.insert(k.to_vec(), v.to_vec());
+            }
+        }
+        for (k, user_key) in crate::mvcc::history::logical_history(&store.tree()) {
+            let rev = history_revision(&k).unwrap();
+            // At the compacted revision itself a compaction may leave the entry of a
+            // tombstone it removed (read as nothing); a restore has none.
+            if rev > compacted {
+                history.insert((rev, user_key));
             }
         }
         Dump {

@@ -166,7 +166,19 @@ pub struct MvccStore {
 pub(crate) struct Point {
     pub(crate) state: AppliedState,
     pub(crate) unrecorded: bool,
+    /// Changes applied since the last history group was stored, in order; they are stored
+    /// as one group just before the next applied point (see `history`). Readers of the
+    /// history take them from here meanwhile.
+    pub(crate) history: Vec<encoding::HistoryEntry>,
+    /// Key bytes in `history`.
+    pub(crate) history_bytes: usize,
 }
+
+/// Changes (or their key bytes) held for one history group before it is stored even
+/// within a run: bounds the group's size and the memory held. (Tests store groups within
+/// runs far more often.)
+pub(crate) const HISTORY_GROUP_ENTRIES: usize = if cfg!(test) { 64 } else { 4096 };
+const HISTORY_GROUP_BYTES: usize = 1 << 20;
 
 impl MvccStore {
     /// Opens (or creates) the store in directory `path`.
@@ -197,6 +209,9 @@ impl MvccStore {
             }
             None => (1, AppliedState::default()),
         };
+        // History stored above the applied point is from writes a crash left unrecorded:
+        // replaying the log writes it again (perhaps grouped otherwise), so it goes.
+        history::remove_history(&tree, revision.saturating_add(1), i64::MAX)?;
         let compacted = match tree.get(META_COMPACTED)? {
             Some(raw) => decode_i64(&raw)?,
             None => 0,
@@ -221,7 +236,7 @@ impl MvccStore {
             compaction_gate: Default::default(),
             point: Mutex::new(Point {
                 state,
-                unrecorded: false,
+                ..Point::default()
             }),
             alarms: Mutex::new(alarms),
             leases: Mutex::new(leases),
@@ -334,21 +349,70 @@ impl MvccStore {
 
     /// The applied point record for revision `rev` after `state` (the caller holds the
     /// writer lock and stores the returned value under [`META_POINT`], alone or in a batch).
-    pub(crate) fn point_record(&self, rev: i64, state: &AppliedState) -> Vec<u8> {
+    /// The changes held for the history are stored first, as one group.
+    pub(crate) fn point_record(
+        &self,
+        rev: i64,
+        state: &AppliedState,
+    ) -> Result<Vec<u8>, MvccError> {
         let mut point = self.point();
+        self.store_history_group(&mut point)?;
         point.state.update(state);
         point.unrecorded = false;
-        encoding::encode_point(
+        Ok(encoding::encode_point(
             rev,
             point.state.applied.as_deref(),
             point.state.membership.as_deref(),
-        )
+        ))
+    }
+
+    /// Holds a write's changes for the next history group (the caller holds the writer
+    /// lock), storing the group at once if it is full.
+    pub(crate) fn note_history(
+        &self,
+        entries: impl IntoIterator<Item = encoding::HistoryEntry>,
+    ) -> Result<(), MvccError> {
+        let mut point = self.point();
+        for entry in entries {
+            point.history_bytes += entry.2.len();
+            point.history.push(entry);
+        }
+        if point.history.len() >= HISTORY_GROUP_ENTRIES
+            || point.history_bytes >= HISTORY_GROUP_BYTES
+        {
+            self.store_history_group(&mut point)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the held changes as one group (before any applied point that covers them, so
+    /// that sled's recovered prefix never has a point without its history).
+    fn store_history_group(&self, point: &mut Point) -> Result<(), MvccError> {
+        let Some(first) = point.history.first().map(|e| e.0) else {
+            return Ok(());
+        };
+        let value = encoding::encode_history_group(first, &point.history);
+        self.tree()
+            .insert(encoding::history_group_key(first), value)?;
+        point.history.clear();
+        point.history_bytes = 0;
+        Ok(())
+    }
+
+    /// The held changes of revisions `from..=to` (see [`MvccStore::history`]).
+    pub(crate) fn held_history(&self, from: i64, to: i64) -> Vec<encoding::HistoryEntry> {
+        self.point()
+            .history
+            .iter()
+            .filter(|e| (from..=to).contains(&e.0))
+            .cloned()
+            .collect()
     }
 
     /// Stores the applied point for revision `rev` after `state`: one insert, atomic, and
     /// (sled recovers a prefix of its log) covering every write inserted before it.
     pub(crate) fn record(&self, rev: i64, state: &AppliedState) -> Result<(), MvccError> {
-        let value = self.point_record(rev, state);
+        let value = self.point_record(rev, state)?;
         self.tree().insert(META_POINT, value)?;
         Ok(())
     }
@@ -821,9 +885,10 @@ impl MvccStore {
     ) {
         self.revision.store(meta.revision, Ordering::Release);
         self.latest_cache().reset(seen);
+        // Held history of the replaced contents goes with them.
         *self.point() = Point {
             state,
-            unrecorded: false,
+            ..Point::default()
         };
         self.compacted
             .store(meta.compact_revision, Ordering::Release);

@@ -968,12 +968,17 @@ fn applied_at(index: u8, membership: Option<&str>) -> AppliedState {
     }
 }
 
+/// Everything in the store, the history index as the changes it names (however grouped).
 fn all_records(store: &MvccStore) -> Vec<(Vec<u8>, Vec<u8>)> {
-    store
-        .tree()
+    let tree = store.tree();
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> = tree
         .iter()
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-        .collect()
+        .filter(|(k, _)| k[0] != super::encoding::HISTORY_SPACE)
+        .collect();
+    all.extend(super::history::logical_history(&tree));
+    all.sort();
+    all
 }
 
 #[test]
@@ -1310,6 +1315,181 @@ fn history_stops_on_revision_boundaries_within_limits() {
     let batch = f.store.history(12, 11, ALL, &mut |_| true).unwrap();
     assert!(batch.events.is_empty());
     assert_eq!(batch.next, 12);
+}
+
+/// The writes of the grouping tests: puts, a txn writing two keys, a delete of a range.
+fn mixed_writes(n: usize) -> Vec<command::Op> {
+    (0..n)
+        .map(|i| match i % 7 {
+            3 => command::Op::Txn(TxnRequest {
+                success: vec![
+                    RequestOp {
+                        request: Some(Request::RequestPut(put_req(&format!("t{i}"), "x"))),
+                    },
+                    RequestOp {
+                        request: Some(Request::RequestPut(put_req("k1", &format!("{i}")))),
+                    },
+                ],
+                ..Default::default()
+            }),
+            5 => command::Op::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(b"k"),
+                range_end: Bytes::from_static(b"k3"),
+                ..Default::default()
+            }),
+            _ => command::Op::Put(put_req(&format!("k{}", i % 4), &format!("{i}"))),
+        })
+        .collect()
+}
+
+/// Every change from `from` on, read in steps of at most `revisions` revisions.
+fn history_in_steps(f: &Fixture, from: i64, revisions: usize) -> Vec<(i64, i32, String, String)> {
+    let to = f.store.revision();
+    let limits = HistoryLimits {
+        revisions,
+        bytes: usize::MAX,
+    };
+    let (mut next, mut out) = (from, Vec::new());
+    while next <= to {
+        let batch = f.store.history(next, to, limits, &mut |_| true).unwrap();
+        out.extend(brief(&batch.events));
+        next = batch.next;
+    }
+    out
+}
+
+/// A run of entries (the state machine applies a batch unrecorded and records the last)
+/// stores its changes in the history index as one group, written just before the applied
+/// point. Read from any revision, in any steps, before or after it is stored, and across a
+/// compaction inside it, the history is what one entry per write gives.
+#[test]
+fn a_run_of_writes_is_one_history_group_read_from_anywhere_in_it() {
+    let (f, reference) = (open(), open());
+    let writes = mixed_writes(40);
+    for op in &writes {
+        reference.apply(op.clone()).unwrap();
+    }
+    for op in &writes {
+        f.store
+            .apply_unrecorded(&cmd(op.clone()), &AppliedState::default())
+            .unwrap();
+    }
+    let to = f.store.revision();
+    assert_eq!(to, reference.store.revision());
+    // Not stored yet: read from what the store holds for the next group.
+    assert_eq!(index_entries_below(&f, i64::MAX), 0);
+    assert_eq!(history(&f, 1), history(&reference, 1));
+    assert_eq!(history_in_steps(&f, 9, 4), history(&reference, 9));
+    f.store.record_applied().unwrap();
+    assert_eq!(index_entries_below(&f, i64::MAX), 1, "one group");
+    for from in 1..=to + 1 {
+        assert_eq!(history(&f, from), history(&reference, from), "from {from}");
+    }
+    assert_eq!(history_in_steps(&f, 9, 3), history(&reference, 9));
+    assert_eq!(
+        history::logical_history(&f.store.tree()),
+        history::logical_history(&reference.store.tree())
+    );
+    // A compaction inside the group keeps it whole, and watchers from there on see the same.
+    let compact = |rev| {
+        command::Op::Compaction(CompactionRequest {
+            revision: rev,
+            ..Default::default()
+        })
+    };
+    f.apply(compact(20)).unwrap();
+    reference.apply(compact(20)).unwrap();
+    assert_eq!(index_entries_below(&f, i64::MAX), 1);
+    assert_eq!(history(&f, 20), history(&reference, 20));
+    // A second run; then a compaction past the first group drops it.
+    for op in mixed_writes(10) {
+        reference.apply(op.clone()).unwrap();
+        f.store
+            .apply_unrecorded(&cmd(op), &AppliedState::default())
+            .unwrap();
+    }
+    f.store.record_applied().unwrap();
+    let past = to + 3;
+    f.apply(compact(past)).unwrap();
+    reference.apply(compact(past)).unwrap();
+    assert_eq!(index_entries_below(&f, i64::MAX), 1);
+    assert_eq!(history(&f, past), history(&reference, past));
+}
+
+/// A long run stores groups before its end (every 4,096 changes; 64 in tests), so a crash
+/// can leave groups above the stored point. Reopened, the store drops them; replaying the
+/// log in other runs then gives the history one entry per write gives (a leftover group
+/// would name changes twice).
+#[test]
+fn groups_above_the_point_are_dropped_after_a_crash() {
+    assert_eq!(HISTORY_GROUP_ENTRIES, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let writes = mixed_writes(420);
+    let reference = open();
+    for op in &writes {
+        reference.apply(op.clone()).unwrap();
+    }
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        store
+            .apply(&cmd(writes[0].clone()), &applied_at(1, None))
+            .unwrap();
+        for op in &writes[1..] {
+            store
+                .apply_unrecorded(&cmd(op.clone()), &applied_at(2, None))
+                .unwrap();
+        }
+        store.flush().unwrap(); // groups of the run reached the disk, the point not
+    }
+    let f = Fixture {
+        store: MvccStore::open(dir.path(), &MvccConfig::default()).unwrap(),
+        _dir: dir,
+    };
+    assert_eq!(f.store.revision(), 2);
+    assert_eq!(history(&f, 1), history(&reference, 1)[..1].to_vec());
+    for run in writes[1..].chunks(100) {
+        for op in run {
+            f.store
+                .apply_unrecorded(&cmd(op.clone()), &applied_at(2, None))
+                .unwrap();
+        }
+        f.store.record_applied().unwrap();
+    }
+    assert_eq!(f.store.revision(), reference.store.revision());
+    assert_eq!(
+        history::logical_history(&f.store.tree()),
+        history::logical_history(&reference.store.tree())
+    );
+    assert_eq!(history_in_steps(&f, 1, 7), history(&reference, 1));
+}
+
+/// A store written before groups keeps one history entry per change; it is read as before,
+/// and with groups after it.
+#[test]
+fn history_written_before_groups_is_still_read() {
+    let (f, reference) = (open(), open());
+    for op in mixed_writes(12) {
+        reference.apply(op.clone()).unwrap();
+        f.apply(op).unwrap();
+    }
+    let tree = f.store.tree();
+    let per_change = history::logical_history(&tree);
+    history::remove_history(&tree, 0, i64::MAX).unwrap();
+    for (k, v) in &per_change {
+        tree.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
+    assert_eq!(index_entries_below(&f, i64::MAX), per_change.len());
+    for op in mixed_writes(12) {
+        reference.apply(op.clone()).unwrap();
+        f.store
+            .apply_unrecorded(&cmd(op), &AppliedState::default())
+            .unwrap();
+    }
+    f.store.record_applied().unwrap();
+    for from in [1, 5, 12, 13, 20] {
+        assert_eq!(history(&f, from), history(&reference, from), "from {from}");
+    }
+    assert_eq!(history_in_steps(&f, 3, 2), history(&reference, 3));
 }
 
 /// Counts history index entries below `rev`.
