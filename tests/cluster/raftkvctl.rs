@@ -551,3 +551,57 @@ async fn environment_variables_act_as_etcdctls() {
     }
     assert!(!all.contains("variable ETCDCTL_API"), "{all}");
 }
+
+/// Command lines both tools refuse before connecting (no member needed: the endpoint is
+/// never dialled): etcdctl's exit code and stderr, its name read as raftkvctl's. stdout
+/// holds each tool's own usage text and is not compared.
+const BAD_COMMAND_LINES: &[&[&str]] = &[
+    &["get"],
+    &["del"],
+    &["del", "a", "b", "c"],
+    &["put"],
+    &["txn", "x"],
+    &["compaction"],
+    &["compaction", "1", "2"],
+    &["member", "add"],
+    &["member", "remove"],
+    &["member", "remove", "1", "2"],
+    &["member", "update"],
+    &["member", "promote"],
+    &["snapshot", "save"],
+    &["snapshot", "save", "a", "b"],
+    &["snapshot", "status"],
+    &["snapshot", "restore"],
+    &["move-leader"],
+    &["move-leader", "1", "2"],
+    &["frobnicate"],
+    &["lease", "frob"],
+    &["get", "--foo", "k"],
+    &["get", "-x", "k"],
+    &["get", "k", "--rev=abc"],
+    &["get", "k", "--rev=99999999999999999999"],
+    &["get", "k", "--limit", "abc"],
+];
+
+#[test]
+fn command_lines_refused_as_etcdctl_refuses_them() {
+    let answer = |out: std::process::Output, from_etcdctl: bool| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stderr = if from_etcdctl {
+            stderr.replace("etcdctl", "raftkvctl")
+        } else {
+            stderr
+        };
+        format!("exit {:?}\n{stderr}", out.status.code())
+    };
+    let mut differences = Vec::new();
+    for args in BAD_COMMAND_LINES {
+        let endpoint = "127.0.0.1:1";
+        let etcd = answer(etcdctl(endpoint, args, Some("")), true);
+        let ours = answer(run_raftkvctl_with(endpoint, args, Some("")), false);
+        if etcd != ours {
+            differences.push(format!("{args:?}\netcdctl:\n{etcd}raftkvctl:\n{ours}"));
+        }
+    }
+    assert_no_differences(&differences);
+}

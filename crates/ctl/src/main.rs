@@ -17,6 +17,7 @@ mod kv;
 mod lease;
 mod lock;
 mod mirror;
+mod parse_errors;
 mod print;
 mod prompt;
 mod snapshot;
@@ -352,7 +353,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let matches = Cli::command().get_matches_from(args);
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(e) => match parse_errors::answer(&e, &Cli::command()) {
+            Some(code) => return code,
+            None => e.exit(),
+        },
+    };
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if makes_client(&cli.command) && !read_environment(&mut cli, &matches) {
         return ExitCode::FAILURE;
