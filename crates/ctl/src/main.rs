@@ -616,9 +616,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     let mut input = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
                     if input.is_empty() {
-                        return Err(bad_args(anyhow::anyhow!(
-                            "put command needs 1 argument and input from stdin or 2 arguments"
-                        )));
+                        return Err(bad_args(anyhow::anyhow!(parse_errors::PUT_ARGUMENTS)));
                     }
                     input
                 }

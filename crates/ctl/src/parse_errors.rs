@@ -19,6 +19,10 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
+/// etcdctl's `put` with no key, or a key and no value on stdin.
+pub(crate) const PUT_ARGUMENTS: &str =
+    "put command needs 1 argument and input from stdin or 2 arguments";
+
 /// etcdctl's message for a command given too few arguments, and whether it refuses too many
 /// with it too (some commands ignore extra arguments).
 const ARGUMENT_ERRORS: &[(&str, &str, bool)] = &[
@@ -32,11 +36,7 @@ const ARGUMENT_ERRORS: &[(&str, &str, bool)] = &[
         "del command needs one argument as key and an optional argument as range_end",
         true,
     ),
-    (
-        "put",
-        "put command needs 1 argument and input from stdin or 2 arguments",
-        false,
-    ),
+    ("put", PUT_ARGUMENTS, false),
     ("txn", "txn command does not accept argument", true),
     ("compaction", "compaction command needs 1 argument", true),
     ("member add", "member name not provided", false),

@@ -54,6 +54,12 @@ pub fn targets() -> &'static [Target] {
             seeds: auth_record_seeds,
         },
         Target {
+            name: "history_group",
+            about: "a history index group as a member reads it back from its store",
+            run: history_group,
+            seeds: history_group_seeds,
+        },
+        Target {
             name: "raft_message",
             about: "peer Raft messages and answers (bincode) and the admission checks",
             run: raft_message,
@@ -652,6 +658,54 @@ fn auth_record_seeds() -> Vec<Vec<u8>> {
             table = next;
             seeds.push(table.encode());
         }
+    }
+    seeds
+}
+
+// ---- history_group ------------------------------------------------------------------------
+
+/// A history group read back from the store (the first 8 bytes are the revision it is keyed
+/// by): what decodes names changes at or after that revision in strictly increasing order,
+/// and encodes to a group that decodes to the same changes.
+fn history_group(data: &[u8]) {
+    use raftkv_storage::mvcc::{decode_group, encode_group};
+    let Some((head, raw)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let first = i64::from_le_bytes(*head);
+    let Ok(entries) = decode_group(first, raw) else {
+        return;
+    };
+    assert!(entries.iter().all(|(rev, _, _)| *rev >= first));
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)),
+        "changes out of order"
+    );
+    if let Some(start) = entries.first().map(|e| e.0) {
+        let again = decode_group(start, &encode_group(&entries)).expect("own group decodes");
+        assert_eq!(again, entries, "a group changed in a round trip");
+    }
+}
+
+/// Groups of one, three and twenty changes, two to a revision.
+fn history_group_seeds() -> Vec<Vec<u8>> {
+    use raftkv_storage::mvcc::encode_group;
+    let mut seeds = Vec::new();
+    for len in [1usize, 3, 20] {
+        let entries: Vec<(i64, u32, Vec<u8>)> = (0..len)
+            .map(|i| {
+                (
+                    7 + (i / 2) as i64,
+                    (i % 2) as u32,
+                    format!("key/{i}").into_bytes(),
+                )
+            })
+            .collect();
+        let mut seed = 7i64.to_le_bytes().to_vec();
+        seed.extend(encode_group(&entries));
+        seeds.push(seed);
     }
     seeds
 }

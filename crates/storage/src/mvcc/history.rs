@@ -295,14 +295,9 @@ pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<()
     };
     if from > 0
         && let Some((key, value)) = straddling_group(tree, from)?
+        && let Some(kept) = group_without(&key, &value, |rev, _| rev >= from)?
     {
-        let first = history_revision(&key)?;
-        let kept: Vec<HistoryEntry> = decode_history_group(first, &value)?
-            .into_iter()
-            .filter(|(rev, _, _)| *rev < from)
-            .map(|(rev, n, k)| (rev, n, Bytes::copy_from_slice(k)))
-            .collect();
-        tree.insert(key, encode_history_group(first, &kept))?;
+        tree.insert(key, kept)?;
     }
     let keys = tree
         .range(history_bound(from).to_vec()..end)
@@ -310,40 +305,54 @@ pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<()
     remove_batched(tree, keys)
 }
 
-/// Removes `key`'s change at `rev` from the history index, into `batch`: its own entry, or
-/// the group that holds it, written back without it.
-pub(crate) fn remove_history_entry(
+/// The group stored under `key` re-encoded without the changes `dropped` names, or `None`
+/// if it names none of them.
+fn group_without(
+    key: &[u8],
+    value: &[u8],
+    dropped: impl Fn(i64, &[u8]) -> bool,
+) -> Result<Option<Vec<u8>>, MvccError> {
+    let first = history_revision(key)?;
+    let entries = decode_history_group(first, value)?;
+    if !entries.iter().any(|(rev, _, k)| dropped(*rev, k)) {
+        return Ok(None);
+    }
+    let kept: Vec<HistoryEntry> = entries
+        .into_iter()
+        .filter(|(rev, _, k)| !dropped(*rev, k))
+        .map(|(rev, n, k)| (rev, n, Bytes::copy_from_slice(k)))
+        .collect();
+    Ok(Some(encode_history_group(first, &kept)))
+}
+
+/// Removes the changes `changes` names — (revision, user key) — from the history index,
+/// into `batch`: their own entries, and each group holding any of them written back once
+/// without all of them.
+pub(crate) fn remove_history_entries(
     tree: &sled::Tree,
     batch: &mut sled::Batch,
-    rev: i64,
-    key: &[u8],
+    changes: &[(i64, Vec<u8>)],
 ) -> Result<(), MvccError> {
-    if let Some((group, value)) = straddling_group(tree, rev)? {
-        let first = history_revision(&group)?;
-        let entries = decode_history_group(first, &value)?;
-        if entries.iter().any(|(r, _, k)| *r == rev && *k == key) {
-            let kept: Vec<HistoryEntry> = entries
-                .into_iter()
-                .filter(|(r, _, k)| !(*r == rev && *k == key))
-                .map(|(r, n, k)| (r, n, Bytes::copy_from_slice(k)))
-                .collect();
-            batch.insert(group, encode_history_group(first, &kept));
+    let set: std::collections::HashSet<(i64, &[u8])> =
+        changes.iter().map(|(r, k)| (*r, k.as_slice())).collect();
+    let named = |rev: i64, key: &[u8]| set.contains(&(rev, key));
+    let mut groups = std::collections::BTreeMap::new();
+    for (rev, key) in changes {
+        if let Some((group, value)) = straddling_group(tree, *rev)? {
+            groups.insert(group, value);
+        }
+        for item in tree.range(history_bound(*rev)..history_bound(rev + 1)) {
+            let (raw, value) = item?;
+            if raw.get(9) == Some(&HISTORY_GROUP) {
+                groups.insert(raw, value);
+            } else if value.as_ref() == key.as_slice() {
+                batch.remove(raw);
+            }
         }
     }
-    for item in tree.range(history_bound(rev)..history_bound(rev + 1)) {
-        let (raw, named) = item?;
-        if raw.get(9) == Some(&HISTORY_GROUP) {
-            let entries = decode_history_group(rev, &named)?;
-            if entries.iter().any(|(r, _, k)| *r == rev && *k == key) {
-                let kept: Vec<HistoryEntry> = entries
-                    .into_iter()
-                    .filter(|(r, _, k)| !(*r == rev && *k == key))
-                    .map(|(r, n, k)| (r, n, Bytes::copy_from_slice(k)))
-                    .collect();
-                batch.insert(raw, encode_history_group(rev, &kept));
-            }
-        } else if named.as_ref() == key {
-            batch.remove(raw);
+    for (group, value) in groups {
+        if let Some(kept) = group_without(&group, &value, named)? {
+            batch.insert(group, kept);
         }
     }
     Ok(())
@@ -366,6 +375,26 @@ pub(crate) fn remove_batched(
     }
     tree.apply_batch(batch)?;
     Ok(())
+}
+
+/// A history group as the store reads it back from disk, keyed by revision `first`: the
+/// changes it names (revision, n, user key), or the damage it holds (for the fuzz target).
+pub fn decode_group(first: i64, raw: &[u8]) -> Result<Vec<(i64, u32, Vec<u8>)>, MvccError> {
+    Ok(decode_history_group(first, raw)?
+        .into_iter()
+        .map(|(rev, n, key)| (rev, n, key.to_vec()))
+        .collect())
+}
+
+/// Encodes changes as a group keyed by the first one's revision, as the store writes them
+/// (for the fuzz target's seeds and round trips).
+pub fn encode_group(entries: &[(i64, u32, Vec<u8>)]) -> Vec<u8> {
+    let first = entries.first().map_or(0, |e| e.0);
+    let entries: Vec<HistoryEntry> = entries
+        .iter()
+        .map(|(rev, n, key)| (*rev, *n, Bytes::copy_from_slice(key)))
+        .collect();
+    encode_history_group(first, &entries)
 }
 
 /// Every change the history index names, whatever its form, in key order then group order,

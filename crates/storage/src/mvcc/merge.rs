@@ -328,17 +328,18 @@ impl Merge<'_> {
         let state = super::snapshot_metadata(meta, &mut batch);
         batch.remove(META_MERGING);
         self.counts.dropped = self.stale.len() as u64;
+        // Versions the leader's compactions did not drop (a store that holds a prefix of
+        // the leader's history, as Raft makes it, has none): their history entries would
+        // name records that are gone.
+        let mut unindexed = Vec::new();
         for key in self.stale.drain(..) {
             let (prefix, rev) = split_record_key(&key)?;
             if rev > meta.compact_revision {
-                // Not a version the leader's compactions dropped (a store that holds a prefix
-                // of the leader's history, as Raft makes it, has none): its history entries
-                // would name a record that is gone.
-                let user_key = decode_prefix(prefix)?;
-                super::history::remove_history_entry(&self.tree, &mut batch, rev, &user_key)?;
+                unindexed.push((rev, decode_prefix(prefix)?));
             }
             batch.remove(key);
         }
+        super::history::remove_history_entries(&self.tree, &mut batch, &unindexed)?;
         self.tree.apply_batch(batch)?;
         // From here the store is at the snapshot's point (or, after a failed flush, may come
         // back there): nothing may be undone, and readers move to it at once (a reader at the

@@ -1342,6 +1342,52 @@ fn mixed_writes(n: usize) -> Vec<command::Op> {
         .collect()
 }
 
+/// `writes` applied to `f` as one recorded run, and to `reference` one entry at a time.
+fn apply_run_beside(f: &Fixture, reference: &Fixture, writes: Vec<command::Op>) {
+    for op in writes {
+        reference.apply(op.clone()).unwrap();
+        f.store
+            .apply_unrecorded(&cmd(op), &AppliedState::default())
+            .unwrap();
+    }
+    f.store.record_applied().unwrap();
+}
+
+/// Removing several changes of one group in one batch (a merge dropping versions) writes
+/// the group back once, without all of them; per-change entries go one by one.
+#[test]
+fn several_changes_of_one_group_leave_it_in_one_batch() {
+    let f = open();
+    for op in mixed_writes(8) {
+        f.store
+            .apply_unrecorded(&cmd(op), &AppliedState::default())
+            .unwrap();
+    }
+    f.store.record_applied().unwrap();
+    f.put("old", "v"); // a group of one, rewritten below as a per-change entry
+    let tree = f.store.tree();
+    let last = history::logical_history(&tree).pop().unwrap();
+    history::remove_history(&tree, f.store.revision(), i64::MAX).unwrap();
+    tree.insert(last.0.as_slice(), last.1.as_slice()).unwrap();
+    let before = history::logical_history(&tree);
+    let rev_of = |k: &[u8]| encoding::history_revision(k).unwrap();
+    let drop: Vec<(i64, Vec<u8>)> = [1, 4, before.len() - 1]
+        .iter()
+        .map(|&i| (rev_of(&before[i].0), before[i].1.clone()))
+        .collect();
+    let mut batch = sled::Batch::default();
+    history::remove_history_entries(&tree, &mut batch, &drop).unwrap();
+    tree.apply_batch(batch).unwrap();
+    let after = history::logical_history(&tree);
+    let expected: Vec<_> = before
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![1, 4, before.len() - 1].contains(i))
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(after, expected);
+}
+
 /// Every change from `from` on, read in steps of at most `revisions` revisions.
 fn history_in_steps(f: &Fixture, from: i64, revisions: usize) -> Vec<(i64, i32, String, String)> {
     let to = f.store.revision();
@@ -1402,13 +1448,7 @@ fn a_run_of_writes_is_one_history_group_read_from_anywhere_in_it() {
     assert_eq!(index_entries_below(&f, i64::MAX), 1);
     assert_eq!(history(&f, 20), history(&reference, 20));
     // A second run; then a compaction past the first group drops it.
-    for op in mixed_writes(10) {
-        reference.apply(op.clone()).unwrap();
-        f.store
-            .apply_unrecorded(&cmd(op), &AppliedState::default())
-            .unwrap();
-    }
-    f.store.record_applied().unwrap();
+    apply_run_beside(&f, &reference, mixed_writes(10));
     let past = to + 3;
     f.apply(compact(past)).unwrap();
     reference.apply(compact(past)).unwrap();
@@ -1479,13 +1519,7 @@ fn history_written_before_groups_is_still_read() {
         tree.insert(k.as_slice(), v.as_slice()).unwrap();
     }
     assert_eq!(index_entries_below(&f, i64::MAX), per_change.len());
-    for op in mixed_writes(12) {
-        reference.apply(op.clone()).unwrap();
-        f.store
-            .apply_unrecorded(&cmd(op), &AppliedState::default())
-            .unwrap();
-    }
-    f.store.record_applied().unwrap();
+    apply_run_beside(&f, &reference, mixed_writes(12));
     for from in [1, 5, 12, 13, 20] {
         assert_eq!(history(&f, from), history(&reference, from), "from {from}");
     }
