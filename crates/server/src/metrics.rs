@@ -735,6 +735,15 @@ fn mvcc(e: &mut Exposition, api: &EtcdApi) {
         &[],
         hub.open_streams() as f64,
     );
+    let (memory, store_reads) = hub.catch_up_reads();
+    for (source, reads) in [("memory", memory), ("store", store_reads)] {
+        e.counter(
+            "raftkv_watch_catch_up_reads_total",
+            "Catch-up reads for watchers moved aside, by where the events came from: the newest revisions held in memory, or the store's history.",
+            &[("source", source)],
+            reads as f64,
+        );
+    }
 }
 
 fn network(e: &mut Exposition, api: &EtcdApi) {

@@ -6,8 +6,9 @@
 //!   stream at once. Nothing here may block: the store's writer lock is held.
 //! - An **unsynced** watcher started in the past, or its stream could not take an event
 //!   (its queue full, or over its byte budget: the client reads slowly), or a snapshot
-//!   replaced the store. A background task reads its events from the store's history
-//!   (revision ordered, at most 1,000 revisions and 3 MiB per read), queues them when
+//!   replaced the store. A background task reads its events — from the newest revisions
+//!   held in memory ([`super::recent`]) when it can, else from the store's history
+//!   (revision ordered, at most 1,000 revisions and 3 MiB per read) — queues them when
 //!   the stream has room, and moves it back to synced once it is level. A slow watcher
 //!   therefore costs neither apply, nor writes, nor other watchers anything, and what it
 //!   has pending is bounded by its stream's budget.
@@ -15,7 +16,7 @@
 //!   `compact_revision` set, as etcd does.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ use raftkv_proto::mvccpb::event::EventType;
 use raftkv_storage::MvccStore;
 use raftkv_storage::mvcc::{HistoryLimits, RangeEnd, WatchSink};
 use tokio::sync::{Notify, mpsc};
+
+use super::recent::Recent;
 
 /// Queued deliveries one stream may hold (etcd's `chanBufLen`).
 pub(crate) const STREAM_QUEUE: usize = 128;
@@ -274,6 +277,11 @@ pub struct WatchHub {
     wake: Arc<Notify>,
     /// Streams whose queue is open (for `/metrics`).
     open_streams: Arc<AtomicUsize>,
+    /// The newest revisions' events while watchers are registered (taken after `state`).
+    recent: Mutex<Recent>,
+    /// Catch-up reads served from `recent`, and from the store's history (for `/metrics`).
+    reads_from_memory: AtomicU64,
+    reads_from_store: AtomicU64,
 }
 
 /// Why a watcher was not registered.
@@ -292,6 +300,9 @@ impl WatchHub {
             state: Mutex::new(HubState::default()),
             wake: Arc::new(Notify::new()),
             open_streams: Arc::default(),
+            recent: Mutex::new(Recent::new(0)),
+            reads_from_memory: AtomicU64::new(0),
+            reads_from_store: AtomicU64::new(0),
         });
         // The sink holds the hub weakly: the store outlives it otherwise.
         let sink = Arc::new(HubSink(Arc::downgrade(&hub)));
@@ -306,6 +317,19 @@ impl WatchHub {
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Catch-up reads served from the newest revisions held in memory, and from the
+    /// store's history.
+    pub fn catch_up_reads(&self) -> (u64, u64) {
+        (
+            self.reads_from_memory.load(Ordering::Relaxed),
+            self.reads_from_store.load(Ordering::Relaxed),
+        )
     }
 
     /// A new stream's queue: its two ends.
@@ -406,6 +430,14 @@ impl WatchHub {
     fn applied(&self, rev: i64, events: &[Event]) {
         let mut state = self.lock();
         state.rev = rev;
+        {
+            let mut recent = self.recent();
+            if !state.watchers.is_empty() {
+                recent.push(rev, events);
+            } else if !recent.is_empty() {
+                recent.clear(rev + 1);
+            }
+        }
         // Each interested watcher's events, in the write's order.
         let mut batches: Vec<(u64, Vec<Event>)> = Vec::new();
         let mut slot: HashMap<u64, usize> = HashMap::new();
@@ -475,6 +507,7 @@ impl WatchHub {
             state.unsync(id, from);
         }
         state.rev = rev;
+        self.recent().clear(rev + 1);
         drop(state);
         self.wake.notify_one();
     }
@@ -530,7 +563,7 @@ impl WatchHub {
             }
         }
         for (next, group) in by_start {
-            outcomes.extend(self.catch_up(next, to, &group));
+            outcomes.extend(self.catch_up(next, to, compacted, &group));
         }
         let mut state = self.lock();
         let progressed = outcomes
@@ -563,15 +596,34 @@ impl WatchHub {
     }
 
     /// Reads the history from `next` up to `to` once for a group of watchers that all start
-    /// there, and queues each one's events.
-    fn catch_up(&self, next: i64, to: i64, group: &[Chosen]) -> Vec<(u64, Outcome)> {
-        let batch = match self.store.history(next, to, CATCH_UP, &mut |key| {
-            group.iter().any(|c| c.spec.wants_key(key))
-        }) {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::error!(error = %e, from = next, "reading history for watchers");
-                return group.iter().map(|c| (c.id, Outcome::Stay)).collect();
+    /// there, and queues each one's events. The newest revisions come from memory; the
+    /// compacted revision itself from the store (compaction removed the tombstones at it,
+    /// and a watcher starting there must not see them).
+    fn catch_up(
+        &self,
+        next: i64,
+        to: i64,
+        compacted: i64,
+        group: &[Chosen],
+    ) -> Vec<(u64, Outcome)> {
+        let wanted = |key: &[u8]| group.iter().any(|c| c.spec.wants_key(key));
+        let held = (next > compacted)
+            .then(|| self.recent().slice(next, to))
+            .flatten();
+        let batch = if let Some(held) = held {
+            self.reads_from_memory.fetch_add(1, Ordering::Relaxed);
+            held.batch(CATCH_UP, &wanted)
+        } else {
+            self.reads_from_store.fetch_add(1, Ordering::Relaxed);
+            match self
+                .store
+                .history(next, to, CATCH_UP, &mut |key| wanted(key))
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, from = next, "reading history for watchers");
+                    return group.iter().map(|c| (c.id, Outcome::Stay)).collect();
+                }
             }
         };
         group
@@ -634,7 +686,7 @@ enum Outcome {
     Reached(i64),
 }
 
-fn event_bytes(events: &[Event]) -> usize {
+pub(crate) fn event_bytes(events: &[Event]) -> usize {
     events
         .iter()
         .filter_map(|e| e.kv.as_ref())
@@ -752,6 +804,9 @@ mod tests {
         let got = take(&mut inbox, id, 500).await;
         let want: Vec<_> = (2..502).map(|r| ("a".to_string(), r)).collect();
         assert_eq!(got, want);
+        let (memory, from_store) = hub.catch_up_reads();
+        assert!(memory > 0, "caught up from the revisions held in memory");
+        assert_eq!(from_store, 0, "the store's history was not needed");
         // Level again: the next write comes straight from apply.
         tokio::time::timeout(Duration::from_secs(5), async {
             while hub.counts().1 != 0 {
@@ -762,6 +817,27 @@ mod tests {
         .expect("synced again");
         put(&store, "a", "last");
         assert_eq!(take(&mut inbox, id, 1).await, [("a".to_string(), 502)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revisions_are_held_only_while_watchers_exist_and_until_the_store_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MvccStore::open(dir.path(), &MvccConfig::default()).unwrap());
+        let hub = WatchHub::start(store.clone());
+        put(&store, "a", "1");
+        assert!(hub.recent().is_empty(), "no watcher, nothing held");
+        let (queue, _inbox) = hub.stream_queue();
+        let (id, _) = hub.register(spec("a", RangeEnd::Key), 0, queue).unwrap();
+        put(&store, "a", "2");
+        put(&store, "b", "3");
+        assert!(hub.recent().slice(3, 4).is_some());
+        // A snapshot replaced the store: what is held no longer describes it.
+        hub.replaced(10);
+        assert!(hub.recent().is_empty());
+        assert!(hub.recent().slice(3, 4).is_none());
+        hub.cancel(id);
+        put(&store, "a", "4");
+        assert!(hub.recent().is_empty(), "the last watcher left");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,6 +858,9 @@ mod tests {
             .unwrap();
         let got = take(&mut inbox, ranged, 3).await;
         assert_eq!(got, [("k3".into(), 5), ("k4".into(), 6), ("k5".into(), 7)]);
+        // Written before the hub existed: only the store has them.
+        assert_eq!(hub.catch_up_reads().0, 0);
+        assert!(hub.catch_up_reads().1 > 0);
         let compact = Command {
             op: Some(command::Op::Compaction(CompactionRequest {
                 revision: 8,
