@@ -540,3 +540,99 @@ async fn whole_store_requests_given_up_leave_no_work_behind() {
     let out = tokio::task::block_in_place(|| etcdctl(&member.endpoint(), &["put", "k", "v"], None));
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A Snapshot client that stops reading gives up its turn after the stall timeout: clients
+/// holding every turn that way do not keep another from its snapshot, and one that reads
+/// again finds its stream ended with an error, never cut short as if complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_clients_that_stop_reading_give_up_their_turns() {
+    use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use raftkv_proto::etcdserverpb::{PutRequest, SnapshotRequest};
+    let options = Options {
+        extra_args: vec!["--raftkv-snapshot-stall-timeout=2s".into()],
+        ..Options::default()
+    };
+    let cluster = Cluster::start(Server::Raftkv, 1, options).await;
+    let member = &cluster.members[0];
+    // Small windows, so that the member can send little before only reading makes room.
+    let dial = || async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", member.endpoint()))
+            .expect("endpoint")
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .expect("connect")
+    };
+    // 2.4 MB that no codec folds: 300 keys of 8 KB of pseudo-random bytes.
+    let mut kv = KvClient::new(dial().await);
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..300 {
+        let value: Vec<u8> = (0..8192)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        kv.put(PutRequest {
+            key: format!("key-{i}").into_bytes().into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("put");
+    }
+    // Each on its own connection: a stream, once built, takes its first piece and then
+    // reads no more.
+    let mut stalled = Vec::new();
+    for _ in 0..raftkv_server::api::SNAPSHOT_STREAMS {
+        let mut stream = MaintenanceClient::new(dial().await)
+            .snapshot(SnapshotRequest {})
+            .await
+            .expect("snapshot")
+            .into_inner();
+        stream
+            .message()
+            .await
+            .expect("first piece")
+            .expect("a piece");
+        stalled.push(stream);
+    }
+    // Every turn is held by a client that reads nothing; another client still gets its
+    // whole snapshot once the stalled ones have given theirs up.
+    let mut maintenance = MaintenanceClient::new(dial().await);
+    let whole = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut stream = maintenance
+            .snapshot(SnapshotRequest {})
+            .await
+            .expect("snapshot")
+            .into_inner();
+        let (mut bytes, mut last_remaining) = (0usize, u64::MAX);
+        while let Some(piece) = stream.message().await.expect("snapshot piece") {
+            bytes += piece.blob.len();
+            last_remaining = piece.remaining_bytes;
+        }
+        (bytes, last_remaining)
+    })
+    .await
+    .expect("a snapshot while two clients sit on their streams");
+    assert!(whole.0 > 2_000_000, "{whole:?}");
+    assert_eq!(whole.1, 0, "the last piece ends the file");
+    // A stalled client that reads again: what was queued, then the error.
+    for mut stream in stalled {
+        let end = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        };
+        let status = end.expect_err("a stalled stream ends with an error, not as complete");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("snapshot stream ended"),
+            "{status:?}"
+        );
+    }
+}

@@ -52,11 +52,19 @@ pub struct EtcdApi {
 /// Snapshot builds and streams served at once; more wait for a turn.
 pub const SNAPSHOT_STREAMS: usize = 2;
 
+/// How long a Snapshot stream may wait for its client to take the next piece before it is
+/// ended with an error (`--raftkv-snapshot-stall-timeout`): a client that stops reading
+/// would otherwise hold one of the [`SNAPSHOT_STREAMS`] turns, and a store-sized file, for
+/// as long as it keeps its connection open.
+pub const SNAPSHOT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// See [`EtcdApi`]'s `turns`.
 #[derive(Clone)]
 pub(crate) struct WholeStoreTurns {
     pub(crate) hash: Arc<tokio::sync::Semaphore>,
     pub(crate) snapshot: Arc<tokio::sync::Semaphore>,
+    /// See [`SNAPSHOT_STALL_TIMEOUT`].
+    pub(crate) snapshot_stall: std::time::Duration,
 }
 
 impl Default for WholeStoreTurns {
@@ -64,6 +72,7 @@ impl Default for WholeStoreTurns {
         Self {
             hash: Arc::new(tokio::sync::Semaphore::new(1)),
             snapshot: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_STREAMS)),
+            snapshot_stall: SNAPSHOT_STALL_TIMEOUT,
         }
     }
 }
@@ -119,6 +128,13 @@ impl EtcdApi {
             );
             crate::auth::BCRYPT_COST
         };
+        self
+    }
+
+    /// The API ending a Snapshot stream whose client took nothing for `stall`
+    /// (`--raftkv-snapshot-stall-timeout`; [`SNAPSHOT_STALL_TIMEOUT`] by default).
+    pub fn with_snapshot_stall_timeout(mut self, stall: std::time::Duration) -> Self {
+        self.turns.snapshot_stall = stall;
         self
     }
 

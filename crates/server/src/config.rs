@@ -160,6 +160,9 @@ pub struct ServerConfig {
     /// `--experimental-watch-progress-notify-interval`: how often watchers that asked for
     /// progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// raftkv's own `--raftkv-snapshot-stall-timeout`: how long a Snapshot stream waits for
+    /// its client to take the next piece before it ends with an error.
+    pub snapshot_stall_timeout: Duration,
     /// `--enable-grpc-gateway`: serve etcd's JSON gateway under `/v3/` on the client URLs.
     pub enable_grpc_gateway: bool,
     /// `--listen-metrics-urls`: extra HTTP listeners serving only `/metrics` and `/health`.
@@ -200,6 +203,7 @@ impl ServerConfig {
             grpc_keepalive_interval: Some(Duration::from_secs(2 * 3600)),
             grpc_keepalive_timeout: Some(Duration::from_secs(20)),
             watch_progress_notify_interval: Duration::from_secs(600),
+            snapshot_stall_timeout: crate::api::SNAPSHOT_STALL_TIMEOUT,
             enable_grpc_gateway: true,
             listen_metrics: Vec::new(),
             metrics_extensive: false,
@@ -317,6 +321,8 @@ impl ServerConfig {
                     .experimental_watch_progress_notify_interval,
             )
             .unwrap_or(Duration::from_secs(600)),
+            snapshot_stall_timeout: unless_zero(flags.experimental.raftkv_snapshot_stall_timeout)
+                .unwrap_or(crate::api::SNAPSHOT_STALL_TIMEOUT),
             enable_grpc_gateway: m.enable_grpc_gateway,
             listen_metrics: flags.monitoring.listen_metrics_urls.0.clone(),
             metrics_extensive: flags.monitoring.metrics == "extensive",

@@ -350,6 +350,10 @@ pub struct Experimental {
     /// when 0).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
     pub raftkv_auto_compaction_revision_interval: Duration,
+    /// raftkv's own: how long a Snapshot stream waits for its client to take the next piece
+    /// before it ends with an error and gives up its turn (30 s when 0; etcd waits forever).
+    #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
+    pub raftkv_snapshot_stall_timeout: Duration,
     /// ExperimentalCompactionBatchLimit sets the maximum revisions deleted in each compaction batch.
     #[arg(long, default_value = "1000", value_parser = parse_int)]
     pub experimental_compaction_batch_limit: i64,

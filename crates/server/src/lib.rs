@@ -148,6 +148,7 @@ impl Server {
         )
         .with_client_metrics(metrics::ClientMetrics::new(config.metrics_extensive))
         .with_bcrypt_cost(config.bcrypt_cost)
+        .with_snapshot_stall_timeout(config.snapshot_stall_timeout)
         .with_token_provider(tokens);
         api.node().store().tokens().set_ttl(config.auth_token_ttl);
         let (stop_clients, stop_rx) = tokio::sync::watch::channel(false);

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use raftkv_proto::etcdserverpb::cluster_server::Cluster;
 use raftkv_proto::etcdserverpb::kv_server::Kv;
 use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -240,6 +240,19 @@ impl Maintenance for EtcdApi {
         let mut file = tokio::fs::File::from_std(file);
         let total = info.total_size;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
+        // A client that stops taking pieces gives up its turn (and the file) after `stall`;
+        // should it read again, its stream ends with an error, never as if complete.
+        let stall = self.turns.snapshot_stall;
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tail = {
+            let stalled = stalled.clone();
+            futures_util::stream::once(async move {
+                stalled
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    .then(|| Err(Status::unavailable(stalled_message(stall))))
+            })
+            .filter_map(std::future::ready)
+        };
         tokio::spawn(async move {
             let _turn = turn;
             // The body in 32 KiB pieces, then the 32-byte SHA-256 on its own, as etcd does.
@@ -253,9 +266,8 @@ impl Maintenance for EtcdApi {
                 };
                 let mut buf = vec![0u8; want as usize];
                 if let Err(e) = file.read_exact(&mut buf).await {
-                    let _ = tx
-                        .send(Err(Status::internal(format!("reading snapshot: {e}"))))
-                        .await;
+                    let error = Status::internal(format!("reading snapshot: {e}"));
+                    let _ = tokio::time::timeout(stall, tx.send(Err(error))).await;
                     return;
                 }
                 sent += want;
@@ -266,13 +278,24 @@ impl Maintenance for EtcdApi {
                     remaining_bytes: body.saturating_sub(sent),
                     blob: buf.into(),
                 };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return; // the client went away
+                match tokio::time::timeout(stall, tx.send(Ok(msg))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        stalled.store(true, std::sync::atomic::Ordering::Release);
+                        tracing::warn!(
+                            sent,
+                            total,
+                            "{}; its turn and file are given up",
+                            stalled_message(stall)
+                        );
+                        return;
+                    }
                 }
             }
         });
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+            tokio_stream::wrappers::ReceiverStream::new(rx).chain(tail),
         )))
     }
 
@@ -286,6 +309,10 @@ impl Maintenance for EtcdApi {
         // No header, as etcd 3.4 answers (v3rpc/maintenance.go).
         Ok(Response::new(MoveLeaderResponse { header: None }))
     }
+}
+
+fn stalled_message(stall: std::time::Duration) -> String {
+    format!("raftkv: snapshot stream ended: the client took no data for {stall:?}")
 }
 
 fn unique() -> u64 {
