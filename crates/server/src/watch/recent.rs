@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use raftkv_proto::mvccpb::Event;
-use raftkv_storage::mvcc::{HistoryBatch, HistoryLimits};
+use raftkv_storage::mvcc::{HistoryBatch, HistoryBatcher, HistoryLimits};
 
 /// Revisions held at most.
 const RECENT_REVISIONS: usize = 65_536;
@@ -98,38 +98,26 @@ impl Recent {
 }
 
 impl RecentSlice {
-    /// The events of keys `wanted` accepts, within `limits`, as the store's history read
-    /// returns them: whole revisions in order, counting only revisions with a wanted event,
-    /// and stopping at the first change of another revision once past the limits.
+    /// The events of keys `wanted` accepts, within `limits`, cut as the store's history
+    /// read cuts them (the same [`HistoryBatcher`]).
     pub(crate) fn batch(
         &self,
         limits: HistoryLimits,
         wanted: &dyn Fn(&[u8]) -> bool,
     ) -> HistoryBatch {
-        let mut batch = HistoryBatch {
-            events: Vec::new(),
-            next: self.first + self.revisions.len() as i64,
-        };
-        let (mut revisions, mut bytes, mut last_rev) = (0usize, 0usize, 0i64);
+        let mut batcher = HistoryBatcher::new(limits, self.first + self.revisions.len() as i64);
         for (i, events) in self.revisions.iter().enumerate() {
             let rev = self.first + i as i64;
             for event in events.iter() {
-                if rev != last_rev && (revisions >= limits.revisions || bytes >= limits.bytes) {
-                    batch.next = rev;
-                    return batch;
+                if !batcher.admits(rev) {
+                    return batcher.finish();
                 }
-                let Some(kv) = event.kv.as_ref().filter(|kv| wanted(&kv.key)) else {
-                    continue;
-                };
-                if rev != last_rev {
-                    revisions += 1;
-                    last_rev = rev;
+                if event.kv.as_ref().is_some_and(|kv| wanted(&kv.key)) {
+                    batcher.push(rev, event.clone());
                 }
-                bytes += kv.key.len() + kv.value.len();
-                batch.events.push(event.clone());
             }
         }
-        batch
+        batcher.finish()
     }
 }
 

@@ -59,6 +59,64 @@ pub struct HistoryLimits {
     pub bytes: usize,
 }
 
+/// Builds a [`HistoryBatch`] within [`HistoryLimits`]: whole revisions in order, counting
+/// only revisions with an event taken, and ending before the first change of another
+/// revision once past the limits. The store's history read and the watch hub's read of the
+/// newest revisions it holds both cut their batches with it, so they cut alike.
+#[derive(Debug)]
+pub struct HistoryBatcher {
+    batch: HistoryBatch,
+    limits: HistoryLimits,
+    revisions: usize,
+    bytes: usize,
+    last_rev: i64,
+}
+
+impl HistoryBatcher {
+    /// An empty batch whose `next` is `next` unless the limits end it earlier.
+    pub fn new(limits: HistoryLimits, next: i64) -> Self {
+        Self {
+            batch: HistoryBatch {
+                events: Vec::new(),
+                next,
+            },
+            limits,
+            revisions: 0,
+            bytes: 0,
+            last_rev: 0,
+        }
+    }
+
+    /// Whether a change at `rev` (taken or not) may still be looked at: `false` at a
+    /// revision boundary past the limits, and the batch then ends before `rev`.
+    pub fn admits(&mut self, rev: i64) -> bool {
+        let full = self.revisions >= self.limits.revisions || self.bytes >= self.limits.bytes;
+        if rev != self.last_rev && full {
+            self.batch.next = rev;
+            return false;
+        }
+        true
+    }
+
+    /// Takes `event`, a change at `rev` that [`HistoryBatcher::admits`] let in.
+    pub fn push(&mut self, rev: i64, event: Event) {
+        if rev != self.last_rev {
+            self.revisions += 1;
+            self.last_rev = rev;
+        }
+        self.bytes += event
+            .kv
+            .as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len());
+        self.batch.events.push(event);
+    }
+
+    /// The batch.
+    pub fn finish(self) -> HistoryBatch {
+        self.batch
+    }
+}
+
 impl MvccStore {
     /// Sets the receiver of applied writes and returns the revision it starts after (taken
     /// under the writer lock: every later write reaches the sink).
@@ -102,18 +160,16 @@ impl MvccStore {
         limits: HistoryLimits,
         wanted: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<HistoryBatch, MvccError> {
-        let mut batch = HistoryBatch {
-            events: Vec::new(),
-            next: to + 1,
-        };
         if from > to {
-            batch.next = from;
-            return Ok(batch);
+            return Ok(HistoryBatch {
+                events: Vec::new(),
+                next: from,
+            });
         }
+        let mut batcher = HistoryBatcher::new(limits, to + 1);
         // The changes not stored yet, taken first: a group stored meanwhile is then read
         // from sled as well, and skipped here.
         let held = self.held_history(from, to);
-        let (mut revisions, mut bytes, mut last_rev) = (0usize, 0usize, 0i64);
         // The last stored change read, by (revision, n).
         let last = std::cell::Cell::new(None::<(i64, u32)>);
         let tree = self.tree();
@@ -121,9 +177,7 @@ impl MvccStore {
             if rev < from || rev > to {
                 return Ok(true);
             }
-            if rev != last_rev && (revisions >= limits.revisions || bytes >= limits.bytes) {
-                // A revision boundary past the limits: stop before this one.
-                batch.next = rev;
+            if !batcher.admits(rev) {
                 return Ok(false);
             }
             if let Some(n) = n {
@@ -132,48 +186,44 @@ impl MvccStore {
             if !wanted(user_key) {
                 return Ok(true);
             }
-            let Some(event) = self.event_at(&tree, user_key, rev)? else {
-                return Ok(true);
-            };
-            if rev != last_rev {
-                revisions += 1;
-                last_rev = rev;
+            if let Some(event) = self.event_at(&tree, user_key, rev)? {
+                batcher.push(rev, event);
             }
-            bytes += user_key.len() + event.kv.as_ref().map_or(0, |kv| kv.value.len());
-            batch.events.push(event);
             Ok(true)
         };
-        for item in history_from(&tree, from, to)? {
-            let (raw_key, value) = item?;
-            let rev = history_revision(&raw_key)?;
-            let more = if raw_key[9] == HISTORY_GROUP {
-                let mut more = true;
-                for (rev, n, user_key) in decode_history_group(rev, &value)? {
-                    more = take(rev, Some(n), user_key)?;
-                    if !more {
-                        break;
+        'read: {
+            for item in history_from(&tree, from, to)? {
+                let (raw_key, value) = item?;
+                let rev = history_revision(&raw_key)?;
+                let more = if raw_key[9] == HISTORY_GROUP {
+                    let mut more = true;
+                    for (rev, n, user_key) in decode_history_group(rev, &value)? {
+                        more = take(rev, Some(n), user_key)?;
+                        if !more {
+                            break;
+                        }
                     }
+                    more
+                } else if raw_key[9] == 0x00 {
+                    let n = u32::from_be_bytes(raw_key[10..14].try_into().expect("4 bytes"));
+                    take(rev, Some(n), &value)?
+                } else {
+                    take(rev, None, &value)?
+                };
+                if !more {
+                    break 'read;
                 }
-                more
-            } else if raw_key[9] == 0x00 {
-                let n = u32::from_be_bytes(raw_key[10..14].try_into().expect("4 bytes"));
-                take(rev, Some(n), &value)?
-            } else {
-                take(rev, None, &value)?
-            };
-            if !more {
-                return Ok(batch);
+            }
+            for (rev, n, user_key) in &held {
+                if last.get().is_some_and(|l| l >= (*rev, *n)) {
+                    continue; // stored meanwhile, and read above
+                }
+                if !take(*rev, Some(*n), user_key)? {
+                    break 'read;
+                }
             }
         }
-        for (rev, n, user_key) in &held {
-            if last.get().is_some_and(|l| l >= (*rev, *n)) {
-                continue; // stored meanwhile, and read above
-            }
-            if !take(*rev, Some(*n), user_key)? {
-                return Ok(batch);
-            }
-        }
-        Ok(batch)
+        Ok(batcher.finish())
     }
 
     /// The event of `key`'s change at `rev`; `None` if compaction removed it (a tombstone at

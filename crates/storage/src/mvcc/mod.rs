@@ -49,7 +49,9 @@ use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
 
 pub use gate::CompactionPin;
 pub use hash::KvHash;
-pub use history::{HistoryBatch, HistoryLimits, WatchSink, decode_group, encode_group};
+pub use history::{
+    HistoryBatch, HistoryBatcher, HistoryLimits, WatchSink, decode_group, encode_group,
+};
 pub use merge::MergeCounts;
 pub use range::RangeEnd;
 
