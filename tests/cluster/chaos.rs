@@ -137,25 +137,36 @@ fn deep_txn(levels: usize, key: &str) -> TxnRequest {
 }
 
 /// The hostile side of a chaos run: client requests that must be refused (and never reach
-/// the chaos keys), deep txns that must be taken, and forged peer messages, at random
-/// members, until the run stops. Returns how many were sent and how many were taken that
-/// should have been refused.
+/// the chaos keys), deep txns that must be taken, forged peer messages, and snapshot
+/// clients that take one piece and read no more, at random members, until the run stops.
+/// Returns how many were sent, how many were taken that should have been refused, and the
+/// last stalled snapshot streams (still open, so that the end of the run checks that they
+/// hold no turn).
 async fn hostile(
     endpoints: Vec<String>,
     peer_ports: Vec<u16>,
     seed: u64,
     shared: Arc<Shared>,
-) -> (usize, Vec<String>) {
+) -> (usize, Vec<String>, Vec<SnapshotStream>) {
     use raftkv_proto::raftkvpb::RaftMessage;
     use raftkv_proto::raftkvpb::peer_client::PeerClient;
     use raftkv_raft::types::{Vote, encode};
     let mut rng = Rng::new(seed ^ 0x0bad);
-    let (mut sent, mut wrongly_taken) = (0, Vec::new());
+    let (mut sent, mut wrongly_taken, mut stalled) = (0, Vec::new(), Vec::new());
     while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(150) as u64)).await;
         let i = rng.below(endpoints.len());
-        let case = rng.below(6);
+        let case = rng.below(7);
         sent += 1;
+        if case == 6 {
+            if let Some(stream) = stalled_snapshot(&endpoints[i]).await {
+                stalled.push(stream);
+                if stalled.len() > 4 {
+                    stalled.remove(0);
+                }
+            }
+            continue;
+        }
         if case == 4 {
             // A forged vote with the largest term, straight at a peer port.
             let Ok(channel) = Endpoint::from_shared(format!("http://127.0.0.1:{}", peer_ports[i]))
@@ -226,7 +237,116 @@ async fn hostile(
             wrongly_taken.push(what.to_string());
         }
     }
-    (sent, wrongly_taken)
+    (sent, wrongly_taken, stalled)
+}
+
+/// `raftkv_watch_catch_up_reads_total` summed over the running members: (memory, store).
+fn catch_up_reads(cluster: &Cluster) -> (u64, u64) {
+    let (mut memory, mut store) = (0, 0);
+    for i in running(cluster) {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                &format!("http://{}/metrics", cluster.members[i].endpoint()),
+            ])
+            .output()
+            .expect("curl (scripts/setup installs it)");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = line.strip_prefix("raftkv_watch_catch_up_reads_total{source=\"")
+            else {
+                continue;
+            };
+            let count: u64 = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if rest.starts_with("memory") {
+                memory += count;
+            } else {
+                store += count;
+            }
+        }
+    }
+    (memory, store)
+}
+
+type SnapshotStream = tonic::Streaming<raftkv_proto::etcdserverpb::SnapshotResponse>;
+
+/// A Snapshot stream on a connection with small HTTP/2 windows that has taken its first
+/// piece (and is then left unread), or `None` if the member did not answer in time.
+async fn stalled_snapshot(endpoint: &str) -> Option<SnapshotStream> {
+    use raftkv_proto::etcdserverpb::SnapshotRequest;
+    use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .ok()?;
+    tokio::time::timeout(Duration::from_secs(5), async move {
+        let mut stream = MaintenanceClient::new(channel)
+            .snapshot(SnapshotRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        stream.message().await.ok().flatten()?;
+        Some(stream)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Bytes written once at the start of a run under `hostile/blob-*`, random so that no codec
+/// folds them: a snapshot then outgrows what a stalled client's windows and the member's
+/// queue take, so a stalled snapshot stream really waits (and must give its turn up).
+async fn write_blobs(endpoint: &str, seed: u64) {
+    let mut kv = KvClient::new(channel(endpoint).await.expect("connection for the blobs"))
+        .max_encoding_message_size(8 << 20);
+    let mut rng = Rng::new(seed ^ 0xb10b);
+    for i in 0..4 {
+        let value: Vec<u8> = (0..256 * 1024).map(|_| rng.below(256) as u8).collect();
+        kv.put(PutRequest {
+            key: format!("hostile/blob-{i}").into_bytes().into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("blob put before any fault");
+    }
+}
+
+/// Every member serves a whole snapshot, while the stalled snapshot clients of the run are
+/// still connected: none of them keeps a turn.
+async fn snapshots_served(cluster: &Cluster, stalled: Vec<SnapshotStream>, seed: u64) {
+    use raftkv_proto::etcdserverpb::SnapshotRequest;
+    use raftkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    for i in running(cluster) {
+        let endpoint = cluster.members[i].endpoint();
+        let whole = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut maintenance = MaintenanceClient::new(channel(&endpoint).await?);
+            let mut stream = maintenance
+                .snapshot(SnapshotRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let mut bytes = 0usize;
+            while let Some(piece) = stream.message().await.ok()? {
+                bytes += piece.blob.len();
+            }
+            Some(bytes)
+        })
+        .await;
+        assert!(
+            matches!(whole, Ok(Some(b)) if b > 1 << 20),
+            "seed {seed}: member {i} served no whole snapshot beside {} stalled clients: {whole:?}",
+            stalled.len()
+        );
+    }
+    drop(stalled);
 }
 
 /// Whether a member answered a watch create request over the gRPC message limit (it must
@@ -701,6 +821,8 @@ pub async fn run_schedule(
                 // mismatch they report is false (checked at the end).
                 "--experimental-initial-corrupt-check".into(),
                 "--experimental-corrupt-check-time=500ms".into(),
+                // Stalled snapshot clients (the hostile side) give their turns up fast.
+                "--raftkv-snapshot-stall-timeout=1s".into(),
             ],
             ..Options::default()
         },
@@ -726,6 +848,7 @@ pub async fn run_schedule(
             tokio::spawn(client(id, endpoints.clone(), seed, shared.clone(), gateway))
         })
         .collect();
+    write_blobs(&endpoints[0], seed).await;
     let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
     let attacker = tokio::spawn(hostile(endpoints.clone(), peer_ports, seed, shared.clone()));
     let watchers = crate::chaos_watch::Watchers::start(&endpoints);
@@ -759,7 +882,7 @@ pub async fn run_schedule(
             .finish(&cluster.members[leader].endpoint(), seed)
             .await
     };
-    let (hostile_sent, wrongly_taken) = attacker.await.expect("hostile task");
+    let (hostile_sent, wrongly_taken, stalled) = attacker.await.expect("hostile task");
     assert!(
         wrongly_taken.is_empty(),
         "seed {seed}: the cluster took hostile requests: {wrongly_taken:?}"
@@ -822,6 +945,7 @@ pub async fn run_schedule(
     check_minorities(&history, &windows, seed);
     converge(&cluster, seed).await;
     serving(&cluster, seed).await;
+    snapshots_served(&cluster, stalled, seed).await;
     let granted = {
         let leader = cluster.leader().await.expect("leader after the run");
         let live: Vec<String> = running(&cluster)
@@ -835,6 +959,10 @@ pub async fn run_schedule(
     eprintln!("chaos: seed {seed}: {granted}");
     let watched = check_watchers(&cluster, watchers, &history, seed).await;
     eprintln!("chaos: seed {seed}: {watched}");
+    let (memory, store) = catch_up_reads(&cluster);
+    eprintln!(
+        "chaos: seed {seed}: watch catch-up reads on the members now running (counted since each last started): {memory} from memory, {store} from the store"
+    );
     if let Some(mirror) = mirror {
         let leader = cluster.leader().await.expect("leader after the run");
         let mirrored = mirror
@@ -857,6 +985,10 @@ pub async fn run_schedule(
         logged("snapshot written for a follower"),
         logged("installed snapshot index"),
         logged("snapshot installed (merged)"),
+    );
+    eprintln!(
+        "chaos: seed {seed}: {} snapshot streams ended for a client that took nothing",
+        logged("snapshot stream ended"),
     );
     eprintln!(
         "chaos: seed {seed}: {} corruption check passes by leaders ({} comparing no follower), {} initial checks passed on restart",
