@@ -23,6 +23,7 @@ pub mod layout;
 pub mod log;
 pub mod mvcc;
 pub mod snapshot;
+mod sort;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};
 pub use mvcc::{AppliedState, MvccConfig, MvccStore, PinnedPoint};

@@ -9,16 +9,14 @@
 //! them in key order: etcd uses the sub only to order a revision's events.
 //!
 //! The export streams. The key bucket is ordered by revision while the snapshot holds
-//! versions by key, so the versions go through an external sort: runs of up to
-//! [`RUN_BYTES`] are sorted in memory and spilled next to the destination, then merged
-//! straight into a [`BoltWriter`] that writes pages as they fill. A snapshot that fits in
-//! one run is never spilled. Memory is one run, the merge's read buffers, and the writer's
-//! per-leaf index (about a hundredth of the data), not the file.
+//! versions by key, so the versions go through an external sort (`crate::sort`): runs of
+//! up to [`RUN_BYTES`] are sorted in memory and spilled next to the destination, then
+//! merged straight into a [`BoltWriter`] that writes pages as they fill. A snapshot that
+//! fits in one run is never spilled. Memory is one run, the merge's read buffers, and the
+//! writer's per-leaf index (about a hundredth of the data), not the file.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -30,13 +28,11 @@ use super::bolt_writer::BoltWriter;
 use super::{encode_lease, revision_bytes};
 use crate::error::SnapshotError;
 use crate::mvcc::encoding::Record;
+use crate::sort::{ExternalSort, Spill, at_end};
 
 /// Bytes of versions (encoded, with their bookkeeping) sorted in memory before a run is
 /// spilled to disk.
 pub(crate) const RUN_BYTES: usize = 64 << 20;
-
-/// Read buffer shared by all runs of a merge (each gets a share, within bounds).
-const MERGE_BUFFERS: usize = 32 << 20;
 
 /// Bookkeeping counted per version beside its encoded bytes.
 const VERSION_COST: usize = 48;
@@ -87,9 +83,14 @@ fn export_through(
     part: &Path,
     run_bytes: usize,
 ) -> Result<Exported, SnapshotError> {
-    let mut runs = Runs::new(part);
-    let mut pending: Vec<Version> = Vec::new();
-    let mut pending_bytes = 0usize;
+    let dir = match part.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = part
+        .file_name()
+        .map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
+    let mut sort = ExternalSort::new(dir, &name, run_bytes);
     let (mut seq, mut last_revision) = (0u64, 0i64);
     let info = crate::snapshot::walk(src, &mut |rows| {
         for row in rows {
@@ -120,20 +121,14 @@ fn export_through(
                     },
                 ),
             };
-            let kv = kv.encode_to_vec();
-            pending_bytes += kv.len() + VERSION_COST;
             // The walk goes in key order, so `seq` orders a revision's versions by key.
-            pending.push(Version {
+            sort.push(Version {
                 revision: row.revision,
                 seq,
                 tombstone,
-                kv,
-            });
+                kv: kv.encode_to_vec(),
+            })?;
             seq += 1;
-            if pending_bytes >= run_bytes {
-                runs.spill(&mut pending)?;
-                pending_bytes = 0;
-            }
         }
         Ok(())
     })?;
@@ -141,8 +136,7 @@ fn export_through(
     let version_count = seq;
     // What etcd will take as its revision: the last version's, or the compaction's.
     let revision = last_revision.max(meta.compact_revision);
-    pending.sort_unstable_by_key(|v| (v.revision, v.seq));
-    let versions = runs.merged(pending)?;
+    let versions = sort.finish()?;
 
     let mut leases: Vec<(Vec<u8>, Vec<u8>)> = meta
         .leases
@@ -219,7 +213,6 @@ fn export_through(
     w.bucket(b"lease", ok(leases))?;
     w.bucket(b"meta", ok(meta_bucket))?;
     let mut out = w.finish()?.into_inner().map_err(|e| e.into_error())?;
-    drop(runs);
     let bytes = seal_file(&mut out)?;
     out.sync_all()?;
     drop(out);
@@ -253,7 +246,8 @@ fn seal_file(file: &mut File) -> io::Result<u64> {
     file.stream_position()
 }
 
-/// One version on its way to the key bucket.
+/// One version on its way to the key bucket, ordered by (revision, seq).
+#[derive(Debug)]
 struct Version {
     revision: i64,
     /// Its place in the snapshot's (key) order.
@@ -263,6 +257,26 @@ struct Version {
     kv: Vec<u8>,
 }
 
+impl PartialEq for Version {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Version {}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.revision, self.seq).cmp(&(other.revision, other.seq))
+    }
+}
+
 /// Bytes of a spilled version before its `KeyValue`: revision, seq, tombstone, length.
 const SPILLED_HEADER: usize = 8 + 8 + 1 + 4;
 
@@ -270,134 +284,35 @@ const SPILLED_HEADER: usize = 8 + 8 + 1 + 4;
 /// fields. A run file is this export's own, but what it reads back is checked all the same.
 const MAX_SPILLED_KV: usize = 2 * crate::snapshot::MAX_VERSION_BYTES;
 
-/// Runs merged at once at most: past it the runs so far are merged into one first, so the
-/// files open at once stay few whatever the store's size.
-const MAX_RUNS: usize = 64;
-
-/// Sorted runs spilled next to the destination (`<dest>.part.run<N>`), removed when dropped.
-struct Runs {
-    part: PathBuf,
-    files: Vec<PathBuf>,
-    /// Run files made so far (names are not reused).
-    made: usize,
-}
-
-/// Writes `versions` (sorted) as a run file at `path`.
-fn write_run(path: &Path, versions: impl Iterator<Item = io::Result<Version>>) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    for v in versions {
-        let v = v?;
-        out.write_all(&v.revision.to_le_bytes())?;
-        out.write_all(&v.seq.to_le_bytes())?;
-        out.write_all(&[u8::from(v.tombstone)])?;
-        out.write_all(&(v.kv.len() as u32).to_le_bytes())?;
-        out.write_all(&v.kv)?;
+impl Spill for Version {
+    fn memory(&self) -> usize {
+        self.kv.len() + VERSION_COST
     }
-    out.flush()
-}
 
-impl Runs {
-    fn new(part: &Path) -> Self {
-        Self {
-            part: part.to_path_buf(),
-            files: Vec::new(),
-            made: 0,
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.revision.to_le_bytes())?;
+        out.write_all(&self.seq.to_le_bytes())?;
+        out.write_all(&[u8::from(self.tombstone)])?;
+        out.write_all(&(self.kv.len() as u32).to_le_bytes())?;
+        out.write_all(&self.kv)
+    }
+
+    fn read_from(input: &mut impl BufRead) -> io::Result<Option<Self>> {
+        if at_end(input)? {
+            return Ok(None);
         }
-    }
-
-    /// Sorts `pending` and writes it as a run; leaves `pending` empty. Past [`MAX_RUNS`]
-    /// runs, those so far are first merged into one.
-    fn spill(&mut self, pending: &mut Vec<Version>) -> io::Result<()> {
-        if self.files.len() >= MAX_RUNS {
-            self.combine()?;
-        }
-        pending.sort_unstable_by_key(|v| (v.revision, v.seq));
-        let path = self.next_path();
-        self.files.push(path.clone());
-        write_run(&path, pending.drain(..).map(Ok))
-    }
-
-    /// Merges every run so far into one.
-    fn combine(&mut self) -> io::Result<()> {
-        let merged = self.merged(Vec::new())?;
-        let path = self.next_path();
-        let old = self.files.len();
-        self.files.push(path.clone());
-        write_run(&path, merged)?;
-        for f in self.files.drain(..old) {
-            std::fs::remove_file(f)?;
-        }
-        Ok(())
-    }
-
-    /// A new run file's name, `<dest>.part.run<N>`.
-    fn next_path(&mut self) -> PathBuf {
-        let mut name = self.part.as_os_str().to_owned();
-        name.push(format!(".run{}", self.made));
-        self.made += 1;
-        PathBuf::from(name)
-    }
-
-    /// Every version in (revision, key) order: the spilled runs merged with `last` (sorted).
-    fn merged(&self, last: Vec<Version>) -> io::Result<Merge> {
-        let share = (MERGE_BUFFERS / (self.files.len() + 1)).clamp(16 << 10, 1 << 20);
-        let mut sources = Vec::with_capacity(self.files.len() + 1);
-        for path in &self.files {
-            sources.push(Source::Run(BufReader::with_capacity(
-                share,
-                File::open(path)?,
-            )));
-        }
-        sources.push(Source::Memory(last.into_iter()));
-        let mut merge = Merge {
-            heads: Vec::with_capacity(sources.len()),
-            heap: BinaryHeap::with_capacity(sources.len()),
-            sources,
-        };
-        for i in 0..merge.sources.len() {
-            let head = merge.sources[i].next()?;
-            if let Some(v) = &head {
-                merge.heap.push(Reverse((v.revision, v.seq, i)));
-            }
-            merge.heads.push(head);
-        }
-        Ok(merge)
-    }
-}
-
-impl Drop for Runs {
-    fn drop(&mut self) {
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-enum Source {
-    Run(BufReader<File>),
-    Memory(std::vec::IntoIter<Version>),
-}
-
-impl Source {
-    fn next(&mut self) -> io::Result<Option<Version>> {
-        let r = match self {
-            Source::Memory(it) => return Ok(it.next()),
-            Source::Run(r) => r,
-        };
         let mut header = [0u8; SPILLED_HEADER];
-        match r.read_exact(&mut header[..1]) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            other => other?,
-        }
-        r.read_exact(&mut header[1..])?;
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        input.read_exact(&mut header)?;
         let field = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(header[17..21].try_into().expect("4 bytes")) as usize;
         if len > MAX_SPILLED_KV || header[16] > 1 {
-            return Err(bad("a damaged export run file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a damaged export run file",
+            ));
         }
         let mut kv = vec![0u8; len];
-        r.read_exact(&mut kv)?;
+        input.read_exact(&mut kv)?;
         Ok(Some(Version {
             revision: field(0) as i64,
             seq: field(8),
@@ -407,40 +322,11 @@ impl Source {
     }
 }
 
-/// A k-way merge of sorted sources by (revision, seq).
-struct Merge {
-    sources: Vec<Source>,
-    heads: Vec<Option<Version>>,
-    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
-}
-
-impl Iterator for Merge {
-    type Item = io::Result<Version>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let Reverse((_, _, i)) = self.heap.pop()?;
-        let v = self.heads[i].take()?;
-        match self.sources[i].next() {
-            Ok(head) => {
-                if let Some(h) = &head {
-                    self.heap.push(Reverse((h.revision, h.seq, i)));
-                }
-                self.heads[i] = head;
-            }
-            Err(e) => {
-                self.heap.clear();
-                return Some(Err(e));
-            }
-        }
-        Some(Ok(v))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The bytes of one spilled version, as `write_run` writes it.
+    /// The bytes of one spilled version, as `Version::write_to` writes it.
     fn record(revision: i64, seq: u64, tombstone: u8, len: u32, kv: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&revision.to_le_bytes());
@@ -456,12 +342,9 @@ mod tests {
 
     /// Every version `bytes` holds as a run file, or the first error reading it.
     fn read_run(bytes: &[u8]) -> io::Result<Vec<Spilled>> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("run");
-        std::fs::write(&path, bytes)?;
-        let mut source = Source::Run(BufReader::new(File::open(&path)?));
+        let mut source = io::Cursor::new(bytes.to_vec());
         let mut read = Vec::new();
-        while let Some(v) = source.next()? {
+        while let Some(v) = Version::read_from(&mut source)? {
             read.push((v.revision, v.seq, v.tombstone, v.kv));
         }
         Ok(read)
@@ -469,22 +352,18 @@ mod tests {
 
     #[test]
     fn a_run_file_reads_back_what_was_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run");
         let versions = [(3i64, 0u64, false, b"abc".to_vec()), (5, 1, true, vec![])];
-        write_run(
-            &path,
-            versions.iter().map(|(revision, seq, tombstone, kv)| {
-                Ok(Version {
-                    revision: *revision,
-                    seq: *seq,
-                    tombstone: *tombstone,
-                    kv: kv.clone(),
-                })
-            }),
-        )
-        .unwrap();
-        let bytes = std::fs::read(&path).unwrap();
+        let mut bytes = Vec::new();
+        for (revision, seq, tombstone, kv) in &versions {
+            Version {
+                revision: *revision,
+                seq: *seq,
+                tombstone: *tombstone,
+                kv: kv.clone(),
+            }
+            .write_to(&mut bytes)
+            .unwrap();
+        }
         assert_eq!(read_run(&bytes).unwrap(), versions.to_vec());
         assert_eq!(read_run(&[]).unwrap(), vec![]);
     }

@@ -14,9 +14,11 @@
 //!   order, each as (revision − the group's, n, user key) — one insert per run of entries
 //!   instead of one per change (see [`encode_history_group`]); `0x00 | n (u32 BE)` → the
 //!   user key of the n-th change a write made (etcd's sub-revision order; stores written
-//!   before groups existed); `0x01 | user key` for changes indexed from records (a restored
-//!   snapshot or an older store), which keep key order. Groups never overlap: each ends at
-//!   or below the applied point stored right after it.
+//!   before groups existed); `0x01 | user key` for changes indexed from records (a store
+//!   written before the index existed, versions a follower's merge adds), which keep key
+//!   order. A restore writes groups too, sorted outside sled (`sorted_history`), a
+//!   revision's changes numbered in key order. Groups never overlap: each ends at or below
+//!   the applied point stored right after it.
 //!
 //! Everything read back from disk is decoded with checks: damage is an error, never a panic.
 

@@ -1565,9 +1565,13 @@ fn restored_snapshots_and_older_stores_are_indexed_from_their_records() {
         f.put(k, v);
     }
     f.del("b", b"", false);
-    // Enough versions that a restore writes its history index in several sorted chunks.
+    // Enough versions that a restore sorts its history index through several spilled
+    // files and writes several groups; a delete of many keys makes one revision of many.
     for i in 0..200 {
         f.put(&format!("k{}", i % 37), &i.to_string());
+        if i == 120 {
+            f.del("k", b"l", false);
+        }
     }
     let want = history(&f, 1);
     let revision = f.store.revision();
@@ -1581,6 +1585,13 @@ fn restored_snapshots_and_older_stores_are_indexed_from_their_records() {
     assert_eq!(history(&g, 1), want);
     assert_eq!(*recorder.replaced.lock().unwrap(), [revision]);
     assert!(recorder.seen.lock().unwrap().is_empty());
+    // Groups, not one entry per version; read from anywhere, in any steps, the same.
+    let entries = index_entries_below(&g, i64::MAX);
+    assert!((2..=8).contains(&entries), "{entries} history entries");
+    for from in 1..=revision + 1 {
+        assert_eq!(history(&g, from), history(&f, from), "from {from}");
+    }
+    assert_eq!(history_in_steps(&g, 30, 7), history(&f, 30));
 
     // A store whose index is missing (written before it existed) is indexed when opened.
     let Fixture { store, _dir } = f;
@@ -1597,6 +1608,17 @@ fn restored_snapshots_and_older_stores_are_indexed_from_their_records() {
         _dir,
     };
     assert_eq!(history(&reopened, 1), want);
+
+    // Writes after the restore, then a compaction inside a restored group.
+    for i in 0..10 {
+        reopened.put(&format!("n{i}"), "v");
+        g.put(&format!("n{i}"), "v");
+    }
+    reopened.compact(150).unwrap();
+    g.compact(150).unwrap();
+    assert_eq!(history(&g, 150), history(&reopened, 150));
+    assert_eq!(history_in_steps(&g, 150, 5), history(&reopened, 150));
+    assert_eq!(history(&g, 190).len() as i64, revision + 10 - 190 + 1);
 }
 
 proptest! {
