@@ -63,10 +63,7 @@ fn pieces(bytes: &[u8]) -> impl Iterator<Item = Piece<'_>> {
             return None;
         }
         let piece = if bytes[i] != b'"' {
-            let next = bytes[i..]
-                .iter()
-                .position(|&b| b == b'"')
-                .map_or(bytes.len(), |p| i + p);
+            let next = memchr::memchr(b'"', &bytes[i..]).map_or(bytes.len(), |p| i + p);
             let piece = Piece::Kept(&bytes[i..next]);
             i = next;
             piece
@@ -97,11 +94,11 @@ fn pieces(bytes: &[u8]) -> impl Iterator<Item = Piece<'_>> {
 fn string_end(bytes: &[u8], from: usize) -> Option<usize> {
     let mut k = from;
     while k < bytes.len() {
-        match bytes[k] {
-            b'\\' => k += 2,
-            b'"' => return Some(k),
-            _ => k += 1,
+        k += memchr::memchr2(b'\\', b'"', &bytes[k..])?;
+        if bytes[k] == b'"' {
+            return Some(k);
         }
+        k += 2;
     }
     None
 }
