@@ -53,12 +53,11 @@ pub(crate) struct ExternalSort<T> {
     held_bytes: usize,
     /// Spilled runs, each rewound to its start.
     runs: Vec<File>,
-    /// Run files made so far (names are not reused).
-    made: usize,
 }
 
 impl<T: Spill> ExternalSort<T> {
-    /// A sort holding up to `run_bytes` in memory, spilling to files `<dir>/<prefix>.runN`.
+    /// A sort holding up to `run_bytes` in memory, spilling to files
+    /// `<dir>/<prefix>.run-<pid>-<n>` (unlinked once open).
     pub(crate) fn new(dir: PathBuf, prefix: &str, run_bytes: usize) -> Self {
         Self {
             dir,
@@ -67,7 +66,6 @@ impl<T: Spill> ExternalSort<T> {
             held: Vec::new(),
             held_bytes: 0,
             runs: Vec::new(),
-            made: 0,
         }
     }
 
@@ -98,8 +96,15 @@ impl<T: Spill> ExternalSort<T> {
 
     /// Writes `items` (sorted) to a new unnamed file, rewound.
     fn write_run(&mut self, items: impl Iterator<Item = io::Result<T>>) -> io::Result<File> {
-        let path = self.dir.join(format!("{}.run{}", self.prefix, self.made));
-        self.made += 1;
+        // Unique in this process and across processes: a file a crash left between its
+        // creation and its unlinking is never opened again.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = self.dir.join(format!(
+            "{}.run-{}-{}",
+            self.prefix,
+            std::process::id(),
+            MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -8,8 +8,9 @@
 //! instead walks the snapshot's versions and the store's records side by side (both in store
 //! order) and writes only what differs, in the live tree:
 //!
-//! - a version the store lacks is inserted with its history-index entry; one it holds costs
-//!   a read; one it should hold (above its compacted revision, at or below its revision) but
+//! - a version the store lacks is inserted, its history written as groups at the end
+//!   (`sorted_history`: versions come in key order, the index is in revision order); one it
+//!   holds costs a read; one it should hold (above its compacted revision, at or below its revision) but
 //!   lacks or holds otherwise means the store is not a prefix of the snapshot's history (Raft
 //!   makes it one; a data dir from elsewhere would not be), and the merge is undone and the
 //!   snapshot restored instead;
@@ -104,6 +105,9 @@ pub(crate) struct Merge<'a> {
     /// Records at or below the snapshot's revision that it does not hold, removed with the
     /// point.
     stale: Vec<sled::IVec>,
+    /// The history of the versions written above the store's revision, written as groups
+    /// before the point moves (see `sorted_history`).
+    history: super::sorted_history::HistorySorter,
     counts: MergeCounts,
     done: bool,
 }
@@ -147,6 +151,7 @@ impl MvccStore {
             seen: seen::Seen::default(),
             lease_index: Vec::new(),
             stale: Vec::new(),
+            history: super::sorted_history::HistorySorter::new(self.dir.clone(), "merge"),
             counts: MergeCounts::default(),
             done: false,
         };
@@ -214,8 +219,16 @@ impl Merge<'_> {
                 }
                 _ => {
                     self.tree.insert(raw_key, raw_record)?;
-                    self.tree
-                        .insert(history_key_of_record(row.revision, &row.key), &row.key[..])?;
+                    if row.revision > self.before {
+                        // Above everything the index holds: written as groups at the end.
+                        self.history.push(row.revision, &row.key)?;
+                    } else {
+                        // At or below the store's compacted revision (a store that holds a
+                        // prefix of the leader's history, as Raft makes it, lacks none):
+                        // indexed where it falls, by itself.
+                        self.tree
+                            .insert(history_key_of_record(row.revision, &row.key), &row.key[..])?;
+                    }
                     self.counts.written += 1;
                 }
             }
@@ -298,6 +311,18 @@ impl Merge<'_> {
         self.rows_done()?;
         // History entries above the snapshot (of the records removed above it).
         super::history::remove_history(&self.tree, self.revision + 1, i64::MAX)?;
+        // The written versions' history, all above the store's revision (so above every
+        // group it holds) and at most the snapshot's. Undone with them if the merge stops
+        // before its point.
+        let history = std::mem::replace(
+            &mut self.history,
+            super::sorted_history::HistorySorter::new(self.store.dir.clone(), "merge"),
+        );
+        let tree = &self.tree;
+        history.write_groups(|first, group| {
+            tree.insert(super::encoding::history_group_key(first), group)?;
+            Ok(())
+        })?;
         let mut batch = sled::Batch::default();
         for (key, insert) in self.lease_index.drain(..) {
             if insert {
@@ -645,6 +670,16 @@ mod tests {
                 &dump(&fresh.store),
                 &format!("seed {seed}"),
             );
+            // Watchers read the same history from anywhere (the merge's groups sit above
+            // the follower's own, overlapping none).
+            let to = follower.store.revision();
+            for from in (follower.store.compacted_revision().max(1)..=to + 1).step_by(3) {
+                assert_eq!(
+                    events(&follower.store, from, to),
+                    events(&fresh.store, from, to),
+                    "seed {seed}, from {from}"
+                );
+            }
             let records = |d: Dump| {
                 d.entries
                     .into_iter()
@@ -682,6 +717,32 @@ mod tests {
         // The seeds take the merge, with versions to drop, and not only restores.
         assert!(merges >= 10, "{merges} merges");
         assert!(dropped > 0, "nothing dropped");
+    }
+
+    /// The events of revisions `from..=to`, each revision's in key order (a store applied
+    /// entry by entry keeps a txn's own order, a restored one key order).
+    fn events(store: &MvccStore, from: i64, to: i64) -> Vec<(i64, Vec<u8>, i32, Vec<u8>)> {
+        let limits = crate::mvcc::HistoryLimits {
+            revisions: usize::MAX,
+            bytes: usize::MAX,
+        };
+        let mut out: Vec<_> = store
+            .history(from, to, limits, &mut |_| true)
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| {
+                let kv = e.kv.unwrap_or_default();
+                (
+                    kv.mod_revision,
+                    kv.key.to_vec(),
+                    e.r#type,
+                    kv.value.to_vec(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Merges the first `blocks` blocks of `file` into `store` and leaves it unfinished.

@@ -1,14 +1,14 @@
-//! A restore's history index, written as groups.
+//! The history index of a restore or a merge, written as groups.
 //!
-//! A restore takes versions in key order; the history index is in revision order. Each
-//! version once had its own index entry (`0x03 | revision | 0x01 | key`: one sled insert,
-//! as many as the records themselves). A group (see `encoding`) takes one insert for up to
-//! [`HISTORY_GROUP_ENTRIES`] changes, but may only be written once every change in its
-//! range is known, since groups never overlap. So a restore's (revision, key) pairs go
-//! through an external sort (`crate::sort`: sorted runs spilled beside the store past
-//! [`RUN_BYTES`], merged at the end) and come out cut into groups at revision boundaries.
-//! A revision's changes are numbered in key order: a snapshot does not keep the order a
-//! write made them in (the per-change form was read in key order too).
+//! A restore (or a follower's merge) takes versions in key order; the history index is in
+//! revision order. Each version once had its own index entry (`0x03 | revision | 0x01 |
+//! key`: one sled insert, as many as the records themselves). A group (see `encoding`)
+//! takes one insert for up to [`HISTORY_GROUP_ENTRIES`] changes, but may only be written
+//! once every change in its range is known, since groups never overlap. So the (revision,
+//! key) pairs go through an external sort (`crate::sort`: sorted runs spilled beside the
+//! store past [`RUN_BYTES`], merged at the end) and come out cut into groups at revision
+//! boundaries. A revision's changes are numbered in key order: a snapshot does not keep
+//! the order a write made them in (the per-change form was read in key order too).
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
