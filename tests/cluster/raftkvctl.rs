@@ -20,6 +20,10 @@ const SESSION: &[&[&str]] = &[
     &["put", "--ignore-value", "a/1"],
     &["put", "--ignore-value", "missing"],
     &["put", "", "empty key"],
+    // Arguments past those a command takes: etcdctl 3.4 ignores them for these.
+    &["put", "b", "v", "ignored"],
+    &["get", "a/1", "a/3", "ignored"],
+    &["lease", "list", "ignored"],
     &["get", "foo"],
     &["get", "foo", "--prefix"],
     &["get", "foo", "--prefix", "-w", "json"],
@@ -168,6 +172,11 @@ async fn member_and_endpoint_commands_print_what_etcdctl_prints() {
         &["endpoint", "hashkv", "-w", "table"],
         &["endpoint", "hashkv", "-w", "json", "--rev", "1"],
         &["endpoint", "hashkv", "--rev", "1000"],
+        // Arguments etcdctl 3.4 ignores.
+        &["member", "list", "ignored"],
+        &["endpoint", "status", "ignored"],
+        &["endpoint", "hashkv", "ignored"],
+        &["defrag", "ignored"],
         &["member", "update", "1234", "--peer-urls=http://127.0.0.1:1"],
     ] {
         // One endpoint for member list: etcdctl's balancer may pick any of several, and the
@@ -581,7 +590,25 @@ const BAD_COMMAND_LINES: &[&[&str]] = &[
     &["get", "k", "--rev=abc"],
     &["get", "k", "--rev=99999999999999999999"],
     &["get", "k", "--limit", "abc"],
+    &["get", "a", "b", "--prefix"],
+    &["get", "a", "b", "c", "--from-key"],
+    &["del", "a", "b", "--from-key"],
+    &["get", "a", "--prefix", "--from-key"],
 ];
+
+/// `version` with arguments: etcdctl 3.4 ignores them (as it does for `get`, `put`,
+/// `lease list`, `member list`, `endpoint status|health|hashkv` and `defrag`, compared in
+/// the sessions above), and so does raftkvctl.
+#[test]
+fn version_ignores_arguments_as_etcdctl_does() {
+    let endpoint = "127.0.0.1:1";
+    let theirs = etcdctl(endpoint, &["version", "x", "y"], None);
+    assert!(theirs.status.success(), "{theirs:?}");
+    let plain = run_raftkvctl(endpoint, &["version"]);
+    let ours = run_raftkvctl(endpoint, &["version", "x", "y"]);
+    assert!(ours.status.success(), "{ours:?}");
+    assert_eq!(ours.stdout, plain.stdout);
+}
 
 #[test]
 fn command_lines_refused_as_etcdctl_refuses_them() {

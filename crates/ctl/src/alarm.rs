@@ -38,6 +38,9 @@ pub(crate) struct DefragArgs {
     /// a raftkv data directory has nothing to defragment).
     #[arg(long, default_value = "")]
     data_dir: String,
+    /// Arguments: ignored, as etcdctl ignores them.
+    #[arg(hide = true)]
+    ignored: Vec<String>,
 }
 
 pub(crate) async fn alarm(cli: &Cli, command: AlarmCommand) -> anyhow::Result<()> {

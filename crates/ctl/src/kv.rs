@@ -25,6 +25,9 @@ pub struct PutArgs {
     pub key: String,
     /// The value (read from standard input when omitted).
     pub value: Option<String>,
+    /// Arguments past these: ignored, as etcdctl ignores them.
+    #[arg(hide = true)]
+    pub ignored: Vec<String>,
     /// Return the previous key-value pair before modification.
     #[arg(long)]
     pub prev_kv: bool,
@@ -62,6 +65,9 @@ pub struct GetArgs {
     pub key: String,
     /// The end of the range [key, range_end).
     pub range_end: Option<String>,
+    /// Arguments past these: ignored, as etcdctl ignores them.
+    #[arg(hide = true)]
+    pub ignored: Vec<String>,
     /// Get keys with matching prefix.
     #[arg(long)]
     pub prefix: bool,
@@ -184,6 +190,11 @@ fn key_range(
 ) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     if prefix && from_key {
         bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
+    }
+    if range_end.is_some() && (prefix || from_key) {
+        bail!(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set"
+        );
     }
     let mut key = key.as_bytes().to_vec();
     let mut end = range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default();

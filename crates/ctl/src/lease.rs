@@ -35,7 +35,11 @@ pub enum LeaseCommand {
         keys: bool,
     },
     /// List all active leases.
-    List { args: Vec<String> },
+    List {
+        /// Ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        args: Vec<String>,
+    },
     /// Keeps leases alive (renew).
     KeepAlive {
         /// The lease ID (hexadecimal).
@@ -131,10 +135,8 @@ pub async fn run(
                 .map_err(bad_connection)?;
             print!("{}", printer.time_to_live(&resp, keys));
         }
-        LeaseCommand::List { args } => {
-            if !args.is_empty() {
-                return Err(bad_args(anyhow!("lease list command needs no argument")));
-            }
+        // etcdctl 3.4 ignores arguments to `lease list`.
+        LeaseCommand::List { .. } => {
             let client = cli.client().await?;
             let resp = client.lease_leases().await.map_err(bad_connection)?;
             print!("{}", printer.leases(&resp));

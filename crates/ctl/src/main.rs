@@ -190,13 +190,21 @@ enum Command {
     #[command(subcommand)]
     Auth(auth::AuthCommand),
     /// Prints the version of raftkvctl.
-    Version,
+    Version {
+        /// Arguments: ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        ignored: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
 enum MemberCommand {
     /// Lists all members in the cluster.
-    List,
+    List {
+        /// Arguments: ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        ignored: Vec<String>,
+    },
     /// Adds a member into the cluster.
     Add {
         name: String,
@@ -227,12 +235,18 @@ enum EndpointCommand {
         /// Use all endpoints from the cluster member list.
         #[arg(long)]
         cluster: bool,
+        /// Arguments: ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        ignored: Vec<String>,
     },
     /// Checks the healthiness of endpoints specified in `--endpoints` flag.
     Health {
         /// Use all endpoints from the cluster member list.
         #[arg(long)]
         cluster: bool,
+        /// Arguments: ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        ignored: Vec<String>,
     },
     /// Prints the KV history hash for each endpoint in --endpoints.
     Hashkv {
@@ -242,6 +256,9 @@ enum EndpointCommand {
         /// Maximum revision to hash (default: all revisions).
         #[arg(long, default_value_t = 0)]
         rev: i64,
+        /// Arguments: ignored, as etcdctl ignores them.
+        #[arg(hide = true)]
+        ignored: Vec<String>,
     },
 }
 
@@ -441,7 +458,7 @@ fn read_environment(cli: &mut Cli, matches: &clap::ArgMatches) -> bool {
 fn makes_client(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Version
+        Command::Version { .. }
             | Command::Snapshot(
                 SnapshotCommand::Status { .. }
                     | SnapshotCommand::Restore(_)
@@ -601,7 +618,12 @@ impl Cli {
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
     cli.tls = cli.tls().map_err(bad_args)?;
     // The command's own arguments move out; the global flags stay for the helpers.
-    match std::mem::replace(&mut cli.command, Command::Version) {
+    match std::mem::replace(
+        &mut cli.command,
+        Command::Version {
+            ignored: Vec::new(),
+        },
+    ) {
         Command::Put(put) => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
             if put.ignore_value && put.value.is_some() {
@@ -649,7 +671,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             .await?;
             print!("{}", printer.del(&resp));
         }
-        Command::Version => {
+        Command::Version { .. } => {
             println!("raftkvctl version: {}", env!("CARGO_PKG_VERSION"));
             println!("API version: 3.4");
         }
@@ -693,7 +715,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             write(&cli, |c| async move { c.kv().compact(req).await }).await?;
             println!("compacted revision {revision}");
         }
-        Command::Member(MemberCommand::List) => {
+        Command::Member(MemberCommand::List { .. }) => {
             let client = cli.client().await?.connect().await?;
             let resp = tokio::time::timeout(cli.command_timeout, cluster::member_list(&client))
                 .await
@@ -752,7 +774,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("context deadline exceeded"))??;
             print!("{out}");
         }
-        Command::Endpoint(EndpointCommand::Hashkv { cluster: all, rev }) => {
+        Command::Endpoint(EndpointCommand::Hashkv {
+            cluster: all, rev, ..
+        }) => {
             let endpoints = endpoints_for(&cli, all).await?;
             let (hashes, last_error) =
                 cluster::hash_kvs(&cli.client().await?, &endpoints, rev).await;
@@ -769,7 +793,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             let out = cluster::move_leader(&cli.client().await?, target).await?;
             print!("{out}");
         }
-        Command::Endpoint(EndpointCommand::Status { cluster: all }) => {
+        Command::Endpoint(EndpointCommand::Status { cluster: all, .. }) => {
             let endpoints = endpoints_for(&cli, all).await?;
             let statuses = cluster::statuses(&cli.client().await?, &endpoints).await;
             print!(
@@ -777,7 +801,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 cluster::format_statuses(&statuses, &cli.write_out).map_err(bad_feature)?
             );
         }
-        Command::Endpoint(EndpointCommand::Health { cluster: all }) => {
+        Command::Endpoint(EndpointCommand::Health { cluster: all, .. }) => {
             // Credentials first (etcdctl asks for a password before it lists the members);
             // each endpoint then gets its token, or is unhealthy for the refusal.
             let client = cli.lazy_client().await?;
