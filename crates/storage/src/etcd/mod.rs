@@ -237,8 +237,9 @@ fn decode_version(raw: &[u8], rev: Revision) -> Result<(Vec<u8>, Record), Snapsh
     if kv.key.is_empty() || kv.key.len() + kv.value.len() > MAX_VERSION_BYTES {
         return Err(bad("key empty or too large"));
     }
+    // `Vec::from` takes the buffers prost decoded into, without a copy.
     if rev.tombstone {
-        return Ok((kv.key.to_vec(), Record::Tombstone));
+        return Ok((Vec::from(kv.key), Record::Tombstone));
     }
     // Any lease id but 0 ("none") is one: etcd takes a client's negative id as raftkv does.
     if kv.mod_revision != rev.main
@@ -248,12 +249,12 @@ fn decode_version(raw: &[u8], rev: Revision) -> Result<(Vec<u8>, Record), Snapsh
         return Err(bad("revisions or version out of range"));
     }
     Ok((
-        kv.key.to_vec(),
+        Vec::from(kv.key),
         Record::Put {
             create_revision: kv.create_revision,
             version: kv.version,
             lease: kv.lease,
-            value: kv.value.to_vec(),
+            value: Vec::from(kv.value),
         },
     ))
 }
