@@ -596,6 +596,47 @@ const BAD_COMMAND_LINES: &[&[&str]] = &[
     &["get", "a", "--prefix", "--from-key"],
 ];
 
+/// Txns both tools refuse before they send anything (no member needed): input that ends
+/// before a section's empty line, and op lines etcdctl's own checks refuse, with its exit
+/// codes (ExitInvalidInput 3, ExitBadFeature 4, ExitBadArgs 128).
+const BAD_TXNS: &[&str] = &[
+    "\nput a b\n",
+    "\nput a b\n\n",
+    "mod(\"a\") > \"1\"",
+    "\nput a\n\nfrob\n",
+    "\nput a b --ignore-value\n\n\n",
+    "\nput a b --lease=zz\n\n\n",
+    "\nget a --order=x\n\n\n",
+    "\nget a --consistency=q\n\n\n",
+    "\nget a b --from-key\n\n\n",
+    "\ndel a b --prefix\n\n\n",
+    "bogus\n\n\n",
+];
+
+#[test]
+fn txns_refused_as_etcdctl_refuses_them() {
+    let answer = |out: std::process::Output, from_etcdctl: bool| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stderr = if from_etcdctl {
+            stderr.replace("etcdctl", "raftkvctl")
+        } else {
+            stderr
+        };
+        format!("exit {:?}\n{stderr}", out.status.code())
+    };
+    let mut differences = Vec::new();
+    for input in BAD_TXNS {
+        let endpoint = "127.0.0.1:1";
+        let etcd = answer(etcdctl(endpoint, &["txn"], Some(input)), true);
+        let ours = answer(run_raftkvctl_with(endpoint, &["txn"], Some(input)), false);
+        assert!(!etcd.starts_with("exit Some(0)"), "{input:?}: {etcd}");
+        if etcd != ours {
+            differences.push(format!("{input:?}\netcdctl:\n{etcd}raftkvctl:\n{ours}"));
+        }
+    }
+    assert_no_differences(&differences);
+}
+
 /// `version` with arguments: etcdctl 3.4 ignores them (as it does for `get`, `put`,
 /// `lease list`, `member list`, `endpoint status|health|hashkv` and `defrag`, compared in
 /// the sessions above), and so does raftkvctl.

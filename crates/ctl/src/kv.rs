@@ -1,7 +1,6 @@
 //! `put`, `get` and `del`: etcdctl 3.4's flags turned into requests, and its three printers
 //! (simple, json, fields) for the responses.
 
-use anyhow::bail;
 use raftkv_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use raftkv_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
 
@@ -43,10 +42,31 @@ pub struct PutArgs {
 }
 
 impl PutArgs {
+    /// The value to put, as etcdctl's `getPutOp` takes it: the argument, nothing with
+    /// `--ignore-value` (which refuses an argument), or else what `stdin` gives, which must
+    /// not be empty. Refusals are its ExitBadArgs (128) errors.
+    pub fn value(&self, stdin: impl FnOnce() -> std::io::Result<String>) -> anyhow::Result<String> {
+        let bad_args = |message: &str| -> anyhow::Error { crate::Exit(128, message.into()).into() };
+        match &self.value {
+            Some(_) if self.ignore_value => Err(bad_args(
+                "put command needs only 1 argument when 'ignore-value' is set",
+            )),
+            Some(value) => Ok(value.clone()),
+            None if self.ignore_value => Ok(String::new()),
+            None => {
+                let input = stdin()?;
+                if input.is_empty() {
+                    return Err(bad_args(crate::parse_errors::PUT_ARGUMENTS));
+                }
+                Ok(input)
+            }
+        }
+    }
+
     /// The Put request, with `value` (the argument, or what stdin gave).
     pub fn request(&self, value: String) -> anyhow::Result<PutRequest> {
         let lease = crate::lease::parse_hex(&self.lease)
-            .map_err(|e| anyhow::anyhow!("bad lease ID ({e}), expecting ID in Hex"))?;
+            .map_err(|e| crate::Exit(128, format!("bad lease ID ({e}), expecting ID in Hex")))?;
         Ok(PutRequest {
             key: self.key.clone().into_bytes().into(),
             value: value.into_bytes().into(),
@@ -110,7 +130,7 @@ impl GetArgs {
             "ASCEND" => SortOrder::Ascend,
             "DESCEND" => SortOrder::Descend,
             "" => SortOrder::None,
-            _ => bail!("bad sort order {}", self.order),
+            _ => return Err(bad_feature(format!("bad sort order {}", self.order))),
         };
         let target = match self.sort_by.to_uppercase().as_str() {
             "CREATE" => SortTarget::Create,
@@ -118,7 +138,7 @@ impl GetArgs {
             "MODIFY" => SortTarget::Mod,
             "VALUE" => SortTarget::Value,
             "VERSION" => SortTarget::Version,
-            _ => bail!("bad sort target {}", self.sort_by),
+            _ => return Err(bad_feature(format!("bad sort target {}", self.sort_by))),
         };
         // clientv3: ascending by key is the server's natural order, sent as "no sort".
         let order = if target == SortTarget::Key && order == SortOrder::Ascend {
@@ -129,7 +149,7 @@ impl GetArgs {
         let serializable = match self.consistency.as_str() {
             "l" | "" => false,
             "s" => true,
-            other => bail!("unknown consistency flag {other:?}"),
+            other => return Err(bad_feature(format!("unknown consistency flag {other:?}"))),
         };
         Ok(RangeRequest {
             key: key.into(),
@@ -180,21 +200,31 @@ impl DelArgs {
     }
 }
 
+/// etcdctl's ExitBadFeature (4), which it gives a bad `--consistency`, `--order` or
+/// `--sort-by` wherever the flag is read (a `get` command or a txn's get line).
+fn bad_feature(message: String) -> anyhow::Error {
+    crate::Exit(4, message).into()
+}
+
 /// The (key, range_end) pair for a key, an optional range end and `--prefix` / `--from-key`,
-/// with etcdctl's conventions (an empty key with either flag means every key).
+/// with etcdctl's conventions (an empty key with either flag means every key); a
+/// combination etcdctl refuses is its ExitBadArgs (128) error, in a txn line too.
 fn key_range(
     key: &str,
     range_end: Option<&str>,
     prefix: bool,
     from_key: bool,
 ) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let bad_args = |message: &str| -> anyhow::Error { crate::Exit(128, message.into()).into() };
     if prefix && from_key {
-        bail!("`--prefix` and `--from-key` cannot be set at the same time, choose one");
+        return Err(bad_args(
+            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+        ));
     }
     if range_end.is_some() && (prefix || from_key) {
-        bail!(
-            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set"
-        );
+        return Err(bad_args(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
+        ));
     }
     let mut key = key.as_bytes().to_vec();
     let mut end = range_end.map(|e| e.as_bytes().to_vec()).unwrap_or_default();

@@ -344,16 +344,26 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// `e` with exit `code`, unless it already names its own (as a bad flag value in a txn
+/// line does: etcdctl exits on it where it checks it, whatever was being read).
+fn exit_with(code: u8, e: anyhow::Error) -> anyhow::Error {
+    if e.is::<Exit>() {
+        e
+    } else {
+        Exit(code, format!("{e:#}")).into()
+    }
+}
+
 fn bad_feature(e: anyhow::Error) -> anyhow::Error {
-    Exit(4, format!("{e:#}")).into()
+    exit_with(4, e)
 }
 
 fn invalid_input(e: anyhow::Error) -> anyhow::Error {
-    Exit(3, format!("{e:#}")).into()
+    exit_with(3, e)
 }
 
 fn bad_args(e: anyhow::Error) -> anyhow::Error {
-    Exit(128, format!("{e:#}")).into()
+    exit_with(128, e)
 }
 
 /// etcdctl's exit when its client cannot be made (ExitBadConnection): `clientv3.New`
@@ -626,23 +636,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     ) {
         Command::Put(put) => {
             let printer = Printer::new(&cli.write_out, cli.hex).map_err(bad_feature)?;
-            if put.ignore_value && put.value.is_some() {
-                return Err(bad_args(anyhow::anyhow!(
-                    "put command needs only 1 argument when 'ignore-value' is set"
-                )));
-            }
-            let value = match &put.value {
-                Some(v) => v.clone(),
-                None if put.ignore_value => String::new(),
-                None => {
-                    let mut input = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
-                    if input.is_empty() {
-                        return Err(bad_args(anyhow::anyhow!(parse_errors::PUT_ARGUMENTS)));
-                    }
-                    input
-                }
-            };
+            let value = put.value(|| {
+                let mut input = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+                Ok(input)
+            })?;
             let req = put.request(value).map_err(bad_args)?;
             let resp = write(&cli, |c| {
                 let req = req.clone();

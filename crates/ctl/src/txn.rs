@@ -14,41 +14,51 @@ use crate::kv::{DelArgs, GetArgs, PutArgs};
 use crate::print::{Printer, json};
 
 /// Reads a txn from `input`; with `interactive`, prompts on stdout as etcdctl does.
+///
+/// As etcdctl: each line is parsed as it is read, so the first bad line is the error; a
+/// line is trimmed of white space at both ends, and an empty one ends its section; input
+/// that ends before a section's empty line (or inside a line) is Go's `io.EOF` error, and
+/// nothing is sent.
 pub fn read(input: &mut dyn BufRead, interactive: bool) -> anyhow::Result<TxnRequest> {
-    let mut section = |prompt: &str| -> anyhow::Result<Vec<String>> {
-        if interactive {
-            println!("{prompt}");
-        }
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            if input.read_line(&mut line)? == 0 {
-                return Ok(lines);
-            }
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                return Ok(lines);
-            }
-            lines.push(line.to_string());
-        }
-    };
-    let compares = section("compares:")?;
-    let success = section("success requests (get, put, del):")?;
-    let failure = section("failure requests (get, put, del):")?;
     Ok(TxnRequest {
-        compare: compares
-            .iter()
-            .map(|l| parse_compare(l))
-            .collect::<anyhow::Result<_>>()?,
-        success: success
-            .iter()
-            .map(|l| parse_op(l))
-            .collect::<anyhow::Result<_>>()?,
-        failure: failure
-            .iter()
-            .map(|l| parse_op(l))
-            .collect::<anyhow::Result<_>>()?,
+        compare: section(input, interactive, "compares:", parse_compare)?,
+        success: section(
+            input,
+            interactive,
+            "success requests (get, put, del):",
+            parse_op,
+        )?,
+        failure: section(
+            input,
+            interactive,
+            "failure requests (get, put, del):",
+            parse_op,
+        )?,
     })
+}
+
+/// One section of a txn: lines parsed by `parse` up to an empty one.
+fn section<T>(
+    input: &mut dyn BufRead,
+    interactive: bool,
+    prompt: &str,
+    parse: impl Fn(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    if interactive {
+        println!("{prompt}");
+    }
+    let mut parsed = Vec::new();
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line)? == 0 || !line.ends_with('\n') {
+            bail!("EOF");
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(parsed);
+        }
+        parsed.push(parse(line)?);
+    }
 }
 
 /// Parses `target("key") op "value"`, e.g. `value("foo") = "bar"`, `mod("foo") > "3"`.
@@ -165,7 +175,12 @@ pub fn parse_op(line: &str) -> anyhow::Result<RequestOp> {
     let parsed = OpLine::try_parse_from(&args)
         .map_err(|_| anyhow::anyhow!("invalid txn request: {line}"))?;
     let request = match parsed.op {
-        Op::Put(put) => Request::RequestPut(put.request(put.value.clone().unwrap_or_default())?),
+        Op::Put(put) => {
+            // etcdctl reads a missing value from stdin, which its txn reader has already
+            // taken in: nothing is there.
+            let value = put.value(|| Ok(String::new()))?;
+            Request::RequestPut(put.request(value)?)
+        }
         Op::Get(get) => Request::RequestRange(get.request()?),
         Op::Del(del) => Request::RequestDeleteRange(del.request()?),
     };
