@@ -26,6 +26,9 @@ const MAX_RUNS: usize = 64;
 /// Read buffer shared by all runs of a merge (each gets a share, within bounds).
 const MERGE_BUFFERS: usize = 32 << 20;
 
+/// Run files this process has named (the `n` of their names).
+static RUNS_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// An item that can be spilled to a run file and read back.
 pub(crate) trait Spill: Ord + Sized {
     /// Bytes the item holds in memory, its bookkeeping included (counted against the bound).
@@ -96,20 +99,30 @@ impl<T: Spill> ExternalSort<T> {
 
     /// Writes `items` (sorted) to a new unnamed file, rewound.
     fn write_run(&mut self, items: impl Iterator<Item = io::Result<T>>) -> io::Result<File> {
-        // Unique in this process and across processes: a file a crash left between its
-        // creation and its unlinking is never opened again.
-        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let path = self.dir.join(format!(
-            "{}.run-{}-{}",
-            self.prefix,
-            std::process::id(),
-            MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        // A name no file has: `<prefix>.run-<pid>-<n>`, the next n on a clash (a file a
+        // crash left between its creation and its unlinking, perhaps by a process of the
+        // same id).
+        let mut attempts = 0;
+        let (file, path) = loop {
+            let path = self.dir.join(format!(
+                "{}.run-{}-{}",
+                self.prefix,
+                std::process::id(),
+                RUNS_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => break (file, path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 1000 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         std::fs::remove_file(&path)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         for item in items {
@@ -238,6 +251,25 @@ mod tests {
             proptest::prop_assert_eq!(got, want);
             proptest::prop_assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
+    }
+
+    /// Files a crash left under the names the next runs would take are stepped over (and
+    /// left alone).
+    #[test]
+    fn leftover_run_files_are_stepped_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let next = RUNS_MADE.load(std::sync::atomic::Ordering::Relaxed);
+        for n in next..next + 50 {
+            let name = format!("left.run-{}-{n}", std::process::id());
+            std::fs::write(dir.path().join(name), b"left").unwrap();
+        }
+        let mut sort = ExternalSort::new(dir.path().to_path_buf(), "left", 1);
+        for n in [3u32, 1, 2] {
+            sort.push(Item(n, vec![])).unwrap();
+        }
+        let got: Vec<u32> = sort.finish().unwrap().map(|i| i.unwrap().0).collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 50);
     }
 
     /// A run that reads back damaged stops the merge with its error, whether the damage

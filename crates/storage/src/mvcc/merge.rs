@@ -8,11 +8,11 @@
 //! instead walks the snapshot's versions and the store's records side by side (both in store
 //! order) and writes only what differs, in the live tree:
 //!
-//! - a version the store lacks is inserted, its history written as groups at the end
-//!   (`sorted_history`: versions come in key order, the index is in revision order); one it
-//!   holds costs a read; one it should hold (above its compacted revision, at or below its revision) but
-//!   lacks or holds otherwise means the store is not a prefix of the snapshot's history (Raft
-//!   makes it one; a data dir from elsewhere would not be), and the merge is undone and the
+//! - a version above the store's revision is inserted, its history written as groups at
+//!   the end (`sorted_history`: versions come in key order, the index is in revision
+//!   order); one it holds costs a read; one at or below its revision that it lacks or holds
+//!   otherwise means the store is not a prefix of the snapshot's history (Raft makes it
+//!   one; a data dir from elsewhere would not be), and the merge is undone and the
 //!   snapshot restored instead;
 //! - a record above the store's recorded point is left from a crash part-way through a run
 //!   of writes (its history or lease index entry may be missing), so it is not trusted: it
@@ -39,8 +39,8 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::encoding::{
-    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix,
-    history_key_of_record, lower_bound, record_key, split_record_key,
+    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix, lower_bound,
+    record_key, split_record_key,
 };
 use super::{MvccStore, gate, lease, seen};
 use crate::error::MvccError;
@@ -85,8 +85,6 @@ pub(crate) struct Merge<'a> {
     revision: i64,
     /// The store's revision before the merge (recorded with the marker).
     before: i64,
-    /// The store's compacted revision before the merge.
-    compacted: i64,
     /// Set when the store turned out not to hold a prefix of the snapshot's history (a
     /// version it should hold is missing or differs), or when the merge would hold more
     /// than [`MAX_HELD_BYTES`]; the merge stops and is undone, and the snapshot is restored
@@ -130,9 +128,8 @@ impl MvccStore {
         // Anything above the point is left from a crash part-way through a run of writes
         // (a record may have survived without its history or lease index entry), so it is
         // not trusted: its history entries go now, its records as the walk meets them.
-        super::history::remove_history(&tree, before + 1, i64::MAX)?;
+        super::history::remove_history(&tree, before.saturating_add(1), i64::MAX)?;
         let local = tree.range(lower_bound(b"")..vec![META_SPACE]);
-        let compacted = self.compacted_revision();
         let mut merge = Merge {
             store: self,
             _writer: writer,
@@ -142,7 +139,6 @@ impl MvccStore {
             next_local: None,
             revision,
             before,
-            compacted,
             restore_instead: false,
             held: 0,
             last_prefix: Vec::new(),
@@ -210,7 +206,12 @@ impl Merge<'_> {
                     self.counts.kept += 1;
                     self.advance()?;
                 }
-                _ if row.revision <= self.before && row.revision > self.compacted => {
+                // At or below the store's revision the store should hold it: above its
+                // compacted revision every version, and at or below it every version the
+                // snapshot's compaction (never behind the store's, under Raft) kept. A
+                // version written there would also be indexed inside the history the store
+                // holds, where a group kept whole across a compaction may stand.
+                _ if row.revision <= self.before => {
                     self.restore_instead = true;
                     return Err(MvccError::Corrupt(format!(
                         "the store lacks {:02x?} at revision {}, which a snapshot holds",
@@ -219,16 +220,8 @@ impl Merge<'_> {
                 }
                 _ => {
                     self.tree.insert(raw_key, raw_record)?;
-                    if row.revision > self.before {
-                        // Above everything the index holds: written as groups at the end.
-                        self.history.push(row.revision, &row.key)?;
-                    } else {
-                        // At or below the store's compacted revision (a store that holds a
-                        // prefix of the leader's history, as Raft makes it, lacks none):
-                        // indexed where it falls, by itself.
-                        self.tree
-                            .insert(history_key_of_record(row.revision, &row.key), &row.key[..])?;
-                    }
+                    // Above everything the index holds: written as groups at the end.
+                    self.history.push(row.revision, &row.key)?;
                     self.counts.written += 1;
                 }
             }
@@ -302,18 +295,10 @@ impl Merge<'_> {
         self.pass_before(&[META_SPACE])
     }
 
-    /// Writes the snapshot's metadata with its point, makes it durable, and removes the
-    /// versions its compactions dropped.
-    pub(crate) fn finish(
-        mut self,
-        meta: &crate::snapshot::SnapshotMeta,
-    ) -> Result<MergeCounts, MvccError> {
-        self.rows_done()?;
-        // History entries above the snapshot (of the records removed above it).
-        super::history::remove_history(&self.tree, self.revision + 1, i64::MAX)?;
-        // The written versions' history, all above the store's revision (so above every
-        // group it holds) and at most the snapshot's. Undone with them if the merge stops
-        // before its point.
+    /// Writes the history of the versions written so far, as groups: all above the store's
+    /// revision (so above every entry its index holds) and at most the snapshot's. Undone
+    /// with the versions if the merge stops before its point.
+    fn write_history(&mut self) -> Result<(), MvccError> {
         let history = std::mem::replace(
             &mut self.history,
             super::sorted_history::HistorySorter::new(self.store.dir.clone(), "merge"),
@@ -322,7 +307,19 @@ impl Merge<'_> {
         history.write_groups(|first, group| {
             tree.insert(super::encoding::history_group_key(first), group)?;
             Ok(())
-        })?;
+        })
+    }
+
+    /// Writes the snapshot's metadata with its point, makes it durable, and removes the
+    /// versions its compactions dropped.
+    pub(crate) fn finish(
+        mut self,
+        meta: &crate::snapshot::SnapshotMeta,
+    ) -> Result<MergeCounts, MvccError> {
+        self.rows_done()?;
+        // History entries above the snapshot (of the records removed above it).
+        super::history::remove_history(&self.tree, self.revision.saturating_add(1), i64::MAX)?;
+        self.write_history()?;
         let mut batch = sled::Batch::default();
         for (key, insert) in self.lease_index.drain(..) {
             if insert {
@@ -416,7 +413,7 @@ fn undo(tree: &sled::Tree, before: i64) -> Result<(), MvccError> {
             Err(e) => Some(Err(e.into())),
         });
     super::history::remove_batched(tree, above)?;
-    super::history::remove_history(tree, before + 1, i64::MAX)?;
+    super::history::remove_history(tree, before.saturating_add(1), i64::MAX)?;
     tree.remove(META_MERGING)?;
     tree.flush()?;
     Ok(())
@@ -777,10 +774,29 @@ mod tests {
         drop(merge_part(&follower.store, &file));
         same(&dump(&follower.store), &before, "dropped part-way");
         assert!(follower.store.tree().get(META_MERGING).unwrap().is_none());
+        // Dropped after the history of what it wrote went in as groups (just before the
+        // point would have moved): those go too.
+        let mut merge = merge_part(&follower.store, &file);
+        let groups_above = |tree: &sled::Tree| {
+            tree.range(super::super::encoding::history_bound(follower.store.revision() + 1)..)
+                .keys()
+                .filter(|k| k.as_ref().is_ok_and(|k| k[0] == HISTORY_SPACE))
+                .count()
+        };
+        merge.write_history().unwrap();
+        assert!(groups_above(&merge.tree) > 0, "no groups written");
+        drop(merge);
+        same(
+            &dump(&follower.store),
+            &before,
+            "dropped with its groups written",
+        );
+        assert_eq!(groups_above(&follower.store.tree()), 0);
 
         // Cut by a crash (nothing of the merge runs again): a copy of the store's files taken
-        // part-way, once sled has flushed, is undone when it opens.
-        let merge = merge_part(&follower.store, &file);
+        // part-way, its groups written, once sled has flushed, is undone when it opens.
+        let mut merge = merge_part(&follower.store, &file);
+        merge.write_history().unwrap();
         merge.tree.flush().unwrap();
         let image = tempfile::tempdir().unwrap();
         copy_dir(&follower.dir.path().join("db"), &image.path().join("db"));
