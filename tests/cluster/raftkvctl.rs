@@ -596,6 +596,18 @@ const BAD_COMMAND_LINES: &[&[&str]] = &[
     &["get", "a", "--prefix", "--from-key"],
 ];
 
+/// A refusal as a script sees it: the exit code and stderr (etcdctl's name read as
+/// raftkvctl's). stdout holds each tool's own usage text and is not compared.
+fn refusal(out: std::process::Output, from_etcdctl: bool) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stderr = if from_etcdctl {
+        stderr.replace("etcdctl", "raftkvctl")
+    } else {
+        stderr
+    };
+    format!("exit {:?}\n{stderr}", out.status.code())
+}
+
 /// Txns both tools refuse before they send anything (no member needed): input that ends
 /// before a section's empty line, and op lines etcdctl's own checks refuse, with its exit
 /// codes (ExitInvalidInput 3, ExitBadFeature 4, ExitBadArgs 128).
@@ -615,20 +627,11 @@ const BAD_TXNS: &[&str] = &[
 
 #[test]
 fn txns_refused_as_etcdctl_refuses_them() {
-    let answer = |out: std::process::Output, from_etcdctl: bool| {
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let stderr = if from_etcdctl {
-            stderr.replace("etcdctl", "raftkvctl")
-        } else {
-            stderr
-        };
-        format!("exit {:?}\n{stderr}", out.status.code())
-    };
     let mut differences = Vec::new();
     for input in BAD_TXNS {
         let endpoint = "127.0.0.1:1";
-        let etcd = answer(etcdctl(endpoint, &["txn"], Some(input)), true);
-        let ours = answer(run_raftkvctl_with(endpoint, &["txn"], Some(input)), false);
+        let etcd = refusal(etcdctl(endpoint, &["txn"], Some(input)), true);
+        let ours = refusal(run_raftkvctl_with(endpoint, &["txn"], Some(input)), false);
         assert!(!etcd.starts_with("exit Some(0)"), "{input:?}: {etcd}");
         if etcd != ours {
             differences.push(format!("{input:?}\netcdctl:\n{etcd}raftkvctl:\n{ours}"));
@@ -653,20 +656,11 @@ fn version_ignores_arguments_as_etcdctl_does() {
 
 #[test]
 fn command_lines_refused_as_etcdctl_refuses_them() {
-    let answer = |out: std::process::Output, from_etcdctl: bool| {
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let stderr = if from_etcdctl {
-            stderr.replace("etcdctl", "raftkvctl")
-        } else {
-            stderr
-        };
-        format!("exit {:?}\n{stderr}", out.status.code())
-    };
     let mut differences = Vec::new();
     for args in BAD_COMMAND_LINES {
         let endpoint = "127.0.0.1:1";
-        let etcd = answer(etcdctl(endpoint, args, Some("")), true);
-        let ours = answer(run_raftkvctl_with(endpoint, args, Some("")), false);
+        let etcd = refusal(etcdctl(endpoint, args, Some("")), true);
+        let ours = refusal(run_raftkvctl_with(endpoint, args, Some("")), false);
         if etcd != ours {
             differences.push(format!("{args:?}\netcdctl:\n{etcd}raftkvctl:\n{ours}"));
         }

@@ -225,6 +225,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever bytes a run file holds, reading it ends (an error or the end), never
+        /// panics, and never allocates past the key bound.
+        #[test]
+        fn any_run_file_bytes_read_safely(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut input = io::Cursor::new(bytes.clone());
+            let mut read = 0;
+            while let Ok(Some(pair)) = Pair::read_from(&mut input) {
+                proptest::prop_assert!(pair.key.len() <= bytes.len());
+                read += 1;
+                proptest::prop_assert!(read <= bytes.len() / 16);
+            }
+        }
+    }
+
     /// A run file's pairs read back with their lengths checked: damage is an error.
     #[test]
     fn damaged_pairs_are_errors() {
