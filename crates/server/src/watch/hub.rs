@@ -23,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftkv_proto::mvccpb::Event;
 use raftkv_proto::mvccpb::event::EventType;
-use raftkv_storage::MvccStore;
 use raftkv_storage::mvcc::{HistoryLimits, RangeEnd, WatchSink};
+use raftkv_storage::{MvccError, MvccStore};
 use tokio::sync::{Notify, mpsc};
 
 use super::recent::Recent;
@@ -620,6 +620,10 @@ impl WatchHub {
                 .history(next, to, CATCH_UP, &mut |key| wanted(key))
             {
                 Ok(batch) => batch,
+                // Compacted past `next` while it read: the next round tells them so.
+                Err(MvccError::Compacted) => {
+                    return group.iter().map(|c| (c.id, Outcome::Stay)).collect();
+                }
                 Err(e) => {
                     tracing::error!(error = %e, from = next, "reading history for watchers");
                     return group.iter().map(|c| (c.id, Outcome::Stay)).collect();

@@ -27,6 +27,7 @@ use super::encoding::{
     decode_history_group, decode_prefix, encode_history_group, history_bound,
     history_key_of_record, history_revision, lower_bound, record_key, split_record_key,
 };
+use super::range::RangeEnd;
 use crate::error::MvccError;
 
 /// Receives each applied write's events as the store applies it.
@@ -153,6 +154,10 @@ impl MvccStore {
     ///
     /// `from` must be above the compacted revision's predecessor (the caller checks against
     /// [`MvccStore::compacted_revision`]); `to` at most the current revision.
+    ///
+    /// A compaction past `from` while it reads may have removed changes it was about to
+    /// read, so the batch would lack them without a sign: it then answers
+    /// [`MvccError::Compacted`] instead, as it would have before the read.
     pub fn history(
         &self,
         from: i64,
@@ -223,6 +228,11 @@ impl MvccStore {
                 }
             }
         }
+        // Compaction stores its revision before it removes anything (Release, read here
+        // with Acquire), so a removal this read ran into shows here.
+        if self.compacted_revision() > from {
+            return Err(MvccError::Compacted);
+        }
         Ok(batcher.finish())
     }
 
@@ -266,9 +276,21 @@ impl MvccStore {
     }
 
     /// The live version of `key` at revision `rev` (what a watcher's `prev_kv` shows for a
-    /// change at `rev + 1`); `None` if there was none or compaction removed it.
+    /// change at `rev + 1`); `None` if there was none or `rev` is compacted, as etcd leaves
+    /// `prev_kv` out once its range at `rev` is refused. The compacted revision is looked at
+    /// after the read: a compaction meanwhile may have removed the version at `rev` and left
+    /// an older one that would read as `rev`'s.
     pub fn get_at_revision(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
-        self.get_at(key, rev)
+        let mut found = None;
+        let read = self.scan_checked(key, &RangeEnd::Key, rev, true, &mut |kv| {
+            found = Some(kv);
+            false
+        });
+        match read {
+            Ok(()) => Ok(found),
+            Err(MvccError::Compacted) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops history index entries below `rev` (compaction at `rev`).

@@ -113,6 +113,27 @@ impl MvccStore {
         Ok(())
     }
 
+    /// [`MvccStore::scan`] for a reader that may run beside a compaction (a range, a
+    /// watcher's previous value): `Err(Compacted)` if `rev` is compacted once it has read.
+    /// A compaction past `rev` meanwhile may have removed versions from under the scan,
+    /// which then found an older version or none; compaction stores its revision before
+    /// it removes anything (Release, read here with Acquire), so that shows here. What it
+    /// visited is then to be dropped.
+    pub(crate) fn scan_checked(
+        &self,
+        key: &[u8],
+        end: &RangeEnd,
+        rev: i64,
+        with_values: bool,
+        visit: &mut dyn FnMut(KeyValue) -> bool,
+    ) -> Result<(), MvccError> {
+        self.scan(key, end, rev, with_values, visit)?;
+        if rev < self.compacted_revision() {
+            return Err(MvccError::Compacted);
+        }
+        Ok(())
+    }
+
     /// The latest live version of `key` at revision `rev`.
     pub(crate) fn get_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
         self.latest_at(key, rev, true)
@@ -182,7 +203,7 @@ impl MvccStore {
         let mut kvs = Vec::new();
         let mut count = 0i64;
         match overlay.filter(|o| !o.is_empty() && req.revision <= 0) {
-            None => self.scan(&req.key, &end, rev, with_values, &mut |kv| {
+            None => self.scan_checked(&req.key, &end, rev, with_values, &mut |kv| {
                 count += 1;
                 if !req.count_only && kvs.len() < fetch {
                     kvs.push(kv);
@@ -191,7 +212,7 @@ impl MvccStore {
             })?,
             Some(overlay) => {
                 let mut merged: BTreeMap<Bytes, KeyValue> = BTreeMap::new();
-                self.scan(&req.key, &end, rev, with_values, &mut |kv| {
+                self.scan_checked(&req.key, &end, rev, with_values, &mut |kv| {
                     merged.insert(kv.key.clone(), kv);
                     true
                 })?;
