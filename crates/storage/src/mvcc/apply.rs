@@ -240,6 +240,10 @@ impl MvccStore {
     /// Runs a transaction that only reads (every branch holds ranges only) at the current
     /// revision, without going through the log. A write in it is refused.
     pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        self.consistent(|| self.txn_read_only_once(req))
+    }
+
+    fn txn_read_only_once(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
         let read_rev = self.revision();
         // Not under the writer lock: the newest-version cache is not to be touched.
         let mut txn = WriteTxn::new(self, read_rev, false);

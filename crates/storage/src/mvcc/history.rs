@@ -165,6 +165,16 @@ impl MvccStore {
         limits: HistoryLimits,
         wanted: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<HistoryBatch, MvccError> {
+        self.consistent(|| self.history_once(from, to, limits, wanted))
+    }
+
+    fn history_once(
+        &self,
+        from: i64,
+        to: i64,
+        limits: HistoryLimits,
+        wanted: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<HistoryBatch, MvccError> {
         if from > to {
             return Ok(HistoryBatch {
                 events: Vec::new(),
@@ -281,13 +291,16 @@ impl MvccStore {
     /// after the read: a compaction meanwhile may have removed the version at `rev` and left
     /// an older one that would read as `rev`'s.
     pub fn get_at_revision(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
-        let mut found = None;
-        let read = self.scan_checked(key, &RangeEnd::Key, rev, true, &mut |kv| {
-            found = Some(kv);
-            false
+        let read = self.consistent(|| {
+            let mut found = None;
+            self.scan_checked(key, &RangeEnd::Key, rev, true, &mut |kv| {
+                found = Some(kv);
+                false
+            })
+            .map(|()| found)
         });
         match read {
-            Ok(()) => Ok(found),
+            Ok(found) => Ok(found),
             Err(MvccError::Compacted) => Ok(None),
             Err(e) => Err(e),
         }

@@ -162,6 +162,26 @@ pub struct MvccStore {
     in_use: AtomicU64,
     /// Operation counts for `/metrics`.
     counts: metrics::StoreCounts,
+    /// Bumped when a snapshot starts replacing the contents (a restore's tree swap, a
+    /// merge's last batch) and again once the store has its revisions: odd meanwhile. Reads
+    /// that may run then go through [`MvccStore::consistent`].
+    replacements: AtomicU64,
+    /// Run at the start of [`MvccStore::adopt_snapshot`], inside the window readers wait
+    /// out (a test reads there).
+    #[cfg(test)]
+    pub(crate) while_replacing: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+/// Held while a snapshot replaces the contents, from the first change readers can see to
+/// the store taking the snapshot's revision and compacted revision (see
+/// [`MvccStore::consistent`]).
+pub(crate) struct Replacing<'a>(&'a MvccStore);
+
+impl Drop for Replacing<'_> {
+    fn drop(&mut self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.0.replacements.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The in-memory applied point.
@@ -248,6 +268,9 @@ impl MvccStore {
             sink: RwLock::new(None),
             in_use: AtomicU64::new(in_use),
             counts: metrics::StoreCounts::default(),
+            replacements: AtomicU64::new(0),
+            #[cfg(test)]
+            while_replacing: Mutex::new(None),
         })
     }
 
@@ -296,6 +319,10 @@ impl MvccStore {
 
     /// The keys attached to lease `id` now, in key order.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
+        self.consistent(|| self.lease_keys_once(id))
+    }
+
+    fn lease_keys_once(&self, id: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
         let rev = self.revision();
         let mut keys = Vec::new();
         let (start, end) = lease::lease_index_bounds(id);
@@ -499,6 +526,39 @@ impl MvccStore {
             revision,
             ..Default::default()
         })
+    }
+
+    /// Marks the contents as being replaced by a snapshot until the guard drops.
+    pub(crate) fn replacing(&self) -> Replacing<'_> {
+        self.replacements.fetch_add(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Replacing(self)
+    }
+
+    /// Runs `read`, which takes the revision it reads at itself, again until no snapshot
+    /// replaced the contents while it ran (a seqlock over [`MvccStore::replacing`]).
+    ///
+    /// A read does not hold the store's locks, so a snapshot installed meanwhile may drop
+    /// versions (a merge's last batch) or swap in a new tree (a restore) before the store
+    /// takes the snapshot's revision and compacted revision; a read at the old revision
+    /// would then find a key's version gone, or the new tree's, and not be refused. Waits
+    /// out a replacement in progress (a batch and a few stores in memory).
+    pub(crate) fn consistent<T>(
+        &self,
+        mut read: impl FnMut() -> Result<T, MvccError>,
+    ) -> Result<T, MvccError> {
+        loop {
+            let before = self.replacements.load(Ordering::SeqCst);
+            if before % 2 == 1 {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                continue;
+            }
+            let out = read();
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.replacements.load(Ordering::SeqCst) == before {
+                return out;
+            }
+        }
     }
 
     /// The active tree (a cheap handle; a restore may swap it).
@@ -829,12 +889,13 @@ impl Restore<'_> {
         // one: it must outlive this value whatever happens next.
         self.name.clear();
         db.flush()?;
+        let replacing = self.store.replacing();
         let old = std::mem::replace(
             &mut *self.store.tree.write().unwrap_or_else(|e| e.into_inner()),
             self.tree.clone(),
         );
         self.store
-            .adopt_snapshot(meta, state, std::mem::take(&mut self.seen));
+            .adopt_snapshot(meta, state, std::mem::take(&mut self.seen), replacing);
         self.store.in_use.store(self.in_use, Ordering::Relaxed);
         // The restore is done; a failure to free the old tree only leaves its space
         // behind (sled reports the I/O error again on the next write).
@@ -882,7 +943,17 @@ impl MvccStore {
         meta: &crate::snapshot::SnapshotMeta,
         state: AppliedState,
         seen: seen::Seen,
+        replacing: Replacing<'_>,
     ) {
+        #[cfg(test)]
+        if let Some(hook) = self
+            .while_replacing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            hook();
+        }
         self.revision.store(meta.revision, Ordering::Release);
         self.latest_cache().reset(seen);
         // Held history of the replaced contents goes with them.
@@ -895,6 +966,8 @@ impl MvccStore {
         self.set_alarms(meta.alarms.clone());
         *self.lease_table() = meta.leases.iter().copied().collect();
         self.set_auth(meta.auth.clone());
+        // Readers go on before the watch hub is told (it takes its own lock).
+        drop(replacing);
         self.notify_replaced(meta.revision);
     }
 }

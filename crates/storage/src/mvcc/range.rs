@@ -161,7 +161,7 @@ impl MvccStore {
     /// etcd's `Range` at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         self.counts.ranges.inc();
-        self.range_with(req, self.revision(), None)
+        self.consistent(|| self.range_with(req, self.revision(), None))
     }
 
     /// `Range` as of store revision `current`, seeing a transaction's pending writes.
