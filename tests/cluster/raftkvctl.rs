@@ -654,6 +654,51 @@ fn version_ignores_arguments_as_etcdctl_does() {
     assert_eq!(ours.stdout, plain.stdout);
 }
 
+/// An endpoint that does not answer: `endpoint status` and `endpoint hashkv` print what
+/// the others answered (here nothing, in each output format) and exit 1. stderr names the
+/// endpoint in both, but the reason differs (etcdctl waits out its dial and says
+/// `context deadline exceeded`), so only exit codes and stdout are compared.
+#[test]
+fn endpoints_that_fail_exit_as_etcdctl_does() {
+    let mut differences = Vec::new();
+    let endpoint = "127.0.0.1:1";
+    for command in ["status", "hashkv"] {
+        for format in ["simple", "table", "json"] {
+            let args = [
+                "--dial-timeout=300ms",
+                "--command-timeout=500ms",
+                "endpoint",
+                command,
+                "-w",
+                format,
+            ];
+            let theirs = etcdctl(endpoint, &args, None);
+            let ours = run_raftkvctl_with(endpoint, &args, None);
+            assert_eq!(theirs.status.code(), Some(1), "{args:?}");
+            let shown = |out: &std::process::Output| {
+                format!(
+                    "exit {:?}\n{}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout)
+                )
+            };
+            if shown(&theirs) != shown(&ours) {
+                differences.push(format!(
+                    "{args:?}\netcdctl:\n{}raftkvctl:\n{}",
+                    shown(&theirs),
+                    shown(&ours)
+                ));
+            }
+            let stderr = String::from_utf8_lossy(&ours.stderr);
+            assert!(
+                stderr.contains(&format!("endpoint {endpoint} (")),
+                "{stderr}"
+            );
+        }
+    }
+    assert_no_differences(&differences);
+}
+
 #[test]
 fn command_lines_refused_as_etcdctl_refuses_them() {
     let mut differences = Vec::new();

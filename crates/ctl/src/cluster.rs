@@ -79,16 +79,24 @@ pub async fn cluster_endpoints(client: &Connection) -> anyhow::Result<Vec<String
 }
 
 /// Maintenance/Status of every endpoint, in order; an endpoint that fails is reported on
-/// stderr and left out, as etcdctl does.
-pub async fn statuses(client: &Client, endpoints: &[String]) -> Vec<(String, StatusResponse)> {
+/// stderr and left out, as etcdctl does, and the flag says whether any failed (etcdctl then
+/// exits 1 after the output, without another message).
+pub async fn statuses(
+    client: &Client,
+    endpoints: &[String],
+) -> (Vec<(String, StatusResponse)>, bool) {
     let mut out = Vec::new();
+    let mut failed = false;
     for ep in endpoints {
         match client.status_of(ep).await {
             Ok(status) => out.push((ep.clone(), status)),
-            Err(e) => eprintln!("Failed to get the status of endpoint {ep} ({e})"),
+            Err(e) => {
+                eprintln!("Failed to get the status of endpoint {ep} ({e})");
+                failed = true;
+            }
         }
     }
-    out
+    (out, failed)
 }
 
 /// `endpoint status` output.
@@ -337,8 +345,8 @@ pub async fn member_update(
 }
 
 /// Maintenance/HashKV of every endpoint at `revision`, in order; an endpoint that fails is
-/// reported on stderr and left out, and the last endpoint's error is returned, as etcdctl's
-/// `endpoint hashkv` does.
+/// reported on stderr and left out, and the last error is returned (whatever answered after
+/// it), as etcdctl's `endpoint hashkv` does.
 pub async fn hash_kvs(
     client: &Client,
     endpoints: &[String],
@@ -348,10 +356,7 @@ pub async fn hash_kvs(
     let mut last = None;
     for ep in endpoints {
         match client.hash_kv_of(ep, revision).await {
-            Ok(resp) => {
-                out.push((ep.clone(), resp));
-                last = None;
-            }
+            Ok(resp) => out.push((ep.clone(), resp)),
             Err(e) => {
                 eprintln!("Failed to get the hash of endpoint {ep} ({e})");
                 last = Some(e);

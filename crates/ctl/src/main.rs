@@ -793,11 +793,14 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         Command::Endpoint(EndpointCommand::Status { cluster: all, .. }) => {
             let endpoints = endpoints_for(&cli, all).await?;
-            let statuses = cluster::statuses(&cli.client().await?, &endpoints).await;
+            let (statuses, failed) = cluster::statuses(&cli.client().await?, &endpoints).await;
             print!(
                 "{}",
                 cluster::format_statuses(&statuses, &cli.write_out).map_err(bad_feature)?
             );
+            if failed {
+                return Err(Exit(1, String::new()).into());
+            }
         }
         Command::Endpoint(EndpointCommand::Health { cluster: all, .. }) => {
             // Credentials first (etcdctl asks for a password before it lists the members);
