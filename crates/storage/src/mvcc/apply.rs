@@ -31,8 +31,9 @@ use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
 
-/// Deletions per sled batch during physical compaction.
-const COMPACTION_BATCH: usize = 10_000;
+/// Deletions per sled batch during physical compaction (tests use 3, so their compactions
+/// take several batches).
+const COMPACTION_BATCH: usize = if cfg!(test) { 3 } else { 10_000 };
 
 /// Whether etcd's corrupt applier refuses `cmd`: Put, DeleteRange, Txn, Compaction,
 /// LeaseGrant and LeaseRevoke (alarms, auth changes and lease checkpoints still apply).
@@ -240,11 +241,10 @@ impl MvccStore {
     /// Runs a transaction that only reads (every branch holds ranges only) at the current
     /// revision, without going through the log. A write in it is refused.
     pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
-        self.consistent(|| self.txn_read_only_once(req))
+        self.read_now(|rev| self.txn_read_only_at(req, rev))
     }
 
-    fn txn_read_only_once(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
-        let read_rev = self.revision();
+    fn txn_read_only_at(&self, req: &TxnRequest, read_rev: i64) -> Result<TxnResponse, MvccError> {
         // Not under the writer lock: the newest-version cache is not to be touched.
         let mut txn = WriteTxn::new(self, read_rev, false);
         let mut path = Vec::new();
@@ -294,7 +294,10 @@ impl MvccStore {
         }
         batch.insert(META_COMPACTED, &req.revision.to_be_bytes());
         self.tree().apply_batch(batch)?;
-        self.compacted.store(req.revision, Ordering::Release);
+        self.compacted.store(req.revision, Ordering::SeqCst);
+        // Before any removal: a reader that meets one sees the revision (see
+        // `compacted_after_read`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.remove_compacted_versions(req.revision)?;
         // A watch may still start at the compacted revision itself (etcd cancels only
         // watchers below it), so its changes stay indexed.
@@ -461,11 +464,27 @@ impl MvccStore {
     /// versions older than its newest version at or below `rev`, and that version too if it
     /// is a tombstone. Idempotent, so a crash half-way only leaves work for the next one.
     fn remove_compacted_versions(&self, rev: i64) -> Result<(), MvccError> {
+        let tree = self.tree();
+        self.remove_compacted_versions_with(rev, &mut |batch| Ok(tree.apply_batch(batch)?))
+    }
+
+    /// [`MvccStore::remove_compacted_versions`], handing each batch of removals to `apply`
+    /// (the batches are atomic, the whole is not). A key's tombstone goes in the batch of
+    /// its oldest version or a later one, never before them: a read between two batches (or
+    /// after a crash between them) must not find the tombstone gone and an older live
+    /// version under it, which would bring the deleted key back.
+    pub(crate) fn remove_compacted_versions_with(
+        &self,
+        rev: i64,
+        apply: &mut dyn FnMut(sled::Batch) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
         let _gate = self.compaction_gate.write();
         let mut batch = sled::Batch::default();
         let mut pending = 0;
         let mut freed = 0;
         let mut settled: Vec<u8> = Vec::new();
+        // The settled key's tombstone and its size, removed once its older versions are.
+        let mut tombstone: Option<(sled::IVec, usize)> = None;
         for item in self
             .tree()
             .range(super::encoding::lower_bound(b"")..vec![super::encoding::META_SPACE])
@@ -477,23 +496,33 @@ impl MvccStore {
                 batch.remove(raw_key.as_ref());
                 pending += 1;
                 freed += removed;
-            } else if version_rev <= rev {
-                // The newest version at or below rev: it stays unless it is a tombstone.
-                settled.clear();
-                settled.extend_from_slice(prefix);
-                if Record::decode(&raw_value, false)? == Record::Tombstone {
-                    batch.remove(raw_key.as_ref());
+            } else {
+                // Another key: the last one's versions are all in, its tombstone may go.
+                if let Some((key, size)) = tombstone.take() {
+                    batch.remove(key);
                     pending += 1;
-                    freed += removed;
+                    freed += size;
+                }
+                if version_rev <= rev {
+                    // The newest version at or below rev: it stays unless it is a tombstone.
+                    settled.clear();
+                    settled.extend_from_slice(prefix);
+                    if Record::decode(&raw_value, false)? == Record::Tombstone {
+                        tombstone = Some((raw_key.clone(), removed));
+                    }
                 }
             }
             if pending >= COMPACTION_BATCH {
-                self.tree().apply_batch(std::mem::take(&mut batch))?;
+                apply(std::mem::take(&mut batch))?;
                 self.note_in_use(0, std::mem::take(&mut freed));
                 pending = 0;
             }
         }
-        self.tree().apply_batch(batch)?;
+        if let Some((key, size)) = tombstone {
+            batch.remove(key);
+            freed += size;
+        }
+        apply(batch)?;
         self.note_in_use(0, freed);
         Ok(())
     }

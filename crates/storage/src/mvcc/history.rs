@@ -238,9 +238,9 @@ impl MvccStore {
                 }
             }
         }
-        // Compaction stores its revision before it removes anything (Release, read here
-        // with Acquire), so a removal this read ran into shows here.
-        if self.compacted_revision() > from {
+        // Compaction stores its revision before it removes anything, so a removal this
+        // read ran into shows here.
+        if self.compacted_after_read() > from {
             return Err(MvccError::Compacted);
         }
         Ok(batcher.finish())

@@ -319,11 +319,10 @@ impl MvccStore {
 
     /// The keys attached to lease `id` now, in key order.
     pub fn lease_keys(&self, id: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
-        self.consistent(|| self.lease_keys_once(id))
+        self.read_now(|rev| self.lease_keys_at(id, rev))
     }
 
-    fn lease_keys_once(&self, id: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
-        let rev = self.revision();
+    fn lease_keys_at(&self, id: i64, rev: i64) -> Result<Vec<bytes::Bytes>, MvccError> {
         let mut keys = Vec::new();
         let (start, end) = lease::lease_index_bounds(id);
         for item in self.tree().range(start..end) {
@@ -358,6 +357,15 @@ impl MvccStore {
     /// The compacted revision (0 if never compacted).
     pub fn compacted_revision(&self) -> i64 {
         self.compacted.load(Ordering::Acquire)
+    }
+
+    /// The compacted revision as a reader checks it once it has read: a compaction stores
+    /// its revision and then a fence before it removes anything, so a reader that met a
+    /// removal sees the revision here (the fences pair up; sled's own synchronisation
+    /// would order it too).
+    pub(crate) fn compacted_after_read(&self) -> i64 {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.compacted.load(Ordering::SeqCst)
     }
 
     /// The applied log id and membership last stored with the data.
@@ -559,6 +567,25 @@ impl MvccStore {
                 return out;
             }
         }
+    }
+
+    /// Runs `read` at the current revision inside [`MvccStore::consistent`], and again at
+    /// the new current revision if a compaction passed the one it read at meanwhile: the
+    /// compaction may have removed versions from under it, and a read of "now" is never
+    /// refused as compacted.
+    pub(crate) fn read_now<T>(
+        &self,
+        mut read: impl FnMut(i64) -> Result<T, MvccError>,
+    ) -> Result<T, MvccError> {
+        self.consistent(|| {
+            loop {
+                let rev = self.revision();
+                let out = read(rev);
+                if rev >= self.compacted_after_read() {
+                    return out;
+                }
+            }
+        })
     }
 
     /// The active tree (a cheap handle; a restore may swap it).

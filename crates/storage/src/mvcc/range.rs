@@ -117,8 +117,8 @@ impl MvccStore {
     /// watcher's previous value): `Err(Compacted)` if `rev` is compacted once it has read.
     /// A compaction past `rev` meanwhile may have removed versions from under the scan,
     /// which then found an older version or none; compaction stores its revision before
-    /// it removes anything (Release, read here with Acquire), so that shows here. What it
-    /// visited is then to be dropped.
+    /// it removes anything, so that shows here (`compacted_after_read`). What it visited is
+    /// then to be dropped.
     pub(crate) fn scan_checked(
         &self,
         key: &[u8],
@@ -128,7 +128,7 @@ impl MvccStore {
         visit: &mut dyn FnMut(KeyValue) -> bool,
     ) -> Result<(), MvccError> {
         self.scan(key, end, rev, with_values, visit)?;
-        if rev < self.compacted_revision() {
+        if rev < self.compacted_after_read() {
             return Err(MvccError::Compacted);
         }
         Ok(())
@@ -161,7 +161,12 @@ impl MvccStore {
     /// etcd's `Range` at the current revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         self.counts.ranges.inc();
-        self.consistent(|| self.range_with(req, self.revision(), None))
+        if req.revision > 0 {
+            // A compaction past it meanwhile refuses it (`scan_checked`).
+            self.consistent(|| self.range_with(req, self.revision(), None))
+        } else {
+            self.read_now(|rev| self.range_with(req, rev, None))
+        }
     }
 
     /// `Range` as of store revision `current`, seeing a transaction's pending writes.
