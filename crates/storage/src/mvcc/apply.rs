@@ -316,6 +316,13 @@ impl MvccStore {
     /// crash between the two leaves the lease stored with the point before its entry; the
     /// replayed grant then finds it and is refused (`LeaseExist`), which changes nothing, so
     /// the store ends as if it had been applied once.
+    ///
+    /// Unlike a put's records, a lease on disk is seen whatever the point (leases load
+    /// whole), so the entries of the run before the grant must not be replayed with it
+    /// there: one that was refused for want of the lease (a put with it, its revoke) would
+    /// succeed and the member would go its own way. The run's point is therefore stored
+    /// first, and sled recovers a prefix of its log: a lease on disk comes with a point at
+    /// least at the entry before its grant.
     fn lease_grant(
         &self,
         req: &LeaseGrantRequest,
@@ -332,6 +339,9 @@ impl MvccStore {
             ttl: req.ttl,
             remaining: 0,
         };
+        if !record && self.point().unrecorded {
+            self.record(rev, &AppliedState::default())?;
+        }
         self.tree()
             .insert(&lease_key(req.id)[..], encode_lease(&info))?;
         self.lease_table().insert(req.id, info);

@@ -1066,6 +1066,50 @@ fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
     assert_eq!(all_records(&store), expected);
 }
 
+/// Found in review: a put with a lease that does not exist yet is refused; the same run
+/// then grants the lease. A crash that kept the lease (leases load whole, whatever the
+/// point) but not the run's point replayed the put with the lease there, and it succeeded:
+/// the member went its own way. The grant now stores the run's point before the lease.
+#[test]
+fn a_grant_after_an_entry_it_would_have_changed_is_not_replayed_across() {
+    use raftkv_proto::etcdserverpb::LeaseGrantRequest;
+    let commands = [
+        cmd(command::Op::Put(put_req("a", "1"))),
+        cmd(command::Op::Put(PutRequest {
+            lease: 7,
+            ..put_req("b", "2")
+        })),
+        cmd(command::Op::LeaseGrant(LeaseGrantRequest {
+            ttl: 60,
+            id: 7,
+        })),
+    ];
+    let expected = {
+        let f = open();
+        for (i, c) in commands.iter().enumerate() {
+            let _ = f.store.apply(c, &applied_at(i as u8 + 1, None));
+        }
+        (all_records(&f.store), f.store.revision())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+        store.apply(&commands[0], &applied_at(1, None)).unwrap();
+        for (i, c) in commands.iter().enumerate().skip(1) {
+            let _ = store.apply_unrecorded(c, &applied_at(i as u8 + 1, None));
+        }
+        store.flush().unwrap(); // the lease reached the disk, the run's last point did not
+    }
+    let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
+    // Replay the log from the stored point, as Raft does.
+    let from = store.applied_state().unwrap().applied.unwrap()[0] as usize;
+    for (i, c) in commands.iter().enumerate().skip(from) {
+        let _ = store.apply_unrecorded(c, &applied_at(i as u8 + 1, None));
+    }
+    store.record_applied().unwrap();
+    assert_eq!((all_records(&store), store.revision()), expected);
+}
+
 /// A lease grant in a run of entries is an unrecorded write like a put (one sled batch per
 /// grant made sled write out its log buffer for each). After a crash that kept the lease
 /// but not the point, the replayed grant is refused and the store ends as if applied once.
