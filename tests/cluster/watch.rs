@@ -652,3 +652,69 @@ async fn a_single_member_keeps_leader_requiring_watches_open() {
     };
     compare(&ours, &reference);
 }
+
+/// A progress request never answers ahead of events the stream has still to send: a
+/// client takes the answer's revision as "every event up to here is in" (Kubernetes'
+/// watch cache reads from it). raftkv only: etcd 3.4.23 answers at once (etcd #15220,
+/// fixed in later 3.4 releases by waiting for the stream's watchers to catch up, as
+/// raftkv does), and also the periodic notices come behind their watcher's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_answer_never_runs_ahead_of_events() {
+    use raftkv_proto::etcdserverpb::request_op::Request;
+    use raftkv_proto::etcdserverpb::{RequestOp, TxnRequest};
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let endpoint = cluster.members[0].endpoint();
+    let mut kv = KvClient::connect(format!("http://{endpoint}"))
+        .await
+        .expect("connecting");
+    // 24 revisions of 128 puts of 1 KiB: a watcher from the start catches up in several
+    // batches.
+    let (txns, per_txn) = (24, 128);
+    for t in 0..txns {
+        let success = (0..per_txn)
+            .map(|i| RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: Bytes::from(format!("p{t:02}-{i:03}")),
+                    value: Bytes::from(vec![b'v'; 1024]),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        kv.txn(TxnRequest {
+            success,
+            ..Default::default()
+        })
+        .await
+        .expect("txn");
+    }
+    let last = 1 + txns as i64;
+    for round in 0..3 {
+        let mut stream =
+            RawStream::open(&endpoint, RequestUnion::CreateRequest(create("p", "q", 1))).await;
+        stream
+            .send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
+            .await;
+        let mut events = 0usize;
+        let answered = loop {
+            let answer = tokio::time::timeout(Duration::from_secs(20), stream.answers.next())
+                .await
+                .expect("an answer within 20 s")
+                .expect("stream open")
+                .expect("answer");
+            if answer.created {
+                continue;
+            }
+            if answer.watch_id == -1 {
+                assert!(answer.events.is_empty(), "{answer:?}");
+                break answer.header.expect("header").revision;
+            }
+            events += answer.events.len();
+        };
+        assert_eq!(answered, last, "round {round}");
+        assert_eq!(
+            events,
+            txns * per_txn,
+            "round {round}: events before the progress answer at {answered}"
+        );
+    }
+}

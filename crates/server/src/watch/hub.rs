@@ -103,6 +103,26 @@ pub enum Delivery {
         /// The compacted revision.
         compact_revision: i64,
     },
+    /// A progress notice at `revision`, queued behind every event up to it: for one
+    /// watcher (the periodic notice), or for the stream (`None`: the answer to a progress
+    /// request).
+    Progress {
+        /// The hub's id of the watcher, if it is for one.
+        watcher: Option<u64>,
+        /// The response header's revision.
+        revision: i64,
+    },
+}
+
+/// What became of a stream's progress request (see [`WatchHub::progress_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressAsked {
+    /// Queued behind the events: the answer comes as a [`Delivery::Progress`].
+    Queued,
+    /// A watcher is catching up or the stream is full: ask again later.
+    Later,
+    /// No watcher of the stream is left: answer now at this revision.
+    Now(i64),
 }
 
 /// What a stream's two queue ends share.
@@ -169,7 +189,7 @@ impl StreamQueue {
     fn offer(&self, delivery: Delivery) -> Result<(), Refused> {
         let bytes = match &delivery {
             Delivery::Events { bytes, .. } => *bytes,
-            Delivery::Compacted { .. } => 0,
+            Delivery::Compacted { .. } | Delivery::Progress { .. } => 0,
         };
         let shared = &self.shared;
         if bytes > 0 && shared.queued.load(Ordering::Acquire) >= STREAM_BYTES {
@@ -406,13 +426,45 @@ impl WatchHub {
 
     /// The hub's revision if watcher `id` is synced (a progress notification is due only
     /// then, as in etcd), else `None`.
-    pub fn synced_revision(&self, id: u64) -> Option<i64> {
+    /// Queues the periodic progress notice of watcher `id` behind the events already
+    /// queued for it, if it is synced (etcd's `progress`: a watcher catching up, or whose
+    /// stream is full, is getting events and is sent none). Under the hub's lock, where
+    /// writes queue their events, so the notice's revision never runs ahead of them.
+    pub fn progress(&self, id: u64) {
         let state = self.lock();
-        state
-            .watchers
-            .get(&id)
-            .filter(|w| w.synced)
-            .map(|_| state.rev)
+        if let Some(w) = state.watchers.get(&id).filter(|w| w.synced) {
+            let _ = w.queue.offer(Delivery::Progress {
+                watcher: Some(id),
+                revision: state.rev,
+            });
+        }
+    }
+
+    /// The answer to a progress request on the stream of `queue`, whose watchers are
+    /// `ids`: queued behind their events once every one of them is synced, never before
+    /// (etcd 3.4.23 answered at once, ahead of events still to be sent; etcd's fix for
+    /// #15220, in later 3.4 releases, waits as this does, and clients such as Kubernetes'
+    /// watch cache rely on it).
+    pub fn progress_all(&self, queue: &StreamQueue, ids: &[u64]) -> ProgressAsked {
+        let state = self.lock();
+        let mut any = false;
+        for id in ids {
+            match state.watchers.get(id) {
+                Some(w) if !w.synced => return ProgressAsked::Later,
+                Some(_) => any = true,
+                None => {} // removed (compacted, closed): nothing to wait for
+            }
+        }
+        if !any {
+            return ProgressAsked::Now(state.rev);
+        }
+        match queue.offer(Delivery::Progress {
+            watcher: None,
+            revision: state.rev,
+        }) {
+            Ok(()) | Err(Refused::Closed) => ProgressAsked::Queued,
+            Err(Refused::Full) => ProgressAsked::Later,
+        }
     }
 
     /// How many watch streams are open.

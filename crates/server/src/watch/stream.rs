@@ -20,7 +20,7 @@ use raftkv_storage::mvcc::RangeEnd;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::hub::{Delivery, StreamInbox, StreamQueue, WatchSpec};
+use super::hub::{Delivery, ProgressAsked, StreamInbox, StreamQueue, WatchSpec};
 use crate::api::EtcdApi;
 
 /// etcd's watch ID for answers that belong to no watcher (`clientv3.InvalidWatchID`).
@@ -30,6 +30,9 @@ const STREAM_WATCHERS: usize = 100_000;
 const STREAM_KEY_BYTES: usize = 64 << 20;
 /// Answers waiting for the client to read them.
 const OUTBOUND: usize = 16;
+
+/// How often a progress request that waits for the stream's watchers asks the hub again.
+const PROGRESS_RETRY: Duration = Duration::from_millis(20);
 
 /// etcd's messages for refused watch creations (mvcc/watcher.go).
 const ERR_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
@@ -76,6 +79,9 @@ struct WatchStream {
     by_hub: HashMap<u64, i64>,
     next_auto: i64,
     key_bytes: usize,
+    /// A progress request waits for the stream's watchers to catch up (see
+    /// [`super::hub::WatchHub::progress_all`]).
+    progress_asked: bool,
     /// The credentials the stream was opened with: each create is checked against them.
     credentials: std::sync::Arc<crate::caller::Credentials>,
 }
@@ -107,6 +113,7 @@ where
         by_hub: HashMap::new(),
         next_auto: 0,
         key_bytes: 0,
+        progress_asked: false,
         credentials,
     };
     tokio::spawn(stream.run(requests, inbox, require_leader));
@@ -162,7 +169,13 @@ impl WatchStream {
                     }
                 },
                 Some(delivery) = inbox.recv() => self.deliver(delivery),
-                _ = ticker.tick() => self.progress_tick(),
+                _ = ticker.tick() => {
+                    self.progress_tick();
+                    Vec::new()
+                }
+                // A progress request waits for the watchers to catch up (the hub marks
+                // them synced after their last events are queued): look again soon.
+                () = tokio::time::sleep(PROGRESS_RETRY), if self.progress_asked => Vec::new(),
                 () = &mut leader_lost, if require_leader => {
                     let no_leader = raftkv_raft::NodeError::NO_LEADER.into();
                     let _ = self.out.send(Err(no_leader)).await;
@@ -170,6 +183,7 @@ impl WatchStream {
                 }
                 _ = self.out.closed() => break,
             };
+            let answers = answers.into_iter().chain(self.ask_progress());
             for answer in answers {
                 if self.out.send(Ok(answer)).await.is_err() {
                     break;
@@ -201,13 +215,36 @@ impl WatchStream {
                     ..Default::default()
                 }]
             }
-            Some(RequestUnion::ProgressRequest(_)) => vec![WatchResponse {
-                header: self.header(self.api.watch_hub().revision()),
-                watch_id: INVALID_WATCH_ID,
-                ..Default::default()
-            }],
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // Answered by `ask_progress` (several while one waits make one answer).
+                self.progress_asked = true;
+                Vec::new()
+            }
             None => Vec::new(),
         }
+    }
+
+    /// Answers a progress request that waits, once the hub takes it: now if the stream
+    /// has no watchers, else queued behind their events (see `WatchHub::progress_all`).
+    fn ask_progress(&mut self) -> Option<WatchResponse> {
+        if !self.progress_asked {
+            return None;
+        }
+        let ids: Vec<u64> = self.watchers.values().map(|l| l.hub_id).collect();
+        let revision = match self.api.watch_hub().progress_all(&self.queue, &ids) {
+            ProgressAsked::Later => return None,
+            ProgressAsked::Queued => {
+                self.progress_asked = false;
+                return None;
+            }
+            ProgressAsked::Now(revision) => revision,
+        };
+        self.progress_asked = false;
+        Some(WatchResponse {
+            header: self.header(revision),
+            watch_id: INVALID_WATCH_ID,
+            ..Default::default()
+        })
     }
 
     fn forget(&mut self, local: &Local) {
@@ -358,6 +395,25 @@ impl WatchStream {
                     ..Default::default()
                 }]
             }
+            Delivery::Progress {
+                watcher: None,
+                revision,
+            } => vec![WatchResponse {
+                header: self.header(revision),
+                watch_id: INVALID_WATCH_ID,
+                ..Default::default()
+            }],
+            Delivery::Progress {
+                watcher: Some(watcher),
+                revision,
+            } => match self.by_hub.get(&watcher) {
+                Some(&id) => vec![WatchResponse {
+                    header: self.header(revision),
+                    watch_id: id,
+                    ..Default::default()
+                }],
+                None => Vec::new(), // cancelled meanwhile
+            },
         }
     }
 
@@ -378,25 +434,21 @@ impl WatchStream {
     }
 
     /// Progress notifications for watchers that asked, are level with the store and got
-    /// no events since the last tick (etcd's rule).
-    fn progress_tick(&mut self) -> Vec<WatchResponse> {
-        let hub = self.api.watch_hub();
-        let mut answers = Vec::new();
+    /// no events since the last tick (etcd's rule), queued behind their events by the hub
+    /// (in watch id order).
+    fn progress_tick(&mut self) {
+        let hub = self.api.watch_hub().clone();
+        let mut due: Vec<(i64, u64)> = Vec::new();
         for (&id, local) in &mut self.watchers {
-            if local.progress_notify
-                && local.quiet
-                && let Some(rev) = hub.synced_revision(local.hub_id)
-            {
-                answers.push(WatchResponse {
-                    header: self.api.header(rev),
-                    watch_id: id,
-                    ..Default::default()
-                });
+            if local.progress_notify && local.quiet {
+                due.push((id, local.hub_id));
             }
             local.quiet = true;
         }
-        answers.sort_by_key(|a| a.watch_id);
-        answers
+        due.sort_unstable();
+        for (_, hub_id) in due {
+            hub.progress(hub_id);
+        }
     }
 }
 
