@@ -215,6 +215,13 @@ impl MvccStore {
             Some(name) => name.to_vec(),
             None => b"mvcc".to_vec(),
         };
+        // A restore cut short by a crash leaves its half-written tree, and one that had just
+        // swapped in its tree the old one: every store tree but the active one goes.
+        for other in db.tree_names() {
+            if other.starts_with(b"mvcc") && other.as_ref() != name.as_slice() {
+                db.drop_tree(other)?;
+            }
+        }
         let tree = db.open_tree(name)?;
         Self::index_history_if_missing(&tree)?;
         merge::recover(&tree)?;

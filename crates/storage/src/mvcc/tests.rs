@@ -1635,6 +1635,46 @@ fn a_read_of_now_overtaken_by_a_compaction_reads_again() {
     );
 }
 
+/// Found in review: a restore cut short by a crash left its half-written tree, and one
+/// cut short just after it swapped in its tree left the old one, for good (only disk
+/// space: the data was right). Opening the store drops every store tree but the active one.
+#[test]
+fn opening_drops_the_trees_a_crashed_restore_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("s.snap");
+    let store_dir = dir.path().join("db");
+    {
+        let store = MvccStore::open(&store_dir, &MvccConfig::default()).unwrap();
+        store
+            .apply(
+                &cmd(command::Op::Put(put_req("a", "1"))),
+                &AppliedState::default(),
+            )
+            .unwrap();
+        crate::snapshot::build(&store, &snap).unwrap();
+        crate::snapshot::restore(&snap, &store).unwrap(); // now in an "mvcc-<id>" tree
+        // What crashes would have left: a restore's half-written tree, an old tree.
+        for name in ["mvcc-12345", "mvcc"] {
+            store.db.open_tree(name).unwrap().insert("x", "y").unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let store = MvccStore::open(&store_dir, &MvccConfig::default()).unwrap();
+    let names: Vec<String> = store
+        .db
+        .tree_names()
+        .iter()
+        .map(|n| s(n))
+        .filter(|n| n.starts_with("mvcc"))
+        .collect();
+    assert_eq!(names, [s(&store.tree().name())]);
+    assert_eq!(store.revision(), 2);
+    assert_eq!(
+        store.get_at(b"a", 2).unwrap().map(|kv| kv.value),
+        Some(Bytes::from_static(b"1"))
+    );
+}
+
 /// Found reading compaction for the read races above: its removals go in batches, and a
 /// key's tombstone went in the batch where the walk met it, before the key's older
 /// versions. Between two batches — for good after a crash between them — the deleted key
