@@ -1140,8 +1140,10 @@ async fn check_watchers(
         }
     }
     let resumes: usize = logs.iter().map(|l| l.resumes()).sum();
+    let progress: usize = logs.iter().map(|l| l.progress.len()).sum();
+    assert!(progress > 0, "seed {seed}: no progress answer came");
     format!(
-        "{} watchers, {} events each, {resumes} resumes, streams equal to the MVCC history",
+        "{} watchers, {} events each, {resumes} resumes, {progress} progress answers none ahead of its events, streams equal to the MVCC history",
         logs.len(),
         reference.len()
     )

@@ -6,7 +6,10 @@
 //! each stream is ordered, without duplicates, atomic per revision (a revision's events
 //! in one response), its prev_kvs are the key's previous values, every acknowledged put is
 //! in it at its revision, and every stream — and a fresh watch from the first revision on
-//! every member — equals the MVCC history read back with ranges at each revision.
+//! every member — equals the MVCC history read back with ranges at each revision. Each
+//! watcher also asks for progress every 250 ms: no event at or below an answer's revision
+//! may come after it on the same stream (etcd #15220; Kubernetes' watch cache relies on
+//! it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,9 @@ use futures_util::StreamExt;
 use raftkv_proto::etcdserverpb::kv_client::KvClient;
 use raftkv_proto::etcdserverpb::watch_client::WatchClient;
 use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
-use raftkv_proto::etcdserverpb::{RangeRequest, WatchCreateRequest, WatchRequest};
+use raftkv_proto::etcdserverpb::{
+    RangeRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+};
 use raftkv_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -48,6 +53,8 @@ pub struct WatchLog {
     pub opened: Vec<(usize, i64, usize)>,
     /// Answers it should never get (cancels, errors in created answers).
     pub unexpected: Vec<String>,
+    /// Progress answers: responses recorded before each, and its revision.
+    pub progress: Vec<(usize, i64)>,
     /// Where the server said a resume was compacted (only where compaction is expected):
     /// responses recorded before it, and the revisions it never delivered, from the one
     /// asked for up to the compact revision it resumed at.
@@ -164,7 +171,24 @@ async fn watcher(
                             log.opened.push((at, start, target));
                         }
                         failures = 0;
+                        let asking = tokio::spawn({
+                            let tx = tx.clone();
+                            async move {
+                                let ask = WatchRequest {
+                                    request_union: Some(RequestUnion::ProgressRequest(
+                                        WatchProgressRequest {},
+                                    )),
+                                };
+                                loop {
+                                    tokio::time::sleep(Duration::from_millis(250)).await;
+                                    if tx.send(ask.clone()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        });
                         follow(answers.into_inner(), &log, &stop).await;
+                        asking.abort();
                         drop(tx);
                         true
                     }
@@ -197,6 +221,13 @@ async fn follow(
             Ok(_) => return,
         };
         let mut log = log.lock().unwrap();
+        if answer.watch_id == -1 && answer.events.is_empty() && !answer.created && !answer.canceled
+        {
+            let at = log.responses.len();
+            let revision = answer.header.map_or(0, |h| h.revision);
+            log.progress.push((at, revision));
+            continue;
+        }
         let next = log.next_revision();
         if log.compaction == Compaction::Expected
             && answer.canceled
@@ -340,6 +371,25 @@ pub fn check_stream(name: &str, log: &WatchLog, reference: &[Seen]) -> Result<()
             }
         }
         last_rev = response.last().map_or(last_rev, |e| e.0);
+    }
+    // A progress answer at r: nothing at or below r after it on the same stream (until the
+    // next resume opened another).
+    for &(at, revision) in &log.progress {
+        let end = log
+            .opened
+            .iter()
+            .map(|o| o.0)
+            .find(|&opened| opened > at)
+            .unwrap_or(log.responses.len());
+        let late = log.responses[at..end]
+            .iter()
+            .flatten()
+            .find(|e| e.0 <= revision);
+        if let Some(late) = late {
+            return Err(format!(
+                "{name}: event {late:?} came after a progress answer at revision {revision}"
+            ));
+        }
     }
     let mut values: std::collections::HashMap<String, Option<String>> = Default::default();
     // Until a gap, a key not seen yet had no value.
