@@ -424,8 +424,6 @@ impl WatchHub {
         self.lock().remove(id);
     }
 
-    /// The hub's revision if watcher `id` is synced (a progress notification is due only
-    /// then, as in etcd), else `None`.
     /// Queues the periodic progress notice of watcher `id` behind the events already
     /// queued for it, if it is synced (etcd's `progress`: a watcher catching up, or whose
     /// stream is full, is getting events and is sent none). Under the hub's lock, where
