@@ -437,7 +437,7 @@ impl WatchStream {
     /// no events since the last tick (etcd's rule), queued behind their events by the hub
     /// (in watch id order).
     fn progress_tick(&mut self) {
-        let hub = self.api.watch_hub().clone();
+        let hub = self.api.watch_hub();
         let mut due: Vec<(i64, u64)> = Vec::new();
         for (&id, local) in &mut self.watchers {
             if local.progress_notify && local.quiet {

@@ -27,7 +27,6 @@ use super::encoding::{
     decode_history_group, decode_prefix, encode_history_group, history_bound,
     history_key_of_record, history_revision, lower_bound, record_key, split_record_key,
 };
-use super::range::RangeEnd;
 use crate::error::MvccError;
 
 /// Receives each applied write's events as the store applies it.
@@ -291,15 +290,7 @@ impl MvccStore {
     /// after the read: a compaction meanwhile may have removed the version at `rev` and left
     /// an older one that would read as `rev`'s.
     pub fn get_at_revision(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, MvccError> {
-        let read = self.consistent(|| {
-            let mut found = None;
-            self.scan_checked(key, &RangeEnd::Key, rev, true, &mut |kv| {
-                found = Some(kv);
-                false
-            })
-            .map(|()| found)
-        });
-        match read {
+        match self.consistent(|| self.get_at(key, rev)) {
             Ok(found) => Ok(found),
             Err(MvccError::Compacted) => Ok(None),
             Err(e) => Err(e),

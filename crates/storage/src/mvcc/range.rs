@@ -54,6 +54,13 @@ pub(crate) type Overlay = BTreeMap<Vec<u8>, Option<KeyValue>>;
 impl MvccStore {
     /// Calls `visit` with every key live at revision `rev` in the range, in ascending key
     /// order, until it returns `false`. Values are left empty unless `with_values`.
+    ///
+    /// `Err(Compacted)` if `rev` is compacted once it has read (what it visited is then to
+    /// be dropped): reads that do not hold the writer lock run beside compaction, and one
+    /// past `rev` meanwhile may have removed versions from under the scan, which then found
+    /// an older version or none. Compaction stores its revision before it removes
+    /// anything, so that shows here (`compacted_after_read`). Under the writer lock (a
+    /// write's reads, at the current revision) it never fires.
     pub(crate) fn scan(
         &self,
         key: &[u8],
@@ -106,28 +113,10 @@ impl MvccStore {
                     lease,
                 };
                 if !visit(kv) {
-                    return Ok(());
+                    break;
                 }
             }
         }
-        Ok(())
-    }
-
-    /// [`MvccStore::scan`] for a reader that may run beside a compaction (a range, a
-    /// watcher's previous value): `Err(Compacted)` if `rev` is compacted once it has read.
-    /// A compaction past `rev` meanwhile may have removed versions from under the scan,
-    /// which then found an older version or none; compaction stores its revision before
-    /// it removes anything, so that shows here (`compacted_after_read`). What it visited is
-    /// then to be dropped.
-    pub(crate) fn scan_checked(
-        &self,
-        key: &[u8],
-        end: &RangeEnd,
-        rev: i64,
-        with_values: bool,
-        visit: &mut dyn FnMut(KeyValue) -> bool,
-    ) -> Result<(), MvccError> {
-        self.scan(key, end, rev, with_values, visit)?;
         if rev < self.compacted_after_read() {
             return Err(MvccError::Compacted);
         }
@@ -162,7 +151,7 @@ impl MvccStore {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         self.counts.ranges.inc();
         if req.revision > 0 {
-            // A compaction past it meanwhile refuses it (`scan_checked`).
+            // A compaction past it meanwhile refuses it (`scan`).
             self.consistent(|| self.range_with(req, self.revision(), None))
         } else {
             self.read_now(|rev| self.range_with(req, rev, None))
@@ -208,7 +197,7 @@ impl MvccStore {
         let mut kvs = Vec::new();
         let mut count = 0i64;
         match overlay.filter(|o| !o.is_empty() && req.revision <= 0) {
-            None => self.scan_checked(&req.key, &end, rev, with_values, &mut |kv| {
+            None => self.scan(&req.key, &end, rev, with_values, &mut |kv| {
                 count += 1;
                 if !req.count_only && kvs.len() < fetch {
                     kvs.push(kv);
@@ -217,7 +206,7 @@ impl MvccStore {
             })?,
             Some(overlay) => {
                 let mut merged: BTreeMap<Bytes, KeyValue> = BTreeMap::new();
-                self.scan_checked(&req.key, &end, rev, with_values, &mut |kv| {
+                self.scan(&req.key, &end, rev, with_values, &mut |kv| {
                     merged.insert(kv.key.clone(), kv);
                     true
                 })?;

@@ -1783,7 +1783,7 @@ fn a_compaction_during_a_range_at_an_old_revision_makes_it_compacted() {
     let mut compacted = false;
     let read = f
         .store
-        .scan_checked(b"a", &RangeEnd::Unbounded, 4, true, &mut |kv| {
+        .scan(b"a", &RangeEnd::Unbounded, 4, true, &mut |kv| {
             if !compacted {
                 compacted = true;
                 f.compact(7).unwrap(); // removes b's and c's versions at 3 and 4
