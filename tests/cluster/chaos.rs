@@ -742,19 +742,34 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
         .expect("member id")
         .to_string();
     cluster.spawn_joining(&name, client, peer);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let mut refusals = 0;
     loop {
         let out = etcdctl(&cluster.live_endpoints(), &["member", "promote", &id], None);
         if out.status.success() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "learner {name} never promoted: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        refusals += 1;
+        if Instant::now() >= deadline {
+            // Each live member's raft index beside the learner's, and their logs' tails.
+            let mut state = String::new();
+            for i in (0..cluster.members.len()).filter(|&i| cluster.members[i].is_running()) {
+                let index = cluster.status(i).await.map(|s| s.raft_index);
+                let m = &cluster.members[i];
+                state += &format!("--- {} (raft index {index:?}):\n{}\n", m.name, m.log_tail());
+            }
+            panic!(
+                "learner {name} never promoted ({refusals} refusals): {}\n{state}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!(
+        "chaos: learner {name} promoted after {refusals} refusals in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let old_id = cluster.member_id(old).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1214,7 +1229,9 @@ async fn converge(cluster: &Cluster, seed: u64) {
     }
 }
 
-pub(crate) fn seed() -> u64 {
+/// The seed a test runs: `RAFTKV_SEED` as given (so the seed a run prints replays it), else
+/// the clock plus `offset`, so the tests that start together run different schedules.
+pub(crate) fn seed(offset: u64) -> u64 {
     std::env::var("RAFTKV_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1222,22 +1239,23 @@ pub(crate) fn seed() -> u64 {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
+                .wrapping_add(offset)
         })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short_three_members() {
-    run_schedule(3, 4, seed(), Schedule::Faults).await;
+    run_schedule(3, 4, seed(0), Schedule::Faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short_five_members() {
-    run_schedule(5, 3, seed().wrapping_add(1), Schedule::Faults).await;
+    run_schedule(5, 3, seed(1), Schedule::Faults).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_short_membership_changes() {
-    run_schedule(3, 3, seed().wrapping_add(2), Schedule::Membership).await;
+    run_schedule(3, 3, seed(2), Schedule::Membership).await;
 }
 
 /// `RAFTKV_SOAK=<minutes>`: seed after seed on 3 and 5 members until the time is up; every
@@ -1252,7 +1270,7 @@ async fn chaos_soak() {
         return;
     };
     let until = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
-    let mut base = seed();
+    let mut base = seed(0);
     let (mut runs, mut ops, mut faults) = (0, 0, 0);
     while Instant::now() < until {
         let size = if runs % 2 == 0 { 3 } else { 5 };

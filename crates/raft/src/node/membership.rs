@@ -323,18 +323,19 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Whether a learner has acknowledged appends and is within 100 entries of the leader.
+    /// Whether a learner is ready to vote, by etcd's rule (`isLearnerReady`): the index it
+    /// has acknowledged is at least 90% of the leader's. A learner that has never
+    /// acknowledged an append (not started, unreachable, still taking a snapshot) is not,
+    /// however short the log is.
     fn learner_in_sync(&self, id: u64) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
         let last = m.last_log_index.unwrap_or(0);
-        // A learner that has never acknowledged an append (not started, unreachable) is not
-        // in sync however short the log is.
         let matched = m
             .replication
             .as_ref()
             .and_then(|r| r.get(&id).cloned())
             .flatten();
-        matched.is_some_and(|log_id| last.saturating_sub(log_id.index) <= 100)
+        matched.is_some_and(|log_id| learner_ready(log_id.index, last))
     }
 
     /// Commits the membership change `plan` makes of the current membership, and returns it
@@ -531,4 +532,26 @@ fn started_voters(
         .filter(|&&v| Some(v) != except)
         .filter(|v| membership.get_node(v).is_some_and(|m| !m.name.is_empty()))
         .count()
+}
+
+/// etcd's readiness rule for promoting a learner: its acknowledged index is at least 90% of
+/// the leader's (`readyPercent` in etcdserver/server.go), in integers: 10 × matched ≥ 9 × last.
+fn learner_ready(matched: u64, leader_last: u64) -> bool {
+    u128::from(matched) * 10 >= u128::from(leader_last) * 9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learner_ready;
+
+    #[test]
+    fn a_learner_is_ready_at_ninety_percent_of_the_leaders_index() {
+        assert!(learner_ready(0, 0));
+        assert!(learner_ready(9, 10));
+        assert!(!learner_ready(8, 10));
+        assert!(learner_ready(4_500, 5_000));
+        assert!(!learner_ready(4_499, 5_000));
+        assert!(learner_ready(u64::MAX, u64::MAX));
+        assert!(!learner_ready(0, u64::MAX));
+    }
 }
