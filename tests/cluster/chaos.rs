@@ -819,11 +819,14 @@ pub async fn run_schedule(
         Options {
             heartbeat_ms: 50,
             election_ms: 300,
-            // Raft snapshots every 100 entries, so that the log is purged behind them all
-            // through the faults: a member killed, paused or cut off for long comes back
-            // through a snapshot file written for it, and a kill -9 of everyone restarts
-            // from stores flushed at a snapshot plus the log after it.
+            // Raft snapshots every 100 entries, with 200 kept behind each, so that the log
+            // is purged behind them all through the faults: a member killed, paused or cut
+            // off for long comes back through a snapshot file written for it, and a kill -9
+            // of everyone restarts from stores flushed at a snapshot plus the log after it.
+            // A member just through a snapshot finds the log it needs next still there (a
+            // learner with none kept could be sent snapshot after snapshot, never in sync).
             snapshot_count: Some(100),
+            catchup_entries: Some(200),
             proxied: matches!(schedule, Schedule::Faults),
             // Lease checkpoints every second, so the kept lease's remainder is recorded and
             // cleared through the log all through the faults.

@@ -229,6 +229,10 @@ pub struct Options {
     pub heartbeat_ms: u64,
     pub election_ms: u64,
     pub snapshot_count: Option<u64>,
+    /// raftkv's entries kept behind a snapshot (`--raftkv-snapshot-catchup-entries`). With
+    /// a `snapshot_count` and no value here, raftkv members keep none, so that a member a
+    /// few snapshots behind is sent one (etcd members keep their fixed 5,000).
+    pub catchup_entries: Option<u64>,
     /// Route member-to-member traffic through a fault proxy per member ([`Cluster::net`]).
     pub proxied: bool,
     /// Start members with this (soft, hard) limit on open files.
@@ -252,6 +256,7 @@ impl Default for Options {
             heartbeat_ms: 100,
             election_ms: 1000,
             snapshot_count: None,
+            catchup_entries: None,
             proxied: false,
             nofile: None,
             extra_args: Vec::new(),
@@ -639,6 +644,13 @@ fn member_args(m: &Member, initial: &str, state: &str, token: &str, opts: &Optio
     ];
     if let Some(n) = opts.snapshot_count {
         args.extend(["--snapshot-count".into(), n.to_string()]);
+    }
+    let catchup = opts
+        .catchup_entries
+        .or(opts.snapshot_count.map(|_| 0))
+        .filter(|_| matches!(m.server, Server::Raftkv));
+    if let Some(n) = catchup {
+        args.push(format!("--raftkv-snapshot-catchup-entries={n}"));
     }
     // `{name}` in an extra flag is the member's name (its own certificate files, say).
     args.extend(opts.extra_args.iter().map(|a| a.replace("{name}", &m.name)));

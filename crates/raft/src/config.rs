@@ -23,6 +23,9 @@ pub enum ClusterState {
     Existing,
 }
 
+/// etcd 3.4's `SnapshotCatchUpEntries`: entries kept in the log behind a snapshot.
+pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
+
 /// Everything a member needs to run its part of the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -48,6 +51,10 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// `--snapshot-count`: entries applied between snapshots.
     pub snapshot_count: u64,
+    /// Entries a snapshot leaves in the log behind it, so that a follower or learner a
+    /// little behind catches up from the log instead of a whole snapshot (etcd 3.4's fixed
+    /// `SnapshotCatchUpEntries`, 5,000).
+    pub snapshot_catchup_entries: u64,
     /// How long a request may take before it fails with "request timed out".
     pub request_timeout: Duration,
     /// `--max-request-bytes`: the largest command accepted into the log (at most
@@ -113,6 +120,7 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
             request_timeout: Duration::from_secs(4),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,

@@ -422,6 +422,8 @@ impl<N: LeaderSide> Peer for PeerService<N> {
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
         self.check_origin(&req, None)?;
+        // A member whose Raft has stopped refuses before the data comes, as appends do.
+        self.running()?;
         let mut chunks = req.into_inner();
         let first = chunks
             .message()

@@ -272,6 +272,7 @@ impl ServerConfig {
         node.heartbeat_interval = Duration::from_millis(m.heartbeat_interval);
         node.election_timeout = Duration::from_millis(m.election_timeout);
         node.snapshot_count = m.snapshot_count;
+        node.snapshot_catchup_entries = flags.experimental.raftkv_snapshot_catchup_entries;
         node.max_request_bytes = max_request_bytes;
         node.max_txn_ops = usize::try_from(m.max_txn_ops).unwrap_or(usize::MAX);
         node.strict_reconfig_check = c.strict_reconfig_check;

@@ -350,6 +350,10 @@ pub struct Experimental {
     /// when 0).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
     pub raftkv_auto_compaction_revision_interval: Duration,
+    /// raftkv's own: entries kept in the log behind a snapshot, for followers a little
+    /// behind to catch up from (etcd 3.4's fixed 5,000).
+    #[arg(long, hide = true, default_value = "5000", value_parser = parse_uint)]
+    pub raftkv_snapshot_catchup_entries: u64,
     /// raftkv's own: how long a Snapshot stream waits for its client to take the next piece
     /// before it ends with an error and gives up its turn (30 s when 0; etcd waits forever).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]

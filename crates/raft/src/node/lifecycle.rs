@@ -104,7 +104,11 @@ impl RaftNode {
             election_timeout_min: millis(config.election_timeout) * 2 / 5,
             election_timeout_max: millis(config.election_timeout) * 3 / 5,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
-            max_in_snapshot_log_to_keep: 0,
+            // As etcd keeps `SnapshotCatchUpEntries` behind a snapshot: with none kept, a
+            // learner or follower that took a snapshot while the leader took the next found
+            // the log gone again and was sent snapshot after snapshot, never within reach of
+            // the leader (a learner could then not be promoted).
+            max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             enable_pre_vote: Some(true),
             // A member that led before a restart must win a new election (and commit a
