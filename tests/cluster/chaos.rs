@@ -741,7 +741,7 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
         .nth(1)
         .expect("member id")
         .to_string();
-    cluster.spawn_joining(&name, client, peer);
+    let learner = cluster.spawn_joining(&name, client, peer);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(30);
     let mut refusals = 0;
@@ -759,8 +759,10 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
                 let m = &cluster.members[i];
                 state += &format!("--- {} (raft index {index:?}):\n{}\n", m.name, m.log_tail());
             }
+            // A learner that could not join exits; the fixture still holds its handle.
+            let exited = cluster.exited(learner);
             panic!(
-                "learner {name} never promoted ({refusals} refusals): {}\n{state}",
+                "learner {name} never promoted ({refusals} refusals, its exit: {exited:?}): {}\n{state}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
