@@ -5,8 +5,9 @@
 //!
 //! A Raft snapshot is the store itself, as etcd's is its backend: taking one (every
 //! `--snapshot-count` entries) records the applied point and flushes sled
-//! ([`MvccStore::persist`]), after which the log up to that point may be purged. No file is
-//! written then. A file is written only when one is needed: when the leader sends a
+//! ([`MvccStore::persist`]), after which the log may be purged up to 5,000 entries before
+//! that point (etcd's `SnapshotCatchUpEntries`, `--raftkv-snapshot-catchup-entries`). No
+//! file is written then. A file is written only when one is needed: when the leader sends a
 //! snapshot to a follower whose log it purged, of the store as it is at that moment
 //! (pinned between two applies, written while applies go on). It is kept and sent again to
 //! whoever needs one next, until a newer snapshot is taken past it. A follower restores a
