@@ -754,7 +754,7 @@ async fn replace_follower(cluster: &mut Cluster, old: usize) {
         if Instant::now() >= deadline {
             // Each live member's raft index beside the learner's, and their logs' tails.
             let mut state = String::new();
-            for i in (0..cluster.members.len()).filter(|&i| cluster.members[i].is_running()) {
+            for i in running(cluster) {
                 let index = cluster.status(i).await.map(|s| s.raft_index);
                 let m = &cluster.members[i];
                 state += &format!("--- {} (raft index {index:?}):\n{}\n", m.name, m.log_tail());

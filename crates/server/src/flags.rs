@@ -352,7 +352,7 @@ pub struct Experimental {
     pub raftkv_auto_compaction_revision_interval: Duration,
     /// raftkv's own: entries kept in the log behind a snapshot, for followers a little
     /// behind to catch up from (etcd 3.4's fixed 5,000).
-    #[arg(long, hide = true, default_value = "5000", value_parser = parse_uint)]
+    #[arg(long, hide = true, default_value_t = raftkv_raft::config::SNAPSHOT_CATCHUP_ENTRIES, value_parser = parse_uint)]
     pub raftkv_snapshot_catchup_entries: u64,
     /// raftkv's own: how long a Snapshot stream waits for its client to take the next piece
     /// before it ends with an error and gives up its turn (30 s when 0; etcd waits forever).
@@ -641,6 +641,15 @@ mod tests {
         let f = parse(&["-heartbeat-interval", "0x10", "--snapshot-count=1_000"]).unwrap();
         assert_eq!(f.member.heartbeat_interval, 16);
         assert_eq!(f.member.snapshot_count, 1000);
+        // etcd 3.4's fixed SnapshotCatchUpEntries unless set; negative or text is refused.
+        let kept = |f: MemberFlags| f.experimental.raftkv_snapshot_catchup_entries;
+        assert_eq!(kept(parse(&[]).unwrap()), 5_000);
+        assert_eq!(
+            kept(parse(&["--raftkv-snapshot-catchup-entries=0"]).unwrap()),
+            0
+        );
+        assert!(parse(&["--raftkv-snapshot-catchup-entries=-1"]).is_err());
+        assert!(parse(&["--raftkv-snapshot-catchup-entries=many"]).is_err());
     }
 
     #[test]
