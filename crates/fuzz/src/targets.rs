@@ -67,7 +67,7 @@ pub fn targets() -> &'static [Target] {
         },
         Target {
             name: "wal_chunk",
-            about: "a WAL chunk file from disk: recovery, then every entry read back",
+            about: "a WAL segment file from disk: recovery, every entry read back, an append and a reopen",
             run: wal_chunk,
             seeds: wal_chunk_seeds,
         },
@@ -863,14 +863,23 @@ fn raft_message_seeds() -> Vec<Vec<u8>> {
 
 // ---- wal_chunk ----------------------------------------------------------------------------
 
-/// The chunk file name a fresh WAL writes first.
+/// The log configuration the target opens with: small segments, so that an input is a
+/// whole segment or more and recovery's cut-and-reallocate stays cheap.
+fn wal_config() -> raftkv_storage::log::LogConfig {
+    raftkv_storage::log::LogConfig {
+        chunk_bytes: 1 << 16,
+        ..Default::default()
+    }
+}
+
+/// The segment file name a fresh WAL writes first.
 fn wal_chunk_name() -> &'static PathBuf {
     use std::sync::OnceLock;
     static NAME: OnceLock<PathBuf> = OnceLock::new();
     NAME.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let wal = raftkv_storage::log::RaftLogStore::open(dir.path(), &Default::default())
-            .expect("wal opens");
+        let wal =
+            raftkv_storage::log::RaftLogStore::open(dir.path(), &wal_config()).expect("wal opens");
         drop(wal);
         std::fs::read_dir(dir.path())
             .expect("wal dir")
@@ -878,35 +887,52 @@ fn wal_chunk_name() -> &'static PathBuf {
             .map(|e| e.file_name())
             .find(|n| n.to_string_lossy().ends_with(".wal"))
             .map(PathBuf::from)
-            .expect("a chunk file")
+            .expect("a segment file")
     })
 }
 
 fn wal_chunk(data: &[u8]) {
+    use raftkv_storage::log::{LogId as WalLogId, RaftLogStore};
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join(wal_chunk_name()), data).expect("write chunk");
-    let Ok(wal) = raftkv_storage::log::RaftLogStore::open(dir.path(), &Default::default()) else {
+    std::fs::write(dir.path().join(wal_chunk_name()), data).expect("write segment");
+    let Ok(wal) = RaftLogStore::open(dir.path(), &wal_config()) else {
         return;
     };
     let state = wal.state();
-    let first = state.purged.map_or(0, |p| p.index + 1);
-    if let Some(last) = state.last
-        && let Ok(entries) = wal.read(first.min(last.index), last.index.saturating_add(1))
-    {
-        for (_, bytes) in entries {
-            let _ = raftkv_raft::types::decode::<Entry>(&bytes);
-        }
+    let held = wal.read(0, u64::MAX).expect("a log that opened reads back");
+    for (_, bytes) in &held {
+        let _ = raftkv_raft::types::decode::<Entry>(bytes);
     }
     if let Some(vote) = wal.vote() {
         let _ = raftkv_raft::types::decode::<Vote>(&vote);
     }
+    // The log goes on from what recovery kept: an entry after it survives a reopen, and so
+    // does everything recovery kept (a cut tail was really cut, not left to be read again).
+    let next = state.last.map_or(Some(1), |l| l.index.checked_add(1));
+    let Some(index) = next.filter(|&i| i < u64::MAX) else {
+        return;
+    };
+    let id = WalLogId {
+        term: state.last.map_or(1, |l| l.term),
+        index,
+    };
+    wal.append_sync([(id, b"after recovery".to_vec())])
+        .expect("an append after recovery");
+    let vote = wal.vote();
+    drop(wal);
+    let again = RaftLogStore::open(dir.path(), &wal_config()).expect("a log it wrote reopens");
+    let mut want = held;
+    want.push((id, b"after recovery".to_vec()));
+    assert_eq!(again.read(0, u64::MAX).expect("reads"), want);
+    assert_eq!(again.vote(), vote);
+    assert_eq!(again.state().purged, state.purged);
 }
 
 fn wal_chunk_seeds() -> Vec<Vec<u8>> {
     use raftkv_storage::log::{FlushCallback, LogId as WalLogId, RaftLogStore};
     let dir = tempfile::tempdir().expect("temp dir");
     {
-        let wal = RaftLogStore::open(dir.path(), &Default::default()).expect("wal opens");
+        let wal = RaftLogStore::open(dir.path(), &wal_config()).expect("wal opens");
         wal.save_vote(raftkv_raft::types::encode(&Vote::new(3, 1)).expect("encodes"))
             .expect("vote saved");
         let entries: Vec<_> = sample_entries()
@@ -931,7 +957,11 @@ fn wal_chunk_seeds() -> Vec<Vec<u8>> {
         .expect("appends");
         rx.recv().expect("flushed").expect("flush ok");
     }
-    vec![std::fs::read(dir.path().join(wal_chunk_name())).expect("chunk")]
+    // The written records, without the zeros the rest of the segment holds.
+    let mut bytes = std::fs::read(dir.path().join(wal_chunk_name())).expect("segment");
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes.truncate(end);
+    vec![bytes]
 }
 
 // ---- etcd_snapshot ------------------------------------------------------------------------

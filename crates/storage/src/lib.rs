@@ -4,8 +4,9 @@
 //! - [`mvcc`] — etcd's multi-version key-value model on sled: revisions, tombstones,
 //!   history until compaction, Range / Put / DeleteRange / Txn / Compact with etcd's
 //!   semantics and errors, and the applied Raft log id stored atomically with the data.
-//! - [`log`] — the Raft log and vote: a write-ahead log (the `raft-log` crate) whose
-//!   appends are on disk (fdatasync) before they are reported flushed, with group commit.
+//! - [`log`] — the Raft log and vote: a write-ahead log of preallocated segment files
+//!   (`wal.rs`) whose appends are on disk (fdatasync) before they are reported flushed,
+//!   with group commit.
 //! - [`snapshot`] — point-in-time snapshot files of the MVCC state: header, blocks encoded
 //!   with `raftkv-codec`, SHA-256 trailer (the layout `etcdctl snapshot save` accepts).
 //! - [`etcd`] — etcd's own snapshot files (bbolt): their status as etcdctl reports it, and
@@ -20,10 +21,12 @@ pub mod bootstrap;
 pub mod error;
 pub mod etcd;
 pub mod layout;
+mod legacy_wal;
 pub mod log;
 pub mod mvcc;
 pub mod snapshot;
 mod sort;
+mod wal;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};
 pub use mvcc::{AppliedState, MvccConfig, MvccStore, PinnedPoint};

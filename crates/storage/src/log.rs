@@ -1,22 +1,16 @@
-//! The Raft log and vote: a write-ahead log on the `raft-log` crate.
+//! The Raft log and vote: a write-ahead log of preallocated segment files ([`crate::wal`]).
 //!
-//! Why `raft-log` and not our own WAL: it was written for openraft by its author and is used
-//! in production (Databend's meta service). It already does what this layer needs —
-//! chunked files with a CRC-32 per record, a background worker that writes and
-//! `fdatasync`s each flush request in order and only then runs its callbacks,
-//! truncate (conflicting suffix) and purge (prefix, files unlinked only after the purge
-//! record is durable), and recovery that truncates an incomplete tail record and refuses
-//! a damaged one. What is left here is the fit to raftkv: entries and votes as opaque bytes
-//! (the raft crate encodes openraft's types), a bound on entry size checked before any
-//! allocation when decoding, and a synchronous API plus an append that reports durability
-//! through a callback.
+//! The files, their records and recovery are `wal.rs`'s. What is here: a synchronous API
+//! over it for openraft's log store, an append that reports durability through a callback,
+//! and the pacer.
 //!
-//! Durability contract: `append` queues the entries and a *synced* flush; `on_flushed` runs
-//! after the fdatasync that covers them. Under load that flush may be held back briefly by
-//! this layer's pacer (adaptive group commit, see [`RaftLogStore::append`]): with many
-//! writers, one fdatasync per flush's time instead of one per append cut the leader's CPU
-//! per write by about 30 % and raised 100-client put/s by about as much. `save_vote`,
-//! `truncate_from` and `purge_upto` wait for their own synced flush before returning.
+//! Durability contract: `append` writes the entries (into the page cache) and queues a
+//! *synced* flush; `on_flushed` runs after the fdatasync that covers them. Under load that
+//! flush may be held back briefly by this layer's pacer (adaptive group commit, see
+//! [`RaftLogStore::append`]): with many writers, one fdatasync per flush's time instead of
+//! one per append cut the leader's CPU per write by about 30 % and raised 100-client put/s
+//! by about as much. `save_vote`, `truncate_from` and `purge_upto` wait for their own synced
+//! flush before returning.
 
 use std::fmt;
 use std::io;
@@ -25,9 +19,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use raft_log::api::raft_log_writer::RaftLogWriter;
-use raft_log::codeq::{Decode, Encode};
-use raft_log::{Callback, RaftLog};
+use crate::wal::Wal;
 
 /// The largest entry payload accepted, in bytes. Larger lengths in a record are treated as
 /// damage: they are refused before anything is allocated for them.
@@ -45,54 +37,6 @@ pub struct LogId {
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.term, self.index)
-    }
-}
-
-impl Encode for LogId {
-    fn encode<W: io::Write>(&self, mut w: W) -> io::Result<usize> {
-        Ok(self.term.encode(&mut w)? + self.index.encode(&mut w)?)
-    }
-}
-
-impl Decode for LogId {
-    fn decode<R: io::Read>(mut r: R) -> io::Result<Self> {
-        Ok(Self {
-            term: u64::decode(&mut r)?,
-            index: u64::decode(&mut r)?,
-        })
-    }
-}
-
-/// Opaque bytes (an encoded entry, or the encoded vote) with a bounded length.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Blob(pub Vec<u8>);
-
-impl Encode for Blob {
-    fn encode<W: io::Write>(&self, mut w: W) -> io::Result<usize> {
-        let len = u32::try_from(self.0.len())
-            .ok()
-            .filter(|&n| n as usize <= MAX_ENTRY_BYTES)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "log entry too large"))?;
-        w.write_all(&len.to_be_bytes())?;
-        w.write_all(&self.0)?;
-        Ok(4 + self.0.len())
-    }
-}
-
-impl Decode for Blob {
-    fn decode<R: io::Read>(mut r: R) -> io::Result<Self> {
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_ENTRY_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("log record claims {len} bytes, more than any entry can hold"),
-            ));
-        }
-        let mut buf = vec![0; len];
-        r.read_exact(&mut buf)?;
-        Ok(Self(buf))
     }
 }
 
@@ -119,30 +63,10 @@ impl FlushCallback {
     }
 }
 
-impl Callback for FlushCallback {
-    fn send(self, res: io::Result<()>) {
+impl FlushCallback {
+    /// Runs the closure with the flush's outcome.
+    pub(crate) fn call(self, res: io::Result<()>) {
         (self.0)(res)
-    }
-}
-
-/// The `raft-log` type bindings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalTypes;
-
-impl raft_log::Types for WalTypes {
-    type LogId = LogId;
-    type LogPayload = Blob;
-    /// Unused: the vote is kept as user data, opaque to this layer.
-    type Vote = LogId;
-    type Callback = FlushCallback;
-    type UserData = Blob;
-
-    fn log_index(log_id: &LogId) -> u64 {
-        log_id.index
-    }
-
-    fn payload_size(payload: &Blob) -> u64 {
-        payload.0.len() as u64
     }
 }
 
@@ -156,7 +80,8 @@ pub struct LogConfig {
     pub max_linger: Duration,
     /// Payload bytes kept in memory for reads (entries not yet synced always are).
     pub cache_bytes: usize,
-    /// Close a chunk file after this many bytes (purge unlinks whole chunks).
+    /// The size of a segment file, allocated when it is created (purge unlinks whole
+    /// segments).
     pub chunk_bytes: usize,
 }
 
@@ -191,7 +116,7 @@ pub struct RaftLogStore {
 /// take only `pacing` (a thread holding `log` may be waiting for that worker: its queue is
 /// bounded by bytes).
 struct Shared {
-    log: Mutex<RaftLog<WalTypes>>,
+    log: Mutex<Wal>,
     pace: Arc<Pace>,
     max_linger: Duration,
 }
@@ -288,7 +213,7 @@ impl SharedFlush {
         self.pace.wake.notify_all();
         self.paced = false;
         for cb in self.callbacks.drain(..) {
-            cb.send(match res {
+            cb.call(match res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
@@ -305,7 +230,7 @@ impl Drop for SharedFlush {
 }
 
 impl Shared {
-    fn lock_log(&self) -> MutexGuard<'_, RaftLog<WalTypes>> {
+    fn lock_log(&self) -> MutexGuard<'_, Wal> {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -314,7 +239,7 @@ impl Shared {
     /// in the order their data was appended and callbacks run in log order.
     fn flush(
         self: &Arc<Self>,
-        log: &mut RaftLog<WalTypes>,
+        log: &mut Wal,
         last: Option<FlushCallback>,
         paced: bool,
     ) -> io::Result<()> {
@@ -339,7 +264,7 @@ impl Shared {
             };
             move |res| shared_flush.finish(&res)
         });
-        log.flush(true, Some(flush))
+        log.flush(flush)
     }
 
     /// The pacer thread: asks for the flush of held-back appends once no paced flush is
@@ -405,15 +330,8 @@ impl RaftLogStore {
     /// Opens (or creates) the log in directory `dir`, recovering from a crash: an
     /// incomplete record at the tail is cut off; a damaged record anywhere is an error.
     pub fn open(dir: &Path, config: &LogConfig) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let mut c = raft_log::Config::new(dir.to_string_lossy());
-        c.log_cache_capacity = Some(config.cache_bytes);
-        // Batching is ours (the pacer). With no wait the worker serves one flush request
-        // per fdatasync: every flush asked for costs one.
-        c.wal.flush_batch_wait = Some(Duration::ZERO);
-        c.wal.chunk_max_size = Some(config.chunk_bytes);
-        c.wal.truncate_incomplete_record = Some(true);
-        let log = RaftLog::open(Arc::new(c))?;
+        crate::legacy_wal::upgrade(dir, config.chunk_bytes as u64, config.cache_bytes)?;
+        let log = Wal::open(dir, config.chunk_bytes as u64, config.cache_bytes)?;
         let shared = Arc::new(Shared {
             log: Mutex::new(log),
             pace: Arc::new(Pace {
@@ -434,45 +352,34 @@ impl RaftLogStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, RaftLog<WalTypes>> {
+    fn lock(&self) -> MutexGuard<'_, Wal> {
         self.shared.lock_log()
     }
 
     /// The flush worker's totals so far (for `/metrics`).
     pub fn flush_stats(&self) -> FlushStats {
-        let m = self.lock().stat().flush_metrics;
-        FlushStats {
-            syncs: m.sync_batch_count,
-            sync_us: m.sync_us,
-            last_sync_us: m.last_sync_us,
-            write_bytes: m.write_bytes,
-        }
+        self.lock().stats()
     }
 
     /// Last and purged log ids.
     pub fn state(&self) -> LogState {
         let log = self.lock();
-        let state = log.log_state();
         LogState {
-            last: state.last().copied(),
-            purged: state.purged().copied(),
+            last: log.last(),
+            purged: log.purged(),
         }
     }
 
     /// The saved vote, if any.
     pub fn vote(&self) -> Option<Vec<u8>> {
-        self.lock()
-            .log_state()
-            .user_data
-            .as_ref()
-            .map(|b| b.0.clone())
+        self.lock().vote().map(<[u8]>::to_vec)
     }
 
     /// Saves the vote and returns once it is on disk.
     pub fn save_vote(&self, vote: Vec<u8>) -> io::Result<()> {
         let rx = {
             let mut log = self.lock();
-            log.save_user_data(Some(Blob(vote)))?;
+            log.save_vote(vote)?;
             self.flush_locked(&mut log)?
         };
         wait(rx)
@@ -492,7 +399,7 @@ impl RaftLogStore {
         on_flushed: FlushCallback,
     ) -> io::Result<()> {
         let mut log = self.lock();
-        log.append(entries.into_iter().map(|(id, payload)| (id, Blob(payload))))?;
+        log.append(entries)?;
         let now = Instant::now();
         let mut p = self.shared.pace.lock();
         if p.arrive(now, self.shared.max_linger) {
@@ -514,7 +421,12 @@ impl RaftLogStore {
         entries: impl IntoIterator<Item = (LogId, Vec<u8>)>,
     ) -> io::Result<()> {
         let (tx, rx) = sync_channel(1);
-        self.append(entries, FlushCallback::new(move |r| Callback::send(tx, r)))?;
+        self.append(
+            entries,
+            FlushCallback::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
         wait(rx)
     }
 
@@ -530,22 +442,20 @@ impl RaftLogStore {
     }
 
     /// Drops every entry up to and including `upto` (covered by a durable snapshot) and
-    /// waits for it to be durable; whole chunk files are then unlinked.
+    /// waits for it to be durable; whole segment files are then unlinked.
     pub fn purge_upto(&self, upto: LogId) -> io::Result<()> {
         let rx = {
             let mut log = self.lock();
             log.purge(upto)?;
             self.flush_locked(&mut log)?
         };
-        wait(rx)
+        wait(rx)?;
+        self.lock().remove_purged()
     }
 
     /// The entries with index in `[from, to)` that the log holds.
     pub fn read(&self, from: u64, to: u64) -> io::Result<Vec<(LogId, Vec<u8>)>> {
-        let log = self.lock();
-        log.read(from, to)
-            .map(|r| r.map(|(id, blob)| (id, blob.0)))
-            .collect()
+        self.lock().read(from, to, usize::MAX)
     }
 
     /// The entries with index in `[from, to)`, as many as fit in `max_bytes` together (and at
@@ -556,30 +466,18 @@ impl RaftLogStore {
         to: u64,
         max_bytes: usize,
     ) -> io::Result<Vec<(LogId, Vec<u8>)>> {
-        let log = self.lock();
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        for item in log.read(from, to) {
-            let (id, blob) = item?;
-            total = total.saturating_add(blob.0.len());
-            if total > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push((id, blob.0));
-        }
-        Ok(out)
+        self.lock().read(from, to, max_bytes)
     }
 
     /// A synced flush of everything so far (held-back appends' callbacks run first, in
     /// order), waited for through the returned channel.
-    fn flush_locked(
-        &self,
-        log: &mut RaftLog<WalTypes>,
-    ) -> io::Result<std::sync::mpsc::Receiver<io::Result<()>>> {
+    fn flush_locked(&self, log: &mut Wal) -> io::Result<std::sync::mpsc::Receiver<io::Result<()>>> {
         let (tx, rx) = sync_channel(1);
         self.shared.flush(
             log,
-            Some(FlushCallback::new(move |r| Callback::send(tx, r))),
+            Some(FlushCallback::new(move |r| {
+                let _ = tx.send(r);
+            })),
             false,
         )?;
         Ok(rx)

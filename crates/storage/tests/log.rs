@@ -38,7 +38,7 @@ fn append_one_by_one(log: &RaftLogStore, last: u64, tx: &Sender<(u64, bool)>) {
     }
 }
 
-/// The chunk files of a log directory, oldest first.
+/// The segment files of a log directory, oldest first.
 fn chunks(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -47,6 +47,13 @@ fn chunks(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Where the written records of a segment file end: segments are allocated at their full
+/// size, and what follows the last record reads as zeros.
+fn data_end(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64
 }
 
 #[test]
@@ -161,9 +168,10 @@ fn torn_tail_is_cut_after_the_last_good_record() {
         let log = open(dir.path()).unwrap();
         log.append_sync(entries(1, 1, 21)).unwrap();
     }
-    // Tear the last record: drop its final 5 bytes, as a crash mid-write would.
+    // Tear the last record: the file ends 5 bytes before it does, as when a crash cut
+    // short a write that was growing the file.
     let last = chunks(dir.path()).pop().unwrap();
-    let len = fs::metadata(&last).unwrap().len();
+    let len = data_end(&last);
     OpenOptions::new()
         .write(true)
         .open(&last)
@@ -180,6 +188,50 @@ fn torn_tail_is_cut_after_the_last_good_record() {
         open(dir.path()).unwrap().read(1, 30).unwrap(),
         entries(1, 1, 22)
     );
+}
+
+#[test]
+fn a_record_torn_at_a_sector_boundary_is_cut_and_a_partly_zeroed_one_refused() {
+    // A crash can leave a sector of a record unwritten (zeros in a preallocated file): the
+    // record is incomplete, not damaged. Zeros that do not fill a sector cannot come from a
+    // torn write, so they are damage.
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![b'b'; 2000];
+    {
+        let log = open(dir.path()).unwrap();
+        log.append_sync(entries(1, 1, 20)).unwrap();
+        log.append_sync([(id(1, 20), big.clone())]).unwrap();
+    }
+    let last = chunks(dir.path()).pop().unwrap();
+    let clean = fs::read(&last).unwrap();
+    let end = data_end(&last) as usize;
+    let payload_at = end - big.len();
+    let boundary = payload_at.div_ceil(512) * 512 + 512;
+    assert!(boundary < end);
+
+    let mut torn = clean.clone();
+    torn[boundary..end].fill(0);
+    fs::write(&last, &torn).unwrap();
+    {
+        let log = open(dir.path()).unwrap();
+        assert_eq!(log.state().last, Some(id(1, 19)));
+        assert_eq!(log.read(1, 30).unwrap(), entries(1, 1, 20));
+    }
+    // The cut record's bytes are gone for good: a later append takes its place.
+    assert!(
+        fs::read(&last).unwrap()[boundary..end]
+            .iter()
+            .all(|&b| b == 0)
+    );
+
+    let mut damaged = clean.clone();
+    damaged[boundary + 10..boundary + 100].fill(0);
+    fs::write(&last, &damaged).unwrap();
+    assert!(open(dir.path()).is_err());
+    fs::write(&last, &clean).unwrap();
+    let log = open(dir.path()).unwrap();
+    assert_eq!(log.state().last, Some(id(1, 20)));
+    assert_eq!(log.read(20, 21).unwrap(), vec![(id(1, 20), big)]);
 }
 
 #[test]
@@ -209,9 +261,10 @@ fn bit_flips_are_refused_with_an_error() {
     }
     let last = chunks(dir.path()).pop().unwrap();
     let clean = fs::read(&last).unwrap();
+    let end = data_end(&last) as usize;
     // A flip in the middle of the log and one in the last record: both are detected by the
     // record checksums and refused — an acknowledged entry is never silently dropped.
-    for at in [clean.len() / 2, clean.len() - 3] {
+    for at in [end / 2, end - 3] {
         let mut damaged = clean.clone();
         damaged[at] ^= 0x10;
         fs::write(&last, &damaged).unwrap();
@@ -361,4 +414,178 @@ fn a_vote_saved_after_held_back_appends_completes_after_them() {
         seen, want,
         "every append's callback ran before save_vote returned"
     );
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        chunk_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn the_vote_and_purge_point_outlive_the_segments_they_were_written_in() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+        log.save_vote(b"vote of term 1".to_vec()).unwrap();
+        log.append_sync(entries(1, 1, 600)).unwrap();
+        log.purge_upto(id(1, 550)).unwrap();
+        log.append_sync(entries(1, 600, 1200)).unwrap();
+        log.purge_upto(id(1, 1100)).unwrap();
+        // Every segment that held the vote record or the first purge record is gone.
+        assert!(chunks(dir.path()).len() <= 3, "{:?}", chunks(dir.path()));
+    }
+    let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(log.vote(), Some(b"vote of term 1".to_vec()));
+    assert_eq!(log.state().purged, Some(id(1, 1100)));
+    assert_eq!(log.state().last, Some(id(1, 1199)));
+    assert_eq!(log.read(0, 2000).unwrap(), entries(1, 1101, 1200));
+}
+
+#[test]
+fn a_truncate_reaching_into_older_segments_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+        log.append_sync(entries(1, 1, 300)).unwrap();
+        log.truncate_from(120).unwrap();
+        log.append_sync(entries(2, 120, 130)).unwrap();
+    }
+    let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+    let mut want = entries(1, 1, 120);
+    want.extend(entries(2, 120, 130));
+    assert_eq!(log.read(0, 1000).unwrap(), want);
+    assert_eq!(log.state().last, Some(id(2, 129)));
+}
+
+#[test]
+fn a_purge_past_the_last_entry_moves_the_log_on() {
+    // After a snapshot install the log is purged beyond its last entry; the next entry
+    // follows the purge point.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path()).unwrap();
+        log.append_sync(entries(1, 1, 10)).unwrap();
+        log.purge_upto(id(3, 500)).unwrap();
+        assert_eq!(log.state().last, Some(id(3, 500)));
+        assert!(log.append_sync(entries(3, 10, 11)).is_err());
+        log.append_sync(entries(3, 501, 503)).unwrap();
+    }
+    let log = open(dir.path()).unwrap();
+    assert_eq!(log.state().purged, Some(id(3, 500)));
+    assert_eq!(log.read(0, 1000).unwrap(), entries(3, 501, 503));
+}
+
+#[test]
+fn an_append_that_leaves_a_gap_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).unwrap();
+    log.append_sync(entries(1, 1, 5)).unwrap();
+    let mut bad = entries(1, 5, 7);
+    bad.extend(entries(1, 8, 9));
+    assert!(log.append_sync(bad).is_err());
+    assert_eq!(log.state().last, Some(id(1, 4)));
+    log.append_sync(entries(1, 5, 6)).unwrap();
+    drop(log);
+    assert_eq!(
+        open(dir.path()).unwrap().read(0, 100).unwrap(),
+        entries(1, 1, 6)
+    );
+}
+
+#[test]
+fn missing_segments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+        log.append_sync(entries(1, 1, 400)).unwrap();
+    }
+    let files = chunks(dir.path());
+    assert!(files.len() >= 4);
+    let saved = fs::read(&files[1]).unwrap();
+    // A hole in the numbering.
+    fs::remove_file(&files[1]).unwrap();
+    assert!(RaftLogStore::open(dir.path(), &small_segments()).is_err());
+    fs::write(&files[1], &saved).unwrap();
+    // The oldest segment gone while its entries were never purged.
+    fs::remove_file(&files[0]).unwrap();
+    let err = RaftLogStore::open(dir.path(), &small_segments())
+        .err()
+        .expect("a log missing unpurged entries opens");
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn a_new_segment_that_never_reached_the_disk_is_begun_again() {
+    // A crash right after a segment file was created and allocated, before its first
+    // record was written: it reads as zeros.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+        log.save_vote(b"v".to_vec()).unwrap();
+        log.append_sync(entries(1, 1, 200)).unwrap();
+    }
+    let files = chunks(dir.path());
+    let newest = files.last().unwrap();
+    let name = newest.file_name().unwrap().to_str().unwrap();
+    let seq = u64::from_str_radix(&name[4..20], 16).unwrap();
+    let next = dir.path().join(format!("seg-{:016x}.wal", seq + 1));
+    fs::write(&next, vec![0u8; 4096]).unwrap();
+    {
+        let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+        assert_eq!(log.read(0, 1000).unwrap(), entries(1, 1, 200));
+        log.append_sync(entries(1, 200, 210)).unwrap();
+    }
+    let log = RaftLogStore::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(log.read(0, 1000).unwrap(), entries(1, 1, 210));
+    assert_eq!(log.vote(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_log_open_in_one_place_cannot_be_opened_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path()).unwrap();
+    let err = open(dir.path())
+        .err()
+        .expect("a second open of the same log");
+    assert!(err.to_string().contains("in use"), "{err}");
+    drop(log);
+    open(dir.path()).unwrap();
+}
+
+#[test]
+fn records_a_torn_write_left_past_a_zeroed_header_are_never_read_again() {
+    // A crash can persist a later sector of a write and not the one holding a record's
+    // header: recovery stops at the zero header. The stale bytes after it must not turn up
+    // behind the records written after recovery.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path()).unwrap();
+        log.append_sync(entries(1, 1, 10)).unwrap();
+    }
+    let last = chunks(dir.path()).pop().unwrap();
+    let end = data_end(&last) as usize;
+    // Entries 10 and 11 as a torn write left them: 10's record zeroed, 11's intact.
+    let scratch = tempfile::tempdir().unwrap();
+    {
+        let log = open(scratch.path()).unwrap();
+        log.append_sync(entries(1, 1, 12)).unwrap();
+    }
+    let full = fs::read(chunks(scratch.path()).pop().unwrap()).unwrap();
+    let full_end = data_end(&chunks(scratch.path()).pop().unwrap()) as usize;
+    let mut bytes = fs::read(&last).unwrap();
+    let eleven = full_end - payload(11).len() - 8 - 17;
+    bytes[eleven..full_end].copy_from_slice(&full[eleven..full_end]);
+    assert!(bytes[end..eleven].iter().all(|&b| b == 0));
+    fs::write(&last, &bytes).unwrap();
+    {
+        let log = open(dir.path()).unwrap();
+        assert_eq!(log.state().last, Some(id(1, 9)));
+        // Entry 10 again, of the same length as the lost one: it ends where the stale
+        // entry 11 began.
+        log.append_sync(entries(2, 10, 11)).unwrap();
+    }
+    let log = open(dir.path()).unwrap();
+    assert_eq!(log.state().last, Some(id(2, 10)));
 }
