@@ -139,23 +139,26 @@ pub(crate) fn upgrade(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io:
             return Ok(());
         }
         copy(dir, segment_bytes, cache_bytes)?;
-        std::fs::write(
-            &marker,
-            b"the raft-log files here are copied into seg-*.wal\n",
-        )?;
-        std::fs::File::open(&marker)?.sync_all()?;
-        sync_dir(dir)?;
     }
+    // Another process may have finished the removal meanwhile: then this one stops at the
+    // lock, or finds nothing left to remove.
     let _lock = crate::wal::lock_dir(dir)?;
     for file in old_files(dir)? {
         std::fs::remove_file(file)?;
     }
     sync_dir(dir)?;
-    std::fs::remove_file(&marker)?;
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     sync_dir(dir)
 }
 
+/// Copies the old log into segments and writes the marker, all under raft-log's lock on the
+/// directory (the same `LOCK` file `wal.rs` locks), so a second process refuses the
+/// directory instead of racing the copy.
 fn copy(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io::Result<()> {
+    let old = RaftLog::<OldTypes>::open(Arc::new(old_config(dir)))?;
     // Segments left by a copy that did not finish.
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -164,12 +167,10 @@ fn copy(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io::Result<()> {
             std::fs::remove_file(path)?;
         }
     }
-    let old = RaftLog::<OldTypes>::open(Arc::new(old_config(dir)))?;
     let state = old.log_state();
     let purged = state.purged().copied();
     let last = state.last().copied();
     let vote = state.user_data.as_ref().map(|b| b.0.clone());
-    // raft-log holds the directory's lock (the same `LOCK` file) while the copy runs.
     let mut wal = Wal::open_locked(dir, segment_bytes, cache_bytes)?;
     if let Some(p) = purged {
         wal.purge(p)?;
@@ -205,6 +206,15 @@ fn copy(dir: &Path, segment_bytes: u64, cache_bytes: usize) -> io::Result<()> {
             ),
         ));
     }
+    drop(wal);
+    let marker = dir.join(MARKER);
+    std::fs::write(
+        &marker,
+        b"the raft-log files here are copied into seg-*.wal\n",
+    )?;
+    std::fs::File::open(&marker)?.sync_all()?;
+    sync_dir(dir)?;
+    drop(old);
     Ok(())
 }
 
@@ -269,7 +279,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_old(dir.path());
         copy(dir.path(), 1 << 20, 1 << 20).unwrap();
-        std::fs::write(dir.path().join(MARKER), b"").unwrap();
+        assert!(dir.path().join(MARKER).exists());
         upgrade(dir.path(), 1 << 20, 1 << 20).unwrap();
         assert!(old_files(dir.path()).unwrap().is_empty());
         check(&Wal::open(dir.path(), 1 << 20, 1 << 20).unwrap());

@@ -78,7 +78,8 @@ pub struct LogConfig {
     /// while they arrive faster than one per this interval, and then for no longer than
     /// the recent flushes took, so a lone writer never waits. Zero turns holding off.
     pub max_linger: Duration,
-    /// Payload bytes kept in memory for reads (entries not yet synced always are).
+    /// Payload bytes of the newest entries kept in memory for reads (older ones are read
+    /// from the segment files).
     pub cache_bytes: usize,
     /// The size of a segment file, allocated when it is created (purge unlinks whole
     /// segments).
@@ -444,13 +445,13 @@ impl RaftLogStore {
     /// Drops every entry up to and including `upto` (covered by a durable snapshot) and
     /// waits for it to be durable; whole segment files are then unlinked.
     pub fn purge_upto(&self, upto: LogId) -> io::Result<()> {
-        let rx = {
+        let (rx, (purged, segment)) = {
             let mut log = self.lock();
             log.purge(upto)?;
-            self.flush_locked(&mut log)?
+            (self.flush_locked(&mut log)?, log.purge_mark())
         };
         wait(rx)?;
-        self.lock().remove_purged()
+        self.lock().remove_purged(purged, segment)
     }
 
     /// The entries with index in `[from, to)` that the log holds.

@@ -274,7 +274,7 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 
 fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?.strip_suffix(".wal")?;
-    if hex.len() != 16 {
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -314,18 +314,20 @@ fn damaged(path: &Path, at: u64, what: &str) -> io::Error {
 }
 
 /// Whether the bytes `[at, end)` of `file` look like a write a crash cut short: one of the
-/// 512-byte-aligned pieces they split into reads as all zeros.
-fn torn(file: &File, at: u64, end: u64) -> io::Result<bool> {
+/// 512-byte sectors they touch reads as zeros from its first byte to its last (the part of a
+/// sector past the end of the file counts as zeros). The whole sector, not only the record's
+/// part of it: zero bytes that a record holds, with other bytes beside them in the same
+/// sector, are no sign of a torn write.
+fn torn(file: &File, at: u64, end: u64, size: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; SECTOR as usize];
-    let mut pos = at;
-    while pos < end {
-        let piece_end = ((pos / SECTOR + 1) * SECTOR).min(end);
-        let piece = &mut buf[..(piece_end - pos) as usize];
-        file.read_exact_at(piece, pos)?;
-        if piece.iter().all(|&b| b == 0) {
+    let mut sector = at / SECTOR * SECTOR;
+    while sector < end {
+        let n = size.saturating_sub(sector).min(SECTOR) as usize;
+        file.read_exact_at(&mut buf[..n], sector)?;
+        if buf[..n].iter().all(|&b| b == 0) {
             return Ok(true);
         }
-        pos = piece_end;
+        sector += SECTOR;
     }
     Ok(false)
 }
@@ -404,14 +406,14 @@ impl Wal {
             }
         }
         seqs.sort_unstable();
-        if let Some(w) = seqs.windows(2).find(|w| w[1] != w[0] + 1) {
+        if let Some(w) = seqs.windows(2).find(|w| w[0].checked_add(1) != Some(w[1])) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}: log segments {:016x} to {:016x} are missing",
+                    "{}: log segments between {:016x} and {:016x} are missing",
                     dir.display(),
-                    w[0] + 1,
-                    w[1] - 1
+                    w[0],
+                    w[1]
                 ),
             ));
         }
@@ -475,6 +477,7 @@ impl Wal {
                 wal.vote = replay.vote.clone();
                 wal.entries = replay.entries.clone();
                 wal.write_start()?;
+                wal.sync_now()?;
             }
         }
         if replay.gone_upto > replay.purged.map_or(0, |p| p.index) {
@@ -546,6 +549,9 @@ impl Wal {
         if end + len > self.segment_bytes && end > self.start_len() {
             let tail = self.buf.split_off(at);
             let moved = self.write_out().and_then(|()| {
+                // The segment left behind is complete on disk before the next one exists:
+                // recovery accepts a torn tail only in the newest segment.
+                self.current().sync_data()?;
                 let next = self
                     .seq
                     .checked_add(1)
@@ -785,19 +791,33 @@ impl Wal {
 
     /// Unlinks the oldest segments whose entries are all purged (never the one written).
     /// Call only once the purge record is durable.
-    pub(crate) fn remove_purged(&mut self) -> io::Result<()> {
-        let purged = self.purged.map_or(0, |p| p.index);
+    ///
+    /// `purged` and `before` are what [`Wal::purge_mark`] said when the purge's flush was
+    /// asked for: the purge point that flush made durable, and the segment it was written
+    /// in. Only segments older than that one go, so the segment holding a durable copy of
+    /// the vote and purge point is never removed for a newer one whose start records may
+    /// not be on disk yet.
+    pub(crate) fn remove_purged(&mut self, purged: u64, before: u64) -> io::Result<()> {
         let removable: Vec<u64> = self
             .segments
             .iter()
-            .take_while(|(seq, s)| **seq != self.seq && s.max_index <= purged)
+            .take_while(|(seq, s)| **seq < before && **seq != self.seq && s.max_index <= purged)
             .map(|(seq, _)| *seq)
             .collect();
+        if removable.is_empty() {
+            return Ok(());
+        }
         for seq in removable {
             self.segments.remove(&seq);
             std::fs::remove_file(segment_path(&self.dir, seq))?;
         }
-        Ok(())
+        // Unlinks reach the disk in order of the numbering (no gap after a crash).
+        sync_dir(&self.dir)
+    }
+
+    /// The purge point and the segment being written, for [`Wal::remove_purged`].
+    pub(crate) fn purge_mark(&self) -> (u64, u64) {
+        (self.purged.map_or(0, |p| p.index), self.seq)
     }
 
     /// Asks the worker for a synced flush of everything written so far; `done` runs after it
@@ -956,7 +976,7 @@ fn replay_segment(
         if len == 0 || len > MAX_BODY as u64 {
             // A header split over two sectors, one of them never written, reads this way;
             // a header within one sector that does is damaged.
-            if torn(&file, pos, pos + HEADER as u64)? {
+            if torn(&file, pos, pos + HEADER as u64, size)? {
                 break Some(pos);
             }
             return Err(damaged(path, pos, "bad record length"));
@@ -968,7 +988,7 @@ fn replay_segment(
         body.resize(len as usize, 0);
         reader.read_exact(&mut body)?;
         if crc32fast::hash(&body) != crc {
-            if torn(&file, pos, pos + HEADER as u64 + len)? {
+            if torn(&file, pos, pos + HEADER as u64 + len, size)? {
                 break Some(pos);
             }
             return Err(damaged(path, pos, "record checksum mismatch"));
@@ -1096,5 +1116,12 @@ mod tests {
         assert_eq!(parse_segment_name("seg-000000000000002a.wal"), Some(42));
         assert_eq!(parse_segment_name("seg-2a.wal"), None);
         assert_eq!(parse_segment_name("r-000000000000000000000.wal"), None);
+        // One number, one name: no sign, no capitals.
+        assert_eq!(parse_segment_name("seg-+000000000000000.wal"), None);
+        assert_eq!(parse_segment_name("seg-FFFFFFFFFFFFFFFF.wal"), None);
+        assert_eq!(
+            parse_segment_name("seg-ffffffffffffffff.wal"),
+            Some(u64::MAX)
+        );
     }
 }

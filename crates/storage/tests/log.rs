@@ -589,3 +589,33 @@ fn records_a_torn_write_left_past_a_zeroed_header_are_never_read_again() {
     let log = open(dir.path()).unwrap();
     assert_eq!(log.state().last, Some(id(2, 10)));
 }
+
+#[test]
+fn damage_in_a_record_ending_in_zero_bytes_is_refused_not_taken_for_a_tear() {
+    // Entry 6 ends with five zero bytes, the first five of a sector, and entry 7 follows
+    // in that sector. A flip inside entry 6 is damage: the sector it ends in is not all
+    // zeros (entry 7 is there), so the record is no torn write, and entry 7, which was
+    // acknowledged, must not be cut off with it.
+    let dir = tempfile::tempdir().unwrap();
+    let last;
+    {
+        let log = open(dir.path()).unwrap();
+        log.append_sync(entries(1, 1, 6)).unwrap();
+        last = chunks(dir.path()).pop().unwrap();
+        let end0 = data_end(&last) as usize;
+        let mut target = (end0 + 25).div_ceil(512) * 512 + 5;
+        if target - (end0 + 25) < 16 {
+            target += 512;
+        }
+        let mut six = vec![b'p'; target - (end0 + 25) - 5];
+        six.extend_from_slice(&[0; 5]);
+        log.append_sync([(id(1, 6), six)]).unwrap();
+        assert_eq!(data_end(&last) as usize, target - 5);
+        log.append_sync(entries(1, 7, 8)).unwrap();
+    }
+    let mut bytes = fs::read(&last).unwrap();
+    let six_at = bytes.windows(4).position(|w| w == b"pppp").unwrap();
+    bytes[six_at + 1] ^= 0x01;
+    fs::write(&last, &bytes).unwrap();
+    assert!(open(dir.path()).is_err());
+}
