@@ -51,7 +51,9 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_raises_nospace_and_recovers_when_space_returns() {
-    let tmpfs = match Tmpfs::mount("320m") {
+    // Room for each of the three members' first 64 MiB WAL segment (created at full size),
+    // the filler, and a fill of a hundred-odd MiB before the reserve is reached.
+    let tmpfs = match Tmpfs::mount("512m") {
         Ok(t) => t,
         Err(why) => {
             eprintln!("skipping the disk-full test: {why}");

@@ -13,8 +13,9 @@
 //! # Files
 //!
 //! `seg-<seq, 16 hex digits>.wal`, numbered from 1 without gaps. Each is created at its full
-//! size (`fallocate`, or a sparse `set_len` where the file system has no `fallocate`), so the
-//! bytes after the last record read as zeros. A segment holds records back to back:
+//! size (`fallocate`, or a sparse `set_len` where the file system has no `fallocate` or no
+//! room for a whole segment), so the bytes after the last record read as zeros. A segment
+//! holds records back to back:
 //!
 //! ```text
 //! u32 LE  body length (0: no more records in this segment)
@@ -292,7 +293,11 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
     let err = io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+        // No fallocate here, or no room for a whole segment: a sparse segment still works
+        // (its blocks are taken as records arrive, and a write that finds no room fails
+        // then, as it would on a growing file). The member's free-space watch raises the
+        // NOSPACE alarm long before.
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::ENOSPC) => {
             if file.metadata()?.len() < len {
                 file.set_len(len)?;
             }
