@@ -66,6 +66,21 @@ const END: &str = "<!-- raftkv-bench soak: end -->";
 /// The histograms' bucket bound the stall counts use (etcd's buckets: 1 ms doubling).
 const SLOW_BUCKET: &str = "0.064";
 
+/// The backend quota both servers run with unless the flags name one: 8 GiB, the largest
+/// etcd's docs suggest. etcd's default of 2 GiB is reached within a 10-minute run at etcd's
+/// rate on this machine (its bbolt file passed it after ~8 minutes and every later put was
+/// refused), which would end the run it is measured by.
+const QUOTA_FLAG: &str = "--quota-backend-bytes=8589934592";
+
+/// The member flags of a soak: the plan's, and [`QUOTA_FLAG`] unless they set a quota.
+fn member_flags(plan: &Plan) -> Vec<String> {
+    let mut flags = plan.flags.clone();
+    if !flags.iter().any(|f| f.starts_with("--quota-backend-bytes")) {
+        flags.push(QUOTA_FLAG.to_string());
+    }
+    flags
+}
+
 /// The window of the put rate shown over time.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -79,7 +94,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
             plan.size,
             plan.duration
         );
-        let cluster = Cluster::start(server, bin, plan.size, &plan.flags, None).await?;
+        let cluster = Cluster::start(server, bin, plan.size, &member_flags(plan), None).await?;
         let before = scrape_all(&cluster)?;
         let written_before: u64 = cluster.bytes_written()?.iter().sum();
         let opts = Options {
@@ -154,11 +169,7 @@ pub async fn run(plan: &Plan) -> Result<()> {
 fn markdown(plan: &Plan, soaks: &[Soak]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "{BEGIN}");
-    let flags = if plan.flags.is_empty() {
-        "default flags".to_string()
-    } else {
-        format!("flags `{}`", plan.flags.join(" "))
-    };
+    let flags = format!("default flags but `{}`", member_flags(plan).join(" "));
     let _ = writeln!(
         md,
         "Written by `raftkv-bench soak` (run `scripts/soak-compare`): etcd {} and raftkv, \
@@ -220,6 +231,19 @@ fn markdown(plan: &Plan, soaks: &[Soak]) -> String {
                 "\n{}'s put/s, minute by minute: {}.",
                 s.server,
                 rates.join(", ")
+            );
+        }
+        // A run with refused puts does not measure what the table claims: say why.
+        if let Some(error) = s
+            .report
+            .first_error
+            .as_deref()
+            .filter(|_| s.report.errors > 0)
+        {
+            let _ = writeln!(
+                md,
+                "\n{}'s puts failed {} times; the first: {error}.",
+                s.server, s.report.errors
             );
         }
     }
@@ -354,6 +378,27 @@ mod tests {
     }
 
     #[test]
+    fn both_servers_get_a_quota_a_long_run_cannot_reach_unless_one_is_given() {
+        let mut plan = Plan {
+            raftkv_bin: "raftkv".into(),
+            etcd_bin: "etcd".into(),
+            size: 3,
+            duration: Duration::from_secs(600),
+            flags: vec!["--snapshot-count=5000".into()],
+            markdown: None,
+        };
+        assert_eq!(
+            member_flags(&plan),
+            ["--snapshot-count=5000", "--quota-backend-bytes=8589934592"]
+        );
+        plan.flags.push("--quota-backend-bytes=1073741824".into());
+        assert_eq!(
+            member_flags(&plan),
+            ["--snapshot-count=5000", "--quota-backend-bytes=1073741824"]
+        );
+    }
+
+    #[test]
     fn the_table_has_a_row_per_server() {
         let mut recorder = crate::stats::Recorder::new();
         // 2 requests a second for two minutes, then 1 a second.
@@ -407,12 +452,27 @@ mod tests {
         );
         assert!(md.contains("for 600 s each"), "{md}");
         assert!(
+            md.contains("default flags but `--quota-backend-bytes=8589934592`"),
+            "{md}"
+        );
+        assert!(
             md.contains("| raftkv | 9000 | 270 | 0 | 1.000 | 1.000 | 1.000 | 12 | 2 | 2 | 2 | 1 of 500 | 0 of 400 | 54 | 1500 | 3072 |"),
             "{md}"
         );
         assert!(
             md.contains("raftkv's longest stall episodes (puts over 50 ms whose times in flight overlap): 120.5 s in: 438 ms, 10 puts (slowest 430 ms); 3.5 s in: 80 ms, 2 puts (slowest 70 ms)."),
             "{md}"
+        );
+        assert!(!md.contains("puts failed"), "{md}");
+        let mut refused = soak("etcd");
+        refused.report.errors = 3;
+        refused.report.first_error = Some("etcdserver: mvcc: database space exceeded".into());
+        let with_errors = markdown(&plan, &[refused]);
+        assert!(
+            with_errors.contains(
+                "etcd's puts failed 3 times; the first: etcdserver: mvcc: database space exceeded."
+            ),
+            "{with_errors}"
         );
         // Two whole minutes; the last 30 s make no window.
         assert!(
