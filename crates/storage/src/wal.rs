@@ -217,6 +217,20 @@ struct Slot {
     len: u32,
 }
 
+/// Drops the slots of entries from `index` on (a truncate, live or replayed).
+fn drop_from(entries: &mut VecDeque<Slot>, index: u64) {
+    while entries.back().is_some_and(|s| s.id.index >= index) {
+        entries.pop_back();
+    }
+}
+
+/// Drops the slots of entries up to and including `upto` (a purge, live or replayed).
+fn drop_through(entries: &mut VecDeque<Slot>, upto: u64) {
+    while entries.front().is_some_and(|s| s.id.index <= upto) {
+        entries.pop_front();
+    }
+}
+
 struct Segment {
     file: Arc<File>,
     /// The highest entry index written to it (0: none).
@@ -752,9 +766,7 @@ impl Wal {
         }
         self.put(&Record::Truncate(index))?;
         self.write_out()?;
-        while self.entries.back().is_some_and(|s| s.id.index >= index) {
-            self.entries.pop_back();
-        }
+        drop_from(&mut self.entries, index);
         while !self.cache.is_empty() && self.cache_first + self.cache.len() as u64 > index {
             let p = self.cache.pop_back().expect("not empty");
             self.cache_bytes -= p.len();
@@ -775,13 +787,7 @@ impl Wal {
         self.put(&Record::Purge(upto))?;
         self.write_out()?;
         self.purged = Some(upto);
-        while self
-            .entries
-            .front()
-            .is_some_and(|s| s.id.index <= upto.index)
-        {
-            self.entries.pop_front();
-        }
+        drop_through(&mut self.entries, upto.index);
         while self.cache_first <= upto.index
             && let Some(p) = self.cache.pop_front()
         {
@@ -1036,9 +1042,7 @@ fn replay_segment(
             }
             Record::Vote(vote) => replay.vote = Some(vote.to_vec()),
             Record::Truncate(index) => {
-                while replay.entries.back().is_some_and(|s| s.id.index >= index) {
-                    replay.entries.pop_back();
-                }
+                drop_from(&mut replay.entries, index);
                 if replay.entries.is_empty() && replay.gone_upto >= index {
                     replay.gone_upto = index.saturating_sub(1);
                 }
@@ -1047,13 +1051,7 @@ fn replay_segment(
                 if replay.purged.is_none_or(|p| p.index < upto.index) {
                     replay.purged = Some(upto);
                 }
-                while replay
-                    .entries
-                    .front()
-                    .is_some_and(|s| s.id.index <= upto.index)
-                {
-                    replay.entries.pop_front();
-                }
+                drop_through(&mut replay.entries, upto.index);
             }
         }
         pos += HEADER as u64 + len;
