@@ -170,14 +170,47 @@ impl EtcdApi {
         &self.watch
     }
 
-    /// Serves one `Watch` stream (gRPC, or in-process): etcd's answers to `requests` come
-    /// out of the returned channel. `require_leader`: clientv3's `WithRequireLeader` (see
-    /// [`crate::watch::serve`]).
+    /// Serves one `Watch` stream in-process (the JSON gateway, locks and elections, the
+    /// embedding API): etcd's answers to `requests` come out of the returned channel.
+    /// `require_leader`: clientv3's `WithRequireLeader` (see [`crate::watch::serve`]).
     pub fn watch<S>(
         &self,
         requests: S,
         require_leader: bool,
     ) -> tokio::sync::mpsc::Receiver<Result<WatchResponse, tonic::Status>>
+    where
+        S: futures_util::Stream<Item = Result<WatchRequest, tonic::Status>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        let mut answers = self.watch_answers(requests, require_leader);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    answer = answers.recv() => {
+                        let Some(answer) = answer else { return };
+                        let answer = answer.map(crate::watch::WatchAnswer::into_response);
+                        if tx.send(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The reader went away: dropping `answers` ends the stream.
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        rx
+    }
+
+    /// Serves one `Watch` stream as the gRPC service sends it: events shared by many
+    /// watchers come as they are, encoded once (see [`crate::watch::WatchAnswer`]).
+    pub fn watch_answers<S>(
+        &self,
+        requests: S,
+        require_leader: bool,
+    ) -> tokio::sync::mpsc::Receiver<Result<crate::watch::WatchAnswer, tonic::Status>>
     where
         S: futures_util::Stream<Item = Result<WatchRequest, tonic::Status>>
             + Send

@@ -56,7 +56,6 @@ use anyhow::Context;
 use raftkv_proto::etcdserverpb::cluster_server::ClusterServer;
 use raftkv_proto::etcdserverpb::kv_server::KvServer;
 use raftkv_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use raftkv_proto::etcdserverpb::watch_server::WatchServer;
 use raftkv_raft::RaftNode;
 use raftkv_raft::serve::{self, MessageBudget, ServeLimits};
 use tokio::net::TcpListener;
@@ -193,7 +192,7 @@ impl Server {
                 let grpc = tonic::service::Routes::new(
                     KvServer::new(api.clone()).max_decoding_message_size(max_message),
                 )
-                .add_service(WatchServer::new(api.clone()).max_decoding_message_size(max_message))
+                .add_service(watch::WatchService::new(api.clone(), max_message))
                 .add_service(
                     MaintenanceServer::new(api.clone()).max_decoding_message_size(max_message),
                 )

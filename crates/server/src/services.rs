@@ -8,7 +8,6 @@ use futures_util::{Stream, StreamExt};
 use raftkv_proto::etcdserverpb::cluster_server::Cluster;
 use raftkv_proto::etcdserverpb::kv_server::Kv;
 use raftkv_proto::etcdserverpb::maintenance_server::Maintenance;
-use raftkv_proto::etcdserverpb::watch_server::Watch;
 use raftkv_proto::etcdserverpb::*;
 use raftkv_proto::raftkvpb::{ChangeMembersRequest, change_members_request};
 use tokio::io::AsyncReadExt;
@@ -55,7 +54,10 @@ impl Kv for EtcdApi {
 /// clientv3's `WithRequireLeader` ("hasleader" metadata): etcd's interceptor refuses such a
 /// stream with "etcdserver: no leader" at once when the member has none. Returns whether the
 /// stream asked.
-fn require_leader(api: &EtcdApi, metadata: &tonic::metadata::MetadataMap) -> Result<bool, Status> {
+pub(crate) fn require_leader(
+    api: &EtcdApi,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<bool, Status> {
     let asked = metadata
         .get("hasleader")
         .is_some_and(|v| v.as_bytes() == b"true");
@@ -144,26 +146,6 @@ impl raftkv_proto::etcdserverpb::lease_server::Lease for EtcdApi {
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         Ok(Response::new(EtcdApi::lease_leases(self).await?))
-    }
-}
-
-type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl Watch for EtcdApi {
-    type WatchStream = WatchStream;
-
-    async fn watch(
-        &self,
-        req: Request<tonic::Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        // clientv3's WithRequireLeader (etcdctl sets it): etcd's "no leader" at once when
-        // the member has none, and later if it loses it for good.
-        let require_leader = require_leader(self, req.metadata())?;
-        let answers = EtcdApi::watch(self, req.into_inner(), require_leader);
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(answers),
-        )))
     }
 }
 

@@ -27,6 +27,7 @@ use raftkv_storage::mvcc::{HistoryLimits, RangeEnd, WatchSink};
 use raftkv_storage::{MvccError, MvccStore};
 use tokio::sync::{Notify, mpsc};
 
+use super::answer::SharedEvents;
 use super::recent::Recent;
 
 /// Queued deliveries one stream may hold (etcd's `chanBufLen`).
@@ -72,6 +73,33 @@ impl WatchSpec {
         !(put && self.no_put || !put && self.no_delete)
     }
 
+    /// The watcher's share of `events`, of which `keyed` have keys it watches: `all` (made
+    /// once, shared with every other watcher that takes them all) when it takes every
+    /// event, else a copy of those it takes; `None` when it takes none.
+    fn select(
+        &self,
+        events: &[Event],
+        keyed: usize,
+        all: &mut Option<SharedEvents>,
+    ) -> Option<SharedEvents> {
+        if keyed == 0 {
+            return None;
+        }
+        let filtered = self.no_put || self.no_delete;
+        if keyed == events.len() && (!filtered || events.iter().all(|e| self.wants(e))) {
+            return Some(
+                all.get_or_insert_with(|| SharedEvents::new(events.to_vec()))
+                    .clone(),
+            );
+        }
+        let mine: Vec<Event> = events
+            .iter()
+            .filter(|e| self.wants_key(event_key(e)) && self.wants(e))
+            .cloned()
+            .collect();
+        (!mine.is_empty()).then(|| SharedEvents::new(mine))
+    }
+
     fn key_bytes(&self) -> usize {
         self.key.len()
             + match &self.end {
@@ -91,10 +119,9 @@ pub enum Delivery {
         watcher: u64,
         /// The response header's revision.
         revision: i64,
-        /// Whole revisions, in order.
-        events: Vec<Event>,
-        /// Bytes counted against the stream's budget (returned once sent).
-        bytes: usize,
+        /// Whole revisions, in order; their bytes count against the stream's budget
+        /// until it takes them. Shared by every watcher that takes the same events.
+        events: SharedEvents,
     },
     /// The watcher was cancelled because its next revision was compacted.
     Compacted {
@@ -161,10 +188,17 @@ impl StreamInbox {
     /// The next delivery; `None` once every queue handle is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
         let delivery = self.rx.recv().await?;
+        Some(self.taken(delivery))
+    }
+
+    /// Returns a delivery's bytes to the stream's budget, and wakes catch-up once a stream
+    /// that refused a delivery has drained to half.
+    fn taken(&self, delivery: Delivery) -> Delivery {
         let shared = &self.shared;
         let mut queued = shared.queued.load(Ordering::Acquire);
-        if let Delivery::Events { bytes, .. } = &delivery {
-            queued = shared.queued.fetch_sub(*bytes, Ordering::AcqRel) - bytes;
+        if let Delivery::Events { events, .. } = &delivery {
+            let bytes = events.budget();
+            queued = shared.queued.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         }
         if shared.blocked.load(Ordering::Acquire)
             && self.rx.len() <= STREAM_QUEUE / 2
@@ -173,7 +207,7 @@ impl StreamInbox {
         {
             shared.wake.notify_one();
         }
-        Some(delivery)
+        delivery
     }
 }
 
@@ -188,7 +222,7 @@ enum Refused {
 impl StreamQueue {
     fn offer(&self, delivery: Delivery) -> Result<(), Refused> {
         let bytes = match &delivery {
-            Delivery::Events { bytes, .. } => *bytes,
+            Delivery::Events { events, .. } => events.budget(),
             Delivery::Compacted { .. } | Delivery::Progress { .. } => 0,
         };
         let shared = &self.shared;
@@ -488,45 +522,44 @@ impl WatchHub {
                 recent.clear(rev + 1);
             }
         }
-        // Each interested watcher's events, in the write's order.
-        let mut batches: Vec<(u64, Vec<Event>)> = Vec::new();
+        // Which of the write's events each interested watcher takes: most take them all,
+        // and those share one copy (encoded once for all of them).
+        let mut taken: Vec<(u64, usize)> = Vec::new();
         let mut slot: HashMap<u64, usize> = HashMap::new();
-        let mut add = |id: u64, event: &Event| {
+        let mut add = |id: u64| {
             let i = *slot.entry(id).or_insert_with(|| {
-                batches.push((id, Vec::new()));
-                batches.len() - 1
+                taken.push((id, 0));
+                taken.len() - 1
             });
-            batches[i].1.push(event.clone());
+            taken[i].1 += 1;
         };
         for event in events {
-            let key = event.kv.as_ref().map(|kv| &kv.key[..]).unwrap_or_default();
+            let key = event_key(event);
             if let Some(ids) = state.by_key.get(key) {
                 for &id in ids {
-                    add(id, event);
+                    add(id);
                 }
             }
             for &id in &state.ranged {
                 if state.watchers[&id].spec.wants_key(key) {
-                    add(id, event);
+                    add(id);
                 }
             }
         }
+        let mut all: Option<SharedEvents> = None;
         let mut moved = false;
-        for (id, events) in batches {
+        for (id, count) in taken {
             let w = &state.watchers[&id];
             if w.next > rev {
                 continue; // starts at a later revision
             }
-            let events: Vec<Event> = events.into_iter().filter(|e| w.spec.wants(e)).collect();
-            if events.is_empty() {
+            let Some(events) = w.spec.select(events, count, &mut all) else {
                 continue;
-            }
-            let bytes = event_bytes(&events);
+            };
             match w.queue.offer(Delivery::Events {
                 watcher: id,
                 revision: rev,
                 events,
-                bytes,
             }) {
                 Ok(()) => {}
                 Err(Refused::Full) => {
@@ -680,27 +713,22 @@ impl WatchHub {
                 }
             }
         };
+        let mut all: Option<SharedEvents> = None;
         group
             .iter()
             .map(|c| {
-                let events: Vec<Event> = batch
+                let count = batch
                     .events
                     .iter()
-                    .filter(|e| {
-                        let key = e.kv.as_ref().map(|kv| &kv.key[..]).unwrap_or_default();
-                        c.spec.wants_key(key) && c.spec.wants(e)
-                    })
-                    .cloned()
-                    .collect();
-                if events.is_empty() {
+                    .filter(|e| c.spec.wants_key(event_key(e)))
+                    .count();
+                let Some(events) = c.spec.select(&batch.events, count, &mut all) else {
                     return (c.id, Outcome::Reached(batch.next));
-                }
-                let bytes = event_bytes(&events);
+                };
                 let outcome = match c.queue.offer(Delivery::Events {
                     watcher: c.id,
                     revision: to,
                     events,
-                    bytes,
                 }) {
                     Ok(()) => Outcome::Reached(batch.next),
                     Err(Refused::Full) => Outcome::Stay,
@@ -738,6 +766,11 @@ enum Outcome {
     Stay,
     /// Everything below this revision was queued.
     Reached(i64),
+}
+
+/// An event's key (empty if it has none).
+fn event_key(event: &Event) -> &[u8] {
+    event.kv.as_ref().map(|kv| &kv.key[..]).unwrap_or_default()
 }
 
 pub(crate) fn event_bytes(events: &[Event]) -> usize {
@@ -830,7 +863,7 @@ mod tests {
             } = delivery
             {
                 assert_eq!(w, watcher);
-                got.extend(events.iter().map(|e| {
+                got.extend(events.events().iter().map(|e| {
                     let kv = e.kv.as_ref().unwrap();
                     (
                         String::from_utf8_lossy(&kv.key).into_owned(),
@@ -840,6 +873,128 @@ mod tests {
             }
         }
         got
+    }
+
+    fn apply(store: &MvccStore, op: command::Op) {
+        let cmd = Command {
+            op: Some(op),
+            ..Default::default()
+        };
+        store.apply(&cmd, &AppliedState::default()).unwrap();
+    }
+
+    /// Every delivery in `inbox` now, by watcher (one each expected).
+    fn deliveries(inbox: &mut StreamInbox) -> HashMap<u64, SharedEvents> {
+        let mut got = HashMap::new();
+        while let Ok(delivery) = inbox.rx.try_recv() {
+            if let Delivery::Events {
+                watcher, events, ..
+            } = delivery
+            {
+                assert!(got.insert(watcher, events).is_none(), "one delivery each");
+            }
+        }
+        got
+    }
+
+    fn keys_and_types(events: &SharedEvents) -> Vec<(String, i32)> {
+        events
+            .events()
+            .iter()
+            .map(|e| {
+                let key = &e.kv.as_ref().unwrap().key;
+                (String::from_utf8_lossy(key).into_owned(), e.r#type)
+            })
+            .collect()
+    }
+
+    /// Watchers that take all of a write's events share one copy of them (and so one
+    /// encoding); a watcher taking part of them gets its own; live and in catch-up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_taking_the_same_events_share_one_copy() {
+        use raftkv_proto::etcdserverpb::request_op::Request;
+        use raftkv_proto::etcdserverpb::{DeleteRangeRequest, RequestOp, TxnRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MvccStore::open(dir.path(), &MvccConfig::default()).unwrap());
+        let hub = WatchHub::start(store.clone());
+        let (queue, mut inbox) = hub.stream_queue();
+        let register =
+            |spec: WatchSpec, start: i64| hub.register(spec, start, queue.clone()).unwrap().0;
+        let all_a = register(spec("k", RangeEnd::Unbounded), 0);
+        let all_b = register(spec("k", RangeEnd::Unbounded), 0);
+        let one = register(spec("k1", RangeEnd::Key), 0);
+        let deletes = register(
+            WatchSpec {
+                no_put: true,
+                ..spec("k", RangeEnd::Unbounded)
+            },
+            0,
+        );
+        let put_op = |key: &str| RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::from_static(b"v"),
+                ..Default::default()
+            })),
+        };
+        // One revision, two events.
+        apply(
+            &store,
+            command::Op::Txn(TxnRequest {
+                success: vec![put_op("k1"), put_op("k2")],
+                ..Default::default()
+            }),
+        );
+        let got = deliveries(&mut inbox);
+        assert_eq!(got.len(), 3, "the delete watcher takes none of two puts");
+        assert!(got[&all_a].ptr_eq(&got[&all_b]));
+        assert_eq!(
+            keys_and_types(&got[&all_a]),
+            [("k1".into(), 0), ("k2".into(), 0)]
+        );
+        assert!(!got[&one].ptr_eq(&got[&all_a]));
+        assert_eq!(keys_and_types(&got[&one]), [("k1".into(), 0)]);
+        // A delete of k1 alone: every watcher takes all of it, and all share it.
+        apply(
+            &store,
+            command::Op::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(b"k1"),
+                ..Default::default()
+            }),
+        );
+        let got = deliveries(&mut inbox);
+        assert_eq!(got.len(), 4);
+        for id in [all_b, one, deletes] {
+            assert!(got[&id].ptr_eq(&got[&all_a]));
+        }
+        assert_eq!(keys_and_types(&got[&deletes]), [("k1".into(), 1)]);
+        // Catch-up from the past: a group starting at the same revision reads once, and
+        // the two range watchers in it share again.
+        let chosen = |id: u64, spec: WatchSpec| Chosen {
+            id,
+            spec,
+            next: 1,
+            queue: queue.clone(),
+        };
+        let (past_a, past_b, past_one) = (100, 101, 102);
+        let group = [
+            chosen(past_a, spec("k", RangeEnd::Unbounded)),
+            chosen(past_b, spec("k", RangeEnd::Unbounded)),
+            chosen(past_one, spec("k2", RangeEnd::Key)),
+        ];
+        let outcomes = hub.catch_up(1, hub.revision(), store.compacted_revision(), &group);
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, o)| matches!(o, Outcome::Reached(4)))
+        );
+        let got = deliveries(&mut inbox);
+        assert!(got[&past_a].ptr_eq(&got[&past_b]));
+        assert_eq!(
+            keys_and_types(&got[&past_a]),
+            [("k1".into(), 0), ("k2".into(), 0), ("k1".into(), 1)]
+        );
+        assert_eq!(keys_and_types(&got[&past_one]), [("k2".into(), 0)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use raftkv_storage::mvcc::RangeEnd;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::answer::WatchAnswer;
 use super::hub::{Delivery, ProgressAsked, StreamInbox, StreamQueue, WatchSpec};
 use crate::api::EtcdApi;
 
@@ -74,7 +75,7 @@ struct WatchStream {
     api: EtcdApi,
     config: WatchConfig,
     queue: StreamQueue,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    out: mpsc::Sender<Result<WatchAnswer, Status>>,
     watchers: HashMap<i64, Local>,
     by_hub: HashMap<u64, i64>,
     next_auto: i64,
@@ -96,7 +97,7 @@ pub fn serve<S>(
     config: WatchConfig,
     requests: S,
     require_leader: bool,
-) -> mpsc::Receiver<Result<WatchResponse, Status>>
+) -> mpsc::Receiver<Result<WatchAnswer, Status>>
 where
     S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
 {
@@ -183,7 +184,9 @@ impl WatchStream {
                 }
                 _ = self.out.closed() => break,
             };
-            let answers = answers.into_iter().chain(self.ask_progress());
+            let answers = answers
+                .into_iter()
+                .chain(self.ask_progress().map(WatchAnswer::Whole));
             for answer in answers {
                 if self.out.send(Ok(answer)).await.is_err() {
                     break;
@@ -200,20 +203,23 @@ impl WatchStream {
         self.api.header(revision)
     }
 
-    fn request(&mut self, request: WatchRequest) -> Vec<WatchResponse> {
+    fn request(&mut self, request: WatchRequest) -> Vec<WatchAnswer> {
         match request.request_union {
-            Some(RequestUnion::CreateRequest(create)) => vec![self.create(create)],
+            Some(RequestUnion::CreateRequest(create)) => vec![self.create(create).into()],
             Some(RequestUnion::CancelRequest(cancel)) => {
                 let Some(local) = self.watchers.remove(&cancel.watch_id) else {
                     return Vec::new(); // etcd answers nothing for an unknown id
                 };
                 self.forget(&local);
-                vec![WatchResponse {
-                    header: self.header(self.api.watch_hub().revision()),
-                    watch_id: cancel.watch_id,
-                    canceled: true,
-                    ..Default::default()
-                }]
+                vec![
+                    WatchResponse {
+                        header: self.header(self.api.watch_hub().revision()),
+                        watch_id: cancel.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    }
+                    .into(),
+                ]
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 // Answered by `ask_progress` (several while one waits make one answer).
@@ -347,13 +353,13 @@ impl WatchStream {
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery) -> Vec<WatchResponse> {
+    fn deliver(&mut self, delivery: Delivery) -> Vec<WatchAnswer> {
+        let whole = |response: WatchResponse| vec![WatchAnswer::Whole(response)];
         match delivery {
             Delivery::Events {
                 watcher,
                 revision,
-                mut events,
-                ..
+                events,
             } => {
                 let Some(&id) = self.by_hub.get(&watcher) else {
                     return Vec::new(); // cancelled meanwhile
@@ -361,19 +367,29 @@ impl WatchStream {
                 let local = self.watchers.get_mut(&id).expect("by_hub mirrors watchers");
                 local.quiet = false;
                 let (prev_kv, fragment) = (local.prev_kv, local.fragment);
-                if prev_kv {
-                    self.add_prev_kvs(&mut events);
-                }
-                let response = WatchResponse {
-                    header: self.header(revision),
+                let header = self.header(revision);
+                let shared = WatchAnswer::Events {
+                    header,
                     watch_id: id,
                     events,
-                    ..Default::default()
                 };
+                // The shared events as they are, unless this watcher adds previous values
+                // or the answer is to be cut into fragments.
+                let max_bytes = self.config.max_request_bytes;
+                if !(prev_kv || fragment && needs_fragments(&shared, max_bytes)) {
+                    return vec![shared];
+                }
+                let mut response = shared.into_response();
+                if prev_kv {
+                    self.add_prev_kvs(&mut response.events);
+                }
                 if fragment {
-                    fragments(response, self.config.max_request_bytes)
+                    fragments(response, max_bytes)
+                        .into_iter()
+                        .map(WatchAnswer::Whole)
+                        .collect()
                 } else {
-                    vec![response]
+                    whole(response)
                 }
             }
             Delivery::Compacted {
@@ -387,31 +403,31 @@ impl WatchStream {
                     self.forget(&local);
                 }
                 // etcd's compaction notice carries a header at revision 0.
-                vec![WatchResponse {
+                whole(WatchResponse {
                     header: self.header(0),
                     watch_id: id,
                     canceled: true,
                     compact_revision,
                     ..Default::default()
-                }]
+                })
             }
             Delivery::Progress {
                 watcher: None,
                 revision,
-            } => vec![WatchResponse {
+            } => whole(WatchResponse {
                 header: self.header(revision),
                 watch_id: INVALID_WATCH_ID,
                 ..Default::default()
-            }],
+            }),
             Delivery::Progress {
                 watcher: Some(watcher),
                 revision,
             } => match self.by_hub.get(&watcher) {
-                Some(&id) => vec![WatchResponse {
+                Some(&id) => whole(WatchResponse {
                     header: self.header(revision),
                     watch_id: id,
                     ..Default::default()
-                }],
+                }),
                 None => Vec::new(), // cancelled meanwhile
             },
         }
@@ -450,6 +466,16 @@ impl WatchStream {
             hub.progress(hub_id);
         }
     }
+}
+
+/// Whether [`fragments`] would cut `answer`: it reaches `max_bytes` and has two events or
+/// more.
+fn needs_fragments(answer: &WatchAnswer, max_bytes: usize) -> bool {
+    let events = match answer {
+        WatchAnswer::Whole(response) => response.events.len(),
+        WatchAnswer::Events { events, .. } => events.events().len(),
+    };
+    events >= 2 && answer.encoded_len() >= max_bytes
 }
 
 /// Splits a response whose size reaches `max_bytes` into fragments, as etcd's
