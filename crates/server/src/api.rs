@@ -185,7 +185,8 @@ impl EtcdApi {
             + 'static,
     {
         let mut answers = self.watch_answers(requests, require_leader);
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // One answer in hand at most: a slow reader holds the stream back as before.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             loop {
                 tokio::select! {

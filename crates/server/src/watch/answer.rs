@@ -69,6 +69,19 @@ impl SharedEvents {
         })
     }
 
+    /// The length of [`Self::wire`], without making it.
+    fn wire_len(&self) -> usize {
+        match self.0.wire.get() {
+            Some(wire) => wire.len(),
+            None => self
+                .0
+                .events
+                .iter()
+                .map(|e| prost::encoding::message::encoded_len(EVENTS_FIELD, e))
+                .sum(),
+        }
+    }
+
     /// Whether two handles share the same events (for tests).
     #[cfg(test)]
     pub fn ptr_eq(&self, other: &Self) -> bool {
@@ -178,7 +191,7 @@ impl Message for WatchAnswer {
                     prost::encoding::int64::encoded_len(WATCH_ID_FIELD, watch_id)
                 } else {
                     0
-                } + events.wire().len()
+                } + events.wire_len()
             }
         }
     }

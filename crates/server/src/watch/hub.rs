@@ -73,28 +73,29 @@ impl WatchSpec {
         !(put && self.no_put || !put && self.no_delete)
     }
 
-    /// The watcher's share of `events`, of which `keyed` have keys it watches: `all` (made
-    /// once, shared with every other watcher that takes them all) when it takes every
-    /// event, else a copy of those it takes; `None` when it takes none.
+    /// The watcher's share of `events`, given the positions of those whose keys it watches
+    /// (in order): `all` (made once, shared with every other watcher that takes them all)
+    /// when it takes every event, else a copy of those it takes; `None` when it takes none.
     fn select(
         &self,
         events: &[Event],
-        keyed: usize,
+        keyed: &[usize],
         all: &mut Option<SharedEvents>,
     ) -> Option<SharedEvents> {
-        if keyed == 0 {
-            return None;
-        }
         let filtered = self.no_put || self.no_delete;
-        if keyed == events.len() && (!filtered || events.iter().all(|e| self.wants(e))) {
+        if !keyed.is_empty()
+            && keyed.len() == events.len()
+            && (!filtered || events.iter().all(|e| self.wants(e)))
+        {
             return Some(
                 all.get_or_insert_with(|| SharedEvents::new(events.to_vec()))
                     .clone(),
             );
         }
-        let mine: Vec<Event> = events
+        let mine: Vec<Event> = keyed
             .iter()
-            .filter(|e| self.wants_key(event_key(e)) && self.wants(e))
+            .map(|&i| &events[i])
+            .filter(|e| self.wants(e))
             .cloned()
             .collect();
         (!mine.is_empty()).then(|| SharedEvents::new(mine))
@@ -269,7 +270,9 @@ struct HubState {
     next_id: u64,
     watchers: HashMap<u64, Watcher>,
     /// Synced single-key watchers by key.
-    by_key: HashMap<Bytes, Vec<u64>>,
+    /// (A set: when a burst moves thousands of one key's watchers aside, each leaves in
+    /// O(log n), where a list made the burst O(n²) under the lock that apply waits for.)
+    by_key: HashMap<Bytes, BTreeSet<u64>>,
     /// Synced range watchers.
     ranged: HashSet<u64>,
     unsynced: BTreeSet<u64>,
@@ -282,7 +285,10 @@ impl HubState {
     fn add_synced(&mut self, id: u64) {
         let w = &self.watchers[&id];
         if w.spec.end == RangeEnd::Key {
-            self.by_key.entry(w.spec.key.clone()).or_default().push(id);
+            self.by_key
+                .entry(w.spec.key.clone())
+                .or_default()
+                .insert(id);
         } else {
             self.ranged.insert(id);
         }
@@ -294,7 +300,7 @@ impl HubState {
         };
         if w.spec.end == RangeEnd::Key {
             if let Some(ids) = self.by_key.get_mut(&w.spec.key) {
-                ids.retain(|&x| x != id);
+                ids.remove(&id);
                 if ids.is_empty() {
                     self.by_key.remove(&w.spec.key);
                 }
@@ -524,36 +530,55 @@ impl WatchHub {
         }
         // Which of the write's events each interested watcher takes: most take them all,
         // and those share one copy (encoded once for all of them).
-        let mut taken: Vec<(u64, usize)> = Vec::new();
+        // The events each watcher's keys match, as (watcher's slot, event position) in
+        // the write's order; then grouped by slot (a counting sort), so that a watcher's
+        // share costs what it matched, not a scan of the whole write.
+        let mut ids: Vec<u64> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let mut hits: Vec<(usize, usize)> = Vec::new();
         let mut slot: HashMap<u64, usize> = HashMap::new();
-        let mut add = |id: u64| {
-            let i = *slot.entry(id).or_insert_with(|| {
-                taken.push((id, 0));
-                taken.len() - 1
+        let mut add = |id: u64, at: usize| {
+            let s = *slot.entry(id).or_insert_with(|| {
+                ids.push(id);
+                counts.push(0);
+                ids.len() - 1
             });
-            taken[i].1 += 1;
+            counts[s] += 1;
+            hits.push((s, at));
         };
-        for event in events {
+        for (at, event) in events.iter().enumerate() {
             let key = event_key(event);
             if let Some(ids) = state.by_key.get(key) {
                 for &id in ids {
-                    add(id);
+                    add(id, at);
                 }
             }
             for &id in &state.ranged {
                 if state.watchers[&id].spec.wants_key(key) {
-                    add(id);
+                    add(id, at);
                 }
             }
         }
+        let mut starts = Vec::with_capacity(counts.len() + 1);
+        starts.push(0);
+        for c in &counts {
+            starts.push(starts[starts.len() - 1] + c);
+        }
+        let mut fill = starts.clone();
+        let mut positions = vec![0; hits.len()];
+        for (s, at) in hits {
+            positions[fill[s]] = at;
+            fill[s] += 1;
+        }
         let mut all: Option<SharedEvents> = None;
         let mut moved = false;
-        for (id, count) in taken {
+        for (s, id) in ids.into_iter().enumerate() {
             let w = &state.watchers[&id];
             if w.next > rev {
                 continue; // starts at a later revision
             }
-            let Some(events) = w.spec.select(events, count, &mut all) else {
+            let keyed = &positions[starts[s]..starts[s + 1]];
+            let Some(events) = w.spec.select(events, keyed, &mut all) else {
                 continue;
             };
             match w.queue.offer(Delivery::Events {
@@ -717,12 +742,10 @@ impl WatchHub {
         group
             .iter()
             .map(|c| {
-                let count = batch
-                    .events
-                    .iter()
-                    .filter(|e| c.spec.wants_key(event_key(e)))
-                    .count();
-                let Some(events) = c.spec.select(&batch.events, count, &mut all) else {
+                let keyed: Vec<usize> = (0..batch.events.len())
+                    .filter(|&i| c.spec.wants_key(event_key(&batch.events[i])))
+                    .collect();
+                let Some(events) = c.spec.select(&batch.events, &keyed, &mut all) else {
                     return (c.id, Outcome::Reached(batch.next));
                 };
                 let outcome = match c.queue.offer(Delivery::Events {
@@ -968,6 +991,35 @@ mod tests {
             assert!(got[&id].ptr_eq(&got[&all_a]));
         }
         assert_eq!(keys_and_types(&got[&deletes]), [("k1".into(), 1)]);
+        // A put and a delete in one revision: the range watchers share both, the delete
+        // watcher and a watcher of the second key each get their own part.
+        let two = register(spec("k2", RangeEnd::Key), 0);
+        apply(
+            &store,
+            command::Op::Txn(TxnRequest {
+                success: vec![
+                    put_op("k3"),
+                    RequestOp {
+                        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                            key: Bytes::from_static(b"k2"),
+                            ..Default::default()
+                        })),
+                    },
+                ],
+                ..Default::default()
+            }),
+        );
+        let got = deliveries(&mut inbox);
+        assert_eq!(got.len(), 4, "the k1 watcher takes nothing");
+        assert!(got[&all_a].ptr_eq(&got[&all_b]));
+        assert_eq!(
+            keys_and_types(&got[&all_a]),
+            [("k3".into(), 0), ("k2".into(), 1)]
+        );
+        assert_eq!(keys_and_types(&got[&deletes]), [("k2".into(), 1)]);
+        assert_eq!(keys_and_types(&got[&two]), [("k2".into(), 1)]);
+        assert!(!got[&two].ptr_eq(&got[&deletes]));
+        hub.cancel(two);
         // Catch-up from the past: a group starting at the same revision reads once, and
         // the two range watchers in it share again.
         let chosen = |id: u64, spec: WatchSpec| Chosen {
@@ -986,15 +1038,24 @@ mod tests {
         assert!(
             outcomes
                 .iter()
-                .all(|(_, o)| matches!(o, Outcome::Reached(4)))
+                .all(|(_, o)| matches!(o, Outcome::Reached(5)))
         );
         let got = deliveries(&mut inbox);
         assert!(got[&past_a].ptr_eq(&got[&past_b]));
         assert_eq!(
             keys_and_types(&got[&past_a]),
-            [("k1".into(), 0), ("k2".into(), 0), ("k1".into(), 1)]
+            [
+                ("k1".into(), 0),
+                ("k2".into(), 0),
+                ("k1".into(), 1),
+                ("k3".into(), 0),
+                ("k2".into(), 1)
+            ]
         );
-        assert_eq!(keys_and_types(&got[&past_one]), [("k2".into(), 0)]);
+        assert_eq!(
+            keys_and_types(&got[&past_one]),
+            [("k2".into(), 0), ("k2".into(), 1)]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
