@@ -56,13 +56,8 @@ impl SharedEvents {
     /// The events encoded as `WatchResponse` field 11, one after another (made once).
     fn wire(&self) -> &Bytes {
         self.0.wire.get_or_init(|| {
-            let events = &self.0.events;
-            let len = events
-                .iter()
-                .map(|e| prost::encoding::message::encoded_len(EVENTS_FIELD, e))
-                .sum();
-            let mut buf = BytesMut::with_capacity(len);
-            for event in events {
+            let mut buf = BytesMut::with_capacity(self.wire_len());
+            for event in &self.0.events {
                 prost::encoding::message::encode(EVENTS_FIELD, event, &mut buf);
             }
             buf.freeze()

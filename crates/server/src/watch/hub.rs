@@ -189,12 +189,6 @@ impl StreamInbox {
     /// The next delivery; `None` once every queue handle is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
         let delivery = self.rx.recv().await?;
-        Some(self.taken(delivery))
-    }
-
-    /// Returns a delivery's bytes to the stream's budget, and wakes catch-up once a stream
-    /// that refused a delivery has drained to half.
-    fn taken(&self, delivery: Delivery) -> Delivery {
         let shared = &self.shared;
         let mut queued = shared.queued.load(Ordering::Acquire);
         if let Delivery::Events { events, .. } = &delivery {
@@ -208,7 +202,7 @@ impl StreamInbox {
         {
             shared.wake.notify_one();
         }
-        delivery
+        Some(delivery)
     }
 }
 
@@ -528,11 +522,10 @@ impl WatchHub {
                 recent.clear(rev + 1);
             }
         }
-        // Which of the write's events each interested watcher takes: most take them all,
-        // and those share one copy (encoded once for all of them).
-        // The events each watcher's keys match, as (watcher's slot, event position) in
-        // the write's order; then grouped by slot (a counting sort), so that a watcher's
-        // share costs what it matched, not a scan of the whole write.
+        // Which of the write's events each interested watcher's keys match, as (watcher's
+        // slot, event position): a watcher's share then costs what it matched, not a scan
+        // of the whole write. Most take every event, and those share one copy (encoded
+        // once for all of them).
         let mut ids: Vec<u64> = Vec::new();
         let mut counts: Vec<usize> = Vec::new();
         let mut hits: Vec<(usize, usize)> = Vec::new();
@@ -559,25 +552,20 @@ impl WatchHub {
                 }
             }
         }
-        let mut starts = Vec::with_capacity(counts.len() + 1);
-        starts.push(0);
-        for c in &counts {
-            starts.push(starts[starts.len() - 1] + c);
-        }
-        let mut fill = starts.clone();
-        let mut positions = vec![0; hits.len()];
-        for (s, at) in hits {
-            positions[fill[s]] = at;
-            fill[s] += 1;
-        }
+        // Stable, so each watcher's positions stay in the write's order (a one-event write,
+        // the common case, is already in slot order).
+        hits.sort_by_key(|&(s, _)| s);
+        let positions: Vec<usize> = hits.into_iter().map(|(_, at)| at).collect();
+        let mut from = 0;
         let mut all: Option<SharedEvents> = None;
         let mut moved = false;
-        for (s, id) in ids.into_iter().enumerate() {
+        for (id, count) in ids.into_iter().zip(counts) {
+            let keyed = &positions[from..from + count];
+            from += count;
             let w = &state.watchers[&id];
             if w.next > rev {
                 continue; // starts at a later revision
             }
-            let keyed = &positions[starts[s]..starts[s + 1]];
             let Some(events) = w.spec.select(events, keyed, &mut all) else {
                 continue;
             };
