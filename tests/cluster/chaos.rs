@@ -6,10 +6,10 @@
 //! write, and every member converges to the same revision and data.
 //!
 //! Throughout, a hostile client and peer (`hostile`) send what issue 11 found could stop a
-//! member — over-nested and malformed txns, oversized puts and watch requests, half-sent
-//! bodies, forged votes — beside deep txns that are valid and must survive every kill and
-//! restart; and no member may refuse a message or an answer from a correct peer (the logs
-//! are checked).
+//! member — over-nested and malformed txns, oversized puts, oversized and malformed watch
+//! requests, half-sent bodies, forged votes — beside deep txns that are valid and must
+//! survive every kill and restart; and no member may refuse a message or an answer from a
+//! correct peer (the logs are checked).
 //!
 //! One of the clients speaks etcd's JSON gateway instead of gRPC (`chaos_gateway`); its
 //! operations join the same history.
@@ -156,7 +156,7 @@ async fn hostile(
     while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(150) as u64)).await;
         let i = rng.below(endpoints.len());
-        let case = rng.below(7);
+        let case = rng.below(8);
         sent += 1;
         if case == 6 {
             if let Some(stream) = stalled_snapshot(&endpoints[i]).await {
@@ -198,6 +198,13 @@ async fn hostile(
             // with an error, never create the watch.
             if oversized_watch_answered(c).await {
                 wrongly_taken.push("a 3 MB watch request".into());
+            }
+            continue;
+        }
+        if case == 7 {
+            // A watch request that is not protobuf: the same.
+            if malformed_watch_answered(c).await {
+                wrongly_taken.push("a malformed watch request".into());
             }
             continue;
         }
@@ -365,6 +372,29 @@ async fn oversized_watch_answered(channel: Channel) -> bool {
     let answer = tokio::time::timeout(Duration::from_secs(5), async move {
         let mut stream = watch
             .watch(tokio_stream::iter([create]))
+            .await
+            .ok()?
+            .into_inner();
+        stream.message().await.ok().flatten()
+    })
+    .await;
+    matches!(answer, Ok(Some(_)))
+}
+
+/// Whether a member answered a watch stream whose one request is not protobuf (a length
+/// running past its end); it must end the stream with an error. A stream cut by a fault
+/// counts as refused.
+async fn malformed_watch_answered(channel: Channel) -> bool {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let answer = tokio::time::timeout(Duration::from_secs(5), async move {
+        grpc.ready().await.ok()?;
+        let bad: Vec<u8> = vec![0x0a, 0x64, 0x0a, 0x01];
+        let mut stream = grpc
+            .streaming(
+                tonic::Request::new(tokio_stream::iter([bad])),
+                http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
+                crate::hostile::RawCodec,
+            )
             .await
             .ok()?
             .into_inner();
