@@ -65,9 +65,9 @@ pub struct MvccConfig {
     /// load are about one per key written; when they do not fit, nearly every insert reads
     /// its leaf back from the file and decodes it. 64 MiB (16 until 2026-12-05) holds the
     /// leaves of 10,000 keys with hundreds of versions each: 100 clients' puts over 90 s
-    /// ran 15 % faster than with 16 MiB, for about 70 MiB more RSS per member
-    /// (docs/benchmarks.md, "Where the time goes"). The operating system's page cache holds
-    /// the files either way.
+    /// ran 12-15 % faster than with 16 MiB, for about 70 MiB more RSS per member
+    /// (docs/benchmarks.md, "sled's cache against the hot set"). The operating system's
+    /// page cache holds the files either way.
     pub cache_capacity: u64,
     /// How often sled writes dirty pages in the background (ms); `None` (the default) leaves
     /// it to sled's full buffers and explicit flushes. Durability of the data does not rest
