@@ -196,14 +196,14 @@ async fn hostile(
         if case == 5 {
             // A watch whose create request is over the message limit: the stream must end
             // with an error, never create the watch.
-            if oversized_watch_answered(c).await {
+            if watch_request_answered(c, oversized_watch_request()).await {
                 wrongly_taken.push("a 3 MB watch request".into());
             }
             continue;
         }
         if case == 7 {
-            // A watch request that is not protobuf: the same.
-            if malformed_watch_answered(c).await {
+            // A watch request that is not protobuf (a length running past its end): the same.
+            if watch_request_answered(c, MALFORMED_WATCH_REQUEST.to_vec()).await {
                 wrongly_taken.push("a malformed watch request".into());
             }
             continue;
@@ -356,42 +356,34 @@ async fn snapshots_served(cluster: &Cluster, stalled: Vec<SnapshotStream>, seed:
     drop(stalled);
 }
 
-/// Whether a member answered a watch create request over the gRPC message limit (it must
-/// end the stream with an error instead). A stream cut by a fault counts as refused.
-async fn oversized_watch_answered(channel: Channel) -> bool {
-    use raftkv_proto::etcdserverpb::watch_client::WatchClient;
+/// A watch request that is not protobuf: a length running past the message's end.
+const MALFORMED_WATCH_REQUEST: [u8; 4] = [0x0a, 0x64, 0x0a, 0x01];
+
+/// A watch create request over the gRPC message limit (3 MiB of key).
+fn oversized_watch_request() -> Vec<u8> {
+    use prost::Message;
     use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
     use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
-    let create = WatchRequest {
+    WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: vec![b'k'; 3 << 20].into(),
             ..Default::default()
         })),
-    };
-    let mut watch = WatchClient::new(channel).max_encoding_message_size(8 << 20);
-    let answer = tokio::time::timeout(Duration::from_secs(5), async move {
-        let mut stream = watch
-            .watch(tokio_stream::iter([create]))
-            .await
-            .ok()?
-            .into_inner();
-        stream.message().await.ok().flatten()
-    })
-    .await;
-    matches!(answer, Ok(Some(_)))
+    }
+    .encode_to_vec()
 }
 
-/// Whether a member answered a watch stream whose one request is not protobuf (a length
-/// running past its end); it must end the stream with an error. A stream cut by a fault
-/// counts as refused.
-async fn malformed_watch_answered(channel: Channel) -> bool {
+/// Whether a member answered a watch stream whose one request is `request`, sent as raw
+/// bytes (the client's encoder has no size limit). For a request over the message limit
+/// or one that is not protobuf, the member must end the stream with an error. A stream
+/// cut by a fault counts as refused.
+async fn watch_request_answered(channel: Channel, request: Vec<u8>) -> bool {
     let mut grpc = tonic::client::Grpc::new(channel);
     let answer = tokio::time::timeout(Duration::from_secs(5), async move {
         grpc.ready().await.ok()?;
-        let bad: Vec<u8> = vec![0x0a, 0x64, 0x0a, 0x01];
         let mut stream = grpc
             .streaming(
-                tonic::Request::new(tokio_stream::iter([bad])),
+                tonic::Request::new(tokio_stream::iter([request])),
                 http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch"),
                 crate::hostile::RawCodec,
             )
@@ -1276,6 +1268,27 @@ pub(crate) fn seed(offset: u64) -> u64 {
                 .map_or(1, |d| d.as_nanos() as u64)
                 .wrapping_add(offset)
         })
+}
+
+/// The hostile client's watch check can fail: a well-formed create request is answered,
+/// and the two it sends in a run (over the limit, not protobuf) are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_check_tells_an_answer_from_a_refusal() {
+    use prost::Message;
+    use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
+    use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    let cluster = Cluster::start(Server::Raftkv, 1, Options::default()).await;
+    let endpoint = cluster.members[0].endpoint();
+    let dial = || async { channel(&endpoint).await.expect("connect") };
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: bytes::Bytes::from_static(b"w"),
+            ..Default::default()
+        })),
+    };
+    assert!(watch_request_answered(dial().await, create.encode_to_vec()).await);
+    assert!(!watch_request_answered(dial().await, oversized_watch_request()).await);
+    assert!(!watch_request_answered(dial().await, MALFORMED_WATCH_REQUEST.to_vec()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

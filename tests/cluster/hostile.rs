@@ -133,15 +133,7 @@ async fn oversized_session(endpoint: &str) -> Vec<String> {
     out.push(format!("watch created: {created}"));
     tx.send(create(vec![b'k'; 3 << 20])).await.expect("send");
     let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
-    out.push(format!(
-        "3 MiB watch request: {}",
-        match next {
-            Ok(Ok(Some(_))) => "an answer".to_string(),
-            Ok(Ok(None)) => "the stream ended".to_string(),
-            Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
-            Err(_) => "no answer in 10 s".to_string(),
-        }
-    ));
+    out.push(format!("3 MiB watch request: {}", next_message(next, true)));
     drop(tx);
     for service in ["etcdserverpb.KV", "etcdserverpb.Watch"] {
         out.extend(
@@ -151,6 +143,28 @@ async fn oversized_session(endpoint: &str) -> Vec<String> {
                 .filter(|l| !l.starts_with("grpc_server_handling_seconds")),
         );
     }
+    out.push(put_after(&mut kv).await);
+    out
+}
+
+/// What came next on a watch stream, within `timeout`'s 10 s: an answer, its end, or the
+/// error that ended it (its code, and with `message` the status message too).
+fn next_message<T>(
+    next: Result<Result<Option<T>, tonic::Status>, tokio::time::error::Elapsed>,
+    message: bool,
+) -> String {
+    match next {
+        Ok(Ok(Some(_))) => "an answer".to_string(),
+        Ok(Ok(None)) => "the stream ended".to_string(),
+        Ok(Err(s)) if message => format!("{:?}: {}", s.code(), s.message()),
+        Ok(Err(s)) => format!("{:?}", s.code()),
+        Err(_) => "no answer in 10 s".to_string(),
+    }
+}
+
+/// Whether a put still goes through, after what a session sent.
+async fn put_after(kv: &mut KvClient<tonic::transport::Channel>) -> String {
+    use raftkv_proto::etcdserverpb::PutRequest;
     let after = kv
         .put(PutRequest {
             key: Bytes::from_static(b"after"),
@@ -158,8 +172,7 @@ async fn oversized_session(endpoint: &str) -> Vec<String> {
             ..Default::default()
         })
         .await;
-    out.push(format!("put after: {}", after.is_ok()));
-    out
+    format!("put after: {}", after.is_ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,7 +704,7 @@ impl tonic::codec::Decoder for RawCodec {
 async fn malformed_watch_session(endpoint: &str, bad: &[u8]) -> Vec<String> {
     use prost::Message;
     use raftkv_proto::etcdserverpb::watch_request::RequestUnion;
-    use raftkv_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+    use raftkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
         .expect("endpoint")
@@ -724,29 +737,14 @@ async fn malformed_watch_session(endpoint: &str, bad: &[u8]) -> Vec<String> {
     out.push(format!("watch created: {created}"));
     tx.send(bad.to_vec()).await.expect("send");
     let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
-    out.push(format!(
-        "malformed request: {}",
-        match next {
-            Ok(Ok(Some(_))) => "an answer".to_string(),
-            Ok(Ok(None)) => "the stream ended".to_string(),
-            // The code is etcd's; the message is the decoder's own wording (grpc-go's and
-            // prost's differ), so it is left out.
-            Ok(Err(s)) => format!("{:?}", s.code()),
-            Err(_) => "no answer in 10 s".to_string(),
-        }
-    ));
+    // The code is etcd's; the message is the decoder's own wording (grpc-go's and prost's
+    // differ), so it is left out.
+    out.push(format!("malformed request: {}", next_message(next, false)));
     drop(tx);
     let mut kv = KvClient::connect(format!("http://{endpoint}"))
         .await
         .expect("connect");
-    let after = kv
-        .put(PutRequest {
-            key: Bytes::from_static(b"after"),
-            value: Bytes::from_static(b"v"),
-            ..Default::default()
-        })
-        .await;
-    out.push(format!("put after: {}", after.is_ok()));
+    out.push(put_after(&mut kv).await);
     out
 }
 
