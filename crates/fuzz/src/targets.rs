@@ -72,6 +72,12 @@ pub fn targets() -> &'static [Target] {
             seeds: wal_chunk_seeds,
         },
         Target {
+            name: "value_segment",
+            about: "a value segment file from disk: recovery from a durable position, a pointer read, an append and a reopen",
+            run: value_segment,
+            seeds: value_segment_seeds,
+        },
+        Target {
             name: "snapshot_file",
             about: "a snapshot file: full verification, then restore into a store",
             run: snapshot_file,
@@ -1613,6 +1619,75 @@ fn jwt_key_seeds() -> Vec<Vec<u8>> {
         }
     }
     seeds.push([&[4u8][..], b"hmac secret"].concat());
+    seeds
+}
+
+// ---- value_segment --------------------------------------------------------------------------
+
+/// Value segments small enough that an input is one whole segment.
+const VALUE_SEGMENT_BYTES: u64 = 1 << 12;
+
+/// Input: a little-endian u16 (the durable offset the store recorded), then the bytes of the
+/// first value segment. Recovery opens it or refuses it; a log that opened takes an append,
+/// reopens with it, and reads it back; the input's bytes are also read as a pointer.
+fn value_segment(data: &[u8]) {
+    use raftkv_storage::values::{Position, ValueLog, ValuePtr};
+    let (Some(durable), Some(segment)) = (data.get(..2), data.get(2..)) else {
+        return;
+    };
+    let durable = Position {
+        seq: 1,
+        offset: u64::from(u16::from_le_bytes([durable[0], durable[1]])),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("val-0000000000000001.seg"), segment).expect("write segment");
+    let Ok(log) = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, durable) else {
+        return;
+    };
+    assert!(
+        log.end() >= durable,
+        "the log ends before its durable position"
+    );
+    if let Some((ptr, _)) = ValuePtr::decode(segment) {
+        let _ = log.read(&ptr, 7);
+    }
+    let ptr = log
+        .append(7, b"after recovery")
+        .expect("an append after recovery");
+    let synced = log.sync().expect("a sync");
+    assert_eq!(synced, ptr.end());
+    drop(log);
+    let again = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, synced).expect("reopens");
+    // At the append's end, or at the segment's if no frame fits after it.
+    let end = again.end();
+    assert!(end == synced || (end.seq == synced.seq && end.offset - synced.offset < 16));
+    assert_eq!(again.read(&ptr, 7).expect("reads back"), b"after recovery");
+    let next = again
+        .append(8, b"next")
+        .expect("an append after the reopen");
+    assert_eq!(again.read(&next, 8).expect("reads back"), b"next");
+}
+
+fn value_segment_seeds() -> Vec<Vec<u8>> {
+    use raftkv_storage::values::{Position, ValueLog};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let durable = {
+        let log =
+            ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, Position::default()).expect("opens");
+        log.append(2, b"a value").expect("append");
+        log.append(3, &[0u8; 40]).expect("append");
+        let durable = log.sync().expect("sync");
+        log.append(4, b"not yet synced").expect("append");
+        durable
+    };
+    let segment = std::fs::read(dir.path().join("val-0000000000000001.seg")).expect("segment");
+    let used = segment.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let mut seeds = Vec::new();
+    for offset in [0u16, durable.offset as u16] {
+        let mut seed = offset.to_le_bytes().to_vec();
+        seed.extend_from_slice(&segment[..used + 16]);
+        seeds.push(seed);
+    }
     seeds
 }
 

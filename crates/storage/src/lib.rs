@@ -11,6 +11,8 @@
 //!   with `raftkv-codec`, SHA-256 trailer (the layout `etcdctl snapshot save` accepts).
 //! - [`etcd`] — etcd's own snapshot files (bbolt): their status as etcdctl reports it, and
 //!   their import into a store, revisions, leases and users kept.
+//! - [`values`] — value segments: append-only files for put values outside sled, with
+//!   CRC-checked pointers and a durable position (not used by the store yet).
 //! - [`layout`] — where a member's files live under `--data-dir`, and its identity file.
 //! - [`bootstrap`] — `--initial-cluster`, parsed and checked for the member it describes.
 //! - [`error`] — error types; `MvccError` displays etcd's exact messages.
@@ -26,6 +28,7 @@ pub mod log;
 pub mod mvcc;
 pub mod snapshot;
 mod sort;
+pub mod values;
 mod wal;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};

@@ -297,7 +297,7 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Makes `file` `len` bytes long with its blocks allocated, so that writes into it change
 /// neither its size nor its block map (a sparse file where the file system cannot).
-fn preallocate(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     let len_off = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
     // SAFETY: fallocate takes a file descriptor this `File` owns and plain integers.
@@ -321,7 +321,7 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
