@@ -1,6 +1,6 @@
 //! Value segments: append-only files that hold put values outside sled.
 //!
-//! This is the first part of "values out of sled" (docs/architecture.md, "Planned, not
+//! This is the first part of "values out of sled" (docs/architecture.md, "Planned, partly
 //! built"). sled 0.34 rewrites a whole leaf every ten changes and at every split, so a put
 //! costs sled CPU in proportion to the bytes its leaf holds. With the values kept here, a
 //! record in sled holds only its metadata and a [`ValuePtr`]. The store does not use this
@@ -8,9 +8,12 @@
 //!
 //! # Files
 //!
-//! `val-<seq, 16 hex digits>.seg`, numbered from 1 without gaps. Each is created at its full
-//! size, as the WAL's are (an fdatasync then never has to persist a new file size), so the
-//! bytes after the last frame read as zeros. A segment holds frames back to back:
+//! `val-<seq, 16 hex digits>.seg`, numbered from 1; older ones may be gone once their values
+//! live elsewhere, but from the durable one on there are no gaps. Each is created at its
+//! full size, as the WAL's are (an fdatasync then never has to persist a new file size), so
+//! the bytes after the last frame read as zeros. A segment holds frames back to back, and
+//! one the writer left for the next ends with the continuation mark (or too little room
+//! for a frame):
 //!
 //! ```text
 //! u32 LE  value length + 1 (0: no more frames; u32::MAX: continued in the next segment)
@@ -27,9 +30,9 @@
 //!
 //! [`ValueLog::append`] writes into the page cache from the caller. [`ValueLog::sync`]
 //! makes everything appended so far durable (callers that arrive while one syncs share the
-//! next fdatasync), and [`ValueLog::durable`] is the position up to which frames are. The
-//! store is to record its applied point only up to that position, and to store the
-//! position with the point.
+//! next fdatasync; after one fails, every later sync fails too, as the WAL's do), and
+//! [`ValueLog::durable`] is the position up to which frames are. The store is to record
+//! its applied point only up to that position, and to store the position with the point.
 //!
 //! # Recovery
 //!
@@ -48,6 +51,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::wal::{preallocate, sync_dir};
@@ -197,6 +201,9 @@ pub struct ValueLog {
     writer: Mutex<Writer>,
     /// Held while syncing; the position everything before which is durable.
     durable: Mutex<Position>,
+    /// Set when an fdatasync failed: the kernel may have dropped the pages it could not
+    /// write and a retry would succeed without them, so no later sync is trusted.
+    failed: AtomicBool,
 }
 
 impl ValueLog {
@@ -309,6 +316,7 @@ impl ValueLog {
                 seq: end.seq,
                 offset: end.offset,
             }),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -356,9 +364,15 @@ impl ValueLog {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        preallocate(&file, self.segment_bytes)?;
-        file.sync_all()?;
-        sync_dir(&self.dir)?;
+        let made = preallocate(&file, self.segment_bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = made {
+            // Not left half made for the next try to trip over.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let file = Arc::new(file);
         if let Some(old) = w.file.take()
             && w.offset + 4 <= w.size
@@ -413,14 +427,13 @@ impl ValueLog {
                 std::mem::take(&mut w.unsynced),
             )
         };
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "the value log's disk failed an earlier sync",
+            ));
+        }
         if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
-            // Leave them listed for the next try.
-            let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            for f in files {
-                if !w.unsynced.iter().any(|g| Arc::ptr_eq(g, &f)) {
-                    w.unsynced.push(f);
-                }
-            }
+            self.failed.store(true, Ordering::Release);
             return Err(e);
         }
         *durable = upto;
