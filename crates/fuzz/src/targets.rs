@@ -1649,10 +1649,10 @@ fn value_segment(data: &[u8]) {
         "the log ends before its durable position"
     );
     if let Some((ptr, _)) = ValuePtr::decode(segment) {
-        let _ = log.read(&ptr, 7);
+        let _ = log.read(&ptr, b"k", 7);
     }
     let ptr = log
-        .append(7, b"after recovery")
+        .append(7, b"k", b"after recovery")
         .expect("an append after recovery");
     let synced = log.sync().expect("a sync");
     assert_eq!(synced, ptr.end());
@@ -1660,12 +1660,15 @@ fn value_segment(data: &[u8]) {
     let again = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, synced).expect("reopens");
     // At the append's end, or at the segment's if no frame fits after it.
     let end = again.end();
-    assert!(end == synced || (end.seq == synced.seq && end.offset - synced.offset < 16));
-    assert_eq!(again.read(&ptr, 7).expect("reads back"), b"after recovery");
+    assert!(end == synced || (end.seq == synced.seq && end.offset - synced.offset < 20));
+    assert_eq!(
+        again.read(&ptr, b"k", 7).expect("reads back"),
+        b"after recovery"
+    );
     let next = again
-        .append(8, b"next")
+        .append(8, b"k", b"next")
         .expect("an append after the reopen");
-    assert_eq!(again.read(&next, 8).expect("reads back"), b"next");
+    assert_eq!(again.read(&next, b"k", 8).expect("reads back"), b"next");
 }
 
 fn value_segment_seeds() -> Vec<Vec<u8>> {
@@ -1674,10 +1677,10 @@ fn value_segment_seeds() -> Vec<Vec<u8>> {
     let durable = {
         let log =
             ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, Position::default()).expect("opens");
-        log.append(2, b"a value").expect("append");
-        log.append(3, &[0u8; 40]).expect("append");
+        log.append(2, b"k", b"a value").expect("append");
+        log.append(3, b"key", &[0u8; 40]).expect("append");
         let durable = log.sync().expect("sync");
-        log.append(4, b"not yet synced").expect("append");
+        log.append(4, b"k", b"not yet synced").expect("append");
         durable
     };
     let segment = std::fs::read(dir.path().join("val-0000000000000001.seg")).expect("segment");
@@ -1685,7 +1688,7 @@ fn value_segment_seeds() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
     for offset in [0u16, durable.offset as u16] {
         let mut seed = offset.to_le_bytes().to_vec();
-        seed.extend_from_slice(&segment[..used + 16]);
+        seed.extend_from_slice(&segment[..used + 20]);
         seeds.push(seed);
     }
     seeds

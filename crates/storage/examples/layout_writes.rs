@@ -261,7 +261,7 @@ fn fill_value_log(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_
     for i in 0..puts {
         let revision = i + 2;
         let (key, value) = source.next();
-        let ptr = values.append(revision as i64, &value).expect("value");
+        let ptr = values.append(revision as i64, &key, &value).expect("value");
         // Metadata (create and mod revision, version, lease) and the value's pointer.
         let mut record = Vec::with_capacity(32);
         record.extend_from_slice(&metadata(revision));

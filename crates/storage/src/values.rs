@@ -17,14 +17,19 @@
 //!
 //! ```text
 //! u32 LE  value length + 1 (0: no more frames; u32::MAX: continued in the next segment)
+//! u32 LE  key length
 //! u64 LE  revision of the write that stored the value
-//! u32 LE  CRC-32 of the 12 bytes above and the value
+//! u32 LE  CRC-32 of the 16 bytes above, the key and the value
+//! key
 //! value
 //! ```
 //!
-//! A [`ValuePtr`] names a frame: segment, offset, the value's length and the frame's CRC.
-//! A read checks all four against the frame, so a damaged file, a pointer from another
-//! store or one into a frame since cut off is an error, never another value.
+//! The key and revision name the record that points at the frame, so a walk over a segment
+//! finds the records its values belong to (what moving a segment's live values needs). A
+//! [`ValuePtr`] names a frame: segment, offset, the key's and the value's length and the
+//! frame's CRC. A read checks them, the key and the revision against the frame, so a
+//! damaged file, a pointer from another store or one into a frame since cut off is an
+//! error, never another value.
 //!
 //! # Durability
 //!
@@ -56,8 +61,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::wal::{preallocate, sync_dir};
 
-/// Bytes before a frame's value: length, revision and CRC.
-pub const FRAME_HEADER: u64 = 16;
+/// Bytes before a frame's key: the lengths, the revision and the CRC.
+pub const FRAME_HEADER: u64 = 20;
 /// The segment size the store uses (the WAL's).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// A frame length field that says the log goes on in the next segment.
@@ -82,6 +87,8 @@ pub struct ValuePtr {
     pub seq: u64,
     /// The frame's offset in it.
     pub offset: u64,
+    /// The key's length.
+    pub key_len: u32,
     /// The value's length.
     pub len: u32,
     /// The frame's CRC.
@@ -93,15 +100,21 @@ impl ValuePtr {
     pub fn end(&self) -> Position {
         Position {
             seq: self.seq,
-            offset: self.offset + FRAME_HEADER + u64::from(self.len),
+            offset: self.offset + self.frame_len(),
         }
     }
 
-    /// Appends the pointer as four LEB128 varints.
+    /// The frame's length.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER + u64::from(self.key_len) + u64::from(self.len)
+    }
+
+    /// Appends the pointer as five LEB128 varints.
     pub fn encode(&self, out: &mut Vec<u8>) {
         for v in [
             self.seq,
             self.offset,
+            u64::from(self.key_len),
             u64::from(self.len),
             u64::from(self.crc),
         ] {
@@ -114,12 +127,14 @@ impl ValuePtr {
     pub fn decode(raw: &[u8]) -> Option<(Self, &[u8])> {
         let (seq, raw) = get_varint(raw)?;
         let (offset, raw) = get_varint(raw)?;
+        let (key_len, raw) = get_varint(raw)?;
         let (len, raw) = get_varint(raw)?;
         let (crc, raw) = get_varint(raw)?;
         Some((
             ValuePtr {
                 seq,
                 offset,
+                key_len: u32::try_from(key_len).ok()?,
                 len: u32::try_from(len).ok()?,
                 crc: u32::try_from(crc).ok()?,
             },
@@ -151,15 +166,18 @@ fn get_varint(raw: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
-/// The frame header of a value: length + 1, revision, CRC over both and the value.
-fn frame_header(revision: i64, value: &[u8]) -> [u8; FRAME_HEADER as usize] {
+/// The frame header of a value: its length + 1, the key's length, the revision, and the
+/// CRC over them, the key and the value. The caller has checked that both lengths fit.
+fn frame_header(revision: i64, key: &[u8], value: &[u8]) -> [u8; FRAME_HEADER as usize] {
     let mut header = [0u8; FRAME_HEADER as usize];
     header[..4].copy_from_slice(&(value.len() as u32 + 1).to_le_bytes());
-    header[4..12].copy_from_slice(&revision.to_le_bytes());
+    header[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&revision.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&header[..12]);
+    crc.update(&header[..16]);
+    crc.update(key);
     crc.update(value);
-    header[12..].copy_from_slice(&crc.finalize().to_le_bytes());
+    header[16..].copy_from_slice(&crc.finalize().to_le_bytes());
     header
 }
 
@@ -320,18 +338,25 @@ impl ValueLog {
         })
     }
 
-    /// Appends `value`, stored by the write at `revision`, and returns where it lies. It is
-    /// durable once a [`ValueLog::sync`] that began after this returned has returned. A value
-    /// that cannot fit a segment is refused (`InvalidInput`): its record keeps it inline.
-    pub fn append(&self, revision: i64, value: &[u8]) -> io::Result<ValuePtr> {
-        let frame = FRAME_HEADER + value.len() as u64;
-        if value.len() as u64 + 1 >= u64::from(CONTINUED) || frame > self.segment_bytes {
+    /// Appends `key`'s `value`, stored by the write at `revision`, and returns where it
+    /// lies. It is durable once a [`ValueLog::sync`] that began after this returned has
+    /// returned. A frame that cannot fit a segment is refused (`InvalidInput`): its record
+    /// keeps the value inline.
+    pub fn append(&self, revision: i64, key: &[u8], value: &[u8]) -> io::Result<ValuePtr> {
+        let frame = FRAME_HEADER + key.len() as u64 + value.len() as u64;
+        if value.len() as u64 + 1 >= u64::from(CONTINUED)
+            || key.len() as u64 >= u64::from(u32::MAX)
+            || frame > self.segment_bytes
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("a value of {} bytes does not fit a segment", value.len()),
+                format!(
+                    "a frame of {frame} bytes does not fit a segment of {}",
+                    self.segment_bytes
+                ),
             ));
         }
-        let header = frame_header(revision, value);
+        let header = frame_header(revision, key, value);
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if w.file.is_none() || w.offset + frame > w.size {
             self.rotate(&mut w)?;
@@ -339,13 +364,15 @@ impl ValueLog {
         let file = Arc::clone(w.file.as_ref().expect("a segment after rotate"));
         let mut buf = Vec::with_capacity(frame as usize);
         buf.extend_from_slice(&header);
+        buf.extend_from_slice(key);
         buf.extend_from_slice(value);
         file.write_all_at(&buf, w.offset)?;
         let ptr = ValuePtr {
             seq: w.seq,
             offset: w.offset,
+            key_len: key.len() as u32,
             len: value.len() as u32,
-            crc: u32::from_le_bytes(header[12..].try_into().expect("4 bytes")),
+            crc: u32::from_le_bytes(header[16..].try_into().expect("4 bytes")),
         };
         w.offset += frame;
         if !w.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
@@ -440,8 +467,18 @@ impl ValueLog {
         Ok(upto)
     }
 
-    /// Reads the value `ptr` names, stored at `revision`, checking it against the frame.
-    pub fn read(&self, ptr: &ValuePtr, revision: i64) -> io::Result<Vec<u8>> {
+    /// Reads the value `ptr` names, stored for `key` at `revision`, checking all three
+    /// against the frame.
+    pub fn read(&self, ptr: &ValuePtr, key: &[u8], revision: i64) -> io::Result<Vec<u8>> {
+        let mismatch = || {
+            damaged(format!(
+                "value at {}:{} does not match its record",
+                ptr.seq, ptr.offset
+            ))
+        };
+        if key.len() as u64 != u64::from(ptr.key_len) {
+            return Err(mismatch());
+        }
         let file = self
             .files
             .read()
@@ -449,26 +486,25 @@ impl ValueLog {
             .get(&ptr.seq)
             .cloned()
             .ok_or_else(|| damaged(format!("value segment {} does not exist", ptr.seq)))?;
-        let frame = FRAME_HEADER + u64::from(ptr.len);
+        let frame = ptr.frame_len();
         let size = file.metadata()?.len();
         if ptr.offset.checked_add(frame).is_none_or(|end| end > size) {
             return Err(damaged(format!(
                 "value at {}:{} ({} bytes) runs past its segment",
-                ptr.seq, ptr.offset, ptr.len
+                ptr.seq, ptr.offset, frame
             )));
         }
         let mut buf = vec![0u8; frame as usize];
         file.read_exact_at(&mut buf, ptr.offset)?;
-        let value = &buf[FRAME_HEADER as usize..];
-        if frame_header(revision, value)[..] != buf[..FRAME_HEADER as usize]
-            || buf[12..16] != ptr.crc.to_le_bytes()
+        let body = FRAME_HEADER as usize;
+        let value = &buf[body + key.len()..];
+        if &buf[body..body + key.len()] != key
+            || frame_header(revision, key, value)[..] != buf[..body]
+            || buf[16..20] != ptr.crc.to_le_bytes()
         {
-            return Err(damaged(format!(
-                "value at {}:{} does not match its record",
-                ptr.seq, ptr.offset
-            )));
+            return Err(mismatch());
         }
-        buf.drain(..FRAME_HEADER as usize);
+        buf.drain(..body + key.len());
         Ok(buf)
     }
 
@@ -500,7 +536,7 @@ impl ValueLog {
 /// goes on in the next segment (the writer's mark, or no room left for a frame).
 fn walk_frames(file: &File, mut at: u64, size: u64) -> io::Result<(u64, bool)> {
     let mut header = [0u8; FRAME_HEADER as usize];
-    let mut value = Vec::new();
+    let mut body = Vec::new();
     while at + FRAME_HEADER <= size {
         file.read_exact_at(&mut header, at)?;
         let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
@@ -510,17 +546,20 @@ fn walk_frames(file: &File, mut at: u64, size: u64) -> io::Result<(u64, bool)> {
         if stored == 0 {
             return Ok((at, false));
         }
-        let len = u64::from(stored - 1);
+        let key_len = u64::from(u32::from_le_bytes(
+            header[4..8].try_into().expect("4 bytes"),
+        ));
+        let len = key_len + u64::from(stored - 1);
         let end = at + FRAME_HEADER + len;
         if end > size {
             return Ok((at, false));
         }
-        value.resize(len as usize, 0);
-        file.read_exact_at(&mut value, at + FRAME_HEADER)?;
+        body.resize(len as usize, 0);
+        file.read_exact_at(&mut body, at + FRAME_HEADER)?;
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&header[..12]);
-        crc.update(&value);
-        if crc.finalize().to_le_bytes() != header[12..] {
+        crc.update(&header[..16]);
+        crc.update(&body);
+        if crc.finalize().to_le_bytes() != header[16..] {
             return Ok((at, false));
         }
         at = end;
@@ -557,6 +596,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const K: &[u8] = b"key";
+
     fn value(i: usize) -> Vec<u8> {
         (0..i % 97).map(|j| (i * 31 + j) as u8).collect()
     }
@@ -570,15 +611,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = ValueLog::open(dir.path(), 512, Position::default()).unwrap();
         let ptrs: Vec<ValuePtr> = (0..200)
-            .map(|i| log.append(i as i64 + 2, &value(i)).unwrap())
+            .map(|i| log.append(i as i64 + 2, K, &value(i)).unwrap())
             .collect();
         assert!(log.segments().len() > 10, "{:?}", log.segments());
         for (i, ptr) in ptrs.iter().enumerate() {
-            assert_eq!(log.read(ptr, i as i64 + 2).unwrap(), value(i));
+            assert_eq!(log.read(ptr, K, i as i64 + 2).unwrap(), value(i));
         }
         assert_eq!(log.end(), ptrs[199].end());
         // A value that cannot fit a segment is refused, and changes nothing.
-        let e = log.append(1000, &[7u8; 512]).unwrap_err();
+        let e = log.append(1000, K, &[7u8; 512]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(log.end(), ptrs[199].end());
     }
@@ -587,9 +628,9 @@ mod tests {
     fn a_read_checks_the_pointer_against_the_frame() {
         let dir = tempfile::tempdir().unwrap();
         let log = ValueLog::open(dir.path(), 4096, Position::default()).unwrap();
-        let a = log.append(5, b"alpha").unwrap();
-        let b = log.append(6, b"bravo!").unwrap();
-        assert_eq!(log.read(&a, 5).unwrap(), b"alpha");
+        let a = log.append(5, K, b"alpha").unwrap();
+        let b = log.append(6, K, b"bravo!").unwrap();
+        assert_eq!(log.read(&a, K, 5).unwrap(), b"alpha");
         let wrong = [
             (
                 ValuePtr {
@@ -635,12 +676,16 @@ mod tests {
                 5,
             ),
             (ValuePtr { len: u32::MAX, ..a }, 5),
+            (ValuePtr { key_len: 2, ..a }, 5),
             (a, 6),
         ];
         for (ptr, rev) in wrong {
-            let e = log.read(&ptr, rev).unwrap_err();
+            let e = log.read(&ptr, K, rev).unwrap_err();
             assert!(invalid(e), "{ptr:?} at {rev}");
         }
+        // Another key, of the same length or not.
+        assert!(invalid(log.read(&a, b"kex", 5).unwrap_err()));
+        assert!(invalid(log.read(&a, b"keys", 5).unwrap_err()));
     }
 
     #[test]
@@ -650,7 +695,7 @@ mod tests {
         assert_eq!(log.durable(), Position::default());
         let mut last = None;
         for i in 0..40 {
-            last = Some(log.append(i, &value(i as usize)).unwrap());
+            last = Some(log.append(i, K, &value(i as usize)).unwrap());
         }
         assert!(log.durable() < log.end());
         assert_eq!(log.sync().unwrap(), last.unwrap().end());
@@ -664,20 +709,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, durable, b) = {
             let log = ValueLog::open(dir.path(), 300, Position::default()).unwrap();
-            let a = log.append(2, b"first").unwrap();
+            let a = log.append(2, K, b"first").unwrap();
             for i in 0..20 {
-                log.append(3 + i, &value(i as usize)).unwrap();
+                log.append(3 + i, K, &value(i as usize)).unwrap();
             }
             let durable = log.sync().unwrap();
             // Whole but never synced: a process crash keeps it (the page cache does).
-            let b = log.append(40, b"unsynced").unwrap();
+            let b = log.append(40, K, b"unsynced").unwrap();
             (a, durable, b)
         };
         let log = ValueLog::open(dir.path(), 300, durable).unwrap();
         assert_eq!(log.end(), b.end());
-        assert_eq!(log.read(&a, 2).unwrap(), b"first");
-        assert_eq!(log.read(&b, 40).unwrap(), b"unsynced");
-        let c = log.append(41, b"next").unwrap();
+        assert_eq!(log.read(&a, K, 2).unwrap(), b"first");
+        assert_eq!(log.read(&b, K, 40).unwrap(), b"unsynced");
+        let c = log.append(41, K, b"next").unwrap();
         assert_eq!((c.seq, c.offset), (b.end().seq, b.end().offset));
     }
 
@@ -686,16 +731,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (durable, ptrs) = {
             let log = ValueLog::open(dir.path(), 200, Position::default()).unwrap();
-            log.append(2, b"x").unwrap();
+            log.append(2, K, b"x").unwrap();
             let durable = log.sync().unwrap();
             // Frames that leave room for a header but not for the next frame, so most
             // segments end with the writer's mark; and one exactly full segment.
             let mut ptrs = Vec::new();
             for i in 0..30 {
-                let len = if i == 10 { 200 - 16 } else { 50 + i * 3 };
+                let len = if i == 10 {
+                    200 - FRAME_HEADER as usize - K.len()
+                } else {
+                    50 + i * 3
+                };
                 ptrs.push((
                     i as i64 + 3,
-                    log.append(i as i64 + 3, &vec![i as u8; len]).unwrap(),
+                    log.append(i as i64 + 3, K, &vec![i as u8; len]).unwrap(),
                 ));
             }
             (durable, ptrs)
@@ -703,7 +752,7 @@ mod tests {
         let log = ValueLog::open(dir.path(), 200, durable).unwrap();
         assert_eq!(log.end(), ptrs.last().unwrap().1.end());
         for (rev, ptr) in &ptrs {
-            assert_eq!(log.read(ptr, *rev).unwrap().len(), ptr.len as usize);
+            assert_eq!(log.read(ptr, K, *rev).unwrap().len(), ptr.len as usize);
         }
     }
 
@@ -712,10 +761,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, durable, torn, after) = {
             let log = ValueLog::open(dir.path(), 1 << 16, Position::default()).unwrap();
-            let a = log.append(2, b"kept").unwrap();
+            let a = log.append(2, K, b"kept").unwrap();
             let durable = log.sync().unwrap();
-            let torn = log.append(3, b"torn by a crash").unwrap();
-            let after = log.append(4, b"written after it").unwrap();
+            let torn = log.append(3, K, b"torn by a crash").unwrap();
+            let after = log.append(4, K, b"written after it").unwrap();
             (a, durable, torn, after)
         };
         // The crash left one byte of the second frame's value unwritten.
@@ -726,16 +775,16 @@ mod tests {
         drop(file);
         let log = ValueLog::open(dir.path(), 1 << 16, durable).unwrap();
         assert_eq!(log.end(), durable);
-        assert_eq!(log.read(&a, 2).unwrap(), b"kept");
-        assert!(invalid(log.read(&torn, 3).unwrap_err()));
+        assert_eq!(log.read(&a, K, 2).unwrap(), b"kept");
+        assert!(invalid(log.read(&torn, K, 3).unwrap_err()));
         // The whole frame after the torn one was zeroed, not left to be found again.
-        assert!(invalid(log.read(&after, 4).unwrap_err()));
-        let again = log.append(3, b"replayed").unwrap();
+        assert!(invalid(log.read(&after, K, 4).unwrap_err()));
+        let again = log.append(3, K, b"replayed").unwrap();
         assert_eq!((again.seq, again.offset), (torn.seq, torn.offset));
         drop(log);
         let log = ValueLog::open(dir.path(), 1 << 16, durable).unwrap();
         assert_eq!(log.end(), again.end());
-        assert_eq!(log.read(&again, 3).unwrap(), b"replayed");
+        assert_eq!(log.read(&again, K, 3).unwrap(), b"replayed");
     }
 
     #[test]
@@ -743,11 +792,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (durable, first_lost) = {
             let log = ValueLog::open(dir.path(), 128, Position::default()).unwrap();
-            log.append(2, b"durable").unwrap();
+            log.append(2, K, b"durable").unwrap();
             let durable = log.sync().unwrap();
-            let lost = log.append(3, &[1u8; 60]).unwrap();
+            let lost = log.append(3, K, &[1u8; 60]).unwrap();
             for i in 0..10 {
-                log.append(4 + i, &[2u8; 60]).unwrap();
+                log.append(4 + i, K, &[2u8; 60]).unwrap();
             }
             assert!(log.segments().len() > 3);
             (durable, lost)
@@ -769,7 +818,7 @@ mod tests {
         let durable = {
             let log = ValueLog::open(dir.path(), 128, Position::default()).unwrap();
             for i in 0..12 {
-                log.append(2 + i, &[3u8; 40]).unwrap();
+                log.append(2 + i, K, &[3u8; 40]).unwrap();
             }
             log.sync().unwrap()
         };
@@ -803,8 +852,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn pointers_round_trip(seq: u64, offset: u64, len: u32, crc: u32, tail: Vec<u8>) {
-            let ptr = ValuePtr { seq, offset, len, crc };
+        fn pointers_round_trip(
+            seq: u64,
+            offset: u64,
+            key_len: u32,
+            len: u32,
+            crc: u32,
+            tail: Vec<u8>,
+        ) {
+            let ptr = ValuePtr { seq, offset, key_len, len, crc };
             let mut raw = Vec::new();
             ptr.encode(&mut raw);
             raw.extend_from_slice(&tail);
@@ -834,8 +890,8 @@ mod tests {
                 let end = log.end();
                 prop_assert!(end >= at);
                 prop_assert!(end.offset <= data.len() as u64);
-                let ptr = log.append(9, b"after").unwrap();
-                prop_assert_eq!(log.read(&ptr, 9).unwrap(), b"after");
+                let ptr = log.append(9, K, b"after").unwrap();
+                prop_assert_eq!(log.read(&ptr, K, 9).unwrap(), b"after");
             }
         }
     }
