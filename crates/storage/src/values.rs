@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::wal::{preallocate, sync_dir};
+use crate::wal::{numbered_path, parse_numbered, preallocate, sync_dir};
 
 /// Bytes before a frame's key: the lengths, the revision and the CRC.
 pub const FRAME_HEADER: u64 = 20;
@@ -182,15 +182,11 @@ fn frame_header(revision: i64, key: &[u8], value: &[u8]) -> [u8; FRAME_HEADER as
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("val-{seq:016x}.seg"))
+    numbered_path(dir, "val-", ".seg", seq)
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("val-")?.strip_suffix(".seg")?;
-    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    parse_numbered(name, "val-", ".seg")
 }
 
 fn damaged(what: String) -> io::Error {

@@ -284,11 +284,22 @@ pub(crate) struct Wal {
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("seg-{seq:016x}.wal"))
+    numbered_path(dir, "seg-", ".wal", seq)
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("seg-")?.strip_suffix(".wal")?;
+    parse_numbered(name, "seg-", ".wal")
+}
+
+/// `<dir>/<prefix><seq as 16 lowercase hex digits><suffix>`: how numbered files are named
+/// here (this log's segments, the value segments).
+pub(crate) fn numbered_path(dir: &Path, prefix: &str, suffix: &str, seq: u64) -> PathBuf {
+    dir.join(format!("{prefix}{seq:016x}{suffix}"))
+}
+
+/// The number in a name [`numbered_path`] made, and nothing else.
+pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
