@@ -73,7 +73,7 @@ pub fn targets() -> &'static [Target] {
         },
         Target {
             name: "value_segment",
-            about: "a value segment file from disk: recovery from a durable position, a pointer read, an append and a reopen",
+            about: "a value segment file from disk: recovery from a recorded durable frame, a pointer read, an append and a reopen",
             run: value_segment,
             seeds: value_segment_seeds,
         },
@@ -1627,27 +1627,37 @@ fn jwt_key_seeds() -> Vec<Vec<u8>> {
 /// Value segments small enough that an input is one whole segment.
 const VALUE_SEGMENT_BYTES: u64 = 1 << 12;
 
-/// Input: a little-endian u16 (the durable offset the store recorded), then the bytes of the
-/// first value segment. Recovery opens it or refuses it; a log that opened takes an append,
-/// reopens with it, and reads it back; the input's bytes are also read as a pointer.
+/// Input: a byte (0: the store recorded no durable frame; else one follows, as a pointer's
+/// varints), then the bytes of the first value segment. Recovery opens it or refuses it; a
+/// log that opened takes an append, syncs, reopens from it and reads it back; the segment's
+/// bytes are also read as a pointer.
 fn value_segment(data: &[u8]) {
-    use raftkv_storage::values::{Position, ValueLog, ValuePtr};
-    let (Some(durable), Some(segment)) = (data.get(..2), data.get(2..)) else {
+    use raftkv_storage::values::{ValueLog, ValuePtr};
+    let Some((&flag, rest)) = data.split_first() else {
         return;
     };
-    let durable = Position {
-        seq: 1,
-        offset: u64::from(u16::from_le_bytes([durable[0], durable[1]])),
+    let (durable, segment) = if flag == 0 {
+        (None, rest)
+    } else {
+        let Some((ptr, segment)) = ValuePtr::decode(rest) else {
+            return;
+        };
+        (Some(ValuePtr { seq: 1, ..ptr }), segment)
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::write(dir.path().join("val-0000000000000001.seg"), segment).expect("write segment");
+    let path = dir.path().join("val-0000000000000001.seg");
+    std::fs::write(&path, segment).expect("write segment");
     let Ok(log) = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, durable) else {
+        // A refusal changes nothing.
+        assert_eq!(std::fs::read(&path).expect("segment"), segment);
         return;
     };
-    assert!(
-        log.end() >= durable,
-        "the log ends before its durable position"
-    );
+    if let Some(d) = durable {
+        assert!(
+            log.end() >= d.end(),
+            "the log ends before its durable frame"
+        );
+    }
     if let Some((ptr, _)) = ValuePtr::decode(segment) {
         let _ = log.read(&ptr, b"k", 7);
     }
@@ -1655,12 +1665,12 @@ fn value_segment(data: &[u8]) {
         .append(7, b"k", b"after recovery")
         .expect("an append after recovery");
     let synced = log.sync().expect("a sync");
-    assert_eq!(synced, ptr.end());
+    assert_eq!(synced, Some(ptr));
     drop(log);
     let again = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, synced).expect("reopens");
     // At the append's end, or at the segment's if no frame fits after it.
-    let end = again.end();
-    assert!(end == synced || (end.seq == synced.seq && end.offset - synced.offset < 20));
+    let (end, want) = (again.end(), ptr.end());
+    assert!(end == want || (end.seq == want.seq && end.offset - want.offset < 20));
     assert_eq!(
         again.read(&ptr, b"k", 7).expect("reads back"),
         b"after recovery"
@@ -1672,26 +1682,25 @@ fn value_segment(data: &[u8]) {
 }
 
 fn value_segment_seeds() -> Vec<Vec<u8>> {
-    use raftkv_storage::values::{Position, ValueLog};
+    use raftkv_storage::values::ValueLog;
     let dir = tempfile::tempdir().expect("temp dir");
     let durable = {
-        let log =
-            ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, Position::default()).expect("opens");
+        let log = ValueLog::open(dir.path(), VALUE_SEGMENT_BYTES, None).expect("opens");
         log.append(2, b"k", b"a value").expect("append");
         log.append(3, b"key", &[0u8; 40]).expect("append");
-        let durable = log.sync().expect("sync");
+        let durable = log.sync().expect("sync").expect("a durable frame");
         log.append(4, b"k", b"not yet synced").expect("append");
         durable
     };
     let segment = std::fs::read(dir.path().join("val-0000000000000001.seg")).expect("segment");
     let used = segment.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let mut seeds = Vec::new();
-    for offset in [0u16, durable.offset as u16] {
-        let mut seed = offset.to_le_bytes().to_vec();
-        seed.extend_from_slice(&segment[..used + 20]);
-        seeds.push(seed);
-    }
-    seeds
+    let segment = &segment[..(used + 20).min(segment.len())];
+    let mut without = vec![0u8];
+    without.extend_from_slice(segment);
+    let mut with = vec![1u8];
+    durable.encode(&mut with);
+    with.extend_from_slice(segment);
+    vec![without, with]
 }
 
 #[cfg(test)]

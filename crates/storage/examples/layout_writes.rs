@@ -252,10 +252,9 @@ fn fill_values_apart(path: &Path, config: &MvccConfig, puts: u64, keys: u64, val
 }
 
 fn fill_value_log(path: &Path, config: &MvccConfig, puts: u64, keys: u64, value_size: usize) {
-    use raftkv_storage::values::{Position, SEGMENT_BYTES, ValueLog};
+    use raftkv_storage::values::{SEGMENT_BYTES, ValueLog};
     let (db, tree) = open_sled(path, config);
-    let values = ValueLog::open(&path.join("values"), SEGMENT_BYTES, Position::default())
-        .expect("value log");
+    let values = ValueLog::open(&path.join("values"), SEGMENT_BYTES, None).expect("value log");
     let mut source = Puts::new(keys, value_size);
     let mut run = Run::default();
     for i in 0..puts {

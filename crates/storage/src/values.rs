@@ -35,21 +35,22 @@
 //!
 //! [`ValueLog::append`] writes into the page cache from the caller. [`ValueLog::sync`]
 //! makes everything appended so far durable (callers that arrive while one syncs share the
-//! next fdatasync; after one fails, every later sync fails too, as the WAL's do), and
-//! [`ValueLog::durable`] is the position up to which frames are. The store is to record
-//! its applied point only up to that position, and to store the position with the point.
+//! next fdatasync; after a write or a sync fails, the log takes no more appends and every
+//! later sync fails, as the WAL does), and [`ValueLog::durable`] is the last frame that is.
+//! The store is to record its applied point only up to that frame, and to store the
+//! frame's pointer with the point.
 //!
 //! # Recovery
 //!
-//! [`ValueLog::open`] is given the durable position the store recorded. Frames before it
-//! were synced before the store recorded it, so they are trusted. A read still checks each
-//! one. Frames after it are walked, and the first one that is not whole (its length runs
-//! past the segment, its CRC fails, or its length field is zero) ends the log: whatever is
-//! not zero in the rest of that segment is zeroed (so opening reads the rest of the last
-//! segment once) and later segments are removed. Those frames can only belong to
-//! writes above the store's recorded point, which the Raft log's replay writes again. A
-//! durable position past the end of what the files hold is damage, and opening fails.
-//! Lengths are checked before anything is allocated.
+//! [`ValueLog::open`] is given the last durable frame the store recorded. That frame is
+//! checked against its segment first; a mismatch is damage and the open fails with nothing
+//! changed. Frames before it were synced before the store recorded it, so they are trusted
+//! (a read still checks each one). Frames after it are walked, and the first one that is
+//! not whole (its length runs past the segment, its CRC fails, or its length field is zero)
+//! ends the log: whatever is not zero in the rest of that segment is zeroed (so opening
+//! reads the rest of the last segment once) and later segments are removed. Those frames
+//! can only belong to writes above the store's recorded point, which the Raft log's replay
+//! writes again. Lengths are checked before anything is allocated.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -100,7 +101,7 @@ impl ValuePtr {
     pub fn end(&self) -> Position {
         Position {
             seq: self.seq,
-            offset: self.offset + self.frame_len(),
+            offset: self.offset.saturating_add(self.frame_len()),
         }
     }
 
@@ -185,8 +186,9 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     numbered_path(dir, "val-", ".seg", seq)
 }
 
+/// A segment's number from its file name; 0 and `u64::MAX` are never written.
 fn parse_segment_name(name: &str) -> Option<u64> {
-    parse_numbered(name, "val-", ".seg")
+    parse_numbered(name, "val-", ".seg").filter(|&seq| seq != 0 && seq != u64::MAX)
 }
 
 fn damaged(what: String) -> io::Error {
@@ -202,6 +204,8 @@ struct Writer {
     size: u64,
     /// Where the next frame goes.
     offset: u64,
+    /// The last frame appended.
+    last: Option<ValuePtr>,
     /// Files written to since the last sync.
     unsynced: Vec<Arc<File>>,
 }
@@ -213,25 +217,35 @@ pub struct ValueLog {
     /// Every segment, for reads.
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     writer: Mutex<Writer>,
-    /// Held while syncing; the position everything before which is durable.
-    durable: Mutex<Position>,
-    /// Set when an fdatasync failed: the kernel may have dropped the pages it could not
-    /// write and a retry would succeed without them, so no later sync is trusted.
+    /// Held while syncing, so that callers queue for the next fdatasync.
+    syncing: Mutex<()>,
+    /// The last frame known durable (set after a sync; never held across one).
+    durable: Mutex<Option<ValuePtr>>,
+    /// Set when a write or an fdatasync failed: the kernel may have dropped the pages it
+    /// could not write and a retry would succeed without them, and a part-written frame may
+    /// lie past the end, so the log takes no more appends and no sync is trusted again.
     failed: AtomicBool,
 }
 
 impl ValueLog {
-    /// Opens (or creates) the log in `dir`, trusting frames before `durable` and cutting the
-    /// tail after it at the first frame that is not whole. `segment_bytes` is for new
-    /// segments (existing ones keep their size).
-    pub fn open(dir: &Path, segment_bytes: u64, durable: Position) -> io::Result<Self> {
+    /// Opens (or creates) the log in `dir`. `durable` is the last frame the store recorded
+    /// as durable (`None` if it never recorded one): it is checked against the file, and a
+    /// frame that does not match is damage and fails the open, with nothing changed.
+    /// Frames after it are walked, and the log is cut at the first that is not whole.
+    /// `segment_bytes` is for new segments (existing ones keep their size).
+    pub fn open(dir: &Path, segment_bytes: u64, durable: Option<ValuePtr>) -> io::Result<Self> {
         if segment_bytes < FRAME_HEADER * 2 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "value segments too small",
             ));
         }
-        std::fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut seqs = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -240,22 +254,16 @@ impl ValueLog {
             }
         }
         seqs.sort_unstable();
+        let durable_seq = durable.map_or(0, |p| p.seq);
         // Older segments may be gone (their values were moved); from the durable one on, the
         // walk below needs every segment.
-        let walked: Vec<u64> = seqs.iter().copied().filter(|&s| s >= durable.seq).collect();
+        let walked: Vec<u64> = seqs.iter().copied().filter(|&s| s >= durable_seq).collect();
         if let (Some(&first), Some(&last)) = (walked.first(), walked.last())
             && last - first + 1 != walked.len() as u64
         {
             return Err(damaged(format!(
                 "{}: value segments {first}..={last} have gaps",
                 dir.display()
-            )));
-        }
-        if durable.seq != 0 && !seqs.contains(&durable.seq) {
-            return Err(damaged(format!(
-                "{}: value segment {} (recorded durable) is missing",
-                dir.display(),
-                durable.seq
             )));
         }
         let mut files = BTreeMap::new();
@@ -266,31 +274,45 @@ impl ValueLog {
                 .open(segment_path(dir, seq))?;
             files.insert(seq, Arc::new(file));
         }
-        // Walk the frames after the durable position to find the end.
-        let mut end = durable;
-        if end.seq == 0 {
-            end = Position {
+        // Where the walk starts: after the recorded frame, checked first.
+        let mut end = match durable {
+            None => Position {
                 seq: seqs.first().copied().unwrap_or(0),
                 offset: 0,
-            };
-        }
+            },
+            Some(ptr) => {
+                let file = files.get(&ptr.seq).ok_or_else(|| {
+                    damaged(format!(
+                        "{}: value segment {} (recorded durable) is missing",
+                        dir.display(),
+                        ptr.seq
+                    ))
+                })?;
+                if !frame_matches(file, &ptr)? {
+                    return Err(damaged(format!(
+                        "{}: the frame recorded durable does not match its segment",
+                        segment_path(dir, ptr.seq).display()
+                    )));
+                }
+                ptr.end()
+            }
+        };
+        let mut last = durable;
         let mut cut = None;
         for (&seq, file) in files.range(end.seq..) {
             let size = file.metadata()?.len();
             let from = if seq == end.seq { end.offset } else { 0 };
-            if from > size {
-                return Err(damaged(format!(
-                    "{}: recorded durable offset {from} is past the end ({size})",
-                    segment_path(dir, seq).display()
-                )));
-            }
-            let (at, continued) = walk_frames(file, from, size)?;
-            if continued {
+            let walk = walk_frames(file, seq, from, size)?;
+            last = walk.last.or(last);
+            if walk.continued {
                 // The next append goes to the next segment, whether or not it exists yet.
                 end = Position { seq, offset: size };
             } else {
                 // The log ends here: whatever follows is a torn tail.
-                end = Position { seq, offset: at };
+                end = Position {
+                    seq,
+                    offset: walk.end,
+                };
                 cut = Some(seq);
                 break;
             }
@@ -306,7 +328,7 @@ impl ValueLog {
         }
         // What the walk found whole may be in the page cache only (a process that died, not
         // the machine): make it durable before calling it so.
-        for file in files.range(durable.seq..).map(|(_, f)| f) {
+        for file in files.range(durable_seq..).map(|(_, f)| f) {
             file.sync_data()?;
         }
         let file = files.get(&end.seq).cloned();
@@ -319,6 +341,7 @@ impl ValueLog {
             file,
             size,
             offset: end.offset,
+            last,
             unsynced: Vec::new(),
         };
         Ok(ValueLog {
@@ -326,12 +349,19 @@ impl ValueLog {
             segment_bytes,
             files: RwLock::new(files),
             writer: Mutex::new(writer),
-            durable: Mutex::new(Position {
-                seq: end.seq,
-                offset: end.offset,
-            }),
+            syncing: Mutex::new(()),
+            durable: Mutex::new(last),
             failed: AtomicBool::new(false),
         })
+    }
+
+    fn check_failed(&self) -> io::Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "the value log's disk failed an earlier write or sync",
+            ));
+        }
+        Ok(())
     }
 
     /// Appends `key`'s `value`, stored by the write at `revision`, and returns where it
@@ -352,6 +382,7 @@ impl ValueLog {
                 ),
             ));
         }
+        self.check_failed()?;
         let header = frame_header(revision, key, value);
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if w.file.is_none() || w.offset + frame > w.size {
@@ -362,7 +393,10 @@ impl ValueLog {
         buf.extend_from_slice(&header);
         buf.extend_from_slice(key);
         buf.extend_from_slice(value);
-        file.write_all_at(&buf, w.offset)?;
+        if let Err(e) = file.write_all_at(&buf, w.offset) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         let ptr = ValuePtr {
             seq: w.seq,
             offset: w.offset,
@@ -371,6 +405,7 @@ impl ValueLog {
             crc: u32::from_le_bytes(header[16..].try_into().expect("4 bytes")),
         };
         w.offset += frame;
+        w.last = Some(ptr);
         if !w.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
             w.unsynced.push(file);
         }
@@ -378,33 +413,42 @@ impl ValueLog {
     }
 
     /// Starts the next segment, allocated in full, then marks the one before as continued
-    /// in it (in that order, so a mark is never found without the segment it names).
+    /// in it (in that order, so a mark is never found without the segment it names). On an
+    /// error the writer is left as it was and the new file removed.
     fn rotate(&self, w: &mut Writer) -> io::Result<()> {
-        let seq = w.seq + 1;
+        let seq = w
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| damaged("value segment numbers ran out".to_string()))?;
         let path = segment_path(&self.dir, seq);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
+        let mark = |old: &File| -> io::Result<()> {
+            if w.offset + 4 <= w.size {
+                old.write_all_at(&CONTINUED.to_le_bytes(), w.offset)?;
+            }
+            Ok(())
+        };
         let made = preallocate(&file, self.segment_bytes)
             .and_then(|()| file.sync_all())
-            .and_then(|()| sync_dir(&self.dir));
+            .and_then(|()| sync_dir(&self.dir))
+            .and_then(|()| w.file.as_deref().map_or(Ok(()), mark));
         if let Err(e) = made {
             // Not left half made for the next try to trip over.
             drop(file);
             let _ = std::fs::remove_file(&path);
+            let _ = sync_dir(&self.dir);
             return Err(e);
         }
-        let file = Arc::new(file);
         if let Some(old) = w.file.take()
-            && w.offset + 4 <= w.size
+            && !w.unsynced.iter().any(|f| Arc::ptr_eq(f, &old))
         {
-            old.write_all_at(&CONTINUED.to_le_bytes(), w.offset)?;
-            if !w.unsynced.iter().any(|f| Arc::ptr_eq(f, &old)) {
-                w.unsynced.push(old);
-            }
+            w.unsynced.push(old);
         }
+        let file = Arc::new(file);
         self.files
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -425,41 +469,33 @@ impl ValueLog {
         }
     }
 
-    /// The position before which every frame is durable.
-    pub fn durable(&self) -> Position {
+    /// The last frame known durable (what the store records with its applied point), or
+    /// `None` if none is. Never waits for a sync in progress.
+    pub fn durable(&self) -> Option<ValuePtr> {
         *self.durable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes every frame appended before this call durable, and returns the new durable
-    /// position. Callers that wait while another syncs find their frames covered, or share
-    /// the next fdatasync.
-    pub fn sync(&self) -> io::Result<Position> {
-        let target = self.end();
-        let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
-        if *durable >= target {
-            return Ok(*durable);
+    /// Makes every frame appended before this call durable, and returns the last of them
+    /// ([`ValueLog::durable`] from then on). Callers that wait while another syncs find
+    /// their frames covered, or share the next fdatasync.
+    pub fn sync(&self) -> io::Result<Option<ValuePtr>> {
+        let target = self.writer.lock().unwrap_or_else(|e| e.into_inner()).last;
+        let _syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        let durable = self.durable();
+        if durable == target {
+            return Ok(durable);
         }
+        self.check_failed()?;
         // Everything appended up to now (at least `target`), and the files it went to.
         let (upto, files) = {
             let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                Position {
-                    seq: w.seq,
-                    offset: w.offset,
-                },
-                std::mem::take(&mut w.unsynced),
-            )
+            (w.last, std::mem::take(&mut w.unsynced))
         };
-        if self.failed.load(Ordering::Acquire) {
-            return Err(io::Error::other(
-                "the value log's disk failed an earlier sync",
-            ));
-        }
         if let Err(e) = files.iter().try_for_each(|f| f.sync_data()) {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        *durable = upto;
+        *self.durable.lock().unwrap_or_else(|e| e.into_inner()) = upto;
         Ok(upto)
     }
 
@@ -472,7 +508,7 @@ impl ValueLog {
                 ptr.seq, ptr.offset
             ))
         };
-        if key.len() as u64 != u64::from(ptr.key_len) {
+        if key.len() as u64 != u64::from(ptr.key_len) || ptr.len >= CONTINUED - 1 {
             return Err(mismatch());
         }
         let file = self
@@ -527,40 +563,80 @@ impl ValueLog {
     }
 }
 
-/// Walks whole frames of `file` from `from`. Returns where they end — at the first frame
-/// whose length field is zero, runs past `size`, or fails its CRC — and whether the log
-/// goes on in the next segment (the writer's mark, or no room left for a frame).
-fn walk_frames(file: &File, mut at: u64, size: u64) -> io::Result<(u64, bool)> {
+/// What a walk over a segment found.
+struct Walk {
+    /// Where the whole frames end.
+    end: u64,
+    /// Whether the log goes on in the next segment (the writer's mark, or no room left for
+    /// a frame).
+    continued: bool,
+    /// The last whole frame.
+    last: Option<ValuePtr>,
+}
+
+/// Walks whole frames of segment `seq` from `from`, up to the first frame whose length
+/// field is zero, runs past `size`, or fails its CRC.
+fn walk_frames(file: &File, seq: u64, mut at: u64, size: u64) -> io::Result<Walk> {
     let mut header = [0u8; FRAME_HEADER as usize];
     let mut body = Vec::new();
-    while at + FRAME_HEADER <= size {
+    let mut last = None;
+    let stop = |end, continued, last| {
+        Ok(Walk {
+            end,
+            continued,
+            last,
+        })
+    };
+    while at.checked_add(FRAME_HEADER).is_some_and(|e| e <= size) {
         file.read_exact_at(&mut header, at)?;
         let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         if stored == CONTINUED {
-            return Ok((at, true));
+            return stop(at, true, last);
         }
         if stored == 0 {
-            return Ok((at, false));
+            return stop(at, false, last);
         }
-        let key_len = u64::from(u32::from_le_bytes(
-            header[4..8].try_into().expect("4 bytes"),
-        ));
-        let len = key_len + u64::from(stored - 1);
+        let key_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let len = u64::from(key_len) + u64::from(stored - 1);
         let end = at + FRAME_HEADER + len;
         if end > size {
-            return Ok((at, false));
+            return stop(at, false, last);
         }
         body.resize(len as usize, 0);
         file.read_exact_at(&mut body, at + FRAME_HEADER)?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&header[..16]);
         crc.update(&body);
-        if crc.finalize().to_le_bytes() != header[16..] {
-            return Ok((at, false));
+        let crc = crc.finalize();
+        if crc.to_le_bytes() != header[16..] {
+            return stop(at, false, last);
         }
+        last = Some(ValuePtr {
+            seq,
+            offset: at,
+            key_len,
+            len: stored - 1,
+            crc,
+        });
         at = end;
     }
-    Ok((at, true))
+    stop(at, true, last)
+}
+
+/// Whether `ptr`'s frame is whole in `file` as `ptr` describes it (its lengths, its CRC,
+/// and a CRC that matches its bytes).
+fn frame_matches(file: &File, ptr: &ValuePtr) -> io::Result<bool> {
+    let size = file.metadata()?.len();
+    if ptr.len >= CONTINUED - 1
+        || ptr
+            .offset
+            .checked_add(ptr.frame_len())
+            .is_none_or(|e| e > size)
+    {
+        return Ok(false);
+    }
+    let walk = walk_frames(file, ptr.seq, ptr.offset, ptr.offset + ptr.frame_len())?;
+    Ok(walk.last == Some(*ptr))
 }
 
 /// Zeroes whatever is not zero in `file` from `at` on, so that a later walk stops where
@@ -602,10 +678,29 @@ mod tests {
         e.kind() == io::ErrorKind::InvalidData
     }
 
+    fn open(dir: &Path, segment_bytes: u64, durable: Option<ValuePtr>) -> ValueLog {
+        ValueLog::open(dir, segment_bytes, durable).unwrap()
+    }
+
+    fn refused(dir: &Path, segment_bytes: u64, durable: Option<ValuePtr>) -> bool {
+        ValueLog::open(dir, segment_bytes, durable)
+            .err()
+            .is_some_and(invalid)
+    }
+
+    /// Overwrites bytes of segment `seq` at `at`.
+    fn scribble(dir: &Path, seq: u64, at: u64, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir, seq))
+            .unwrap();
+        file.write_all_at(bytes, at).unwrap();
+    }
+
     #[test]
     fn values_read_back_across_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let log = ValueLog::open(dir.path(), 512, Position::default()).unwrap();
+        let log = open(dir.path(), 512, None);
         let ptrs: Vec<ValuePtr> = (0..200)
             .map(|i| log.append(i as i64 + 2, K, &value(i)).unwrap())
             .collect();
@@ -614,7 +709,7 @@ mod tests {
             assert_eq!(log.read(ptr, K, i as i64 + 2).unwrap(), value(i));
         }
         assert_eq!(log.end(), ptrs[199].end());
-        // A value that cannot fit a segment is refused, and changes nothing.
+        // A frame that cannot fit a segment is refused, and changes nothing.
         let e = log.append(1000, K, &[7u8; 512]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(log.end(), ptrs[199].end());
@@ -623,7 +718,7 @@ mod tests {
     #[test]
     fn a_read_checks_the_pointer_against_the_frame() {
         let dir = tempfile::tempdir().unwrap();
-        let log = ValueLog::open(dir.path(), 4096, Position::default()).unwrap();
+        let log = open(dir.path(), 4096, None);
         let a = log.append(5, K, b"alpha").unwrap();
         let b = log.append(6, K, b"bravo!").unwrap();
         assert_eq!(log.read(&a, K, 5).unwrap(), b"alpha");
@@ -672,6 +767,13 @@ mod tests {
                 5,
             ),
             (ValuePtr { len: u32::MAX, ..a }, 5),
+            (
+                ValuePtr {
+                    len: u32::MAX - 1,
+                    ..a
+                },
+                5,
+            ),
             (ValuePtr { key_len: 2, ..a }, 5),
             (a, 6),
         ];
@@ -687,24 +789,25 @@ mod tests {
     #[test]
     fn sync_makes_everything_appended_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let log = ValueLog::open(dir.path(), 256, Position::default()).unwrap();
-        assert_eq!(log.durable(), Position::default());
+        let log = open(dir.path(), 256, None);
+        assert_eq!(log.durable(), None);
+        assert_eq!(log.sync().unwrap(), None);
         let mut last = None;
         for i in 0..40 {
             last = Some(log.append(i, K, &value(i as usize)).unwrap());
         }
-        assert!(log.durable() < log.end());
-        assert_eq!(log.sync().unwrap(), last.unwrap().end());
-        assert_eq!(log.durable(), log.end());
-        // Nothing new: the same position, no sync needed.
-        assert_eq!(log.sync().unwrap(), log.end());
+        assert_eq!(log.durable(), None);
+        assert_eq!(log.sync().unwrap(), last);
+        assert_eq!(log.durable(), last);
+        // Nothing new: the same frame, no sync needed.
+        assert_eq!(log.sync().unwrap(), last);
     }
 
     #[test]
     fn a_reopened_log_goes_on_where_it_ended() {
         let dir = tempfile::tempdir().unwrap();
         let (a, durable, b) = {
-            let log = ValueLog::open(dir.path(), 300, Position::default()).unwrap();
+            let log = open(dir.path(), 300, None);
             let a = log.append(2, K, b"first").unwrap();
             for i in 0..20 {
                 log.append(3 + i, K, &value(i as usize)).unwrap();
@@ -714,8 +817,10 @@ mod tests {
             let b = log.append(40, K, b"unsynced").unwrap();
             (a, durable, b)
         };
-        let log = ValueLog::open(dir.path(), 300, durable).unwrap();
+        let log = open(dir.path(), 300, durable);
         assert_eq!(log.end(), b.end());
+        // What the walk found whole it made durable.
+        assert_eq!(log.durable(), Some(b));
         assert_eq!(log.read(&a, K, 2).unwrap(), b"first");
         assert_eq!(log.read(&b, K, 40).unwrap(), b"unsynced");
         let c = log.append(41, K, b"next").unwrap();
@@ -723,10 +828,33 @@ mod tests {
     }
 
     #[test]
-    fn whole_frames_after_the_durable_position_are_kept_across_segments() {
+    fn a_store_that_never_recorded_a_frame_walks_every_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let ptrs: Vec<ValuePtr> = {
+            let log = open(dir.path(), 200, None);
+            (0..12)
+                .map(|i| log.append(i + 2, K, &[i as u8; 70]).unwrap())
+                .collect()
+        };
+        let log = open(dir.path(), 200, None);
+        // Two frames fill a segment but for 14 bytes, too few for another: the next append
+        // goes to a new segment.
+        assert_eq!(
+            log.end(),
+            Position {
+                seq: ptrs[11].seq,
+                offset: 200
+            }
+        );
+        assert_eq!(log.durable(), Some(ptrs[11]));
+        assert_eq!(log.read(&ptrs[0], K, 2).unwrap(), vec![0u8; 70]);
+    }
+
+    #[test]
+    fn whole_frames_after_the_durable_frame_are_kept_across_segments() {
         let dir = tempfile::tempdir().unwrap();
         let (durable, ptrs) = {
-            let log = ValueLog::open(dir.path(), 200, Position::default()).unwrap();
+            let log = open(dir.path(), 200, None);
             log.append(2, K, b"x").unwrap();
             let durable = log.sync().unwrap();
             // Frames that leave room for a header but not for the next frame, so most
@@ -745,7 +873,7 @@ mod tests {
             }
             (durable, ptrs)
         };
-        let log = ValueLog::open(dir.path(), 200, durable).unwrap();
+        let log = open(dir.path(), 200, durable);
         assert_eq!(log.end(), ptrs.last().unwrap().1.end());
         for (rev, ptr) in &ptrs {
             assert_eq!(log.read(ptr, K, *rev).unwrap().len(), ptr.len as usize);
@@ -756,7 +884,7 @@ mod tests {
     fn a_torn_tail_is_cut_at_its_first_bad_frame() {
         let dir = tempfile::tempdir().unwrap();
         let (a, durable, torn, after) = {
-            let log = ValueLog::open(dir.path(), 1 << 16, Position::default()).unwrap();
+            let log = open(dir.path(), 1 << 16, None);
             let a = log.append(2, K, b"kept").unwrap();
             let durable = log.sync().unwrap();
             let torn = log.append(3, K, b"torn by a crash").unwrap();
@@ -764,13 +892,10 @@ mod tests {
             (a, durable, torn, after)
         };
         // The crash left one byte of the second frame's value unwritten.
-        let path = segment_path(dir.path(), torn.seq);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&[0], torn.offset + FRAME_HEADER + 3)
-            .unwrap();
-        drop(file);
-        let log = ValueLog::open(dir.path(), 1 << 16, durable).unwrap();
-        assert_eq!(log.end(), durable);
+        scribble(dir.path(), torn.seq, torn.offset + FRAME_HEADER + 3, &[0]);
+        let log = open(dir.path(), 1 << 16, durable);
+        assert_eq!(log.end(), a.end());
+        assert_eq!(log.durable(), Some(a));
         assert_eq!(log.read(&a, K, 2).unwrap(), b"kept");
         assert!(invalid(log.read(&torn, K, 3).unwrap_err()));
         // The whole frame after the torn one was zeroed, not left to be found again.
@@ -778,7 +903,7 @@ mod tests {
         let again = log.append(3, K, b"replayed").unwrap();
         assert_eq!((again.seq, again.offset), (torn.seq, torn.offset));
         drop(log);
-        let log = ValueLog::open(dir.path(), 1 << 16, durable).unwrap();
+        let log = open(dir.path(), 1 << 16, durable);
         assert_eq!(log.end(), again.end());
         assert_eq!(log.read(&again, K, 3).unwrap(), b"replayed");
     }
@@ -787,7 +912,7 @@ mod tests {
     fn segments_after_the_cut_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let (durable, first_lost) = {
-            let log = ValueLog::open(dir.path(), 128, Position::default()).unwrap();
+            let log = open(dir.path(), 128, None);
             log.append(2, K, b"durable").unwrap();
             let durable = log.sync().unwrap();
             let lost = log.append(3, K, &[1u8; 60]).unwrap();
@@ -795,55 +920,96 @@ mod tests {
                 log.append(4 + i, K, &[2u8; 60]).unwrap();
             }
             assert!(log.segments().len() > 3);
-            (durable, lost)
+            (durable.unwrap(), lost)
         };
-        // The first frame after the durable position never reached the disk.
-        let path = segment_path(dir.path(), first_lost.seq);
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&[0; 8], first_lost.offset).unwrap();
-        drop(file);
-        let log = ValueLog::open(dir.path(), 128, durable).unwrap();
-        assert_eq!(log.end(), durable);
+        // The first frame after the durable one never reached the disk.
+        scribble(dir.path(), first_lost.seq, first_lost.offset, &[0; 8]);
+        let log = open(dir.path(), 128, Some(durable));
+        assert_eq!(log.end(), durable.end());
         assert_eq!(log.segments(), vec![durable.seq]);
         assert!(!segment_path(dir.path(), durable.seq + 1).exists());
     }
 
     #[test]
-    fn damage_at_or_before_the_durable_position_fails_the_open() {
+    fn a_recorded_frame_that_does_not_match_fails_the_open_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let durable = {
-            let log = ValueLog::open(dir.path(), 128, Position::default()).unwrap();
-            for i in 0..12 {
-                log.append(2 + i, K, &[3u8; 40]).unwrap();
-            }
-            log.sync().unwrap()
+        let (durable, ptrs) = {
+            let log = open(dir.path(), 128, None);
+            let ptrs: Vec<ValuePtr> = (0..12)
+                .map(|i| log.append(2 + i, K, &[3u8; 40]).unwrap())
+                .collect();
+            (log.sync().unwrap().unwrap(), ptrs)
         };
         assert!(durable.seq >= 5);
+        let wrong = [
+            // In the middle of a frame, as a position from another store could be.
+            ValuePtr {
+                offset: durable.offset + 7,
+                ..durable
+            },
+            ValuePtr {
+                crc: durable.crc ^ 1,
+                ..durable
+            },
+            ValuePtr {
+                len: durable.len + 1,
+                ..durable
+            },
+            ValuePtr {
+                offset: 1 << 20,
+                ..durable
+            },
+            // A segment that is not there.
+            ValuePtr {
+                seq: durable.seq + 5,
+                ..durable
+            },
+        ];
+        for ptr in wrong {
+            assert!(refused(dir.path(), 128, Some(ptr)), "{ptr:?}");
+        }
+        // The recorded frame itself damaged.
+        scribble(dir.path(), durable.seq, durable.offset + FRAME_HEADER, b"x");
+        assert!(refused(dir.path(), 128, Some(durable)));
+        scribble(dir.path(), durable.seq, durable.offset + FRAME_HEADER, b"k");
+        // Nothing was cut or removed by the refusals.
+        let log = open(dir.path(), 128, Some(durable));
+        assert_eq!(log.durable(), Some(durable));
+        assert_eq!(
+            log.end(),
+            Position {
+                seq: durable.seq,
+                offset: 128
+            }
+        );
+        for (i, ptr) in ptrs.iter().enumerate() {
+            assert_eq!(log.read(ptr, K, 2 + i as i64).unwrap(), vec![3u8; 40]);
+        }
+        drop(log);
         // Segments before the durable one may go (their values moved elsewhere).
         std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
-        drop(ValueLog::open(dir.path(), 128, durable).unwrap());
-        // A durable position past the end of its segment.
-        let past = Position {
-            seq: durable.seq,
-            offset: 1 << 20,
-        };
-        assert!(invalid(
-            ValueLog::open(dir.path(), 128, past).err().unwrap()
-        ));
-        // A durable position in a segment that is gone.
-        let gone = Position {
-            seq: durable.seq + 5,
-            offset: 0,
-        };
-        assert!(invalid(
-            ValueLog::open(dir.path(), 128, gone).err().unwrap()
-        ));
-        // A gap after the durable segment.
-        let early = Position { seq: 2, offset: 0 };
+        drop(open(dir.path(), 128, Some(durable)));
+        // A gap after the recorded frame's segment.
         std::fs::remove_file(segment_path(dir.path(), 3)).unwrap();
-        assert!(invalid(
-            ValueLog::open(dir.path(), 128, early).err().unwrap()
-        ));
+        assert!(refused(dir.path(), 128, Some(ptrs[2])));
+    }
+
+    #[test]
+    fn file_names_outside_the_numbering_are_not_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "val-0000000000000000.seg",
+            "val-ffffffffffffffff.seg",
+            "val-0000000000000001.seg.tmp",
+            "val-000000000000001.seg",
+            "val-000000000000000G.seg",
+        ] {
+            std::fs::write(dir.path().join(name), b"junk").unwrap();
+        }
+        let log = open(dir.path(), 128, None);
+        assert!(log.segments().is_empty());
+        let ptr = log.append(2, K, b"v").unwrap();
+        assert_eq!(ptr.seq, 1);
     }
 
     proptest! {
@@ -877,18 +1043,67 @@ mod tests {
         #[test]
         fn any_segment_bytes_open_or_refuse(
             data in proptest::collection::vec(any::<u8>(), 0..600),
-            durable in 0u64..700,
+            durable in proptest::option::of((0u64..700, 0u32..64, 0u32..600, any::<u32>())),
         ) {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(segment_path(dir.path(), 1), &data).unwrap();
-            let at = Position { seq: 1, offset: durable };
-            if let Ok(log) = ValueLog::open(dir.path(), 256, at) {
+            let durable = durable.map(|(offset, key_len, len, crc)| ValuePtr {
+                seq: 1,
+                offset,
+                key_len,
+                len,
+                crc,
+            });
+            if let Ok(log) = ValueLog::open(dir.path(), 256, durable) {
                 let end = log.end();
-                prop_assert!(end >= at);
+                if let Some(d) = durable {
+                    prop_assert!(end >= d.end());
+                }
                 prop_assert!(end.offset <= data.len() as u64);
                 let ptr = log.append(9, K, b"after").unwrap();
                 prop_assert_eq!(log.read(&ptr, K, 9).unwrap(), b"after");
             }
+        }
+
+        #[test]
+        fn frames_written_then_torn_anywhere_reopen_to_a_prefix(
+            lens in proptest::collection::vec(0usize..90, 1..20),
+            synced in 0usize..20,
+            tear in 0u64..2000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (durable, ptrs) = {
+                let log = open(dir.path(), 160, None);
+                let mut durable = None;
+                let mut ptrs = Vec::new();
+                for (i, &len) in lens.iter().enumerate() {
+                    ptrs.push(log.append(i as i64, K, &vec![i as u8; len]).unwrap());
+                    if i == synced {
+                        durable = log.sync().unwrap();
+                    }
+                }
+                (durable, ptrs)
+            };
+            // A crash tore one byte somewhere after the durable frame.
+            let from = durable.map_or(Position { seq: 1, offset: 0 }, |d| d.end());
+            let torn = Position { seq: from.seq + tear / 160, offset: tear % 160 };
+            if torn >= from && segment_path(dir.path(), torn.seq).exists() {
+                scribble(dir.path(), torn.seq, torn.offset, &[0xA5]);
+            }
+            let log = open(dir.path(), 160, durable);
+            // Every frame up to the durable one reads back; the log ends at a frame end.
+            let kept = ptrs.iter().filter(|p| p.end() <= log.end()).count();
+            for (i, p) in ptrs.iter().enumerate() {
+                let read = log.read(p, K, i as i64);
+                if i < kept {
+                    prop_assert_eq!(read.unwrap(), vec![i as u8; lens[i]]);
+                }
+                if Some(*p) == durable {
+                    prop_assert!(i < kept);
+                }
+            }
+            let next = log.append(99, K, b"next").unwrap();
+            prop_assert_eq!(log.read(&next, K, 99).unwrap(), b"next");
         }
     }
 }
