@@ -995,6 +995,66 @@ mod tests {
     }
 
     #[test]
+    fn appends_syncs_and_reads_from_several_threads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(open(dir.path(), 1024, None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let syncer = {
+            let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut last = None;
+                while !stop.load(Ordering::Acquire) {
+                    let durable = log.sync().unwrap();
+                    // Durable only ever moves on.
+                    assert!(durable.map(|d| d.end()) >= last.map(|d: ValuePtr| d.end()));
+                    last = durable;
+                }
+            })
+        };
+        let writers: Vec<_> = (0..4u8)
+            .map(|t| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let key = [b'k', t];
+                    let mut ptrs = Vec::new();
+                    for i in 0..300usize {
+                        let rev = (t as i64) << 32 | i as i64;
+                        let v = value(i + t as usize);
+                        let ptr = log.append(rev, &key, &v).unwrap();
+                        assert_eq!(log.read(&ptr, &key, rev).unwrap(), v);
+                        ptrs.push((ptr, key, rev, v));
+                    }
+                    ptrs
+                })
+            })
+            .collect();
+        let mut all: Vec<_> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        stop.store(true, Ordering::Release);
+        syncer.join().unwrap();
+        let last = log.sync().unwrap().unwrap();
+        // Frames never overlap, and the last durable frame is the last appended.
+        all.sort_by_key(|(p, ..)| (p.seq, p.offset));
+        for pair in all.windows(2) {
+            assert!(
+                pair[0].0.end()
+                    <= Position {
+                        seq: pair[1].0.seq,
+                        offset: pair[1].0.offset
+                    }
+            );
+        }
+        assert_eq!(last, all.last().unwrap().0);
+        drop(log);
+        let log = open(dir.path(), 1024, Some(last));
+        for (ptr, key, rev, v) in &all {
+            assert_eq!(&log.read(ptr, key, *rev).unwrap(), v);
+        }
+    }
+
+    #[test]
     fn file_names_outside_the_numbering_are_not_segments() {
         let dir = tempfile::tempdir().unwrap();
         for name in [
