@@ -60,6 +60,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use raftkv_codec::varint;
+
 use crate::wal::{numbered_path, parse_numbered, preallocate, sync_dir};
 
 /// Bytes before a frame's key: the lengths, the revision and the CRC.
@@ -119,52 +121,26 @@ impl ValuePtr {
             u64::from(self.len),
             u64::from(self.crc),
         ] {
-            put_varint(out, v);
+            varint::put(out, v);
         }
     }
 
     /// Decodes a pointer from the front of `raw`; returns it and the bytes after it, or
     /// `None` for anything malformed (a varint over 10 bytes, a length or CRC over 32 bits).
     pub fn decode(raw: &[u8]) -> Option<(Self, &[u8])> {
-        let (seq, raw) = get_varint(raw)?;
-        let (offset, raw) = get_varint(raw)?;
-        let (key_len, raw) = get_varint(raw)?;
-        let (len, raw) = get_varint(raw)?;
-        let (crc, raw) = get_varint(raw)?;
-        Some((
-            ValuePtr {
-                seq,
-                offset,
-                key_len: u32::try_from(key_len).ok()?,
-                len: u32::try_from(len).ok()?,
-                crc: u32::try_from(crc).ok()?,
-            },
-            raw,
-        ))
+        let mut pos = 0;
+        let mut next = || varint::get(raw, &mut pos).ok();
+        let (seq, offset) = (next()?, next()?);
+        let (key_len, len, crc) = (next()?, next()?, next()?);
+        let ptr = ValuePtr {
+            seq,
+            offset,
+            key_len: u32::try_from(key_len).ok()?,
+            len: u32::try_from(len).ok()?,
+            crc: u32::try_from(crc).ok()?,
+        };
+        Some((ptr, &raw[pos..]))
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(raw: &[u8]) -> Option<(u64, &[u8])> {
-    let mut v = 0u64;
-    for (i, &b) in raw.iter().enumerate().take(10) {
-        let part = u64::from(b & 0x7f);
-        if i == 9 && part > 1 {
-            return None;
-        }
-        v |= part << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, &raw[i + 1..]));
-        }
-    }
-    None
 }
 
 /// The frame header of a value: its length + 1, the key's length, the revision, and the
@@ -210,12 +186,19 @@ struct Writer {
     unsynced: Vec<Arc<File>>,
 }
 
+/// A segment file and its size (fixed once it exists: it is allocated in full).
+#[derive(Clone)]
+struct Segment {
+    file: Arc<File>,
+    size: u64,
+}
+
 /// The value log: one directory of segments.
 pub struct ValueLog {
     dir: PathBuf,
     segment_bytes: u64,
     /// Every segment, for reads.
-    files: RwLock<BTreeMap<u64, Arc<File>>>,
+    files: RwLock<BTreeMap<u64, Segment>>,
     writer: Mutex<Writer>,
     /// Held while syncing, so that callers queue for the next fdatasync.
     syncing: Mutex<()>,
@@ -272,7 +255,9 @@ impl ValueLog {
                 .read(true)
                 .write(true)
                 .open(segment_path(dir, seq))?;
-            files.insert(seq, Arc::new(file));
+            let size = file.metadata()?.len();
+            let file = Arc::new(file);
+            files.insert(seq, Segment { file, size });
         }
         // Where the walk starts: after the recorded frame, checked first.
         let mut end = match durable {
@@ -281,14 +266,14 @@ impl ValueLog {
                 offset: 0,
             },
             Some(ptr) => {
-                let file = files.get(&ptr.seq).ok_or_else(|| {
+                let segment = files.get(&ptr.seq).ok_or_else(|| {
                     damaged(format!(
                         "{}: value segment {} (recorded durable) is missing",
                         dir.display(),
                         ptr.seq
                     ))
                 })?;
-                if !frame_matches(file, &ptr)? {
+                if !frame_matches(segment, &ptr)? {
                     return Err(damaged(format!(
                         "{}: the frame recorded durable does not match its segment",
                         segment_path(dir, ptr.seq).display()
@@ -299,10 +284,10 @@ impl ValueLog {
         };
         let mut last = durable;
         let mut cut = None;
-        for (&seq, file) in files.range(end.seq..) {
-            let size = file.metadata()?.len();
+        for (&seq, segment) in files.range(end.seq..) {
+            let size = segment.size;
             let from = if seq == end.seq { end.offset } else { 0 };
-            let walk = walk_frames(file, seq, from, size)?;
+            let walk = walk_frames(&segment.file, seq, from, size)?;
             last = walk.last.or(last);
             if walk.continued {
                 // The next append goes to the next segment, whether or not it exists yet.
@@ -328,18 +313,14 @@ impl ValueLog {
         }
         // What the walk found whole may be in the page cache only (a process that died, not
         // the machine): make it durable before calling it so.
-        for file in files.range(durable_seq..).map(|(_, f)| f) {
-            file.sync_data()?;
+        for segment in files.range(durable_seq..).map(|(_, s)| s) {
+            segment.file.sync_data()?;
         }
-        let file = files.get(&end.seq).cloned();
-        let size = match &file {
-            Some(f) => f.metadata()?.len(),
-            None => 0,
-        };
+        let segment = files.get(&end.seq).cloned();
         let writer = Writer {
             seq: end.seq,
-            file,
-            size,
+            size: segment.as_ref().map_or(0, |s| s.size),
+            file: segment.map(|s| s.file),
             offset: end.offset,
             last,
             unsynced: Vec::new(),
@@ -449,10 +430,14 @@ impl ValueLog {
             w.unsynced.push(old);
         }
         let file = Arc::new(file);
+        let segment = Segment {
+            file: Arc::clone(&file),
+            size: self.segment_bytes,
+        };
         self.files
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, Arc::clone(&file));
+            .insert(seq, segment);
         w.seq = seq;
         w.file = Some(file);
         w.size = self.segment_bytes;
@@ -482,7 +467,8 @@ impl ValueLog {
         let target = self.writer.lock().unwrap_or_else(|e| e.into_inner()).last;
         let _syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
         let durable = self.durable();
-        if durable == target {
+        if target.map(|t| t.end()) <= durable.map(|d| d.end()) {
+            // Another caller's sync covered these frames meanwhile.
             return Ok(durable);
         }
         self.check_failed()?;
@@ -511,7 +497,7 @@ impl ValueLog {
         if key.len() as u64 != u64::from(ptr.key_len) || ptr.len >= CONTINUED - 1 {
             return Err(mismatch());
         }
-        let file = self
+        let Segment { file, size } = self
             .files
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -519,7 +505,6 @@ impl ValueLog {
             .cloned()
             .ok_or_else(|| damaged(format!("value segment {} does not exist", ptr.seq)))?;
         let frame = ptr.frame_len();
-        let size = file.metadata()?.len();
         if ptr.offset.checked_add(frame).is_none_or(|end| end > size) {
             return Err(damaged(format!(
                 "value at {}:{} ({} bytes) runs past its segment",
@@ -557,7 +542,7 @@ impl ValueLog {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter_map(|f| f.metadata().ok())
+            .filter_map(|s| s.file.metadata().ok())
             .map(|m| m.blocks() * 512)
             .sum()
     }
@@ -625,8 +610,8 @@ fn walk_frames(file: &File, seq: u64, mut at: u64, size: u64) -> io::Result<Walk
 
 /// Whether `ptr`'s frame is whole in `file` as `ptr` describes it (its lengths, its CRC,
 /// and a CRC that matches its bytes).
-fn frame_matches(file: &File, ptr: &ValuePtr) -> io::Result<bool> {
-    let size = file.metadata()?.len();
+fn frame_matches(segment: &Segment, ptr: &ValuePtr) -> io::Result<bool> {
+    let size = segment.size;
     if ptr.len >= CONTINUED - 1
         || ptr
             .offset
@@ -635,15 +620,20 @@ fn frame_matches(file: &File, ptr: &ValuePtr) -> io::Result<bool> {
     {
         return Ok(false);
     }
-    let walk = walk_frames(file, ptr.seq, ptr.offset, ptr.offset + ptr.frame_len())?;
+    let walk = walk_frames(
+        &segment.file,
+        ptr.seq,
+        ptr.offset,
+        ptr.offset + ptr.frame_len(),
+    )?;
     Ok(walk.last == Some(*ptr))
 }
 
 /// Zeroes whatever is not zero in `file` from `at` on, so that a later walk stops where
 /// this one did and no frame a crash left behind can be taken for a new one. Reads the rest
 /// of the segment; writes only where it finds bytes (a torn tail), then syncs them.
-fn zero_tail(file: &File, at: u64) -> io::Result<()> {
-    let size = file.metadata()?.len();
+fn zero_tail(segment: &Segment, at: u64) -> io::Result<()> {
+    let (file, size) = (&segment.file, segment.size);
     let mut buf = vec![0u8; ZERO_CHUNK];
     let mut pos = at;
     let mut wrote = false;
