@@ -595,7 +595,7 @@ fn with_store(f: impl FnOnce(&MvccStore)) {
             let dir = tempfile::tempdir().expect("temp dir");
             let config = MvccConfig {
                 cache_capacity: 8 << 20,
-                flush_every_ms: None,
+                ..MvccConfig::default()
             };
             let store = MvccStore::open(dir.path(), &config).expect("store opens");
             *slot = Some((store, dir));

@@ -12,7 +12,7 @@
 //! - [`etcd`] — etcd's own snapshot files (bbolt): their status as etcdctl reports it, and
 //!   their import into a store, revisions, leases and users kept.
 //! - [`values`] — value segments: append-only files for put values outside sled, with
-//!   CRC-checked pointers and a durable position (not used by the store yet).
+//!   CRC-checked pointers and a durable position; the store keeps values of 64 bytes or more there.
 //! - [`layout`] — where a member's files live under `--data-dir`, and its identity file.
 //! - [`bootstrap`] — `--initial-cluster`, parsed and checked for the member it describes.
 //! - [`error`] — error types; `MvccError` displays etcd's exact messages.

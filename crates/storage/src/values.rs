@@ -1,10 +1,9 @@
 //! Value segments: append-only files that hold put values outside sled.
 //!
-//! This is the first part of "values out of sled" (docs/architecture.md, "Planned, partly
-//! built"). sled 0.34 rewrites a whole leaf every ten changes and at every split, so a put
-//! costs sled CPU in proportion to the bytes its leaf holds. With the values kept here, a
-//! record in sled holds only its metadata and a [`ValuePtr`]. The store does not use this
-//! module yet: records are still written with their values inline.
+//! "Values out of sled" (docs/architecture.md). sled 0.34 rewrites a whole leaf every ten
+//! changes and at every split, so a put costs sled CPU in proportion to the bytes its leaf
+//! holds. With the values kept here, a record in sled holds only its metadata and a
+//! [`ValuePtr`] (the store puts values of 64 bytes or more here; `mvcc`).
 //!
 //! # Files
 //!
@@ -523,6 +522,37 @@ impl ValueLog {
         }
         buf.drain(..body + key.len());
         Ok(buf)
+    }
+
+    /// Whether frames were appended since the last sync that returned (what a store's
+    /// applied point has to wait for).
+    pub fn has_unsynced(&self) -> bool {
+        let last = self.writer.lock().unwrap_or_else(|e| e.into_inner()).last;
+        last.map(|p| p.end()) > self.durable().map(|d| d.end())
+    }
+
+    /// Removes segment `seq`, whose values the store no longer points at. Refused (with
+    /// nothing removed) for the segment appended to and for any segment from the durable
+    /// frame's on, which recovery walks and the store records: only older segments may go.
+    pub fn remove_segment(&self, seq: u64) -> io::Result<()> {
+        let durable_seq = self.durable().map_or(0, |d| d.seq);
+        let writing = self.writer.lock().unwrap_or_else(|e| e.into_inner()).seq;
+        if seq >= durable_seq || seq >= writing {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("value segment {seq} is not older than the durable one ({durable_seq})"),
+            ));
+        }
+        let removed = self
+            .files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+        if removed.is_some() {
+            std::fs::remove_file(segment_path(&self.dir, seq))?;
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// The segments, oldest first.

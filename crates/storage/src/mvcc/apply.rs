@@ -20,7 +20,8 @@ use raftkv_proto::raftkvpb::{Command, CommandResponse, auth_command, command, co
 use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
-    META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, record_key, split_record_key,
+    META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, encode_put_at, record_key,
+    split_record_key, stored_len, value_ptr,
 };
 use super::history::delete_event;
 use super::latest::Newest;
@@ -181,16 +182,40 @@ impl MvccStore {
         let mut history = Vec::with_capacity(txn.order.len());
         for (n, key) in txn.order.iter().enumerate() {
             let change = txn.changes.get(key).and_then(Option::as_ref);
-            // Encoded from the change's value itself: one copy of the value per record.
-            let raw_record = match change {
-                Some(kv) => encode_put(kv.create_revision, kv.version, kv.lease, &kv.value),
-                None => Record::Tombstone.encode(),
+            // Encoded from the change's value itself: one copy of the value per record. A
+            // value of `VALUE_LOG_MIN` bytes or more goes to the value log, and the record
+            // points at it (sled rewrites whole leaves, so it costs sled nothing then).
+            let (raw_record, ptr) = match change {
+                Some(kv) if kv.value.len() >= super::VALUE_LOG_MIN => {
+                    match self.values.append(new_rev, key, &kv.value) {
+                        Ok(ptr) => (
+                            encode_put_at(kv.create_revision, kv.version, kv.lease, &ptr),
+                            Some(ptr),
+                        ),
+                        // Too large for a segment: kept inline.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => (
+                            encode_put(kv.create_revision, kv.version, kv.lease, &kv.value),
+                            None,
+                        ),
+                        Err(e) => return Err(super::values_error(e)),
+                    }
+                }
+                Some(kv) => (
+                    encode_put(kv.create_revision, kv.version, kv.lease, &kv.value),
+                    None,
+                ),
+                None => (Record::Tombstone.encode(), None),
             };
             let raw_key = record_key(key, new_rev);
-            let stored = raw_key.len() + raw_record.len();
+            let stored = raw_key.len() + stored_len(&raw_record);
             // A replay after a crash rewrites a record that may already be there.
             let before = tree.insert(raw_key.as_slice(), raw_record)?;
-            self.note_in_use(stored, before.map_or(0, |v| raw_key.len() + v.len()));
+            self.note_in_use(
+                stored,
+                before.as_ref().map_or(0, |v| raw_key.len() + stored_len(v)),
+            );
+            let replaced = before.as_deref().and_then(|v| value_ptr(v).ok().flatten());
+            self.note_live(ptr.as_ref(), replaced.as_ref());
             history.push((new_rev, n as u32, Bytes::copy_from_slice(key)));
             if let Some(kv) = change
                 && kv.lease != 0
@@ -266,7 +291,7 @@ impl MvccStore {
     /// Stores the applied point at `rev` (`record`), or only notes it as applied.
     fn settle(&self, record: bool, rev: i64, applied: &AppliedState) -> Result<(), MvccError> {
         if record {
-            self.record(rev, applied)
+            self.end_run(rev, applied)
         } else {
             self.note_unrecorded(applied);
             Ok(())
@@ -339,7 +364,9 @@ impl MvccStore {
             ttl: req.ttl,
             remaining: 0,
         };
-        if !record && self.point().unrecorded {
+        // Whether or not this entry ends its run: with the point lagging the values, the
+        // run's earlier entries may be unrecorded either way.
+        if self.point().unrecorded {
             self.record(rev, &AppliedState::default())?;
         }
         self.tree()
@@ -492,6 +519,8 @@ impl MvccStore {
         let mut batch = sled::Batch::default();
         let mut pending = 0;
         let mut freed = 0;
+        // Value log frames of the records in the batch, no longer pointed at once it is in.
+        let mut dropped = Vec::new();
         let mut settled: Vec<u8> = Vec::new();
         // The settled key's tombstone and its size, removed once its older versions are.
         let mut tombstone: Option<(sled::IVec, usize)> = None;
@@ -501,11 +530,12 @@ impl MvccStore {
         {
             let (raw_key, raw_value) = item?;
             let (prefix, version_rev) = split_record_key(&raw_key)?;
-            let removed = raw_key.len() + raw_value.len();
+            let removed = raw_key.len() + stored_len(&raw_value);
             if !settled.is_empty() && settled == prefix {
                 batch.remove(raw_key.as_ref());
                 pending += 1;
                 freed += removed;
+                dropped.extend(value_ptr(&raw_value)?);
             } else {
                 // Another key: the last one's versions are all in, its tombstone may go.
                 if let Some((key, size)) = tombstone.take() {
@@ -525,6 +555,7 @@ impl MvccStore {
             if pending >= COMPACTION_BATCH {
                 apply(std::mem::take(&mut batch))?;
                 self.note_in_use(0, std::mem::take(&mut freed));
+                self.note_dropped(&std::mem::take(&mut dropped));
                 pending = 0;
             }
         }
@@ -534,6 +565,7 @@ impl MvccStore {
         }
         apply(batch)?;
         self.note_in_use(0, freed);
+        self.note_dropped(&dropped);
         Ok(())
     }
 }

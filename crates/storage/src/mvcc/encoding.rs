@@ -4,7 +4,8 @@
 //! writes out sled's log buffer each time: about ten times the bytes), and the point they
 //! reach — revision, applied log id, membership — is one key, so it changes atomically:
 //!
-//! - `0x01 | escaped user key | 0x00 0x01 | !revision (u64 BE)` → a [`Record`]. Escaping
+//! - `0x01 | escaped user key | 0x00 0x01 | !revision (u64 BE)` → a [`Record`] (a put's
+//!   value inline, or a pointer to it in the value log: see [`decode_parts`]). Escaping
 //!   writes `0x00` as `0x00 0xFF`, so encoded keys sort exactly like the user keys, a key's
 //!   versions sit together, and the inverted revision puts the newest version first.
 //! - `0x02 | name` → metadata (see `META_*`).
@@ -23,6 +24,7 @@
 //! Everything read back from disk is decoded with checks: damage is an error, never a panic.
 
 use crate::error::MvccError;
+use crate::values::ValuePtr;
 
 /// First byte of every version record key.
 pub(crate) const RECORD_SPACE: u8 = 0x01;
@@ -263,6 +265,9 @@ pub(crate) enum Record {
 
 const KIND_PUT: u8 = 0;
 const KIND_TOMBSTONE: u8 = 1;
+/// A put whose value lies in the value log: the same fields, then a [`ValuePtr`] and
+/// nothing after it.
+const KIND_PUT_AT: u8 = 2;
 
 /// The encoded [`Record::Put`] of these fields, written straight from the value (an apply
 /// encodes from the request's value without first copying it into a `Record`).
@@ -275,6 +280,92 @@ pub(crate) fn encode_put(create_revision: i64, version: i64, lease: i64, value: 
     put_varint(&mut out, lease as u64);
     out.extend_from_slice(value);
     out
+}
+
+/// The encoded put of these fields whose value lies at `ptr` in the value log.
+pub(crate) fn encode_put_at(
+    create_revision: i64,
+    version: i64,
+    lease: i64,
+    ptr: &ValuePtr,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 * 10);
+    out.push(KIND_PUT_AT);
+    put_varint(&mut out, create_revision as u64);
+    put_varint(&mut out, version as u64);
+    put_varint(&mut out, lease as u64);
+    ptr.encode(&mut out);
+    out
+}
+
+/// Where a stored put's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoredValue<'a> {
+    /// In the record.
+    Inline(&'a [u8]),
+    /// In the value log.
+    At(ValuePtr),
+}
+
+/// A stored put's fields: (create revision, version, lease, value).
+pub(crate) type PutParts<'a> = (i64, i64, i64, StoredValue<'a>);
+
+/// Decodes a stored record without copying its value: `None` for a tombstone.
+pub(crate) fn decode_parts(raw: &[u8]) -> Result<Option<PutParts<'_>>, MvccError> {
+    let bad = || MvccError::Corrupt(format!("malformed record of {} bytes", raw.len()));
+    match raw.first() {
+        Some(&KIND_TOMBSTONE) if raw.len() == 1 => Ok(None),
+        Some(&kind @ (KIND_PUT | KIND_PUT_AT)) => {
+            let mut pos = 1;
+            let create_revision = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
+            let version = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
+            let lease = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
+            let value = if kind == KIND_PUT {
+                StoredValue::Inline(&raw[pos..])
+            } else {
+                match ValuePtr::decode(&raw[pos..]) {
+                    Some((ptr, [])) => StoredValue::At(ptr),
+                    _ => return Err(bad()),
+                }
+            };
+            Ok(Some((create_revision, version, lease, value)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The value log frame a stored record points at, if it does.
+pub(crate) fn value_ptr(raw: &[u8]) -> Result<Option<ValuePtr>, MvccError> {
+    Ok(match decode_parts(raw)? {
+        Some((_, _, _, StoredValue::At(ptr))) => Some(ptr),
+        _ => None,
+    })
+}
+
+/// The bytes a stored record counts for (see `MvccStore::size_in_use`): as stored, with a
+/// value in the value log counted in full, so the figure does not depend on where values
+/// lie. A malformed record counts as stored.
+pub(crate) fn stored_len(raw: &[u8]) -> usize {
+    match value_ptr(raw) {
+        // The pointer ends the record: its bytes stand for the value's.
+        Ok(Some(ptr)) => raw.len() - ptr_len(&ptr) + ptr.len as usize,
+        _ => raw.len(),
+    }
+}
+
+/// Bytes of `ptr` encoded (five LEB128 varints).
+fn ptr_len(ptr: &ValuePtr) -> usize {
+    let varint_len = |v: u64| (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
+    [
+        ptr.seq,
+        ptr.offset,
+        u64::from(ptr.key_len),
+        u64::from(ptr.len),
+        u64::from(ptr.crc),
+    ]
+    .into_iter()
+    .map(varint_len)
+    .sum()
 }
 
 impl Record {
@@ -291,30 +382,27 @@ impl Record {
     }
 
     /// Decodes a record; with `with_value = false` the value is left empty (keys-only and
-    /// count-only reads skip copying it).
+    /// count-only reads skip copying it). A record whose value is in the value log is read
+    /// with its value only through the store (`MvccStore::decode_record`); here it is
+    /// refused.
     pub(crate) fn decode(raw: &[u8], with_value: bool) -> Result<Self, MvccError> {
-        let bad = || MvccError::Corrupt(format!("malformed record of {} bytes", raw.len()));
-        match raw.first() {
-            Some(&KIND_TOMBSTONE) if raw.len() == 1 => Ok(Record::Tombstone),
-            Some(&KIND_PUT) => {
-                let mut pos = 1;
-                let create_revision = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
-                let version = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
-                let lease = get_varint(raw, &mut pos).ok_or_else(bad)? as i64;
-                let value = if with_value {
-                    raw[pos..].to_vec()
-                } else {
-                    Vec::new()
-                };
-                Ok(Record::Put {
-                    create_revision,
-                    version,
-                    lease,
-                    value,
-                })
-            }
-            _ => Err(bad()),
-        }
+        Ok(match decode_parts(raw)? {
+            None => Record::Tombstone,
+            Some((create_revision, version, lease, stored)) => Record::Put {
+                create_revision,
+                version,
+                lease,
+                value: match (stored, with_value) {
+                    (_, false) => Vec::new(),
+                    (StoredValue::Inline(value), true) => value.to_vec(),
+                    (StoredValue::At(_), true) => {
+                        return Err(MvccError::Corrupt(
+                            "a record whose value is in the value log was read without it".into(),
+                        ));
+                    }
+                },
+            },
+        })
     }
 }
 
@@ -328,12 +416,15 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     raftkv_codec::varint::get(buf, pos).ok()
 }
 
-/// `revision (i64 BE) | applied | membership`, each of the last two as `0`, or `1 | len (u32
-/// BE) | bytes` (the Raft layer's opaque encodings).
+/// `revision (i64 BE) | applied | membership [| 1 | values]`: the first two parts each as
+/// `0`, or `1 | len (u32 BE) | bytes` (the Raft layer's opaque encodings); the last, when
+/// present, the value log's last durable frame (a [`ValuePtr`]) as of the point, which
+/// recovery checks the value log against.
 pub(crate) fn encode_point(
     revision: i64,
     applied: Option<&[u8]>,
     membership: Option<&[u8]>,
+    values: Option<&ValuePtr>,
 ) -> Vec<u8> {
     let mut out = revision.to_be_bytes().to_vec();
     for part in [applied, membership] {
@@ -346,11 +437,15 @@ pub(crate) fn encode_point(
             }
         }
     }
+    if let Some(ptr) = values {
+        out.push(1);
+        ptr.encode(&mut out);
+    }
     out
 }
 
-/// The applied point's parts: (revision, applied, membership).
-pub(crate) type Point = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+/// The applied point's parts: (revision, applied, membership, value log's durable frame).
+pub(crate) type Point = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Option<ValuePtr>);
 
 /// Decodes [`encode_point`]'s output; anything else is damage.
 pub(crate) fn decode_point(raw: &[u8]) -> Result<Point, MvccError> {
@@ -378,11 +473,16 @@ pub(crate) fn decode_point(raw: &[u8]) -> Result<Point, MvccError> {
             other => return Err(corrupt(&format!("flag {other}"))),
         }
     }
-    if !rest.is_empty() {
-        return Err(corrupt("trailing bytes"));
-    }
+    let values = match rest.split_first() {
+        None => None,
+        Some((1, tail)) => match ValuePtr::decode(tail) {
+            Some((ptr, [])) => Some(ptr),
+            _ => return Err(corrupt("malformed value log frame")),
+        },
+        Some(_) => return Err(corrupt("trailing bytes")),
+    };
     let [applied, membership] = parts;
-    Ok((revision, applied, membership))
+    Ok((revision, applied, membership, values))
 }
 
 pub(crate) fn decode_i64(raw: &[u8]) -> Result<i64, MvccError> {
@@ -405,9 +505,12 @@ mod tests {
             (7, None, Some(&b"members"[..])),
             (i64::MAX, Some(&b""[..]), Some(&b"m"[..])),
         ] {
-            let raw = encode_point(rev, a, m);
+            let raw = encode_point(rev, a, m, None);
             let back = decode_point(&raw).unwrap();
-            assert_eq!(back, (rev, a.map(<[u8]>::to_vec), m.map(<[u8]>::to_vec)));
+            assert_eq!(
+                back,
+                (rev, a.map(<[u8]>::to_vec), m.map(<[u8]>::to_vec), None)
+            );
             for cut in 0..raw.len() {
                 assert!(decode_point(&raw[..cut]).is_err(), "prefix of {cut} bytes");
             }
@@ -415,12 +518,83 @@ mod tests {
             longer.push(0);
             assert!(decode_point(&longer).is_err());
         }
-        let mut bad_flag = encode_point(1, None, None);
+        let mut bad_flag = encode_point(1, None, None, None);
         bad_flag[8] = 9;
         assert!(decode_point(&bad_flag).is_err());
-        let mut huge = encode_point(1, Some(b"x"), None);
+        let mut huge = encode_point(1, Some(b"x"), None, None);
         huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_point(&huge).is_err());
+    }
+
+    #[test]
+    fn a_point_carries_the_value_logs_durable_frame_and_damage_to_it_is_an_error() {
+        let ptr = ValuePtr {
+            seq: 3,
+            offset: 1 << 40,
+            key_len: 7,
+            len: 1500,
+            crc: u32::MAX,
+        };
+        let raw = encode_point(9, Some(b"id"), None, Some(&ptr));
+        assert_eq!(
+            decode_point(&raw).unwrap(),
+            (9, Some(b"id".to_vec()), None, Some(ptr))
+        );
+        for cut in 0..raw.len() {
+            if let Ok(p) = decode_point(&raw[..cut]) {
+                // Only the cut right before the frame's flag is a whole point (without it).
+                assert_eq!(p.3, None, "prefix of {cut} bytes");
+                assert_eq!(cut, encode_point(9, Some(b"id"), None, None).len());
+            }
+        }
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert!(decode_point(&longer).is_err());
+        let mut flag = raw.clone();
+        flag[encode_point(9, Some(b"id"), None, None).len()] = 2;
+        assert!(decode_point(&flag).is_err());
+    }
+
+    #[test]
+    fn a_put_whose_value_is_in_the_value_log_decodes_only_without_its_value() {
+        let ptr = ValuePtr {
+            seq: 1,
+            offset: 40,
+            key_len: 3,
+            len: 256,
+            crc: 7,
+        };
+        let raw = encode_put_at(5, 2, 9, &ptr);
+        assert_eq!(
+            decode_parts(&raw).unwrap(),
+            Some((5, 2, 9, StoredValue::At(ptr)))
+        );
+        assert_eq!(value_ptr(&raw).unwrap(), Some(ptr));
+        // Counted as the same put with its value inline would be.
+        assert_eq!(stored_len(&raw), encode_put(5, 2, 9, &[0; 256]).len());
+        let mut ptr_bytes = Vec::new();
+        ptr.encode(&mut ptr_bytes);
+        assert_eq!(ptr_len(&ptr), ptr_bytes.len());
+        assert_eq!(
+            Record::decode(&raw, false).unwrap(),
+            Record::Put {
+                create_revision: 5,
+                version: 2,
+                lease: 9,
+                value: Vec::new()
+            }
+        );
+        assert!(Record::decode(&raw, true).is_err());
+        // Nothing may follow the pointer, and a cut one is refused.
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert!(decode_parts(&longer).is_err());
+        for cut in 1..raw.len() {
+            assert!(decode_parts(&raw[..cut]).is_err(), "prefix of {cut} bytes");
+        }
+        let inline = encode_put(5, 2, 9, b"v");
+        assert_eq!(value_ptr(&inline).unwrap(), None);
+        assert_eq!(stored_len(&inline), inline.len());
     }
 
     proptest! {
@@ -448,8 +622,19 @@ mod tests {
         }
 
         #[test]
+        fn a_pointer_counts_as_its_value_inline(
+            seq in any::<u64>(), offset in any::<u64>(), key_len in any::<u32>(),
+            len in 0u32..5000, crc in any::<u32>(), create in any::<i64>(), lease in any::<i64>(),
+        ) {
+            let ptr = ValuePtr { seq, offset, key_len, len, crc };
+            let raw = encode_put_at(create, 3, lease, &ptr);
+            prop_assert_eq!(stored_len(&raw), encode_put(create, 3, lease, &vec![0; len as usize]).len());
+        }
+
+        #[test]
         fn garbage_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
             let _ = Record::decode(&raw, true);
+            let _ = stored_len(&raw);
             let _ = split_record_key(&raw).map(|(p, _)| decode_prefix(p));
             let _ = history_revision(&raw);
             if let Ok(entries) = decode_history_group(i64::MAX - 3, &raw) {

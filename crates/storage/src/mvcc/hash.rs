@@ -115,7 +115,13 @@ impl MvccStore {
                 || (newest && Record::decode(&raw_value, false)? != Record::Tombstone);
             if covered {
                 hasher.update(&raw_key);
-                hasher.update(&raw_value);
+                // As encoded with the value inline: where a value lies differs by member.
+                if super::encoding::value_ptr(&raw_value)?.is_some() {
+                    let key = super::encoding::decode_prefix(prefix)?;
+                    hasher.update(&self.inline_record(&raw_value, &key, version_rev)?);
+                } else {
+                    hasher.update(&raw_value);
+                }
             }
         }
         Ok(())

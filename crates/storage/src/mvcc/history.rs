@@ -261,8 +261,14 @@ impl MvccStore {
                 "history names {key:02x?} at revision {rev}, which has no record"
             )));
         };
+        let record = match self.decode_record(&raw, key, rev, true) {
+            Ok(record) => record,
+            // Compacted meanwhile, and the value's segment gone with it.
+            Err(_) if rev <= self.compacted_revision() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let key = Bytes::copy_from_slice(key);
-        Ok(Some(match Record::decode(&raw, true)? {
+        Ok(Some(match record {
             Record::Put {
                 create_revision,
                 version,

@@ -40,7 +40,7 @@ use std::sync::atomic::Ordering;
 
 use super::encoding::{
     HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix, lower_bound,
-    record_key, split_record_key,
+    record_key, split_record_key, value_ptr,
 };
 use super::{MvccStore, gate, lease, seen};
 use crate::error::MvccError;
@@ -103,6 +103,8 @@ pub(crate) struct Merge<'a> {
     /// Records at or below the snapshot's revision that it does not hold, removed with the
     /// point.
     stale: Vec<sled::IVec>,
+    /// The value log frames those records point at.
+    stale_values: Vec<crate::values::ValuePtr>,
     /// The history of the versions written above the store's revision, written as groups
     /// before the point moves (see `sorted_history`).
     history: super::sorted_history::HistorySorter,
@@ -147,6 +149,7 @@ impl MvccStore {
             seen: seen::Seen::default(),
             lease_index: Vec::new(),
             stale: Vec::new(),
+            stale_values: Vec::new(),
             history: super::sorted_history::HistorySorter::new(self.dir.clone(), "merge"),
             counts: MergeCounts::default(),
             done: false,
@@ -196,7 +199,9 @@ impl Merge<'_> {
             self.pass_before(&raw_key)?;
             match &self.next_local {
                 Some((k, v)) if k.as_ref() == raw_key.as_slice() => {
-                    if v.as_ref() != raw_record.as_slice() {
+                    // Compared with the value inline: the snapshot's records hold theirs.
+                    let held = self.store.inline_record(v, &row.key, row.revision)?;
+                    if held.as_ref() != raw_record.as_slice() {
                         self.restore_instead = true;
                         return Err(MvccError::Corrupt(format!(
                             "the store holds {:02x?} at revision {} otherwise than a snapshot",
@@ -248,6 +253,7 @@ impl Merge<'_> {
                 self.local_prefix = prefix.to_vec();
             }
             self.hold(k.len())?;
+            self.stale_values.extend(value_ptr(&v)?);
             self.stale.push(k);
             self.advance()?;
         }
@@ -281,8 +287,9 @@ impl Merge<'_> {
         loop {
             self.next_local = self.local.next().transpose()?;
             match &self.next_local {
-                Some((k, _)) if split_record_key(k)?.1 > self.before => {
+                Some((k, v)) if split_record_key(k)?.1 > self.before => {
                     self.tree.remove(k)?;
+                    self.store.note_live(None, value_ptr(v)?.as_ref());
                     self.counts.removed += 1;
                 }
                 _ => return Ok(()),
@@ -347,7 +354,8 @@ impl Merge<'_> {
                 batch.remove(raw_key);
             }
         }
-        let state = super::snapshot_metadata(meta, &mut batch);
+        let durable = self.store.sync_values()?;
+        let state = super::snapshot_metadata(meta, &mut batch, durable.as_ref());
         batch.remove(META_MERGING);
         self.counts.dropped = self.stale.len() as u64;
         // Versions the leader's compactions did not drop (a store that holds a prefix of
@@ -365,6 +373,8 @@ impl Merge<'_> {
         // Readers at the old revision must not see the batch's removals as that revision.
         let replacing = self.store.replacing();
         self.tree.apply_batch(batch)?;
+        self.store
+            .note_dropped(&std::mem::take(&mut self.stale_values));
         // From here the store is at the snapshot's point (or, after a failed flush, may come
         // back there): nothing may be undone, and readers move to it at once (a reader at the
         // old revision would miss the versions the batch dropped).
@@ -542,6 +552,8 @@ mod tests {
                 );
             }
         }
+        // As the value log's syncer lets the last run's point be recorded.
+        store.record_applied().unwrap();
     }
 
     /// Everything in the store's tree, with history entries as (revision, key) at or above
@@ -616,7 +628,7 @@ mod tests {
                 // the grouping.
                 history_revision(&k).unwrap();
             } else {
-                entries.insert(k.to_vec(), v.to_vec());
+                entries.insert(k.to_vec(), store.logical_row(&k, &v));
             }
         }
         for (k, user_key) in crate::mvcc::history::logical_history(&store.tree()) {

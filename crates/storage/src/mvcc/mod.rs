@@ -39,14 +39,16 @@ mod seen;
 mod sorted_history;
 pub mod validate;
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use raftkv_proto::etcdserverpb::ResponseHeader;
 
 use crate::error::MvccError;
-use encoding::{META_ALARMS, META_COMPACTED, META_POINT, decode_i64};
+use crate::values::{Position, ValueLog, ValuePtr};
+use encoding::{META_ALARMS, META_COMPACTED, META_POINT, StoredValue, decode_i64};
 
 pub use gate::CompactionPin;
 pub use hash::KvHash;
@@ -76,6 +78,8 @@ pub struct MvccConfig {
     /// ([`MvccStore::persist`]). A timed flush
     /// costs a sync_file_range wait that competed with the log's fdatasync on every write.
     pub flush_every_ms: Option<u64>,
+    /// The size of a new value log segment (tests use small ones to make many).
+    pub value_segment_bytes: u64,
 }
 
 impl Default for MvccConfig {
@@ -83,6 +87,7 @@ impl Default for MvccConfig {
         Self {
             cache_capacity: 64 << 20,
             flush_every_ms: None,
+            value_segment_bytes: crate::values::SEGMENT_BYTES,
         }
     }
 }
@@ -166,6 +171,17 @@ pub struct MvccStore {
     in_use: AtomicU64,
     /// Operation counts for `/metrics`.
     counts: metrics::StoreCounts,
+    /// The value log: put values of [`VALUE_LOG_MIN`] bytes or more, which their records
+    /// point at (see "Values out of sled" in docs/architecture.md).
+    values: Arc<ValueLog>,
+    /// Bytes of frames each value segment holds that a record points at; a segment with
+    /// none, older than the recorded durable frame's, is removed by [`MvccStore::persist`]
+    /// once sled's flush made its records' removal durable. Rebuilt when the store opens.
+    live: Mutex<BTreeMap<u64, u64>>,
+    /// The thread that fdatasyncs the value log (see [`Syncer`]); stopped when the store
+    /// drops. A store dropped leaves its point where it was last recorded, as a crash
+    /// would: the log's replay covers the rest.
+    _syncer: Syncer,
     /// Bumped when a snapshot starts replacing the contents (a restore's tree swap, a
     /// merge's last batch) and again once the store has its revisions: odd meanwhile. Reads
     /// that may run then go through [`MvccStore::consistent`].
@@ -199,6 +215,104 @@ pub(crate) struct Point {
     pub(crate) history: Vec<encoding::HistoryEntry>,
     /// Key bytes in `history`.
     pub(crate) history_bytes: usize,
+    /// Runs applied whose values were not yet durable when they ended, oldest first: the
+    /// point is recorded for the newest one the value log's fdatasync has covered (see
+    /// [`MvccStore::record_durable`]).
+    pub(crate) pending: VecDeque<Pending>,
+    /// Counts changes to `state` (each applied entry), so that a point recorded for a
+    /// pending run knows whether it covers everything applied.
+    pub(crate) applied_seq: u64,
+    /// The value log's durable frame stored with the last point written.
+    pub(crate) values: Option<ValuePtr>,
+}
+
+/// A run of writes applied, waiting for its values to be durable before its point is.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// Where the value log ended after the run.
+    end: Position,
+    /// The revision and applied state after it.
+    revision: i64,
+    state: AppliedState,
+    /// `Point::applied_seq` after it.
+    seq: u64,
+}
+
+/// Runs held pending at most (a stalled fdatasync must not grow memory without bound): past
+/// it the oldest is forgotten, which only means a point is recorded for a later run.
+const PENDING_MAX: usize = 1024;
+
+/// Values this long or longer go to the value log; shorter ones stay in their records
+/// (a pointer and a frame header would outweigh them). This crate's tests send every
+/// non-empty value there, so that every path runs with values in the log; empty ones keep
+/// the inline form tested.
+pub(crate) const VALUE_LOG_MIN: usize = if cfg!(test) { 1 } else { 64 };
+
+/// How often the syncer fdatasyncs the value log while values are appended: the lag of the
+/// recorded point behind the applied one. Each sync costs about 75 us of CPU
+/// (docs/benchmarks.md), so 100 a second is under 1 % of a core.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A thread that fdatasyncs the value log every [`SYNC_EVERY`] while it has unsynced frames,
+/// so that the applied point can follow the values without the apply path waiting for a
+/// disk (a failed sync fails the log, and every later sync with it: the next point that
+/// must be recorded reports it).
+struct Syncer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(values: Arc<ValueLog>) -> Result<Self, MvccError> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("value-sync".into())
+            .spawn(move || {
+                let (flag, wake) = &*stopping;
+                let mut stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    stopped = wake
+                        .wait_timeout(stopped, SYNC_EVERY)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    if values.has_unsynced() {
+                        let _ = values.sync();
+                    }
+                    stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+                }
+            })
+            .map_err(|e| MvccError::Sled(sled::Error::Io(e)))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A value log error as the store reports it: a frame that does not match its record is
+/// damage; anything else a storage failure.
+pub(crate) fn values_error(e: std::io::Error) -> MvccError {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        MvccError::Corrupt(e.to_string())
+    } else {
+        MvccError::Sled(sled::Error::Io(e))
+    }
 }
 
 /// Changes (or their key bytes) held for one history group before it is stored even
@@ -229,9 +343,9 @@ impl MvccStore {
         let tree = db.open_tree(name)?;
         Self::index_history_if_missing(&tree)?;
         merge::recover(&tree)?;
-        let (revision, state) = match tree.get(META_POINT)? {
+        let (revision, state, durable) = match tree.get(META_POINT)? {
             Some(raw) => {
-                let (revision, applied, membership) = encoding::decode_point(&raw)?;
+                let (revision, applied, membership, durable) = encoding::decode_point(&raw)?;
                 (
                     revision,
                     AppliedState {
@@ -239,10 +353,17 @@ impl MvccStore {
                         membership,
                         index: 0,
                     },
+                    durable,
                 )
             }
-            None => (1, AppliedState::default()),
+            None => (1, AppliedState::default(), None),
         };
+        // Values past the recorded durable frame belong to writes above the point (the
+        // log's replay writes them again); a recorded frame that does not match is damage.
+        let values = Arc::new(
+            ValueLog::open(&path.join(VALUES_DIR), config.value_segment_bytes, durable)
+                .map_err(values_error)?,
+        );
         // History stored above the applied point is from writes a crash left unrecorded:
         // replaying the log writes it again (perhaps grouped otherwise), so it goes.
         history::remove_history(&tree, revision.saturating_add(1), i64::MAX)?;
@@ -257,7 +378,8 @@ impl MvccStore {
         };
         let leases = lease::load(&tree)?;
         let auth = auth::AuthTable::load(&tree)?;
-        let (in_use, seen) = scan_records(&tree)?;
+        let (in_use, seen, live) = scan_records(&tree)?;
+        let syncer = Syncer::start(Arc::clone(&values))?;
         Ok(Self {
             db,
             dir: path.to_path_buf(),
@@ -270,6 +392,7 @@ impl MvccStore {
             compaction_gate: Default::default(),
             point: Mutex::new(Point {
                 state,
+                values: durable,
                 ..Point::default()
             }),
             alarms: Mutex::new(alarms),
@@ -279,6 +402,9 @@ impl MvccStore {
             sink: RwLock::new(None),
             in_use: AtomicU64::new(in_use),
             counts: metrics::StoreCounts::default(),
+            values,
+            live: Mutex::new(live),
+            _syncer: syncer,
             replacements: AtomicU64::new(0),
             #[cfg(test)]
             while_replacing: Mutex::new(None),
@@ -394,6 +520,61 @@ impl MvccStore {
         let mut point = self.point();
         point.state.update(state);
         point.unrecorded = true;
+        point.applied_seq += 1;
+    }
+
+    /// Ends a run of writes (the caller holds the writer lock; `state` is the last entry's):
+    /// records the point at once if every value the store appended is durable, else holds
+    /// the run pending and records the point of the newest pending run the value log's
+    /// syncer has covered, if any. The recorded point thus lags the applied one by about
+    /// [`SYNC_EVERY`] under load; a crash replays the log from it, as for any unrecorded
+    /// run.
+    pub(crate) fn end_run(&self, rev: i64, state: &AppliedState) -> Result<(), MvccError> {
+        if !self.values.has_unsynced() {
+            return self.record(rev, state);
+        }
+        self.note_unrecorded(state);
+        {
+            let end = self.values.end();
+            let mut point = self.point();
+            if point.pending.len() >= PENDING_MAX {
+                point.pending.pop_front();
+            }
+            let pending = Pending {
+                end,
+                revision: rev,
+                state: point.state.clone(),
+                seq: point.applied_seq,
+            };
+            point.pending.push_back(pending);
+        }
+        self.record_durable()
+    }
+
+    /// Records the point of the newest pending run whose values are durable (the caller
+    /// holds the writer lock), with the changes held for the history stored first.
+    fn record_durable(&self) -> Result<(), MvccError> {
+        let durable = self.values.durable();
+        let covered = durable.map_or(Position::default(), |d| d.end());
+        let mut point = self.point();
+        let mut ready = None;
+        while point.pending.front().is_some_and(|p| p.end <= covered) {
+            ready = point.pending.pop_front();
+        }
+        let Some(ready) = ready else {
+            return Ok(());
+        };
+        self.store_history_group(&mut point)?;
+        let value = encoding::encode_point(
+            ready.revision,
+            ready.state.applied.as_deref(),
+            ready.state.membership.as_deref(),
+            durable.as_ref(),
+        );
+        self.tree().insert(META_POINT, value)?;
+        point.values = durable;
+        point.unrecorded = ready.seq != point.applied_seq;
+        Ok(())
     }
 
     /// The applied point record for revision `rev` after `state` (the caller holds the
@@ -404,15 +585,30 @@ impl MvccStore {
         rev: i64,
         state: &AppliedState,
     ) -> Result<Vec<u8>, MvccError> {
+        // A point stored at once covers every value appended: they go to disk first.
+        let durable = self.sync_values()?;
         let mut point = self.point();
         self.store_history_group(&mut point)?;
         point.state.update(state);
         point.unrecorded = false;
+        point.applied_seq += 1;
+        point.pending.clear();
+        point.values = durable;
         Ok(encoding::encode_point(
             rev,
             point.state.applied.as_deref(),
             point.state.membership.as_deref(),
+            durable.as_ref(),
         ))
+    }
+
+    /// Makes every value appended so far durable, and returns the last durable frame.
+    pub(crate) fn sync_values(&self) -> Result<Option<ValuePtr>, MvccError> {
+        if self.values.has_unsynced() {
+            self.values.sync().map_err(values_error)
+        } else {
+            Ok(self.values.durable())
+        }
     }
 
     /// Holds a write's changes for the next history group (the caller holds the writer
@@ -503,16 +699,125 @@ impl MvccStore {
         })
     }
 
-    /// Writes everything to disk with an fsync (sled's own flush; used when a snapshot or
-    /// shutdown needs the state to survive without the log).
+    /// Writes sled's state to disk with an fsync (sled's own flush; used when a restore or a
+    /// shutdown ends). What survives is the recorded point and everything below it (their
+    /// values were synced before the point was recorded); writes above it are the log's to
+    /// replay. [`MvccStore::persist`] records the point first.
     pub fn flush(&self) -> Result<(), MvccError> {
         self.db.flush()?;
         Ok(())
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes sled and the value log use on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.values.size_on_disk()
+    }
+
+    /// Notes that a record pointing at `added` was stored and one pointing at `removed`
+    /// dropped or replaced (see `live`).
+    pub(crate) fn note_live(&self, added: Option<&ValuePtr>, removed: Option<&ValuePtr>) {
+        if added.is_none() && removed.is_none() {
+            return;
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ptr) = added {
+            *live.entry(ptr.seq).or_default() += ptr.frame_len();
+        }
+        if let Some(ptr) = removed
+            && let Some(bytes) = live.get_mut(&ptr.seq)
+        {
+            *bytes = bytes.saturating_sub(ptr.frame_len());
+            if *bytes == 0 {
+                live.remove(&ptr.seq);
+            }
+        }
+    }
+
+    /// Notes that the records pointing at `removed` were dropped.
+    pub(crate) fn note_dropped(&self, removed: &[ValuePtr]) {
+        for ptr in removed {
+            self.note_live(None, Some(ptr));
+        }
+    }
+
+    /// Value segments no record points at, older than the durable frame's (what
+    /// [`MvccStore::persist`] may remove once sled's flush made that durable).
+    fn dead_segments(&self) -> Vec<u64> {
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let recorded = self.point().values.map_or(0, |p| p.seq);
+        self.values
+            .segments()
+            .into_iter()
+            .filter(|seq| *seq < recorded && !live.contains_key(seq))
+            .collect()
+    }
+
+    /// Removes `dead` segments (from [`MvccStore::dead_segments`], after a flush).
+    fn remove_dead(&self, dead: &[u64]) -> Result<(), MvccError> {
+        for &seq in dead {
+            self.values.remove_segment(seq).map_err(values_error)?;
+        }
+        Ok(())
+    }
+
+    /// A put's value as stored: inline, or read from the value log (checked against `key`
+    /// and `revision`).
+    pub(crate) fn load_value(
+        &self,
+        stored: StoredValue<'_>,
+        key: &[u8],
+        revision: i64,
+    ) -> Result<Vec<u8>, MvccError> {
+        match stored {
+            StoredValue::Inline(value) => Ok(value.to_vec()),
+            StoredValue::At(ptr) => self.values.read(&ptr, key, revision).map_err(values_error),
+        }
+    }
+
+    /// Decodes the record of `key` at `revision`, its value read from the value log if it
+    /// lies there (with `with_value = false` the value is left empty).
+    pub(crate) fn decode_record(
+        &self,
+        raw: &[u8],
+        key: &[u8],
+        revision: i64,
+        with_value: bool,
+    ) -> Result<encoding::Record, MvccError> {
+        Ok(match encoding::decode_parts(raw)? {
+            None => encoding::Record::Tombstone,
+            Some((create_revision, version, lease, stored)) => encoding::Record::Put {
+                create_revision,
+                version,
+                lease,
+                value: if with_value {
+                    self.load_value(stored, key, revision)?
+                } else {
+                    Vec::new()
+                },
+            },
+        })
+    }
+
+    /// The record of `key` at `revision` as it is encoded with its value inline: what
+    /// members compare (hashes, a merge), whichever of them keeps the value in its log.
+    pub(crate) fn inline_record<'a>(
+        &self,
+        raw: &'a [u8],
+        key: &[u8],
+        revision: i64,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, MvccError> {
+        match encoding::decode_parts(raw)? {
+            Some((create_revision, version, lease, StoredValue::At(ptr))) => {
+                let value = self.load_value(StoredValue::At(ptr), key, revision)?;
+                Ok(std::borrow::Cow::Owned(encoding::encode_put(
+                    create_revision,
+                    version,
+                    lease,
+                    &value,
+                )))
+            }
+            _ => Ok(std::borrow::Cow::Borrowed(raw)),
+        }
     }
 
     /// Bytes of the version records the store holds: each version's encoded key and record
@@ -638,15 +943,17 @@ impl MvccStore {
     /// point, pinned: a restart finds the store at least there, so it can be a Raft
     /// snapshot's point (the log up to it may go).
     pub fn persist(&self) -> Result<PinnedPoint, MvccError> {
-        let pinned = {
+        let (pinned, dead) = {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             if self.point().unrecorded {
                 self.record(self.revision(), &AppliedState::default())?;
             }
-            self.pin_locked()?
+            (self.pin_locked()?, self.dead_segments())
         };
         self.db.flush()?;
         self.sync_files().map_err(sled::Error::Io)?;
+        // No durable record points into them now; new values only go to newer segments.
+        self.remove_dead(&dead)?;
         Ok(pinned)
     }
 
@@ -736,16 +1043,24 @@ fn open_waiting_for_lock(config: &sled::Config) -> Result<sled::Db, MvccError> {
     }
 }
 
-/// Bytes of the version records in `tree` (see [`MvccStore::size_in_use`]), and the filter
-/// of their keys (see `seen`): one pass over them when the store opens, both kept up to
-/// date by writes afterwards.
-fn scan_records(tree: &sled::Tree) -> Result<(u64, seen::Seen), MvccError> {
+/// What [`scan_records`] finds.
+type Scanned = (u64, seen::Seen, BTreeMap<u64, u64>);
+
+/// Bytes of the version records in `tree` (see [`MvccStore::size_in_use`]), the filter of
+/// their keys (see `seen`), and the bytes each value segment holds that they point at (see
+/// `MvccStore::live`): one pass over them when the store opens, all kept up to date by
+/// writes afterwards.
+fn scan_records(tree: &sled::Tree) -> Result<Scanned, MvccError> {
     let mut total = 0u64;
     let mut seen = seen::Seen::default();
+    let mut live = BTreeMap::new();
     let mut prefix: Vec<u8> = Vec::new();
     for item in tree.range(encoding::lower_bound(b"")..vec![encoding::META_SPACE]) {
         let (k, v) = item?;
-        total += (k.len() + v.len()) as u64;
+        total += (k.len() + encoding::stored_len(&v)) as u64;
+        if let Some(ptr) = encoding::value_ptr(&v)? {
+            *live.entry(ptr.seq).or_insert(0u64) += ptr.frame_len();
+        }
         let (key_prefix, _) = encoding::split_record_key(&k)?;
         if key_prefix != prefix.as_slice() {
             seen.insert(&encoding::decode_prefix(key_prefix)?);
@@ -753,8 +1068,11 @@ fn scan_records(tree: &sled::Tree) -> Result<(u64, seen::Seen), MvccError> {
             prefix.extend_from_slice(key_prefix);
         }
     }
-    Ok((total, seen))
+    Ok((total, seen, live))
 }
+
+/// The value log's directory inside the store's.
+const VALUES_DIR: &str = "values";
 
 /// Name of the active tree, kept in sled's default tree.
 const ACTIVE_TREE: &[u8] = b"active-tree";
@@ -918,7 +1236,8 @@ impl Restore<'_> {
     pub(crate) fn finish(mut self, meta: &crate::snapshot::SnapshotMeta) -> Result<(), MvccError> {
         self.write_history()?;
         let mut batch = sled::Batch::default();
-        let state = snapshot_metadata(meta, &mut batch);
+        let durable = self.store.sync_values()?;
+        let state = snapshot_metadata(meta, &mut batch, durable.as_ref());
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         let db = &self.store.db;
@@ -938,6 +1257,16 @@ impl Restore<'_> {
         // The restore is done; a failure to free the old tree only leaves its space
         // behind (sled reports the I/O error again on the next write).
         let _ = db.drop_tree(old.name());
+        // The restored records hold their values inline: no value segment is pointed at,
+        // and the new point, durable now, names the durable frame.
+        self.store
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.store.point().values = durable;
+        let dead = self.store.dead_segments();
+        self.store.remove_dead(&dead)?;
         Ok(())
     }
 }
@@ -948,6 +1277,7 @@ impl Restore<'_> {
 pub(crate) fn snapshot_metadata(
     meta: &crate::snapshot::SnapshotMeta,
     batch: &mut sled::Batch,
+    values: Option<&ValuePtr>,
 ) -> AppliedState {
     batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
     batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
@@ -967,6 +1297,7 @@ pub(crate) fn snapshot_metadata(
             meta.revision,
             state.applied.as_deref(),
             state.membership.as_deref(),
+            values,
         ),
     );
     state
@@ -995,10 +1326,14 @@ impl MvccStore {
         self.revision.store(meta.revision, Ordering::Release);
         self.latest_cache().reset(seen);
         // Held history of the replaced contents goes with them.
-        *self.point() = Point {
+        let mut point = self.point();
+        let values = point.values;
+        *point = Point {
             state,
+            values,
             ..Point::default()
         };
+        drop(point);
         self.compacted
             .store(meta.compact_revision, Ordering::Release);
         self.set_alarms(meta.alarms.clone());
@@ -1023,6 +1358,28 @@ impl Drop for Restore<'_> {
             // Abandoned (an error part-way): the half-written tree is not needed.
             let _ = self.store.db.drop_tree(self.name.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+impl MvccStore {
+    /// A row of the tree as members compare it: a record with its value inline, the
+    /// applied point without the value log's durable frame (where a value lies differs by
+    /// store); any other row as stored.
+    pub(crate) fn logical_row(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
+        if key.first() == Some(&encoding::RECORD_SPACE) {
+            let (prefix, rev) = encoding::split_record_key(key).unwrap();
+            let user_key = encoding::decode_prefix(prefix).unwrap();
+            return self
+                .inline_record(value, &user_key, rev)
+                .unwrap()
+                .into_owned();
+        }
+        if key == META_POINT {
+            let (rev, applied, membership, _) = encoding::decode_point(value).unwrap();
+            return encoding::encode_point(rev, applied.as_deref(), membership.as_deref(), None);
+        }
+        value.to_vec()
     }
 }
 

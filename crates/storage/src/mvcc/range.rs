@@ -10,7 +10,7 @@ use raftkv_proto::mvccpb::KeyValue;
 
 use super::MvccStore;
 use super::encoding::{
-    META_SPACE, Record, after_versions, decode_prefix, lower_bound, split_record_key,
+    META_SPACE, after_versions, decode_parts, decode_prefix, lower_bound, split_record_key,
 };
 use crate::error::MvccError;
 
@@ -97,15 +97,24 @@ impl MvccStore {
             settled.clear();
             settled.extend_from_slice(prefix);
             skipped = 0;
-            if let Record::Put {
-                create_revision,
-                version,
-                lease,
-                value,
-            } = Record::decode(&raw_value, with_values)?
-            {
+            if let Some((create_revision, version, lease, stored)) = decode_parts(&raw_value)? {
+                let key = decode_prefix(prefix)?;
+                let value = if with_values {
+                    match self.load_value(stored, &key, version_rev) {
+                        Ok(value) => value,
+                        // A compaction passed the revision read at, and the segment of a
+                        // version it dropped went meanwhile: refused as compacted, as the
+                        // read would be below.
+                        Err(_) if rev < self.compacted_after_read() => {
+                            return Err(MvccError::Compacted);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    Vec::new()
+                };
                 let kv = KeyValue {
-                    key: Bytes::from(decode_prefix(prefix)?),
+                    key: Bytes::from(key),
                     create_revision,
                     mod_revision: version_rev,
                     version,

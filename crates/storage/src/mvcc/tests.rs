@@ -38,9 +38,13 @@ fn cmd(op: command::Op) -> Command {
 }
 
 impl Fixture {
+    /// Applies `op` as a run of one entry, and records its point as the value log's syncer
+    /// would shortly after (`apply` records it at once only when no value is unsynced;
+    /// `record_applied` syncs them). Tests of the lagging point use the store directly.
     fn apply(&self, op: command::Op) -> Result<command_response::Op, MvccError> {
-        let r: CommandResponse = self.store.apply(&cmd(op), &AppliedState::default())?;
-        Ok(r.op.unwrap())
+        let r = self.store.apply(&cmd(op), &AppliedState::default());
+        self.store.record_applied().unwrap();
+        Ok(r?.op.unwrap())
     }
 
     fn put(&self, key: &str, value: &str) -> i64 {
@@ -973,7 +977,10 @@ fn all_records(store: &MvccStore) -> Vec<(Vec<u8>, Vec<u8>)> {
     let tree = store.tree();
     let mut all: Vec<(Vec<u8>, Vec<u8>)> = tree
         .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .map(|r| {
+            r.map(|(k, v)| (k.to_vec(), store.logical_row(&k, &v)))
+                .unwrap()
+        })
         .filter(|(k, _)| k[0] != super::encoding::HISTORY_SPACE)
         .collect();
     all.extend(super::history::logical_history(&tree));
@@ -1034,11 +1041,13 @@ fn replaying_unrecorded_writes_after_a_crash_rebuilds_the_same_records() {
         for (i, c) in commands.iter().enumerate() {
             store.apply(c, &applied_at(i as u8 + 1, None)).unwrap();
         }
+        store.record_applied().unwrap();
         all_records(&store)
     };
     {
         let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
         store.apply(&commands[0], &applied_at(1, None)).unwrap();
+        store.record_applied().unwrap(); // as the syncer lets the run's end record it
         for (i, c) in commands.iter().enumerate().skip(1) {
             store
                 .apply_unrecorded(c, &applied_at(i as u8 + 1, None))
@@ -1089,12 +1098,14 @@ fn a_grant_after_an_entry_it_would_have_changed_is_not_replayed_across() {
         for (i, c) in commands.iter().enumerate() {
             let _ = f.store.apply(c, &applied_at(i as u8 + 1, None));
         }
+        f.store.record_applied().unwrap();
         (all_records(&f.store), f.store.revision())
     };
     let dir = tempfile::tempdir().unwrap();
     {
         let store = MvccStore::open(dir.path(), &MvccConfig::default()).unwrap();
         store.apply(&commands[0], &applied_at(1, None)).unwrap();
+        store.record_applied().unwrap(); // as the syncer lets the run's end record it
         for (i, c) in commands.iter().enumerate().skip(1) {
             let _ = store.apply_unrecorded(c, &applied_at(i as u8 + 1, None));
         }
@@ -1130,6 +1141,7 @@ fn an_unrecorded_grant_replayed_after_a_crash_leaves_the_same_store() {
         for (i, c) in commands.iter().enumerate() {
             f.store.apply(c, &applied_at(i as u8 + 1, None)).unwrap();
         }
+        f.store.record_applied().unwrap();
         (all_records(&f.store), f.store.lease(7))
     };
     let dir = tempfile::tempdir().unwrap();
@@ -1155,6 +1167,7 @@ fn an_unrecorded_grant_replayed_after_a_crash_leaves_the_same_store() {
         "{replayed:?}"
     );
     store.apply(&commands[2], &applied_at(3, None)).unwrap();
+    store.record_applied().unwrap();
     assert_eq!((all_records(&store), store.lease(7)), expected);
     assert_eq!(store.applied_state().unwrap().applied, Some(vec![3]));
 }
@@ -1229,10 +1242,14 @@ fn a_recording_write_stores_the_newest_unrecorded_state_and_keeps_membership() {
     assert_eq!(stored, applied_at(8, Some("m7")));
     assert!(!f.store.point().unrecorded);
     let stored = f.store.tree().get(encoding::META_POINT).unwrap().unwrap();
+    let (rev, applied, membership, values) = encoding::decode_point(&stored).unwrap();
     assert_eq!(
-        encoding::decode_point(&stored).unwrap(),
+        (rev, applied, membership),
         (2, Some(vec![8]), Some(b"m7".to_vec()))
     );
+    // The put's value went to the value log, synced before the point that covers it.
+    assert_eq!(values, f.store.values.durable());
+    assert!(values.is_some());
 }
 
 // ---- history (watch catch-up) ----
@@ -1518,6 +1535,7 @@ fn groups_above_the_point_are_dropped_after_a_crash() {
         store
             .apply(&cmd(writes[0].clone()), &applied_at(1, None))
             .unwrap();
+        store.record_applied().unwrap(); // as the syncer lets the run's end record it
         for op in &writes[1..] {
             store
                 .apply_unrecorded(&cmd(op.clone()), &applied_at(2, None))
@@ -2225,4 +2243,213 @@ fn corrupt_alarm_refuses_writes_until_disarmed() {
     ));
     f.apply(corrupt(AlarmAction::Deactivate)).unwrap();
     assert_eq!(f.put("a", "2"), before + 1);
+}
+
+// ---- values in the value log ----
+
+/// Small value segments, so that a test makes many.
+fn small_segments() -> MvccConfig {
+    MvccConfig {
+        value_segment_bytes: 1024,
+        ..MvccConfig::default()
+    }
+}
+
+fn applied_n(n: usize) -> AppliedState {
+    AppliedState {
+        applied: Some((n as u32).to_be_bytes().to_vec()),
+        ..AppliedState::default()
+    }
+}
+
+fn applied_index(store: &MvccStore) -> usize {
+    let raw = store.applied_state().unwrap().applied.unwrap();
+    u32::from_be_bytes(raw.try_into().unwrap()) as usize
+}
+
+/// Puts over a few keys with values of varied sizes, and some deletes.
+fn value_log_commands(n: usize) -> Vec<Command> {
+    (0..n)
+        .map(|i| {
+            let key = format!("k{}", i % 23);
+            if i % 37 == 36 {
+                cmd(command::Op::DeleteRange(DeleteRangeRequest {
+                    key: b(&key),
+                    ..Default::default()
+                }))
+            } else {
+                let value = format!("value-{i}-").repeat(1 + i % 7);
+                cmd(command::Op::Put(put_req(&key, &value)))
+            }
+        })
+        .collect()
+}
+
+/// Applies `commands[from..]` in runs of `run` entries, as the state machine does (the
+/// last of each run ends it); entry `i` is log index `i + 1`.
+fn apply_in_runs(store: &MvccStore, commands: &[Command], from: usize, run: usize) {
+    let mut i = from;
+    while i < commands.len() {
+        let end = (i + run).min(commands.len());
+        for (j, command) in commands.iter().enumerate().take(end).skip(i) {
+            let state = applied_n(j + 1);
+            if j + 1 == end {
+                store.apply(command, &state).unwrap();
+            } else {
+                store.apply_unrecorded(command, &state).unwrap();
+            }
+        }
+        i = end;
+    }
+}
+
+/// What a crash that lost every page of the value log not yet synced leaves: every byte
+/// after the frame the stored point names durable is zero (all of it if none).
+fn lose_values_after(dir: &Path, durable: Option<crate::values::ValuePtr>) {
+    use std::os::unix::fs::FileExt;
+    for entry in std::fs::read_dir(dir.join("values")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let seq = u64::from_str_radix(&name["val-".len()..name.len() - ".seg".len()], 16).unwrap();
+        let from = match durable {
+            Some(p) if seq < p.seq => continue,
+            Some(p) if seq == p.seq => p.end().offset,
+            _ => 0,
+        };
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let len = file.metadata().unwrap().len();
+        if from < len {
+            file.write_all_at(&vec![0u8; (len - from) as usize], from)
+                .unwrap();
+        }
+    }
+}
+
+/// The applied point lags the values: a run's point is stored only once the value log's
+/// fdatasync covers its values. A crash that loses every value written after the durable
+/// frame the stored point names leaves a store that opens at that point, reads every
+/// version at or below it, and, the log replayed from there, ends as a store that never
+/// crashed (records, history and hash alike).
+#[test]
+fn a_crash_that_loses_unsynced_values_reopens_at_the_point_and_replays_alike() {
+    let commands = value_log_commands(300);
+    let reference = open();
+    apply_in_runs(&reference.store, &commands, 0, 10);
+    reference.store.record_applied().unwrap();
+    for crash_after in [40, 155, 300] {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = {
+            let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
+            apply_in_runs(&store, &commands[..20], 0, 10);
+            // A point with a durable frame, as the syncer lets a run's end store.
+            store.record_applied().unwrap();
+            apply_in_runs(&store, &commands[..crash_after], 20, 10);
+            assert!(store.values.segments().len() > 1 || crash_after < 100);
+            // sled keeps everything written (a crash may keep records above the point);
+            // the point it keeps names this frame.
+            let durable = store.point().values;
+            assert!(durable.is_some());
+            durable
+        };
+        lose_values_after(dir.path(), durable);
+        let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
+        let at = applied_index(&store);
+        assert!((20..=crash_after).contains(&at), "reopened at entry {at}");
+        let rev = store.revision();
+        // Every version at or below the point reads back as the reference holds it.
+        let all = |s: &MvccStore, rev: i64| {
+            s.range(&RangeRequest {
+                key: b("\0"),
+                range_end: b("\0"),
+                revision: rev,
+                ..Default::default()
+            })
+            .unwrap()
+            .kvs
+        };
+        assert_eq!(
+            all(&store, rev),
+            all(&reference.store, rev),
+            "at entry {at}"
+        );
+        apply_in_runs(&store, &commands, at, 10);
+        store.record_applied().unwrap();
+        assert_eq!(all_records(&store), all_records(&reference.store));
+        assert_eq!(
+            store.hash_kv(0).unwrap().hash,
+            reference.store.hash_kv(0).unwrap().hash
+        );
+        assert_eq!(store.size_in_use(), reference.store.size_in_use());
+    }
+}
+
+/// A value segment no record points at any more (compaction dropped them) goes with the
+/// next `persist`, after sled's flush; one that a record still points at stays, and every
+/// value reads back, before and after a reopen. A snapshot of the store restores into one
+/// whose records hold their values inline, with the same hash, and a restore over it
+/// removes its segments.
+#[test]
+fn persist_removes_value_segments_no_record_points_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
+    let pinned = "kept-since-the-start-".repeat(3);
+    store
+        .apply(
+            &cmd(command::Op::Put(put_req("pinned", &pinned))),
+            &applied_n(1),
+        )
+        .unwrap();
+    let commands = value_log_commands(600);
+    apply_in_runs(&store, &commands, 0, 10);
+    let compact = cmd(command::Op::Compaction(CompactionRequest {
+        revision: store.revision(),
+        ..Default::default()
+    }));
+    store.apply(&compact, &applied_n(601)).unwrap();
+    let before = store.values.segments();
+    assert!(before.len() > 20, "{before:?}");
+    let hash = store.hash_kv(0).unwrap();
+    let values = |s: &MvccStore| {
+        s.range(&RangeRequest {
+            key: b("\0"),
+            range_end: b("\0"),
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
+    };
+    let expected = values(&store);
+    store.persist().unwrap();
+    let after = store.values.segments();
+    assert!(after.len() < 6, "{after:?}");
+    assert_eq!(
+        after.first(),
+        before.first(),
+        "the pinned value's segment stays"
+    );
+    assert_eq!(values(&store), expected);
+    assert_eq!(store.hash_kv(0).unwrap(), hash);
+    drop(store);
+    let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(store.values.segments(), after);
+    assert_eq!(values(&store), expected);
+    assert_eq!(store.hash_kv(0).unwrap().hash, hash.hash);
+
+    let file = dir.path().join("s.snap");
+    crate::snapshot::build(&store, &file).unwrap();
+    let fresh = open();
+    crate::snapshot::install(&file, &fresh.store).unwrap();
+    assert_eq!(fresh.store.hash_all().unwrap(), store.hash_all().unwrap());
+    assert!(fresh.store.values.segments().is_empty());
+    // A store restored over keeps no segment but the durable frame's.
+    crate::snapshot::restore(&file, &store).unwrap();
+    assert!(
+        store.values.segments().len() <= 1,
+        "{:?}",
+        store.values.segments()
+    );
+    assert_eq!(values(&store), expected);
+    drop(store);
+    let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(values(&store), expected);
 }

@@ -176,15 +176,16 @@ fn write_blocks<W: Write>(
         if version_rev > revision {
             continue; // written after the snapshot point
         }
-        let record = Record::decode(&raw_value, true)?;
-        if cur_prefix != prefix {
-            // The newest version at or below the revision decides whether the key is live.
+        let new_key = cur_prefix != prefix;
+        if new_key {
             cur_prefix.clear();
             cur_prefix.extend_from_slice(prefix);
             cur_key = decode_prefix(prefix)?;
-            if matches!(record, Record::Put { .. }) {
-                keys += 1;
-            }
+        }
+        let record = store.decode_record(&raw_value, &cur_key, version_rev, true)?;
+        // The newest version at or below the revision decides whether the key is live.
+        if new_key && matches!(record, Record::Put { .. }) {
+            keys += 1;
         }
         block_bytes += cur_key.len()
             + match &record {
