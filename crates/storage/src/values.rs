@@ -8,11 +8,12 @@
 //! # Files
 //!
 //! `val-<seq, 16 hex digits>.seg`, numbered from 1; older ones may be gone once their values
-//! live elsewhere, but from the durable one on there are no gaps. Each is created at its
-//! full size, as the WAL's are (an fdatasync then never has to persist a new file size), so
-//! the bytes after the last frame read as zeros. A segment holds frames back to back, and
-//! one the writer left for the next ends with the continuation mark (or too little room
-//! for a frame):
+//! live elsewhere, but from the durable one on there are no gaps. Each is allocated ahead
+//! of its frames, a sixteenth of the segment size at a time (so an fdatasync seldom has to
+//! persist a new file size, and a new segment does not take 64 MiB of a small disk at
+//! once), so the bytes after the last frame read as zeros. A segment holds frames back to
+//! back, with room for a 4-byte length field kept after the last, and one the writer left
+//! for the next ends with the continuation mark there.
 //!
 //! ```text
 //! u32 LE  value length + 1 (0: no more frames; u32::MAX: continued in the next segment)
@@ -69,6 +70,9 @@ pub const FRAME_HEADER: u64 = 20;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// A frame length field that says the log goes on in the next segment.
 const CONTINUED: u32 = u32::MAX;
+/// Bytes the writer keeps free after every frame, for that mark (a segment with fewer left
+/// than this was filled by an older writer and is taken as continued).
+const MARK: u64 = 4;
 /// Bytes zeroed at once when a torn tail is cut off.
 const ZERO_CHUNK: usize = 1 << 20;
 
@@ -157,6 +161,19 @@ fn frame_header(revision: i64, key: &[u8], value: &[u8]) -> [u8; FRAME_HEADER as
     header
 }
 
+/// The CRC of the frame that would hold `key`'s `value` stored at `revision`: what a
+/// [`ValuePtr`] to it carries, so a value can be checked against a pointer without reading
+/// the frame (a merge compares a snapshot's versions with the store's this way).
+pub fn frame_crc(revision: i64, key: &[u8], value: &[u8]) -> Option<u32> {
+    if value.len() as u64 + 1 >= u64::from(CONTINUED) || key.len() as u64 >= u64::from(u32::MAX) {
+        return None;
+    }
+    let header = frame_header(revision, key, value);
+    Some(u32::from_le_bytes(
+        header[16..].try_into().expect("4 bytes"),
+    ))
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     numbered_path(dir, "val-", ".seg", seq)
 }
@@ -175,8 +192,11 @@ struct Writer {
     /// The segment appended to (0 before the first).
     seq: u64,
     file: Option<Arc<File>>,
-    /// That segment's size.
+    /// That segment's size (allocated so far).
     size: u64,
+    /// The size it may grow to: the log's segment size (or its size, if larger), or its
+    /// size for a segment the walk at open called continued.
+    cap: u64,
     /// Where the next frame goes.
     offset: u64,
     /// The last frame appended.
@@ -185,7 +205,9 @@ struct Writer {
     unsynced: Vec<Arc<File>>,
 }
 
-/// A segment file and its size (fixed once it exists: it is allocated in full).
+/// A segment file and its size (allocated in steps of a sixteenth of the segment size as
+/// frames arrive, so a new segment does not take a whole segment's space at once; a read
+/// never looks past it).
 #[derive(Clone)]
 struct Segment {
     file: Arc<File>,
@@ -319,6 +341,15 @@ impl ValueLog {
         let writer = Writer {
             seq: end.seq,
             size: segment.as_ref().map_or(0, |s| s.size),
+            // A segment the walk called continued takes nothing more (its mark, or too
+            // little room, is where the walk will stop); the one the log ends in grows on.
+            cap: segment.as_ref().map_or(0, |s| {
+                if end.offset >= s.size {
+                    s.size
+                } else {
+                    s.size.max(segment_bytes)
+                }
+            }),
             file: segment.map(|s| s.file),
             offset: end.offset,
             last,
@@ -352,7 +383,7 @@ impl ValueLog {
         let frame = FRAME_HEADER + key.len() as u64 + value.len() as u64;
         if value.len() as u64 + 1 >= u64::from(CONTINUED)
             || key.len() as u64 >= u64::from(u32::MAX)
-            || frame > self.segment_bytes
+            || frame + MARK > self.segment_bytes
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -365,8 +396,12 @@ impl ValueLog {
         self.check_failed()?;
         let header = frame_header(revision, key, value);
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if w.file.is_none() || w.offset + frame > w.size {
+        if w.file.is_none() || w.offset + frame + MARK > w.cap {
             self.rotate(&mut w)?;
+        }
+        let needed = w.offset + frame + MARK;
+        if needed > w.size {
+            self.grow(&mut w, needed)?;
         }
         let file = Arc::clone(w.file.as_ref().expect("a segment after rotate"));
         let mut buf = Vec::with_capacity(frame as usize);
@@ -412,7 +447,8 @@ impl ValueLog {
             }
             Ok(())
         };
-        let made = preallocate(&file, self.segment_bytes)
+        let first = self.grow_step().min(self.segment_bytes);
+        let made = preallocate(&file, first)
             .and_then(|()| file.sync_all())
             .and_then(|()| sync_dir(&self.dir))
             .and_then(|()| w.file.as_deref().map_or(Ok(()), mark));
@@ -431,7 +467,7 @@ impl ValueLog {
         let file = Arc::new(file);
         let segment = Segment {
             file: Arc::clone(&file),
-            size: self.segment_bytes,
+            size: first,
         };
         self.files
             .write()
@@ -439,8 +475,40 @@ impl ValueLog {
             .insert(seq, segment);
         w.seq = seq;
         w.file = Some(file);
-        w.size = self.segment_bytes;
+        w.size = first;
+        w.cap = self.segment_bytes;
         w.offset = 0;
+        Ok(())
+    }
+
+    /// How much a segment grows by at a time: a sixteenth of the segment size (4 MiB of
+    /// 64), so a few members sharing a small disk do not each take a whole segment at once
+    /// (the free-space watch sees the log grow as it grows), while an fdatasync still
+    /// rarely has to persist a new file size.
+    fn grow_step(&self) -> u64 {
+        (self.segment_bytes / 16).max(FRAME_HEADER)
+    }
+
+    /// Allocates the writer's segment up to at least `needed` bytes (a step at a time, up
+    /// to its cap) before a frame is written there; reads see the new size first. Nothing
+    /// is written on an error.
+    fn grow(&self, w: &mut Writer, needed: u64) -> io::Result<()> {
+        let size = w
+            .size
+            .saturating_add(self.grow_step())
+            .max(needed)
+            .min(w.cap);
+        let file = w.file.as_ref().expect("a segment to grow");
+        preallocate(file, size)?;
+        w.size = size;
+        if let Some(segment) = self
+            .files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&w.seq)
+        {
+            segment.size = size;
+        }
         Ok(())
     }
 
@@ -602,13 +670,16 @@ fn walk_frames(file: &File, seq: u64, mut at: u64, size: u64) -> io::Result<Walk
             last,
         })
     };
-    while at.checked_add(FRAME_HEADER).is_some_and(|e| e <= size) {
-        file.read_exact_at(&mut header, at)?;
+    while at.checked_add(MARK).is_some_and(|e| e <= size) {
+        let n = (size - at).min(FRAME_HEADER) as usize;
+        header.fill(0);
+        file.read_exact_at(&mut header[..n], at)?;
         let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         if stored == CONTINUED {
             return stop(at, true, last);
         }
-        if stored == 0 {
+        if stored == 0 || n < FRAME_HEADER as usize {
+            // The end of the log, or a frame that cannot fit: torn.
             return stop(at, false, last);
         }
         let key_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
@@ -715,6 +786,46 @@ mod tests {
             .open(segment_path(dir, seq))
             .unwrap();
         file.write_all_at(bytes, at).unwrap();
+    }
+
+    #[test]
+    fn segments_grow_as_frames_arrive_and_on_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = |seq| {
+            std::fs::metadata(segment_path(dir.path(), seq))
+                .unwrap()
+                .len()
+        };
+        let log = open(dir.path(), 4096, None);
+        let mut ptrs = vec![(2, log.append(2, K, &[1; 10]).unwrap())];
+        assert_eq!(len(1), 256, "a sixteenth of the segment at first");
+        for i in 0..20 {
+            ptrs.push((3 + i, log.append(3 + i, K, &[i as u8; 100]).unwrap()));
+        }
+        let grown = len(1);
+        assert!(grown > 256 && grown < 4096, "{grown}");
+        assert!(ptrs.iter().all(|(_, p)| p.seq == 1));
+        let durable = log.sync().unwrap();
+        drop(log);
+        let log = open(dir.path(), 4096, durable);
+        let end = log.end();
+        for i in 0..30 {
+            ptrs.push((50 + i, log.append(50 + i, K, &[7; 100]).unwrap()));
+        }
+        // The log goes on where it ended, growing the segment, then in the next.
+        assert_eq!((ptrs[21].1.seq, ptrs[21].1.offset), (end.seq, end.offset));
+        assert_eq!(len(1), 4096);
+        assert_eq!(ptrs.last().unwrap().1.seq, 2);
+        for (rev, ptr) in &ptrs {
+            assert!(log.read(ptr, K, *rev).is_ok(), "{ptr:?}");
+        }
+        let durable = log.sync().unwrap();
+        drop(log);
+        let log = open(dir.path(), 4096, durable);
+        for (rev, ptr) in &ptrs {
+            assert!(log.read(ptr, K, *rev).is_ok(), "{ptr:?} after a reopen");
+        }
+        assert_eq!(log.end(), ptrs.last().unwrap().1.end());
     }
 
     #[test]
@@ -857,15 +968,11 @@ mod tests {
                 .collect()
         };
         let log = open(dir.path(), 200, None);
-        // Two frames fill a segment but for 14 bytes, too few for another: the next append
-        // goes to a new segment.
-        assert_eq!(
-            log.end(),
-            Position {
-                seq: ptrs[11].seq,
-                offset: 200
-            }
-        );
+        // Two frames fill a segment but for 14 bytes, too few for another: the log ends
+        // after the last, and the next append goes to a new segment.
+        assert_eq!(log.end(), ptrs[11].end());
+        let next = log.append(20, K, &[1; 70]).unwrap();
+        assert_eq!((next.seq, next.offset), (ptrs[11].seq + 1, 0));
         assert_eq!(log.durable(), Some(ptrs[11]));
         assert_eq!(log.read(&ptrs[0], K, 2).unwrap(), vec![0u8; 70]);
     }
@@ -878,11 +985,12 @@ mod tests {
             log.append(2, K, b"x").unwrap();
             let durable = log.sync().unwrap();
             // Frames that leave room for a header but not for the next frame, so most
-            // segments end with the writer's mark; and one exactly full segment.
+            // segments end with the writer's mark; and one exactly full segment (but for
+            // the room kept for the mark).
             let mut ptrs = Vec::new();
             for i in 0..30 {
                 let len = if i == 10 {
-                    200 - FRAME_HEADER as usize - K.len()
+                    (200 - MARK - FRAME_HEADER) as usize - K.len()
                 } else {
                     50 + i * 3
                 };
@@ -995,13 +1103,7 @@ mod tests {
         // Nothing was cut or removed by the refusals.
         let log = open(dir.path(), 128, Some(durable));
         assert_eq!(log.durable(), Some(durable));
-        assert_eq!(
-            log.end(),
-            Position {
-                seq: durable.seq,
-                offset: 128
-            }
-        );
+        assert_eq!(log.end(), durable.end());
         for (i, ptr) in ptrs.iter().enumerate() {
             assert_eq!(log.read(ptr, K, 2 + i as i64).unwrap(), vec![3u8; 40]);
         }
