@@ -11,6 +11,9 @@
 //! survive every kill and restart; and no member may refuse a message or an answer from a
 //! correct peer (the logs are checked).
 //!
+//! Half the values the clients write are long enough to go to the value log, so the kills
+//! also cover the applied point lagging the values' fdatasync.
+//!
 //! One of the clients speaks etcd's JSON gateway instead of gRPC (`chaos_gateway`); its
 //! operations join the same history.
 //!
@@ -439,7 +442,14 @@ pub(crate) async fn client(
         let k = rng.below(KEYS);
         let key = format!("k{k}");
         n += 1;
-        let value = format!("c{id}-{n}");
+        // Every other value is long enough for the value log (64 bytes or more), so kills
+        // land between a value's fdatasync and the point that covers it; the others stay
+        // inline in their records.
+        let value = if n.is_multiple_of(2) {
+            format!("c{id}-{n}")
+        } else {
+            format!("c{id}-{n}-{}", "v".repeat(64))
+        };
         let input = match rng.below(10) {
             0..=3 => Input::Get,
             4..=6 => Input::Put(value.clone()),

@@ -535,7 +535,9 @@ impl MvccStore {
                 batch.remove(raw_key.as_ref());
                 pending += 1;
                 freed += removed;
-                dropped.extend(value_ptr(&raw_value)?);
+                // A record that does not decode keeps no segment's count (compaction only
+                // drops it, as before).
+                dropped.extend(value_ptr(&raw_value).ok().flatten());
             } else {
                 // Another key: the last one's versions are all in, its tombstone may go.
                 if let Some((key, size)) = tombstone.take() {

@@ -263,8 +263,14 @@ impl MvccStore {
         };
         let record = match self.decode_record(&raw, key, rev, true) {
             Ok(record) => record,
-            // Compacted meanwhile, and the value's segment gone with it.
-            Err(_) if rev <= self.compacted_revision() => return Ok(None),
+            // Compacted meanwhile, the value's segment gone with the record: only a record
+            // no longer there is read as compacted, any other failure is reported.
+            Err(_)
+                if rev <= self.compacted_revision()
+                    && tree.get(record_key(key, rev))?.is_none() =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let key = Bytes::copy_from_slice(key);

@@ -39,8 +39,8 @@ use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
 use super::encoding::{
-    HISTORY_SPACE, META_POINT, META_SPACE, Record, decode_i64, decode_prefix, lower_bound,
-    record_key, split_record_key, value_ptr,
+    HISTORY_SPACE, META_POINT, META_SPACE, Record, StoredValue, decode_i64, decode_prefix,
+    lower_bound, record_key, split_record_key, value_ptr,
 };
 use super::{MvccStore, gate, lease, seen};
 use crate::error::MvccError;
@@ -199,9 +199,7 @@ impl Merge<'_> {
             self.pass_before(&raw_key)?;
             match &self.next_local {
                 Some((k, v)) if k.as_ref() == raw_key.as_slice() => {
-                    // Compared with the value inline: the snapshot's records hold theirs.
-                    let held = self.store.inline_record(v, &row.key, row.revision)?;
-                    if held.as_ref() != raw_record.as_slice() {
+                    if !same_version(v, &row.key, row.revision, &row.record, &raw_record) {
                         self.restore_instead = true;
                         return Err(MvccError::Corrupt(format!(
                             "the store holds {:02x?} at revision {} otherwise than a snapshot",
@@ -253,7 +251,7 @@ impl Merge<'_> {
                 self.local_prefix = prefix.to_vec();
             }
             self.hold(k.len())?;
-            self.stale_values.extend(value_ptr(&v)?);
+            self.stale_values.extend(value_ptr(&v).ok().flatten());
             self.stale.push(k);
             self.advance()?;
         }
@@ -289,7 +287,8 @@ impl Merge<'_> {
             match &self.next_local {
                 Some((k, v)) if split_record_key(k)?.1 > self.before => {
                     self.tree.remove(k)?;
-                    self.store.note_live(None, value_ptr(v)?.as_ref());
+                    self.store
+                        .note_live(None, value_ptr(v).ok().flatten().as_ref());
                     self.counts.removed += 1;
                 }
                 _ => return Ok(()),
@@ -400,6 +399,31 @@ impl Drop for Merge<'_> {
             // above the store's revision, and an install error stops Raft on this member.
             let _ = undo(&self.tree, self.before);
         }
+    }
+}
+
+/// Whether the store's record `raw` of `key` at `revision` holds the snapshot's version
+/// (`record`, encoded `encoded`). A value in the value log is compared through its
+/// pointer's lengths and frame CRC, computed from the snapshot's value, without reading
+/// the frame: a catch-up walks every version the follower holds, and a read each would
+/// cost a syscall. (A damaged frame is found where it is read, as any is.)
+fn same_version(raw: &[u8], key: &[u8], revision: i64, record: &Record, encoded: &[u8]) -> bool {
+    match (super::encoding::decode_parts(raw), record) {
+        (
+            Ok(Some((create, version, lease, StoredValue::At(ptr)))),
+            Record::Put {
+                create_revision,
+                version: v,
+                lease: l,
+                value,
+            },
+        ) => {
+            (create, version, lease) == (*create_revision, *v, *l)
+                && ptr.len as usize == value.len()
+                && ptr.key_len as usize == key.len()
+                && crate::values::frame_crc(revision, key, value) == Some(ptr.crc)
+        }
+        _ => raw == encoded,
     }
 }
 

@@ -1058,7 +1058,9 @@ fn scan_records(tree: &sled::Tree) -> Result<Scanned, MvccError> {
     for item in tree.range(encoding::lower_bound(b"")..vec![encoding::META_SPACE]) {
         let (k, v) = item?;
         total += (k.len() + encoding::stored_len(&v)) as u64;
-        if let Some(ptr) = encoding::value_ptr(&v)? {
+        // A malformed record is found where it is read, as before; counted as pointing
+        // nowhere, it keeps no segment.
+        if let Ok(Some(ptr)) = encoding::value_ptr(&v) {
             *live.entry(ptr.seq).or_insert(0u64) += ptr.frame_len();
         }
         let (key_prefix, _) = encoding::split_record_key(&k)?;
@@ -1265,7 +1267,10 @@ impl Restore<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.store.point().values = durable;
+        // Only once the switch would survive a power loss (sled's flush alone would not;
+        // see `sync_files`): the old tree coming back would need them.
         let dead = self.store.dead_segments();
+        self.store.sync_files().map_err(sled::Error::Io)?;
         self.store.remove_dead(&dead)?;
         Ok(())
     }
