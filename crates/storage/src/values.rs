@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use raftkv_codec::varint;
 
-use crate::wal::{numbered_path, parse_numbered, preallocate, sync_dir};
+use crate::wal::{numbered_path, parse_numbered, preallocate_or_full, sync_dir};
 
 /// Bytes before a frame's key: the lengths, the revision and the CRC.
 pub const FRAME_HEADER: u64 = 20;
@@ -70,8 +70,9 @@ pub const FRAME_HEADER: u64 = 20;
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// A frame length field that says the log goes on in the next segment.
 const CONTINUED: u32 = u32::MAX;
-/// Bytes the writer keeps free after every frame, for that mark (a segment with fewer left
-/// than this was filled by an older writer and is taken as continued).
+/// Bytes the writer keeps free after every frame, for that mark. (A segment with fewer
+/// left is taken as continued; the writer before segments grew could leave one. No store
+/// held values here before this writer, so no segment of that kind exists.)
 const MARK: u64 = 4;
 /// Bytes zeroed at once when a torn tail is cut off.
 const ZERO_CHUNK: usize = 1 << 20;
@@ -366,6 +367,12 @@ impl ValueLog {
         })
     }
 
+    /// Whether a write or a sync failed (see `failed`). An append that fails while this is
+    /// false wrote nothing: its value may be kept elsewhere.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn check_failed(&self) -> io::Result<()> {
         if self.failed.load(Ordering::Acquire) {
             return Err(io::Error::other(
@@ -427,7 +434,7 @@ impl ValueLog {
         Ok(ptr)
     }
 
-    /// Starts the next segment, allocated in full, then marks the one before as continued
+    /// Starts the next segment (its first step allocated), then marks the one before as continued
     /// in it (in that order, so a mark is never found without the segment it names). On an
     /// error the writer is left as it was and the new file removed.
     fn rotate(&self, w: &mut Writer) -> io::Result<()> {
@@ -448,7 +455,7 @@ impl ValueLog {
             Ok(())
         };
         let first = self.grow_step().min(self.segment_bytes);
-        let made = preallocate(&file, first)
+        let made = preallocate_or_full(&file, first)
             .and_then(|()| file.sync_all())
             .and_then(|()| sync_dir(&self.dir))
             .and_then(|()| w.file.as_deref().map_or(Ok(()), mark));
@@ -499,7 +506,7 @@ impl ValueLog {
             .max(needed)
             .min(w.cap);
         let file = w.file.as_ref().expect("a segment to grow");
-        preallocate(file, size)?;
+        preallocate_or_full(file, size)?;
         w.size = size;
         if let Some(segment) = self
             .files
@@ -650,8 +657,8 @@ impl ValueLog {
 struct Walk {
     /// Where the whole frames end.
     end: u64,
-    /// Whether the log goes on in the next segment (the writer's mark, or no room left for
-    /// a frame).
+    /// Whether the log goes on in the next segment (the writer's mark, or fewer than 4 bytes
+    /// left, which no writer leaves now).
     continued: bool,
     /// The last whole frame.
     last: Option<ValuePtr>,

@@ -309,6 +309,17 @@ pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u
 /// Makes `file` `len` bytes long with its blocks allocated, so that writes into it change
 /// neither its size nor its block map (a sparse file where the file system cannot).
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    allocate(file, len, true)
+}
+
+/// [`preallocate`], but a full disk is an error (`ENOSPC`) rather than a sparse file: for
+/// the value log, which grows its segments as values arrive and keeps a value inline when
+/// it cannot (a sparse extension would only fail at the write, leaving the log failed).
+pub(crate) fn preallocate_or_full(file: &File, len: u64) -> io::Result<()> {
+    allocate(file, len, false)
+}
+
+fn allocate(file: &File, len: u64, sparse_when_full: bool) -> io::Result<()> {
     let len_off = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
     // SAFETY: fallocate takes a file descriptor this `File` owns and plain integers.
@@ -322,14 +333,18 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
         // (its blocks are taken as records arrive, and a write that finds no room fails
         // then, as it would on a growing file). The member's free-space watch raises the
         // NOSPACE alarm long before.
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::ENOSPC) => {
-            if file.metadata()?.len() < len {
-                file.set_len(len)?;
-            }
-            Ok(())
-        }
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => sparse(file, len),
+        Some(libc::ENOSPC) if sparse_when_full => sparse(file, len),
         _ => Err(err),
     }
+}
+
+/// A sparse extension of `file` to `len` bytes (never shrinks it).
+fn sparse(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {

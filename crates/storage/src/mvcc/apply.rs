@@ -192,8 +192,10 @@ impl MvccStore {
                             encode_put_at(kv.create_revision, kv.version, kv.lease, &ptr),
                             Some(ptr),
                         ),
-                        // Too large for a segment: kept inline.
-                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => (
+                        // Too large for a segment, or no room to grow one (a full disk):
+                        // nothing was written, and the value is kept inline. After a failed
+                        // write or sync the log takes nothing more, and the store fails.
+                        Err(_) if !self.values.is_failed() => (
                             encode_put(kv.create_revision, kv.version, kv.lease, &kv.value),
                             None,
                         ),
