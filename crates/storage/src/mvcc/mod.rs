@@ -65,11 +65,14 @@ pub struct MvccConfig {
     /// node fragments: about 1.4 bytes of RSS per byte of budget here). A put inserts into
     /// the leaf that holds its key's newest versions, so the leaves written under a steady
     /// load are about one per key written; when they do not fit, nearly every insert reads
-    /// its leaf back from the file and decodes it. 64 MiB (16 until 2026-12-05) holds the
+    /// its leaf back from the file and decodes it. 64 MiB (the budget on 2026-12-05) held the
     /// leaves of 10,000 keys with hundreds of versions each: 100 clients' puts over 90 s
     /// ran 12-15 % faster than with 16 MiB, for about 70 MiB more RSS per member
-    /// (docs/benchmarks.md, "sled's cache against the hot set"). The operating system's
-    /// page cache holds the files either way.
+    /// (docs/benchmarks.md, "sled's cache against the hot set"). Back to 16 MiB on
+    /// 2026-12-06: with values of 64 bytes or more in the value log, records are ~30 bytes
+    /// and the hot set's leaves ~6 MB, while 64 MiB of such small items took ~380 MiB of
+    /// RSS per member after 1M keys (230-240 with 16 MiB, at the same put rate). The
+    /// operating system's page cache holds the files either way.
     pub cache_capacity: u64,
     /// How often sled writes dirty pages in the background (ms); `None` (the default) leaves
     /// it to sled's full buffers and explicit flushes. Durability of the data does not rest
@@ -85,7 +88,7 @@ pub struct MvccConfig {
 impl Default for MvccConfig {
     fn default() -> Self {
         Self {
-            cache_capacity: 64 << 20,
+            cache_capacity: 16 << 20,
             flush_every_ms: None,
             value_segment_bytes: crate::values::SEGMENT_BYTES,
         }
