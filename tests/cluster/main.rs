@@ -47,5 +47,6 @@ mod raftkvctl;
 mod raftkvctl_lease;
 mod raftkvctl_lock;
 mod raftkvctl_watch;
+mod read_your_writes;
 mod tls;
 mod watch;

@@ -40,6 +40,28 @@ pub const CLUSTER_ID_HEADER: &str = "raftkv-cluster-id";
 /// See [`CLUSTER_ID_HEADER`].
 pub const MEMBER_ID_HEADER: &str = "raftkv-member-id";
 
+/// On a forwarded write's answer: the log index the leader applied it at, so the follower
+/// answers its client once it has applied it too.
+pub const APPLIED_INDEX_HEADER: &str = "raftkv-applied-index";
+
+/// Puts [`APPLIED_INDEX_HEADER`] on an answer.
+pub fn set_applied_index(md: &mut tonic::metadata::MetadataMap, index: u64) {
+    if let Ok(v) = index.to_string().parse() {
+        md.insert(APPLIED_INDEX_HEADER, v);
+    }
+}
+
+/// [`APPLIED_INDEX_HEADER`] of an answer: `None` when absent or not a decimal `u64` (a
+/// peer's bytes are checked like a client's; the wait it starts is bounded by the request's
+/// deadline).
+pub fn applied_index(md: &tonic::metadata::MetadataMap) -> Option<u64> {
+    let v = md.get(APPLIED_INDEX_HEADER)?.to_str().ok()?;
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 /// A channel to a peer whose requests carry this member's ids.
 pub type PeerChannel = InterceptedService<Channel, Stamp>;
 

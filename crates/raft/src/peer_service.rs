@@ -50,10 +50,11 @@ const SNAPSHOT_SPACE_RESERVE: u64 = 64 << 20;
 /// the node). Errors go back as [`NodeError::to_peer_status`] puts them.
 pub(crate) trait LeaderSide: Send + Sync + 'static {
     /// A follower's write, to propose (after the client-edge checks).
+    /// A follower's write: the answer and the log index it was applied at here.
     fn forward(
         &self,
         cmd: Command,
-    ) -> impl Future<Output = Result<CommandResponse, NodeError>> + Send;
+    ) -> impl Future<Output = Result<(CommandResponse, Option<u64>), NodeError>> + Send;
     /// A read index for a follower's linearizable read.
     fn read_index(&self) -> impl Future<Output = Result<u64, NodeError>> + Send;
     /// A member add, remove or promote asked of a follower.
@@ -492,7 +493,17 @@ impl<N: LeaderSide> Peer for PeerService<N> {
     async fn forward(&self, req: Request<Command>) -> Result<Response<CommandResponse>, Status> {
         let node = self.node()?;
         let (span, id) = self.leader_span("forward", &req);
-        let work = async move { answer(node.forward(req.into_inner()).await) };
+        let work = async move {
+            let (response, index) = node
+                .forward(req.into_inner())
+                .await
+                .map_err(|e| e.to_peer_status())?;
+            let mut response = Response::new(response);
+            if let Some(index) = index {
+                crate::network::set_applied_index(response.metadata_mut(), index);
+            }
+            Ok(response)
+        };
         trace::with_request_id(id, work.instrument(span)).await
     }
 

@@ -220,7 +220,7 @@ impl RaftNode {
 
 /// The leader-side handlers the peer service calls.
 impl LeaderSide for RaftNode {
-    async fn forward(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+    async fn forward(&self, cmd: Command) -> Result<(CommandResponse, Option<u64>), NodeError> {
         self.write_as_leader(cmd).await
     }
 

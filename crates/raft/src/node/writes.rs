@@ -44,27 +44,46 @@ impl RaftNode {
 
     async fn write_admitted(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
         let deadline = Instant::now() + self.config.request_timeout;
-        self.on_leader(
-            deadline,
-            IfCallFails::Unknown,
-            || self.propose(cmd.clone(), deadline),
-            |mut leader, left| {
-                let request = with_deadline(cmd.clone(), left);
-                async move {
-                    leader
-                        .forward(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
-            },
-        )
-        .await
+        let (answer, index) = self
+            .on_leader(
+                deadline,
+                IfCallFails::Unknown,
+                // Here the answer comes once this member applied it.
+                || async {
+                    let (answer, _) = self.propose(cmd.clone(), deadline).await?;
+                    Ok((answer, None))
+                },
+                |mut leader, left| {
+                    let request = with_deadline(cmd.clone(), left);
+                    async move {
+                        let response = leader.forward(request).await?;
+                        let index = crate::network::applied_index(response.metadata());
+                        Ok((response.into_inner(), index))
+                    }
+                },
+            )
+            .await?;
+        // As in etcd, a write answers once the member that took it has applied it, so the
+        // client's next serializable read or watch there sees it. A leader that named no
+        // index (none is sent for a refusal) leaves nothing to wait for.
+        if let Some(index) = index {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "a forwarded write")
+                .await
+                .map_err(|_| NodeError::TIMEOUT)?;
+        }
+        Ok(answer)
     }
 
     /// A write forwarded by a follower, on the leader: checked as a client's request (a peer
     /// is no more trusted than a client to put only well-formed commands in the log), then
-    /// proposed.
-    pub(super) async fn write_as_leader(&self, cmd: Command) -> Result<CommandResponse, NodeError> {
+    /// proposed. The answer, and the log index it was applied at.
+    pub(super) async fn write_as_leader(
+        &self,
+        cmd: Command,
+    ) -> Result<(CommandResponse, Option<u64>), NodeError> {
         if !self.is_leader().await {
             return Err(NodeError::NotLeader);
         }
@@ -74,8 +93,13 @@ impl RaftNode {
             .await
     }
 
-    /// Proposes `cmd` on this member, which should lead; the state machine's answer.
-    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<CommandResponse, NodeError> {
+    /// Proposes `cmd` on this member, which should lead; the state machine's answer and the
+    /// log index this member applied it at.
+    async fn propose(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<(CommandResponse, Option<u64>), NodeError> {
         match tokio::time::timeout_at(deadline, self.raft.client_write(Request(cmd))).await {
             Err(_) => Err(NodeError::TIMEOUT),
             Ok(Ok(resp)) => {
@@ -84,7 +108,7 @@ impl RaftNode {
                 if let Some(command_response::Op::LeaseGrant(g)) = &answer.op {
                     self.lease_granted(g.id, g.ttl);
                 }
-                Ok(answer)
+                Ok((answer, Some(resp.log_id.index)))
             }
             // Not proposed: safe to send again to whoever leads now.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
