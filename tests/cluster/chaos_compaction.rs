@@ -22,6 +22,10 @@
 //!   members through the log, snapshots and restarts alike.
 //! - Every acknowledged put at or above that point still reads back; below it, a read is
 //!   refused as compacted.
+//! - **The value log gives space back through it all.** Members run with 4 KiB value
+//!   segments, so the run fills many; compaction leaves them dead or mostly dead, and each
+//!   snapshot moves the live values out of mostly dead ones and removes the dead (some must
+//!   be removed; the checks above hold over the moved values).
 //! - **Watchers miss nothing silently.** One watcher per member follows the chaos keys from
 //!   the first revision, resuming after every break; a resume the server answers with a
 //!   compaction (canceled, with its compact revision) is where it may skip revisions, and it
@@ -279,7 +283,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         Mode::Revision
     };
     eprintln!("chaos compaction: 3 members, {rounds} faults, {mode:?}, RAFTKV_SEED={seed}");
-    let flags = match mode {
+    let mut flags = match mode {
         Mode::Periodic => vec![
             "--auto-compaction-mode=periodic".to_string(),
             format!("--auto-compaction-retention={}ms", RETENTION.as_millis()),
@@ -293,6 +297,10 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
             ),
         ],
     };
+    // Small value segments: the run fills many, compaction leaves most of them mostly
+    // dead, and every snapshot (each 100 entries) moves their live values out and removes
+    // them, all through the faults.
+    flags.push("--raftkv-value-segment-bytes=4096".to_string());
     let mut cluster = Cluster::start(
         Server::Raftkv,
         3,
@@ -380,13 +388,26 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         "seed {seed}: reads at acknowledged revisions after the run:\n{}",
         wrong.join("\n")
     );
+    let (moved, removed) = {
+        let eps: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+        tokio::task::spawn_blocking(move || {
+            let scrapes: Vec<_> = eps.iter().map(|e| crate::metrics::scrape(e)).collect();
+            let sum = |name| scrapes.iter().map(|s| s.value(name, &[])).sum::<f64>();
+            (
+                sum("raftkv_value_log_values_moved_total"),
+                sum("raftkv_value_log_segments_removed_total"),
+            )
+        })
+        .await
+        .expect("scrapes")
+    };
     let completed: usize = cluster
         .members
         .iter()
         .map(|m| m.log_text().matches("completed auto compaction").count())
         .sum();
     eprintln!(
-        "chaos compaction: seed {seed}: {mode:?}, {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts inside the retention read back; {watched}",
+        "chaos compaction: seed {seed}: {mode:?}, {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts inside the retention read back; {watched}; value segments removed {removed}, values moved out of them {moved}",
         ops.len(),
         probed.read
     );
@@ -396,6 +417,11 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         "seed {seed}: only {completed} auto compactions completed"
     );
     assert!(probed.read > 0, "seed {seed}: the prober read nothing back");
+    // Counted since each member's last start, so a lower bound.
+    assert!(
+        removed > 0.0,
+        "seed {seed}: no value segment was removed on 4 KiB segments"
+    );
     (ops.len(), faults.len())
 }
 

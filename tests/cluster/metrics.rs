@@ -35,14 +35,14 @@ const DASHBOARD: &[&str] = &[
 ];
 
 /// A parsed scrape: families (type, help) and samples.
-struct Scrape {
+pub(crate) struct Scrape {
     families: BTreeMap<String, (String, String)>,
     samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
 
 impl Scrape {
     /// The sum of the samples called `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|(n, l, _)| {
@@ -130,7 +130,7 @@ fn parse(text: &str) -> Scrape {
     Scrape { families, samples }
 }
 
-fn scrape(addr: &str) -> Scrape {
+pub(crate) fn scrape(addr: &str) -> Scrape {
     let (head, body) = get(addr, "/metrics");
     assert_eq!(
         head,

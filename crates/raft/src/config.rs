@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// `--experimental-corrupt-check-time`: how often the leader compares HashKV with every
     /// follower's and raises the CORRUPT alarm on a mismatch. `None`: never (etcd's 0).
     pub corrupt_check_interval: Option<Duration>,
+    /// The size of a new value log segment (64 MiB; smaller only in tests, so that a short
+    /// run makes many segments and moves values out of the mostly dead ones).
+    pub value_segment_bytes: u64,
 }
 
 /// TLS between members: how this member serves its peer port, and how it dials members
@@ -132,6 +135,7 @@ impl NodeConfig {
             peer_tls: PeerTls::default(),
             initial_corrupt_check: false,
             corrupt_check_interval: None,
+            value_segment_bytes: raftkv_storage::values::SEGMENT_BYTES,
         }
     }
 

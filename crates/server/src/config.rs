@@ -290,6 +290,13 @@ impl ServerConfig {
         {
             node.auto_compaction_revision_interval = every;
         }
+        match flags.experimental.raftkv_value_segment_bytes {
+            0 => {}
+            n if (4 << 10..=1 << 30).contains(&n) => node.value_segment_bytes = n,
+            n => {
+                bail!("--raftkv-value-segment-bytes must be between 4096 and 1073741824 (got {n})")
+            }
+        }
         node.lease_checkpoint_interval = flags
             .experimental
             .experimental_enable_lease_checkpoint

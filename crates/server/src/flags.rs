@@ -354,6 +354,10 @@ pub struct Experimental {
     /// behind to catch up from (etcd 3.4's fixed 5,000).
     #[arg(long, hide = true, default_value_t = raftkv_raft::config::SNAPSHOT_CATCHUP_ENTRIES, value_parser = parse_uint)]
     pub raftkv_snapshot_catchup_entries: u64,
+    /// raftkv's own: the size of a new value log segment, between 4 KiB and 1 GiB (64 MiB
+    /// when 0; tests use small ones).
+    #[arg(long, hide = true, default_value_t = 0, value_parser = parse_uint)]
+    pub raftkv_value_segment_bytes: u64,
     /// raftkv's own: how long a Snapshot stream waits for its client to take the next piece
     /// before it ends with an error and gives up its turn (30 s when 0; etcd waits forever).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]

@@ -703,6 +703,18 @@ fn mvcc(e: &mut Exposition, api: &EtcdApi) {
             counter.get() as f64,
         );
     }
+    e.counter(
+        "raftkv_value_log_values_moved_total",
+        "Values moved out of mostly dead value log segments, back into their records.",
+        &[],
+        counts.values_moved.get() as f64,
+    );
+    e.counter(
+        "raftkv_value_log_segments_removed_total",
+        "Value log segments removed once no record pointed into them.",
+        &[],
+        counts.segments_removed.get() as f64,
+    );
     e.gauge(
         "etcd_debugging_mvcc_current_revision",
         "The current revision of store.",

@@ -188,6 +188,17 @@ fn damaged(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// A frame as [`ValueLog::frames`] finds it: where it lies and the record it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameRef {
+    /// A pointer to it, as a record that holds its value keeps it.
+    pub ptr: ValuePtr,
+    /// The revision of the version it holds.
+    pub revision: i64,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
 /// The appending end.
 struct Writer {
     /// The segment appended to (0 before the first).
@@ -638,6 +649,88 @@ impl ValueLog {
             .keys()
             .copied()
             .collect()
+    }
+
+    /// Segment `seq`'s size (what it has allocated), if it exists.
+    pub fn segment_size(&self, seq: u64) -> Option<u64> {
+        self.files
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seq)
+            .map(|s| s.size)
+    }
+
+    /// Up to `max` frames of segment `seq` from offset `from` on, as far as their headers
+    /// and keys: where each lies and the record it names. Values are neither read nor
+    /// checked here (whoever takes one reads it through [`ValueLog::read`], which checks
+    /// it). Also returns where to go on from: `None` once the frames end (a mark, zeros,
+    /// the segment's end, or bytes that cannot be a frame). A segment that does not exist
+    /// has none.
+    pub fn frames(
+        &self,
+        seq: u64,
+        from: u64,
+        max: usize,
+    ) -> io::Result<(Vec<FrameRef>, Option<u64>)> {
+        let Some(Segment { file, size }) = self
+            .files
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seq)
+            .cloned()
+        else {
+            return Ok((Vec::new(), None));
+        };
+        let mut found = Vec::new();
+        // A window of the file read at once: [start, start + buf.len()).
+        let mut buf: Vec<u8> = Vec::new();
+        let mut start = 0u64;
+        let mut at = from;
+        // The bytes [at, at + n) from the window, read again from `at` when they are not
+        // all in it (every length is checked against the segment's size first).
+        let bytes = |at: u64, n: u64, buf: &mut Vec<u8>, start: &mut u64| -> io::Result<()> {
+            if at < *start || at + n > *start + buf.len() as u64 {
+                let len = n.max(ZERO_CHUNK as u64).min(size - at);
+                buf.resize(len as usize, 0);
+                file.read_exact_at(buf, at)?;
+                *start = at;
+            }
+            Ok(())
+        };
+        while found.len() < max {
+            if at.checked_add(FRAME_HEADER).is_none_or(|e| e > size) {
+                return Ok((found, None));
+            }
+            bytes(at, FRAME_HEADER, &mut buf, &mut start)?;
+            let h = (at - start) as usize;
+            let header = &buf[h..h + FRAME_HEADER as usize];
+            let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            if stored == CONTINUED || stored == 0 {
+                return Ok((found, None));
+            }
+            let key_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+            let revision = i64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+            let end = at + FRAME_HEADER + u64::from(key_len) + u64::from(stored - 1);
+            if end > size {
+                return Ok((found, None));
+            }
+            bytes(at, FRAME_HEADER + u64::from(key_len), &mut buf, &mut start)?;
+            let k = (at - start) as usize + FRAME_HEADER as usize;
+            found.push(FrameRef {
+                ptr: ValuePtr {
+                    seq,
+                    offset: at,
+                    key_len,
+                    len: stored - 1,
+                    crc,
+                },
+                revision,
+                key: buf[k..k + key_len as usize].to_vec(),
+            });
+            at = end;
+        }
+        Ok((found, Some(at)))
     }
 
     /// Bytes the segments take on disk.

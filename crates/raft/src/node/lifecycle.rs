@@ -55,8 +55,14 @@ impl RaftNode {
         let wal_dir = config.wal_dir();
         let wal_existed = wal_dir.exists();
         let store = Arc::new(
-            MvccStore::open(&layout::db_dir(&config.data_dir), &MvccConfig::default())
-                .map_err(NodeError::storage("opening the store"))?,
+            MvccStore::open(
+                &layout::db_dir(&config.data_dir),
+                &MvccConfig {
+                    value_segment_bytes: config.value_segment_bytes,
+                    ..MvccConfig::default()
+                },
+            )
+            .map_err(NodeError::storage("opening the store"))?,
         );
         check_data_dir(&config.data_dir, &wal_dir, identity, wal_existed, &store)?;
         let (id, cluster_id, bootstrap) = match identity {

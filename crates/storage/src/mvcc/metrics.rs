@@ -15,4 +15,8 @@ pub struct StoreCounts {
     /// Txns applied or served read-only. etcd counts an MVCC transaction that did more than
     /// one range/put/delete (compares included); raftkv counts each Txn request once.
     pub txns: Counter,
+    /// Values moved out of mostly dead value segments (given back to their records inline).
+    pub values_moved: Counter,
+    /// Value segments removed once no record pointed into them.
+    pub segments_removed: Counter,
 }

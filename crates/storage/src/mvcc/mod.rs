@@ -35,6 +35,7 @@ pub mod lease;
 pub(crate) mod merge;
 pub mod metrics;
 mod range;
+mod relocate;
 mod seen;
 mod sorted_history;
 pub mod validate;
@@ -179,7 +180,9 @@ pub struct MvccStore {
     values: Arc<ValueLog>,
     /// Bytes of frames each value segment holds that a record points at; a segment with
     /// none, older than the recorded durable frame's, is removed by [`MvccStore::persist`]
-    /// once sled's flush made its records' removal durable. Rebuilt when the store opens.
+    /// once sled's flush made its records' removal durable, and one with less than half
+    /// its size has its values moved inline first (`relocate`). Rebuilt when the store
+    /// opens.
     live: Mutex<BTreeMap<u64, u64>>,
     /// The thread that fdatasyncs the value log (see [`Syncer`]); stopped when the store
     /// drops. A store dropped leaves its point where it was last recorded, as a crash
@@ -759,6 +762,7 @@ impl MvccStore {
     fn remove_dead(&self, dead: &[u64]) -> Result<(), MvccError> {
         for &seq in dead {
             self.values.remove_segment(seq).map_err(values_error)?;
+            self.counts.segments_removed.inc();
         }
         Ok(())
     }
@@ -773,7 +777,21 @@ impl MvccStore {
     ) -> Result<Vec<u8>, MvccError> {
         match stored {
             StoredValue::Inline(value) => Ok(value.to_vec()),
-            StoredValue::At(ptr) => self.values.read(&ptr, key, revision).map_err(values_error),
+            StoredValue::At(ptr) => match self.values.read(&ptr, key, revision) {
+                Ok(value) => Ok(value),
+                Err(e) => {
+                    // The record may have been given its value inline since it was read
+                    // (`relocate`), and its segment removed: the record as it is now.
+                    let raw_key = encoding::record_key(key, revision);
+                    if let Ok(Some(raw)) = self.tree().get(raw_key)
+                        && let Ok(Some((_, _, _, StoredValue::Inline(value)))) =
+                            encoding::decode_parts(&raw)
+                    {
+                        return Ok(value.to_vec());
+                    }
+                    Err(values_error(e))
+                }
+            },
         }
     }
 
@@ -946,6 +964,8 @@ impl MvccStore {
     /// point, pinned: a restart finds the store at least there, so it can be a Raft
     /// snapshot's point (the log up to it may go).
     pub fn persist(&self) -> Result<PinnedPoint, MvccError> {
+        // Segments mostly dead give up their live values first, and go below with the dead.
+        self.relocate_sparse()?;
         let (pinned, dead) = {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             if self.point().unrecorded {
