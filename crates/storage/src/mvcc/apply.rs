@@ -21,7 +21,7 @@ use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
     META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, encode_put_at, record_key,
-    split_record_key, stored_len, value_ptr,
+    split_record_key, stored_len_at, value_ptr,
 };
 use super::history::delete_event;
 use super::latest::Newest;
@@ -209,14 +209,16 @@ impl MvccStore {
                 None => (Record::Tombstone.encode(), None),
             };
             let raw_key = record_key(key, new_rev);
-            let stored = raw_key.len() + stored_len(&raw_record);
+            // Each record decoded once: the new one's pointer is known, the replaced one's
+            // read here.
+            let stored = raw_key.len() + stored_len_at(&raw_record, ptr.as_ref());
             // A replay after a crash rewrites a record that may already be there.
             let before = tree.insert(raw_key.as_slice(), raw_record)?;
-            self.note_in_use(
-                stored,
-                before.as_ref().map_or(0, |v| raw_key.len() + stored_len(v)),
-            );
             let replaced = before.as_deref().and_then(|v| value_ptr(v).ok().flatten());
+            let removed = before
+                .as_deref()
+                .map_or(0, |v| raw_key.len() + stored_len_at(v, replaced.as_ref()));
+            self.note_in_use(stored, removed);
             self.note_live(ptr.as_ref(), replaced.as_ref());
             history.push((new_rev, n as u32, Bytes::copy_from_slice(key)));
             if let Some(kv) = change
@@ -532,14 +534,15 @@ impl MvccStore {
         {
             let (raw_key, raw_value) = item?;
             let (prefix, version_rev) = split_record_key(&raw_key)?;
-            let removed = raw_key.len() + stored_len(&raw_value);
+            // A record that does not decode keeps no segment's count (compaction only drops
+            // it, as before).
+            let ptr = value_ptr(&raw_value).ok().flatten();
+            let removed = raw_key.len() + stored_len_at(&raw_value, ptr.as_ref());
             if !settled.is_empty() && settled == prefix {
                 batch.remove(raw_key.as_ref());
                 pending += 1;
                 freed += removed;
-                // A record that does not decode keeps no segment's count (compaction only
-                // drops it, as before).
-                dropped.extend(value_ptr(&raw_value).ok().flatten());
+                dropped.extend(ptr);
             } else {
                 // Another key: the last one's versions are all in, its tombstone may go.
                 if let Some((key, size)) = tombstone.take() {

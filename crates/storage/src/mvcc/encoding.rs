@@ -346,10 +346,15 @@ pub(crate) fn value_ptr(raw: &[u8]) -> Result<Option<ValuePtr>, MvccError> {
 /// value in the value log counted in full, so the figure does not depend on where values
 /// lie. A malformed record counts as stored.
 pub(crate) fn stored_len(raw: &[u8]) -> usize {
-    match value_ptr(raw) {
+    stored_len_at(raw, value_ptr(raw).ok().flatten().as_ref())
+}
+
+/// [`stored_len`] of a record whose pointer (from [`value_ptr`]) the caller already has.
+pub(crate) fn stored_len_at(raw: &[u8], ptr: Option<&ValuePtr>) -> usize {
+    match ptr {
         // The pointer ends the record: its bytes stand for the value's.
-        Ok(Some(ptr)) => raw.len() - ptr_len(&ptr) + ptr.len as usize,
-        _ => raw.len(),
+        Some(ptr) => raw.len() - ptr_len(ptr) + ptr.len as usize,
+        None => raw.len(),
     }
 }
 
