@@ -49,8 +49,8 @@ const SNAPSHOT_SPACE_RESERVE: u64 = 64 << 20;
 /// members send to the leader. The node implements it (and so this module does not depend on
 /// the node). Errors go back as [`NodeError::to_peer_status`] puts them.
 pub(crate) trait LeaderSide: Send + Sync + 'static {
-    /// A follower's write, to propose (after the client-edge checks).
-    /// A follower's write: the answer and the log index it was applied at here.
+    /// A follower's write, to propose (after the client-edge checks): the answer and the
+    /// log index it was applied at here.
     fn forward(
         &self,
         cmd: Command,

@@ -76,6 +76,8 @@ const CONTINUED: u32 = u32::MAX;
 const MARK: u64 = 4;
 /// Bytes zeroed at once when a torn tail is cut off.
 const ZERO_CHUNK: usize = 1 << 20;
+/// Bytes read at once by [`ValueLog::frames`] (more when one frame's header and key need it).
+const WALK_WINDOW: u64 = 64 << 10;
 
 /// A place in the value log: a segment and an offset in it. Positions order as the frames
 /// were appended.
@@ -660,17 +662,20 @@ impl ValueLog {
             .map(|s| s.size)
     }
 
-    /// Up to `max` frames of segment `seq` from offset `from` on, as far as their headers
-    /// and keys: where each lies and the record it names. Values are neither read nor
-    /// checked here (whoever takes one reads it through [`ValueLog::read`], which checks
-    /// it). Also returns where to go on from: `None` once the frames end (a mark, zeros,
-    /// the segment's end, or bytes that cannot be a frame). A segment that does not exist
-    /// has none.
+    /// Frames of segment `seq` from offset `from` on, as far as their headers and keys:
+    /// where each lies and the record it names. Stops after `max` frames or once the frames
+    /// found hold `max_bytes` (at least one frame either way, so a caller always moves on).
+    /// Values are neither read nor checked here (whoever takes one reads it through
+    /// [`ValueLog::read`], which checks it). Also returns where to go on from: `None` once
+    /// the frames end (a mark, zeros, the segment's end, or bytes that cannot be a frame). A
+    /// segment that does not exist has none. Every length is checked against the segment's
+    /// size before it is trusted, so a damaged header costs at most a segment's worth.
     pub fn frames(
         &self,
         seq: u64,
         from: u64,
         max: usize,
+        max_bytes: u64,
     ) -> io::Result<(Vec<FrameRef>, Option<u64>)> {
         let Some(Segment { file, size }) = self
             .files
@@ -681,27 +686,29 @@ impl ValueLog {
         else {
             return Ok((Vec::new(), None));
         };
+        let (max, max_bytes) = (max.max(1), max_bytes.max(1));
         let mut found = Vec::new();
+        let mut taken = 0u64;
         // A window of the file read at once: [start, start + buf.len()).
         let mut buf: Vec<u8> = Vec::new();
         let mut start = 0u64;
         let mut at = from;
-        // The bytes [at, at + n) from the window, read again from `at` when they are not
-        // all in it (every length is checked against the segment's size first).
-        let bytes = |at: u64, n: u64, buf: &mut Vec<u8>, start: &mut u64| -> io::Result<()> {
+        // The bytes [at, at + n) in the window, read again from `at` when they are not all
+        // in it (the caller checked that they lie inside the segment).
+        let window = |at: u64, n: u64, buf: &mut Vec<u8>, start: &mut u64| -> io::Result<()> {
             if at < *start || at + n > *start + buf.len() as u64 {
-                let len = n.max(ZERO_CHUNK as u64).min(size - at);
+                let len = n.max(WALK_WINDOW).min(size - at);
                 buf.resize(len as usize, 0);
                 file.read_exact_at(buf, at)?;
                 *start = at;
             }
             Ok(())
         };
-        while found.len() < max {
+        while found.len() < max && taken < max_bytes {
             if at.checked_add(FRAME_HEADER).is_none_or(|e| e > size) {
                 return Ok((found, None));
             }
-            bytes(at, FRAME_HEADER, &mut buf, &mut start)?;
+            window(at, FRAME_HEADER, &mut buf, &mut start)?;
             let h = (at - start) as usize;
             let header = &buf[h..h + FRAME_HEADER as usize];
             let stored = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
@@ -715,7 +722,7 @@ impl ValueLog {
             if end > size {
                 return Ok((found, None));
             }
-            bytes(at, FRAME_HEADER + u64::from(key_len), &mut buf, &mut start)?;
+            window(at, FRAME_HEADER + u64::from(key_len), &mut buf, &mut start)?;
             let k = (at - start) as usize + FRAME_HEADER as usize;
             found.push(FrameRef {
                 ptr: ValuePtr {
@@ -728,6 +735,7 @@ impl ValueLog {
                 revision,
                 key: buf[k..k + key_len as usize].to_vec(),
             });
+            taken += end - at;
             at = end;
         }
         Ok((found, Some(at)))
@@ -926,6 +934,50 @@ mod tests {
             assert!(log.read(ptr, K, *rev).is_ok(), "{ptr:?} after a reopen");
         }
         assert_eq!(log.end(), ptrs.last().unwrap().1.end());
+    }
+
+    #[test]
+    fn a_walk_in_batches_finds_every_frame_of_a_segment_as_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        // Frames across several windows of the walk (64 KiB), one segment.
+        let log = open(dir.path(), 1 << 20, None);
+        let appended: Vec<FrameRef> = (0..900)
+            .map(|i| {
+                let key = format!("key-{i}").into_bytes();
+                let ptr = log.append(i as i64 + 2, &key, &[i as u8; 700]).unwrap();
+                FrameRef {
+                    ptr,
+                    revision: i as i64 + 2,
+                    key,
+                }
+            })
+            .collect();
+        assert_eq!(log.segments(), vec![1]);
+        let walk = |max, max_bytes| {
+            let (mut found, mut from) = (Vec::new(), Some(0));
+            while let Some(at) = from {
+                let (frames, next) = log.frames(1, at, max, max_bytes).unwrap();
+                assert!(!frames.is_empty() || next.is_none(), "no progress at {at}");
+                assert!(frames.len() <= max.max(1));
+                found.extend(frames);
+                from = next;
+            }
+            found
+        };
+        assert_eq!(walk(usize::MAX, u64::MAX), appended);
+        assert_eq!(walk(7, u64::MAX), appended);
+        assert_eq!(walk(256, 2000), appended, "two or three frames per batch");
+        assert_eq!(walk(0, 0), appended, "one frame per batch at least");
+        assert_eq!(log.frames(9, 0, 10, 10).unwrap(), (Vec::new(), None));
+        // A damaged header in the middle ends the walk there: what follows is not taken
+        // for frames (their records keep their pointers, and so the segment).
+        scribble(
+            dir.path(),
+            1,
+            appended[400].ptr.offset + 4,
+            &u32::MAX.to_le_bytes(),
+        );
+        assert_eq!(walk(100, u64::MAX), appended[..400]);
     }
 
     #[test]

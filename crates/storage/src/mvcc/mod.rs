@@ -184,6 +184,8 @@ pub struct MvccStore {
     /// its size has its values moved inline first (`relocate`). Rebuilt when the store
     /// opens.
     live: Mutex<BTreeMap<u64, u64>>,
+    /// Segments a walk of `relocate` could not empty, with their live bytes then.
+    stuck: Mutex<BTreeMap<u64, u64>>,
     /// The thread that fdatasyncs the value log (see [`Syncer`]); stopped when the store
     /// drops. A store dropped leaves its point where it was last recorded, as a crash
     /// would: the log's replay covers the rest.
@@ -410,6 +412,7 @@ impl MvccStore {
             counts: metrics::StoreCounts::default(),
             values,
             live: Mutex::new(live),
+            stuck: Mutex::default(),
             _syncer: syncer,
             replacements: AtomicU64::new(0),
             #[cfg(test)]

@@ -12,8 +12,8 @@
 //!
 //! Which records point into a segment is found from the segment itself: each frame names
 //! its record (key and revision), and a record is moved only if its pointer is that very
-//! frame. A frame that is damaged or not found keeps its record's pointer, and so its
-//! segment. Each batch of frames is moved under the writer lock, so a put, a compaction, a
+//! frame. A frame that is damaged or not found, or a segment that cannot be read, keeps its
+//! records' pointers, and so the segment (walked again only once its live bytes change). Each batch of frames is moved under the writer lock, so a put, a compaction, a
 //! merge or a restore never interleaves with one record's move. A reader that took a
 //! record's old form before a move and reads its value after the segment went finds the
 //! record again (`MvccStore::load_value`).
@@ -22,37 +22,44 @@ use super::MvccStore;
 use super::encoding::{StoredValue, decode_parts, encode_put, record_key};
 use crate::MvccError;
 
-/// Frames looked at per batch (one hold of the writer lock).
+/// Frames looked at per batch (one hold of the writer lock), and the most value bytes a
+/// batch reads, so that applies wait for a batch no longer than for a large put.
 const BATCH: usize = 256;
+const BATCH_BYTES: u64 = 1 << 20;
 
 impl MvccStore {
     /// Segments worth emptying: older than the durable frame's (so never written to again)
     /// and with less than half of their size live. Dead segments are not among them; they
     /// only wait for removal.
+    /// A segment a walk could not empty (a damaged frame) is not walked again until its
+    /// live bytes change.
     pub(crate) fn sparse_segments(&self) -> Vec<u64> {
         let recorded = self.point().values.map_or(0, |p| p.seq);
         let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
+        stuck.retain(|seq, bytes| live.get(seq) == Some(bytes));
         live.range(..recorded)
             .filter(|&(&seq, &bytes)| {
-                self.values
-                    .segment_size(seq)
-                    .is_some_and(|size| bytes.saturating_mul(2) < size)
+                !stuck.contains_key(&seq)
+                    && self
+                        .values
+                        .segment_size(seq)
+                        .is_some_and(|size| bytes.saturating_mul(2) < size)
             })
             .map(|(&seq, _)| seq)
             .collect()
     }
 
     /// Gives every record that points into segment `seq` its value inline. Returns how
-    /// many records it changed. A value that cannot be read (a damaged frame) stays where
-    /// it is, and so does its segment.
+    /// many records it changed. A value that cannot be read (a damaged frame, a failed
+    /// read) stays where it is, and so does its segment: only sled's errors fail this.
     pub(crate) fn relocate_segment(&self, seq: u64) -> Result<usize, MvccError> {
         let mut from = Some(0);
         let mut moved = 0;
         while let Some(at) = from {
-            let (frames, next) = self
-                .values
-                .frames(seq, at, BATCH)
-                .map_err(super::values_error)?;
+            let Ok((frames, next)) = self.values.frames(seq, at, BATCH, BATCH_BYTES) else {
+                break;
+            };
             from = next;
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
             let tree = self.tree();
@@ -87,6 +94,13 @@ impl MvccStore {
         let mut moved = 0;
         for seq in self.sparse_segments() {
             moved += self.relocate_segment(seq)?;
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&bytes) = live.get(&seq) {
+                self.stuck
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(seq, bytes);
+            }
         }
         Ok(moved)
     }
