@@ -85,7 +85,9 @@ pub(crate) fn disk_used(dir: &Path) -> Result<u64> {
 
 /// Saves a snapshot from `endpoint` into `path` (fsynced); returns its size.
 async fn save(endpoint: &str, path: &Path) -> Result<u64> {
-    let channel = connect_channel(endpoint, Some(Duration::from_secs(10))).await?;
+    // raftkv builds the whole file before its first piece (etcd streams as it reads), so
+    // the first piece of a few million keys' snapshot can take longer than 10 s.
+    let channel = connect_channel(endpoint, Some(Duration::from_secs(300))).await?;
     let mut stream = MaintenanceClient::new(channel)
         .snapshot(SnapshotRequest {})
         .await?
