@@ -2409,15 +2409,7 @@ fn persist_removes_value_segments_no_record_points_at() {
     let before = store.values.segments();
     assert!(before.len() > 20, "{before:?}");
     let hash = store.hash_kv(0).unwrap();
-    let values = |s: &MvccStore| {
-        s.range(&RangeRequest {
-            key: b("\0"),
-            range_end: b("\0"),
-            ..Default::default()
-        })
-        .unwrap()
-        .kvs
-    };
+    let values = every_kv;
     let expected = values(&store);
     store.persist().unwrap();
     let after = store.values.segments();
@@ -2449,6 +2441,18 @@ fn persist_removes_value_segments_no_record_points_at() {
     drop(store);
     let store = MvccStore::open(dir.path(), &small_segments()).unwrap();
     assert_eq!(values(&store), expected);
+}
+
+/// Every key's newest version, values included.
+fn every_kv(store: &MvccStore) -> Vec<KeyValue> {
+    store
+        .range(&RangeRequest {
+            key: b("\0"),
+            range_end: b("\0"),
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs
 }
 
 /// Whether `key`'s record at `rev` points into the value log.
@@ -2519,15 +2523,7 @@ fn persist_moves_live_values_out_of_mostly_dead_segments_and_leaves_full_ones() 
     let before = store.values.segments();
     assert!(before.len() > 40, "{}", before.len());
     let (hash, in_use) = (store.hash_kv(0).unwrap(), store.size_in_use());
-    let all = |s: &MvccStore| {
-        s.range(&RangeRequest {
-            key: b("\0"),
-            range_end: b("\0"),
-            ..Default::default()
-        })
-        .unwrap()
-        .kvs
-    };
+    let all = every_kv;
     let expected = all(&store);
     assert_eq!(expected.len(), 73);
     // A reader that took a cold record's pointer before the move.
