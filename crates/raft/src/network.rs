@@ -647,6 +647,31 @@ mod tests {
 
     use super::*;
 
+    /// A forwarded write's applied index from a peer's answer: only a decimal `u64` is
+    /// taken; anything else is no index (and so no wait).
+    #[test]
+    fn an_applied_index_from_a_peer_is_a_decimal_u64_or_nothing() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(applied_index(&md), None);
+        set_applied_index(&mut md, 12_345);
+        assert_eq!(applied_index(&md), Some(12_345));
+        set_applied_index(&mut md, u64::MAX);
+        assert_eq!(applied_index(&md), Some(u64::MAX));
+        for hostile in [
+            "",
+            "-1",
+            "+5",
+            " 5",
+            "0x10",
+            "18446744073709551616",
+            "99999999999999999999999999",
+            "1e3",
+        ] {
+            md.insert(APPLIED_INDEX_HEADER, hostile.parse().unwrap());
+            assert_eq!(applied_index(&md), None, "{hostile:?}");
+        }
+    }
+
     /// A member whose peer port accepts and drops every connection: each failed attempt to
     /// open an append stream is one accepted connection. Attempts made back to back (as
     /// openraft makes them, one per new entry) dial at most once per `REDIAL_INTERVAL`.
