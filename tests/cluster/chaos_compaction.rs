@@ -275,6 +275,47 @@ async fn converge_compacted(cluster: &Cluster, seed: u64, mode: Mode) -> i64 {
     }
 }
 
+/// Waits until every running member's compactor has removed what the compaction at
+/// `last` (or a later one) dropped, and all hold the same versions (bytes in use, counted
+/// afresh by a member that restarted); returns the versions removed since each member
+/// last started, summed. Compaction's deletes run after its apply, on each member's own
+/// thread, through the kills, pauses and snapshot installs of the run.
+async fn converge_removed(cluster: &Cluster, seed: u64, last: i64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let eps: Vec<String> = running(cluster)
+            .into_iter()
+            .map(|i| cluster.members[i].endpoint())
+            .collect();
+        let seen = tokio::task::spawn_blocking(move || {
+            eps.iter()
+                .map(|e| {
+                    let s = crate::metrics::scrape(e);
+                    (
+                        s.value("etcd_debugging_mvcc_compact_revision", &[]),
+                        s.value("raftkv_mvcc_compaction_finished_revision", &[]),
+                        s.value("etcd_mvcc_db_total_size_in_use_in_bytes", &[]),
+                        s.value("etcd_debugging_mvcc_db_compaction_keys_total", &[]),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .expect("scrapes");
+        let done = seen
+            .iter()
+            .all(|&(compacted, finished, _, _)| compacted >= last as f64 && finished == compacted);
+        if done && seen.windows(2).all(|w| w[0].2 == w[1].2) {
+            return seen.iter().map(|s| s.3).sum();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: compactors did not all finish, or members hold different versions after (compact revision, finished revision, bytes in use, versions removed): {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One seeded schedule of `rounds` faults (also run by `chaos_soak`).
 pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
     let mode = if seed.is_multiple_of(2) {
@@ -354,6 +395,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
     );
     let watched = check_watchers(&mut kv, watchers, &history, seed).await;
     let last = converge_compacted(&cluster, seed, mode).await;
+    let compacted_keys = converge_removed(&cluster, seed, last).await;
     // Every acknowledged put at or above the compaction point reads back; below it the
     // read is refused as compacted.
     let mut wrong = Vec::new();
@@ -407,7 +449,7 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         .map(|m| m.log_text().matches("completed auto compaction").count())
         .sum();
     eprintln!(
-        "chaos compaction: seed {seed}: {mode:?}, {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts inside the retention read back; {watched}; value segments removed {removed}, values moved out of them {moved}",
+        "chaos compaction: seed {seed}: {mode:?}, {} ops, faults {faults:?}, {completed} auto compactions completed, last at revision {last}; {} puts inside the retention read back; {watched}; value segments removed {removed}, values moved out of them {moved}, versions removed by compactors {compacted_keys}",
         ops.len(),
         probed.read
     );
@@ -417,6 +459,10 @@ pub(crate) async fn run(seed: u64, rounds: usize) -> (usize, usize) {
         "seed {seed}: only {completed} auto compactions completed"
     );
     assert!(probed.read > 0, "seed {seed}: the prober read nothing back");
+    assert!(
+        compacted_keys > 0.0,
+        "seed {seed}: the compactors removed no version"
+    );
     // Counted since each member's last start, so a lower bound.
     assert!(
         removed > 0.0 && moved > 0.0,

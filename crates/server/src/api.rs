@@ -406,8 +406,15 @@ impl EtcdApi {
     }
 
     async fn compact_here(&self, req: CompactionRequest) -> Result<CompactionResponse, NodeError> {
+        let (revision, physical) = (req.revision, req.physical);
         match self.propose(command::Op::Compaction(req)).await? {
             command_response::Op::Compaction(mut resp) => {
+                // The apply only took the revision; with `physical` the answer waits for
+                // this member's deletes, as etcd's does (no deadline there either: the
+                // client's own ends the wait).
+                while physical && self.node.store().compaction_finished() < revision {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
                 self.fill(&mut resp.header);
                 Ok(resp)
             }

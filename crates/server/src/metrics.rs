@@ -727,6 +727,18 @@ fn mvcc(e: &mut Exposition, api: &EtcdApi) {
         &[],
         store.compacted_revision() as f64,
     );
+    e.counter(
+        "etcd_debugging_mvcc_db_compaction_keys_total",
+        "Total number of db keys compacted.",
+        &[],
+        store.counts().compacted_keys.get() as f64,
+    );
+    e.gauge(
+        "raftkv_mvcc_compaction_finished_revision",
+        "The compaction revision whose deletes last finished on this member (below the compact revision while its compactor is removing what it dropped).",
+        &[],
+        store.compaction_finished() as f64,
+    );
     let hub = api.watch_hub();
     let (watchers, unsynced) = hub.counts();
     e.gauge(

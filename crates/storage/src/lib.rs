@@ -32,4 +32,4 @@ pub mod values;
 mod wal;
 
 pub use error::{ErrorCode, MvccError, SnapshotError};
-pub use mvcc::{AppliedState, MvccConfig, MvccStore, PinnedPoint};
+pub use mvcc::{AppliedState, Compactor, MvccConfig, MvccStore, PinnedPoint};

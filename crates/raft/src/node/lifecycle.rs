@@ -154,6 +154,11 @@ impl RaftNode {
         layout::write_identity(&config.data_dir, identity)
             .map_err(NodeError::storage("writing the identity file"))?;
 
+        // Compactions' physical deletes run beside the applies (and finish one a restart
+        // interrupted).
+        let compactor = store
+            .start_compactor()
+            .map_err(NodeError::storage("starting the compactor thread"))?;
         let (stop_peer, stop_rx) = watch::channel(false);
         let (reads, waiting_reads) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::new(Self {
@@ -173,6 +178,7 @@ impl RaftNode {
             metrics,
             reads,
             reads_in_flight: std::sync::atomic::AtomicUsize::new(0),
+            compactor: std::sync::Mutex::new(Some(compactor)),
         });
         let peer_tls = node.config.peer_tls.accept.clone();
         let service = PeerService::new(
@@ -232,6 +238,13 @@ impl RaftNode {
                 let _ = task.await;
             }
         }
+        // Its batch ends first (a batch is short; the join is off the runtime).
+        let compactor = self
+            .compactor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let _ = tokio::task::spawn_blocking(move || drop(compactor)).await;
         if let Err(e) = self.store.flush() {
             warn!(error = %e, "flushing the store at shutdown failed");
         }

@@ -95,6 +95,8 @@ pub struct RaftNode {
     reads: tokio::sync::mpsc::UnboundedSender<reads::ReadWaiter>,
     /// Read barriers in flight (one alone runs its own round).
     reads_in_flight: std::sync::atomic::AtomicUsize,
+    /// The thread running compactions' physical deletes, stopped by shutdown.
+    compactor: std::sync::Mutex<Option<raftkv_storage::Compactor>>,
 }
 
 impl RaftNode {

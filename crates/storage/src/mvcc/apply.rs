@@ -21,7 +21,7 @@ use super::auth::tokens::SimpleTokens;
 
 use super::encoding::{
     META_ALARMS, META_COMPACTED, META_POINT, Record, encode_put, encode_put_at, record_key,
-    split_record_key, stored_len_at, value_ptr,
+    stored_len_at, value_ptr,
 };
 use super::history::delete_event;
 use super::latest::Newest;
@@ -31,10 +31,6 @@ use super::lease::{
 use super::range::Overlay;
 use super::{AppliedState, MvccStore};
 use crate::error::MvccError;
-
-/// Deletions per sled batch during physical compaction (tests use 3, so their compactions
-/// take several batches).
-const COMPACTION_BATCH: usize = if cfg!(test) { 3 } else { 10_000 };
 
 /// Whether etcd's corrupt applier refuses `cmd`: Put, DeleteRange, Txn, Compaction,
 /// LeaseGrant and LeaseRevoke (alarms, auth changes and lease checkpoints still apply).
@@ -327,10 +323,8 @@ impl MvccStore {
         // Before any removal: a reader that meets one sees the revision (see
         // `compacted_after_read`).
         std::sync::atomic::fence(Ordering::SeqCst);
-        self.remove_compacted_versions(req.revision)?;
-        // A watch may still start at the compacted revision itself (etcd cancels only
-        // watchers below it), so its changes stay indexed.
-        self.remove_history_below(req.revision)?;
+        // The versions it drops go afterwards, in batches (`compaction`).
+        self.removal.wake();
         Ok(CommandResponse {
             op: Some(command_response::Op::Compaction(CompactionResponse {
                 header: Self::header(current),
@@ -499,81 +493,6 @@ impl MvccStore {
                     .collect(),
             })),
         })
-    }
-
-    /// Deletes every version that no read at or above `rev` can see: for each key, all
-    /// versions older than its newest version at or below `rev`, and that version too if it
-    /// is a tombstone. Idempotent, so a crash half-way only leaves work for the next one.
-    fn remove_compacted_versions(&self, rev: i64) -> Result<(), MvccError> {
-        let tree = self.tree();
-        self.remove_compacted_versions_with(rev, &mut |batch| Ok(tree.apply_batch(batch)?))
-    }
-
-    /// [`MvccStore::remove_compacted_versions`], handing each batch of removals to `apply`
-    /// (the batches are atomic, the whole is not). A key's tombstone goes in the batch of
-    /// its oldest version or a later one, never before them: a read between two batches (or
-    /// after a crash between them) must not find the tombstone gone and an older live
-    /// version under it, which would bring the deleted key back.
-    pub(crate) fn remove_compacted_versions_with(
-        &self,
-        rev: i64,
-        apply: &mut dyn FnMut(sled::Batch) -> Result<(), MvccError>,
-    ) -> Result<(), MvccError> {
-        let _gate = self.compaction_gate.write();
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        let mut freed = 0;
-        // Value log frames of the records in the batch, no longer pointed at once it is in.
-        let mut dropped = Vec::new();
-        let mut settled: Vec<u8> = Vec::new();
-        // The settled key's tombstone and its size, removed once its older versions are.
-        let mut tombstone: Option<(sled::IVec, usize)> = None;
-        for item in self
-            .tree()
-            .range(super::encoding::lower_bound(b"")..vec![super::encoding::META_SPACE])
-        {
-            let (raw_key, raw_value) = item?;
-            let (prefix, version_rev) = split_record_key(&raw_key)?;
-            // A record that does not decode keeps no segment's count (compaction only drops
-            // it, as before).
-            let ptr = value_ptr(&raw_value).ok().flatten();
-            let removed = raw_key.len() + stored_len_at(&raw_value, ptr.as_ref());
-            if !settled.is_empty() && settled == prefix {
-                batch.remove(raw_key.as_ref());
-                pending += 1;
-                freed += removed;
-                dropped.extend(ptr);
-            } else {
-                // Another key: the last one's versions are all in, its tombstone may go.
-                if let Some((key, size)) = tombstone.take() {
-                    batch.remove(key);
-                    pending += 1;
-                    freed += size;
-                }
-                if version_rev <= rev {
-                    // The newest version at or below rev: it stays unless it is a tombstone.
-                    settled.clear();
-                    settled.extend_from_slice(prefix);
-                    if Record::decode(&raw_value, false)? == Record::Tombstone {
-                        tombstone = Some((raw_key.clone(), removed));
-                    }
-                }
-            }
-            if pending >= COMPACTION_BATCH {
-                apply(std::mem::take(&mut batch))?;
-                self.note_in_use(0, std::mem::take(&mut freed));
-                self.note_dropped(&std::mem::take(&mut dropped));
-                pending = 0;
-            }
-        }
-        if let Some((key, size)) = tombstone {
-            batch.remove(key);
-            freed += size;
-        }
-        apply(batch)?;
-        self.note_in_use(0, freed);
-        self.note_dropped(&dropped);
-        Ok(())
     }
 }
 

@@ -152,6 +152,8 @@ pub(crate) fn history_revision(raw: &[u8]) -> Result<i64, MvccError> {
 pub(crate) const META_POINT: &[u8] = b"\x02point";
 /// Compacted revision (i64 BE).
 pub(crate) const META_COMPACTED: &[u8] = b"\x02compacted";
+/// The compaction revision whose physical deletes last finished (i64 BE; see `compaction`).
+pub(crate) const META_COMPACT_DONE: &[u8] = b"\x02compact-done";
 /// The active alarms: (member id u64, alarm type i32), big endian, one after another.
 pub(crate) const META_ALARMS: &[u8] = b"\x02alarms";
 

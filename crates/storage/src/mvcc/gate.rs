@@ -45,6 +45,34 @@ impl Gate {
         state.writing = true;
         GateWrite { gate: self }
     }
+
+    /// The write side if it is free now (no pin, no other writer), else `None`.
+    pub(crate) fn try_write(&self) -> Option<GateWrite<'_>> {
+        let mut state = self.lock();
+        if state.writing || state.readers > 0 {
+            return None;
+        }
+        state.writing = true;
+        Some(GateWrite { gate: self })
+    }
+
+    /// Waits, at most `timeout`, until no pin and no writer is in (without taking the gate:
+    /// a writer that must not wait with other locks held tries again then).
+    pub(crate) fn wait_unpinned(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.lock();
+        while state.writing || state.readers > 0 {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// Holds off compaction's physical deletes and restores while alive (see the module doc).

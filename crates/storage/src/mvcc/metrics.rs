@@ -19,4 +19,7 @@ pub struct StoreCounts {
     pub values_moved: Counter,
     /// Value segments removed once no record pointed into them.
     pub segments_removed: Counter,
+    /// Versions (records) compactions removed (etcd's
+    /// `etcd_debugging_mvcc_db_compaction_keys_total`).
+    pub compacted_keys: Counter,
 }

@@ -26,6 +26,7 @@
 
 mod apply;
 pub mod auth;
+mod compaction;
 pub(crate) mod encoding;
 mod gate;
 mod hash;
@@ -51,6 +52,7 @@ use crate::error::MvccError;
 use crate::values::{Position, ValueLog, ValuePtr};
 use encoding::{META_ALARMS, META_COMPACTED, META_POINT, StoredValue, decode_i64};
 
+pub use compaction::Compactor;
 pub use gate::CompactionPin;
 pub use hash::KvHash;
 pub use history::{
@@ -158,6 +160,8 @@ pub struct MvccStore {
     /// Compaction's physical deletes and restores take it for writing; snapshot builders
     /// and hashes pin it for reading.
     compaction_gate: std::sync::Arc<gate::Gate>,
+    /// Compaction's physical deletes, run after its apply (`compaction`).
+    removal: compaction::Removal,
     /// The applied state of the last write, and whether it is not yet stored (writes made
     /// by [`MvccStore::apply_unrecorded`] since the last recording write).
     point: Mutex<Point>,
@@ -379,6 +383,7 @@ impl MvccStore {
             Some(raw) => decode_i64(&raw)?,
             None => 0,
         };
+        let compaction_done = compaction::load_done(&tree)?;
         let alarms = match tree.get(META_ALARMS)? {
             Some(raw) => encoding::decode_alarms(&raw)
                 .ok_or_else(|| MvccError::Corrupt("alarms record".into()))?,
@@ -398,6 +403,7 @@ impl MvccStore {
             writer: Mutex::new(()),
             latest: Mutex::new(latest::Latest::with_seen(seen)),
             compaction_gate: Default::default(),
+            removal: compaction::Removal::new(compaction_done),
             point: Mutex::new(Point {
                 state,
                 values: durable,
@@ -1311,6 +1317,7 @@ pub(crate) fn snapshot_metadata(
     values: Option<&ValuePtr>,
 ) -> AppliedState {
     batch.insert(META_COMPACTED, &meta.compact_revision.to_be_bytes());
+    batch.remove(encoding::META_COMPACT_DONE);
     batch.insert(META_ALARMS, encoding::encode_alarms(&meta.alarms));
     batch.insert(encoding::META_HISTORY, &[1u8][..]);
     for (id, info) in &meta.leases {
@@ -1367,6 +1374,8 @@ impl MvccStore {
         drop(point);
         self.compacted
             .store(meta.compact_revision, Ordering::Release);
+        // The snapshot's versions may hold what its source's removal had not reached yet.
+        self.removal.reset();
         self.set_alarms(meta.alarms.clone());
         *self.lease_table() = meta.leases.iter().copied().collect();
         self.set_auth(meta.auth.clone());

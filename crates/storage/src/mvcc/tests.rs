@@ -41,10 +41,28 @@ impl Fixture {
     /// Applies `op` as a run of one entry, and records its point as the value log's syncer
     /// would shortly after (`apply` records it at once only when no value is unsynced;
     /// `record_applied` syncs them). Tests of the lagging point use the store directly.
+    /// A compaction's physical deletes run to the end before it returns, as the
+    /// compactor thread would run them shortly after (tests of the batches step them).
     fn apply(&self, op: command::Op) -> Result<command_response::Op, MvccError> {
+        let compaction = matches!(op, command::Op::Compaction(_));
         let r = self.store.apply(&cmd(op), &AppliedState::default());
         self.store.record_applied().unwrap();
+        if compaction {
+            self.store.finish_compaction().unwrap();
+        }
         Ok(r?.op.unwrap())
+    }
+
+    /// Applies a compaction at `rev` and leaves its physical deletes to be stepped.
+    fn compact_later(&self, rev: i64) {
+        let op = command::Op::Compaction(CompactionRequest {
+            revision: rev,
+            physical: false,
+        });
+        self.store
+            .apply(&cmd(op), &AppliedState::default())
+            .unwrap();
+        self.store.record_applied().unwrap();
     }
 
     fn put(&self, key: &str, value: &str) -> i64 {
@@ -1725,22 +1743,160 @@ fn compaction_never_shows_a_deleted_key_between_its_batches() {
     };
     let want = all();
     let tree = f.store.tree();
+    let records = || {
+        tree.range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
+            .count()
+    };
+    let before = records();
+    f.compact_later(rev);
+    // The apply only took the revision: every version is still there.
+    assert_eq!(records(), before);
+    assert!(f.store.compaction_pending());
     let mut batches = 0;
-    f.store
-        .remove_compacted_versions_with(rev, &mut |batch| {
-            tree.apply_batch(batch)?;
-            batches += 1;
-            assert_eq!(all(), want, "after batch {batches}");
-            Ok(())
-        })
-        .unwrap();
+    while f.store.compaction_step().unwrap() {
+        batches += 1;
+        assert_eq!(all(), want, "after batch {batches}");
+    }
     assert!(batches > 5, "{batches} batches");
+    assert!(!f.store.compaction_pending());
+    assert_eq!(f.store.compaction_finished(), rev);
     // Only what compaction keeps is left: each live key's newest version at or below rev,
     // and whatever came after.
-    let left = tree
+    assert_eq!(records(), 5, "records left");
+}
+
+/// Writes go on between the batches of a compaction's deletes (new versions of the keys
+/// being walked, new keys behind and ahead of the walk, deletes, another compaction): the
+/// store ends as one whose compactions ran inside their applies, record for record.
+#[test]
+fn writes_between_the_batches_of_a_compaction_end_as_if_it_ran_at_once() {
+    let (stepped, direct) = (open(), open());
+    let both = |op: &dyn Fn(&Fixture)| {
+        op(&stepped);
+        op(&direct);
+    };
+    for i in 0..40 {
+        both(&|f| {
+            f.put(&format!("k{:02}", i % 13), &format!("v{i}"));
+        });
+        if i % 7 == 3 {
+            both(&|f| {
+                f.del(&format!("k{:02}", i % 11), b"", false);
+            });
+        }
+    }
+    let first = stepped.store.revision() - 5;
+    stepped.compact_later(first);
+    direct.compact(first).unwrap();
+    let mut i = 0;
+    while stepped.store.compaction_step().unwrap() {
+        i += 1;
+        both(&|f| {
+            f.put(&format!("k{:02}", (i * 5) % 17), &format!("w{i}"));
+        });
+        if i % 4 == 0 {
+            both(&|f| {
+                f.del(&format!("k{:02}", (i * 3) % 17), b"", false);
+            });
+        }
+        if i == 6 {
+            // A newer compaction while the walk is half-way: it starts again for it.
+            let second = stepped.store.revision() - 2;
+            stepped.compact_later(second);
+            direct.compact(second).unwrap();
+        }
+    }
+    assert!(i > 6, "{i} batches");
+    let dump = |f: &Fixture| -> Vec<(Vec<u8>, Vec<u8>)> {
+        f.store
+            .tree()
+            .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    };
+    assert_eq!(dump(&stepped), dump(&direct));
+    assert_eq!(
+        stepped.store.hash_kv(0).unwrap(),
+        direct.store.hash_kv(0).unwrap()
+    );
+    assert_eq!(stepped.store.size_in_use(), direct.store.size_in_use());
+}
+
+/// A store that closes with a compaction's deletes unfinished finishes them after it
+/// opens again, and one that finished does not walk again.
+#[test]
+fn a_compaction_unfinished_at_close_is_finished_after_open() {
+    let f = open();
+    for i in 0..10 {
+        f.put("a", &i.to_string());
+    }
+    let rev = f.store.revision();
+    f.compact_later(rev);
+    assert!(f.store.compaction_step().unwrap()); // one batch, not all
+    f.store.flush().unwrap();
+    let Fixture { store, _dir } = f;
+    drop(store);
+    let f = Fixture {
+        store: MvccStore::open(_dir.path(), &MvccConfig::default()).unwrap(),
+        _dir,
+    };
+    assert_eq!(f.store.compacted_revision(), rev);
+    assert!(f.store.compaction_pending());
+    f.store.finish_compaction().unwrap();
+    let records = f
+        .store
+        .tree()
         .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
         .count();
-    assert_eq!(left, 5, "records left");
+    assert_eq!(records, 1);
+    f.store.flush().unwrap();
+    let Fixture { store, _dir } = f;
+    drop(store);
+    let store = MvccStore::open(_dir.path(), &MvccConfig::default()).unwrap();
+    assert!(!store.compaction_pending());
+    assert_eq!(store.compaction_finished(), rev);
+}
+
+/// The deletes wait for a point pinned before the compaction (a snapshot being written
+/// reads versions it drops), and the thread runs them once the pin goes; a `physical`
+/// caller's wait ends then.
+#[test]
+fn the_compactor_waits_for_an_older_pin_then_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture {
+        store: MvccStore::open(dir.path(), &MvccConfig::default()).unwrap(),
+        _dir: dir,
+    };
+    for i in 0..10 {
+        f.put("a", &i.to_string());
+    }
+    let rev = f.store.revision();
+    let store = std::sync::Arc::new(f.store);
+    let pinned = store.pin_snapshot_point().unwrap();
+    let _compactor = store.start_compactor().unwrap();
+    store
+        .apply(
+            &cmd(command::Op::Compaction(CompactionRequest {
+                revision: rev,
+                physical: false,
+            })),
+            &AppliedState::default(),
+        )
+        .unwrap();
+    let records = || {
+        store
+            .tree()
+            .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
+            .count()
+    };
+    assert!(!store.wait_compaction(rev, std::time::Duration::from_millis(300)));
+    assert_eq!(records(), 10, "removed under a pin");
+    drop(pinned);
+    assert!(store.wait_compaction(rev, std::time::Duration::from_secs(10)));
+    assert_eq!(records(), 1);
 }
 
 /// Found by the compaction chaos test: a watcher resumed at the compacted revision, a
@@ -2406,6 +2562,7 @@ fn persist_removes_value_segments_no_record_points_at() {
         ..Default::default()
     }));
     store.apply(&compact, &applied_n(601)).unwrap();
+    store.finish_compaction().unwrap();
     let before = store.values.segments();
     assert!(before.len() > 20, "{before:?}");
     let hash = store.hash_kv(0).unwrap();
@@ -2520,6 +2677,7 @@ fn persist_moves_live_values_out_of_mostly_dead_segments_and_leaves_full_ones() 
     }));
     index += 1;
     store.apply(&compact, &applied_n(index)).unwrap();
+    store.finish_compaction().unwrap();
     let before = store.values.segments();
     assert!(before.len() > 40, "{}", before.len());
     let (hash, in_use) = (store.hash_kv(0).unwrap(), store.size_in_use());
