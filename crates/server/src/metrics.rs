@@ -733,6 +733,18 @@ fn mvcc(e: &mut Exposition, api: &EtcdApi) {
         &[],
         store.counts().compacted_keys.get() as f64,
     );
+    e.histogram(
+        "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+        "Bucketed histogram of db compaction pause duration.",
+        &[],
+        &store.counts().compaction_pause,
+    );
+    e.histogram(
+        "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+        "Bucketed histogram of db compaction total duration.",
+        &[],
+        &store.counts().compaction_total,
+    );
     e.gauge(
         "raftkv_mvcc_compaction_finished_revision",
         "The compaction revision whose deletes last finished on this member (below the compact revision while its compactor is removing what it dropped).",

@@ -324,7 +324,7 @@ impl MvccStore {
         // `compacted_after_read`).
         std::sync::atomic::fence(Ordering::SeqCst);
         // The versions it drops go afterwards, in batches (`compaction`).
-        self.removal.wake();
+        self.removal.compacted();
         Ok(CommandResponse {
             op: Some(command_response::Op::Compaction(CompactionResponse {
                 header: Self::header(current),

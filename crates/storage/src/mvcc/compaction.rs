@@ -11,7 +11,10 @@
 //! Each batch runs under the writer lock and holds the compaction gate (so no snapshot
 //! build or hash that pinned an older point loses a version it reads): a put, a relocation
 //! of values, a merge or a restore never interleaves with one batch, and applies wait for a
-//! batch no longer than for a large put. Between batches the walk keeps its place; a
+//! batch no longer than for a large put. A batch looks at 1,000 records and removes each
+//! with its own sled operation, in the walk's order (a key's tombstone after its older
+//! versions; sled recovers a prefix of its operations), and the thread pauses 10 ms between
+//! batches, as etcd's does. Between batches the walk keeps its place; a
 //! snapshot replacing the contents, or a newer compaction, starts it again from the first
 //! key. The removal is idempotent, and leftovers of one not finished (a crash, or a
 //! snapshot built meanwhile and installed elsewhere) are invisible at or above the
@@ -33,11 +36,20 @@ use super::encoding::{
 use crate::error::MvccError;
 use crate::values::ValuePtr;
 
-/// Versions removed per batch at most (tests use 3, so their compactions take several).
-const REMOVE_BATCH: usize = if cfg!(test) { 3 } else { 1_000 };
-/// Records looked at per batch at most, removed or not: a walk over many keys with little
-/// to remove holds the writer lock no longer than one with much.
-const SCAN_BATCH: usize = if cfg!(test) { 7 } else { 8_192 };
+/// Records looked at per batch at most, removed or not (tests use 3, so their
+/// compactions take several batches). Each removal is its own sled operation: a sled batch
+/// takes a lock that every other sled read and write of the process waits for, and a batch
+/// of 1,000 removals held them all for tens of milliseconds.
+const BATCH: usize = if cfg!(test) { 3 } else { 256 };
+/// History index entries removed per batch at most.
+const HISTORY_BATCH: usize = if cfg!(test) { 3 } else { 1_000 };
+/// The compactor thread's pause between two batches (etcd's backend pauses 10 ms too), so
+/// that the applies and reads of a busy member are not crowded out of the cores.
+const PAUSE: Duration = Duration::from_millis(10);
+/// And at least this many times as long as the batch took: the thread takes a tenth of a
+/// core at most. With three members and the client on two cores, removals that took a
+/// quarter of a core each doubled the puts' p99 while they ran (docs/benchmarks.md).
+const WORK_SHARE: u32 = 9;
 
 /// Where the removal is, kept between batches.
 #[derive(Debug, Default)]
@@ -46,6 +58,9 @@ pub(crate) struct Walk {
     /// started: if either changed, it starts again.
     target: i64,
     replacements: u64,
+    /// When the compaction it removes for was applied (or the store opened with it
+    /// unfinished).
+    since: Option<Instant>,
     /// The last record key looked at.
     after: Option<sled::IVec>,
     /// The encoded key prefix whose newest version at or below `target` was seen: its
@@ -68,6 +83,8 @@ pub(crate) struct Removal {
     finished: Condvar,
     /// Set when there is work, so the thread need not wait for its next look.
     wake: Arc<Wake>,
+    /// When the last compaction was applied.
+    applied: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +116,12 @@ impl Removal {
 
     fn done(&self) -> std::sync::MutexGuard<'_, i64> {
         self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a compaction applied now, and tells the thread.
+    pub(crate) fn compacted(&self) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.wake();
     }
 
     /// Tells the thread there is work.
@@ -182,18 +205,32 @@ impl MvccStore {
             *walk = Walk {
                 target,
                 replacements,
+                since: Some(
+                    self.removal
+                        .applied
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or_else(Instant::now),
+                ),
                 ..Walk::default()
             };
         }
         if !walk.versions_done {
-            self.remove_versions(&mut walk)?;
+            let started = Instant::now();
+            let outcome = self.remove_versions(&mut walk);
+            self.counts
+                .compaction_pause
+                .observe(started.elapsed().as_secs_f64() * 1000.0);
+            outcome?;
             return Ok(true);
         }
-        // Only the history index is left: it is not read below the compacted revision,
-        // and applies write it only above, so it goes outside the locks.
+        // Only the history index is left: it is not read below the compacted revision, and
+        // applies write it only above, so it goes outside the locks.
         let tree = self.tree();
         drop((walk, gate, writer));
-        super::history::remove_history(&tree, 0, target)?;
+        if super::history::remove_some_history_below(&tree, target, HISTORY_BATCH)? {
+            return Ok(true);
+        }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let walk = self.removal.walk.lock().unwrap_or_else(|e| e.into_inner());
         if walk.target != self.compacted_revision()
@@ -203,6 +240,11 @@ impl MvccStore {
         }
         self.tree()
             .insert(META_COMPACT_DONE, &target.to_be_bytes())?;
+        if let Some(since) = walk.since {
+            self.counts
+                .compaction_total
+                .observe(since.elapsed().as_secs_f64() * 1000.0);
+        }
         *self.removal.done() = target;
         self.removal.finished.notify_all();
         Ok(false)
@@ -210,65 +252,74 @@ impl MvccStore {
 
     /// One batch of the walk over the versions (the caller holds the writer lock and the
     /// gate): each key's versions older than its newest at or below the target go, and
-    /// that one too if it is a tombstone. The walk moves on only once its batch is in.
+    /// that one too if it is a tombstone, after them. The walk moves on only once its batch
+    /// is in; a batch cut short by an error is walked again (removals are idempotent), and
+    /// what it removed is counted either way.
     fn remove_versions(&self, walk: &mut Walk) -> Result<(), MvccError> {
         let tree = self.tree();
         let start = match &walk.after {
             Some(key) => Bound::Excluded(key.to_vec()),
             None => Bound::Included(lower_bound(b"").to_vec()),
         };
-        let mut batch = sled::Batch::default();
-        let (mut removed, mut scanned, mut freed) = (0, 0, 0);
-        // Value log frames of the records in the batch, no longer pointed at once it is in.
+        let (mut removed, mut freed) = (0u64, 0usize);
+        // Value log frames of the records removed, no longer pointed at.
         let mut dropped: Vec<ValuePtr> = Vec::new();
         let mut settled = walk.settled.clone();
         let mut tombstone = walk.tombstone.clone();
         let mut after = walk.after.clone();
+        let mut scanned = 0;
         let mut finished = true;
-        for item in tree.range((start, Bound::Excluded(vec![META_SPACE]))) {
-            if removed >= REMOVE_BATCH || scanned >= SCAN_BATCH {
-                finished = false;
-                break;
-            }
-            let (raw_key, raw_value) = item?;
-            scanned += 1;
-            let (prefix, version_rev) = split_record_key(&raw_key)?;
-            // A record that does not decode keeps no segment's count (it is only dropped).
-            let ptr = value_ptr(&raw_value).ok().flatten();
-            let size = raw_key.len() + stored_len_at(&raw_value, ptr.as_ref());
-            if !settled.is_empty() && settled == prefix {
-                batch.remove(raw_key.as_ref());
-                removed += 1;
-                freed += size;
-                dropped.extend(ptr);
-            } else {
-                // Another key: the last one's versions are all in, its tombstone may go.
-                if let Some((key, size)) = tombstone.take() {
-                    batch.remove(key);
+        let outcome = (|| -> Result<(), MvccError> {
+            for item in tree.range((start, Bound::Excluded(vec![META_SPACE]))) {
+                if scanned >= BATCH {
+                    finished = false;
+                    break;
+                }
+                let (raw_key, raw_value) = item?;
+                scanned += 1;
+                let (prefix, version_rev) = split_record_key(&raw_key)?;
+                // A record that does not decode keeps no segment's count (it is only
+                // dropped).
+                let ptr = value_ptr(&raw_value).ok().flatten();
+                let size = raw_key.len() + stored_len_at(&raw_value, ptr.as_ref());
+                if !settled.is_empty() && settled == prefix {
+                    tree.remove(&raw_key)?;
                     removed += 1;
                     freed += size;
-                }
-                if version_rev <= walk.target {
-                    // The newest version at or below the target: it stays unless it is a
-                    // tombstone.
-                    settled.clear();
-                    settled.extend_from_slice(prefix);
-                    if Record::decode(&raw_value, false)? == Record::Tombstone {
-                        tombstone = Some((raw_key.clone(), size));
+                    dropped.extend(ptr);
+                } else {
+                    // Another key: the last one's versions are all gone, its tombstone may
+                    // go.
+                    if let Some((key, size)) = &tombstone {
+                        tree.remove(key)?;
+                        removed += 1;
+                        freed += size;
+                        tombstone = None;
+                    }
+                    if version_rev <= walk.target {
+                        // The newest version at or below the target: it stays unless it is
+                        // a tombstone.
+                        settled.clear();
+                        settled.extend_from_slice(prefix);
+                        if Record::decode(&raw_value, false)? == Record::Tombstone {
+                            tombstone = Some((raw_key.clone(), size));
+                        }
                     }
                 }
+                after = Some(raw_key);
             }
-            after = Some(raw_key);
-        }
-        if finished && let Some((key, size)) = tombstone.take() {
-            batch.remove(key);
-            removed += 1;
-            freed += size;
-        }
-        tree.apply_batch(batch)?;
-        self.counts.compacted_keys.add(removed as u64);
+            if finished && let Some((key, size)) = &tombstone {
+                tree.remove(key)?;
+                removed += 1;
+                freed += size;
+                tombstone = None;
+            }
+            Ok(())
+        })();
+        self.counts.compacted_keys.add(removed);
         self.note_in_use(0, freed);
         self.note_dropped(&dropped);
+        outcome?;
         walk.settled = settled;
         walk.tombstone = tombstone;
         walk.after = after;
@@ -318,8 +369,12 @@ fn run(store: Weak<MvccStore>, wake: &Wake) {
             if wake.lock().stop {
                 return;
             }
+            let started = Instant::now();
             match store.compaction_step() {
-                Ok(true) => {}
+                Ok(true) => {
+                    drop(store);
+                    std::thread::sleep(PAUSE.max(started.elapsed() * WORK_SHARE));
+                }
                 Ok(false) => break,
                 // Tried again at the next look; a disk that fails here fails the applies
                 // too, and they report it.

@@ -373,6 +373,28 @@ fn straddling_group(
     Ok(reaches.then_some((key, value)))
 }
 
+/// Drops at most `max` history index entries below revision `to`, one at a time (a group
+/// that starts below `to` and reaches it stays whole); whether any may be left. For
+/// compaction's removal beside the applies: one sled batch of them would hold every other
+/// sled operation of the process for its length.
+pub(crate) fn remove_some_history_below(
+    tree: &sled::Tree,
+    to: i64,
+    max: usize,
+) -> Result<bool, MvccError> {
+    let end = match straddling_group(tree, to)? {
+        Some((key, _)) => key.to_vec(),
+        None => history_bound(to).to_vec(),
+    };
+    for (removed, item) in tree.range(history_bound(0).to_vec()..end).enumerate() {
+        if removed >= max {
+            return Ok(true);
+        }
+        tree.remove(item?.0)?;
+    }
+    Ok(false)
+}
+
 /// Drops the history index entries of revisions `from..to`. A group that starts below
 /// `to` and reaches it stays whole (readers skip what lies below where they start); one
 /// that starts below `from` and reaches it is cut back to below `from`.

@@ -1,10 +1,10 @@
 //! What the store counts for `/metrics`: etcd's `etcd_mvcc_{range,put,delete,txn}_total`,
 //! "seen by this member" — every member counts the writes it applies and the reads it serves.
 
-use raftkv_metrics::Counter;
+use raftkv_metrics::{Counter, Histogram};
 
 /// Operation counts since the store opened.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreCounts {
     /// Ranges served, alone or inside a txn.
     pub ranges: Counter,
@@ -22,4 +22,26 @@ pub struct StoreCounts {
     /// Versions (records) compactions removed (etcd's
     /// `etcd_debugging_mvcc_db_compaction_keys_total`).
     pub compacted_keys: Counter,
+    /// Milliseconds each batch of a compaction's removal held the writer (etcd's
+    /// `etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds`, its buckets).
+    pub compaction_pause: Histogram,
+    /// Milliseconds from a compaction's apply to the end of its removal (etcd's
+    /// `etcd_debugging_mvcc_db_compaction_total_duration_milliseconds`, its buckets).
+    pub compaction_total: Histogram,
+}
+
+impl Default for StoreCounts {
+    fn default() -> Self {
+        Self {
+            ranges: Counter::default(),
+            puts: Counter::default(),
+            deletes: Counter::default(),
+            txns: Counter::default(),
+            values_moved: Counter::default(),
+            segments_removed: Counter::default(),
+            compacted_keys: Counter::default(),
+            compaction_pause: Histogram::exponential(1.0, 2.0, 13),
+            compaction_total: Histogram::exponential(100.0, 2.0, 14),
+        }
+    }
 }
