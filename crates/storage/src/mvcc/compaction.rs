@@ -11,12 +11,12 @@
 //! Each batch runs under the writer lock and holds the compaction gate (so no snapshot
 //! build or hash that pinned an older point loses a version it reads): a put, a relocation
 //! of values, a merge or a restore never interleaves with one batch, and applies wait for a
-//! batch no longer than for a large put. A batch looks at 1,000 records and removes each
+//! batch no longer than for a large put. A batch looks at 256 records and removes each
 //! with its own sled operation, in the walk's order (a key's tombstone after its older
 //! versions; sled recovers a prefix of its operations), and the thread pauses 10 ms between
-//! batches, as etcd's does. Between batches the walk keeps its place; a
-//! snapshot replacing the contents, or a newer compaction, starts it again from the first
-//! key. The removal is idempotent, and leftovers of one not finished (a crash, or a
+//! batches, as etcd's does, and at least nine times as long as the batch took. Between
+//! batches the walk keeps its place; a snapshot replacing the contents, or a newer
+//! compaction, starts it again from the first key. The removal is idempotent, and leftovers of one not finished (a crash, or a
 //! snapshot built meanwhile and installed elsewhere) are invisible at or above the
 //! compacted revision; hashes filter them out (`hash`). The revision the removal last
 //! finished is stored (`META_COMPACT_DONE`), so a store that opens with a compaction
