@@ -74,6 +74,14 @@ pub(crate) struct Walk {
     versions_done: bool,
 }
 
+impl Walk {
+    /// Whether this walk removes for compaction revision `target` over the contents as of
+    /// `replacements` (else it starts again).
+    fn is_for(&self, target: i64, replacements: u64) -> bool {
+        self.target == target && self.replacements == replacements
+    }
+}
+
 /// The state of compaction's physical deletes in a store.
 #[derive(Debug, Default)]
 pub(crate) struct Removal {
@@ -201,7 +209,7 @@ impl MvccStore {
         }
         let replacements = self.replacements.load(Ordering::SeqCst);
         let mut walk = self.removal.walk.lock().unwrap_or_else(|e| e.into_inner());
-        if walk.target != target || walk.replacements != replacements {
+        if !walk.is_for(target, replacements) {
             *walk = Walk {
                 target,
                 replacements,
@@ -233,9 +241,10 @@ impl MvccStore {
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let walk = self.removal.walk.lock().unwrap_or_else(|e| e.into_inner());
-        if walk.target != self.compacted_revision()
-            || walk.replacements != self.replacements.load(Ordering::SeqCst)
-        {
+        if !walk.is_for(
+            self.compacted_revision(),
+            self.replacements.load(Ordering::SeqCst),
+        ) {
             return Ok(true); // started again on the next step
         }
         self.tree()

@@ -373,6 +373,15 @@ fn straddling_group(
     Ok(reaches.then_some((key, value)))
 }
 
+/// Where the history entries to drop below revision `to` end: at the group that starts
+/// below `to` and reaches it (it stays whole), else at `to`.
+fn history_end_below(tree: &sled::Tree, to: i64) -> Result<Vec<u8>, MvccError> {
+    Ok(match straddling_group(tree, to)? {
+        Some((key, _)) => key.to_vec(),
+        None => history_bound(to).to_vec(),
+    })
+}
+
 /// Drops at most `max` history index entries below revision `to`, one at a time (a group
 /// that starts below `to` and reaches it stays whole); whether any may be left. For
 /// compaction's removal beside the applies: one sled batch of them would hold every other
@@ -382,10 +391,7 @@ pub(crate) fn remove_some_history_below(
     to: i64,
     max: usize,
 ) -> Result<bool, MvccError> {
-    let end = match straddling_group(tree, to)? {
-        Some((key, _)) => key.to_vec(),
-        None => history_bound(to).to_vec(),
-    };
+    let end = history_end_below(tree, to)?;
     for (removed, item) in tree.range(history_bound(0).to_vec()..end).enumerate() {
         if removed >= max {
             return Ok(true);
@@ -399,10 +405,7 @@ pub(crate) fn remove_some_history_below(
 /// `to` and reaches it stays whole (readers skip what lies below where they start); one
 /// that starts below `from` and reaches it is cut back to below `from`.
 pub(crate) fn remove_history(tree: &sled::Tree, from: i64, to: i64) -> Result<(), MvccError> {
-    let end = match straddling_group(tree, to)? {
-        Some((key, _)) => key.to_vec(),
-        None => history_bound(to).to_vec(),
-    };
+    let end = history_end_below(tree, to)?;
     if from > 0
         && let Some((key, value)) = straddling_group(tree, from)?
         && let Some(kept) = group_without(&key, &value, |rev, _| rev >= from)?

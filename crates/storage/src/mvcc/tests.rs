@@ -1742,11 +1742,7 @@ fn compaction_never_shows_a_deleted_key_between_its_batches() {
         .kvs
     };
     let want = all();
-    let tree = f.store.tree();
-    let records = || {
-        tree.range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
-            .count()
-    };
+    let records = || version_records(&f.store);
     let before = records();
     f.compact_later(rev);
     // The apply only took the revision: every version is still there.
@@ -1763,6 +1759,14 @@ fn compaction_never_shows_a_deleted_key_between_its_batches() {
     // Only what compaction keeps is left: each live key's newest version at or below rev,
     // and whatever came after.
     assert_eq!(records(), 5, "records left");
+}
+
+/// Version records in the store (every key's every version still stored).
+fn version_records(store: &MvccStore) -> usize {
+    store
+        .tree()
+        .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
+        .count()
 }
 
 /// Writes go on between the batches of a compaction's deletes (new versions of the keys
@@ -1846,18 +1850,54 @@ fn a_compaction_unfinished_at_close_is_finished_after_open() {
     assert_eq!(f.store.compacted_revision(), rev);
     assert!(f.store.compaction_pending());
     f.store.finish_compaction().unwrap();
-    let records = f
-        .store
-        .tree()
-        .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
-        .count();
-    assert_eq!(records, 1);
+    assert_eq!(version_records(&f.store), 1);
     f.store.flush().unwrap();
     let Fixture { store, _dir } = f;
     drop(store);
     let store = MvccStore::open(_dir.path(), &MvccConfig::default()).unwrap();
     assert!(!store.compaction_pending());
     assert_eq!(store.compaction_finished(), rev);
+}
+
+/// The stored finished revision is read from disk like any record: one of the wrong size
+/// is damage the store refuses to open with, never a panic or a guess; a removed one only
+/// makes the store walk again.
+#[test]
+fn a_damaged_compact_done_record_is_refused_and_a_missing_one_walks_again() {
+    let f = open();
+    for i in 0..4 {
+        f.put("a", &i.to_string());
+    }
+    f.compact(f.store.revision()).unwrap();
+    let rev = f.store.compaction_finished();
+    assert!(rev > 0);
+    let Fixture { store, _dir } = f;
+    drop(store);
+    // The record as sled holds it, changed with the store closed.
+    let set = |value: Option<&[u8]>| {
+        let db = sled::open(_dir.path()).unwrap();
+        let tree = db.open_tree(b"mvcc").unwrap();
+        match value {
+            Some(v) => tree.insert(encoding::META_COMPACT_DONE, v).unwrap(),
+            None => tree.remove(encoding::META_COMPACT_DONE).unwrap(),
+        };
+        db.flush().unwrap();
+    };
+    for bad in [&b""[..], &b"\x01"[..], &[0u8; 9][..], &[0xffu8; 64][..]] {
+        set(Some(bad));
+        let reopened = MvccStore::open(_dir.path(), &MvccConfig::default());
+        assert!(
+            matches!(reopened, Err(MvccError::Corrupt(_))),
+            "{bad:?}: {:?}",
+            reopened.map(|_| ())
+        );
+    }
+    set(None);
+    let store = MvccStore::open(_dir.path(), &MvccConfig::default()).unwrap();
+    assert!(store.compaction_pending());
+    store.finish_compaction().unwrap();
+    assert_eq!(store.compaction_finished(), rev);
+    assert_eq!(version_records(&store), 1);
 }
 
 /// The deletes wait for a point pinned before the compaction (a snapshot being written
@@ -1886,12 +1926,7 @@ fn the_compactor_waits_for_an_older_pin_then_removes() {
             &AppliedState::default(),
         )
         .unwrap();
-    let records = || {
-        store
-            .tree()
-            .range(encoding::lower_bound(b"")..vec![encoding::META_SPACE])
-            .count()
-    };
+    let records = || version_records(&store);
     assert!(!store.wait_compaction(rev, std::time::Duration::from_millis(300)));
     assert_eq!(records(), 10, "removed under a pin");
     drop(pinned);
