@@ -1873,9 +1873,10 @@ fn a_damaged_compact_done_record_is_refused_and_a_missing_one_walks_again() {
     assert!(rev > 0);
     let Fixture { store, _dir } = f;
     drop(store);
-    // The record as sled holds it, changed with the store closed.
+    // The record as sled holds it, changed with the store closed (sled may still hold the
+    // closed store's lock for a moment: wait for it as the store's own open does).
     let set = |value: Option<&[u8]>| {
-        let db = sled::open(_dir.path()).unwrap();
+        let db = super::open_waiting_for_lock(&sled::Config::new().path(_dir.path())).unwrap();
         let tree = db.open_tree(b"mvcc").unwrap();
         match value {
             Some(v) => tree.insert(encoding::META_COMPACT_DONE, v).unwrap(),
