@@ -299,11 +299,11 @@ impl MvccStore {
                 } else {
                     // Another key: the last one's versions are all gone, its tombstone may
                     // go.
-                    if let Some((key, size)) = &tombstone {
+                    // (Taken: on an error the walk keeps its old state and looks again.)
+                    if let Some((key, size)) = tombstone.take() {
                         tree.remove(key)?;
                         removed += 1;
                         freed += size;
-                        tombstone = None;
                     }
                     if version_rev <= walk.target {
                         // The newest version at or below the target: it stays unless it is
@@ -317,11 +317,10 @@ impl MvccStore {
                 }
                 after = Some(raw_key);
             }
-            if finished && let Some((key, size)) = &tombstone {
+            if finished && let Some((key, size)) = tombstone.take() {
                 tree.remove(key)?;
                 removed += 1;
                 freed += size;
-                tombstone = None;
             }
             Ok(())
         })();
